@@ -1,0 +1,364 @@
+/* fh/record.h - the normalized tick record: one 64-byte slot for every protocol.
+ *
+ * This header is the single definition of every record layout. Cython sees it through
+ * src/feedhandler/includes/record.pxd; numpy dtypes are built at import time from the descriptor
+ * table that csrc/record.c derives from these structs with offsetof/sizeof (fh_record_descs()),
+ * so no layout is ever typed a second time by hand. tests/test_record_layout.py checks that the
+ * descriptor table covers every byte of every struct.
+ *
+ * Layout rules
+ * - Every record starts with the 16-byte DBN RecordHeader (fh_record_header). `length` is the size
+ *   of the DBN-compatible part in 4-byte units, exactly as DBN defines it, so writing a record as
+ *   DBN means writing its first length*4 bytes.
+ * - Where Databento's DBN has a layout (MBO, trade), the record IS that layout (same field order,
+ *   sizes and offsets), followed by feedhandler extension fields that fill the rest of the slot.
+ *   Where DBN has none (or its layout is larger than a slot), the record is ours, with an rtype in
+ *   the 0xE0-0xFF range that DBN leaves unused.
+ * - Prices are int64 fixed point with 1e-9 units (FH_PRICE_SCALE); FH_UNDEF_PRICE means "no price".
+ * - Times are uint64 nanoseconds since the UNIX epoch: ts_event from the exchange, ts_recv from the
+ *   capture clock.
+ */
+#ifndef FH_RECORD_H
+#define FH_RECORD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define FH_TICK_SIZE 64               /* bytes per ring slot and per record in every batch */
+#define FH_PRICE_SCALE 1000000000LL   /* price_raw units per 1.0 of currency */
+#define FH_UNDEF_PRICE INT64_MAX      /* DBN's UNDEF_PRICE */
+#define FH_UNDEF_TIMESTAMP UINT64_MAX /* DBN's UNDEF_TIMESTAMP */
+
+/* ---- rtypes (DBN values where the layout is DBN's) ------------------------------------------ */
+#define FH_RTYPE_TRADE 0x00            /* DBN Mbp0 / TradeMsg */
+#define FH_RTYPE_MBO 0xA0              /* DBN MboMsg */
+/* feedhandler's own records (rtypes DBN does not use) */
+#define FH_RTYPE_GAP 0xE0              /* sequencing: a gap opened, was filled, or was given up on */
+#define FH_RTYPE_SYSTEM_EVENT 0xE1     /* ITCH S */
+#define FH_RTYPE_STOCK_DIRECTORY 0xE2  /* ITCH R: symbol <-> instrument_id */
+#define FH_RTYPE_TRADING_ACTION 0xE3   /* ITCH H */
+#define FH_RTYPE_REG_SHO 0xE4          /* ITCH Y */
+#define FH_RTYPE_MPP 0xE5              /* ITCH L: market participant position */
+#define FH_RTYPE_MWCB_DECLINE 0xE6     /* ITCH V */
+#define FH_RTYPE_MWCB_STATUS 0xE7      /* ITCH W */
+#define FH_RTYPE_IPO_QUOTING 0xE8      /* ITCH K */
+#define FH_RTYPE_LULD_COLLAR 0xE9      /* ITCH J */
+#define FH_RTYPE_OPERATIONAL_HALT 0xEA /* ITCH h */
+#define FH_RTYPE_NOII 0xEB             /* ITCH I, part 1: shares, direction, current reference */
+#define FH_RTYPE_NOII_PRICES 0xEC      /* ITCH I, part 2: far and near prices */
+#define FH_RTYPE_RPII 0xED             /* ITCH N */
+#define FH_RTYPE_DLCR 0xEE             /* ITCH O, part 1 */
+#define FH_RTYPE_DLCR_COLLARS 0xEF     /* ITCH O, part 2 */
+#define FH_RTYPE_BROKEN_TRADE 0xF0     /* ITCH B */
+/* 0xF1-0xFF: reserved for the other protocols (OUCH, FIX, MDP3 reference data) */
+
+/* ---- MBO actions and sides (DBN's characters) ---------------------------------------------- */
+#define FH_ACTION_ADD 'A'
+#define FH_ACTION_CANCEL 'C'
+#define FH_ACTION_MODIFY 'M'
+#define FH_ACTION_CLEAR 'R'
+#define FH_ACTION_TRADE 'T'
+#define FH_ACTION_FILL 'F'
+#define FH_ACTION_NONE 'N'
+#define FH_SIDE_BID 'B'
+#define FH_SIDE_ASK 'A'
+#define FH_SIDE_NONE 'N'
+
+/* ---- flags (DBN's bits 2..7; bits 0..1 are reserved by DBN and used privately here) --------- */
+#define FH_F_LAST 0x80             /* DBN F_LAST: last record of an event for this instrument */
+#define FH_F_TOB 0x40              /* DBN F_TOB */
+#define FH_F_SNAPSHOT 0x20         /* DBN F_SNAPSHOT */
+#define FH_F_MBP 0x10              /* DBN F_MBP */
+#define FH_F_BAD_TS_RECV 0x08      /* DBN F_BAD_TS_RECV: ts_recv is missing or not from a capture clock */
+#define FH_F_MAYBE_BAD_BOOK 0x04   /* DBN F_MAYBE_BAD_BOOK: a sequence gap may have lost events */
+#define FH_F_WHOLE_ORDER 0x02      /* private: the event removes the whole order; the decoder did not
+                                      know its size and the book fills `size` in (ITCH D, U) */
+#define FH_F_NONPRINTABLE 0x01     /* private: execution not to be printed to time and sales (ITCH C) */
+#define FH_F_DBN_MASK 0xFC         /* the bits DBN defines */
+
+/* ---- the header every record starts with (DBN RecordHeader) -------------------------------- */
+typedef struct fh_record_header {
+    uint8_t length;         /* DBN-compatible size in 4-byte units */
+    uint8_t rtype;          /* FH_RTYPE_* */
+    uint16_t publisher_id;  /* DBN publisher (0 when unknown) */
+    uint32_t instrument_id; /* venue instrument id (ITCH stock locate, MDP3 security id, ...) */
+    uint64_t ts_event;      /* exchange time, ns since UNIX epoch */
+} fh_record_header;
+
+/* Order-by-order event. Bytes 0..55 are exactly DBN's MboMsg. */
+typedef struct fh_mbo {
+    fh_record_header hd;
+    uint64_t order_id;
+    int64_t price;          /* 1e-9 units; FH_UNDEF_PRICE when the decoder does not know it */
+    uint32_t size;
+    uint8_t flags;          /* FH_F_* */
+    uint8_t channel_id;     /* feed line / session index */
+    char action;            /* FH_ACTION_* */
+    char side;              /* FH_SIDE_* */
+    uint64_t ts_recv;
+    int32_t ts_in_delta;
+    uint32_t sequence;      /* low 32 bits of the venue sequence number */
+    /* --- feedhandler extension (not written to DBN) --- */
+    union {
+        uint64_t match_number;   /* fills: the venue's match / trade id */
+        char attribution[8];     /* adds: MPID attribution (ITCH F), NUL padded */
+    } ext;
+} fh_mbo;
+
+/* Trade print. Bytes 0..47 are exactly DBN's TradeMsg (Mbp0). */
+typedef struct fh_trade {
+    fh_record_header hd;
+    int64_t price;
+    uint32_t size;
+    char action;            /* 'T' */
+    char side;              /* aggressor side, FH_SIDE_* ('N' when unknown, e.g. crosses) */
+    uint8_t flags;
+    uint8_t depth;
+    uint64_t ts_recv;
+    int32_t ts_in_delta;
+    uint32_t sequence;
+    /* --- feedhandler extension --- */
+    uint64_t order_id;      /* resting order involved, 0 when none (ITCH P carries one) */
+    uint64_t match_number;
+} fh_trade;
+
+/* Sequencing event (ours): emitted in stream order when a gap opens, is filled, or is given up on. */
+#define FH_GAP_OPENED 1    /* messages first_missing .. first_missing+count-1 are missing */
+#define FH_GAP_FILLED 2    /* a previously reported range arrived late and was applied in order */
+#define FH_GAP_LOST 3      /* the range never arrived; books of this channel may be stale */
+#define FH_GAP_RESET 4     /* the session restarted (new MoldUDP64 session / end of session) */
+typedef struct fh_gap {
+    fh_record_header hd;    /* instrument_id 0: channel-wide */
+    uint64_t ts_recv;
+    uint64_t first_missing; /* sequence number */
+    uint64_t count;         /* messages */
+    uint32_t channel;
+    uint8_t kind;           /* FH_GAP_* */
+    uint8_t _reserved[3];
+    char session[10];       /* MoldUDP64 session, space padded (not NUL terminated) */
+    uint8_t _reserved2[6];
+} fh_gap;
+
+/* ---- ITCH 5.0 reference and status records (ours) ----------------------------------------- */
+typedef struct fh_system_event {
+    fh_record_header hd;
+    uint64_t ts_recv;
+    uint32_t sequence;
+    char event_code;        /* O S Q M E C */
+    uint8_t _reserved[3];
+} fh_system_event;
+
+typedef struct fh_stock_directory {
+    fh_record_header hd;    /* instrument_id = stock locate */
+    uint64_t ts_recv;
+    uint32_t sequence;
+    uint32_t round_lot_size;
+    uint32_t etp_leverage_factor;
+    char symbol[8];         /* space padded, as on the wire */
+    char market_category;
+    char financial_status;
+    char round_lots_only;
+    char issue_classification;
+    char issue_subtype[2];
+    char authenticity;
+    char short_sale_threshold;
+    char ipo_flag;
+    char luld_ref_price_tier;
+    char etp_flag;
+    char inverse_indicator;
+} fh_stock_directory;
+
+typedef struct fh_trading_action {
+    fh_record_header hd;
+    uint64_t ts_recv;
+    uint32_t sequence;
+    char trading_state;     /* H P Q T */
+    char reserved;
+    char reason[4];
+    uint8_t _reserved[6];
+} fh_trading_action;
+
+typedef struct fh_reg_sho {
+    fh_record_header hd;
+    uint64_t ts_recv;
+    uint32_t sequence;
+    char action;            /* 0 1 2 */
+    uint8_t _reserved[3];
+} fh_reg_sho;
+
+typedef struct fh_mpp {
+    fh_record_header hd;
+    uint64_t ts_recv;
+    uint32_t sequence;
+    char mpid[4];
+    char primary_market_maker;
+    char market_maker_mode;
+    char market_participant_state;
+    uint8_t _reserved[5];
+} fh_mpp;
+
+typedef struct fh_mwcb_decline {
+    fh_record_header hd;
+    uint64_t ts_recv;
+    int64_t level1;         /* 1e-9 units */
+    int64_t level2;
+    int64_t level3;
+    uint32_t sequence;
+    uint8_t _reserved[4];
+} fh_mwcb_decline;
+
+typedef struct fh_mwcb_status {
+    fh_record_header hd;
+    uint64_t ts_recv;
+    uint32_t sequence;
+    char breached_level;    /* 1 2 3 */
+    uint8_t _reserved[3];
+} fh_mwcb_status;
+
+typedef struct fh_ipo_quoting {
+    fh_record_header hd;
+    uint64_t ts_recv;
+    int64_t ipo_price;      /* 1e-9 units */
+    uint32_t sequence;
+    uint32_t release_time;  /* seconds since midnight */
+    char release_qualifier; /* A C */
+    uint8_t _reserved[7];
+} fh_ipo_quoting;
+
+typedef struct fh_luld_collar {
+    fh_record_header hd;
+    uint64_t ts_recv;
+    int64_t reference_price;
+    int64_t upper_price;
+    int64_t lower_price;
+    uint32_t sequence;
+    uint32_t extension;
+} fh_luld_collar;
+
+typedef struct fh_operational_halt {
+    fh_record_header hd;
+    uint64_t ts_recv;
+    uint32_t sequence;
+    char market_code;       /* Q B X */
+    char halt_action;       /* H T */
+    uint8_t _reserved[2];
+} fh_operational_halt;
+
+typedef struct fh_noii {
+    fh_record_header hd;
+    uint64_t ts_recv;
+    uint64_t paired_shares;
+    uint64_t imbalance_shares;
+    int64_t current_reference_price;
+    uint32_t sequence;
+    char imbalance_direction;   /* B S N O P */
+    char cross_type;            /* O C H A */
+    char price_variation_indicator;
+    uint8_t _reserved[1];
+} fh_noii;
+
+typedef struct fh_noii_prices {
+    fh_record_header hd;
+    uint64_t ts_recv;
+    int64_t far_price;
+    int64_t near_price;
+    uint32_t sequence;
+    uint8_t _reserved[4];
+} fh_noii_prices;
+
+typedef struct fh_rpii {
+    fh_record_header hd;
+    uint64_t ts_recv;
+    uint32_t sequence;
+    char interest_flag;     /* B S A N */
+    uint8_t _reserved[3];
+} fh_rpii;
+
+typedef struct fh_dlcr {
+    fh_record_header hd;
+    uint64_t ts_recv;
+    uint64_t near_execution_time;   /* as on the wire */
+    int64_t near_execution_price;
+    int64_t minimum_allowable_price;
+    uint32_t sequence;
+    char open_eligibility_status;   /* N Y */
+    uint8_t _reserved[3];
+} fh_dlcr;
+
+typedef struct fh_dlcr_collars {
+    fh_record_header hd;
+    uint64_t ts_recv;
+    int64_t maximum_allowable_price;
+    int64_t lower_price_range_collar;
+    int64_t upper_price_range_collar;
+    uint32_t sequence;
+    uint8_t _reserved[4];
+} fh_dlcr_collars;
+
+typedef struct fh_broken_trade {
+    fh_record_header hd;
+    uint64_t ts_recv;
+    uint64_t match_number;
+    uint32_t sequence;
+    uint8_t _reserved[4];
+} fh_broken_trade;
+
+/* One ring slot: any record. */
+typedef union fh_tick {
+    fh_record_header hd;
+    fh_mbo mbo;
+    fh_trade trade;
+    fh_gap gap;
+    fh_system_event system_event;
+    fh_stock_directory stock_directory;
+    fh_trading_action trading_action;
+    fh_reg_sho reg_sho;
+    fh_mpp mpp;
+    fh_mwcb_decline mwcb_decline;
+    fh_mwcb_status mwcb_status;
+    fh_ipo_quoting ipo_quoting;
+    fh_luld_collar luld_collar;
+    fh_operational_halt operational_halt;
+    fh_noii noii;
+    fh_noii_prices noii_prices;
+    fh_rpii rpii;
+    fh_dlcr dlcr;
+    fh_dlcr_collars dlcr_collars;
+    fh_broken_trade broken_trade;
+    uint8_t raw[FH_TICK_SIZE];
+} fh_tick;
+
+_Static_assert(sizeof(fh_record_header) == 16, "DBN RecordHeader is 16 bytes");
+_Static_assert(offsetof(fh_mbo, ext) == 56, "DBN MboMsg is 56 bytes");
+_Static_assert(offsetof(fh_trade, order_id) == 48, "DBN TradeMsg is 48 bytes");
+_Static_assert(sizeof(fh_tick) == FH_TICK_SIZE, "a tick is one 64-byte slot");
+_Static_assert(_Alignof(fh_tick) == 8, "ticks are 8-byte aligned");
+
+/* DBN lengths (in 4-byte units) of the DBN-compatible records. */
+#define FH_DBN_MBO_LENGTH (56 / 4)
+#define FH_DBN_TRADE_LENGTH (48 / 4)
+/* Length of our own records: the whole slot. */
+#define FH_OWN_LENGTH (FH_TICK_SIZE / 4)
+
+/* ---- descriptor table (csrc/record.c): numpy dtypes and DBN writers are derived from it ---- */
+typedef struct fh_field_desc {
+    const char *name;
+    uint16_t offset;        /* bytes from the start of the record */
+    uint16_t size;          /* bytes of one element */
+    uint16_t count;         /* elements (arrays: > 1) */
+    char kind;              /* 'u' unsigned int, 'i' signed int, 'c' char / char array, 'V' padding */
+} fh_field_desc;
+
+typedef struct fh_record_desc {
+    const char *name;       /* "mbo", "trade", ... (the Python-facing name) */
+    uint8_t rtype;
+    uint16_t size;          /* sizeof(struct) */
+    uint16_t dbn_length;    /* bytes that are DBN-compatible (0: not a DBN record) */
+    const fh_field_desc *fields;
+    uint16_t nfields;
+} fh_record_desc;
+
+/* All record layouts; *n receives their number. Static storage, safe from any thread. */
+const fh_record_desc *fh_record_descs(size_t *n);
+
+#endif

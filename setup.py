@@ -1,0 +1,97 @@
+"""Build the native modules. Metadata lives in pyproject.toml; this file only cythonizes.
+
+Every ``src/**/*.pyx`` becomes one extension module. A module names the C sources it needs from
+``csrc/`` with a ``# distutils: sources = ...`` line at its top, so adding a module never means
+editing this file.
+
+Environment switches (developer use):
+  FH_SANITIZE=1        build with -fsanitize=address,undefined (run under LD_PRELOAD of libasan)
+  FH_DEBUG=1           -O0 -g instead of -O3
+  FH_BUILD_ONLY=a,b    only cythonize modules whose dotted name starts with one of these prefixes
+"""
+import glob
+import os
+import shutil
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CSRC_INCLUDE = os.path.join("csrc", "include")
+# Installed copy of the C headers, so that user code can compile against feedhandler.get_include().
+PKG_INCLUDE = os.path.join("src", "feedhandler", "include")
+
+
+def copy_headers():
+    dst = os.path.join(HERE, PKG_INCLUDE, "fh")
+    os.makedirs(dst, exist_ok=True)
+    for h in glob.glob(os.path.join(HERE, CSRC_INCLUDE, "fh", "*.h")):
+        shutil.copy2(h, dst)
+
+
+class BuildPyWithHeaders(build_py):
+    def run(self):
+        copy_headers()
+        super().run()
+
+
+def cflags():
+    flags = ["-std=gnu11", "-Wno-unused-function", "-Wno-unreachable-code", "-pthread"]
+    if os.environ.get("FH_DEBUG"):
+        flags += ["-O0", "-g"]
+    else:
+        flags += ["-O3", "-g0"]
+    if os.environ.get("FH_MARCH"):
+        flags += ["-march=" + os.environ["FH_MARCH"]]
+    if os.environ.get("FH_SANITIZE"):
+        flags += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
+    return flags
+
+
+def ldflags():
+    flags = ["-pthread"]
+    if os.environ.get("FH_SANITIZE"):
+        flags += ["-fsanitize=address,undefined"]
+    return flags
+
+
+def extensions():
+    only = [p for p in os.environ.get("FH_BUILD_ONLY", "").split(",") if p]
+    exts = []
+    for pyx in sorted(glob.glob(os.path.join("src", "**", "*.pyx"), recursive=True)):
+        rel = os.path.relpath(pyx, "src")
+        name = rel[: -len(".pyx")].replace(os.sep, ".")
+        if only and not any(name.startswith(p) for p in only):
+            continue
+        exts.append(
+            Extension(
+                name,
+                [pyx],
+                include_dirs=[CSRC_INCLUDE, "csrc"],
+                extra_compile_args=cflags(),
+                extra_link_args=ldflags(),
+                libraries=["z"],
+                define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+            )
+        )
+    return exts
+
+
+copy_headers()
+setup(
+    ext_modules=cythonize(
+        extensions(),
+        include_path=["src", CSRC_INCLUDE],
+        compiler_directives={
+            "language_level": 3,
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+            "initializedcheck": False,
+            "embedsignature": True,
+        },
+        nthreads=int(os.environ.get("FH_CYTHON_JOBS", "0")) or None,
+    ),
+    cmdclass={"build_py": BuildPyWithHeaders},
+)

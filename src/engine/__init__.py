@@ -1,0 +1,1 @@
+"""engine: order books, matching engine and the exchange side of feedhandler."""
