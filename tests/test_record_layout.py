@@ -64,3 +64,13 @@ def test_view_and_empty_are_zero_copy_and_aligned():
     assert m.ctypes.data == t.ctypes.data
     assert records.view(t, "mbo")["price"][3] == 123
     assert int(t["raw"][3][24]) == 123  # little-endian low byte of price at offset 24
+
+
+def test_concat_keeps_64_byte_records():
+    a = records.empty(3)
+    b = records.empty(2)
+    records.view(a, "mbo")["order_id"] = [1, 2, 3]
+    records.view(b, "mbo")["order_id"] = [4, 5]
+    c = records.concat([a, b])
+    assert c.dtype.itemsize == 64 and len(c) == 5
+    assert list(records.view(c, "mbo")["order_id"]) == [1, 2, 3, 4, 5]

@@ -60,3 +60,19 @@ def empty(n: int) -> np.ndarray:
     buf = np.zeros(n * TICK_SIZE + 64, dtype=np.uint8)
     off = (-buf.ctypes.data) % 64
     return buf[off : off + n * TICK_SIZE].view(TICK_DTYPE)
+
+
+def concat(batches) -> np.ndarray:
+    """Join tick batches into one 64-byte-per-record array.
+
+    ``np.concatenate`` would repack ``TICK_DTYPE`` (its ``raw`` field overlays the header fields), so
+    batches are joined as raw bytes and viewed again.
+    """
+    parts = [np.ascontiguousarray(b).view(np.uint8).reshape(-1) for b in batches]
+    out = empty(sum(p.size for p in parts) // TICK_SIZE)
+    flat = out.view(np.uint8).reshape(-1)
+    pos = 0
+    for p in parts:
+        flat[pos : pos + p.size] = p
+        pos += p.size
+    return out

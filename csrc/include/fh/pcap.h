@@ -1,0 +1,102 @@
+/* fh/pcap.h - capture FILE sources: classic pcap, pcapng, NASDAQ BinaryFILE, each optionally gzipped.
+ *
+ * The format is detected from the bytes, never from the file name: zlib's gzread reads gzip members
+ * and passes plain files through unchanged, and the first decompressed bytes pick the format
+ * (pcap magics a1b2c3d4 / a1b23c4d in either byte order, the pcapng Section Header Block, or a
+ * plausible run of BinaryFILE length-prefixed ITCH messages).
+ *
+ * Ownership and threading: an fh_filesrc belongs to one thread. fh_filesrc_next() fills an array of
+ * fh_pkt whose `data` pointers point into the source's chunk buffer; they stay valid until the next
+ * fh_filesrc_next() or fh_filesrc_close() on that source. The file is read in FH_FILESRC_CHUNK pieces,
+ * never a call per packet. Damage (truncated records, impossible lengths, broken gzip streams) is
+ * counted by reason in fh_filesrc_stats and ends or skips input; it never crashes and never reads
+ * past the bytes actually read.
+ */
+#ifndef FH_PCAP_H
+#define FH_PCAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define FH_FILESRC_CHUNK (4u << 20)        /* bytes read per refill (decompressed) */
+#define FH_FILESRC_MAX_RECORD (1u << 20)   /* bytes: larger pcap records / pcapng blocks are garbage */
+#define FH_FILESRC_MAX_IFACES 64           /* pcapng interfaces per section */
+
+/* Private link types (not LINKTYPE_* values): how a source labels what a packet holds. */
+#define FH_LINKTYPE_MESSAGE 0xFFFF         /* data is one protocol message (BinaryFILE) */
+
+/* fh_pkt.flags: clock of ts_ns (same values as FH_MSG_TS_* in fh/msg.h) */
+#define FH_PKT_TS_NONE 0
+#define FH_PKT_TS_SW 2
+
+/* One captured frame (or one BinaryFILE message). The batch element from any capture source. */
+typedef struct fh_pkt {
+    const uint8_t *data;    /* first captured byte */
+    uint32_t caplen;        /* bytes at data */
+    uint32_t origlen;       /* bytes on the wire (>= caplen when the capture cut the frame) */
+    uint64_t ts_ns;         /* capture time, ns since UNIX epoch (0 when flags say TS_NONE) */
+    uint16_t linktype;      /* LINKTYPE_* of the frame, or FH_LINKTYPE_MESSAGE */
+    uint16_t flags;         /* FH_PKT_TS_* */
+    uint32_t _reserved;
+} fh_pkt;
+
+_Static_assert(sizeof(fh_pkt) == 32, "fh_pkt is 32 bytes");
+
+typedef enum fh_file_format {
+    FH_FORMAT_UNKNOWN = 0,
+    FH_FORMAT_PCAP = 1,         /* microsecond stamps */
+    FH_FORMAT_PCAP_NS = 2,      /* nanosecond stamps */
+    FH_FORMAT_PCAPNG = 3,
+    FH_FORMAT_BINARYFILE = 4,
+} fh_file_format;
+
+/* Reasons a source counts damage (index into fh_filesrc_stats.damage). */
+enum {
+    FH_SRC_TRUNCATED_HEADER = 0,    /* file ends inside a file header (pcap global / pcapng SHB) */
+    FH_SRC_TRUNCATED_RECORD,        /* file ends inside a record / block */
+    FH_SRC_BAD_CAPLEN,              /* pcap record caplen impossible (> FH_FILESRC_MAX_RECORD): input ends */
+    FH_SRC_CAPLEN_GT_ORIGLEN,       /* record kept, origlen raised to caplen */
+    FH_SRC_BAD_BLOCK_LENGTH,        /* pcapng block length < 12, not a multiple of 4, too large, or trailer
+                                       differs: input ends (no way to resynchronise) */
+    FH_SRC_BAD_BLOCK,               /* pcapng block body too short for its fields: block skipped */
+    FH_SRC_NO_INTERFACE,            /* pcapng packet for an undeclared interface: skipped */
+    FH_SRC_BAD_SECTION,             /* pcapng SHB with an unknown byte-order magic: input ends */
+    FH_SRC_BAD_TIMESTAMP,           /* pcap fraction >= 1 s: kept */
+    FH_SRC_GZIP_TRUNCATED,          /* gzip stream ends early */
+    FH_SRC_GZIP_CORRUPT,            /* gzip data error */
+    FH_SRC_IO_ERROR,                /* read(2) failed */
+    FH_SRC_N_DAMAGE
+};
+
+typedef struct fh_filesrc_stats {
+    uint64_t bytes_read;            /* file bytes consumed so far (compressed bytes for gzip) */
+    uint64_t total_bytes;           /* file size */
+    uint64_t data_bytes;            /* decompressed bytes parsed */
+    uint64_t packets;               /* packets (or BinaryFILE messages) delivered */
+    uint64_t blocks_skipped;        /* pcapng blocks of other types (NRB, ISB, custom, ...) */
+    uint64_t sections;              /* pcapng sections */
+    uint64_t damage[FH_SRC_N_DAMAGE];
+    uint32_t format;                /* fh_file_format */
+    uint32_t gzip;                  /* 1 when the file is gzip-compressed */
+    uint32_t linktype;              /* pcap: the file's link type; pcapng: the first interface's */
+    uint32_t big_endian;            /* pcap/pcapng: the file was written big-endian */
+} fh_filesrc_stats;
+
+typedef struct fh_filesrc fh_filesrc;
+
+/* Errors of fh_filesrc_open (negative returns; other negatives are -errno). */
+#define FH_SRC_EFORMAT (-10000)     /* bytes are no known capture format */
+#define FH_SRC_EEMPTY (-10001)      /* the file is empty */
+#define FH_SRC_ENOMEM (-10002)
+
+/* Opens and detects the format. 0 on success (*out set), else a negative code and *out = NULL.
+ * `err` (may be NULL) receives a human-readable reason. */
+int fh_filesrc_open(fh_filesrc **out, const char *path, char *err, size_t errlen);
+/* Fills pkts[0..cap) with the next packets; returns how many (0: end of input, check stats damage). */
+size_t fh_filesrc_next(fh_filesrc *src, fh_pkt *pkts, size_t cap);
+const fh_filesrc_stats *fh_filesrc_stats_get(const fh_filesrc *src);
+void fh_filesrc_close(fh_filesrc *src);
+const char *fh_filesrc_damage_name(int reason);
+const char *fh_file_format_name(int format);
+
+#endif
