@@ -1,0 +1,269 @@
+"""The ``feedhandler`` command.
+
+    feedhandler replay FILE [--symbols AAPL,MSFT] [--out t.dbn|t.parquet|t.npy] [--json] [--top N]
+                            [--mode single|pipelined] [--date YYYY-MM-DD] [--strict]
+    feedhandler synth OUT --messages N --symbols K --seed S --format pcap|pcapng|binaryfile [--gzip]
+
+Exit codes: 0 success; 2 bad arguments, or an input that is missing, unreadable or in no format we
+read, or an output that cannot be written (one line on stderr, no traceback); 3 with ``--strict``
+when the replay saw sequence gaps, duplicates or damaged input; 130 on Ctrl-C.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Sequence
+
+from feedhandler import __version__
+from feedhandler.errors import FeedhandlerError
+
+EXIT_OK = 0
+EXIT_USAGE = 2        # argparse's own code for bad arguments; also bad input/output files
+EXIT_STRICT = 3       # --strict: the stream had gaps or damage
+EXIT_INTERRUPTED = 130
+
+
+class _Fail(Exception):
+    """A one-line error for the user (exit code attached)."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.code = code
+
+
+# ---- formatting ----------------------------------------------------------------------------------
+def _n(x) -> str:
+    return f"{x:,}"
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def _px(p) -> str:
+    return "-" if p is None else f"{p:,.4f}"
+
+
+def format_summary(s: dict) -> str:
+    """The human-readable replay summary."""
+    lines = []
+    fmt = s["format"] + (" (gzip)" if s["gzip"] else "")
+    lines.append(f"{s['file']}: {fmt}, {_bytes(s['file_bytes'])}, trading day {s['date'] or 'unknown'}")
+    if s["format"] != "binaryfile":
+        lines.append(f"  packets {_n(s['packets'])}: MoldUDP64 {_n(s['moldudp64_packets'])}, heartbeats "
+                     f"{_n(s['heartbeats'])}, end of session {_n(s['end_of_session'])}; sessions "
+                     f"{', '.join(s['sessions']) or '-'}")
+    rate = s["messages_per_s"]
+    lines.append(f"  messages {_n(s['messages'])} -> records {_n(s['records'])} in {s['elapsed_s']:.3f} s"
+                 + (f" ({rate / 1e6:.2f} M msg/s, mode {s['mode']})" if rate else f" (mode {s['mode']})"))
+    by = s["messages_by_type"]
+    if by:
+        items = sorted(by.items(), key=lambda kv: -kv[1])
+        lines.append("  by type: " + "  ".join(f"{k} {_n(v)}" for k, v in items))
+    lines.append(f"  sequencing: gaps {_n(s['gaps'])} (lost {_n(s['lost_messages'])} messages), duplicates "
+                 f"{_n(s['duplicates'])}, out of order {_n(s['out_of_order'])}")
+    for sess, first, last in s["missing_ranges"][:10]:
+        lines.append(f"    missing {sess} {first}..{last}")
+    if len(s["missing_ranges"]) > 10:
+        lines.append(f"    ... {len(s['missing_ranges']) - 10} more ranges")
+    lines.append(f"  damage: malformed {_n(s['malformed'])}, unknown {_n(s['unknown'])}, bad length "
+                 f"{_n(s['bad_length'])}, truncated {_n(s['truncated'])}, link rejects {_n(s['link_rejects'])}")
+    bc = s["book_counters"]
+    errs = {k: bc[k] for k in ("unknown_order", "duplicate_add", "size_underflow", "crossed") if bc.get(k)}
+    lines.append(f"  books: {_n(s['books'])} instruments, {_n(s['live_orders'])} live orders, "
+                 f"{_n(s['stale_books'])} stale" + (f"; book errors {errs}" if errs else ""))
+    if s["symbols"] is not None:
+        nf = s["symbols"]["not_found"]
+        lines.append(f"  symbols: {', '.join(s['symbols']['requested'])}"
+                     + (f" (not in the stock directory: {', '.join(nf)})" if nf else ""))
+    if s["output"]:
+        o = s["output"]
+        lines.append(f"  output: {o['path']} ({o['format']}, {_n(o['records'])} records)")
+    if s["bbo"]:
+        lines.append("")
+        lines.append(f"  {'symbol':<8} {'id':>6} {'records':>10} {'bid size':>10} {'bid':>12} {'ask':>12} "
+                     f"{'ask size':>10} {'spread':>8}")
+        for r in s["bbo"]:
+            spread = "-" if r["bid"] is None or r["ask"] is None else f"{r['ask'] - r['bid']:.4f}"
+            lines.append(f"  {(r['symbol'] or '?'):<8} {r['instrument_id']:>6} {_n(r['records']):>10} "
+                         f"{_n(r['bid_sz']):>10} {_px(r['bid']):>12} {_px(r['ask']):>12} {_n(r['ask_sz']):>10} "
+                         f"{spread:>8}" + ("  STALE" if r["stale"] else ""))
+    return "\n".join(lines)
+
+
+class _ProgressLine:
+    """A ``\\r`` status line on stderr (only when stderr is a terminal and the run lasts > 1 s)."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.shown = False
+
+    def __call__(self, p: dict) -> None:
+        if p["elapsed_s"] < 1.0:
+            return
+        done, total = p["bytes_read"], p["total_bytes"]
+        pct = f"{100.0 * done / total:5.1f}%" if total else "  ?  "
+        rate = p["records"] / p["elapsed_s"] / 1e6
+        self.stream.write(f"\rreplay {pct}  {_bytes(done)}  {_n(p['records'])} records  {rate:.2f} M rec/s ")
+        self.stream.flush()
+        self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            self.stream.write("\r" + " " * 78 + "\r")
+            self.stream.flush()
+
+
+# ---- commands ------------------------------------------------------------------------------------
+def _cmd_replay(args) -> int:
+    from feedhandler.replay import ReplayOptions, replay
+
+    if not os.path.exists(args.file):
+        raise _Fail(f"{args.file}: no such file")
+    if args.date:
+        import datetime as _dt
+
+        try:
+            _dt.date.fromisoformat(args.date)
+        except ValueError:
+            raise _Fail(f"--date {args.date!r} is not YYYY-MM-DD") from None
+    symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
+    bar = _ProgressLine() if (args.progress or (args.progress is None and sys.stderr.isatty())) else None
+    opts = ReplayOptions(symbols=symbols, out=args.out, out_format=args.out_format, mode=args.mode,
+                         date=args.date, top=args.top, progress=bar, reorder_window=args.reorder_window,
+                         udp_port=args.udp_port)
+    if args.out:
+        from feedhandler.output import format_for
+
+        try:
+            format_for(args.out, args.out_format)
+        except ValueError as e:
+            raise _Fail(str(e)) from None
+    try:
+        s = replay(args.file, opts)
+    finally:
+        if bar is not None:
+            bar.done()
+    if args.json:
+        json.dump(s, sys.stdout, indent=2, sort_keys=False)
+        sys.stdout.write("\n")
+    else:
+        print(format_summary(s))
+    if args.strict and (s["gaps"] or s["duplicates"] or s["malformed"] or s["truncated"] or s["unknown"]
+                        or s["bad_length"]):
+        print("feedhandler: --strict: the stream had gaps, duplicates or damaged input", file=sys.stderr)
+        return EXIT_STRICT
+    return EXIT_OK
+
+
+def _cmd_synth(args) -> int:
+    from feedhandler.synth import generate_day
+
+    if args.gzip and args.format != "binaryfile":
+        raise _Fail("--gzip applies to --format binaryfile only")
+    import datetime as _dt
+
+    try:
+        _dt.date.fromisoformat(args.date)
+    except ValueError:
+        raise _Fail(f"--date {args.date!r} is not YYYY-MM-DD") from None
+    t0 = time.perf_counter()
+    try:
+        day = generate_day(args.messages, args.symbols, args.seed, date=args.date)
+    except ValueError as e:
+        raise _Fail(str(e)) from None
+    t1 = time.perf_counter()
+    day.write(args.out, args.format, gzip=args.gzip)
+    t2 = time.perf_counter()
+    if not args.quiet:
+        print(f"{args.out}: {_n(day.n_messages)} ITCH 5.0 messages, {len(day.symbols)} symbols, seed {args.seed}, "
+              f"{args.format}{' (gzip)' if args.gzip else ''}, {_bytes(os.path.getsize(args.out))} "
+              f"(generated in {t1 - t0:.2f} s, written in {t2 - t1:.2f} s)")
+    return EXIT_OK
+
+
+def _positive(v: str) -> int:
+    n = int(v)
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"{v} is not a positive integer")
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="feedhandler", description="Exchange feed handler: captures to ticks to books.")
+    p.add_argument("--version", action="version", version=f"feedhandler {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    r = sub.add_parser("replay", help="decode a capture (pcap, pcapng, BinaryFILE, gzip) into books",
+                       description="Replay a capture file (format detected from its bytes) through the ITCH "
+                                   "decoder and the order books; print a summary and a BBO table.")
+    r.add_argument("file", help="pcap / pcapng / NASDAQ BinaryFILE, optionally gzip-compressed")
+    r.add_argument("--symbols", help="comma-separated tickers to keep (outputs and the BBO table)")
+    r.add_argument("--out", help="write the enriched records: .dbn (DBN MBO), .parquet, .npy")
+    r.add_argument("--out-format", choices=("dbn", "parquet", "npy"), help="output format (default: from --out)")
+    r.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    r.add_argument("--top", type=int, default=10, help="rows of the BBO table (busiest symbols, default 10)")
+    r.add_argument("--mode", choices=("single", "pipelined"), default="single",
+                   help="single: one thread; pipelined: native producer thread + ring + book consumer")
+    r.add_argument("--date", help="trading day YYYY-MM-DD (default: from the capture; none for BinaryFILE)")
+    r.add_argument("--strict", action="store_true", help="exit 3 when the stream had gaps, duplicates or damage")
+    r.add_argument("--reorder-window", type=int, default=None, help="MoldUDP64 reorder window in packets")
+    r.add_argument("--udp-port", type=int, default=None, help="keep only UDP datagrams to this port")
+    g = r.add_mutually_exclusive_group()
+    g.add_argument("--progress", action="store_true", default=None, help="always show the progress line")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="never show the progress line")
+    r.set_defaults(func=_cmd_replay)
+
+    s = sub.add_parser("synth", help="generate a realistic synthetic ITCH 5.0 day",
+                       description="Generate a synthetic NASDAQ TotalView-ITCH 5.0 day (deterministic per seed).")
+    s.add_argument("out", help="output file")
+    s.add_argument("--messages", type=_positive, default=1_000_000, help="total messages (default 1,000,000)")
+    s.add_argument("--symbols", type=_positive, default=100, help="number of symbols (default 100)")
+    s.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    s.add_argument("--format", choices=("pcap", "pcapng", "binaryfile"), default="pcap",
+                   help="MoldUDP64 in a nanosecond pcap (default), pcapng, or a NASDAQ BinaryFILE")
+    s.add_argument("--gzip", action="store_true", help="gzip the BinaryFILE")
+    s.add_argument("--date", default="2024-03-15", help="trading day (default 2024-03-15)")
+    s.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    s.set_defaults(func=_cmd_synth)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``feedhandler`` script; returns the exit code (also when called in-process)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: --help/--version exit 0, bad arguments exit 2
+        return int(e.code or 0)
+    try:
+        return args.func(args)
+    except _Fail as e:
+        print(f"feedhandler: error: {e}", file=sys.stderr)
+        return e.code
+    except BrokenPipeError:  # pragma: no cover - e.g. `feedhandler replay x | head`
+        return EXIT_OK
+    except (FeedhandlerError, OSError) as e:
+        # typed errors of the input/output edges (missing, unreadable or unknown input, unwritable
+        # output, missing optional dependency): one line, no traceback
+        print(f"feedhandler: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("feedhandler: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+def _one_line(e: BaseException) -> str:
+    msg = str(e) or type(e).__name__
+    return msg.splitlines()[0]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Record outputs of ``feedhandler replay --out``: DBN (MBO schema), Parquet, raw ``.npy``.
+
+Every writer has ``write(batch) -> int`` (a TICK_DTYPE batch, already enriched by the book and
+filtered), ``close()`` and ``abort()``, and counts ``records``. :func:`open_writer` picks one by the
+file extension or an explicit format. :class:`SymbolMap` follows the stock directory records of the
+stream (instrument_id -> ticker) for the writers' symbol columns and mappings and for ``--symbols``.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from feedhandler import records
+
+__all__ = ["FORMATS", "SymbolMap", "format_for", "open_writer"]
+
+FORMATS = {".dbn": "dbn", ".parquet": "parquet", ".pq": "parquet", ".npy": "npy"}
+
+
+class SymbolMap:
+    """instrument_id <-> ticker, learned from stock directory records (ITCH R) as batches pass."""
+
+    def __init__(self):
+        self.by_id: dict[int, str] = {}
+
+    def update(self, ticks: np.ndarray) -> int:
+        """Learn the stock directory records of a batch; returns how many it held."""
+        sd = ticks[ticks["rtype"] == records.RTYPE["stock_directory"]]
+        if sd.shape[0]:
+            sd = sd.view(records.DTYPES["stock_directory"])
+            for iid, sym in zip(sd["instrument_id"].tolist(), sd["symbol"].tolist()):
+                self.by_id[iid] = sym.decode("latin-1").strip()
+        return sd.shape[0]
+
+    def ids_of(self, tickers) -> dict[str, int]:
+        want = set(tickers)
+        return {t: i for i, t in self.by_id.items() if t in want}
+
+    def __call__(self) -> dict[int, str]:
+        return dict(self.by_id)
+
+
+def format_for(path: str, fmt: str | None = None) -> str:
+    """The output format: ``fmt`` when given, else from the extension (.dbn, .parquet/.pq, .npy)."""
+    if fmt:
+        fmt = fmt.lower()
+        if fmt not in set(FORMATS.values()):
+            raise ValueError(f"unknown output format {fmt!r} (dbn, parquet, npy)")
+        return fmt
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in FORMATS:
+        raise ValueError(f"cannot tell the output format of {path!r} from its extension "
+                         "(.dbn, .parquet, .npy); use --out-format")
+    return FORMATS[ext]
+
+
+def open_writer(path: str | os.PathLike, fmt: str | None = None, *, symbols: SymbolMap | None = None,
+                date=None):
+    """A writer for ``path`` (see the module docstring)."""
+    path = os.fspath(path)
+    fmt = format_for(path, fmt)
+    if fmt == "dbn":
+        from feedhandler.output.dbn import DbnWriter
+
+        return DbnWriter(path, symbols=symbols, date=date)
+    if fmt == "parquet":
+        from feedhandler.output.parquet import ParquetWriter
+
+        return ParquetWriter(path, symbols=symbols)
+    from feedhandler.output.npy import NpyWriter
+
+    return NpyWriter(path)
