@@ -1,0 +1,1040 @@
+/* book.c - per-instrument L3 order books (see fh/book.h for the contract and the semantics).
+ *
+ * Data structures (all indices are uint32, 0 = none, so every pool wastes its slot 0):
+ * - order pool: 32-byte nodes (order_id, price, size, level, prev, next), free list through `next`.
+ * - order table: open addressing, linear probing, backward-shift deletion (no tombstones), 8-byte
+ *   slots (tag = order_id folded to 32 bits, node index). The home slot depends on the tag only, so a
+ *   deletion can shift entries without touching the pool. Identity hashing (tag & mask) first: venue
+ *   order ids are mostly sequential, which makes recent orders share cache lines; a probe longer than
+ *   FH_BOOK_MAX_PROBE switches the table to multiplicative hashing once (adversarial or strided ids).
+ *   Grows at load 1/2.
+ * - level pool: 32-byte levels (price, total shares, orders, FIFO head/tail, owner = book<<1|side).
+ * - per book and side: a sorted array of keys (bid: price, ask: ~price, so both sides ascend and the
+ *   best level is at the END) with the level index beside it. Most activity is near the top, so
+ *   lookups scan FH_BOOK_SCAN levels from the top before a binary search, and inserts/removes move
+ *   only the few entries above them.
+ * - books: a dense array; instrument ids below max_instruments map through a direct table of dense
+ *   index + 1, larger ids through a small open-addressing map.
+ * Allocation happens only when a pool or table must grow; a failure is counted (no_memory) and the
+ * event is skipped, never a crash.
+ */
+#include "fh/book.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#define FH_BOOK_SCAN 8            /* levels scanned linearly from the top before a binary search */
+#define FH_BOOK_MAX_PROBE 64      /* slots probed before the order table switches to mixed hashing */
+#define FH_BOOK_MIN_ORDERS 1024   /* initial order pool capacity (orders) */
+#define FH_BOOK_MIN_TABLE 4096    /* initial order table capacity (slots, power of two) */
+
+#if defined(__GNUC__)
+#define FH_LIKELY(x) __builtin_expect(!!(x), 1)
+#define FH_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#else
+#define FH_LIKELY(x) (x)
+#define FH_UNLIKELY(x) (x)
+#endif
+
+/* ---------------------------------------------------------------------------------------------- */
+/* memory for the order pool, the order table and the level pool
+ *
+ * These are accessed at random (an order event touches one slot, one node and one level anywhere in
+ * them), so from FH_BOOK_HUGE up they are 2 MiB aligned anonymous mappings with MADV_HUGEPAGE: one
+ * TLB entry covers 2 MiB instead of 4 KiB, and growing faults in 2 MiB at a time. Memory comes zeroed.
+ * Under AddressSanitizer they are plain calloc blocks, so that ASan still sees every overflow. */
+#define FH_BOOK_HUGE ((size_t)2 << 20)   /* bytes */
+
+#if defined(__SANITIZE_ADDRESS__)
+static void *fh_big_alloc(size_t bytes) { return calloc(1, bytes ? bytes : 1); }
+static void fh_big_free(void *p, size_t bytes) { (void)bytes; free(p); }
+#else
+static size_t fh_big_size(size_t bytes) {
+    size_t unit = bytes >= FH_BOOK_HUGE ? FH_BOOK_HUGE : 4096;
+    return (bytes + unit - 1) / unit * unit + (bytes ? 0 : unit);
+}
+
+static void *fh_big_alloc(size_t bytes) {
+    size_t sz = fh_big_size(bytes);
+    if (sz < FH_BOOK_HUGE) {
+        void *p = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        return p == MAP_FAILED ? NULL : p;
+    }
+    size_t span = sz + FH_BOOK_HUGE;
+    void *m = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return NULL;
+    uintptr_t p = (uintptr_t)m, a = (p + FH_BOOK_HUGE - 1) & ~(uintptr_t)(FH_BOOK_HUGE - 1);
+    if (a > p) munmap(m, a - p);
+    if (p + span > a + sz) munmap((void *)(a + sz), p + span - (a + sz));
+    (void)madvise((void *)a, sz, MADV_HUGEPAGE);   /* a hint: without THP it is just slower */
+    return (void *)a;
+}
+
+static void fh_big_free(void *p, size_t bytes) {
+    if (p) munmap(p, fh_big_size(bytes));
+}
+#endif
+
+/* A bigger block with the old contents (and zeroes after them); the old block is freed on success. */
+static void *fh_big_grow(void *p, size_t old_bytes, size_t new_bytes) {
+    void *q = fh_big_alloc(new_bytes);
+    if (!q) return NULL;
+    if (p) {
+        memcpy(q, p, old_bytes);
+        fh_big_free(p, old_bytes);
+    }
+    return q;
+}
+
+const char *const fh_book_counter_names[FH_BOOK_NCOUNTERS] = {
+#define FH_BOOK_X_NAME(id, name) name,
+    FH_BOOK_COUNTERS(FH_BOOK_X_NAME)
+#undef FH_BOOK_X_NAME
+};
+
+typedef struct fh_book_node {
+    uint64_t order_id;
+    int64_t price;
+    uint32_t size;
+    uint32_t level;
+    uint32_t prev, next;
+} fh_book_node;
+_Static_assert(sizeof(fh_book_node) == 32, "order nodes are 32 bytes");
+
+typedef struct fh_book_level {
+    int64_t price;
+    uint64_t total;     /* shares */
+    uint32_t count;     /* orders */
+    uint32_t head, tail;
+    uint32_t owner;     /* book index << 1 | side */
+} fh_book_level;
+_Static_assert(sizeof(fh_book_level) == 32, "levels are 32 bytes");
+
+typedef struct fh_book_slot {
+    uint32_t tag;
+    uint32_t node;
+} fh_book_slot;
+
+typedef struct fh_book_side {
+    int64_t *key;       /* ascending; best at [n-1] */
+    uint32_t *lvl;
+    uint32_t n, cap;
+} fh_book_side;
+
+typedef struct fh_book {
+    fh_book_side side[2];
+    uint64_t live;
+    uint32_t instrument_id;
+    uint8_t stale;
+    /* last BBO reported as an event */
+    int64_t ev_bid_px, ev_ask_px;
+    uint64_t ev_bid_sz, ev_ask_sz;
+} fh_book;
+
+typedef struct fh_inst_slot {
+    uint32_t id;
+    uint32_t idx1;      /* dense index + 1; 0 = empty */
+} fh_inst_slot;
+
+struct fh_bookset {
+    uint64_t counters[FH_BOOK_NCOUNTERS];
+    /* orders */
+    fh_book_node *nodes;
+    uint32_t nodes_cap, nodes_used, node_free;
+    fh_book_slot *table;
+    uint32_t table_mask, table_used;
+    int table_mixed;
+    uint64_t live;
+    /* levels */
+    fh_book_level *levels;
+    uint32_t levels_cap, levels_used, level_free;
+    /* books */
+    fh_book *books;
+    uint32_t nbooks, books_cap;
+    uint32_t *direct;   /* [max_instruments] dense index + 1 */
+    uint32_t max_instruments;
+    fh_inst_slot *imap; /* ids >= max_instruments */
+    uint32_t imap_mask, imap_used;
+    uint32_t depth_hint;
+    int all_stale;      /* a gap lost events: books created from now on start stale */
+    /* replace: the side and book of the order removed by the previous record (whole-order cancel) */
+    int pending_side;   /* -1: none */
+    uint32_t pending_book;
+    /* BBO events */
+    int track_bbo;
+    fh_bbo_event *events;
+    size_t nevents, events_cap;
+};
+
+/* ---------------------------------------------------------------------------------------------- */
+/* order table */
+
+static inline uint32_t fh_tag(uint64_t order_id) { return (uint32_t)order_id ^ (uint32_t)(order_id >> 32); }
+
+static inline uint32_t fh_home(const fh_bookset *bs, uint32_t tag) {
+    if (bs->table_mixed) tag *= 0x9E3779B1u;   /* Fibonacci hashing; the high bits are the good ones */
+    return (bs->table_mixed ? (tag ^ (tag >> 16)) : tag) & bs->table_mask;
+}
+
+/* Slot index of order_id, or UINT32_MAX. */
+static inline uint32_t fh_table_find(const fh_bookset *bs, uint64_t order_id) {
+    uint32_t tag = fh_tag(order_id);
+    uint32_t i = fh_home(bs, tag);
+    for (;;) {
+        const fh_book_slot *s = &bs->table[i];
+        if (s->node == 0) return UINT32_MAX;
+        if (s->tag == tag && bs->nodes[s->node].order_id == order_id) return i;
+        i = (i + 1) & bs->table_mask;
+    }
+}
+
+/* Insert without growing; returns the probe distance. */
+static uint32_t fh_table_put(fh_bookset *bs, uint32_t tag, uint32_t node) {
+    uint32_t i = fh_home(bs, tag), d = 0;
+    while (bs->table[i].node != 0) {
+        i = (i + 1) & bs->table_mask;
+        d++;
+    }
+    bs->table[i].tag = tag;
+    bs->table[i].node = node;
+    return d;
+}
+
+static int fh_table_rehash(fh_bookset *bs, uint32_t new_cap, int mixed) {
+    fh_book_slot *old = bs->table;
+    uint32_t old_cap = bs->table_mask + 1;
+    fh_book_slot *t = fh_big_alloc((size_t)new_cap * sizeof *t);
+    if (!t) return -1;
+    bs->table = t;
+    bs->table_mask = new_cap - 1;
+    bs->table_mixed = mixed;
+    for (uint32_t i = 0; i < old_cap; i++)
+        if (old[i].node) fh_table_put(bs, old[i].tag, old[i].node);
+    fh_big_free(old, (size_t)old_cap * sizeof *old);
+    return 0;
+}
+
+static int fh_table_insert(fh_bookset *bs, uint64_t order_id, uint32_t node) {
+    if (FH_UNLIKELY((uint64_t)(bs->table_used + 1) * 2 > (uint64_t)bs->table_mask + 1)) {
+        if (bs->table_mask >= 0x7FFFFFFFu || fh_table_rehash(bs, (bs->table_mask + 1) * 2, bs->table_mixed))
+            return -1;
+    }
+    uint32_t d = fh_table_put(bs, fh_tag(order_id), node);
+    bs->table_used++;
+    if (FH_UNLIKELY(d > FH_BOOK_MAX_PROBE && !bs->table_mixed))
+        (void)fh_table_rehash(bs, bs->table_mask + 1, 1);   /* on failure the table stays valid */
+    return 0;
+}
+
+/* Backward-shift deletion of slot i. */
+static void fh_table_erase(fh_bookset *bs, uint32_t i) {
+    uint32_t mask = bs->table_mask;
+    uint32_t j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (bs->table[j].node == 0) break;
+        uint32_t h = fh_home(bs, bs->table[j].tag);
+        /* move j into the hole i unless its home lies cyclically in (i, j] */
+        if (((j - h) & mask) >= ((j - i) & mask)) {
+            bs->table[i] = bs->table[j];
+            i = j;
+        }
+    }
+    bs->table[i].node = 0;
+    bs->table[i].tag = 0;
+    bs->table_used--;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* pools */
+
+static uint32_t fh_node_alloc(fh_bookset *bs) {
+    if (bs->node_free) {
+        uint32_t n = bs->node_free;
+        bs->node_free = bs->nodes[n].next;
+        return n;
+    }
+    if (FH_UNLIKELY(bs->nodes_used == bs->nodes_cap)) {
+        if (bs->nodes_cap >= 0x7FFFFFFFu) return 0;
+        uint32_t cap = bs->nodes_cap * 2;
+        fh_book_node *p = fh_big_grow(bs->nodes, (size_t)bs->nodes_cap * sizeof *p, (size_t)cap * sizeof *p);
+        if (!p) return 0;
+        bs->nodes = p;
+        bs->nodes_cap = cap;
+    }
+    return bs->nodes_used++;
+}
+
+static inline void fh_node_free(fh_bookset *bs, uint32_t n) {
+    bs->nodes[n].next = bs->node_free;
+    bs->nodes[n].order_id = 0;
+    bs->node_free = n;
+}
+
+static uint32_t fh_level_alloc(fh_bookset *bs) {
+    if (bs->level_free) {
+        uint32_t l = bs->level_free;
+        bs->level_free = bs->levels[l].head;
+        return l;
+    }
+    if (FH_UNLIKELY(bs->levels_used == bs->levels_cap)) {
+        if (bs->levels_cap >= 0x7FFFFFFFu) return 0;
+        uint32_t cap = bs->levels_cap * 2;
+        fh_book_level *p = fh_big_grow(bs->levels, (size_t)bs->levels_cap * sizeof *p, (size_t)cap * sizeof *p);
+        if (!p) return 0;
+        bs->levels = p;
+        bs->levels_cap = cap;
+    }
+    return bs->levels_used++;
+}
+
+static inline void fh_level_free(fh_bookset *bs, uint32_t l) {
+    bs->levels[l].head = bs->level_free;
+    bs->levels[l].count = 0;
+    bs->level_free = l;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* books */
+
+static inline int64_t fh_key(int side, int64_t price) { return side == FH_BOOK_BID ? price : ~price; }
+
+static uint32_t fh_book_create(fh_bookset *bs, uint32_t instrument_id) {
+    if (bs->nbooks == bs->books_cap) {
+        uint32_t cap = bs->books_cap ? bs->books_cap * 2 : 64;
+        fh_book *p = realloc(bs->books, (size_t)cap * sizeof *p);
+        if (!p) return UINT32_MAX;
+        bs->books = p;
+        bs->books_cap = cap;
+    }
+    fh_book *b = &bs->books[bs->nbooks];
+    memset(b, 0, sizeof *b);
+    b->instrument_id = instrument_id;
+    b->stale = (uint8_t)bs->all_stale;
+    b->ev_bid_px = b->ev_ask_px = FH_UNDEF_PRICE;
+    return bs->nbooks++;
+}
+
+static int fh_imap_grow(fh_bookset *bs) {
+    uint32_t old_cap = bs->imap ? bs->imap_mask + 1 : 0;
+    uint32_t cap = old_cap ? old_cap * 2 : 64;
+    fh_inst_slot *m = calloc(cap, sizeof *m);
+    if (!m) return -1;
+    for (uint32_t i = 0; i < old_cap; i++) {
+        if (!bs->imap[i].idx1) continue;
+        uint32_t j = (bs->imap[i].id * 0x9E3779B1u) & (cap - 1);
+        while (m[j].idx1) j = (j + 1) & (cap - 1);
+        m[j] = bs->imap[i];
+    }
+    free(bs->imap);
+    bs->imap = m;
+    bs->imap_mask = cap - 1;
+    return 0;
+}
+
+/* Dense index of the instrument's book, or UINT32_MAX. */
+static inline uint32_t fh_book_find(const fh_bookset *bs, uint32_t id) {
+    if (FH_LIKELY(id < bs->max_instruments)) return bs->direct[id] - 1;   /* 0 - 1 = UINT32_MAX */
+    if (!bs->imap) return UINT32_MAX;
+    uint32_t j = (id * 0x9E3779B1u) & bs->imap_mask;
+    while (bs->imap[j].idx1) {
+        if (bs->imap[j].id == id) return bs->imap[j].idx1 - 1;
+        j = (j + 1) & bs->imap_mask;
+    }
+    return UINT32_MAX;
+}
+
+/* Dense index of the instrument's book, created when missing; UINT32_MAX when out of memory. */
+static inline uint32_t fh_book_get(fh_bookset *bs, uint32_t id) {
+    uint32_t b = fh_book_find(bs, id);
+    if (FH_LIKELY(b != UINT32_MAX)) return b;
+    if (id >= bs->max_instruments && (!bs->imap || (bs->imap_used + 1) * 2 > bs->imap_mask + 1))
+        if (fh_imap_grow(bs)) return UINT32_MAX;
+    b = fh_book_create(bs, id);
+    if (b == UINT32_MAX) return b;
+    if (id < bs->max_instruments) {
+        bs->direct[id] = b + 1;
+    } else {
+        uint32_t j = (id * 0x9E3779B1u) & bs->imap_mask;
+        while (bs->imap[j].idx1) j = (j + 1) & bs->imap_mask;
+        bs->imap[j].id = id;
+        bs->imap[j].idx1 = b + 1;
+        bs->imap_used++;
+    }
+    return b;
+}
+
+/* Position of key in the side: *found = 1 and its index, or the insertion index. */
+static inline uint32_t fh_side_find(const fh_book_side *s, int64_t key, int *found) {
+    uint32_t n = s->n;
+    uint32_t stop = n > FH_BOOK_SCAN ? n - FH_BOOK_SCAN : 0;
+    for (uint32_t j = n; j > stop; j--) {
+        int64_t k = s->key[j - 1];
+        if (k == key) { *found = 1; return j - 1; }
+        if (k < key) { *found = 0; return j; }
+    }
+    /* binary search in [0, stop) */
+    uint32_t lo = 0, hi = stop;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (s->key[mid] < key) lo = mid + 1;
+        else hi = mid;
+    }
+    *found = lo < stop && s->key[lo] == key;
+    return lo;
+}
+
+static int fh_side_reserve(fh_book_side *s, uint32_t hint) {
+    if (s->n < s->cap) return 0;
+    uint32_t cap = s->cap ? s->cap * 2 : (hint ? hint : 16);
+    int64_t *k = realloc(s->key, (size_t)cap * sizeof *k);
+    if (!k) return -1;
+    s->key = k;
+    uint32_t *l = realloc(s->lvl, (size_t)cap * sizeof *l);
+    if (!l) return -1;   /* key keeps its larger block; cap stays, so nothing is inconsistent */
+    s->lvl = l;
+    s->cap = cap;
+    return 0;
+}
+
+/* Level for (book, side, price), created when missing; 0 when out of memory. */
+static inline uint32_t fh_level_get(fh_bookset *bs, uint32_t b, int side, int64_t price) {
+    fh_book_side *s = &bs->books[b].side[side];
+    int64_t key = fh_key(side, price);
+    int found;
+    uint32_t pos = fh_side_find(s, key, &found);
+    if (found) return s->lvl[pos];
+    if (fh_side_reserve(s, bs->depth_hint)) return 0;
+    uint32_t l = fh_level_alloc(bs);
+    if (!l) return 0;
+    s = &bs->books[b].side[side];
+    memmove(&s->key[pos + 1], &s->key[pos], (size_t)(s->n - pos) * sizeof *s->key);
+    memmove(&s->lvl[pos + 1], &s->lvl[pos], (size_t)(s->n - pos) * sizeof *s->lvl);
+    s->key[pos] = key;
+    s->lvl[pos] = l;
+    s->n++;
+    fh_book_level *lv = &bs->levels[l];
+    lv->price = price;
+    lv->total = 0;
+    lv->count = 0;
+    lv->head = lv->tail = 0;
+    lv->owner = b << 1 | (uint32_t)side;
+    return l;
+}
+
+static void fh_level_remove(fh_bookset *bs, uint32_t l) {
+    fh_book_level *lv = &bs->levels[l];
+    fh_book_side *s = &bs->books[lv->owner >> 1].side[lv->owner & 1];
+    int found;
+    uint32_t pos = fh_side_find(s, fh_key((int)(lv->owner & 1), lv->price), &found);
+    if (found) {   /* always: the level is in its side */
+        memmove(&s->key[pos], &s->key[pos + 1], (size_t)(s->n - pos - 1) * sizeof *s->key);
+        memmove(&s->lvl[pos], &s->lvl[pos + 1], (size_t)(s->n - pos - 1) * sizeof *s->lvl);
+        s->n--;
+    }
+    fh_level_free(bs, l);
+}
+
+/* Append node n to level l's FIFO. */
+static inline void fh_level_push(fh_bookset *bs, uint32_t l, uint32_t n) {
+    fh_book_level *lv = &bs->levels[l];
+    fh_book_node *o = &bs->nodes[n];
+    o->level = l;
+    o->next = 0;
+    o->prev = lv->tail;
+    if (lv->tail) bs->nodes[lv->tail].next = n;
+    else lv->head = n;
+    lv->tail = n;
+    lv->count++;
+    lv->total += o->size;
+}
+
+/* Unlink node n from its level (removing the level when it empties). */
+static inline void fh_level_unlink(fh_bookset *bs, uint32_t n) {
+    fh_book_node *o = &bs->nodes[n];
+    uint32_t l = o->level;
+    fh_book_level *lv = &bs->levels[l];
+    if (o->prev) bs->nodes[o->prev].next = o->next;
+    else lv->head = o->next;
+    if (o->next) bs->nodes[o->next].prev = o->prev;
+    else lv->tail = o->prev;
+    lv->total -= o->size;
+    if (--lv->count == 0) fh_level_remove(bs, l);
+}
+
+/* Remove a live order entirely (slot = its table slot). */
+static inline void fh_order_remove(fh_bookset *bs, uint32_t slot, uint32_t n) {
+    uint32_t b = bs->levels[bs->nodes[n].level].owner >> 1;
+    fh_level_unlink(bs, n);
+    fh_table_erase(bs, slot);
+    fh_node_free(bs, n);
+    bs->books[b].live--;
+    bs->live--;
+}
+
+static inline void fh_book_top(const fh_bookset *bs, const fh_book *bk, fh_bbo *o) {
+    const fh_book_side *s = &bk->side[FH_BOOK_BID];
+    if (s->n) {
+        const fh_book_level *lv = &bs->levels[s->lvl[s->n - 1]];
+        o->bid_px = lv->price; o->bid_sz = lv->total; o->bid_count = lv->count;
+    } else {
+        o->bid_px = FH_UNDEF_PRICE; o->bid_sz = 0; o->bid_count = 0;
+    }
+    s = &bk->side[FH_BOOK_ASK];
+    if (s->n) {
+        const fh_book_level *lv = &bs->levels[s->lvl[s->n - 1]];
+        o->ask_px = lv->price; o->ask_sz = lv->total; o->ask_count = lv->count;
+    } else {
+        o->ask_px = FH_UNDEF_PRICE; o->ask_sz = 0; o->ask_count = 0;
+    }
+}
+
+static inline void fh_check_crossed(fh_bookset *bs, uint32_t b) {
+    const fh_book *bk = &bs->books[b];
+    if (bk->side[0].n && bk->side[1].n &&
+        bs->levels[bk->side[0].lvl[bk->side[0].n - 1]].price >= bs->levels[bk->side[1].lvl[bk->side[1].n - 1]].price)
+        bs->counters[FH_BOOK_C_CROSSED]++;
+}
+
+static void fh_book_clear(fh_bookset *bs, uint32_t b) {
+    for (int side = 0; side < 2; side++) {
+        fh_book_side *s = &bs->books[b].side[side];
+        for (uint32_t i = 0; i < s->n; i++) {
+            uint32_t l = s->lvl[i];
+            for (uint32_t n = bs->levels[l].head; n;) {
+                uint32_t next = bs->nodes[n].next;
+                uint32_t slot = fh_table_find(bs, bs->nodes[n].order_id);
+                if (slot != UINT32_MAX) fh_table_erase(bs, slot);
+                fh_node_free(bs, n);
+                bs->live--;
+                n = next;
+            }
+            fh_level_free(bs, l);
+        }
+        s->n = 0;
+    }
+    bs->books[b].live = 0;
+}
+
+static void fh_bbo_event_emit(fh_bookset *bs, uint32_t b, const fh_mbo *m) {
+    fh_book *bk = &bs->books[b];
+    fh_bbo t;
+    fh_book_top(bs, bk, &t);
+    if (t.bid_px == bk->ev_bid_px && t.bid_sz == bk->ev_bid_sz && t.ask_px == bk->ev_ask_px &&
+        t.ask_sz == bk->ev_ask_sz)
+        return;
+    if (bs->nevents == bs->events_cap) {
+        size_t cap = bs->events_cap ? bs->events_cap * 2 : 4096;
+        fh_bbo_event *p = realloc(bs->events, cap * sizeof *p);
+        if (!p) { bs->counters[FH_BOOK_C_BBO_EVENTS_DROPPED]++; return; }
+        bs->events = p;
+        bs->events_cap = cap;
+    }
+    bk->ev_bid_px = t.bid_px; bk->ev_bid_sz = t.bid_sz;
+    bk->ev_ask_px = t.ask_px; bk->ev_ask_sz = t.ask_sz;
+    fh_bbo_event *e = &bs->events[bs->nevents++];
+    e->instrument_id = bk->instrument_id;
+    e->_reserved = 0;
+    e->ts_event = m->hd.ts_event;
+    e->ts_recv = m->ts_recv;
+    e->bid_px = t.bid_px; e->bid_sz = t.bid_sz;
+    e->ask_px = t.ask_px; e->ask_sz = t.ask_sz;
+    bs->counters[FH_BOOK_C_BBO_EVENTS]++;
+}
+
+static inline void fh_mark_stale(fh_bookset *bs, uint32_t instrument_id) {
+    bs->counters[FH_BOOK_C_MAYBE_BAD_BOOK]++;
+    uint32_t b = fh_book_get(bs, instrument_id);
+    if (b == UINT32_MAX) { bs->counters[FH_BOOK_C_NO_MEMORY]++; return; }
+    bs->books[b].stale = 1;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* apply */
+
+/* Add; returns the book index changed or UINT32_MAX. */
+static inline uint32_t fh_apply_add(fh_bookset *bs, fh_mbo *m, int pending_side, uint32_t pending_book) {
+    int side, replace = 0;
+    if (m->side == FH_SIDE_BID) side = FH_BOOK_BID;
+    else if (m->side == FH_SIDE_ASK) side = FH_BOOK_ASK;
+    else if (m->side == FH_SIDE_NONE) {
+        uint32_t b = fh_book_find(bs, m->hd.instrument_id);
+        if (pending_side < 0 || b != pending_book) {
+            bs->counters[FH_BOOK_C_REPLACE_WITHOUT_DELETE]++;
+            return UINT32_MAX;
+        }
+        side = pending_side;
+        m->side = side == FH_BOOK_BID ? FH_SIDE_BID : FH_SIDE_ASK;   /* filled in even if rejected below */
+        replace = 1;
+    } else {
+        bs->counters[FH_BOOK_C_BAD_SIDE]++;
+        return UINT32_MAX;
+    }
+    if (FH_UNLIKELY(m->size == 0)) { bs->counters[FH_BOOK_C_ZERO_SIZE_ADD]++; return UINT32_MAX; }
+    if (FH_UNLIKELY(m->price == FH_UNDEF_PRICE)) { bs->counters[FH_BOOK_C_BAD_PRICE]++; return UINT32_MAX; }
+    if (FH_UNLIKELY(fh_table_find(bs, m->order_id) != UINT32_MAX)) {
+        bs->counters[FH_BOOK_C_DUPLICATE_ADD]++;
+        return UINT32_MAX;
+    }
+    uint32_t b = fh_book_get(bs, m->hd.instrument_id);
+    if (FH_UNLIKELY(b == UINT32_MAX)) goto oom;
+    uint32_t n = fh_node_alloc(bs);
+    if (FH_UNLIKELY(!n)) goto oom;
+    if (FH_UNLIKELY(fh_table_insert(bs, m->order_id, n))) { fh_node_free(bs, n); goto oom; }
+    uint32_t l = fh_level_get(bs, b, side, m->price);
+    if (FH_UNLIKELY(!l)) {
+        fh_table_erase(bs, fh_table_find(bs, m->order_id));
+        fh_node_free(bs, n);
+        goto oom;
+    }
+    fh_book_node *o = &bs->nodes[n];
+    o->order_id = m->order_id;
+    o->price = m->price;
+    o->size = m->size;
+    fh_level_push(bs, l, n);
+    bs->books[b].live++;
+    bs->live++;
+    bs->counters[FH_BOOK_C_ADDS]++;
+    bs->counters[FH_BOOK_C_REPLACES] += (uint64_t)replace;
+    fh_check_crossed(bs, b);
+    return b;
+oom:
+    bs->counters[FH_BOOK_C_NO_MEMORY]++;
+    return UINT32_MAX;
+}
+
+/* Look up the order an F/C/M record names; fills in slot and node and returns its book, or UINT32_MAX. */
+static inline uint32_t fh_lookup(fh_bookset *bs, const fh_mbo *m, uint32_t *slot, uint32_t *node) {
+    uint32_t s = fh_table_find(bs, m->order_id);
+    if (FH_UNLIKELY(s == UINT32_MAX)) { bs->counters[FH_BOOK_C_UNKNOWN_ORDER]++; return UINT32_MAX; }
+    uint32_t n = bs->table[s].node;
+    uint32_t b = bs->levels[bs->nodes[n].level].owner >> 1;
+    if (FH_UNLIKELY(bs->books[b].instrument_id != m->hd.instrument_id)) {
+        bs->counters[FH_BOOK_C_INSTRUMENT_MISMATCH]++;
+        return UINT32_MAX;
+    }
+    *slot = s;
+    *node = n;
+    return b;
+}
+
+/* Reduce an order by `size` shares (fill or partial cancel): removed at 0, over-reduction counted. */
+static inline void fh_reduce(fh_bookset *bs, uint32_t slot, uint32_t n, uint32_t size) {
+    fh_book_node *o = &bs->nodes[n];
+    if (size >= o->size) {
+        if (size > o->size) bs->counters[FH_BOOK_C_SIZE_UNDERFLOW]++;
+        fh_order_remove(bs, slot, n);
+    } else {
+        o->size -= size;
+        bs->levels[o->level].total -= size;
+    }
+}
+
+static inline char fh_side_char(const fh_bookset *bs, uint32_t n) {
+    return (bs->levels[bs->nodes[n].level].owner & 1) ? FH_SIDE_ASK : FH_SIDE_BID;
+}
+
+static uint32_t fh_apply_modify(fh_bookset *bs, fh_mbo *m) {
+    uint32_t slot, n;
+    uint32_t b = fh_lookup(bs, m, &slot, &n);
+    if (b == UINT32_MAX) return b;
+    if (m->price == FH_UNDEF_PRICE) { bs->counters[FH_BOOK_C_BAD_PRICE]++; return UINT32_MAX; }
+    fh_book_node *o = &bs->nodes[n];
+    int side = (int)(bs->levels[o->level].owner & 1);
+    m->side = fh_side_char(bs, n);
+    bs->counters[FH_BOOK_C_MODIFIES]++;
+    if (m->size == 0) {
+        fh_order_remove(bs, slot, n);
+        return b;
+    }
+    if (m->price == o->price && m->size <= o->size) {   /* size down in place: keeps priority */
+        bs->levels[o->level].total -= o->size - m->size;
+        o->size = m->size;
+        return b;
+    }
+    /* price change or size up: to the tail of the (new) level. Get the new level first so an
+     * allocation failure leaves the order where it was. */
+    fh_level_unlink(bs, n);
+    uint32_t l = fh_level_get(bs, b, side, m->price);
+    if (!l) {
+        /* the old level may be gone too: the order cannot be kept consistently, drop it */
+        fh_table_erase(bs, slot);
+        fh_node_free(bs, n);
+        bs->books[b].live--;
+        bs->live--;
+        bs->counters[FH_BOOK_C_NO_MEMORY]++;
+        return b;
+    }
+    o = &bs->nodes[n];
+    o->price = m->price;
+    o->size = m->size;
+    fh_level_push(bs, l, n);
+    fh_check_crossed(bs, b);
+    return b;
+}
+
+/* Software pipeline over the batch: most of the time of an apply is spent waiting for three
+ * dependent cache misses (order table slot -> order node -> price level) of orders far apart in
+ * memory. Records ahead of the one being applied are looked at in stages so that each miss is in
+ * flight while earlier records are applied. These are hints only: they read current state (always
+ * valid indices) and never change it, so a record applied in between only makes a hint useless. */
+static inline void fh_prefetch_slot(const fh_bookset *bs, const fh_tick *t) {
+    if (t->hd.rtype == FH_RTYPE_MBO) __builtin_prefetch(&bs->table[fh_home(bs, fh_tag(t->mbo.order_id))]);
+}
+
+static inline void fh_prefetch_node(const fh_bookset *bs, const fh_tick *t) {
+    if (t->hd.rtype != FH_RTYPE_MBO) return;
+    if (t->mbo.action == FH_ACTION_ADD) {
+        /* the top of the book side the add will most likely land near */
+        uint32_t b = fh_book_find(bs, t->hd.instrument_id);
+        if (b != UINT32_MAX) {
+            const fh_book_side *s = &bs->books[b].side[t->mbo.side == FH_SIDE_ASK];
+            if (s->n) {
+                __builtin_prefetch(&s->key[s->n - 1]);
+                __builtin_prefetch(&s->lvl[s->n - 1]);
+            }
+        }
+        return;
+    }
+    const fh_book_slot *sl = &bs->table[fh_home(bs, fh_tag(t->mbo.order_id))];
+    if (sl->node) __builtin_prefetch(&bs->nodes[sl->node]);
+}
+
+static inline void fh_prefetch_level(const fh_bookset *bs, const fh_tick *t) {
+    if (t->hd.rtype != FH_RTYPE_MBO) return;
+    if (t->mbo.action == FH_ACTION_ADD) {
+        /* the level the add joins (found the way the add will find it; keys are cached by now) */
+        uint32_t b = fh_book_find(bs, t->hd.instrument_id);
+        if (b != UINT32_MAX && (t->mbo.side == FH_SIDE_BID || t->mbo.side == FH_SIDE_ASK)) {
+            int side = t->mbo.side == FH_SIDE_ASK;
+            const fh_book_side *s = &bs->books[b].side[side];
+            int found;
+            uint32_t pos = fh_side_find(s, fh_key(side, t->mbo.price), &found);
+            if (found) __builtin_prefetch(&bs->levels[s->lvl[pos]]);
+        }
+        return;
+    }
+    const fh_book_slot *sl = &bs->table[fh_home(bs, fh_tag(t->mbo.order_id))];
+    if (sl->node && sl->tag == fh_tag(t->mbo.order_id)) __builtin_prefetch(&bs->levels[bs->nodes[sl->node].level]);
+}
+
+#ifndef FH_BOOK_PF_SLOT
+#define FH_BOOK_PF_SLOT 20   /* records ahead: order table slot */
+#endif
+#ifndef FH_BOOK_PF_NODE
+#define FH_BOOK_PF_NODE 12   /* records ahead: order node (or the book side's top for adds) */
+#endif
+#ifndef FH_BOOK_PF_LEVEL
+#define FH_BOOK_PF_LEVEL 5   /* records ahead: price level */
+#endif
+
+size_t fh_bookset_apply(fh_bookset *bs, fh_tick *ticks, size_t n) {
+    bs->counters[FH_BOOK_C_RECORDS] += n;
+    uint32_t deferred = UINT32_MAX;   /* book whose BBO report waits for the add half of a replace */
+    for (size_t i = 0; i < n; i++) {
+        if (FH_LIKELY(i + FH_BOOK_PF_SLOT < n)) fh_prefetch_slot(bs, &ticks[i + FH_BOOK_PF_SLOT]);
+        if (FH_LIKELY(i + FH_BOOK_PF_NODE < n)) fh_prefetch_node(bs, &ticks[i + FH_BOOK_PF_NODE]);
+        if (FH_LIKELY(i + FH_BOOK_PF_LEVEL < n)) fh_prefetch_level(bs, &ticks[i + FH_BOOK_PF_LEVEL]);
+        fh_tick *t = &ticks[i];
+        int pending_side = bs->pending_side;
+        uint32_t pending_book = bs->pending_book;
+        bs->pending_side = -1;
+        if (FH_UNLIKELY(t->hd.rtype != FH_RTYPE_MBO)) {
+            if (t->hd.rtype == FH_RTYPE_TRADE) {
+                bs->counters[FH_BOOK_C_TRADE_RECORDS]++;
+                if (t->trade.flags & FH_F_MAYBE_BAD_BOOK) fh_mark_stale(bs, t->hd.instrument_id);
+            } else if (t->hd.rtype == FH_RTYPE_GAP && t->gap.kind == FH_GAP_LOST) {
+                bs->counters[FH_BOOK_C_GAPS_LOST]++;
+                bs->all_stale = 1;
+                for (uint32_t b = 0; b < bs->nbooks; b++) bs->books[b].stale = 1;
+            } else {
+                bs->counters[FH_BOOK_C_IGNORED]++;
+            }
+            continue;
+        }
+        fh_mbo *m = &t->mbo;
+        if (FH_UNLIKELY(m->flags & FH_F_MAYBE_BAD_BOOK)) fh_mark_stale(bs, m->hd.instrument_id);
+        uint32_t changed = UINT32_MAX, slot, node;
+        switch (m->action) {
+        case FH_ACTION_ADD:
+            changed = fh_apply_add(bs, m, pending_side, pending_book);
+            break;
+        case FH_ACTION_FILL:
+            changed = fh_lookup(bs, m, &slot, &node);
+            if (changed == UINT32_MAX) break;
+            if (m->price == FH_UNDEF_PRICE) m->price = bs->nodes[node].price;
+            m->side = fh_side_char(bs, node);
+            bs->counters[FH_BOOK_C_FILLS]++;
+            fh_reduce(bs, slot, node, m->size);
+            break;
+        case FH_ACTION_CANCEL:
+            changed = fh_lookup(bs, m, &slot, &node);
+            if (changed == UINT32_MAX) break;
+            m->price = bs->nodes[node].price;
+            m->side = fh_side_char(bs, node);
+            if (m->flags & FH_F_WHOLE_ORDER) {
+                m->size = bs->nodes[node].size;
+                bs->pending_side = m->side == FH_SIDE_BID ? FH_BOOK_BID : FH_BOOK_ASK;
+                bs->pending_book = changed;
+                bs->counters[FH_BOOK_C_DELETES]++;
+                fh_order_remove(bs, slot, node);
+                /* the delete half of a replace: report the BBO after the add half */
+                if (bs->track_bbo && i + 1 < n && ticks[i + 1].hd.rtype == FH_RTYPE_MBO &&
+                    ticks[i + 1].mbo.action == FH_ACTION_ADD && ticks[i + 1].mbo.side == FH_SIDE_NONE &&
+                    ticks[i + 1].hd.instrument_id == m->hd.instrument_id) {
+                    deferred = changed;
+                    continue;
+                }
+            } else {
+                bs->counters[FH_BOOK_C_CANCELS]++;
+                fh_reduce(bs, slot, node, m->size);
+            }
+            break;
+        case FH_ACTION_MODIFY:
+            changed = fh_apply_modify(bs, m);
+            break;
+        case FH_ACTION_CLEAR: {
+            bs->counters[FH_BOOK_C_CLEARS]++;
+            uint32_t b = fh_book_find(bs, m->hd.instrument_id);
+            if (b != UINT32_MAX) {
+                fh_book_clear(bs, b);
+                bs->books[b].stale = 0;
+                changed = b;
+            }
+            break;
+        }
+        case FH_ACTION_TRADE:
+            bs->counters[FH_BOOK_C_TRADES]++;
+            break;
+        case FH_ACTION_NONE:
+            bs->counters[FH_BOOK_C_NONES]++;
+            break;
+        default:
+            bs->counters[FH_BOOK_C_BAD_ACTION]++;
+            break;
+        }
+        if (FH_UNLIKELY(deferred != UINT32_MAX)) {   /* this record is the add half (it may have failed) */
+            if (changed == UINT32_MAX) changed = deferred;
+            else if (changed != deferred) fh_bbo_event_emit(bs, deferred, m);
+            deferred = UINT32_MAX;
+        }
+        if (bs->track_bbo && changed != UINT32_MAX) fh_bbo_event_emit(bs, changed, m);
+    }
+    return n;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* lifetime */
+
+fh_bookset *fh_bookset_new(uint32_t max_instruments, uint32_t depth_hint, int track_bbo_events) {
+    fh_bookset *bs = calloc(1, sizeof *bs);
+    if (!bs) return NULL;
+    bs->max_instruments = max_instruments;
+    bs->depth_hint = depth_hint ? depth_hint : 16;
+    bs->track_bbo = track_bbo_events != 0;
+    bs->pending_side = -1;
+    bs->nodes_cap = FH_BOOK_MIN_ORDERS;
+    bs->nodes = fh_big_alloc((size_t)bs->nodes_cap * sizeof *bs->nodes);
+    bs->nodes_used = 1;   /* node 0 = none */
+    bs->table = fh_big_alloc((size_t)FH_BOOK_MIN_TABLE * sizeof *bs->table);
+    bs->table_mask = FH_BOOK_MIN_TABLE - 1;
+    bs->levels_cap = 256;
+    bs->levels = fh_big_alloc((size_t)bs->levels_cap * sizeof *bs->levels);
+    bs->levels_used = 1;  /* level 0 = none */
+    bs->direct = max_instruments ? calloc(max_instruments, sizeof *bs->direct) : NULL;
+    if (!bs->nodes || !bs->table || !bs->levels || (max_instruments && !bs->direct)) {
+        fh_bookset_free(bs);
+        return NULL;
+    }
+    return bs;
+}
+
+void fh_bookset_free(fh_bookset *bs) {
+    if (!bs) return;
+    for (uint32_t b = 0; b < bs->nbooks; b++) {
+        free(bs->books[b].side[0].key); free(bs->books[b].side[0].lvl);
+        free(bs->books[b].side[1].key); free(bs->books[b].side[1].lvl);
+    }
+    free(bs->books);
+    fh_big_free(bs->nodes, (size_t)bs->nodes_cap * sizeof *bs->nodes);
+    if (bs->table) fh_big_free(bs->table, ((size_t)bs->table_mask + 1) * sizeof *bs->table);
+    fh_big_free(bs->levels, (size_t)bs->levels_cap * sizeof *bs->levels);
+    free(bs->direct);
+    free(bs->imap);
+    free(bs->events);
+    free(bs);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* queries */
+
+const uint64_t *fh_bookset_counters(const fh_bookset *bs) { return bs->counters; }
+uint64_t fh_bookset_live_orders(const fh_bookset *bs) { return bs->live; }
+size_t fh_bookset_instrument_count(const fh_bookset *bs) { return bs->nbooks; }
+
+int fh_bookset_bbo(const fh_bookset *bs, uint32_t instrument_id, fh_bbo *out) {
+    uint32_t b = fh_book_find(bs, instrument_id);
+    if (b == UINT32_MAX) {
+        out->bid_px = out->ask_px = FH_UNDEF_PRICE;
+        out->bid_sz = out->ask_sz = 0;
+        out->bid_count = out->ask_count = 0;
+        return 0;
+    }
+    fh_book_top(bs, &bs->books[b], out);
+    return 1;
+}
+
+int fh_bookset_stale(const fh_bookset *bs, uint32_t instrument_id) {
+    uint32_t b = fh_book_find(bs, instrument_id);
+    return b == UINT32_MAX ? bs->all_stale : bs->books[b].stale;
+}
+
+size_t fh_bookset_summaries(const fh_bookset *bs, fh_book_summary *out, size_t cap) {
+    size_t k = 0;
+    for (uint32_t b = 0; b < bs->nbooks && k < cap; b++, k++) {
+        fh_bbo t;
+        fh_book_top(bs, &bs->books[b], &t);
+        memset(&out[k], 0, sizeof out[k]);
+        out[k].instrument_id = bs->books[b].instrument_id;
+        out[k].stale = bs->books[b].stale;
+        out[k].bid_px = t.bid_px; out[k].bid_sz = t.bid_sz;
+        out[k].ask_px = t.ask_px; out[k].ask_sz = t.ask_sz;
+        out[k].live_orders = bs->books[b].live;
+    }
+    return k;
+}
+
+size_t fh_bookset_depth(const fh_bookset *bs, uint32_t instrument_id, int side, fh_book_depth_level *out,
+                        size_t n) {
+    uint32_t b = fh_book_find(bs, instrument_id);
+    if (b == UINT32_MAX || (side != FH_BOOK_BID && side != FH_BOOK_ASK)) return 0;
+    const fh_book_side *s = &bs->books[b].side[side];
+    size_t k = 0;
+    for (uint32_t j = s->n; j > 0 && k < n; j--, k++) {
+        const fh_book_level *lv = &bs->levels[s->lvl[j - 1]];
+        out[k].price = lv->price;
+        out[k].size = lv->total;
+        out[k].count = lv->count;
+    }
+    return k;
+}
+
+size_t fh_bookset_level_orders(const fh_bookset *bs, uint32_t instrument_id, int side, int64_t price,
+                               uint64_t *order_ids, uint32_t *sizes, size_t cap) {
+    uint32_t b = fh_book_find(bs, instrument_id);
+    if (b == UINT32_MAX || (side != FH_BOOK_BID && side != FH_BOOK_ASK)) return 0;
+    const fh_book_side *s = &bs->books[b].side[side];
+    int found;
+    uint32_t pos = fh_side_find(s, fh_key(side, price), &found);
+    if (!found) return 0;
+    const fh_book_level *lv = &bs->levels[s->lvl[pos]];
+    size_t k = 0;
+    for (uint32_t n = lv->head; n; n = bs->nodes[n].next, k++) {
+        if (k < cap) {
+            order_ids[k] = bs->nodes[n].order_id;
+            sizes[k] = bs->nodes[n].size;
+        }
+    }
+    return k;
+}
+
+int fh_bookset_queue_position(const fh_bookset *bs, uint64_t order_id, uint64_t *shares_ahead,
+                              uint64_t *orders_ahead) {
+    uint32_t s = fh_table_find(bs, order_id);
+    if (s == UINT32_MAX) return -1;
+    uint32_t target = bs->table[s].node;
+    uint64_t sh = 0, od = 0;
+    for (uint32_t n = bs->levels[bs->nodes[target].level].head; n && n != target; n = bs->nodes[n].next) {
+        sh += bs->nodes[n].size;
+        od++;
+    }
+    *shares_ahead = sh;
+    *orders_ahead = od;
+    return 0;
+}
+
+int fh_bookset_order(const fh_bookset *bs, uint64_t order_id, uint32_t *instrument_id, int *side,
+                     int64_t *price, uint32_t *size) {
+    uint32_t s = fh_table_find(bs, order_id);
+    if (s == UINT32_MAX) return -1;
+    const fh_book_node *o = &bs->nodes[bs->table[s].node];
+    uint32_t owner = bs->levels[o->level].owner;
+    *instrument_id = bs->books[owner >> 1].instrument_id;
+    *side = (int)(owner & 1);
+    *price = o->price;
+    *size = o->size;
+    return 0;
+}
+
+const fh_bbo_event *fh_bookset_bbo_events(const fh_bookset *bs, size_t *n) {
+    *n = bs->nevents;
+    return bs->events;
+}
+
+void fh_bookset_bbo_events_drain(fh_bookset *bs) { bs->nevents = 0; }
+
+size_t fh_bookset_memory(const fh_bookset *bs) {
+    size_t m = sizeof *bs;
+    m += (size_t)bs->nodes_cap * sizeof *bs->nodes;
+    m += ((size_t)bs->table_mask + 1) * sizeof *bs->table;
+    m += (size_t)bs->levels_cap * sizeof *bs->levels;
+    m += (size_t)bs->books_cap * sizeof *bs->books;
+    for (uint32_t b = 0; b < bs->nbooks; b++)
+        m += (size_t)(bs->books[b].side[0].cap + bs->books[b].side[1].cap) * (sizeof(int64_t) + sizeof(uint32_t));
+    m += (size_t)bs->max_instruments * sizeof *bs->direct;
+    if (bs->imap) m += ((size_t)bs->imap_mask + 1) * sizeof *bs->imap;
+    m += bs->events_cap * sizeof *bs->events;
+    return m;
+}
+
+int fh_bookset_check(const fh_bookset *bs) {
+    uint64_t live = 0, nlevels = 0;
+    for (uint32_t b = 0; b < bs->nbooks; b++) {
+        const fh_book *bk = &bs->books[b];
+        if (fh_book_find(bs, bk->instrument_id) != b) return 1;
+        uint64_t blive = 0;
+        for (int side = 0; side < 2; side++) {
+            const fh_book_side *s = &bk->side[side];
+            for (uint32_t j = 0; j < s->n; j++) {
+                if (j && s->key[j - 1] >= s->key[j]) return 2;   /* strictly ascending */
+                uint32_t l = s->lvl[j];
+                if (l == 0 || l >= bs->levels_used) return 3;
+                const fh_book_level *lv = &bs->levels[l];
+                if (lv->owner != (b << 1 | (uint32_t)side)) return 4;
+                if (fh_key(side, lv->price) != s->key[j]) return 5;
+                if (lv->count == 0) return 6;
+                uint64_t total = 0, count = 0;
+                uint32_t prev = 0;
+                for (uint32_t n = lv->head; n; n = bs->nodes[n].next) {
+                    const fh_book_node *o = &bs->nodes[n];
+                    if (o->prev != prev || o->level != l || o->price != lv->price || o->size == 0) return 7;
+                    uint32_t slot = fh_table_find(bs, o->order_id);
+                    if (slot == UINT32_MAX || bs->table[slot].node != n) return 8;
+                    total += o->size;
+                    count++;
+                    prev = n;
+                    if (count > bs->nodes_used) return 9;   /* a cycle */
+                }
+                if (prev != lv->tail || total != lv->total || count != lv->count) return 10;
+                blive += count;
+                nlevels++;
+            }
+        }
+        if (blive != bk->live) return 11;
+        live += blive;
+    }
+    if (live != bs->live || live != bs->table_used) return 12;
+    uint64_t used = 0;
+    for (uint32_t i = 0; i <= bs->table_mask; i++) {
+        if (!bs->table[i].node) continue;
+        used++;
+        /* every entry is reachable from its home: no empty slot in between */
+        for (uint32_t j = fh_home(bs, bs->table[i].tag); j != i; j = (j + 1) & bs->table_mask)
+            if (!bs->table[j].node) return 13;
+        if (bs->table[i].tag != fh_tag(bs->nodes[bs->table[i].node].order_id)) return 14;
+    }
+    if (used != bs->table_used) return 15;
+    (void)nlevels;
+    return 0;
+}

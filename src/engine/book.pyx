@@ -1,0 +1,349 @@
+# distutils: sources = csrc/book.c
+"""Per-instrument order-by-order (L3) books fed by normalized tick records.
+
+The books live in C (``csrc/book.c``, contract and semantics in ``csrc/include/fh/book.h``);
+:class:`BookSet` owns them. Python enters once per batch: :meth:`BookSet.apply` runs one ``nogil``
+C loop over a whole numpy batch and :meth:`BookSet.consume` drains a ring without touching Python
+except for an optional per-batch callback.
+"""
+from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.memoryview cimport PyMemoryView_FromMemory
+from libc.stdint cimport int64_t, uint32_t, uint64_t, uintptr_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
+
+from feedhandler.includes.record cimport FH_TICK_SIZE, FH_UNDEF_PRICE, fh_tick
+from feedhandler.includes.ring cimport fh_ring, fh_ring_is_finished, fh_ring_release, fh_ring_wait_for
+from feedhandler.ring cimport Ring
+
+import numpy as np
+
+from feedhandler.records import TICK_DTYPE
+
+cdef extern from "Python.h":
+    enum:
+        PyBUF_WRITE
+    int PyErr_CheckSignals() except -1
+
+cdef enum:
+    # consume() wakes up this often while the ring is idle to let Python handle signals (Ctrl-C), ns.
+    CONSUME_POLL_NS = 100000000
+
+__all__ = ["BookSet", "BBO_EVENT_DTYPE", "SUMMARY_DTYPE", "LEVEL_DTYPE", "COUNTER_NAMES", "UNDEF_PRICE"]
+
+
+def _struct_dtype(fields, size_t itemsize):
+    """numpy dtype of a C struct from [(name, format, byte offset)]: offsets come from the C compiler
+    (below), never typed by hand."""
+    return np.dtype({"names": [f[0] for f in fields], "formats": [f[1] for f in fields],
+                     "offsets": [f[2] for f in fields], "itemsize": itemsize})
+
+
+cdef fh_bbo_event _ev
+cdef fh_book_summary _sm
+cdef fh_book_depth_level _lv
+cdef size_t _off(void *field, void *base):
+    return <size_t>(<char *>field - <char *>base)
+
+#: One row of :meth:`BookSet.bbo_events` (the memory layout of ``fh_bbo_event``).
+BBO_EVENT_DTYPE = _struct_dtype([
+    ("instrument_id", "<u4", _off(&_ev.instrument_id, &_ev)),
+    ("ts_event", "<u8", _off(&_ev.ts_event, &_ev)),
+    ("ts_recv", "<u8", _off(&_ev.ts_recv, &_ev)),
+    ("bid_px", "<i8", _off(&_ev.bid_px, &_ev)),
+    ("bid_sz", "<u8", _off(&_ev.bid_sz, &_ev)),
+    ("ask_px", "<i8", _off(&_ev.ask_px, &_ev)),
+    ("ask_sz", "<u8", _off(&_ev.ask_sz, &_ev)),
+], sizeof(fh_bbo_event))
+#: One row of :meth:`BookSet.bbo_all` (the memory layout of ``fh_book_summary``).
+SUMMARY_DTYPE = _struct_dtype([
+    ("instrument_id", "<u4", _off(&_sm.instrument_id, &_sm)),
+    ("bid_px", "<i8", _off(&_sm.bid_px, &_sm)),
+    ("bid_sz", "<u8", _off(&_sm.bid_sz, &_sm)),
+    ("ask_px", "<i8", _off(&_sm.ask_px, &_sm)),
+    ("ask_sz", "<u8", _off(&_sm.ask_sz, &_sm)),
+    ("live_orders", "<u8", _off(&_sm.live_orders, &_sm)),
+    ("stale", "?", _off(&_sm.stale, &_sm)),
+], sizeof(fh_book_summary))
+#: One price level of :meth:`BookSet.depth` (the memory layout of ``fh_book_depth_level``).
+LEVEL_DTYPE = _struct_dtype([
+    ("price", "<i8", _off(&_lv.price, &_lv)),
+    ("size", "<u8", _off(&_lv.size, &_lv)),
+    ("count", "<u8", _off(&_lv.count, &_lv)),
+], sizeof(fh_book_depth_level))
+COUNTER_NAMES = tuple(fh_book_counter_names[i].decode() for i in range(FH_BOOK_NCOUNTERS))
+UNDEF_PRICE = FH_UNDEF_PRICE
+
+
+cdef size_t bookset_apply(BookSet b, fh_tick *ticks, size_t n) noexcept nogil:
+    return fh_bookset_apply(b.bs, ticks, n)
+
+
+cdef uint64_t _consume(BookSet self, fh_ring *r, size_t max_batch, callback) except? 0:
+    # BookSet.consume's loop (a module-level function so that book.pxd need not know fh_ring)
+    cdef const fh_tick *first
+    cdef uint64_t n, total = 0
+    cdef bint has_cb = callback is not None
+    while True:
+        # busy only while native code mutates the books: the callback may query this BookSet
+        self._enter()
+        self.busy = True
+        with nogil:
+            n = fh_ring_wait_for(r, max_batch, &first, CONSUME_POLL_NS)
+            if n != 0:
+                # The consumer owns the slots from wait until release (fh/ring.h), so it may
+                # enrich them in place.
+                fh_bookset_apply(self.bs, <fh_tick *>first, n)
+                if not has_cb:
+                    fh_ring_release(r, n)
+        self.busy = False
+        if n == 0:
+            if fh_ring_is_finished(r):
+                break
+            PyErr_CheckSignals()
+            continue
+        total += n
+        if has_cb:
+            try:
+                callback(np.frombuffer(
+                    PyMemoryView_FromMemory(<char *>first, n * FH_TICK_SIZE, PyBUF_WRITE),
+                    dtype=TICK_DTYPE))
+            finally:
+                fh_ring_release(r, n)
+    return total
+
+
+cdef int _side(object side) except -1:
+    if side in ("B", b"B", FH_BOOK_BID):
+        return FH_BOOK_BID
+    if side in ("A", b"A", FH_BOOK_ASK):
+        return FH_BOOK_ASK
+    raise ValueError(f"side must be 'B' or 'A', not {side!r}")
+
+
+cdef class BookSet:
+    """The L3 books of one feed, one per instrument_id, created on first use.
+
+    Parameters
+    ----------
+    max_instruments : int
+        Instrument ids below this are found through a direct table (4 bytes an id); larger ids go
+        through a hash map.
+    track_bbo_events : bool
+        Record every change of an instrument's best bid/offer for :meth:`bbo_events`.
+    depth_hint : int
+        Initial price levels per side of a new book.
+
+    Notes
+    -----
+    A BookSet is owned by one thread. :meth:`apply` and :meth:`consume` release the GIL but must not
+    run concurrently with each other or with the queries on the same BookSet.
+    """
+
+    def __cinit__(self, uint32_t max_instruments=65536, bint track_bbo_events=False, uint32_t depth_hint=16):
+        self.bs = fh_bookset_new(max_instruments, depth_hint, track_bbo_events)
+        if self.bs == NULL:
+            raise MemoryError("fh_bookset_new")
+        self.max_instruments = max_instruments
+        self.track_bbo_events = track_bbo_events
+
+    cdef int _enter(self) except -1:
+        if self.busy:
+            raise RuntimeError("this BookSet is being updated by apply/consume in another thread")
+        return 0
+
+    def __dealloc__(self):
+        fh_bookset_free(self.bs)
+        self.bs = NULL
+
+    # ---- commands -----------------------------------------------------------------------------
+    def apply(self, ticks):
+        """Apply a batch of records in order and enrich them in place.
+
+        Parameters
+        ----------
+        ticks : numpy.ndarray
+            C-contiguous, writable, 8-byte aligned array of 64-byte records (``TICK_DTYPE`` or any
+            record dtype of ``feedhandler.records``). Fills in the side, price and size the decoder
+            did not know (see ``fh/book.h``).
+
+        Returns
+        -------
+        int
+            Records applied.
+        """
+        cdef Py_buffer view
+        cdef size_t n
+        PyObject_GetBuffer(ticks, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+        try:
+            if view.itemsize != FH_TICK_SIZE or view.len % FH_TICK_SIZE:
+                raise ValueError(f"records must be {FH_TICK_SIZE} bytes, got itemsize {view.itemsize}")
+            if <uintptr_t>view.buf % 8:
+                raise ValueError("records must be 8-byte aligned (use feedhandler.records.empty)")
+            n = <size_t>view.len // FH_TICK_SIZE
+            self._enter()
+            self.busy = True
+            try:
+                with nogil:
+                    fh_bookset_apply(self.bs, <fh_tick *>view.buf, n)
+            finally:
+                self.busy = False
+        finally:
+            PyBuffer_Release(&view)
+        return n
+
+    def consume(self, Ring ring not None, size_t max_batch=4096, callback=None):
+        """Apply every record of a ring until it is closed and drained.
+
+        Parameters
+        ----------
+        ring : feedhandler.ring.Ring
+            The ring; the calling thread becomes its one consumer (see ``fh/ring.h``).
+        max_batch : int
+            Most records applied between two releases.
+        callback : callable, optional
+            Called once per batch with the enriched records (a ``TICK_DTYPE`` numpy view of the ring
+            slots, valid only during the call: copy what you keep) before they are released to the
+            producer. An exception from it stops consume (the batch is released first) and propagates.
+
+        Returns
+        -------
+        int
+            Records applied.
+
+        Notes
+        -----
+        The GIL is released while waiting and applying; Python is entered only for the callback and,
+        while the ring is idle, every 0.1 s to handle signals.
+        """
+        cdef fh_ring *r = ring.ring
+        if r == NULL:
+            raise ValueError("the ring is closed")
+        if max_batch == 0:
+            raise ValueError("max_batch must be positive")
+        return _consume(self, r, max_batch, callback)
+
+
+    # ---- queries ------------------------------------------------------------------------------
+    def bbo(self, uint32_t instrument_id):
+        """Best bid and offer: ``(bid_px, bid_sz, bid_count, ask_px, ask_sz, ask_count)``.
+
+        An empty side (or an unknown instrument) reads ``UNDEF_PRICE, 0, 0``.
+        """
+        cdef fh_bbo b
+        self._enter()
+        fh_bookset_bbo(self.bs, instrument_id, &b)
+        return (b.bid_px, b.bid_sz, b.bid_count, b.ask_px, b.ask_sz, b.ask_count)
+
+    def bbo_all(self):
+        """One row per book (``SUMMARY_DTYPE``), in order of creation."""
+        self._enter()
+        cdef size_t n = fh_bookset_instrument_count(self.bs)
+        out = np.zeros(n, dtype=SUMMARY_DTYPE)
+        cdef unsigned char[::1] mem = out.view(np.uint8)
+        if n:
+            fh_bookset_summaries(self.bs, <fh_book_summary *>&mem[0], n)
+        return out
+
+    def depth(self, uint32_t instrument_id, size_t n=10):
+        """Up to ``n`` levels a side, best first: ``(bids, asks)`` arrays of ``LEVEL_DTYPE``."""
+        self._enter()
+        res = []
+        cdef size_t k
+        cdef unsigned char[::1] mem
+        for side in (FH_BOOK_BID, FH_BOOK_ASK):
+            out = np.zeros(n, dtype=LEVEL_DTYPE)
+            k = 0
+            if n:
+                mem = out.view(np.uint8)
+                k = fh_bookset_depth(self.bs, instrument_id, side, <fh_book_depth_level *>&mem[0], n)
+            res.append(out[:k])
+        return tuple(res)
+
+    def orders(self, uint32_t instrument_id, side, int64_t price):
+        """The orders at one price level in queue (FIFO) order: ``[(order_id, size), ...]``."""
+        self._enter()
+        cdef int s = _side(side)
+        cdef size_t cap = 0, n
+        cdef uint64_t *ids = NULL
+        cdef uint32_t *sizes = NULL
+        n = fh_bookset_level_orders(self.bs, instrument_id, s, price, NULL, NULL, 0)
+        if n == 0:
+            return []
+        ids = <uint64_t *>malloc(n * sizeof(uint64_t))
+        sizes = <uint32_t *>malloc(n * sizeof(uint32_t))
+        try:
+            if ids == NULL or sizes == NULL:
+                raise MemoryError()
+            n = fh_bookset_level_orders(self.bs, instrument_id, s, price, ids, sizes, n)
+            return [(ids[i], sizes[i]) for i in range(n)]
+        finally:
+            free(ids)
+            free(sizes)
+
+    def order(self, uint64_t order_id):
+        """A live order: ``(instrument_id, side, price, size)``; KeyError when not live."""
+        self._enter()
+        cdef uint32_t inst, size
+        cdef int side
+        cdef int64_t price
+        if fh_bookset_order(self.bs, order_id, &inst, &side, &price, &size) < 0:
+            raise KeyError(order_id)
+        return (inst, "B" if side == FH_BOOK_BID else "A", price, size)
+
+    def queue_position(self, uint64_t order_id):
+        """``(shares ahead, orders ahead)`` of a live order in its level; KeyError when not live."""
+        self._enter()
+        cdef uint64_t sh, od
+        if fh_bookset_queue_position(self.bs, order_id, &sh, &od) < 0:
+            raise KeyError(order_id)
+        return (sh, od)
+
+    def stale(self, uint32_t instrument_id):
+        """True when a sequence gap may have lost events of this instrument."""
+        self._enter()
+        return bool(fh_bookset_stale(self.bs, instrument_id))
+
+    def counters(self):
+        """Event counts by kind and by reject reason (names in ``fh/book.h``)."""
+        self._enter()
+        cdef const uint64_t *c = fh_bookset_counters(self.bs)
+        return {COUNTER_NAMES[i]: c[i] for i in range(FH_BOOK_NCOUNTERS)}
+
+    def bbo_events(self):
+        """BBO changes since the last call (``BBO_EVENT_DTYPE``); empty unless track_bbo_events."""
+        self._enter()
+        cdef size_t n
+        cdef const fh_bbo_event *ev = fh_bookset_bbo_events(self.bs, &n)
+        out = np.empty(n, dtype=BBO_EVENT_DTYPE)
+        cdef unsigned char[::1] mem
+        if n:
+            mem = out.view(np.uint8)
+            memcpy(&mem[0], ev, n * sizeof(fh_bbo_event))
+        fh_bookset_bbo_events_drain(self.bs)
+        return out
+
+    def check(self):
+        """Verify every internal invariant (O(book size), for tests); raises AssertionError."""
+        self._enter()
+        cdef int rc = fh_bookset_check(self.bs)
+        if rc:
+            raise AssertionError(f"fh_bookset_check failed with code {rc}")
+
+    @property
+    def live_orders(self):
+        """Orders resting in all books."""
+        self._enter()
+        return fh_bookset_live_orders(self.bs)
+
+    @property
+    def instrument_count(self):
+        """Books created so far."""
+        self._enter()
+        return fh_bookset_instrument_count(self.bs)
+
+    @property
+    def memory_bytes(self):
+        """Bytes the books currently hold (pools, tables, level arrays, event buffer)."""
+        self._enter()
+        return fh_bookset_memory(self.bs)
