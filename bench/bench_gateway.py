@@ -1,0 +1,244 @@
+"""Gateway benchmark: client -> ACK round trip and sustained orders/s over TCP loopback, next to a bare
+pyzmq ROUTER/DEALER echo measured in the same run.
+
+    python bench/bench_gateway.py [--n 5000] [--seconds 3] [--window 32] [--workers 2] [--json]
+
+Each server runs in its own process (spawn), the client in this one:
+
+* ``echo``: a ROUTER that sends every multipart message straight back (the floor for any ZeroMQ service
+  written in Python: one recv_multipart + one send_multipart per request);
+* ``gateway``: the real path: ROUTER -> proxy -> worker (HMAC check, JSON, risk) -> EngineManager (no
+  journal) -> market data PUB -> ACK. The client signs every request (engine.auth).
+* ``gateway_null``: the same gateway with an engine stub that accepts everything and keeps no book, to
+  separate the gateway's own cost from the matching engine's.
+
+Latency: one request in flight, ``--n`` round trips after a warm-up; p50/p90/p99 in microseconds.
+Throughput: ``--window`` requests kept in flight for ``--seconds``; ACKs per second. The order flow is
+new limit orders away from the touch followed by their cancels, so every request is acknowledged and the
+book stays small. Numbers are the host's: the machine is shared and its hypervisor steals time, so
+report medians and p99 together (see bench/README.md).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import sys
+import time
+
+import zmq
+
+PX = 1_000_000_000
+
+
+def echo_server(ready, stop_ev, port_q):
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.ROUTER)
+    port = s.bind_to_random_port("tcp://127.0.0.1")
+    port_q.put(port)
+    ready.set()
+    poller = zmq.Poller()
+    poller.register(s, zmq.POLLIN)
+    while not stop_ev.is_set():
+        if poller.poll(100):
+            while True:
+                try:
+                    s.send_multipart(s.recv_multipart(zmq.NOBLOCK))
+                except zmq.Again:
+                    break
+    s.close(0)
+    ctx.term()
+
+
+class NullEngine:
+    """Answers every request with one ``accepted`` event and keeps no book: isolates the gateway's own cost."""
+
+    def __init__(self):
+        self.n = 0
+
+    def submit(self, req):
+        self.n += 1
+        return [{"type": "accepted", "seq": self.n, "order_id": self.n, "client_order_id": req.get("client_order_id", ""),
+                 "account": req["account"], "symbol": req.get("symbol", "AAPL"), "side": req.get("side", "B"),
+                 "price": req.get("price", 0), "qty": req.get("qty", 0), "leaves_qty": 0, "cum_qty": 0,
+                 "trade_id": 0, "liquidity": "", "contra_account": "", "contra_order_id": 0, "reason": "",
+                 "ts_event": 0}]
+
+    def submit_many(self, reqs):
+        return [self.submit(r) for r in reqs]
+
+
+def gateway_server(ready, stop_ev, port_q, workers, null_engine=False):
+    import tempfile
+
+    from engine.exchange import Exchange, load_config
+    cfg = load_config(None, {"data_dir": tempfile.mkdtemp(prefix="fh-bench-gw-"),
+                             "gateway.endpoint": "tcp://127.0.0.1:*", "marketdata.endpoint": "tcp://127.0.0.1:*",
+                             "gateway.workers": workers, "engine.fsync": "none", "engine.journal": False})
+    cfg["symbols"] = ["AAPL", "MSFT"]
+    cfg["risk"] = {"rate_per_s": 0, "price_band_bps": 0}
+    ex = Exchange(cfg)
+    if null_engine:
+        ex.pipeline.engine = NullEngine()
+    ex.start()
+    port_q.put(int(ex.gateway.endpoint.rsplit(":", 1)[1]))
+    ready.set()
+    stop_ev.wait()
+    ex.pipeline.flush_latency()
+    stages = {k: {"p50_us": round(v["p50_ns"] / 1000, 1), "p99_us": round(v["p99_ns"] / 1000, 1)}
+              for k, v in ex.latency.stats().items()}
+    port_q.put(stages)
+    ex.stop()
+
+
+def pct(v, p):
+    s = sorted(v)
+    return s[min(len(s) - 1, int(len(s) * p / 100))]
+
+
+class EchoClient:
+    def __init__(self, port):
+        self.ctx = zmq.Context()
+        self.s = self.ctx.socket(zmq.DEALER)
+        self.s.connect(f"tcp://127.0.0.1:{port}")
+        self.i = 0
+
+    def make(self):
+        # the same frames a signed gateway request has: key, ts, signature, body
+        from engine.auth import sign
+        self.i += 1
+        body = json.dumps({"type": "new", "rid": f"r{self.i}", "symbol": "AAPL", "side": "B",
+                           "price": 90 * PX, "qty": 10}, separators=(",", ":")).encode()
+        ts = time.time_ns()
+        return [b"demo-mm", str(ts).encode(), sign(b"demo-mm-secret", ts, body), body]
+
+    def send(self):
+        self.s.send_multipart(self.make())
+
+    def recv(self):
+        self.s.recv_multipart()
+
+    def close(self):
+        self.s.close(0)
+        self.ctx.term()
+
+
+class GatewayClient:
+    """Signed requests over a DEALER: alternate a new order and the cancel of the previous one."""
+
+    def __init__(self, port):
+        from engine.client import Client
+        self.c = Client(f"tcp://127.0.0.1:{port}", "demo-mm", "demo-mm-secret", ctx=zmq.Context(), timeout=5)
+        self.i = 0
+        self.to_cancel: list[int] = []
+        self.pending_new = 0
+
+    def make_body(self):
+        self.i += 1
+        if self.to_cancel and self.i % 2 == 0:
+            req = {"type": "cancel", "rid": f"r{self.i}", "order_id": self.to_cancel.pop(0)}
+        else:
+            req = {"type": "new", "rid": f"r{self.i}", "client_order_id": f"c{self.i}", "symbol": "AAPL",
+                   "side": "B", "price": (90 * PX) + (self.i % 50) * 10_000_000, "qty": 10, "tif": "day"}
+        return json.dumps(req, separators=(",", ":")).encode()
+
+    def send(self):
+        self.c.send_raw(self.make_body())
+
+    def recv(self):
+        msg = json.loads(self.c.sock.recv())
+        evs = msg.get("events") or []
+        if msg.get("status") != "ack":
+            raise RuntimeError(f"not acknowledged: {msg}")
+        if evs and evs[0]["type"] == "accepted":
+            self.to_cancel.append(evs[0]["order_id"])
+
+    def close(self):
+        self.c.close()
+
+
+def measure(client, n, seconds, window, warmup=300):
+    for _ in range(warmup):
+        client.send()
+        client.recv()
+    lat = []
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        client.send()
+        client.recv()
+        lat.append(time.perf_counter_ns() - t0)
+    # sustained: keep `window` in flight
+    for _ in range(window):
+        client.send()
+    done = 0
+    t0 = time.perf_counter()
+    end = t0 + seconds
+    while time.perf_counter() < end:
+        client.recv()
+        done += 1
+        client.send()
+    elapsed = time.perf_counter() - t0
+    for _ in range(window):
+        client.recv()
+    us = [x / 1000 for x in lat]
+    return {"p50_us": round(statistics.median(us), 1), "p90_us": round(pct(us, 90), 1),
+            "p99_us": round(pct(us, 99), 1), "n": n, "orders_per_s": round(done / elapsed)}
+
+
+def run(kind, args):
+    ctx = mp.get_context("spawn")
+    ready, stop_ev, q = ctx.Event(), ctx.Event(), ctx.Queue()
+    target = echo_server if kind == "echo" else gateway_server
+    extra = () if kind == "echo" else (args.workers, kind == "gateway_null")
+    p = ctx.Process(target=target, args=(ready, stop_ev, q) + extra, daemon=True)
+    p.start()
+    ready.wait(60)
+    port = q.get(timeout=10)
+    client = EchoClient(port) if kind == "echo" else GatewayClient(port)
+    try:
+        res = measure(client, args.n, args.seconds, args.window)
+    finally:
+        client.close()
+        stop_ev.set()
+    if kind != "echo":
+        # server-side stage latencies (engine.latency), over the latency and the throughput phases
+        res["server_stages"] = q.get(timeout=30)
+    p.join(30)
+    return res
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=5000, help="round trips for the latency figures")
+    ap.add_argument("--seconds", type=float, default=3.0, help="duration of the throughput phase")
+    ap.add_argument("--window", type=int, default=32, help="requests in flight in the throughput phase")
+    ap.add_argument("--workers", type=int, default=2, help="gateway worker threads")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args(argv)
+    res = {"echo": run("echo", a), "gateway": run("gateway", a), "gateway_null": run("gateway_null", a)}
+    res["ratio_p50"] = round(res["gateway"]["p50_us"] / res["echo"]["p50_us"], 2)
+    res["ratio_p99"] = round(res["gateway"]["p99_us"] / res["echo"]["p99_us"], 2)
+    res["ratio_throughput"] = round(res["echo"]["orders_per_s"] / max(1, res["gateway"]["orders_per_s"]), 2)
+    res["machine"] = {"python": sys.version.split()[0], "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version(),
+                      "cpus": os.cpu_count(), "platform": platform.platform()}
+    if a.json:
+        print(json.dumps(res, indent=2))
+        return 0
+    print(f"{'':10} {'p50 us':>9} {'p90 us':>9} {'p99 us':>9} {'orders/s':>10}")
+    for k in ("echo", "gateway", "gateway_null"):
+        r = res[k]
+        print(f"{k:10} {r['p50_us']:9.1f} {r['p90_us']:9.1f} {r['p99_us']:9.1f} {r['orders_per_s']:10d}")
+    print("gateway server stages (p50/p99 us, both phases): " + ", ".join(
+        f"{k} {v['p50_us']}/{v['p99_us']}" for k, v in res["gateway"].get("server_stages", {}).items()))
+    print(f"gateway with a null engine / echo: p50 {round(res['gateway_null']['p50_us'] / res['echo']['p50_us'], 2)}x "
+          "(the gateway's own share: HMAC, JSON, risk, dedup, market data, proxy hop)")
+    print(f"gateway / echo: p50 {res['ratio_p50']}x  p99 {res['ratio_p99']}x  throughput {res['ratio_throughput']}x "
+          f"(target: within 1.3x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

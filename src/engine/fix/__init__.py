@@ -1,0 +1,1 @@
+"""FIX 4.2/4.4 order entry (acceptor side): session layer, message store, acceptor."""
