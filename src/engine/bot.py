@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg["symbols"] = sorted({a.symbol, "AAPL", "MSFT"})
         ex = Exchange(cfg).start()
         a.endpoint, a.md_endpoint = ex.gateway.endpoint, ex.marketdata.endpoint
-        print(f"started an in-process exchange: gateway {a.endpoint}, market data {a.md_endpoint}, data {tmp}")
+        print(f"started an in-process exchange: gateway {a.endpoint}, market data {a.md_endpoint}, data {tmp}",
+              file=sys.stderr if a.json else sys.stdout)
     stop = threading.Event()
     mm_c = Client(a.endpoint, a.mm_key, a.mm_secret, md_endpoint=a.md_endpoint, timeout=2.0)
     tk_c = Client(a.endpoint, a.taker_key, a.taker_secret, timeout=2.0)
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             mm_c_md = None
         bots = [MarketMaker("mm", mm_c, a.symbol, stop, a.seed, verbose=not a.quiet),
                 Taker("taker", tk_c, a.symbol, stop, a.seed + 1, verbose=not a.quiet)]
-        print(f"trading {a.symbol} for {a.duration:.0f} s ...", flush=True)
+        print(f"trading {a.symbol} for {a.duration:.0f} s ...", flush=True, file=sys.stderr if a.json else sys.stdout)
         for b in bots:
             b.start()
         t_end = time.monotonic() + a.duration

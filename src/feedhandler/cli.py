@@ -234,11 +234,41 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--date", default="2024-03-15", help="trading day (default 2024-03-15)")
     s.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     s.set_defaults(func=_cmd_synth)
+
+    # Commands implemented elsewhere; main() hands their arguments over untouched (imported lazily so
+    # that replay does not pay for ZeroMQ or the capture backends).
+    for name, (_, help_text) in DELEGATED.items():
+        sub.add_parser(name, help=help_text, add_help=False)
     return p
+
+
+# command -> ("module:function taking argv", help)
+DELEGATED = {
+    "run": ("feedhandler.live:run_main", "live capture from a network interface into books (--iface)"),
+    "doctor": ("feedhandler.doctor:doctor_main", "which capture backends work here, and why not"),
+    "exchange": ("engine.exchange:main", "run the exchange: gateway, engines, FIX/OUCH acceptors"),
+    "bot": ("engine.bot:main", "a demo trading bot against the exchange"),
+}
+
+
+def _delegate(name: str, argv: Sequence[str]) -> int:
+    import importlib
+
+    target, _ = DELEGATED[name]
+    module, func = target.split(":")
+    try:
+        fn = getattr(importlib.import_module(module), func)
+    except (ImportError, AttributeError) as e:
+        print(f"feedhandler: error: '{name}' is not available in this build: {_one_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
+    return int(fn(list(argv)) or 0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``feedhandler`` script; returns the exit code (also when called in-process)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:
+        return _delegate(argv[0], argv[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
