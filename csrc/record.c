@@ -119,6 +119,45 @@ static const fh_field_desc broken_trade_fields[] = {
     FLD(fh_broken_trade, sequence, 'u'), PAD(fh_broken_trade, _reserved),
 };
 
+static const fh_field_desc mbp_update_fields[] = {
+    HEADER(fh_mbp_update), FLD(fh_mbp_update, ts_recv, 'u'), FLD(fh_mbp_update, price, 'i'),
+    FLD(fh_mbp_update, size, 'u'), FLD(fh_mbp_update, number_of_orders, 'u'), FLD(fh_mbp_update, rpt_seq, 'u'),
+    FLD(fh_mbp_update, sequence, 'u'), FLD(fh_mbp_update, level, 'u'), FLD(fh_mbp_update, action, 'c'),
+    FLD(fh_mbp_update, side, 'c'), FLD(fh_mbp_update, flags, 'u'), FLD(fh_mbp_update, entry_type, 'c'),
+    FLD(fh_mbp_update, implied, 'u'), FLD(fh_mbp_update, channel_id, 'u'), FLD(fh_mbp_update, match_event, 'u'),
+    PAD(fh_mbp_update, _reserved),
+};
+static const fh_field_desc statistic_fields[] = {
+    HEADER(fh_statistic), FLD(fh_statistic, ts_recv, 'u'), FLD(fh_statistic, price, 'i'),
+    FLD(fh_statistic, quantity, 'i'), FLD(fh_statistic, rpt_seq, 'u'), FLD(fh_statistic, sequence, 'u'),
+    FLD(fh_statistic, stat_type, 'c'), FLD(fh_statistic, action, 'c'), FLD(fh_statistic, open_close_settl_flag, 'u'),
+    FLD(fh_statistic, settl_price_type, 'u'), FLD(fh_statistic, trading_date, 'u'), FLD(fh_statistic, flags, 'u'),
+    FLD(fh_statistic, channel_id, 'u'), FLD(fh_statistic, template_id, 'u'), PAD(fh_statistic, _reserved),
+};
+static const fh_field_desc security_status_fields[] = {
+    HEADER(fh_security_status), FLD(fh_security_status, ts_recv, 'u'), FLD(fh_security_status, sequence, 'u'),
+    FLD(fh_security_status, trade_date, 'u'), FLD(fh_security_status, trading_status, 'u'),
+    FLD(fh_security_status, halt_reason, 'u'), FLD(fh_security_status, trading_event, 'u'),
+    FLD(fh_security_status, match_event, 'u'), ARR(fh_security_status, security_group, char, 'c'),
+    ARR(fh_security_status, asset, char, 'c'), FLD(fh_security_status, channel_id, 'u'),
+    FLD(fh_security_status, flags, 'u'), PAD(fh_security_status, _reserved),
+};
+static const fh_field_desc instrument_def_fields[] = {
+    HEADER(fh_instrument_def), FLD(fh_instrument_def, min_price_increment, 'i'),
+    FLD(fh_instrument_def, display_factor, 'i'), ARR(fh_instrument_def, symbol, char, 'c'),
+    FLD(fh_instrument_def, update_action, 'c'), FLD(fh_instrument_def, instrument_class, 'c'),
+    FLD(fh_instrument_def, put_or_call, 'u'), FLD(fh_instrument_def, market_segment_id, 'u'),
+    FLD(fh_instrument_def, strike_price, 'i'),
+};
+
+static const fh_field_desc order_event_fields[] = {
+    HEADER(fh_order_event), FLD(fh_order_event, ts_recv, 'u'), FLD(fh_order_event, order_id, 'u'),
+    FLD(fh_order_event, price, 'i'), FLD(fh_order_event, client_ref, 'u'), FLD(fh_order_event, size, 'u'),
+    FLD(fh_order_event, leaves_qty, 'u'), FLD(fh_order_event, sequence, 'u'), FLD(fh_order_event, latency_ns, 'u'),
+    FLD(fh_order_event, event, 'c'), FLD(fh_order_event, side, 'c'), FLD(fh_order_event, protocol, 'u'),
+    FLD(fh_order_event, flags, 'u'),
+};
+
 #define DESC(name, rtype, T, dbn, f) {name, rtype, (uint16_t)sizeof(T), dbn, f, N(f)}
 static const fh_record_desc descs[] = {
     DESC("mbo", FH_RTYPE_MBO, fh_mbo, 56, mbo_fields),
@@ -140,6 +179,11 @@ static const fh_record_desc descs[] = {
     DESC("dlcr", FH_RTYPE_DLCR, fh_dlcr, 0, dlcr_fields),
     DESC("dlcr_collars", FH_RTYPE_DLCR_COLLARS, fh_dlcr_collars, 0, dlcr_collars_fields),
     DESC("broken_trade", FH_RTYPE_BROKEN_TRADE, fh_broken_trade, 0, broken_trade_fields),
+    DESC("mbp_update", FH_RTYPE_MBP_UPDATE, fh_mbp_update, 0, mbp_update_fields),
+    DESC("statistic", FH_RTYPE_STATISTIC, fh_statistic, 0, statistic_fields),
+    DESC("security_status", FH_RTYPE_SECURITY_STATUS, fh_security_status, 0, security_status_fields),
+    DESC("instrument_def", FH_RTYPE_INSTRUMENT_DEF, fh_instrument_def, 0, instrument_def_fields),
+    DESC("order_event", FH_RTYPE_ORDER_EVENT, fh_order_event, 0, order_event_fields),
 };
 
 const fh_record_desc *fh_record_descs(size_t *n) {

@@ -50,7 +50,13 @@
 #define FH_RTYPE_DLCR 0xEE             /* ITCH O, part 1 */
 #define FH_RTYPE_DLCR_COLLARS 0xEF     /* ITCH O, part 2 */
 #define FH_RTYPE_BROKEN_TRADE 0xF0     /* ITCH B */
+#define FH_RTYPE_ORDER_EVENT 0xF1      /* order entry (OUCH 4.2/5.0, FIX D/F/G/8/9): one lifecycle event */
 /* 0xF1-0xFF: reserved for the other protocols (OUCH, FIX, MDP3 reference data) */
+/* CME MDP 3.0 (taken from the top of the range down, to stay clear of OUCH/FIX taking 0xF1 up) */
+#define FH_RTYPE_MBP_UPDATE 0xFC       /* one price-level change of an MBP book (MDP3 book entries) */
+#define FH_RTYPE_STATISTIC 0xFD        /* session/daily statistics, volume, price limits */
+#define FH_RTYPE_SECURITY_STATUS 0xFE  /* trading status of an instrument or a security group */
+#define FH_RTYPE_INSTRUMENT_DEF 0xFF   /* security definition: symbol, tick size, display factor */
 
 /* ---- MBO actions and sides (DBN's characters) ---------------------------------------------- */
 #define FH_ACTION_ADD 'A'
@@ -303,6 +309,132 @@ typedef struct fh_broken_trade {
     uint8_t _reserved[4];
 } fh_broken_trade;
 
+/* ---- CME MDP 3.0 records (ours; DBN's Mbp1Msg is 80 bytes and does not fit a slot) ---------- */
+#define FH_MBP_ACTION_DELETE_THRU 'D'  /* MDP3 DeleteThru: remove every level of the side */
+#define FH_MBP_ACTION_DELETE_FROM 'F'  /* MDP3 DeleteFrom: remove levels 1..level of the side */
+#define FH_MBP_ACTION_OVERLAY 'O'      /* MDP3 Overlay: replace the level */
+
+/* One price-level update: action (FH_ACTION_ADD/MODIFY/CANCEL/CLEAR or FH_MBP_ACTION_*) at `level`
+ * (1-based) of side `side` of the outright book (implied == 0) or the implied book (implied == 1). */
+typedef struct fh_mbp_update {
+    fh_record_header hd;    /* instrument_id = MDP3 SecurityID, ts_event = TransactTime */
+    uint64_t ts_recv;
+    int64_t price;          /* 1e-9 units; FH_UNDEF_PRICE when the wire value is null */
+    uint32_t size;          /* 0 when null */
+    uint32_t number_of_orders; /* 0 when null (implied levels carry none) */
+    uint32_t rpt_seq;       /* per-instrument sequence (MDP3 RptSeq) */
+    uint32_t sequence;      /* low 32 bits of the packet sequence (MDP3 MsgSeqNum) */
+    uint8_t level;          /* 1-based price level (MDPriceLevel) */
+    char action;
+    char side;              /* FH_SIDE_BID / FH_SIDE_ASK */
+    uint8_t flags;          /* FH_F_* (FH_F_MBP always; FH_F_SNAPSHOT from the snapshot loop) */
+    char entry_type;        /* wire MDEntryType: '0' bid, '1' offer, 'E' implied bid, 'F' implied offer */
+    uint8_t implied;        /* 1: implied book */
+    uint8_t channel_id;
+    uint8_t match_event;    /* MDP3 MatchEventIndicator bits */
+    uint8_t _reserved[8];
+} fh_mbp_update;
+
+/* A statistic (MDP3 session/daily statistics, volume, limits; also non-book snapshot entries). */
+#define FH_STAT_HIGH_LIMIT 'H'     /* LimitsBanding HighLimitPrice */
+#define FH_STAT_LOW_LIMIT 'L'      /* LimitsBanding LowLimitPrice */
+#define FH_STAT_MAX_VARIATION 'V'  /* LimitsBanding MaxPriceVariation */
+#define FH_UNDEF_QUANTITY INT64_MAX
+typedef struct fh_statistic {
+    fh_record_header hd;
+    uint64_t ts_recv;
+    int64_t price;          /* 1e-9 units; FH_UNDEF_PRICE when none */
+    int64_t quantity;       /* FH_UNDEF_QUANTITY when none */
+    uint32_t rpt_seq;
+    uint32_t sequence;
+    char stat_type;         /* wire MDEntryType ('4' open, '6' settle, '7' high, '8' low, 'B' cleared
+                               volume, 'C' open interest, 'e' volume, ...) or FH_STAT_* */
+    char action;            /* FH_ACTION_ADD / MODIFY / CANCEL */
+    uint8_t open_close_settl_flag; /* 255 when null */
+    uint8_t settl_price_type;      /* bits as on the wire */
+    uint16_t trading_date;  /* days since UNIX epoch, 65535 when null */
+    uint8_t flags;
+    uint8_t channel_id;
+    uint16_t template_id;
+    uint8_t _reserved[6];
+} fh_statistic;
+
+/* Trading status of one instrument (instrument_id != 0) or of a whole security group (0). */
+typedef struct fh_security_status {
+    fh_record_header hd;
+    uint64_t ts_recv;
+    uint32_t sequence;
+    uint16_t trade_date;    /* days since UNIX epoch, 65535 when null */
+    uint8_t trading_status; /* SecurityTradingStatus (255 null) */
+    uint8_t halt_reason;
+    uint8_t trading_event;  /* SecurityTradingEvent */
+    uint8_t match_event;
+    char security_group[6]; /* NUL padded, as on the wire */
+    char asset[6];
+    uint8_t channel_id;
+    uint8_t flags;
+    uint8_t _reserved[16];
+} fh_security_status;
+
+/* Security definition (MDP3 MDInstrumentDefinition*): maps instrument_id to a symbol. */
+typedef struct fh_instrument_def {
+    fh_record_header hd;    /* ts_event = LastUpdateTime */
+    int64_t min_price_increment; /* 1e-9 units, FH_UNDEF_PRICE when null */
+    int64_t display_factor; /* 1e-9 units */
+    char symbol[20];        /* NUL padded */
+    char update_action;     /* 'A' add, 'D' delete, 'M' modify */
+    char instrument_class;  /* 'F' future, 'O' option, 'S' spread, 'X' other */
+    uint8_t put_or_call;    /* 0 put, 1 call, 255 n/a */
+    uint8_t market_segment_id;
+    int64_t strike_price;   /* 1e-9 units, FH_UNDEF_PRICE unless an option */
+} fh_instrument_def;
+
+/* ---- order-entry events (ours): OUCH 4.2 / 5.0 and FIX order sessions ----------------------- */
+#define FH_OE_NEW 'N'           /* order sent by the client (OUCH O, FIX D) */
+#define FH_OE_ACCEPTED 'A'      /* exchange acknowledged the order (OUCH A, FIX 8 ExecType 0) */
+#define FH_OE_REPLACE_REQ 'P'   /* client asked to replace (OUCH U, FIX G) */
+#define FH_OE_REPLACED 'R'      /* replace done (OUCH U out, FIX 8 ExecType 5) */
+#define FH_OE_CANCEL_REQ 'X'    /* client asked to cancel / reduce (OUCH X, FIX F) */
+#define FH_OE_CANCELED 'C'      /* order (partly) canceled (OUCH C, FIX 8 ExecType 4) */
+#define FH_OE_MODIFY_REQ 'm'    /* OUCH 5.0 M (modify) */
+#define FH_OE_MODIFIED 'M'      /* OUCH 5.0 M out (order modified) */
+#define FH_OE_EXECUTED 'E'      /* fill (OUCH E, FIX 8 ExecType 1/2/F) */
+#define FH_OE_BROKEN 'B'        /* trade broken (OUCH B, FIX 8 ExecType H) */
+#define FH_OE_REJECTED 'J'      /* order rejected (OUCH J, FIX 8 ExecType 8) */
+#define FH_OE_CANCEL_REJECT 'K' /* cancel/replace rejected (FIX 9, OUCH 5.0 cancel reject) */
+#define FH_OE_RESTATED 'S'      /* restatement / priority update / other status (OUCH 5.0 T, FIX 8 D) */
+#define FH_OE_OTHER 'O'         /* any other order-entry message that belongs to an order */
+#define FH_OE_PROTO_OUCH42 1
+#define FH_OE_PROTO_OUCH50 2
+#define FH_OE_PROTO_FIX42 3
+#define FH_OE_PROTO_FIX44 4
+#define FH_OE_F_FROM_EXCHANGE 0x01  /* outbound from the exchange (else client -> exchange) */
+#define FH_OE_F_POSS_DUP 0x02       /* FIX PossDupFlag / a resent OUCH sequenced message */
+#define FH_OE_F_UNKNOWN_ORDER 0x04  /* no earlier event of this order in the capture */
+#define FH_OE_F_LATENCY 0x08        /* latency_ns is set (first ack/reject after the request) */
+#define FH_OE_F_AFTER_GAP 0x10      /* a sequence or TCP gap preceded this message in its direction */
+
+/* One order-entry event. client_ref is the OUCH 5.0 UserRefNum, or a 32-bit FNV-1a hash of the
+ * OUCH 4.2 token / FIX ClOrdID (a join key for analysis; the decoder tracks lifecycles on the full
+ * identifiers). latency_ns: for the first ack/reject of a request, ts_recv(ack) - ts_recv(request),
+ * saturated at UINT32_MAX (4.29 s). */
+typedef struct fh_order_event {
+    fh_record_header hd;    /* instrument_id from the symbol map (0 unknown); ts_event: exchange time
+                               or FH_UNDEF_TIMESTAMP when the message carries none */
+    uint64_t ts_recv;
+    uint64_t order_id;      /* exchange order reference (OUCH order ref, FIX OrderID hash), 0 unknown */
+    int64_t price;          /* 1e-9 units; FH_UNDEF_PRICE when none */
+    uint32_t client_ref;
+    uint32_t size;          /* order qty (N/A/R/P), executed qty (E/B), canceled qty (C) */
+    uint32_t leaves_qty;    /* open qty after the event, as tracked */
+    uint32_t sequence;      /* SoupBinTCP sequence / FIX MsgSeqNum (low 32 bits), 0 unsequenced */
+    uint32_t latency_ns;
+    char event;             /* FH_OE_* */
+    char side;              /* FH_SIDE_BID / FH_SIDE_ASK / FH_SIDE_NONE */
+    uint8_t protocol;       /* FH_OE_PROTO_* */
+    uint8_t flags;          /* FH_OE_F_* */
+} fh_order_event;
+
 /* One ring slot: any record. */
 typedef union fh_tick {
     fh_record_header hd;
@@ -325,6 +457,11 @@ typedef union fh_tick {
     fh_dlcr dlcr;
     fh_dlcr_collars dlcr_collars;
     fh_broken_trade broken_trade;
+    fh_mbp_update mbp_update;
+    fh_statistic statistic;
+    fh_security_status security_status;
+    fh_instrument_def instrument_def;
+    fh_order_event order_event;
     uint8_t raw[FH_TICK_SIZE];
 } fh_tick;
 
@@ -332,6 +469,9 @@ _Static_assert(sizeof(fh_record_header) == 16, "DBN RecordHeader is 16 bytes");
 _Static_assert(offsetof(fh_mbo, ext) == 56, "DBN MboMsg is 56 bytes");
 _Static_assert(offsetof(fh_trade, order_id) == 48, "DBN TradeMsg is 48 bytes");
 _Static_assert(sizeof(fh_tick) == FH_TICK_SIZE, "a tick is one 64-byte slot");
+_Static_assert(sizeof(fh_mbp_update) == 64 && sizeof(fh_statistic) == 64, "MDP3 records fill a slot");
+_Static_assert(sizeof(fh_security_status) == 64 && sizeof(fh_instrument_def) == 64, "MDP3 records fill a slot");
+_Static_assert(sizeof(fh_order_event) == 64, "order events fill a slot");
 _Static_assert(_Alignof(fh_tick) == 8, "ticks are 8-byte aligned");
 
 /* DBN lengths (in 4-byte units) of the DBN-compatible records. */

@@ -25,6 +25,20 @@ cdef extern from "fh/record.h" nogil:
         FH_RTYPE_DLCR
         FH_RTYPE_DLCR_COLLARS
         FH_RTYPE_BROKEN_TRADE
+        FH_RTYPE_MBP_UPDATE
+        FH_RTYPE_STATISTIC
+        FH_RTYPE_SECURITY_STATUS
+        FH_RTYPE_INSTRUMENT_DEF
+        FH_RTYPE_ORDER_EVENT
+        FH_OE_PROTO_OUCH42
+        FH_OE_PROTO_OUCH50
+        FH_OE_PROTO_FIX42
+        FH_OE_PROTO_FIX44
+        FH_OE_F_FROM_EXCHANGE
+        FH_OE_F_POSS_DUP
+        FH_OE_F_UNKNOWN_ORDER
+        FH_OE_F_LATENCY
+        FH_OE_F_AFTER_GAP
         FH_F_LAST
         FH_F_TOB
         FH_F_SNAPSHOT
@@ -47,6 +61,9 @@ cdef extern from "fh/record.h" nogil:
     const char FH_ACTION_ADD, FH_ACTION_CANCEL, FH_ACTION_MODIFY, FH_ACTION_CLEAR
     const char FH_ACTION_TRADE, FH_ACTION_FILL, FH_ACTION_NONE
     const char FH_SIDE_BID, FH_SIDE_ASK, FH_SIDE_NONE
+    const char FH_MBP_ACTION_DELETE_THRU, FH_MBP_ACTION_DELETE_FROM, FH_MBP_ACTION_OVERLAY
+    const char FH_STAT_HIGH_LIMIT, FH_STAT_LOW_LIMIT, FH_STAT_MAX_VARIATION
+    const int64_t FH_UNDEF_QUANTITY
 
     ctypedef struct fh_record_header:
         uint8_t length
@@ -229,6 +246,83 @@ cdef extern from "fh/record.h" nogil:
         uint64_t match_number
         uint32_t sequence
 
+    ctypedef struct fh_mbp_update:
+        fh_record_header hd
+        uint64_t ts_recv
+        int64_t price
+        uint32_t size
+        uint32_t number_of_orders
+        uint32_t rpt_seq
+        uint32_t sequence
+        uint8_t level
+        char action
+        char side
+        uint8_t flags
+        char entry_type
+        uint8_t implied
+        uint8_t channel_id
+        uint8_t match_event
+
+    ctypedef struct fh_statistic:
+        fh_record_header hd
+        uint64_t ts_recv
+        int64_t price
+        int64_t quantity
+        uint32_t rpt_seq
+        uint32_t sequence
+        char stat_type
+        char action
+        uint8_t open_close_settl_flag
+        uint8_t settl_price_type
+        uint16_t trading_date
+        uint8_t flags
+        uint8_t channel_id
+        uint16_t template_id
+
+    ctypedef struct fh_security_status:
+        fh_record_header hd
+        uint64_t ts_recv
+        uint32_t sequence
+        uint16_t trade_date
+        uint8_t trading_status
+        uint8_t halt_reason
+        uint8_t trading_event
+        uint8_t match_event
+        char security_group[6]
+        char asset[6]
+        uint8_t channel_id
+        uint8_t flags
+
+    ctypedef struct fh_instrument_def:
+        fh_record_header hd
+        int64_t min_price_increment
+        int64_t display_factor
+        char symbol[20]
+        char update_action
+        char instrument_class
+        uint8_t put_or_call
+        uint8_t market_segment_id
+        int64_t strike_price
+
+    const char FH_OE_NEW, FH_OE_ACCEPTED, FH_OE_REPLACE_REQ, FH_OE_REPLACED, FH_OE_CANCEL_REQ
+    const char FH_OE_CANCELED, FH_OE_MODIFY_REQ, FH_OE_MODIFIED, FH_OE_EXECUTED, FH_OE_BROKEN
+    const char FH_OE_REJECTED, FH_OE_CANCEL_REJECT, FH_OE_RESTATED, FH_OE_OTHER
+
+    ctypedef struct fh_order_event:
+        fh_record_header hd
+        uint64_t ts_recv
+        uint64_t order_id
+        int64_t price
+        uint32_t client_ref
+        uint32_t size
+        uint32_t leaves_qty
+        uint32_t sequence
+        uint32_t latency_ns
+        char event
+        char side
+        uint8_t protocol
+        uint8_t flags
+
     ctypedef union fh_tick:
         fh_record_header hd
         fh_mbo mbo
@@ -250,6 +344,11 @@ cdef extern from "fh/record.h" nogil:
         fh_dlcr dlcr
         fh_dlcr_collars dlcr_collars
         fh_broken_trade broken_trade
+        fh_mbp_update mbp_update
+        fh_statistic statistic
+        fh_security_status security_status
+        fh_instrument_def instrument_def
+        fh_order_event order_event
         uint8_t raw[64]
 
     ctypedef struct fh_field_desc:
