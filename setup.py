@@ -12,6 +12,8 @@ Environment switches (developer use):
 import glob
 import os
 import shutil
+import subprocess
+import sys
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -30,9 +32,43 @@ def copy_headers():
         shutil.copy2(h, dst)
 
 
+def pkg_config_ok(*names):
+    """True when pkg-config knows every library named (the optional native capture paths)."""
+    try:
+        return subprocess.run(["pkg-config", "--exists", *names], capture_output=True).returncode == 0
+    except OSError:
+        return False
+
+
+LIVE = os.path.join("src", "feedhandler", "capture", "live")
+# Optional cffi modules, built only where their system library exists; without them the package
+# installs and works, and `feedhandler doctor` says what is missing.
+CFFI_MODULES = []
+if pkg_config_ok("libxdp", "libbpf"):
+    CFFI_MODULES.append(LIVE + "/_afxdp_build.py:ffibuilder")
+if pkg_config_ok("libdpdk"):
+    CFFI_MODULES.append(LIVE + "/_dpdk_build.py:ffibuilder")
+
+
+def compile_xdp_program():
+    """Compile the XDP filter program (csrc/bpf) next to the AF_XDP module when clang exists."""
+    if not (shutil.which("clang") and pkg_config_ok("libxdp", "libbpf")):
+        return
+    sys.path.insert(0, os.path.join(HERE, LIVE))
+    try:
+        from _afxdp_build import compile_bpf
+
+        compile_bpf(os.path.join(HERE, LIVE))
+    except (subprocess.CalledProcessError, OSError) as e:  # AF_XDP then falls back to libxdp's default program
+        print(f"warning: could not compile the XDP program: {e}", file=sys.stderr)
+    finally:
+        sys.path.pop(0)
+
+
 class BuildPyWithHeaders(build_py):
     def run(self):
         copy_headers()
+        compile_xdp_program()
         super().run()
 
 
@@ -94,4 +130,5 @@ setup(
         nthreads=int(os.environ.get("FH_CYTHON_JOBS", "0")) or None,
     ),
     cmdclass={"build_py": BuildPyWithHeaders},
+    cffi_modules=CFFI_MODULES,
 )

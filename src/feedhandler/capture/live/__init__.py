@@ -24,7 +24,7 @@ CHAIN = BACKENDS                       # auto: fastest first
 ENV = "FEEDHANDLER_CAPTURE"
 
 
-class BackendUnavailable(CaptureError, ImportError):
+class BackendUnavailable(CaptureError):
     """The requested capture backend cannot run here; the message says why and how to fix it."""
 
 
@@ -62,8 +62,9 @@ def _iface_reason(iface: str | None) -> str | None:
     return None
 
 
-def probe(name: str, iface: str | None = None, *, pcap_file: str | None = None) -> str | None:
-    """None when backend ``name`` can capture from ``iface`` here, else the reason it cannot."""
+def probe(name: str, iface: str | None = None, *, pcap_file: str | None = None, auto: bool = False) -> str | None:
+    """None when backend ``name`` can capture from ``iface`` here, else the reason it cannot (``auto``:
+    also the reasons auto selection passes a backend over that an explicit request would still run)."""
     if name == "pcap":
         return None if pcap_file else "no capture file given to replay (--file)"
     r = _iface_reason(iface)
@@ -82,7 +83,10 @@ def probe(name: str, iface: str | None = None, *, pcap_file: str | None = None) 
             from feedhandler.capture.live import dpdk
         except ImportError as e:  # pragma: no cover
             return f"DPDK module not importable: {e}"
-        return dpdk.unavailable_reason(iface)
+        why = dpdk.unavailable_reason(iface)
+        if why is None and auto:
+            why = dpdk.auto_reason(iface)
+        return why
     raise ValueError(f"unknown capture backend {name!r}: expected one of auto, {', '.join(BACKENDS)}")
 
 
@@ -104,7 +108,7 @@ def select(requested: str | None = None, iface: str | None = None, *, pcap_file:
         return Selection(req, req)
     skipped: dict[str, str] = {}
     for name in CHAIN:
-        why = probe(name, iface, pcap_file=pcap_file)
+        why = probe(name, iface, pcap_file=pcap_file, auto=True)
         if why is None:
             return Selection(name, req, skipped)
         skipped[name] = why

@@ -457,7 +457,7 @@ cdef class AfPacketSource:
     cdef fh_afp *s
     cdef readonly str iface
 
-    def __init__(self, str iface, *, block_size=1 << 20, block_count=64, frame_size=2048, retire_ms=1,
+    def __init__(self, str iface, *, block_size=1 << 16, block_count=1024, frame_size=2048, retire_ms=1,
                  snaplen=0, promisc=False, hw_timestamps=False, fanout_id=0, ignore_outgoing=False):
         cdef fh_afp_config cfg
         cdef char err[512]

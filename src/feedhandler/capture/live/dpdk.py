@@ -30,6 +30,20 @@ def unavailable_reason(iface: str | None) -> str | None:
     return None
 
 
+def auto_reason(iface: str | None) -> str | None:
+    """Why auto selection does not pick DPDK for ``iface`` (None: it would)."""
+    if iface is None:
+        return "no interface"
+    drv = os.path.realpath(f"/sys/class/net/{iface}/device/driver") if os.path.exists(
+        f"/sys/class/net/{iface}/device/driver") else ""
+    name = os.path.basename(drv) if drv else "virtual"
+    if name not in ("vfio-pci", "uio_pci_generic", "igb_uio"):
+        return (f"{iface} is a kernel interface (driver {name}): DPDK could only wrap it in a virtual device "
+                "(net_af_packet), slower than AF_XDP/AF_PACKET; bind a NIC to vfio-pci, or force --capture dpdk")
+    return None
+
+
 def open_source(iface: str, **kw):
     from feedhandler.capture.live._dpdk_source import DpdkSource
-    return DpdkSource(iface, **kw)
+    allowed = {"eal_args", "vdev", "port_id", "n_queues", "mbufs", "rx_desc", "promisc"}
+    return DpdkSource(iface, **{k: v for k, v in kw.items() if k in allowed})

@@ -37,7 +37,7 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 class VethPair:
     """host_if (this namespace, address host_addr) <-> ns_if (namespace ns, address ns_addr), a /30."""
 
-    def __init__(self, tag: str = "fh", subnet_octet: int | None = None, mtu: int = 1500):
+    def __init__(self, tag: str = "fh", subnet_octet: int | None = None, mtu: int = 1500, queues: int = 1):
         n = next(_counter)
         uid = f"{os.getpid() % 100000:05d}{n % 100:02d}"
         self.host_if = f"{tag[:3]}h{uid}"[:15]
@@ -47,13 +47,15 @@ class VethPair:
         self.host_addr = f"10.213.{o}.1"
         self.ns_addr = f"10.213.{o}.2"
         self.mtu = mtu
+        self.queues = queues
         self._up = False
 
     def __enter__(self) -> "VethPair":
         try:
             _ip("netns", "add", self.ns)
-            _ip("link", "add", self.host_if, "mtu", str(self.mtu), "type", "veth", "peer", "name", self.ns_if,
-                "mtu", str(self.mtu))
+            q = ["numrxqueues", str(self.queues), "numtxqueues", str(self.queues)] if self.queues > 1 else []
+            _ip("link", "add", self.host_if, "mtu", str(self.mtu), *q, "type", "veth", "peer", "name", self.ns_if,
+                "mtu", str(self.mtu), *q)
             _ip("link", "set", self.ns_if, "netns", self.ns)
             _ip("addr", "add", f"{self.host_addr}/30", "dev", self.host_if)
             _ip("link", "set", self.host_if, "up")

@@ -1,0 +1,81 @@
+/* fh/capture_afxdp.h - AF_XDP capture: UMEM + fill/completion/rx rings per queue, an XDP program that
+ * redirects only the feed's UDP traffic to the sockets (csrc/bpf/xdp_feed.bpf.c; the rest goes on to the
+ * kernel), batched receive. Built only with libxdp/libbpf (cffi module feedhandler.capture.live._afxdp
+ * from csrc/afxdp/capture_afxdp.c; it is NOT part of the plain C library because it needs -lxdp -lbpf).
+ *
+ * Copy mode everywhere the driver lacks zero-copy (veth, virtio); zero-copy is tried first when asked.
+ * Time: AF_XDP frames carry no kernel receive stamp; fh_xsk_next() reads CLOCK_REALTIME once per
+ * batch and marks the frames FH_MSG_TS_USER.
+ *
+ * Ownership and threading: an fh_xsk belongs to one receive thread. fh_xsk_next() returns fh_pkt whose
+ * data point into the UMEM; those frames stay ours until the NEXT fh_xsk_next() (or close), which puts
+ * them back on the fill ring. The rx descriptors themselves are released at once (their contents are
+ * copied). fh_xsk_stats_get() may be called from any thread (relaxed atomic snapshot);
+ * fh_xsk_wake() from any thread makes a waiting fh_xsk_next() return.
+ */
+#ifndef FH_CAPTURE_AFXDP_H
+#define FH_CAPTURE_AFXDP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fh/pcap.h"
+
+#define FH_XSK_MAX_QUEUES 16
+#define FH_XSK_DEFAULT_FRAMES 32768u    /* UMEM frames per queue (64 MiB at 2 KiB) */
+#define FH_XSK_DEFAULT_FRAME_SIZE 2048u /* bytes per UMEM frame (>= MTU + XDP headroom; copy mode) */
+#define FH_XSK_DEFAULT_RING 16384u      /* descriptors in the rx and fill rings: ~0.1 s at 170k pkt/s */
+#define FH_XSK_MAX_PORTS 16
+
+enum { FH_XSK_MODE_AUTO = 0, FH_XSK_MODE_NATIVE = 1, FH_XSK_MODE_SKB = 2 };
+
+typedef struct fh_xsk_config {
+    const char *iface;
+    uint32_t first_queue;       /* queues first_queue .. first_queue + n_queues - 1 */
+    uint32_t n_queues;          /* 0 = 1 */
+    uint32_t frames;            /* UMEM frames per queue; 0 = default */
+    uint32_t frame_size;        /* 0 = default */
+    uint32_t ring_size;         /* 0 = default */
+    int xdp_mode;               /* FH_XSK_MODE_* */
+    int zerocopy;               /* 1: require zero-copy, 0: try zero-copy then copy, -1: copy only */
+    int busy_poll_us;           /* > 0: SO_PREFER_BUSY_POLL + SO_BUSY_POLL(us) + busy-poll budget */
+    const char *bpf_object;     /* path of xdp_feed.bpf.o; NULL: libxdp's default program (all traffic of
+                                   the queue goes to the socket) */
+    uint16_t ports[FH_XSK_MAX_PORTS];   /* UDP destination ports of the feed (host order) */
+    uint32_t n_ports;
+    uint32_t groups[FH_XSK_MAX_PORTS];  /* IPv4 destinations, host order; n_groups 0 = any */
+    uint32_t n_groups;
+} fh_xsk_config;
+
+typedef struct fh_xsk_stats {
+    uint64_t packets;           /* frames handed out */
+    uint64_t bytes;
+    uint64_t batches;           /* fh_xsk_next() calls that returned frames */
+    uint64_t idle;              /* calls that returned 0 */
+    uint64_t polls;
+    uint64_t wakeups;           /* fill-ring need_wakeup kicks */
+    uint64_t fill_short;        /* times the fill ring had less room than the frames to return */
+    uint64_t rx_dropped;        /* XDP_STATISTICS rx_dropped: no room in the UMEM / dropped by the kernel */
+    uint64_t rx_invalid_descs;
+    uint64_t rx_ring_full;      /* rx ring full: frames dropped */
+    uint64_t rx_fill_ring_empty;/* fill ring was empty when a frame arrived */
+    uint64_t xdp_seen;          /* XDP program counters (summed over CPUs) */
+    uint64_t xdp_redirected;
+    uint64_t xdp_passed;
+    uint64_t xdp_no_socket;
+    uint64_t zerocopy;          /* 1 when the sockets run zero-copy */
+    uint64_t xdp_mode;          /* FH_XSK_MODE_NATIVE or FH_XSK_MODE_SKB as attached */
+} fh_xsk_stats;
+
+typedef struct fh_xsk fh_xsk;
+
+/* 0 on success, else -errno with a sentence in err. Attaches the XDP program (detached at close). */
+int fh_xsk_open(fh_xsk **out, const fh_xsk_config *cfg, char *err, size_t errlen);
+/* The same signature as every live source (void * ctx): see capture/live/_live.pyx. */
+size_t fh_xsk_next(void *xsk, fh_pkt *pkts, size_t cap, int timeout_ms);
+void fh_xsk_wake(void *xsk);
+/* Snapshot; also reads XDP_STATISTICS and the program's per-CPU counters (syscalls: monitor thread). */
+void fh_xsk_stats_get(fh_xsk *s, fh_xsk_stats *out);
+void fh_xsk_close(fh_xsk *s);
+
+#endif

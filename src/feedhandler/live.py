@@ -1,0 +1,452 @@
+"""``feedhandler run --iface IFACE``: live capture -> framing -> decoder -> ring -> books.
+
+Threads: the capture backend's native receive thread (LiveFeed: receive, MoldUDP64 sequencing, ITCH
+decoding, ring publish), a consumer thread applying ring batches to the books (``BookSet.consume``, a
+nogil loop entered by Python once per batch), and the main thread, which only handles signals, prints
+the periodic status line from counter snapshots and stops everything in order:
+stop the receive thread -> it frames what it holds, publishes and closes the ring -> the consumer
+drains the ring and returns -> summary.
+
+Multicast: every ``--group ADDR:PORT`` is joined on the interface (IP_ADD_MEMBERSHIP on a UDP socket
+kept open for the run; the kernel sends the IGMP report). A/B arbitration needs no separate stage:
+both lines carry the same MoldUDP64 session, so the framer sequences them as one channel; the first
+copy of a message wins, the second is counted as a duplicate, a loss on one line is covered by the
+other (its hole fills from the other line within the reorder window).
+"""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from feedhandler.errors import FeedhandlerError
+
+__all__ = ["LiveOptions", "run", "run_main", "latency_percentiles", "join_groups", "iface_ipv4", "EXIT_NO_IFACE"]
+
+RING_CAPACITY = 1 << 17          # records
+BATCH = 4096                     # records per consume batch (small: books follow the wire closely)
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_NO_IFACE = 4                # interface missing, privilege missing, backend unusable
+EXIT_INTERRUPTED = 130
+
+
+@dataclass
+class LiveOptions:
+    """What :func:`run` does; defaults match the CLI's."""
+
+    iface: str
+    capture: str | None = None                   # auto|afxdp|dpdk|afpacket (None: $FEEDHANDLER_CAPTURE/auto)
+    protocol: str = "itch50"
+    groups: Sequence[str] = ()                   # "ADDR:PORT" multicast groups to join
+    udp_port: int | None = None                  # keep only this destination port
+    date: str | None = None                      # trading day (default: today, America/New_York)
+    reorder_window: int = 64                     # MoldUDP64 packets held while a hole waits
+    duration: float | None = None                # s: stop after this long
+    count: int | None = None                     # stop once this many messages were decoded
+    until_end_of_session: bool = False           # stop once a MoldUDP64 end-of-session was applied
+    idle_stop: float | None = None               # s: stop after this long without a new packet (once
+                                                 # at least one arrived)
+    status_interval: float = 1.0                 # s between status lines (0: none)
+    status: Callable[[str], None] | None = None  # where status lines go (default: stderr)
+    on_batch: Callable[[np.ndarray], None] | None = None   # every enriched record batch (tests, outputs)
+    on_ready: Callable[[], None] | None = None   # called once capture is running
+    out: str | None = None                       # output file (.dbn/.parquet/.npy) as in replay
+    top: int = 10
+    source_kw: dict = field(default_factory=dict)
+    install_signals: bool = True                 # SIGINT/SIGTERM -> clean stop (main thread only)
+    retransmit: str | None = None                # "HOST:PORT" of a MoldUDP64 retransmission server
+    stop_event: threading.Event | None = None    # set by the caller to stop the run
+    books: object | None = None                  # an engine.book.BookSet to fill (default: a new one)
+    apply_books: bool = True                     # False: records are released unread (capture benchmark)
+
+
+# ---- latency --------------------------------------------------------------------------------------
+def latency_percentiles(hist: np.ndarray, qs=(50, 90, 99, 99.9)) -> dict:
+    """Percentiles (ns, bucket lower bounds: 12.5 % resolution) of a log-linear latency histogram."""
+    from feedhandler.capture.live._live import lat_bucket_lower_ns
+    total = int(hist.sum())
+    out = {"count": total}
+    if total == 0:
+        return out
+    cum = np.cumsum(hist)
+    for q in qs:
+        b = int(np.searchsorted(cum, total * q / 100.0, side="left"))
+        out[f"p{q:g}"] = int(lat_bucket_lower_ns(b))
+    return out
+
+
+class _BookLatency:
+    """Wire (ts_recv) -> book histogram, filled per consumed batch with numpy."""
+
+    def __init__(self):
+        from feedhandler.capture.live._live import LATENCY_BUCKETS
+        self.hist = np.zeros(LATENCY_BUCKETS, np.uint64)
+
+    def add(self, batch: np.ndarray) -> None:
+        from feedhandler import records
+        from feedhandler.capture.live._live import lat_buckets_of
+        now = time.time_ns()
+        rt = batch["rtype"]
+        raw = batch["raw"]
+        for rtype, dt_name in ((records.RTYPE["mbo"], "mbo"), (records.RTYPE["trade"], "trade")):
+            sel = rt == rtype
+            if not sel.any():
+                continue
+            off = records.DTYPES[dt_name].fields["ts_recv"][1]
+            ts = raw[sel][:, off:off + 8].copy().view("<u8").ravel()
+            ts = ts[(ts > 0) & (ts <= now)]
+            if ts.shape[0]:
+                b = lat_buckets_of(np.uint64(now) - ts)
+                np.add.at(self.hist, b, 1)
+
+
+# ---- multicast ------------------------------------------------------------------------------------
+def iface_ipv4(iface: str) -> str:
+    """The interface's IPv4 address (SIOCGIFADDR)."""
+    import fcntl
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        r = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", iface.encode()[:15]))
+        return socket.inet_ntoa(r[20:24])
+    finally:
+        s.close()
+
+
+def _parse_group(g: str) -> tuple[str, int | None]:
+    host, _, port = g.rpartition(":") if ":" in g else (g, "", "")
+    addr = ipaddress.IPv4Address(host)
+    return str(addr), (int(port) if port else None)
+
+
+def join_groups(iface: str, groups: Sequence[str]) -> list[socket.socket]:
+    """Join each multicast group on ``iface`` (the kernel sends IGMP membership reports); keep the
+    returned sockets open for as long as the membership must last."""
+    socks = []
+    ifindex = socket.if_nametoindex(iface)
+    for g in groups:
+        addr, _ = _parse_group(g)
+        if not ipaddress.IPv4Address(addr).is_multicast:
+            continue
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+        try:
+            # struct ip_mreqn {imr_multiaddr, imr_address, imr_ifindex}
+            mreq = socket.inet_aton(addr) + socket.inet_aton("0.0.0.0") + struct.pack("@i", ifindex)
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+            # the socket itself must not queue the feed: a tiny receive buffer, never read
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+        except OSError:
+            s.close()
+            for x in socks:
+                x.close()
+            raise
+        socks.append(s)
+    return socks
+
+
+# ---- the run --------------------------------------------------------------------------------------
+def run(opts: LiveOptions) -> dict:
+    """Run the live pipeline until stopped (signal, ``duration``, ``count``, ``idle_stop`` or
+    ``stop_event``) and return the summary.
+
+    Raises
+    ------
+    feedhandler.capture.live.BackendUnavailable
+        The chosen backend cannot run (reason in the message).
+    feedhandler.errors.CaptureError
+        The interface cannot be opened (missing, no privilege).
+    """
+    from engine.book import BookSet
+    from feedhandler.capture import live as backends
+    from feedhandler.capture.live._live import LiveFeed
+    from feedhandler.ring import Ring
+
+    sel = backends.select(opts.capture, opts.iface)
+    if sel.backend == "pcap":
+        raise backends.BackendUnavailable("pcap replay is `feedhandler replay FILE`, not a live backend")
+    groups = [_parse_group(g) for g in opts.groups]
+    ports = {p for _, p in groups if p}
+    udp_port = opts.udp_port if opts.udp_port is not None else (ports.pop() if len(ports) == 1 else None)
+    # retransmitted packets come unicast to our own address: no destination filter then
+    group = groups[0][0] if len(groups) == 1 and not opts.retransmit else None
+    source_kw = dict(opts.source_kw)
+    if sel.backend == "afxdp":
+        # the XDP program redirects only the feed: its ports and (multicast) destinations
+        source_kw.setdefault("ports", sorted({p for _, p in groups if p} | ({udp_port} if udp_port else set())))
+        dsts = [a for a, _ in groups]
+        if dsts and opts.retransmit:
+            dsts.append(iface_ipv4(opts.iface))
+        source_kw.setdefault("groups", dsts)
+    source = backends.open_source(sel.backend, opts.iface, **source_kw)
+    socks = []
+    feed = None
+    retx = None
+    try:
+        socks = join_groups(opts.iface, opts.groups)
+        feed = LiveFeed(source, opts.protocol, date=opts.date, reorder_window=opts.reorder_window,
+                        udp_port=udp_port, group=group)
+        books = opts.books if opts.books is not None else BookSet()
+        ring = Ring(RING_CAPACITY, overflow="block")
+        book_lat = _BookLatency()
+        writer = None
+        if opts.out:
+            from feedhandler.output import SymbolMap, open_writer
+            writer = open_writer(opts.out, None, symbols=SymbolMap(), date=None)
+        consumed = [0]
+        consumer_error: list[BaseException] = []
+
+        def on_batch(batch):
+            consumed[0] += batch.shape[0]
+            book_lat.add(batch)
+            if retx is not None:
+                retx.handle_batch(batch)
+            if opts.on_batch is not None:
+                opts.on_batch(batch)
+            if writer is not None:
+                writer.write(batch)
+
+        def drain_only():
+            # capture + parse benchmark mode: records are released unread
+            while not ring.finished:
+                b = ring.read(1 << 16, timeout=0.05)
+                if b.shape[0]:
+                    consumed[0] += b.shape[0]
+                    ring.release(b.shape[0])
+
+        def consume():
+            try:
+                if not opts.apply_books:
+                    drain_only()
+                    return
+                books.consume(ring, BATCH, on_batch)
+            except BaseException as e:      # reported by the main thread after the stop
+                consumer_error.append(e)
+                feed.stop()
+                while not ring.finished:    # let the producer finish and close the ring
+                    b = ring.read(1 << 16, timeout=0.05)
+                    if b.shape[0]:
+                        ring.release(b.shape[0])
+
+        if opts.retransmit:
+            from feedhandler.retransmit import RetransmitRequester
+            retx = RetransmitRequester(opts.retransmit, bind_port=udp_port, bind_addr=iface_ipv4(opts.iface))
+        stop = opts.stop_event or threading.Event()
+        signalled = []
+        old = {}
+        if opts.install_signals and threading.current_thread() is threading.main_thread():
+            def on_signal(signum, frame):
+                signalled.append(signum)
+                stop.set()
+            for s in (signal.SIGINT, signal.SIGTERM):
+                old[s] = signal.signal(s, on_signal)
+        t0 = time.monotonic()
+        feed.start(ring)
+        cons = threading.Thread(target=consume, name="fh-books", daemon=True)
+        cons.start()
+        if retx is not None:
+            retx.start()
+        if opts.on_ready is not None:
+            opts.on_ready()
+        emit = opts.status or (lambda line: print(line, file=sys.stderr, flush=True))
+        last_status = t0
+        last_pkts, last_change, first_change = 0, t0, None
+        try:
+            while not stop.is_set():
+                stop.wait(0.02)
+                now = time.monotonic()
+                st = feed.stats()
+                if st["packets"] != last_pkts:
+                    if not last_pkts:
+                        first_change = now
+                    last_pkts, last_change = st["packets"], now
+                if opts.duration is not None and now - t0 >= opts.duration:
+                    break
+                if opts.count is not None and st["messages"] >= opts.count:
+                    break
+                if opts.until_end_of_session and st["resets"] >= 1:
+                    break
+                if opts.idle_stop is not None and last_pkts and now - last_change >= opts.idle_stop:
+                    break
+                if consumer_error:
+                    break
+                if opts.status_interval and now - last_status >= opts.status_interval:
+                    last_status = now
+                    emit(_status_line(sel.backend, opts.iface, st, source.stats(), ring.stats(), now - t0))
+        finally:
+            feed.stop()
+            cons.join()
+            feed.join()
+            if retx is not None:
+                retx.stop()
+            for s, h in old.items():
+                signal.signal(s, h)
+        elapsed = time.monotonic() - t0
+        if writer is not None:
+            writer.close()
+        if consumer_error:
+            raise consumer_error[0]
+        summary = _summary(opts, sel, feed, source, ring, books, book_lat, elapsed, consumed[0])
+        if retx is not None:
+            summary["retransmission"] = retx.stats()
+        summary["signal"] = signal.Signals(signalled[0]).name if signalled else None
+        # receive rate while packets were arriving (monitor granularity 20 ms: for benchmarks, send >= 1 s)
+        active = (last_change - first_change) if first_change is not None else 0.0
+        summary["active_s"] = round(active, 6)
+        summary["rx_pps"] = round(summary["packets"] / active, 1) if active > 0 else None
+        summary["rx_msgs_per_s"] = round(summary["messages"] / active, 1) if active > 0 else None
+        return summary
+    finally:
+        for s in socks:
+            s.close()
+        if feed is not None:
+            del feed
+        source.close()
+
+
+def _status_line(backend, iface, st, src, ring, elapsed) -> str:
+    drops = src.get("kernel_drops", 0) + src.get("xdp_drops", 0) + src.get("rx_dropped", 0)
+    return (f"[{elapsed:7.1f}s] {backend} {iface}: pkts {src.get('packets', st['packets']):,} "
+            f"msgs {st['messages']:,} recs {st['records']:,} gaps {st['gaps']} lost {st['lost_messages']} "
+            f"dups {st['duplicates']} drops nic/kernel {drops} ring-waits {ring.get('producer_waits', 0)}")
+
+
+def _summary(opts, sel, feed, source, ring, books, book_lat, elapsed, consumed) -> dict:
+    from feedhandler import records
+    st = feed.stats()
+    src = source.stats()
+    rows = []
+    summ = books.bbo_all()
+    ts_sw, ts_hw, ts_user = src.get("ts_sw", 0), src.get("ts_hw", 0), src.get("ts_none", src.get("ts_user", 0))
+    clock = "hardware" if ts_hw else "software" if ts_sw else "user" if ts_user else None
+    return {
+        "iface": opts.iface,
+        "backend": sel.backend,
+        "backend_skipped": sel.skipped,
+        "groups": list(opts.groups),
+        "ts_recv_clock": clock,
+        "ts_recv_counts": {"hardware": ts_hw, "software": ts_sw, "user": ts_user},
+        "elapsed_s": round(elapsed, 6),
+        "capture": src,
+        "packets": st["packets"],
+        "moldudp64_packets": st["moldudp64_packets"],
+        "messages": st["messages"],
+        "records": st["records"],
+        "records_consumed": consumed,
+        "sessions": st["sessions"],
+        "gaps": st["gaps"],
+        "gaps_filled": st["gaps_filled"],
+        "lost_messages": st["lost_messages"],
+        "missing_ranges": [list(r) for r in feed.missing_ranges()],
+        "duplicates": st["duplicates"],
+        "out_of_order": st["out_of_order"],
+        "drops": {"kernel": src.get("kernel_drops", 0), "xdp": src.get("xdp_drops", 0),
+                  "nic": src.get("rx_dropped", 0), "ring": ring.stats().get("dropped", 0), "ours": 0},
+        "framing": st,
+        "latency_ns": {"wire_to_ring": latency_percentiles(feed.latency_hist()),
+                       "wire_to_book": latency_percentiles(book_lat.hist)},
+        "books": int(books.instrument_count),
+        "live_orders": int(books.live_orders),
+        "book_counters": {k: int(v) for k, v in books.counters().items()},
+        "bbo_rows": int(summ.shape[0]),
+    }
+
+
+def format_summary(s: dict) -> str:
+    lw, lb = s["latency_ns"]["wire_to_ring"], s["latency_ns"]["wire_to_book"]
+
+    def pct(d):
+        if not d.get("count"):
+            return "-"
+        return " ".join(f"{k} {d[k] / 1e3:.1f}us" for k in ("p50", "p90", "p99", "p99.9") if k in d)
+
+    lines = [
+        f"{s['iface']}: {s['backend']} for {s['elapsed_s']:.1f} s, ts_recv clock {s['ts_recv_clock'] or '-'}",
+        f"  packets {s['packets']:,} (MoldUDP64 {s['moldudp64_packets']:,}), messages {s['messages']:,}, "
+        f"records {s['records']:,}; sessions {', '.join(s['sessions']) or '-'}",
+        f"  sequencing: gaps {s['gaps']} (filled {s['gaps_filled']}, lost {s['lost_messages']} messages), "
+        f"duplicates {s['duplicates']}, out of order {s['out_of_order']}",
+        "  drops: " + ", ".join(f"{k} {v}" for k, v in s["drops"].items()),
+        f"  latency wire->ring: {pct(lw)}; wire->book: {pct(lb)} (host clock; medians and p99 matter here)",
+        f"  books: {s['books']} instruments, {s['live_orders']:,} live orders",
+    ]
+    for k, v in s.get("backend_skipped", {}).items():
+        lines.append(f"  ({k} not used: {v})")
+    return "\n".join(lines)
+
+
+def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    p = p or argparse.ArgumentParser(prog="feedhandler run", description="Live feed from a network interface.")
+    p.add_argument("--iface", required=True, help="network interface to capture from")
+    p.add_argument("--capture", choices=("auto", "afxdp", "dpdk", "afpacket"), default=None,
+                   help="capture backend (default: $FEEDHANDLER_CAPTURE or auto)")
+    p.add_argument("--protocol", choices=("itch", "itch50"), default="itch50")
+    p.add_argument("--group", action="append", default=[], metavar="ADDR:PORT",
+                   help="multicast group to join (repeat for A/B lines)")
+    p.add_argument("--port", type=int, default=None, help="keep only this UDP destination port")
+    p.add_argument("--date", default=None, help="trading day YYYY-MM-DD (default: today, New York)")
+    p.add_argument("--reorder-window", type=int, default=64, help="MoldUDP64 packets held while a hole waits")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--count", type=int, default=None, help="stop after this many messages")
+    p.add_argument("--until-eos", action="store_true", help="stop at the MoldUDP64 end of session")
+    p.add_argument("--idle-stop", type=float, default=None, help="stop after this many idle seconds")
+    p.add_argument("--status-interval", type=float, default=1.0, help="seconds between status lines (0: off)")
+    p.add_argument("--retransmit", default=None, metavar="HOST:PORT", help="MoldUDP64 retransmission server")
+    p.add_argument("--out", default=None, help="write records (.dbn, .parquet, .npy)")
+    p.add_argument("--xdp-mode", choices=("auto", "native", "skb"), default=None, help="AF_XDP attach mode")
+    p.add_argument("--busy-poll-us", type=int, default=None, help="AF_XDP preferred busy polling budget (us)")
+    p.add_argument("--queues", type=int, default=None, help="AF_XDP / DPDK rx queues")
+    p.add_argument("--eal", default=None, help="DPDK EAL arguments, space separated (default: --no-huge vdev)")
+    p.add_argument("--no-books", action="store_true", help="do not build books (capture + parse benchmark)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    return p
+
+
+def run_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``feedhandler run``: returns the exit code."""
+    args = build_parser().parse_args(argv)
+    from feedhandler.capture.live import BackendUnavailable
+    source_kw = {}
+    if args.xdp_mode:
+        source_kw["xdp_mode"] = args.xdp_mode
+    if args.busy_poll_us:
+        source_kw["busy_poll_us"] = args.busy_poll_us
+    if args.queues:
+        source_kw["n_queues"] = args.queues
+    if args.eal:
+        source_kw["eal_args"] = ["feedhandler", *args.eal.split()]
+    opts = LiveOptions(iface=args.iface, source_kw=source_kw, capture=args.capture, groups=args.group, udp_port=args.port,
+                       date=args.date, reorder_window=args.reorder_window, duration=args.duration,
+                       count=args.count, idle_stop=args.idle_stop, until_end_of_session=args.until_eos, apply_books=not args.no_books, status_interval=args.status_interval,
+                       out=args.out, retransmit=args.retransmit,
+                       protocol="itch50")
+    if not os.path.exists(f"/sys/class/net/{args.iface}"):
+        print(f"feedhandler run: no interface {args.iface!r} in this network namespace", file=sys.stderr)
+        return EXIT_NO_IFACE
+    try:
+        s = run(opts)
+    except BackendUnavailable as e:
+        print(f"feedhandler run: {e}", file=sys.stderr)
+        return EXIT_NO_IFACE
+    except (FeedhandlerError, OSError) as e:
+        print(f"feedhandler run: {e}", file=sys.stderr)
+        return EXIT_NO_IFACE
+    if args.json:
+        print(json.dumps(s, indent=2, default=int))
+    else:
+        print(format_summary(s))
+    return EXIT_INTERRUPTED if s.get("signal") == "SIGINT" else EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run_main())
