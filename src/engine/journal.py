@@ -1,0 +1,235 @@
+"""Write-ahead journal of engine inputs: length + crc32 framed binary records, replay and live tailing.
+
+File format (little endian)::
+
+    header  b"FHJRNL\\x00\\x01"                     8 bytes, once
+    frame   u32 length | u32 crc32(payload) | payload (length bytes), repeated
+
+Every input the engine accepts is sequenced and appended here BEFORE it is applied, so replaying the
+journal from the start (or from a snapshot) rebuilds the exact state. A torn or corrupt tail (crash in
+the middle of a write) ends the valid journal: readers stop at the last whole frame whose crc32 matches,
+and a writer reopening the file truncates the tail away before appending.
+
+Durability policies (``fsync=``) and their data-loss windows
+-----------------------------------------------------------
+Writes go straight to the file descriptor with ``os.write`` (no user-space buffer), so a crash of the
+engine PROCESS (SIGKILL, segfault) never loses an input that :meth:`JournalWriter.commit` returned for.
+The policies differ only for a crash of the machine or OS (power loss, kernel panic):
+
+``"every"``     fsync after every appended record. Loss window: nothing that was committed; an input is
+                on stable storage before it is applied and acknowledged. Slowest (one fsync per input).
+``"batch"``     one write + fsync per batch (:meth:`commit`), before the batch is applied. Loss window:
+                nothing acknowledged; the inputs of a batch not yet committed were never applied or
+                acknowledged either. The EngineManager commits once per drained queue batch.
+``"interval"``  write per commit, fsync at most every ``interval_ms`` (and by a background timer when
+                idle). Loss window: up to ``interval_ms`` of acknowledged inputs on a machine crash.
+``"none"``      write per commit, never fsync (the OS flushes when it likes, typically within 30 s).
+                Loss window: whatever the page cache held at a machine crash.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+
+MAGIC = b"FHJRNL\x00\x01"
+_FRAME = struct.Struct("<II")
+MAX_FRAME = 1 << 24  # bytes; a larger length field means corruption
+POLICIES = ("every", "batch", "interval", "none")
+
+
+class JournalError(Exception):
+    """The journal cannot be used (bad magic, unknown fsync policy, closed writer)."""
+
+
+def frame(payload: bytes) -> bytes:
+    """One framed record."""
+    return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def scan(data: bytes | memoryview, start: int = len(MAGIC)) -> tuple[list[bytes], int]:
+    """Parse whole, valid frames from data[start:]; return (payloads, offset just past the last valid one)."""
+    out = []
+    pos = start
+    n = len(data)
+    while pos + _FRAME.size <= n:
+        length, crc = _FRAME.unpack_from(data, pos)
+        end = pos + _FRAME.size + length
+        if length > MAX_FRAME or end > n:
+            break
+        payload = bytes(data[pos + _FRAME.size : end])
+        if zlib.crc32(payload) != crc:
+            break
+        out.append(payload)
+        pos = end
+    return out, pos
+
+
+def read_journal(path: str) -> tuple[list[bytes], int]:
+    """All valid payloads of a journal file and the byte offset where the valid part ends."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data:
+        return [], 0
+    if data[: len(MAGIC)] != MAGIC:
+        raise JournalError(f"{path}: not a journal (bad magic)")
+    return scan(data)
+
+
+def iter_journal(path: str) -> Iterator[bytes]:
+    """Iterate over the valid payloads of a journal file."""
+    yield from read_journal(path)[0]
+
+
+class JournalWriter:
+    """Appends framed records to one journal file (one writer thread).
+
+    Parameters
+    ----------
+    path : str
+        Journal file; created with its header if missing. An existing file is validated and any torn
+        tail is truncated away.
+    fsync : {"every", "batch", "interval", "none"}
+        Durability policy (see the module docstring).
+    interval_ms : int
+        fsync period for ``"interval"``, milliseconds.
+    """
+
+    def __init__(self, path: str, fsync: str = "batch", interval_ms: int = 10):
+        if fsync not in POLICIES:
+            raise JournalError(f"fsync must be one of {POLICIES}, not {fsync!r}")
+        self.path = path
+        self.policy = fsync
+        self.interval = interval_ms / 1000.0
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        size = os.fstat(self.fd).st_size
+        if size == 0:
+            os.write(self.fd, MAGIC)
+            os.fsync(self.fd)
+            self.records = 0
+            end = len(MAGIC)
+        else:
+            payloads, end = read_journal(path)
+            self.records = len(payloads)
+            if end < size:
+                os.ftruncate(self.fd, end)  # drop the torn tail of a crashed writer
+                os.fsync(self.fd)
+        os.lseek(self.fd, end, os.SEEK_SET)
+        self.truncated_bytes = size - end if size else 0
+        self._pending: list[bytes] = []
+        self._dirty = False
+        self._last_sync = time.monotonic()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._timer = None
+        if fsync == "interval":
+            self._timer = threading.Thread(target=self._sync_loop, name="journal-fsync", daemon=True)
+            self._timer.start()
+
+    def append(self, payload: bytes) -> None:
+        """Queue one record; under ``"every"`` it is written and fsynced at once, else at commit()."""
+        if self.fd < 0:
+            raise JournalError("journal closed")
+        self._pending.append(frame(payload))
+        self.records += 1
+        if self.policy == "every":
+            self.commit()
+
+    def commit(self) -> None:
+        """Write every queued record, then fsync as the policy says. Call before applying them."""
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending.clear()
+        with self._lock:
+            view = memoryview(data)
+            while view:
+                n = os.write(self.fd, view)
+                view = view[n:]
+            self._dirty = True
+            if self.policy in ("every", "batch") or (
+                self.policy == "interval" and time.monotonic() - self._last_sync >= self.interval
+            ):
+                os.fsync(self.fd)
+                self._dirty = False
+                self._last_sync = time.monotonic()
+
+    def _sync_loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            with self._lock:
+                if self._dirty and self.fd >= 0:
+                    os.fsync(self.fd)
+                    self._dirty = False
+                    self._last_sync = time.monotonic()
+
+    def sync(self) -> None:
+        """Commit and fsync now, whatever the policy."""
+        self.commit()
+        with self._lock:
+            if self.fd >= 0:
+                os.fsync(self.fd)
+                self._dirty = False
+
+    def close(self) -> None:
+        """Commit, fsync and close. Idempotent."""
+        if self.fd < 0:
+            return
+        self.sync()
+        self._stop.set()
+        if self._timer is not None:
+            self._timer.join()
+        with self._lock:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class JournalFollower:
+    """Tails a journal that another process is writing (hot standby).
+
+    :meth:`poll` returns the payloads that became complete since the last call; a frame still being
+    written stays pending until it is whole. A frame that is whole but fails its crc32 stops the
+    follower there (``corrupt`` is set), exactly as recovery would.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self.offset = 0  # next byte to parse
+        self.corrupt = False
+        self._f = None
+
+    def _open(self) -> bool:
+        if self._f is None:
+            try:
+                self._f = open(self.path, "rb")
+            except FileNotFoundError:
+                return False
+        return True
+
+    def poll(self) -> list[bytes]:
+        if self.corrupt or not self._open():
+            return []
+        self._f.seek(self.offset)
+        data = self._f.read()
+        if self.offset == 0:
+            if len(data) < len(MAGIC):
+                return []
+            if data[: len(MAGIC)] != MAGIC:
+                raise JournalError(f"{self.path}: not a journal (bad magic)")
+            data = data[len(MAGIC) :]
+            self.offset = len(MAGIC)
+        payloads, end = scan(data, 0)
+        self.offset += end
+        rest = data[end:]
+        if len(rest) >= _FRAME.size:
+            length, _crc = _FRAME.unpack_from(rest, 0)
+            if length > MAX_FRAME or len(rest) >= _FRAME.size + length:
+                self.corrupt = True  # a whole frame that does not check out
+        return payloads
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None

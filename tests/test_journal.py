@@ -1,0 +1,222 @@
+"""Journal: framing, torn tails, fsync policies, recovery (snapshot + tail), SIGKILL mid-stream, hot standby."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import zlib
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TESTS))
+from reference_matcher import dict_flow  # noqa: E402
+
+from engine.journal import MAGIC, JournalFollower, JournalWriter, frame, read_journal, scan  # noqa: E402
+from engine.manager import EngineManager, StandbyEngine, _unpack_str  # noqa: E402
+from engine.orders import REQ_DTYPE  # noqa: E402
+from engine.tradelog import TradeLogger  # noqa: E402
+
+SYMS = ["AAPL", "MSFT", "NVDA"]
+N = 3000
+SEED = 21
+
+
+# ---- framing ---------------------------------------------------------------------------------------
+
+def test_frame_roundtrip_and_torn_tail(tmp_path):
+    path = str(tmp_path / "j.bin")
+    w = JournalWriter(path, fsync="batch")
+    payloads = [bytes([i]) * (i * 7 % 50) for i in range(100)]
+    for p in payloads:
+        w.append(p)
+    w.commit()
+    w.close()
+    assert read_journal(path)[0] == payloads
+    size = os.path.getsize(path)
+    with open(path, "ab") as f:  # a crash in the middle of a write
+        f.write(frame(b"x" * 40)[:17])
+    got, end = read_journal(path)
+    assert got == payloads and end == size
+    w = JournalWriter(path)  # reopening truncates the torn tail and appends after it
+    assert w.truncated_bytes == 17 and w.records == 100
+    w.append(b"after")
+    w.close()
+    assert read_journal(path)[0] == payloads + [b"after"]
+
+
+def test_corrupt_frame_ends_journal():
+    data = MAGIC + frame(b"a") + frame(b"bb") + frame(b"ccc")
+    bad = bytearray(data)
+    bad[len(MAGIC) + 8 + 1 + 8] ^= 0xFF  # flip a payload byte of the second frame
+    assert scan(bytes(bad))[0] == [b"a"]
+    assert scan(data)[0] == [b"a", b"bb", b"ccc"]
+    hdr = bytearray(frame(b"zz"))
+    assert int.from_bytes(hdr[4:8], "little") == zlib.crc32(b"zz")
+
+
+@pytest.mark.parametrize("policy", ["every", "batch", "interval", "none"])
+def test_fsync_policies_write_the_same_journal(tmp_path, policy):
+    flow = dict_flow(3, 300, SYMS)
+    d = tmp_path / policy
+    with EngineManager(SYMS, journal_dir=str(d), fsync=policy, fsync_interval_ms=2) as m:
+        for i in range(0, len(flow), 7):
+            m.submit_many(flow[i : i + 7])
+        h = m.state_hash()
+    ref = tmp_path / "ref"
+    if not ref.exists():
+        with EngineManager(SYMS, journal_dir=str(ref), fsync="none") as m:
+            m.submit_many(flow)
+    assert (d / "journal.bin").read_bytes() == (ref / "journal.bin").read_bytes()
+    with EngineManager(SYMS, journal_dir=str(d)) as m:
+        assert m.state_hash() == h
+
+
+def test_follower_sees_only_whole_frames(tmp_path):
+    path = tmp_path / "j.bin"
+    f = JournalFollower(str(path))
+    assert f.poll() == []
+    data = MAGIC + frame(b"one") + frame(b"two")
+    with open(path, "wb") as out:
+        out.write(data[:5])
+        out.flush()
+        assert f.poll() == []
+        out.write(data[5 : len(MAGIC) + 13])
+        out.flush()
+        assert f.poll() == [b"one"]
+        out.write(data[len(MAGIC) + 13 :])
+        out.flush()
+        assert f.poll() == [b"two"] and f.poll() == []
+
+
+# ---- recovery ------------------------------------------------------------------------------------
+
+def reference_hashes(tmp_path, n_prefix: int):
+    """Hash after the first n_prefix requests, final hash and trade log of an uninterrupted run."""
+    flow = dict_flow(SEED, N, SYMS)
+    log = tmp_path / "ref_trades.csv"
+    tl = TradeLogger(str(log))
+    with EngineManager(SYMS, trade_log=tl) as m:
+        m.submit_many(flow[:n_prefix])
+        prefix = m.state_hash()
+        m.submit_many(flow[n_prefix:])
+        final = m.state_hash()
+    tl.close()
+    return prefix, final, log.read_bytes()
+
+
+def test_recovery_with_snapshot(tmp_path):
+    flow = dict_flow(SEED, N, SYMS)
+    with EngineManager(SYMS, journal_dir=str(tmp_path)) as m:
+        m.submit_many(flow[:1000])
+        m.snapshot()
+        m.submit_many(flow[1000:2000])
+        h = m.state_hash()
+    with EngineManager(SYMS, journal_dir=str(tmp_path)) as m:
+        assert m.state_hash() == h and m.seq == 2000
+        m.submit_many(flow[2000:])
+        final = m.state_hash()
+    assert final == reference_hashes(tmp_path, 10)[1]
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, {tests!r})
+    from reference_matcher import dict_flow
+    from engine.manager import EngineManager
+    from engine.tradelog import TradeLogger
+    jdir, log, n, seed, pace = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+    syms = {syms!r}
+    flow = dict_flow(seed, n, syms)
+    tl = TradeLogger(log, flush_every=64) if log != "-" else None
+    m = EngineManager(syms, journal_dir=jdir, fsync="batch", trade_log=tl)
+    start = m.seq
+    print("START", start, m.state_hash(), flush=True)
+    for i in range(start, n, 10):
+        m.submit_many(flow[i : i + 10])
+        print("ACK", min(i + 10, n), flush=True)  # every request below this index is acknowledged
+        if pace:
+            time.sleep(pace)
+    print("HASH", m.state_hash(), flush=True)
+    m.close()
+    if tl is not None:
+        tl.close()
+    """
+)
+
+
+def start_child(tmp_path, jdir, log, pace=0.0):
+    script = tmp_path / "child.py"
+    script.write_text(CHILD.format(tests=str(TESTS), syms=SYMS))
+    return subprocess.Popen([sys.executable, str(script), str(jdir), str(log), str(N), str(SEED), str(pace)],
+                            stdout=subprocess.PIPE, text=True)
+
+
+def read_until_ack(proc, at_least: int) -> int:
+    acked = 0
+    for line in proc.stdout:
+        if line.startswith("ACK"):
+            acked = int(line.split()[1])
+            if acked >= at_least:
+                return acked
+    raise AssertionError("child ended before the kill point")
+
+
+def journaled_ids(jdir) -> set[str]:
+    ids = set()
+    for p in read_journal(str(jdir / "journal.bin"))[0]:
+        if p[:1] == b"R":
+            _acct, pos = _unpack_str(p, 1 + REQ_DTYPE.itemsize)
+            ids.add(_unpack_str(p, pos)[0])
+    return ids
+
+
+def test_sigkill_mid_stream_recovers_exactly(tmp_path):
+    jdir, log = tmp_path / "journal", tmp_path / "trades.csv"
+    proc = start_child(tmp_path, jdir, log)
+    acked = read_until_ack(proc, 700)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    # every acknowledged client order id is in the journal the dead process left behind
+    assert {f"r{i}" for i in range(acked)} <= journaled_ids(jdir)
+    # restart: recovery replays the journal, then the child finishes the stream
+    proc = start_child(tmp_path, jdir, log)
+    out = proc.communicate(timeout=120)[0].split("\n")
+    assert proc.returncode == 0
+    _, start, recovered_hash = out[0].split()
+    start = int(start)
+    assert start >= acked, "an acknowledged order was lost"
+    prefix_hash, final_hash, ref_log = reference_hashes(tmp_path, start)
+    assert recovered_hash == prefix_hash
+    assert [ln for ln in out if ln.startswith("HASH")] == [f"HASH {final_hash}"]
+    assert log.read_bytes() == ref_log
+    assert journaled_ids(jdir) == {f"r{i}" for i in range(N)}
+
+
+def test_hot_standby_failover(tmp_path):
+    jdir = tmp_path / "journal"
+    proc = start_child(tmp_path, jdir, "-", pace=0.002)
+    standby = StandbyEngine(SYMS, str(jdir))
+    standby.start(interval_s=0.001)
+    acked = read_until_ack(proc, 600)
+    assert standby.seq > 0  # it follows live
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with open(jdir / "journal.bin", "ab") as f:  # the dying primary left half a frame behind
+        f.write(frame(b"R" + b"\x00" * 100)[:30])
+    m = standby.take_over()
+    start = m.seq
+    assert start >= acked
+    prefix_hash, final_hash, _ = reference_hashes(tmp_path, start)
+    assert m.state_hash() == prefix_hash
+    flow = dict_flow(SEED, N, SYMS)
+    m.submit_many(flow[start:])
+    assert m.state_hash() == final_hash
+    m.close()
+    with EngineManager(SYMS, journal_dir=str(jdir)) as again:  # the taken-over journal replays cleanly
+        assert again.state_hash() == final_hash
