@@ -86,7 +86,8 @@ ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "feedhandler.capture.live._afxdp",
     '#include "fh/capture_afxdp.h"\n',
-    sources=[os.path.join(CSRC, "afxdp", "capture_afxdp.c")],
+    # relative to the project root (setup.py runs there and rejects absolute source paths)
+    sources=[os.path.relpath(os.path.join(CSRC, "afxdp", "capture_afxdp.c"), ROOT)],
     include_dirs=[os.path.join(CSRC, "include")] + [a[2:] for a in _pkg(["--cflags-only-I"])],
     libraries=["xdp", "bpf"],
     library_dirs=[a[2:] for a in _pkg(["--libs-only-L"])],

@@ -61,7 +61,8 @@ ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "feedhandler.capture.live._dpdk",
     '#include "fh/capture_dpdk.h"\n',
-    sources=[os.path.join(CSRC, "dpdk", "capture_dpdk.c")],
+    # relative to the project root (setup.py runs there and rejects absolute source paths)
+    sources=[os.path.relpath(os.path.join(CSRC, "dpdk", "capture_dpdk.c"), ROOT)],
     include_dirs=[os.path.join(CSRC, "include")] + [a[2:] for a in _cflags if a.startswith("-I")],
     extra_compile_args=["-std=gnu11", "-O2"] + [a for a in _cflags if not a.startswith("-I")],
     extra_link_args=_pkg(["--libs"]),
