@@ -1,0 +1,535 @@
+# distutils: sources = csrc/pcap.c
+"""TCP stream reassembly from captures: one ordered byte stream per connection and direction.
+
+Contract
+--------
+* Input: captured frames (Ethernet II with up to 4 VLAN tags, Linux SLL, raw IPv4; pcap/pcapng files
+  are read natively by csrc/pcap.c in 4 MiB chunks). Each frame is walked with a bounds-checked cursor
+  in a ``nogil`` loop over a batch of packets; nothing is read past ``caplen``. Frames that carry no
+  TCP segment are counted by reason (``Reassembler.stats``), never raised.
+* Per direction (src ip, src port -> dst ip, dst port) sequence numbers are unwrapped to 64 bits and
+  bytes are delivered once, in sequence order:
+  - retransmissions (segment wholly before the next expected byte) are dropped and counted;
+  - overlaps (segment starting before the next expected byte) deliver only the new bytes; the
+    overlapping bytes are compared with those already delivered and mismatches counted
+    (``overlap_conflicts``; the first copy wins, as in most IDS "first" policies);
+  - out-of-order segments are buffered up to ``max_ooo_segments`` / ``max_ooo_bytes`` per direction;
+    past that bound, or at FIN/RST/end of capture, the missing range is declared a *hole*: recorded as
+    (stream offset, bytes) in ``TcpStream.holes`` and counted; delivery resumes after it.
+  - SYN sets the initial sequence number; a SYN on a closed 4-tuple starts a new connection (a new
+    TcpStream); FIN closes the direction; RST closes both; data after FIN is counted, not delivered.
+  - a capture that starts mid-connection (no SYN) starts each direction at its first segment.
+* Output: ``TcpStream`` objects holding the in-order bytes (``data``), the capture time of the segment
+  that delivered each byte (``ts_at(offsets)``), holes and counters. Consumers (SoupBinTCP, FIX) parse
+  the bytes in one native pass per stream.
+
+Threading: a Reassembler belongs to one thread.
+"""
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t, int32_t
+from libc.string cimport memcpy
+from feedhandler.includes.pcap cimport (fh_filesrc, fh_pkt, fh_filesrc_open, fh_filesrc_next,
+                                        fh_filesrc_close, fh_filesrc_stats_get, fh_filesrc_stats,
+                                        fh_filesrc_damage_name, FH_SRC_N_DAMAGE)
+
+import numpy as np
+
+cdef extern from "fh/endian.h" nogil:
+    uint16_t fh_load_be16(const void *p)
+    uint32_t fh_load_be32(const void *p)
+
+# ---- frame walk (nogil) -------------------------------------------------------------------------
+cdef enum:
+    T_OK = 0
+    T_UNSUPPORTED_LINKTYPE
+    T_TRUNCATED_LINK
+    T_TOO_MANY_VLANS
+    T_NOT_IPV4
+    T_BAD_IPV4_HEADER
+    T_TRUNCATED_IPV4
+    T_FRAGMENT
+    T_NOT_TCP
+    T_BAD_TCP_HEADER
+    T_TRUNCATED_TCP
+    T_N
+
+REASONS = ("ok", "unsupported_linktype", "truncated_link", "too_many_vlans", "not_ipv4",
+           "bad_ipv4_header", "truncated_ipv4", "fragment", "not_tcp", "bad_tcp_header", "truncated_tcp")
+
+TCP_FIN = 0x01
+TCP_SYN = 0x02
+TCP_RST = 0x04
+TCP_PSH = 0x08
+TCP_ACK = 0x10
+
+cdef int _walk(const uint8_t *f, uint32_t caplen, uint16_t linktype, _seg *s) noexcept nogil:
+    """Fill *s from one frame; returns T_OK or the reason there is no TCP segment."""
+    cdef uint32_t p = 0, ihl, tot, ip_end, thl
+    cdef uint16_t et
+    cdef int nvlan = 0
+    if linktype == 1:        # Ethernet II
+        if caplen < 14:
+            return T_TRUNCATED_LINK
+        et = fh_load_be16(f + 12)
+        p = 14
+        while et == 0x8100 or et == 0x88A8:
+            nvlan += 1
+            if nvlan > 4:
+                return T_TOO_MANY_VLANS
+            if caplen < p + 4:
+                return T_TRUNCATED_LINK
+            et = fh_load_be16(f + p + 2)
+            p += 4
+        if et != 0x0800:
+            return T_NOT_IPV4
+    elif linktype == 113:    # Linux cooked v1
+        if caplen < 16:
+            return T_TRUNCATED_LINK
+        if fh_load_be16(f + 14) != 0x0800:
+            return T_NOT_IPV4
+        p = 16
+    elif linktype == 101 or linktype == 228:
+        p = 0
+    else:
+        return T_UNSUPPORTED_LINKTYPE
+    if caplen < p + 20:
+        return T_TRUNCATED_IPV4
+    if (f[p] >> 4) != 4:
+        return T_NOT_IPV4 if linktype == 101 else T_BAD_IPV4_HEADER
+    ihl = (f[p] & 15) * 4
+    tot = fh_load_be16(f + p + 2)
+    if ihl < 20 or tot < ihl:
+        return T_BAD_IPV4_HEADER
+    if caplen < p + tot:
+        return T_TRUNCATED_IPV4
+    if (fh_load_be16(f + p + 6) & 0x3FFF) != 0:
+        return T_FRAGMENT
+    if f[p + 9] != 6:
+        return T_NOT_TCP
+    s.src_ip = fh_load_be32(f + p + 12)
+    s.dst_ip = fh_load_be32(f + p + 16)
+    ip_end = p + tot
+    p += ihl
+    if ip_end < p + 20:
+        return T_TRUNCATED_TCP
+    thl = (f[p + 12] >> 4) * 4
+    if thl < 20:
+        return T_BAD_TCP_HEADER
+    if ip_end < p + thl:
+        return T_TRUNCATED_TCP
+    s.sport = fh_load_be16(f + p)
+    s.dport = fh_load_be16(f + p + 2)
+    s.seq = fh_load_be32(f + p + 4)
+    s.ack = fh_load_be32(f + p + 8)
+    s.flags = f[p + 13]
+    s.off = p + thl
+    s.len = ip_end - (p + thl)
+    return T_OK
+
+
+def _ip(uint32_t a):
+    return f"{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}"
+
+
+cdef class TcpStream:
+    """The in-order bytes of one direction of one TCP connection (see module docstring)."""
+
+    def __init__(self, tuple key, int conn):
+        self.key = key
+        self.conn = conn
+        self.data = bytearray()
+        self._end_off = []
+        self._end_ts = []
+        self.holes = []
+        self.pending = {}
+        self.pending_bytes = 0
+        self.base = -1
+        self.next_seq = -1
+        self.last_raw = 0
+        self.last_abs = 0
+        self.valid_from = 0
+        self.fin_seq = 0
+        self.is_client = None
+        self.syn = self.fin = self.rst = False
+        self.first_ts = 0
+        self.packets = self.retrans_segments = self.retrans_bytes = 0
+        self.overlap_segments = self.overlap_bytes = self.overlap_conflicts = 0
+        self.ooo_segments = self.hole_bytes = self.after_fin_bytes = 0
+
+    @property
+    def src(self):
+        return self.key[0], self.key[1]
+
+    @property
+    def dst(self):
+        return self.key[2], self.key[3]
+
+    def ts_at(self, offsets):
+        """Capture time (ns) of the segment that delivered byte ``offsets[i] - 1`` (message ends)."""
+        ends = np.asarray(self._end_off, dtype=np.int64)
+        tss = np.asarray(self._end_ts, dtype=np.uint64)
+        o = np.asarray(offsets, dtype=np.int64)
+        if len(ends) == 0:
+            return np.zeros(len(o), dtype=np.uint64)
+        idx = np.searchsorted(ends, o, side="left")
+        np.clip(idx, 0, len(ends) - 1, out=idx)
+        return tss[idx]
+
+    def pieces(self):
+        """[(start, end)] contiguous byte ranges of ``data`` between holes (a hole sits at each start > 0)."""
+        out, s = [], 0
+        for off, _n in self.holes:
+            if off > s:
+                out.append((s, off))
+            s = off
+        if len(self.data) > s:
+            out.append((s, len(self.data)))
+        return out
+
+    def stats(self):
+        return {"packets": self.packets, "bytes": len(self.data), "retrans_segments": self.retrans_segments,
+                "retrans_bytes": self.retrans_bytes, "overlap_segments": self.overlap_segments,
+                "overlap_bytes": self.overlap_bytes, "overlap_conflicts": self.overlap_conflicts,
+                "ooo_segments": self.ooo_segments, "holes": len(self.holes), "hole_bytes": self.hole_bytes,
+                "after_fin_bytes": self.after_fin_bytes, "syn": self.syn, "fin": self.fin, "rst": self.rst}
+
+    def __repr__(self):
+        return (f"TcpStream({_ip(self.key[0])}:{self.key[1]} -> {_ip(self.key[2])}:{self.key[3]} #{self.conn}, "
+                f"{len(self.data)} bytes, {len(self.holes)} holes)")
+
+    # -- internals ------------------------------------------------------------------------------
+    cdef int64_t _unwrap(self, uint32_t raw):
+        """64-bit sequence of a raw 32-bit one, nearest to the last one seen."""
+        cdef int64_t d = <int64_t> (<int32_t> (raw - <uint32_t> self.last_raw))
+        cdef int64_t v = self.last_abs + d
+        self.last_abs = v
+        self.last_raw = raw
+        return v
+
+    cdef void _append(self, bytes chunk, uint64_t ts):
+        self.data += chunk
+        self._end_off.append(len(self.data))
+        self._end_ts.append(ts)
+        self.next_seq += len(chunk)
+
+    cdef void _deliver(self, int64_t s, bytes payload, uint64_t ts):
+        """Segment [s, s+len) arrives; deliver what extends the stream, buffer what is ahead."""
+        cdef int64_t e = s + len(payload), nxt = self.next_seq, k, old_off, n
+        if e <= nxt:
+            self.retrans_segments += 1
+            self.retrans_bytes += len(payload)
+            self._compare(s, payload)
+            return
+        if s < nxt:
+            self.overlap_segments += 1
+            self.overlap_bytes += nxt - s
+            self._compare(s, payload[:nxt - s])
+            payload = payload[nxt - s:]
+            s = nxt
+        if s > nxt:
+            self.ooo_segments += 1
+            old = self.pending.get(s)
+            if old is None or len(old) < len(payload):
+                if old is not None:
+                    self.pending_bytes -= len(old)
+                self.pending[s] = payload
+                self.pending_bytes += len(payload)
+            return
+        self._append(payload, ts)
+        self._drain(ts)
+
+    cdef void _drain(self, uint64_t ts):
+        cdef int64_t k
+        while self.pending:
+            k = min(self.pending)
+            if k > self.next_seq:
+                return
+            p = self.pending.pop(k)
+            self.pending_bytes -= len(p)
+            if k + len(p) <= self.next_seq:
+                self.retrans_segments += 1
+                self.retrans_bytes += len(p)
+                continue
+            if k < self.next_seq:
+                self.overlap_segments += 1
+                self.overlap_bytes += self.next_seq - k
+                p = p[self.next_seq - k:]
+            self._append(p, ts)
+
+    cdef void _compare(self, int64_t s, bytes payload):
+        """Count a conflict when retransmitted bytes differ from the delivered ones."""
+        cdef int64_t o = s - self.base
+        if s < self.valid_from or o < 0 or not payload:
+            return                      # before the last hole: offsets of those bytes are not tracked
+        if bytes(self.data[o:o + len(payload)]) != payload:
+            self.overlap_conflicts += 1
+
+    cdef void _skip_hole(self, uint64_t ts):
+        """Give up on the bytes before the first buffered segment: record a hole, resume after it."""
+        if not self.pending:
+            return
+        cdef int64_t k = min(self.pending)
+        cdef int64_t n = k - self.next_seq
+        if n > 0:
+            self.holes.append((len(self.data), n))
+            self.hole_bytes += n
+            self.next_seq = k
+            self.base += n      # stream offsets stay dense: after the hole, byte at seq q is data[q - base]
+            self.valid_from = k
+        self._drain(ts)
+
+    def _flush(self, uint64_t ts):
+        while self.pending:
+            self._skip_hole(ts)
+
+
+cdef class Reassembler:
+    """Reassembles every TCP connection of a capture (see module docstring).
+
+    ``feed_file(path)`` reads a pcap/pcapng file natively; ``feed(ts_ns, frame, linktype=1)`` takes
+    one frame (tests, live use). ``finish()`` declares the remaining gaps as holes and returns the
+    streams in order of first appearance.
+    """
+
+    def __init__(self, int max_ooo_segments=1024, int64_t max_ooo_bytes=4 << 20):
+        self.max_ooo_segments = max_ooo_segments
+        self.max_ooo_bytes = max_ooo_bytes
+        self.flows = {}
+        self.streams = []
+        self.reasons = [0] * T_N
+        self.frames = 0
+        self.syn_retrans = 0
+        self.file_damage = {}
+
+    def feed(self, uint64_t ts_ns, frame, int linktype=1):
+        cdef const uint8_t[::1] f = frame
+        cdef _seg s
+        cdef int st
+        self.frames += 1
+        if f.shape[0] == 0:
+            self.reasons[T_TRUNCATED_LINK] += 1
+            return
+        with nogil:
+            st = _walk(&f[0], <uint32_t> f.shape[0], <uint16_t> linktype, &s)
+        self.reasons[st] += 1
+        if st == T_OK:
+            self._segment(&s, bytes(f[s.off:s.off + s.len]), ts_ns)
+
+    def feed_file(self, path):
+        """Reassemble every TCP segment of a capture file (pcap / pcapng, optionally gzipped)."""
+        cdef fh_filesrc *src = NULL
+        cdef fh_pkt pkts[256]
+        cdef _seg segs[256]
+        cdef char err[256]
+        cdef size_t n, i
+        cdef int rc
+        cdef const fh_filesrc_stats *st
+        err[0] = 0
+        rc = fh_filesrc_open(&src, str(path).encode(), err, sizeof(err))
+        if rc != 0:
+            raise OSError(f"{path}: {err.decode(errors='replace') or rc}")
+        try:
+            while True:
+                with nogil:
+                    n = fh_filesrc_next(src, pkts, 256)
+                    for i in range(n):
+                        segs[i].status = <uint8_t> _walk(pkts[i].data, pkts[i].caplen, pkts[i].linktype, &segs[i])
+                if n == 0:
+                    break
+                for i in range(n):
+                    self.frames += 1
+                    self.reasons[segs[i].status] += 1
+                    if segs[i].status == T_OK:
+                        self._segment(&segs[i], pkts[i].data[segs[i].off:segs[i].off + segs[i].len],
+                                      pkts[i].ts_ns)
+            st = fh_filesrc_stats_get(src)
+            for i in range(FH_SRC_N_DAMAGE):
+                if st.damage[i]:
+                    name = fh_filesrc_damage_name(<int> i).decode()
+                    self.file_damage[name] = self.file_damage.get(name, 0) + st.damage[i]
+        finally:
+            fh_filesrc_close(src)
+        return self
+
+    cdef void _segment(self, _seg *s, bytes payload, uint64_t ts):
+        cdef TcpStream st, peer
+        key = (s.src_ip, s.sport, s.dst_ip, s.dport)
+        rkey = (s.dst_ip, s.dport, s.src_ip, s.sport)
+        st = self.flows.get(key)
+        if (s.flags & TCP_SYN) and st is not None and (st.fin or st.rst) and st.syn:
+            st = None                                   # 4-tuple reused: a new connection
+        elif (s.flags & TCP_SYN) and st is not None and st.next_seq >= 0 and not st.syn and len(st.data) == 0:
+            st = None                                   # only bare ACKs seen before the SYN: restart
+        if st is None:
+            conn = len(self.streams)
+            st = TcpStream(key, conn)
+            self.flows[key] = st
+            self.streams.append(st)
+            st.first_ts = ts
+        st.packets += 1
+        if s.flags & TCP_SYN:
+            if st.syn:
+                self.syn_retrans += 1
+                return
+            st.syn = True
+            st.is_client = not (s.flags & TCP_ACK)
+            peer = self.flows.get(rkey)
+            if peer is not None and peer.is_client is None:
+                peer.is_client = not st.is_client
+            st.last_raw = s.seq
+            st.last_abs = (<int64_t> 1 << 32) + s.seq
+            st.next_seq = st.last_abs + 1
+            st.base = st.next_seq
+            st.valid_from = st.next_seq
+            if len(payload):
+                st._deliver(st.next_seq, payload, ts)
+            return
+        cdef int64_t seq
+        if st.next_seq < 0:
+            st.last_raw = s.seq
+            st.last_abs = (<int64_t> 1 << 32) + s.seq
+            st.next_seq = st.last_abs
+            st.base = st.next_seq
+            st.valid_from = st.next_seq
+        seq = st._unwrap(s.seq)
+        if len(payload):
+            if st.fin and seq >= st.fin_seq:
+                st.after_fin_bytes += len(payload)
+            else:
+                st._deliver(seq, payload, ts)
+                if len(st.pending) > self.max_ooo_segments or st.pending_bytes > self.max_ooo_bytes:
+                    st._skip_hole(ts)
+        if s.flags & TCP_FIN and not st.fin:
+            st.fin = True
+            st.fin_seq = seq + len(payload)
+        if s.flags & TCP_RST:
+            st.rst = True
+            st._flush(ts)
+            peer = self.flows.get(rkey)
+            if peer is not None:
+                peer.rst = True
+                peer._flush(ts)
+
+    def finish(self):
+        """Declare every remaining gap a hole; return the streams (first appearance order)."""
+        cdef TcpStream st
+        for st in self.streams:
+            st._flush(st._end_ts[len(st._end_ts) - 1] if st._end_ts else st.first_ts)
+        return list(self.streams)
+
+    @property
+    def stats(self):
+        d = {"frames": self.frames, "tcp_segments": self.reasons[T_OK], "syn_retrans": self.syn_retrans,
+             "streams": len(self.streams), "connections": len(pair_streams(self.streams))}
+        d["not_tcp"] = {REASONS[i]: self.reasons[i] for i in range(1, T_N) if self.reasons[i]}
+        cdef TcpStream st
+        for k in ("retrans_segments", "retrans_bytes", "overlap_segments", "overlap_conflicts", "ooo_segments",
+                  "hole_bytes", "after_fin_bytes"):
+            d[k] = sum(st.stats()[k] for st in self.streams)
+        d["holes"] = sum(len(st.holes) for st in self.streams)
+        if self.file_damage:
+            d["file_damage"] = dict(self.file_damage)
+        return d
+
+
+def reassemble_file(path, **kw):
+    """Convenience: (streams, stats) of every TCP connection in a capture file."""
+    r = Reassembler(**kw)
+    r.feed_file(path)
+    streams = r.finish()
+    return streams, r.stats
+
+
+def pair_streams(streams):
+    """[(client_stream_or_None, server_stream_or_None)] per connection, using SYN direction when seen.
+
+    The two directions of a connection are matched by reversed 4-tuple, in order of appearance (a
+    reused 4-tuple gives several connections). Without a SYN the side whose port is larger is taken
+    as the client (ephemeral port heuristic).
+    """
+    waiting = {}                       # reversed key -> [unpaired streams], oldest first
+    pairs = []
+    for s in streams:
+        rkey = (s.key[2], s.key[3], s.key[0], s.key[1])
+        q = waiting.get(s.key)
+        if q:
+            i = q.pop(0)
+            pairs[i][1] = s
+        else:
+            waiting.setdefault(rkey, []).append(len(pairs))
+            pairs.append([s, None])
+    out = []
+    for s, peer in pairs:
+        if s.is_client is True or (s.is_client is None and (peer is None or peer.is_client is not True)
+                                    and s.key[1] > s.key[3]):
+            out.append((s, peer))
+        else:
+            out.append((peer, s))
+    return out
+
+
+# ---- frame builders for tests and synthetic captures (pure Python, not a hot path) ----------------
+def _csum16(b):
+    import struct as _st
+    if len(b) % 2:
+        b += b"\0"
+    t = sum(_st.unpack(f"!{len(b) // 2}H", b))
+    while t >> 16:
+        t = (t & 0xFFFF) + (t >> 16)
+    return (~t) & 0xFFFF
+
+
+def build_tcp_frame(payload, src="10.1.0.2", dst="10.1.0.1", sport=40000, dport=9000, seq=0, ack=0,
+                    flags=TCP_ACK | TCP_PSH, *, window=65535, ident=0):
+    """An Ethernet II / IPv4 / TCP frame (valid IP and TCP checksums) carrying ``payload``."""
+    import ipaddress, struct as _st
+    from feedhandler.capture.pcapwriter import ipv4_checksum
+    sa, da = ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed
+    payload = bytes(payload)
+    tcp = _st.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 5 << 4, flags, window, 0, 0)
+    pseudo = sa + da + _st.pack("!BBH", 0, 6, len(tcp) + len(payload))
+    c = _csum16(pseudo + tcp + payload)
+    tcp = tcp[:16] + _st.pack("!H", c) + tcp[18:]
+    tot = 20 + len(tcp) + len(payload)
+    ip = _st.pack("!BBHHHBBH4s4s", 0x45, 0, tot, ident & 0xFFFF, 0x4000, 64, 6, 0, sa, da)
+    ip = ip[:10] + _st.pack("!H", ipv4_checksum(ip)) + ip[12:]
+    return b"\x02\x00\x00\x00\x00\x01" + b"\x02\x00\x00\x00\x00\x02" + b"\x08\x00" + ip + tcp + payload
+
+
+class TcpConversation:
+    """Builds the frames of one TCP connection (handshake, data both ways, FIN) with real sequence numbers.
+
+    ``send(ts_ns, side, data)`` -> frames; side "c" (client -> server) or "s". ``frames`` holds
+    [(ts_ns, frame)] in order; tests reorder / duplicate / drop them to exercise the reassembler.
+    """
+
+    def __init__(self, client=("10.1.0.2", 40000), server=("10.1.0.1", 9000), isn_c=1000, isn_s=500000,
+                 mss=1460):
+        self.c, self.s = client, server
+        self.seq = {"c": isn_c & 0xFFFFFFFF, "s": isn_s & 0xFFFFFFFF}
+        self.mss = mss
+        self.frames = []
+
+    def _frame(self, side, payload, flags):
+        a, b = (self.c, self.s) if side == "c" else (self.s, self.c)
+        other = "s" if side == "c" else "c"
+        return build_tcp_frame(payload, a[0], b[0], a[1], b[1], self.seq[side], self.seq[other], flags)
+
+    def handshake(self, ts):
+        self.frames.append((ts, self._frame("c", b"", TCP_SYN)))
+        self.seq["c"] = (self.seq["c"] + 1) & 0xFFFFFFFF
+        self.frames.append((ts + 1000, build_tcp_frame(b"", self.s[0], self.c[0], self.s[1], self.c[1],
+                                                      self.seq["s"], self.seq["c"], TCP_SYN | TCP_ACK)))
+        self.seq["s"] = (self.seq["s"] + 1) & 0xFFFFFFFF
+        self.frames.append((ts + 2000, self._frame("c", b"", TCP_ACK)))
+
+    def send(self, ts, side, data):
+        data = bytes(data)
+        for i in range(0, len(data), self.mss):
+            chunk = data[i:i + self.mss]
+            self.frames.append((ts, self._frame(side, chunk, TCP_ACK | TCP_PSH)))
+            self.seq[side] = (self.seq[side] + len(chunk)) & 0xFFFFFFFF
+
+    def close(self, ts):
+        for side in list(self.seq):      # "c" then "s"
+            self.frames.append((ts, self._frame(side, b"", TCP_FIN | TCP_ACK)))
+            self.seq[side] = (self.seq[side] + 1) & 0xFFFFFFFF

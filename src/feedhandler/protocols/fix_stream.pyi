@@ -1,0 +1,31 @@
+"""FIX 4.2 / 4.4 over reassembled TCP -> ticks, order events, gap records (native; see fix_stream.pyx)."""
+import os
+from typing import Any
+
+import numpy as np
+
+from feedhandler.framing.tcp import TcpStream
+
+BUILTIN_MD: dict[str, dict[str, int]]
+KIND_TYPES: tuple[str, ...]
+
+def group_tables(dictionary_dir: str | os.PathLike | None = None,
+                 builtin: bool = False) -> tuple[dict[str, dict[str, tuple[set[int], int | None]]], str]: ...
+
+class FixStreamDecoder:
+    stats: dict[str, int]
+    orders: dict[Any, list[Any]]
+    groups_source: str
+    def __init__(self, dictionary_dir: str | os.PathLike | None = None, symbols: dict[str, int] | None = None,
+                 builtin_groups: bool = False) -> None: ...
+    def symbol_map(self) -> dict[str, int]: ...
+    def frame_stream(self, s: TcpStream) -> np.ndarray: ...
+    def decode_pair(self, client: TcpStream | None, server: TcpStream | None, conn: int = 0,
+                    out: Any = None) -> np.ndarray: ...
+
+def replay_stream(path: str | os.PathLike, protocol: str = "fix", *, symbols: dict[str, int] | None = None,
+                  dictionary_dir: str | os.PathLike | None = None, max_ooo_segments: int = 1024,
+                  max_ooo_bytes: int = ...) -> tuple[np.ndarray, dict[str, Any]]: ...
+def synth_messages(n: int, seed: int = 0, begin: bytes = b"FIX.4.4", t0: int = ...) -> list[tuple[int, str, bytes]]: ...
+def synth(path: str | os.PathLike, n: int = 1000, seed: int = 0, *, begin: bytes = b"FIX.4.4", mss: int = 1460,
+          t0: int = ...) -> list[tuple[int, str, bytes]]: ...

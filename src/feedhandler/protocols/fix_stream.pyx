@@ -1,0 +1,1182 @@
+"""FIX 4.2 / 4.4 over reassembled TCP: session sequencing, market data ticks and order events.
+
+Pipeline per connection direction (a ``framing.tcp.TcpStream``):
+
+1. framing and validation by the gateway's native parser (``protocols.fix.split``: BeginString,
+   BodyLength, CheckSum; garbled bytes, bad BodyLength and bad CheckSum are counted by reason), once
+   per contiguous piece of the stream (a TCP hole ends a piece; framing rescans for ``8=`` after it);
+2. one ``nogil`` pass over every valid message (``_scan``) that walks the tag=value fields and keeps
+   the session and order fields (34, 43, 97, 123, 36, 52, 60, 11, 41, 37, 150, 39, 54, 38, 44, 31,
+   32, 151, 55, 434) and, for W/X, the NoMDEntries(268) entries. Which tags belong to a repeating group
+   (and the group's delimiter) comes from the FIX42/FIX44 data dictionaries when they are available
+   (``dictionary_dir`` or ``$FH_FIX_SPEC_DIR`` or ``../shared/data/fix/spec``), else from the same
+   values built in (a test checks they agree with the dictionaries);
+3. session sequencing per direction: MsgSeqNum gaps (an ``fh_gap`` record, FH_GAP_OPENED), PossDup
+   resends that fill a gap (counted; FH_GAP_FILLED when the whole range arrived), duplicates without
+   PossDup (counted), SequenceReset (4) GapFill / Reset and Logon with ResetSeqNumFlag;
+4. market data: W (snapshot) and X (incremental) entries of type 0/1 become ``fh_mbo`` ticks when
+   they carry MDEntryID (278), else ``fh_mbp_update`` ticks (level from MDPriceLevel 1023 or
+   MDEntryPositionNo 290); type 2 (trade) becomes ``fh_trade``. Instruments map through a native
+   symbol table (ids from 1 in order of first appearance, or a given mapping);
+5. orders: D/F/G from the client and 8/9 from the exchange become ``fh_order_event`` records with
+   lifecycles keyed by ClOrdID (OrigClOrdID links cancel / replace chains) and order->ack latency.
+
+Prices are int64 1e-9 units parsed from the decimal text (never through float); quantities are
+integers (a fractional part is truncated and counted). Times: SendingTime / TransactTime parsed to
+ns since the epoch.
+"""
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t, int32_t
+from libc.stdlib cimport malloc, free, calloc
+from libc.string cimport memset, memcpy, memcmp
+from feedhandler.includes.record cimport (fh_tick, fh_order_event, fh_mbo, fh_trade, fh_mbp_update, fh_gap,
+                                          FH_RTYPE_ORDER_EVENT, FH_RTYPE_MBO, FH_RTYPE_TRADE,
+                                          FH_RTYPE_MBP_UPDATE, FH_RTYPE_GAP, FH_OWN_LENGTH,
+                                          FH_DBN_MBO_LENGTH, FH_DBN_TRADE_LENGTH, FH_UNDEF_PRICE,
+                                          FH_UNDEF_TIMESTAMP, FH_OE_PROTO_FIX42, FH_OE_PROTO_FIX44,
+                                          FH_OE_F_FROM_EXCHANGE, FH_OE_F_POSS_DUP, FH_OE_F_UNKNOWN_ORDER,
+                                          FH_OE_F_LATENCY, FH_OE_F_AFTER_GAP, FH_F_SNAPSHOT, FH_F_MBP,
+                                          FH_F_LAST, FH_GAP_OPENED, FH_GAP_FILLED)
+from feedhandler.framing.tcp cimport TcpStream
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from feedhandler.protocols import fix as _fix
+
+# ---- constants ----------------------------------------------------------------------------------
+cdef enum:
+    MAXTAG = 8192               # tags >= this are never group members here (user-defined range)
+    MAXTAG_BYTES = 1024         # MAXTAG / 8
+    MAX_ENTRIES = 256           # NoMDEntries entries decoded per message; more are counted, skipped
+    SYM_CAP = 1 << 14           # symbol table slots (power of two); full table -> instrument 0
+    SYM_LEN = 24                # bytes of a symbol kept (longer ones are truncated and counted)
+
+# message kinds (index into the group bitmaps)
+cdef enum:
+    K_OTHER = 0
+    K_D = 1
+    K_F = 2
+    K_G = 3
+    K_8 = 4
+    K_9 = 5
+    K_W = 6
+    K_X = 7
+    K_SEQRESET = 8
+    K_LOGON = 9
+    K_N = 10
+KIND_TYPES = ("", "D", "F", "G", "8", "9", "W", "X", "4", "A")
+
+# NoMDEntries delimiters and entry tags as the FIX 4.2 and 4.4 dictionaries define them
+BUILTIN_MD = {
+    "FIX.4.2": {"W": 269, "X": 279},
+    "FIX.4.4": {"W": 269, "X": 279},
+}
+
+cdef struct span_t:
+    int64_t off                 # offset in the stream (streams may exceed 2 GiB)
+    int32_t len
+
+cdef struct entry_t:
+    char action                 # 279: '0' new '1' change '2' delete (0 when absent)
+    char type                   # 269
+    int64_t px                  # 270, FH_UNDEF_PRICE when absent
+    int64_t size                # 271
+    int32_t level               # 1023 or 290 (0 absent)
+    span_t id                   # 278
+    span_t sym                  # 55 inside the entry (X)
+    uint64_t ts                 # 273 MDEntryTime is time-only: not used; 60 in entry (4.4): ns
+
+cdef struct fmsg_t:
+    uint8_t kind
+    uint8_t version             # 2: FIX.4.2, 4: FIX.4.4, 0 other
+    uint8_t possdup
+    uint8_t gapfill
+    uint8_t reset
+    char exectype
+    char ordstatus
+    char side
+    char msgtype[2]
+    uint64_t seq
+    uint64_t newseqno
+    uint64_t sending_time
+    uint64_t transact_time
+    span_t clordid, origclordid, orderid, symbol
+    int64_t qty, price, lastpx, lastqty, leaves, cumqty
+    uint8_t has_leaves
+    uint8_t frac_qty            # a quantity had a fractional part (truncated)
+    int32_t n_entries           # W/X
+    int32_t first_entry         # index into the entry array
+    int32_t bad_field           # a malformed field or number was seen
+
+
+cdef inline int64_t _parse_int(const uint8_t *p, int32_t n, int *ok) noexcept nogil:
+    cdef int32_t i = 0
+    cdef int64_t v = 0
+    cdef int neg = 0
+    if n > 0 and p[0] == 45:
+        neg = 1
+        i = 1
+    if i >= n or n - i > 18:
+        ok[0] = 0
+        return 0
+    while i < n:
+        if p[i] < 48 or p[i] > 57:
+            ok[0] = 0
+            return 0
+        v = v * 10 + (p[i] - 48)
+        i += 1
+    return -v if neg else v
+
+
+cdef inline int64_t _parse_px(const uint8_t *p, int32_t n, int *ok) noexcept nogil:
+    """Decimal text -> 1e-9 fixed point (digits past the 9th decimal are truncated)."""
+    cdef int32_t i = 0, nd = 0, fd = 0
+    cdef int64_t ip = 0, fp = 0
+    cdef int neg = 0, dot = 0
+    if n > 0 and (p[0] == 45 or p[0] == 43):
+        neg = p[0] == 45
+        i = 1
+    if i >= n:
+        ok[0] = 0
+        return FH_UNDEF_PRICE
+    while i < n:
+        if p[i] == 46 and not dot:
+            dot = 1
+        elif 48 <= p[i] <= 57:
+            if dot:
+                if fd < 9:
+                    fp = fp * 10 + (p[i] - 48)
+                    fd += 1
+            else:
+                nd += 1
+                if nd > 9:                      # > 999,999,999.x does not fit int64 at 1e-9
+                    ok[0] = 0
+                    return FH_UNDEF_PRICE
+                ip = ip * 10 + (p[i] - 48)
+        else:
+            ok[0] = 0
+            return FH_UNDEF_PRICE
+        i += 1
+    while fd < 9:
+        fp *= 10
+        fd += 1
+    ip = ip * 1000000000 + fp
+    return -ip if neg else ip
+
+
+cdef inline int64_t _parse_qty(const uint8_t *p, int32_t n, int *ok, uint8_t *frac) noexcept nogil:
+    cdef int32_t i
+    for i in range(n):
+        if p[i] == 46:
+            for j in range(i + 1, n):
+                if p[j] != 48:
+                    frac[0] = 1
+            return _parse_int(p, i, ok)
+    return _parse_int(p, n, ok)
+
+
+cdef inline int64_t _days_from_civil(int64_t y, int64_t m, int64_t d) noexcept nogil:
+    y -= m <= 2
+    cdef int64_t era = (y if y >= 0 else y - 399) // 400
+    cdef int64_t yoe = y - era * 400
+    cdef int64_t doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    cdef int64_t doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+cdef uint64_t _parse_ts(const uint8_t *p, int32_t n) noexcept nogil:
+    """UTCTimestamp YYYYMMDD-HH:MM:SS[.f{1,9}] -> ns since the epoch; 0 when malformed."""
+    cdef int32_t i
+    cdef int64_t y, mo, d, h, mi, s, frac = 0, fd = 0
+    if n < 17 or p[8] != 45 or p[11] != 58 or p[14] != 58:
+        return 0
+    for i in range(17):
+        if i != 8 and i != 11 and i != 14 and not (48 <= p[i] <= 57):
+            return 0
+    y = (p[0] - 48) * 1000 + (p[1] - 48) * 100 + (p[2] - 48) * 10 + (p[3] - 48)
+    mo = (p[4] - 48) * 10 + (p[5] - 48)
+    d = (p[6] - 48) * 10 + (p[7] - 48)
+    h = (p[9] - 48) * 10 + (p[10] - 48)
+    mi = (p[12] - 48) * 10 + (p[13] - 48)
+    s = (p[15] - 48) * 10 + (p[16] - 48)
+    if mo < 1 or mo > 12 or d < 1 or d > 31 or h > 23 or mi > 59 or s > 60:
+        return 0
+    if n > 17:
+        if p[17] != 46 or n == 18 or n > 27:
+            return 0
+        for i in range(18, n):
+            if not (48 <= p[i] <= 57):
+                return 0
+            frac = frac * 10 + (p[i] - 48)
+            fd += 1
+        while fd < 9:
+            frac *= 10
+            fd += 1
+    return <uint64_t> ((_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s) * 1000000000 + frac)
+
+
+cdef inline uint64_t _fnv64(const uint8_t *p, Py_ssize_t n) noexcept nogil:
+    cdef uint64_t h = 14695981039346656037ULL
+    cdef Py_ssize_t i
+    for i in range(n):
+        h = (h ^ p[i]) * 1099511628211ULL
+    return h
+
+
+# ---- native symbol table (open addressing; one per FixStreamDecoder) ----------------------------
+cdef struct symslot_t:
+    uint32_t id                 # 0: empty
+    uint8_t len
+    char sym[SYM_LEN]
+
+
+cdef uint32_t _sym_lookup(symslot_t *tab, uint32_t *next_id, const uint8_t *p, int32_t n, int assign,
+                          uint64_t *truncated) noexcept nogil:
+    cdef uint64_t h
+    cdef uint32_t i, probes = 0
+    if n <= 0:
+        return 0
+    if n > SYM_LEN:
+        truncated[0] += 1
+        n = SYM_LEN
+    h = _fnv64(p, n)
+    i = <uint32_t> (h & (SYM_CAP - 1))
+    while probes < SYM_CAP:
+        if tab[i].id == 0:
+            if not assign or next_id[0] >= SYM_CAP - 1:
+                return 0
+            tab[i].id = next_id[0]
+            next_id[0] += 1
+            tab[i].len = <uint8_t> n
+            memcpy(tab[i].sym, p, n)
+            return tab[i].id
+        if tab[i].len == n and memcmp(tab[i].sym, p, n) == 0:
+            return tab[i].id
+        i = (i + 1) & (SYM_CAP - 1)
+        probes += 1
+    return 0
+
+
+# ---- field scan (nogil) -------------------------------------------------------------------------
+cdef struct grp_t:
+    uint8_t member[K_N][MAXTAG_BYTES]     # bit set: tag is a repeating-group member in that message kind
+    int32_t md_delim[K_N]                # NoMDEntries delimiter (W, X)
+
+
+cdef inline int _is_member(const grp_t *g, int kind, int64_t tag) noexcept nogil:
+    if tag < 0 or tag >= MAXTAG:
+        return 0
+    return (g.member[kind][tag >> 3] >> (tag & 7)) & 1
+
+
+cdef int _kind(const uint8_t *v, int32_t n) noexcept nogil:
+    if n != 1:
+        return K_OTHER
+    if v[0] == 68: return K_D
+    if v[0] == 70: return K_F
+    if v[0] == 71: return K_G
+    if v[0] == 56: return K_8
+    if v[0] == 57: return K_9
+    if v[0] == 87: return K_W
+    if v[0] == 88: return K_X
+    if v[0] == 52: return K_SEQRESET
+    if v[0] == 65: return K_LOGON
+    return K_OTHER
+
+
+cdef void _scan(const uint8_t *buf, int64_t start, int64_t end, const grp_t *g42, const grp_t *g44,
+                fmsg_t *m, entry_t *ents, int32_t *n_ents, int32_t ents_cap, uint64_t *entries_dropped) noexcept nogil:
+    """Walk the fields of one validated message buf[start:end] into *m (and W/X entries into ents)."""
+    cdef int64_t i = start, ts, vs
+    cdef int32_t vn
+    cdef int64_t tag
+    cdef const uint8_t *v
+    cdef int ok = 1
+    cdef const grp_t *g = g44
+    cdef int kind = K_OTHER
+    cdef entry_t *e = NULL
+    cdef int in_group = 0
+    cdef int32_t delim = 0
+    memset(m, 0, sizeof(fmsg_t))
+    m.price = m.lastpx = FH_UNDEF_PRICE
+    m.side = 0
+    m.first_entry = n_ents[0]
+    while i < end:
+        ts = i
+        tag = 0
+        while i < end and 48 <= buf[i] <= 57 and i - ts < 9:
+            tag = tag * 10 + (buf[i] - 48)
+            i += 1
+        if i >= end or buf[i] != 61 or i == ts:
+            m.bad_field = 1
+            return
+        i += 1
+        vs = i
+        while i < end and buf[i] != 1:
+            i += 1
+        vn = <int32_t> (i - vs) if i - vs < 0x7FFFFFFF else 0x7FFFFFFF
+        v = buf + vs
+        i += 1
+        if tag == 8:
+            if vn == 7 and memcmp(v, b"FIX.4.2", 7) == 0:
+                m.version = 2
+                g = g42
+            elif vn == 7 and memcmp(v, b"FIX.4.4", 7) == 0:
+                m.version = 4
+            continue
+        if tag == 35:
+            kind = _kind(v, vn)
+            m.kind = <uint8_t> kind
+            m.msgtype[0] = <char> v[0] if vn > 0 else 0
+            m.msgtype[1] = <char> v[1] if vn > 1 else 0
+            delim = g.md_delim[kind]
+            continue
+        if kind == K_W or kind == K_X:
+            if tag == 268:
+                in_group = 1
+                continue
+            if in_group and _is_member(g, kind, tag):
+                if tag == delim:
+                    if n_ents[0] >= ents_cap or m.n_entries >= MAX_ENTRIES:
+                        entries_dropped[0] += 1
+                        e = NULL
+                    else:
+                        e = &ents[n_ents[0]]
+                        memset(e, 0, sizeof(entry_t))
+                        e.px = FH_UNDEF_PRICE
+                        e.id.off = -1
+                        e.sym.off = -1
+                        n_ents[0] += 1
+                        m.n_entries += 1
+                if e == NULL:
+                    continue
+                if tag == 279:
+                    e.action = <char> v[0] if vn else 0
+                elif tag == 269:
+                    e.type = <char> v[0] if vn else 0
+                elif tag == 270:
+                    e.px = _parse_px(v, vn, &ok)
+                elif tag == 271:
+                    e.size = _parse_qty(v, vn, &ok, &m.frac_qty)
+                elif tag == 1023 or (tag == 290 and e.level == 0):
+                    e.level = <int32_t> _parse_int(v, vn, &ok)
+                elif tag == 278:
+                    e.id.off = vs
+                    e.id.len = vn
+                elif tag == 55:
+                    e.sym.off = vs
+                    e.sym.len = vn
+                continue
+        elif _is_member(g, kind, tag):
+            continue                        # a repeating-group field of D/F/G/8/9: not an order field
+        if tag == 34:
+            m.seq = <uint64_t> _parse_int(v, vn, &ok)
+        elif tag == 43:
+            m.possdup = vn == 1 and v[0] == 89
+        elif tag == 123:
+            m.gapfill = vn == 1 and v[0] == 89
+        elif tag == 141:
+            m.reset = vn == 1 and v[0] == 89
+        elif tag == 36:
+            m.newseqno = <uint64_t> _parse_int(v, vn, &ok)
+        elif tag == 52:
+            m.sending_time = _parse_ts(v, vn)
+        elif tag == 60:
+            m.transact_time = _parse_ts(v, vn)
+        elif tag == 11:
+            m.clordid.off = vs; m.clordid.len = vn
+        elif tag == 41:
+            m.origclordid.off = vs; m.origclordid.len = vn
+        elif tag == 37:
+            m.orderid.off = vs; m.orderid.len = vn
+        elif tag == 55:
+            m.symbol.off = vs; m.symbol.len = vn
+        elif tag == 150:
+            m.exectype = <char> v[0] if vn else 0
+        elif tag == 39:
+            m.ordstatus = <char> v[0] if vn else 0
+        elif tag == 54:
+            m.side = <char> v[0] if vn else 0
+        elif tag == 38:
+            m.qty = _parse_qty(v, vn, &ok, &m.frac_qty)
+        elif tag == 44:
+            m.price = _parse_px(v, vn, &ok)
+        elif tag == 31:
+            m.lastpx = _parse_px(v, vn, &ok)
+        elif tag == 32:
+            m.lastqty = _parse_qty(v, vn, &ok, &m.frac_qty)
+        elif tag == 151:
+            m.leaves = _parse_qty(v, vn, &ok, &m.frac_qty)
+            m.has_leaves = 1
+        elif tag == 14:
+            m.cumqty = _parse_qty(v, vn, &ok, &m.frac_qty)
+    if not ok:
+        m.bad_field = 1
+
+
+def _spec_dir(dictionary_dir=None):
+    cands = [dictionary_dir, os.environ.get("FH_FIX_SPEC_DIR"),
+             Path(__file__).resolve().parents[3].parent / "shared" / "data" / "fix" / "spec"]
+    for c in cands:
+        if c and (Path(c) / "FIX44.xml").is_file():
+            return Path(c)
+    return None
+
+
+_GROUP_CACHE = {}
+
+
+def group_tables(dictionary_dir=None, builtin=False):
+    """{begin_string: {msgtype: (member tags, NoMDEntries delimiter or None)}} from the dictionaries.
+
+    Falls back to the built-in NoMDEntries definitions (no other group members) when no dictionary
+    directory is found or ``builtin`` is true; the second value says which was used ("dictionary" /
+    "builtin"). Dictionaries are parsed once per directory.
+    """
+    d = None if builtin else _spec_dir(dictionary_dir)
+    if d is not None and str(d) in _GROUP_CACHE:
+        return _GROUP_CACHE[str(d)], "dictionary"
+    out = {}
+    if d is None:
+        for bs, md in BUILTIN_MD.items():
+            out[bs] = {}
+            for t in KIND_TYPES[1:]:
+                mem = set()
+                if t in md:
+                    mem = {md[t], 269, 270, 271, 272, 273, 278, 279, 280, 290, 1023, 55, 48, 22, 346}
+                out[bs][t] = (mem, md.get(t))
+        return out, "builtin"
+    from feedhandler.protocols.fix_dictionary import FixDictionary
+    for bs, fname in (("FIX.4.2", "FIX42.xml"), ("FIX.4.4", "FIX44.xml")):
+        fd = FixDictionary.load(d / fname)
+        out[bs] = {}
+        for t in KIND_TYPES[1:]:
+            md = fd.messages.get(t)
+            if md is None:
+                out[bs][t] = (set(), None)
+                continue
+            mem = set()
+            stack = list(md.groups.values())
+            while stack:
+                gd = stack.pop()
+                mem.update(gd.fields)
+                mem.add(gd.delimiter)
+                stack.extend(gd.groups.values())
+            mem -= {268} if t in ("W", "X") else set()
+            top = set(md.fields) - mem
+            delim = md.groups[268].delimiter if 268 in md.groups else None
+            out[bs][t] = (mem - top if t not in ("W", "X") else mem, delim)
+    _GROUP_CACHE[str(d)] = out
+    return out, "dictionary"
+
+
+# exec types -> order events (FIX 4.2 and 4.4 share these values; 4.2 fills are ExecType 1/2)
+_EXEC_EVENT = {ord("0"): ord("A"), ord("1"): ord("E"), ord("2"): ord("E"), ord("F"): ord("E"),
+               ord("4"): ord("C"), ord("3"): ord("C"), ord("C"): ord("C"), ord("5"): ord("R"),
+               ord("8"): ord("J"), ord("H"): ord("B"), ord("D"): ord("S"), ord("6"): ord("O"),
+               ord("E"): ord("O"), ord("A"): ord("O"), ord("I"): ord("S"), ord("7"): ord("O"),
+               ord("9"): ord("O"), ord("B"): ord("O"), ord("G"): ord("E")}
+
+
+cdef inline char _fix_side(char s) noexcept nogil:
+    if s == 49:                 # '1' buy
+        return 66
+    if s == 50 or s == 53 or s == 54:   # '2' sell, '5' sell short, '6' sell short exempt
+        return 65
+    return 78
+
+
+_EMIT_COUNTERS = ('messages', 'bad_field', 'frac_qty', 'no_seq', 'seq_resets', 'seq_gaps', 'seq_gap_messages', 'possdup', 'possdup_filled', 'duplicates', 'md_entries', 'mbo', 'mbp', 'trades', 'md_other_entries', 'other_messages', 'unknown_order', 'order_events', 'md_clears')
+
+
+cdef class FixStreamDecoder:
+    """FIX sessions of a capture -> ticks (MBO / MBP / trades), order events and gap records."""
+    cdef grp_t *g42
+    cdef grp_t *g44
+    cdef symslot_t *syms
+    cdef uint32_t next_sym
+    cdef uint64_t sym_truncated
+    cdef uint64_t entries_dropped
+    cdef public dict stats
+    cdef public dict orders
+    cdef public str groups_source
+    cdef dict given_symbols
+
+    def __cinit__(self):
+        self.g42 = <grp_t *> calloc(1, sizeof(grp_t))
+        self.g44 = <grp_t *> calloc(1, sizeof(grp_t))
+        self.syms = <symslot_t *> calloc(SYM_CAP, sizeof(symslot_t))
+        if self.g42 == NULL or self.g44 == NULL or self.syms == NULL:
+            raise MemoryError()
+        self.next_sym = 1
+
+    def __dealloc__(self):
+        free(self.g42)
+        free(self.g44)
+        free(self.syms)
+
+    def __init__(self, dictionary_dir=None, symbols=None, builtin_groups=False):
+        tables, self.groups_source = group_tables(dictionary_dir, builtin_groups)
+        cdef grp_t *g
+        for bs, g_ptr in (("FIX.4.2", 0), ("FIX.4.4", 1)):
+            g = self.g42 if g_ptr == 0 else self.g44
+            for kind in range(1, K_N):
+                mem, delim = tables[bs][KIND_TYPES[kind]]
+                for t in mem:
+                    if 0 <= t < MAXTAG:
+                        g.member[kind][t >> 3] |= 1 << (t & 7)
+                g.md_delim[kind] = delim or 0
+        self.given_symbols = None
+        if symbols:
+            # pre-load the table with the given ids: insert in id order so lookups return them
+            self.given_symbols = dict(symbols)
+            for s, iid in sorted(symbols.items(), key=lambda kv: kv[1]):
+                self._preload(s.encode() if isinstance(s, str) else bytes(s), iid)
+        self.orders = {}
+        self.stats = {k: 0 for k in ("messages", "bad_field", "garbled", "bad_body_length", "bad_checksum",
+                                     "truncated_tail", "holes", "seq_gaps", "seq_gap_messages", "possdup",
+                                     "possdup_filled", "duplicates", "seq_resets", "md_entries", "mbo", "mbp",
+                                     "trades", "md_other_entries", "md_clears", "order_events", "unknown_order",
+                                     "frac_qty", "other_messages", "entries_dropped", "symbols_truncated",
+                                     "no_seq")}
+
+    cdef _preload(self, bytes s, uint32_t iid):
+        cdef int32_t n = min(len(s), SYM_LEN)
+        cdef uint64_t h = _fnv64(<const uint8_t *> s, n)
+        cdef uint32_t i = <uint32_t> (h & (SYM_CAP - 1))
+        while self.syms[i].id != 0:
+            i = (i + 1) & (SYM_CAP - 1)
+        self.syms[i].id = iid
+        self.syms[i].len = <uint8_t> n
+        memcpy(self.syms[i].sym, <const char *> s, n)
+        if iid >= self.next_sym:
+            self.next_sym = iid + 1
+
+    def symbol_map(self):
+        cdef uint32_t i
+        out = {}
+        for i in range(SYM_CAP):
+            if self.syms[i].id:
+                out[self.syms[i].sym[:self.syms[i].len].decode("ascii", "replace")] = self.syms[i].id
+        return out
+
+    def frame_stream(self, TcpStream s):
+        """[(start, end)] of the valid messages of one stream (framing reasons counted)."""
+        out = []
+        data = s.data
+        rows_buf = np.empty((min(max(16, len(data) // 40 + 16), 1 << 20), 3), dtype=np.int64)   # rows per split call
+        for start, end in s.pieces():
+            if start > 0:
+                self.stats["holes"] += 1
+            mv = memoryview(data)[start:end]
+            pos = 0
+            while True:
+                k, consumed = _fix.split(mv[pos:], rows_buf)
+                rows = rows_buf[:k]
+                sts = rows[:, 0]
+                ok = rows[sts == 0]
+                if len(ok):
+                    out.append(ok[:, 1:3] + (start + pos))
+                self.stats["garbled"] += int(np.count_nonzero(sts == 2))
+                self.stats["bad_body_length"] += int(np.count_nonzero(sts == 3))
+                self.stats["bad_checksum"] += int(np.count_nonzero(sts == 4))
+                pos += consumed
+                if k < rows_buf.shape[0] or consumed == 0:
+                    break
+            if pos < end - start and bytes(mv[pos:]).strip(b"\0 \r\n"):
+                self.stats["truncated_tail"] += 1
+        if not out:
+            return np.zeros((0, 2), dtype=np.int64)
+        return np.ascontiguousarray(np.concatenate(out), dtype=np.int64)
+
+    def decode_pair(self, TcpStream client, TcpStream server, int conn=0, out=None):
+        """Ticks and order events of one connection; returns a TICK_DTYPE array ordered by ts_recv."""
+        from feedhandler import records
+        parts = []
+        sides = [(client, 0), (server, 1)]
+        for s, from_server in sides:
+            if s is None:
+                continue
+            spans = self.frame_stream(s)
+            if len(spans) == 0:
+                continue
+            ts = s.ts_at(spans[:, 1])
+            parts.append((s, from_server, spans, ts))
+        if not parts:
+            return records.empty(0)
+        # merge both directions by capture time (stable: a direction keeps its order)
+        allrows = []
+        for pi, (s, fs, spans, ts) in enumerate(parts):
+            allrows.append(np.stack([np.full(len(spans), pi), np.arange(len(spans)), ts.astype(np.int64)], axis=1))
+        rows = np.concatenate(allrows)
+        order = np.lexsort((rows[:, 1], rows[:, 0], rows[:, 2]))
+        rows = rows[order]
+        return self._decode_rows(parts, rows, conn)
+
+    cdef object _decode_rows(self, list parts, object rows, int conn):
+        from feedhandler import records
+        cdef Py_ssize_t n = len(rows), i, k = 0, cap, ne = 0
+        cdef fmsg_t *msgs = <fmsg_t *> malloc(max(n, 1) * sizeof(fmsg_t))
+        cdef int32_t ents_cap = 0
+        cdef entry_t *ents = NULL
+        cdef const uint8_t[::1] mv
+        cdef int64_t[:, ::1] r = np.ascontiguousarray(rows, dtype=np.int64)
+        cdef int64_t[:, ::1] sp
+        cdef int32_t n_ents = 0
+        total_bytes = sum(len(p[0].data) for p in parts)
+        ents_cap = <int32_t> min(total_bytes // 6 + 16, 1 << 26)   # an entry takes >= 6 bytes ("269=0|")
+        ents = <entry_t *> malloc(ents_cap * sizeof(entry_t))
+        if msgs == NULL or ents == NULL:
+            free(msgs); free(ents)
+            raise MemoryError()
+        try:
+            # 1. native scan, one pass per direction
+            for pi in range(len(parts)):
+                s, fs, spans, ts = parts[pi]
+                mv = s.data
+                sp = spans
+                if mv.shape[0] == 0:
+                    continue
+                with nogil:
+                    for i in range(n):
+                        if r[i, 0] == pi:
+                            _scan(&mv[0], sp[r[i, 1], 0], sp[r[i, 1], 1], self.g42, self.g44,
+                                  &msgs[i], ents, &n_ents, ents_cap, &self.entries_dropped)
+            # 2. session + md + orders (records)
+            cap = 2 * n + n_ents + 16
+            out = records.empty(cap)
+            k = self._emit(parts, r, msgs, ents, n, out, conn)
+        finally:
+            free(msgs)
+            free(ents)
+        self.stats["entries_dropped"] = self.entries_dropped
+        self.stats["symbols_truncated"] = self.sym_truncated
+        return out[:k]
+
+    cdef Py_ssize_t _emit(self, list parts, int64_t[:, ::1] r, fmsg_t *msgs, entry_t *ents, Py_ssize_t n,
+                          object out, int conn) except -1:
+        cdef uint8_t[::1] raw = out.view(np.uint8)
+        cdef Py_ssize_t i, j, k = 0
+        cdef fmsg_t *m
+        cdef entry_t *e
+        cdef fh_tick *t
+        cdef fh_order_event *oe
+        cdef uint64_t ts_recv, expected, lat
+        cdef const uint8_t *base
+        cdef const uint8_t[::1] mv
+        cdef int pi, fs
+        cdef uint32_t iid
+        cdef char side
+        cdef list st
+        cdef uint64_t cnt[19]                        # counters, named by _EMIT_COUNTERS
+        cdef uint64_t expct[2]                       # next expected MsgSeqNum per direction (0: unknown)
+        cdef int assign = self.given_symbols is None
+        cdef int32_t pos_b = 0, pos_a = 0
+        memset(cnt, 0, sizeof(cnt))
+        expct[0] = expct[1] = 0
+        missing = [set(), set()]                     # MsgSeqNums of open gaps per direction
+        bufs = []
+        for p in parts:
+            bufs.append(p[0].data)
+        cdef size_t ptrs[2]
+        cdef int fsv[2]
+        for pi in range(len(parts)):
+            mv = parts[pi][0].data
+            ptrs[pi] = <size_t> &mv[0] if mv.shape[0] else 0
+            fsv[pi] = parts[pi][1]
+        for i in range(n):
+            m = &msgs[i]
+            pi = <int> r[i, 0]
+            fs = fsv[pi]
+            base = <const uint8_t *> ptrs[pi]
+            ts_recv = <uint64_t> r[i, 2]
+            cnt[0] += 1
+            if m.bad_field:
+                cnt[1] += 1
+                continue
+            if m.frac_qty:
+                cnt[2] += 1
+            # ---- session sequencing ----
+            sq1 = missing[pi]
+            after_gap = 0
+            if m.seq == 0:
+                cnt[3] += 1
+            elif m.kind == K_SEQRESET and not m.gapfill:
+                cnt[4] += 1
+                expct[pi] = m.newseqno
+                sq1.clear()
+            elif m.kind == K_LOGON and m.reset:
+                cnt[4] += 1
+                expct[pi] = m.seq + 1
+                sq1.clear()
+            else:
+                expected = expct[pi]
+                if expected == 0 or m.seq == expected:
+                    expct[pi] = m.seq + 1
+                elif m.seq > expected:
+                    if not m.possdup:
+                        cnt[5] += 1
+                        cnt[6] += m.seq - expected
+                        sq1.update(range(expected, min(m.seq, expected + 1000000)))
+                        t = <fh_tick *> &raw[k * 64]
+                        memset(t, 0, 64)
+                        t.gap.hd.length = FH_OWN_LENGTH
+                        t.gap.hd.rtype = FH_RTYPE_GAP
+                        t.gap.hd.ts_event = m.sending_time
+                        t.gap.ts_recv = ts_recv
+                        t.gap.first_missing = expected
+                        t.gap.count = m.seq - expected
+                        t.gap.channel = conn * 2 + fs
+                        t.gap.kind = FH_GAP_OPENED
+                        memcpy(t.gap.session, b"FIX       ", 10)
+                        k += 1
+                        after_gap = 1
+                        expct[pi] = m.seq + 1
+                    else:
+                        expct[pi] = m.seq + 1
+                else:
+                    if m.possdup:
+                        cnt[7] += 1
+                        if m.seq in sq1:
+                            sq1.discard(m.seq)
+                            cnt[8] += 1
+                            if not sq1:
+                                t = <fh_tick *> &raw[k * 64]
+                                memset(t, 0, 64)
+                                t.gap.hd.length = FH_OWN_LENGTH
+                                t.gap.hd.rtype = FH_RTYPE_GAP
+                                t.gap.ts_recv = ts_recv
+                                t.gap.first_missing = m.seq
+                                t.gap.channel = conn * 2 + fs
+                                t.gap.kind = FH_GAP_FILLED
+                                memcpy(t.gap.session, b"FIX       ", 10)
+                                k += 1
+                        else:
+                            if m.kind != K_SEQRESET:
+                                pass
+                    else:
+                        cnt[9] += 1
+                        continue                    # a duplicate without PossDup is not applied
+                if m.kind == K_SEQRESET and m.gapfill and m.newseqno > expct[pi]:
+                    expct[pi] = m.newseqno
+            if m.possdup and m.seq and m.seq >= expct[pi]:
+                cnt[7] += 1
+            # ---- market data ----
+            if m.kind == K_W or m.kind == K_X:
+                iid_msg = 0
+                if m.symbol.len > 0:
+                    iid_msg = _sym_lookup(self.syms, &self.next_sym, base + m.symbol.off, m.symbol.len,
+                                          assign, &self.sym_truncated)
+                if m.kind == K_W and m.n_entries > 0:
+                    # a snapshot replaces the book: a Clear record first (DBN convention)
+                    e = &ents[m.first_entry]
+                    t = <fh_tick *> &raw[k * 64]
+                    memset(t, 0, 64)
+                    if e.id.off >= 0:
+                        t.mbo.hd.length = FH_DBN_MBO_LENGTH
+                        t.mbo.hd.rtype = FH_RTYPE_MBO
+                        t.mbo.hd.instrument_id = iid_msg
+                        t.mbo.hd.ts_event = m.transact_time or m.sending_time
+                        t.mbo.price = FH_UNDEF_PRICE
+                        t.mbo.action = 82
+                        t.mbo.side = 78
+                        t.mbo.flags = FH_F_SNAPSHOT
+                        t.mbo.channel_id = <uint8_t> conn
+                        t.mbo.ts_recv = ts_recv
+                        t.mbo.sequence = <uint32_t> m.seq
+                    else:
+                        t.mbp_update.hd.length = FH_OWN_LENGTH
+                        t.mbp_update.hd.rtype = FH_RTYPE_MBP_UPDATE
+                        t.mbp_update.hd.instrument_id = iid_msg
+                        t.mbp_update.hd.ts_event = m.transact_time or m.sending_time
+                        t.mbp_update.ts_recv = ts_recv
+                        t.mbp_update.price = FH_UNDEF_PRICE
+                        t.mbp_update.sequence = <uint32_t> m.seq
+                        t.mbp_update.action = 82
+                        t.mbp_update.side = 78
+                        t.mbp_update.flags = FH_F_MBP | FH_F_SNAPSHOT
+                        t.mbp_update.channel_id = <uint8_t> conn
+                    cnt[18] += 1
+                    k += 1
+                pos_b = pos_a = 0               # snapshot entries without a level: their order per side
+                for j in range(m.first_entry, m.first_entry + m.n_entries):
+                    e = &ents[j]
+                    cnt[10] += 1
+                    if e.sym.off >= 0:
+                        iid = _sym_lookup(self.syms, &self.next_sym, base + e.sym.off, e.sym.len,
+                                          assign, &self.sym_truncated)
+                    else:
+                        iid = iid_msg
+                    if e.type == 48 or e.type == 49:
+                        side = 66 if e.type == 48 else 65
+                        t = <fh_tick *> &raw[k * 64]
+                        memset(t, 0, 64)
+                        if e.id.off >= 0:
+                            t.mbo.hd.length = FH_DBN_MBO_LENGTH
+                            t.mbo.hd.rtype = FH_RTYPE_MBO
+                            t.mbo.hd.instrument_id = iid
+                            t.mbo.hd.ts_event = m.transact_time or m.sending_time
+                            t.mbo.order_id = _fnv64(base + e.id.off, e.id.len)
+                            t.mbo.price = e.px
+                            t.mbo.size = <uint32_t> (e.size if e.size > 0 else 0)
+                            t.mbo.side = side
+                            t.mbo.action = (b"A" if m.kind == K_W or e.action == 48 else
+                                            (b"M" if e.action == 49 else b"C"))[0]
+                            t.mbo.flags = (FH_F_SNAPSHOT if m.kind == K_W else 0) | (
+                                FH_F_LAST if j == m.first_entry + m.n_entries - 1 else 0)
+                            t.mbo.channel_id = <uint8_t> conn
+                            t.mbo.ts_recv = ts_recv
+                            t.mbo.sequence = <uint32_t> m.seq
+                            cnt[11] += 1
+                        else:
+                            t.mbp_update.hd.length = FH_OWN_LENGTH
+                            t.mbp_update.hd.rtype = FH_RTYPE_MBP_UPDATE
+                            t.mbp_update.hd.instrument_id = iid
+                            t.mbp_update.hd.ts_event = m.transact_time or m.sending_time
+                            t.mbp_update.ts_recv = ts_recv
+                            t.mbp_update.price = e.px
+                            t.mbp_update.size = <uint32_t> (e.size if e.size > 0 else 0)
+                            t.mbp_update.sequence = <uint32_t> m.seq
+                            if m.kind == K_W and e.level == 0:
+                                if side == 66:
+                                    pos_b += 1
+                                    e.level = pos_b
+                                else:
+                                    pos_a += 1
+                                    e.level = pos_a
+                            t.mbp_update.level = <uint8_t> (e.level if 0 < e.level < 256 else 0)
+                            t.mbp_update.action = (b"A" if m.kind == K_W or e.action == 48 else
+                                                   (b"M" if e.action == 49 else b"C"))[0]
+                            t.mbp_update.side = side
+                            t.mbp_update.entry_type = e.type
+                            t.mbp_update.flags = FH_F_MBP | (FH_F_SNAPSHOT if m.kind == K_W else 0)
+                            t.mbp_update.channel_id = <uint8_t> conn
+                            cnt[12] += 1
+                        k += 1
+                    elif e.type == 50:
+                        t = <fh_tick *> &raw[k * 64]
+                        memset(t, 0, 64)
+                        t.trade.hd.length = FH_DBN_TRADE_LENGTH
+                        t.trade.hd.rtype = FH_RTYPE_TRADE
+                        t.trade.hd.instrument_id = iid
+                        t.trade.hd.ts_event = m.transact_time or m.sending_time
+                        t.trade.price = e.px
+                        t.trade.size = <uint32_t> (e.size if e.size > 0 else 0)
+                        t.trade.action = 84
+                        t.trade.side = 78
+                        t.trade.ts_recv = ts_recv
+                        t.trade.sequence = <uint32_t> m.seq
+                        cnt[13] += 1
+                        k += 1
+                    else:
+                        cnt[14] += 1
+                continue
+            # ---- orders ----
+            if m.kind < K_D or m.kind > K_9:
+                cnt[15] += 1
+                continue
+            oe = <fh_order_event *> &raw[k * 64]
+            memset(oe, 0, 64)
+            oe.hd.length = FH_OWN_LENGTH
+            oe.hd.rtype = FH_RTYPE_ORDER_EVENT
+            oe.ts_recv = ts_recv
+            oe.sequence = <uint32_t> m.seq
+            oe.protocol = FH_OE_PROTO_FIX42 if m.version == 2 else FH_OE_PROTO_FIX44
+            oe.price = m.price
+            oe.size = <uint32_t> (m.qty if m.qty > 0 else 0)
+            oe.side = _fix_side(m.side)
+            if m.possdup:
+                oe.flags |= FH_OE_F_POSS_DUP
+            if after_gap:
+                oe.flags |= FH_OE_F_AFTER_GAP
+            if fs:
+                oe.flags |= FH_OE_F_FROM_EXCHANGE
+                oe.hd.ts_event = m.transact_time or m.sending_time
+            else:
+                oe.hd.ts_event = FH_UNDEF_TIMESTAMP
+            cl = bytes(base[m.clordid.off:m.clordid.off + m.clordid.len]) if m.clordid.len else b""
+            orig = bytes(base[m.origclordid.off:m.origclordid.off + m.origclordid.len]) if m.origclordid.len else b""
+            oe.client_ref = <uint32_t> (_fnv64(base + m.clordid.off, m.clordid.len) & 0xFFFFFFFF) if m.clordid.len else 0
+            if m.orderid.len:
+                oe.order_id = _fnv64(base + m.orderid.off, m.orderid.len)
+            key = (conn, cl)
+            # state: [instrument_id, side, price, leaves, order_id, pending_ts]
+            if m.kind == K_D:
+                ev = 78
+                iid = _sym_lookup(self.syms, &self.next_sym, base + m.symbol.off, m.symbol.len,
+                                  assign, &self.sym_truncated) if m.symbol.len else 0
+                st = [iid, oe.side, m.price, m.qty, 0, ts_recv]
+                self.orders[key] = st
+            elif m.kind == K_F or m.kind == K_G:
+                ev = 88 if m.kind == K_F else 80
+                st0 = self.orders.get((conn, orig))
+                if st0 is None:
+                    st0 = [0, oe.side, m.price, m.qty, 0, 0]
+                    oe.flags |= FH_OE_F_UNKNOWN_ORDER
+                    cnt[16] += 1
+                st = list(st0)
+                st[5] = ts_recv
+                self.orders[key] = st
+            else:
+                if m.kind == K_9:
+                    ev = 75
+                else:
+                    ev = _EXEC_EVENT.get(m.exectype, 79)
+                st = self.orders.get(key)
+                if st is None and orig:
+                    st = self.orders.get((conn, orig))
+                    if st is not None:
+                        self.orders[key] = st
+                if st is None:
+                    st = [0, oe.side, m.price, 0, 0, 0]
+                    if m.symbol.len:
+                        st[0] = _sym_lookup(self.syms, &self.next_sym, base + m.symbol.off, m.symbol.len,
+                                            assign, &self.sym_truncated)
+                    self.orders[key] = st
+                    oe.flags |= FH_OE_F_UNKNOWN_ORDER
+                    cnt[16] += 1
+                if m.orderid.len:
+                    st[4] = oe.order_id
+                if ev == 69 or ev == 66:
+                    oe.size = <uint32_t> (m.lastqty if m.lastqty > 0 else 0)
+                    oe.price = m.lastpx
+                if ev == 82:
+                    st[2] = m.price
+                    st[1] = oe.side if oe.side != 78 else st[1]
+                if m.has_leaves:
+                    st[3] = m.leaves
+                elif ev == 69:
+                    st[3] = max(0, st[3] - m.lastqty)
+                elif ev == 67 or ev == 74:
+                    st[3] = 0
+                if st[5] and ev in (65, 82, 67, 74, 75):
+                    lat = ts_recv - <uint64_t> st[5] if ts_recv >= <uint64_t> st[5] else 0
+                    oe.latency_ns = <uint32_t> (lat if lat < 0xFFFFFFFF else 0xFFFFFFFF)
+                    oe.flags |= FH_OE_F_LATENCY
+                    st[5] = 0
+            if oe.side == 78:
+                oe.side = st[1]
+            if oe.price == FH_UNDEF_PRICE and ev != 69:
+                oe.price = st[2]
+            oe.event = ev
+            oe.hd.instrument_id = <uint32_t> st[0]
+            oe.order_id = <uint64_t> st[4]
+            oe.leaves_qty = <uint32_t> max(0, st[3])
+            cnt[17] += 1
+            k += 1
+        for j in range(19):
+            self.stats[_EMIT_COUNTERS[j]] += cnt[j]
+        return k
+
+
+def _fix_direction(streams_pair, dec):
+    """(client, server): the side that sends D/F/G is the client; the side sending 8/9/W/X the server."""
+    c, s = streams_pair
+    def score(st):
+        if st is None:
+            return 0
+        d = bytes(st.data[:65536])
+        return (d.count(b"\x0135=D\x01") + d.count(b"\x0135=F\x01") + d.count(b"\x0135=G\x01")
+                - d.count(b"\x0135=8\x01") - d.count(b"\x0135=W\x01") - d.count(b"\x0135=X\x01"))
+    if score(s) > score(c):
+        return s, c
+    return c, s
+
+
+def replay_stream(path, protocol="fix", *, symbols=None, dictionary_dir=None, max_ooo_segments=1024,
+                  max_ooo_bytes=4 << 20):
+    """Decode a FIX 4.2 / 4.4 capture into ticks, order events and gap records.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        pcap / pcapng capture of FIX sessions over TCP.
+    protocol : str
+        "fix" (FIX 4.2 and 4.4 are told apart per message by BeginString).
+    symbols : dict, optional
+        {symbol: instrument_id}; without it ids are assigned in order of first appearance.
+    dictionary_dir : str, optional
+        Directory holding FIX42.xml / FIX44.xml (repeating groups); default: $FH_FIX_SPEC_DIR or
+        ../shared/data/fix/spec, else the built-in NoMDEntries definitions.
+
+    Returns
+    -------
+    (records, stats) : (numpy.ndarray of TICK_DTYPE, dict)
+    """
+    from feedhandler.framing.tcp import Reassembler, pair_streams
+    r = Reassembler(max_ooo_segments=max_ooo_segments, max_ooo_bytes=max_ooo_bytes)
+    r.feed_file(path)
+    streams = r.finish()
+    dec = FixStreamDecoder(dictionary_dir, symbols)
+    outs = []
+    for conn, pair in enumerate(pair_streams(streams)):
+        c, s = _fix_direction(pair, dec)
+        outs.append(dec.decode_pair(c, s, conn))
+    from feedhandler import records
+    if len(outs) == 1:
+        recs = outs[0]                  # one connection: already in capture-time order
+    else:
+        recs = records.concat(outs) if outs else records.empty(0)
+        if len(recs):
+            recs = recs[np.argsort(_ts_recv(recs), kind="stable")]
+    stats = {"protocol": "fix", "tcp": r.stats, "fix": dict(dec.stats), "symbols": dec.symbol_map(),
+             "groups": dec.groups_source, "records": len(recs)}
+    return recs, stats
+
+
+def _ts_recv(recs):
+    """ts_recv of mixed records (each layout keeps it at its own offset)."""
+    from feedhandler import records
+    b = np.ascontiguousarray(recs).view(np.uint8).reshape(-1, 64)
+    out = np.zeros(len(recs), dtype=np.uint64)
+    rt = b[:, 1]
+    for name in ("mbo", "trade", "mbp_update", "order_event", "gap"):
+        sel = rt == records.RTYPE[name]
+        if sel.any():
+            off = records.DTYPES[name].fields["ts_recv"][1]
+            out[sel] = np.ascontiguousarray(b[sel, off:off + 8]).view("<u8").ravel()
+    return out
+
+
+# ---- synthetic captures -------------------------------------------------------------------------
+def _fix_msg(begin, mtype, seq, sender, target, ts_ns, body, possdup=False):
+    import time
+    t = time.gmtime(ts_ns // 1_000_000_000)
+    st = time.strftime("%Y%m%d-%H:%M:%S", t).encode() + b".%06d" % ((ts_ns // 1000) % 1_000_000)
+    hdr = [(49, sender), (56, target), (34, str(seq).encode()), (52, st)]
+    if possdup:
+        hdr.append((43, b"Y"))
+    parts = [b"35=" + mtype + b"\x01"]
+    for tag, val in sorted(hdr, key=lambda x: x[0]) + list(body):
+        parts.append(b"%d=%s\x01" % (tag, val if isinstance(val, bytes) else str(val).encode()))
+    rest = b"".join(parts)
+    msg = b"8=" + begin + b"\x019=%d\x01" % len(rest) + rest
+    return msg + b"10=%03d\x01" % (sum(msg) & 255)
+
+
+def synth_messages(n, seed=0, begin=b"FIX.4.4", t0=1_700_000_000_000_000_000):
+    """[(ts_ns, side 'c'|'s', message bytes)] of one FIX session: logon, orders with acks, fills,
+    cancels, replaces, rejects, market data (W snapshots, X incrementals with MBO and MBP entries)."""
+    import random
+    rnd = random.Random(seed)
+    syms = [b"AAPL", b"MSFT", b"IBM", b"ESZ6", b"GOOG"]
+    out = []
+    seq = {"c": 1, "s": 1}
+    ts = t0
+    def send(side, mtype, body, **kw):
+        nonlocal ts
+        ts += rnd.randint(2_000, 200_000)
+        snd, tgt = (b"CLIENT", b"EXCH") if side == "c" else (b"EXCH", b"CLIENT")
+        out.append((ts, side, _fix_msg(begin, mtype, seq[side], snd, tgt, ts, body, **kw)))
+        seq[side] += 1
+    send("c", b"A", [(98, 0), (108, 30)])
+    send("s", b"A", [(98, 0), (108, 30)])
+    live = {}
+    oid = 0
+    clid = 0
+    def px(p):
+        return b"%d.%02d" % (p // 100, p % 100)
+    while len(out) < n:
+        r = rnd.random()
+        if r < 0.35:
+            sym = rnd.choice(syms)
+            ents = []
+            for _ in range(rnd.randint(1, 4)):
+                act = rnd.choice([b"0", b"1", b"2"])
+                typ = rnd.choice([b"0", b"1", b"0", b"1", b"2"])
+                e = [(279, act), (269, typ), (55, sym), (270, px(rnd.randint(9000, 11000))),
+                     (271, rnd.randint(1, 500))]
+                if rnd.random() < 0.5:
+                    e.append((278, b"E%d" % rnd.randint(1, 50)))
+                else:
+                    e.append((290, rnd.randint(1, 5)))
+                ents += e
+            send("s", b"X", [(262, b"md1"), (268, len(ents) // 5 if False else sum(1 for t, _ in ents if t == 279))] + ents)
+        elif r < 0.40:
+            sym = rnd.choice(syms)
+            ents = []
+            for lvl in range(1, rnd.randint(2, 4)):
+                for typ in (b"0", b"1"):
+                    ents += [(269, typ), (270, px(10000 + (lvl if typ == b"1" else -lvl))), (271, rnd.randint(1, 900))]
+            send("s", b"W", [(262, b"md1"), (55, sym), (268, len(ents) // 3)] + ents)
+        elif r < 0.65 or not live:
+            clid += 1
+            cl = b"C%d" % clid
+            sym = rnd.choice(syms)
+            qty = rnd.randint(1, 10) * 100
+            p = rnd.randint(9000, 11000)
+            side = rnd.choice([b"1", b"2"])
+            send("c", b"D", [(11, cl), (21, b"1"), (55, sym), (54, side), (60, b"20231114-22:13:20.000"),
+                             (38, qty), (40, b"2"), (44, px(p))])
+            if rnd.random() < 0.08:
+                send("s", b"8", [(37, b"NONE"), (11, cl), (17, b"X%d" % clid), (150, b"8"), (39, b"8"),
+                                 (55, sym), (54, side), (38, qty), (151, 0), (14, 0), (6, 0)])
+                continue
+            oid += 1
+            live[cl] = [b"O%d" % oid, sym, side, qty, p, 0]
+            send("s", b"8", [(37, live[cl][0]), (11, cl), (17, b"X%da" % clid), (150, b"0"), (39, b"0"),
+                             (55, sym), (54, side), (38, qty), (44, px(p)), (151, qty), (14, 0), (6, 0)])
+        else:
+            cl = rnd.choice(list(live))
+            o, sym, side, qty, p, cum = live[cl]
+            rr = rnd.random()
+            if rr < 0.45:
+                fq = min(qty - cum, rnd.randint(1, 5) * 100)
+                cum += fq
+                done = cum >= qty
+                send("s", b"8", [(37, o), (11, cl), (17, b"F%d" % rnd.randint(1, 10**9)),
+                                 (150, b"F" if begin == b"FIX.4.4" else (b"2" if done else b"1")),
+                                 (39, b"2" if done else b"1"), (55, sym), (54, side), (38, qty),
+                                 (31, px(p)), (32, fq), (151, qty - cum), (14, cum), (6, px(p))])
+                if done:
+                    del live[cl]
+                else:
+                    live[cl][5] = cum
+            elif rr < 0.75:
+                clid += 1
+                ncl = b"C%d" % clid
+                send("c", b"F", [(41, cl), (11, ncl), (55, sym), (54, side), (60, b"20231114-22:13:20.000"), (38, qty)])
+                if rnd.random() < 0.1:
+                    send("s", b"9", [(37, o), (11, ncl), (41, cl), (39, b"0"), (434, b"1")])
+                else:
+                    send("s", b"8", [(37, o), (11, ncl), (41, cl), (17, b"K%d" % clid), (150, b"4"), (39, b"4"),
+                                     (55, sym), (54, side), (38, qty), (151, 0), (14, cum), (6, 0)])
+                    del live[cl]
+            else:
+                clid += 1
+                ncl = b"C%d" % clid
+                np_ = p + rnd.randint(-50, 50)
+                send("c", b"G", [(41, cl), (11, ncl), (21, b"1"), (55, sym), (54, side),
+                                 (60, b"20231114-22:13:20.000"), (38, qty), (40, b"2"), (44, px(np_))])
+                send("s", b"8", [(37, o), (11, ncl), (41, cl), (17, b"R%d" % clid), (150, b"5"), (39, b"5"),
+                                 (55, sym), (54, side), (38, qty), (44, px(np_)), (151, qty - cum), (14, cum), (6, 0)])
+                live[ncl] = [o, sym, side, qty, np_, cum]
+                del live[cl]
+    return out
+
+
+def synth(path, n=1000, seed=0, *, begin=b"FIX.4.4", mss=1460, t0=1_700_000_000_000_000_000):
+    """Write a pcap of one FIX session (``n`` messages, see ``synth_messages``) over a real TCP
+    connection (handshake, segments of up to ``mss`` bytes, FIN). Returns the message list."""
+    from feedhandler.framing.tcp import TcpConversation
+    from feedhandler.capture.pcapwriter import write_pcap
+    msgs = synth_messages(n, seed, begin, t0)
+    conv = TcpConversation(client=("10.2.0.2", 51000), server=("10.2.0.1", 9878), mss=mss,
+                           isn_c=seed * 7919 + 1000, isn_s=0xFFFFF000)
+    conv.handshake(t0 - 10_000)
+    # batch consecutive messages of one side sent within the same 50 us into one write (as a kernel would)
+    i = 0
+    while i < len(msgs):
+        ts, side, m = msgs[i]
+        data = m
+        j = i + 1
+        while j < len(msgs) and msgs[j][1] == side and msgs[j][0] - ts < 50_000 and len(data) < mss:
+            data += msgs[j][2]
+            j += 1
+        conv.send(msgs[j - 1][0], side, data)
+        i = j
+    conv.close(msgs[len(msgs) - 1][0] + 1000 if msgs else t0)
+    write_pcap(path, conv.frames, nanosecond=True)
+    return msgs

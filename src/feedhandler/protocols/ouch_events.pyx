@@ -1,0 +1,624 @@
+"""OUCH 4.2 and 5.0 order-entry sessions -> normalized order-event records (fh_order_event, rtype 0xF1).
+
+Pipeline: capture file -> ``framing.tcp`` (reassembly) -> ``framing.soupbintcp_stream`` (SoupBinTCP
+packets, sequence numbers from Login Accepted) -> a batch of ``fh_msg`` -> ``_decode`` (nogil,
+table driven: field offsets come from ``ouch42.TABLE`` / ``ouch50_spec.TABLE``, never typed here) ->
+the lifecycle pass, which keys every order by (connection, token) for 4.2 and (connection,
+UserRefNum) for 5.0 and writes one record per order message:
+
+=========  ==========================================================  ==========================
+event      OUCH message                                                record fields
+=========  ==========================================================  ==========================
+N          Enter Order (in)                                            size, price, side, symbol
+A          Accepted (out)                                              latency from the Enter
+P / R      Replace Order (in) / Replaced (out)                         new size / price
+X / C      Cancel Order (in) / Canceled, AIQ Canceled (out)            canceled qty, leaves
+m / M      Modify Order (in) / Order Modified (out)                    new qty
+E / B      Executed / Broken Trade (out)                               executed qty and price
+J / K      Rejected / Cancel Reject (out)                              latency from the request
+S / O      Priority update, Restated / Cancel Pending (out)
+=========  ==========================================================  ==========================
+
+Rejected messages (unknown type, wrong fixed length, appendage length that does not match the
+packet, appendage entries that overrun) are counted by reason in the stats and produce no record.
+System events, mass-cancel / order-entry / account-query messages are counted, not recorded.
+"""
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t, int32_t, int16_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memset, memcpy
+from feedhandler.includes.msg cimport fh_msg
+from feedhandler.includes.record cimport (fh_tick, fh_order_event, FH_RTYPE_ORDER_EVENT, FH_OWN_LENGTH,
+                                          FH_UNDEF_PRICE, FH_UNDEF_TIMESTAMP, FH_OE_PROTO_OUCH42,
+                                          FH_OE_PROTO_OUCH50, FH_OE_F_FROM_EXCHANGE, FH_OE_F_POSS_DUP,
+                                          FH_OE_F_UNKNOWN_ORDER, FH_OE_F_LATENCY, FH_OE_F_AFTER_GAP)
+
+import numpy as np
+
+cdef extern from "fh/endian.h" nogil:
+    uint16_t fh_load_be16(const void *p)
+    uint32_t fh_load_be32(const void *p)
+    uint64_t fh_load_be64(const void *p)
+
+# ---- reject reasons -----------------------------------------------------------------------------
+cdef enum:
+    R_OK = 0
+    R_EMPTY
+    R_UNKNOWN_TYPE
+    R_BAD_LENGTH
+    R_BAD_APPENDAGE_LENGTH
+    R_BAD_APPENDAGE
+    R_N
+REASONS = ("ok", "empty", "unknown_type", "bad_length", "bad_appendage_length", "bad_appendage")
+
+# ---- layout table, filled at import from the protocol field tables ------------------------------
+cdef struct lay_t:
+    int16_t size            # fixed bytes (type byte and appendage length included); 0: unknown type
+    uint8_t has_app
+    char event              # FH_OE_* or 0 (not an order event)
+    int16_t o_ts, o_ref, o_ref2, o_qty, o_price, o_side, o_symbol, o_order_ref, o_clordid
+    uint8_t ref_size        # 4 (UserRefNum) or 14 (token)
+    uint8_t price_size      # 4 (4.2 u32) or 8 (5.0 i64)
+
+cdef lay_t _LAY[2][2][256]      # [version 0=4.2 1=5.0][from_server][type byte]
+
+_ROLE = {
+    "timestamp": "o_ts", "order_token": "o_ref", "user_ref_num": "o_ref",
+    "replacement_order_token": "o_ref", "existing_order_token": "o_ref2", "previous_order_token": "o_ref2",
+    "orig_user_ref_num": "o_ref2", "shares": "o_qty", "quantity": "o_qty", "executed_shares": "o_qty",
+    "decrement_shares": "o_qty", "price": "o_price", "execution_price": "o_price", "side": "o_side",
+    "stock": "o_symbol", "symbol": "o_symbol", "order_reference_number": "o_order_ref",
+    "cl_ord_id": "o_clordid",
+}
+# (version, direction, type) -> event; anything absent is a session message (counted, not recorded)
+_EVENTS = {
+    ("in", b"O"): b"N", ("in", b"U"): b"P", ("in", b"X"): b"X", ("in", b"M"): b"m",
+    ("out", b"A"): b"A", ("out", b"U"): b"R", ("out", b"C"): b"C", ("out", b"D"): b"C", ("out", b"E"): b"E",
+    ("out", b"B"): b"B", ("out", b"J"): b"J", ("out", b"I"): b"K", ("out", b"P"): b"O", ("out", b"T"): b"S",
+    ("out", b"M"): b"M", ("out", b"R"): b"S",
+}
+
+
+def _load_tables():
+    from feedhandler.protocols import ouch42, ouch50_spec
+    memset(_LAY, 0, sizeof(_LAY))
+    cdef lay_t *L
+    for ver, table in ((0, ouch42.TABLE), (1, ouch50_spec.TABLE)):
+        for (direction, t), (name, fields) in table.items():
+            L = &_LAY[ver][1 if direction == "out" else 0][t[0]]
+            roles = {"o_ts": -1, "o_ref": -1, "o_ref2": -1, "o_qty": -1, "o_price": -1, "o_side": -1,
+                     "o_symbol": -1, "o_order_ref": -1, "o_clordid": -1}
+            off = 1
+            has_app = 0
+            for f, kind, n in fields:
+                r = _ROLE.get(f)
+                if r is not None and roles[r] < 0:
+                    roles[r] = off
+                    if r == "o_ref":
+                        L.ref_size = n
+                    if r == "o_price":
+                        L.price_size = n
+                if kind == "a":
+                    has_app = 1
+                off += n
+            L.size = off
+            L.has_app = has_app
+            L.event = _EVENTS.get((direction, t), b"\0")[0]
+            L.o_ts, L.o_ref, L.o_ref2 = roles["o_ts"], roles["o_ref"], roles["o_ref2"]
+            L.o_qty, L.o_price, L.o_side = roles["o_qty"], roles["o_price"], roles["o_side"]
+            L.o_symbol, L.o_order_ref, L.o_clordid = roles["o_symbol"], roles["o_order_ref"], roles["o_clordid"]
+
+_load_tables()
+
+# ---- native decode ------------------------------------------------------------------------------
+cdef struct dec_t:
+    uint8_t status          # R_*
+    char event              # 0: session message
+    uint8_t type
+    uint8_t from_server
+    uint32_t ref            # 5.0 UserRefNum
+    uint32_t ref2           # 5.0 OrigUserRefNum
+    int32_t tok             # 4.2: offset of the token in the message (-1 none)
+    int32_t tok2
+    int32_t sym             # offset of the 8-byte symbol (-1 none)
+    uint32_t qty
+    char side
+    int64_t price           # 1e-9 units or FH_UNDEF_PRICE
+    uint64_t ts             # exchange ns since midnight (0 none)
+    uint64_t order_ref
+
+
+cdef int _appendages_ok(const uint8_t *p, Py_ssize_t n) noexcept nogil:
+    """1 when a TagValue block of n bytes parses exactly (each entry: len(1) tag(1) value(len-1))."""
+    cdef Py_ssize_t i = 0
+    while i < n:
+        if p[i] < 1 or i + 1 + p[i] > n:
+            return 0
+        i += 1 + p[i]
+    return 1
+
+
+cdef void _decode(int ver, const fh_msg *m, const uint8_t *from_server, Py_ssize_t n, dec_t *out) noexcept nogil:
+    """Decode n OUCH messages (table driven); never reads past m[i].len."""
+    cdef Py_ssize_t i
+    cdef const uint8_t *p
+    cdef const lay_t *L
+    cdef dec_t *d
+    cdef uint32_t ln, alen
+    for i in range(n):
+        d = &out[i]
+        memset(d, 0, sizeof(dec_t))
+        d.tok = d.tok2 = d.sym = -1
+        d.price = FH_UNDEF_PRICE
+        d.side = 78   # 'N'
+        d.from_server = from_server[i]
+        p = m[i].data
+        ln = m[i].len
+        if ln == 0:
+            d.status = R_EMPTY
+            continue
+        d.type = p[0]
+        L = &_LAY[ver][from_server[i]][p[0]]
+        if L.size == 0:
+            d.status = R_UNKNOWN_TYPE
+            continue
+        if L.has_app:
+            if ln < <uint32_t> L.size:
+                d.status = R_BAD_LENGTH
+                continue
+            alen = fh_load_be16(p + L.size - 2)
+            if ln != L.size + alen:
+                d.status = R_BAD_APPENDAGE_LENGTH
+                continue
+            if not _appendages_ok(p + L.size, alen):
+                d.status = R_BAD_APPENDAGE
+                continue
+        elif ln != <uint32_t> L.size:
+            d.status = R_BAD_LENGTH
+            continue
+        d.event = L.event
+        if L.o_ts >= 0:
+            d.ts = fh_load_be64(p + L.o_ts)
+        if L.o_ref >= 0:
+            if L.ref_size == 4:
+                d.ref = fh_load_be32(p + L.o_ref)
+            else:
+                d.tok = L.o_ref
+        if L.o_ref2 >= 0:
+            if L.ref_size == 4 or ver == 1:
+                d.ref2 = fh_load_be32(p + L.o_ref2)
+            else:
+                d.tok2 = L.o_ref2
+        if L.o_qty >= 0:
+            d.qty = fh_load_be32(p + L.o_qty)
+        if L.o_price >= 0:
+            if L.price_size == 8:
+                d.price = (<int64_t> fh_load_be64(p + L.o_price)) * 100000
+            else:
+                d.price = (<int64_t> fh_load_be32(p + L.o_price)) * 100000
+        if L.o_side >= 0:
+            d.side = <char> p[L.o_side]
+        if L.o_symbol >= 0:
+            d.sym = L.o_symbol
+        if L.o_order_ref >= 0:
+            d.order_ref = fh_load_be64(p + L.o_order_ref)
+
+
+cdef inline char _side(char s) noexcept nogil:
+    if s == 66:                         # 'B' buy
+        return 66
+    if s == 83 or s == 84 or s == 69:   # 'S' sell, 'T' sell short, 'E' sell short exempt
+        return 65
+    return 78
+
+
+cdef inline uint32_t _fnv32(const uint8_t *p, Py_ssize_t n) noexcept nogil:
+    cdef uint32_t h = 2166136261u
+    cdef Py_ssize_t i
+    for i in range(n):
+        h = (h ^ p[i]) * 16777619u
+    return h
+
+
+# ---- lifecycle pass ------------------------------------------------------------------------------
+cdef class OuchEventDecoder:
+    """Turns SoupBinTCP data packets (``SoupSessions.messages()``) into order-event records.
+
+    ``version``: "4.2" or "5.0". ``symbols``: optional {symbol: instrument_id}; without it ids are
+    assigned from 1 in order of first appearance (``symbol_map``).
+    """
+    cdef public int ver
+    cdef public dict orders
+    cdef public dict symbol_map
+    cdef public bint fixed_symbols
+    cdef public dict stats
+    cdef public object midnight
+
+    def __init__(self, version="5.0", symbols=None):
+        self.ver = 1 if str(version) in ("5.0", "50", "ouch50") else 0
+        self.orders = {}
+        self.fixed_symbols = symbols is not None
+        self.symbol_map = dict(symbols or {})
+        self.midnight = {}
+        self.stats = {"messages": 0, "records": 0, "session_messages": 0, "unknown_order": 0,
+                      "rejects": {r: 0 for r in REASONS[1:]}, "unknown_symbol": 0}
+
+    def decode(self, sessions, table=None):
+        """Records (TICK_DTYPE array) for the rows of ``table`` (default: every message of ``sessions``)."""
+        from feedhandler import records
+        if table is None:
+            table = sessions.messages()
+        cdef Py_ssize_t n = len(table), i, k = 0
+        out = records.empty(n)
+        if n == 0:
+            return out
+        streams = sessions.streams
+        cdef fh_msg *msgs = <fh_msg *> malloc(n * sizeof(fh_msg))
+        cdef dec_t *dec = <dec_t *> malloc(n * sizeof(dec_t))
+        cdef uint8_t *fs = <uint8_t *> malloc(n)
+        cdef const uint8_t[::1] mv
+        if msgs == NULL or dec == NULL or fs == NULL:
+            free(msgs); free(dec); free(fs)
+            raise MemoryError()
+        cdef const int64_t[::1] c_off = np.ascontiguousarray(table["off"], dtype=np.int64)
+        cdef const uint32_t[::1] c_len = np.ascontiguousarray(table["len"], dtype=np.uint32)
+        cdef const uint32_t[::1] c_str = np.ascontiguousarray(table["stream"], dtype=np.uint32)
+        cdef const uint64_t[::1] c_ts = np.ascontiguousarray(table["ts_recv"], dtype=np.uint64)
+        cdef const uint64_t[::1] c_seq = np.ascontiguousarray(table["seq"], dtype=np.uint64)
+        cdef const uint8_t[::1] c_fl = np.ascontiguousarray(table["flags"], dtype=np.uint8)
+        cdef const uint32_t[::1] c_conn = np.ascontiguousarray(table["conn"], dtype=np.uint32)
+        cdef const uint8_t[::1] c_fs = np.ascontiguousarray(table["from_server"], dtype=np.uint8)
+        cdef size_t[::1] ptr
+        cdef size_t[::1] size
+        cdef Py_ssize_t si
+        try:
+            keep = []
+            ns = len(streams)
+            ptr = np.zeros(max(ns, 1), dtype=np.uintp)
+            size = np.zeros(max(ns, 1), dtype=np.uintp)
+            for si in range(ns):
+                if len(streams[si].data):
+                    mv = streams[si].data
+                    keep.append(mv)
+                    ptr[si] = <size_t> &mv[0]
+                    size[si] = mv.shape[0]
+            for i in range(n):
+                si = c_str[i]
+                if si >= ns or <size_t> c_off[i] + c_len[i] > size[si]:
+                    raise ValueError(f"message {i} lies outside its stream")
+                msgs[i].data = <const uint8_t *> ptr[si] + <size_t> c_off[i]
+                msgs[i].len = c_len[i]
+                msgs[i].channel = <uint16_t> c_conn[i]
+                msgs[i].flags = c_fl[i]
+                msgs[i].ts_recv = c_ts[i]
+                msgs[i].sequence = c_seq[i]
+                fs[i] = c_fs[i]
+            with nogil:
+                _decode(self.ver, msgs, fs, n, dec)
+            k = self._lifecycle(msgs, dec, n, out)
+        finally:
+            free(msgs); free(dec); free(fs)
+        self.stats["messages"] += n
+        self.stats["records"] += k
+        return out[:k]
+
+    cdef Py_ssize_t _lifecycle(self, const fh_msg *m, const dec_t *d, Py_ssize_t n, object out) except -1:
+        cdef uint8_t[::1] raw = out.view(np.uint8)
+        cdef fh_order_event *r
+        cdef Py_ssize_t i, k = 0
+        cdef const dec_t *x
+        cdef list st
+        cdef uint64_t lat
+        cdef int proto = FH_OE_PROTO_OUCH50 if self.ver else FH_OE_PROTO_OUCH42
+        from feedhandler.pipeline import midnight_ns_for_ts
+        rej = self.stats["rejects"]
+        for i in range(n):
+            x = &d[i]
+            if x.status != R_OK:
+                rej[REASONS[x.status]] += 1
+                continue
+            if x.event == 0:
+                self.stats["session_messages"] += 1
+                continue
+            conn = m[i].channel
+            key = self._key(conn, &m[i], x.tok, x.ref)
+            r = <fh_order_event *> &raw[k * 64]
+            memset(r, 0, 64)
+            r.hd.length = FH_OWN_LENGTH
+            r.hd.rtype = FH_RTYPE_ORDER_EVENT
+            r.ts_recv = m[i].ts_recv
+            r.sequence = <uint32_t> m[i].sequence
+            r.event = x.event
+            r.protocol = proto
+            r.price = x.price
+            r.size = x.qty
+            r.side = _side(x.side)
+            if x.from_server:
+                r.flags |= FH_OE_F_FROM_EXCHANGE
+                mid = self.midnight.get(conn)
+                if mid is None:
+                    mid = self.midnight[conn] = midnight_ns_for_ts(m[i].ts_recv) if m[i].ts_recv else 0
+                r.hd.ts_event = <uint64_t> mid + x.ts
+            else:
+                r.hd.ts_event = FH_UNDEF_TIMESTAMP
+            if m[i].flags & 0x01:
+                r.flags |= FH_OE_F_POSS_DUP
+            if m[i].flags & 0x02:
+                r.flags |= FH_OE_F_AFTER_GAP
+            r.client_ref = x.ref if self.ver else (_fnv32(m[i].data + x.tok, 14) if x.tok >= 0 else 0)
+            # state: [instrument_id, side, price, leaves, order_ref, pending_ts]
+            ev = x.event
+            if ev == 78:                                    # N: Enter Order
+                iid = self._instrument(&m[i], x.sym)
+                st = [iid, r.side, x.price, 0, 0, m[i].ts_recv]
+                self.orders[key] = st
+            elif ev == 80 or ev == 82:                      # P replace request / R replaced
+                old = self._key(conn, &m[i], x.tok2, x.ref2)
+                st0 = self.orders.get(old)
+                st = self.orders.get(key)
+                if st is None:
+                    st = list(st0) if st0 is not None else [0, 78, FH_UNDEF_PRICE, 0, 0, 0]
+                    self.orders[key] = st
+                    if st0 is None:
+                        r.flags |= FH_OE_F_UNKNOWN_ORDER
+                        self.stats["unknown_order"] += 1
+                if ev == 80:
+                    st[5] = m[i].ts_recv
+                    if r.side == 78:
+                        r.side = st[1]
+                else:
+                    if x.sym >= 0:
+                        st[0] = self._instrument(&m[i], x.sym)
+                    st[1] = r.side
+                    st[2] = x.price
+                    st[3] = x.qty
+                    st[4] = x.order_ref
+                    if st0 is not None and old != key:
+                        self.orders.pop(old, None)
+            else:
+                st = self.orders.get(key)
+                if st is None:
+                    st = [self._instrument(&m[i], x.sym) if x.sym >= 0 else 0, r.side, x.price, 0, 0, 0]
+                    self.orders[key] = st
+                    r.flags |= FH_OE_F_UNKNOWN_ORDER
+                    self.stats["unknown_order"] += 1
+                if ev == 65:                                # A accepted
+                    st[1] = r.side
+                    st[2] = x.price
+                    st[3] = x.qty
+                    st[4] = x.order_ref
+                    if x.sym >= 0 and st[0] == 0:
+                        st[0] = self._instrument(&m[i], x.sym)
+                elif ev == 67:                              # C canceled (qty = decrement)
+                    st[3] = max(0, st[3] - x.qty)
+                elif ev == 69:                              # E executed
+                    st[3] = max(0, st[3] - x.qty)
+                elif ev == 77:                              # M modified: qty is the new open qty
+                    st[3] = x.qty
+                    if r.side != 78:
+                        st[1] = r.side
+                elif ev == 88 or ev == 109:                 # X cancel request / m modify request
+                    st[5] = m[i].ts_recv
+                elif ev == 83:                              # S priority update / restated
+                    if x.price != FH_UNDEF_PRICE:
+                        st[2] = x.price
+                    if x.order_ref:
+                        st[4] = x.order_ref
+                elif ev == 74:                              # J rejected
+                    st[3] = 0
+                if r.side == 78:
+                    r.side = st[1]
+                if r.price == FH_UNDEF_PRICE and ev != 69:
+                    r.price = st[2]
+            if x.from_server and st[5] and (ev == 65 or ev == 82 or ev == 67 or ev == 74 or ev == 75 or ev == 77):
+                lat = m[i].ts_recv - <uint64_t> st[5] if m[i].ts_recv >= <uint64_t> st[5] else 0
+                r.latency_ns = <uint32_t> (lat if lat < 0xFFFFFFFF else 0xFFFFFFFF)
+                r.flags |= FH_OE_F_LATENCY
+                st[5] = 0
+            r.hd.instrument_id = <uint32_t> st[0]
+            r.order_id = <uint64_t> st[4]
+            r.leaves_qty = <uint32_t> st[3]
+            if ev == 78:
+                r.leaves_qty = x.qty
+            k += 1
+        return k
+
+    cdef object _key(self, int conn, const fh_msg *m, int32_t tok, uint32_t ref):
+        if self.ver:
+            return (conn, ref)
+        if tok < 0:
+            return (conn, b"")
+        return (conn, m.data[tok:tok + 14])
+
+    cdef uint32_t _instrument(self, const fh_msg *m, int32_t sym) except? 0:
+        if sym < 0:
+            return 0
+        s = m.data[sym:sym + 8].rstrip(b" ").decode("ascii", "replace")
+        iid = self.symbol_map.get(s)
+        if iid is None:
+            if self.fixed_symbols:
+                self.stats["unknown_symbol"] += 1
+                return 0
+            iid = self.symbol_map[s] = len(self.symbol_map) + 1
+        return iid
+
+
+def detect_version(sessions, table=None, sample=64):
+    """"4.2" or "5.0": the version whose decoder rejects fewer of the first ``sample`` messages."""
+    if table is None:
+        table = sessions.messages()
+    t = table[:sample]
+    best, best_bad = "5.0", None
+    for v in ("5.0", "4.2"):
+        d = OuchEventDecoder(v)
+        d.decode(sessions, t)
+        bad = sum(d.stats["rejects"].values())
+        if best_bad is None or bad < best_bad:
+            best, best_bad = v, bad
+    return best
+
+
+def replay_stream(path, protocol="ouch50", *, symbols=None, max_ooo_segments=1024, max_ooo_bytes=4 << 20):
+    """Decode an OUCH-over-SoupBinTCP capture into order-event records.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        pcap / pcapng capture (optionally gzipped) of one or more SoupBinTCP sessions.
+    protocol : {"ouch42", "ouch50", "ouch"}
+        "ouch" detects the version from the first messages.
+    symbols : dict, optional
+        {symbol: instrument_id}; without it ids are assigned in order of first appearance.
+
+    Returns
+    -------
+    (records, stats) : (numpy.ndarray of TICK_DTYPE, dict)
+        Records are fh_order_event slots in capture-time order; stats holds the TCP, SoupBinTCP and
+        OUCH counters, the logins and the symbol map.
+    """
+    from feedhandler.framing.tcp import Reassembler, pair_streams
+    from feedhandler.framing.soupbintcp_stream import SoupSessions
+    r = Reassembler(max_ooo_segments=max_ooo_segments, max_ooo_bytes=max_ooo_bytes)
+    r.feed_file(path)
+    streams = r.finish()
+    sess = SoupSessions()
+    for c, s in pair_streams(streams):
+        sess.add_pair(c, s)
+    table = sess.messages()
+    if protocol in ("ouch", "auto"):
+        version = detect_version(sess, table)
+    else:
+        version = "4.2" if protocol in ("ouch42", "4.2") else "5.0"
+    dec = OuchEventDecoder(version, symbols)
+    recs = dec.decode(sess, table)
+    stats = {"protocol": "ouch42" if version == "4.2" else "ouch50", "tcp": r.stats,
+             "soupbintcp": dict(sess.counters), "sessions": sess.sessions, "logins": sess.logins,
+             "ouch": dec.stats, "symbols": dict(dec.symbol_map), "records": len(recs)}
+    return recs, stats
+
+
+# ---- synthetic captures -------------------------------------------------------------------------
+def synth_messages(n, seed=0, version="4.2"):
+    """[(dt_ns, side 'c'|'s', soup packet bytes)] of one OUCH session over SoupBinTCP: login, orders
+    with accepts, partial fills, cancels, replaces, rejects, heartbeats, end of session, logout."""
+    import random
+    from feedhandler.protocols import soupbintcp as sb
+    rnd = random.Random(seed)
+    v5 = str(version) in ("5.0", "50", "ouch50")
+    if v5:
+        from feedhandler.protocols import ouch50_spec as spec
+    else:
+        from feedhandler.protocols import ouch42 as spec
+    syms = ["AAPL", "MSFT", "IBM", "QQQ", "SPY"]
+    out = [(0, "c", sb.login_request("TRADER", "secret", "", 1)),
+           (30_000, "s", sb.login_accepted("SESSION01", 1))]
+    live = {}
+    ref = 0
+    oref = 1000
+    t = 34_200 * 10**9 + seed      # ns since midnight (09:30)
+    def enc(name, **kw):
+        return spec.encode(name, **kw)
+    def tok(i):
+        return ("T%013d" % i) if not v5 else i
+    while len(out) < n:
+        t += rnd.randint(5_000, 300_000)
+        r = rnd.random()
+        if r < 0.05:
+            out.append((rnd.randint(1000, 50_000), "s", sb.packet(b"H")))
+            out.append((rnd.randint(1000, 50_000), "c", sb.packet(b"R")))
+            continue
+        if r < 0.45 or not live:
+            ref += 1
+            sym, side = rnd.choice(syms), rnd.choice(["B", "S"])
+            qty, px = rnd.randint(1, 20) * 100, rnd.randint(100_000, 2_000_000)
+            if v5:
+                m = enc("enter_order", user_ref_num=ref, side=side, quantity=qty, symbol=sym, price=px,
+                        time_in_force="0", display="Y", capacity="A", intermarket_sweep="N", cross_type="N",
+                        cl_ord_id="CL%d" % ref, appendages=[("firm", "FIRM")] if rnd.random() < 0.5 else [])
+            else:
+                m = enc("enter_order", order_token=tok(ref), side=side, shares=qty, stock=sym, price=px,
+                        time_in_force=0, firm="FIRM", display="Y", capacity="A", intermarket_sweep="N",
+                        cross_type="N", customer_type="R")
+            out.append((rnd.randint(1000, 50_000), "c", sb.unsequenced(m)))
+            lat = rnd.randint(20_000, 120_000)
+            if rnd.random() < 0.07:
+                m = (enc("order_rejected", timestamp=t, user_ref_num=ref, reason=1, cl_ord_id="CL%d" % ref) if v5
+                     else enc("rejected", timestamp=t, order_token=tok(ref), reason="S"))
+                out.append((lat, "s", sb.sequenced(m)))
+                continue
+            oref += 1
+            live[ref] = [sym, side, qty, px, oref]
+            if v5:
+                m = enc("order_accepted", timestamp=t, user_ref_num=ref, side=side, quantity=qty, symbol=sym,
+                        price=px, time_in_force="0", display="Y", order_reference_number=oref, capacity="A",
+                        intermarket_sweep="N", cross_type="N", order_state="L", cl_ord_id="CL%d" % ref,
+                        appendages=[("bbo_weight_indicator", "0")])
+            else:
+                m = enc("accepted", timestamp=t, order_token=tok(ref), side=side, shares=qty, stock=sym, price=px,
+                        time_in_force=0, firm="FIRM", display="Y", order_reference_number=oref, capacity="A",
+                        intermarket_sweep="N", cross_type="N", order_state="L", bbo_weight_indicator=" ")
+            out.append((lat, "s", sb.sequenced(m)))
+            continue
+        k = rnd.choice(list(live))
+        sym, side, qty, px, o = live[k]
+        rr = rnd.random()
+        if rr < 0.45:
+            fq = min(qty, rnd.randint(1, 5) * 100)
+            m = (enc("order_executed", timestamp=t, user_ref_num=k, quantity=fq, price=px, liquidity_flag="A",
+                     match_number=rnd.randint(1, 10**12)) if v5 else
+                 enc("executed", timestamp=t, order_token=tok(k), executed_shares=fq, execution_price=px,
+                     liquidity_flag="A", match_number=rnd.randint(1, 10**12)))
+            out.append((rnd.randint(1000, 80_000), "s", sb.sequenced(m)))
+            live[k][2] -= fq
+            if live[k][2] <= 0:
+                del live[k]
+        elif rr < 0.75:
+            m = enc("cancel_order", user_ref_num=k, quantity=0) if v5 else enc("cancel_order", order_token=tok(k), shares=0)
+            out.append((rnd.randint(1000, 50_000), "c", sb.unsequenced(m)))
+            m = (enc("order_canceled", timestamp=t, user_ref_num=k, quantity=qty, reason="U") if v5 else
+                 enc("canceled", timestamp=t, order_token=tok(k), decrement_shares=qty, reason="U"))
+            out.append((rnd.randint(20_000, 120_000), "s", sb.sequenced(m)))
+            del live[k]
+        else:
+            ref += 1
+            npx = px + rnd.randint(-500, 500)
+            if v5:
+                m = enc("replace_order", orig_user_ref_num=k, user_ref_num=ref, quantity=qty, price=npx,
+                        time_in_force="0", display="Y", intermarket_sweep="N", cl_ord_id="CL%d" % ref)
+            else:
+                m = enc("replace_order", existing_order_token=tok(k), replacement_order_token=tok(ref), shares=qty,
+                        price=npx, time_in_force=0, display="Y", intermarket_sweep="N")
+            out.append((rnd.randint(1000, 50_000), "c", sb.unsequenced(m)))
+            oref += 1
+            if v5:
+                m = enc("order_replaced", timestamp=t, orig_user_ref_num=k, user_ref_num=ref, side=side, quantity=qty,
+                        symbol=sym, price=npx, time_in_force="0", display="Y", order_reference_number=oref,
+                        capacity="A", intermarket_sweep="N", cross_type="N", order_state="L", cl_ord_id="CL%d" % ref)
+            else:
+                m = enc("replaced", timestamp=t, replacement_order_token=tok(ref), side=side, shares=qty, stock=sym,
+                        price=npx, time_in_force=0, firm="FIRM", display="Y", order_reference_number=oref,
+                        capacity="A", intermarket_sweep="N", cross_type="N", order_state="L",
+                        previous_order_token=tok(k), bbo_weight_indicator=" ")
+            out.append((rnd.randint(20_000, 120_000), "s", sb.sequenced(m)))
+            del live[k]
+            live[ref] = [sym, side, qty, npx, oref]
+    out.append((10_000, "s", sb.packet(b"Z")))
+    out.append((10_000, "c", sb.packet(b"O")))
+    return out
+
+
+def synth(path, n=1000, seed=0, version="4.2", *, t0=1_700_000_000_000_000_000, mss=1460):
+    """Write a pcap of one OUCH ``version`` session over SoupBinTCP over TCP; returns the packet list."""
+    from feedhandler.framing.tcp import TcpConversation
+    from feedhandler.capture.pcapwriter import write_pcap
+    pk = synth_messages(n, seed, version)
+    conv = TcpConversation(client=("10.3.0.2", 52000), server=("10.3.0.1", 15000), mss=mss,
+                           isn_c=seed * 104729 + 77, isn_s=0xFFFFFF00 - seed)
+    ts = t0
+    conv.handshake(ts)
+    ts += 10_000
+    for dt, side, p in pk:
+        ts += dt
+        conv.send(ts, side, p)
+    conv.close(ts + 1000)
+    write_pcap(path, conv.frames, nanosecond=True)
+    return pk
