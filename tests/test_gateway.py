@@ -322,6 +322,9 @@ class SlowEngine(RefEngine):
 def test_busy_when_engine_queue_full():
     eng = SlowEngine(["AAPL"])
     pipe = OrderPipeline(eng, RiskManager(RiskLimits(price_band_bps=0)), max_pending=1)
+    # a dedicated engine thread: every worker only parses and queues, so whichever worker gets the second
+    # request answers it busy (with the default layout the engine thread is worker 0, blocked here)
+    pipe.start()
     gw = Gateway(pipe, Authenticator(KeyStore(KEYS)), "tcp://127.0.0.1:*", workers=2).start()
     c1 = Client(gw.endpoint, "alice", b"alice-secret", timeout=3, retries=0)
     c2 = Client(gw.endpoint, "bob", b"bob-secret", timeout=3, retries=0)
@@ -342,6 +345,7 @@ def test_busy_when_engine_queue_full():
         c1.close()
         c2.close()
         gw.stop()
+        pipe.stop()
 
 
 def test_events_to_ticks_layout():
@@ -362,3 +366,162 @@ def test_events_to_ticks_layout():
     assert list(mbo["action"]) == [b"F", b"A"] and list(mbo["size"]) == [3, 7]
     assert mbo[1]["flags"] & 0x80 and not mbo[0]["flags"] & 0x80
     assert [trd["sequence"]] + list(mbo["sequence"]) == [1, 2, 3]
+
+
+# ---- the engine thread: input queue, one owner, replies routed back by client identity ----------------
+
+class ThreadRecordingEngine(RefEngine):
+    """RefEngine that records which threads call it."""
+
+    def __init__(self, symbols):
+        super().__init__(symbols)
+        self.threads = set()
+
+    def submit(self, req):
+        self.threads.add(threading.current_thread().name)
+        return super().submit(req)
+
+    def submit_many(self, reqs):
+        return [self.submit(r) for r in reqs]
+
+
+def _flow(n, account_tag):
+    """Orders that rest and cross: every client's own replies are deterministic by rid."""
+    out = []
+    for i in range(n):
+        side = "B" if i % 2 else "S"
+        out.append({"type": "new", "rid": f"{account_tag}-{i}", "client_order_id": f"{account_tag}-{i}",
+                    "symbol": "AAPL", "side": side, "price": 100 * PX + (i % 3) * PX // 100, "qty": 1 + i % 4})
+    return out
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_engine_owned_by_one_thread_and_replies_reach_their_client(workers):
+    """Several clients with many requests in flight over several workers: the engine is called from ONE
+    thread only, every client gets exactly the replies to its own requests, and executions of resting
+    orders reach the owner."""
+    eng = ThreadRecordingEngine(["AAPL"])
+    pipe = OrderPipeline(eng, RiskManager(RiskLimits(price_band_bps=0, rate_per_s=0)), max_pending=100_000)
+    gw = Gateway(pipe, Authenticator(KeyStore(KEYS)), "tcp://127.0.0.1:*", workers=workers).start()
+    clients = {"alice": Client(gw.endpoint, "alice", b"alice-secret", timeout=5),
+               "bob": Client(gw.endpoint, "bob", b"bob-secret", timeout=5)}
+    n = 150
+    got: dict[str, dict] = {k: {} for k in clients}
+    execs: dict[str, list] = {k: [] for k in clients}
+    try:
+        for c in clients.values():
+            assert c.hello()["status"] == "ok"
+
+        def run(name):
+            c = clients[name]
+            reqs = _flow(n, name)
+            sent = 0
+            while len(got[name]) < n:   # keep up to 16 requests in flight
+                while sent < n and sent - len(got[name]) < 16:
+                    c.send_raw(zmq.utils.jsonapi.dumps(reqs[sent]))
+                    sent += 1
+                assert c.sock.poll(5000), "no reply"
+                import json as _j
+                msg = _j.loads(c.sock.recv())
+                if msg.get("type") == "exec":
+                    execs[name].append(msg)
+                else:
+                    assert msg["rid"] not in got[name]
+                    got[name][msg["rid"]] = msg
+
+        ts = [threading.Thread(target=run, args=(k,)) for k in clients]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(30)
+        for name in clients:
+            assert set(got[name]) == {f"{name}-{i}" for i in range(n)}
+            acct = KEYS[name][1]
+            assert all(m["status"] == "ack" for m in got[name].values())
+            assert all(e["account"] == acct for m in got[name].values() for e in m["events"])
+        # one owner: worker 0 when the gateway owns the engine
+        assert eng.threads == {f"{gw.name}-w0"}
+        # every fill of a resting order reaches its owner: in the owner's own reply (self-match) or as an
+        # unsolicited exec report (these may arrive after the owner's last reply: keep reading)
+        replies = [e for name in clients for m in got[name].values() for e in m["events"]]
+        takers = sum(1 for e in replies if e["type"] == "fill" and e["liquidity"] == "taker")
+        in_replies = sum(1 for e in replies if e["type"] == "fill" and e["liquidity"] == "maker")
+
+        def all_routed():
+            for name, c in clients.items():
+                execs[name].extend(c.executions(0.01))
+            return in_replies + len(execs["alice"]) + len(execs["bob"]) >= takers
+
+        assert _wait(all_routed)
+        assert takers > 0 and in_replies + len(execs["alice"]) + len(execs["bob"]) == takers
+        for name in clients:
+            assert all(e["account"] == KEYS[name][1] and e["exec_type"] == "fill" for e in execs[name])
+        assert pipe.stats.requests == 2 * n + 2 and pipe.stats.acks == 2 * n
+    finally:
+        for c in clients.values():
+            c.close()
+        gw.stop()
+    assert pipe._owner is None   # the engine thread gave the engine up; calls run inline again
+    r = pipe.handle("ACC-A", None, {"type": "new", "rid": "after", "symbol": "AAPL", "side": "B", "price": PX, "qty": 1})
+    assert r["status"] == "ack"
+
+
+def _strip_reply(r):
+    r = dict(r)
+    r.pop("_stamps", None)
+    return r
+
+
+def test_engine_thread_equals_inline_and_serves_blocking_callers():
+    """The same requests give the same replies inline (engine lock) and through a dedicated engine thread,
+    called from several threads at once (FIX/OUCH acceptors call the blocking handle_many)."""
+    from engine.manager import EngineManager
+
+    reqs = [("ACC-A" if i % 2 else "ACC-B", None, dict(r, rid=f"r{i}"), 1)
+            for i, r in enumerate(_flow(120, "x"))]
+    inline = OrderPipeline(EngineManager(["AAPL"]), RiskManager(RiskLimits(price_band_bps=0, rate_per_s=0)))
+    want = [_strip_reply(inline.handle_many([it])[0]) for it in reqs]
+    eng = EngineManager(["AAPL"])
+    threaded = OrderPipeline(eng, RiskManager(RiskLimits(price_band_bps=0, rate_per_s=0))).start()
+    try:
+        got = [_strip_reply(threaded.handle_many([it])[0]) for it in reqs]
+        assert got == want
+        assert threaded.handle("ACC-A", None, {"type": "query", "what": "book", "symbol": "AAPL", "rid": "q"})[
+            "bids"] == inline.handle("ACC-A", None, {"type": "query", "what": "book", "symbol": "AAPL"})["bids"]
+        # concurrent blocking callers: every one gets its own replies, all orders reach the engine once
+        out: dict[int, list] = {}
+
+        def caller(k):
+            items = [("ACC-C", None, {"type": "new", "rid": f"c{k}-{j}", "client_order_id": f"c{k}-{j}",
+                                      "symbol": "AAPL", "side": "B", "price": 50 * PX, "qty": 1}, 1) for j in range(40)]
+            out[k] = [threaded.handle_many(items[j : j + 4]) for j in range(0, 40, 4)]
+
+        ts = [threading.Thread(target=caller, args=(k,)) for k in range(4)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(30)
+        rids = [r["rid"] for k in out for batch in out[k] for r in batch]
+        assert sorted(rids) == sorted(f"c{k}-{j}" for k in range(4) for j in range(40))
+        assert all(r["status"] == "ack" for k in out for batch in out[k] for r in batch)
+        bids = threaded.handle("ACC-C", None, {"type": "query", "what": "book", "symbol": "AAPL"})["bids"]
+        assert (50 * PX, 160) in [(p, q) for p, q, _ in bids]
+    finally:
+        threaded.stop()
+        eng.close()
+        inline.engine.close()
+
+
+def test_protocol_json_codec():
+    """dumpb/loads (orjson when installed) give json's compact output; what orjson refuses falls back."""
+    import json
+
+    from engine.gateway import dumpb, loads
+
+    obj = {"rid": "r1", "status": "ack", "events": [{"order_id": (1 << 40) | 3, "price": -5, "text": "é\"x"}]}
+    assert dumpb(obj) == json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    assert loads(dumpb(obj)) == obj
+    assert loads(dumpb({"big": 2**70})) == {"big": 2**70}      # beyond 64 bits: the json fallback
+    assert dumpb({"n": np.int64(7)}) == b'{"n":7}'
+    with pytest.raises(ValueError):
+        loads(b"{not json")

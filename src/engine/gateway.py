@@ -1,11 +1,14 @@
-"""The order gateway: ZeroMQ ROUTER frontend, inproc DEALER backend, N worker threads.
+"""The order gateway: ZeroMQ ROUTER frontend, inproc DEALER backend, N worker threads, one engine thread.
 
 Data path of one request::
 
     client DEALER ──tcp──► ROUTER (frontend) ══ zmq.proxy (C, own thread) ══ DEALER (backend, inproc)
         ──► worker k (DEALER): drain a burst (<= 64), per request auth (HMAC) → parse/validate → dedup
-            → risk, then the burst's orders as ONE engine.submit_many under the engine lock
-        ◄── reply [identity, json] on the worker's own socket ──► proxy ──► ROUTER ──► the client
+            → risk → the burst's accepted orders appended to the engine's input queue (one entry per burst)
+        ──► engine thread (worker 0): drain the queue, ONE engine.submit_many per drain (one journal
+            commit: journaled before applied and acknowledged), replies built from the events
+        ◄── reply [identity, json] on worker 0's socket ──► proxy ──► ROUTER ──► the client
+            then, after the replies of the batch: execution reports to other owners, market data (PUB)
 
 Wire format (client → gateway), one ZeroMQ multipart message::
 
@@ -16,19 +19,33 @@ Gateway → client: ``[json]``; a reply carries the request's ``rid``; unsolicit
 
 Threads and ownership
 - The proxy thread owns the frontend and backend sockets. Each worker owns one DEALER (requests in,
-  replies out) and one PULL (``inproc://<name>-out-<k>``): other threads that must send to a client
-  (FIX/OUCH acceptors delivering fills to ZeroMQ clients) push ``[identity, json]`` there through a
-  thread-local PUSH socket and the worker forwards it. No socket is ever used by two threads.
+  replies out) and one PULL outbox (``inproc://<name>-out-<k>``) that it forwards to its DEALER.
+- The engine has ONE owner thread (one book, one thread): by default the gateway's worker 0, which is
+  also a worker. Other workers append bursts to :class:`OrderPipeline`'s input queue (a deque: appends
+  and pops are atomic) and ring worker 0's doorbell (``inproc://<name>-bell``, one empty message); a
+  burst that worker 0 receives itself is applied at once, with no thread hop. Replies and execution
+  reports leave on worker 0's own DEALER: the proxy's ROUTER routes by the identity frame, so any worker
+  socket reaches any client, and one sender keeps each client's messages in engine order. Nothing
+  holds a lock around the engine on this path (the engine lock only serves the inline mode below).
+- When something else owns the engine (:meth:`OrderPipeline.start`: a dedicated engine thread), every
+  worker only parses and queues, and the engine thread's replies go to the client's worker outbox
+  (chosen by a hash of the identity, again one path per client) through a thread-local PUSH.
+- With no engine thread at all (an OrderPipeline used on its own, or after the gateway stopped), calls
+  run inline under the engine lock.
+- Backpressure: at most ``max_pending`` orders may be queued or inside the engine; beyond that a request
+  is answered ``busy`` (never dropped silently; the client retries with backoff). ZeroMQ high-water
+  marks (``hwm``) bound every socket queue. While worker 0 is inside the engine, requests that the
+  proxy hands to worker 0 wait in its socket queue (bounded by the HWM); the other workers keep
+  answering, with ``busy`` once the engine queue is full.
 - :class:`OrderPipeline` is the transport-independent part (validate, dedup, risk, engine, routing of
-  events to owning accounts, market data). The FIX and OUCH acceptors call the same pipeline.
-- The engine is called synchronously under one lock (an EngineManager is owned by one thread at a time),
-  one batch per worker burst; when more than ``max_pending`` requests are already waiting for it the
-  request is answered ``busy`` instead of queueing without bound. (EngineManager's own async mode,
-  submit_nowait/events, would add a thread hop to every ACK; not used, not measured.)
-  ZeroMQ high-water marks (``hwm``) bound every socket queue.
+  events to owning accounts, market data). The FIX and OUCH acceptors call its blocking
+  :meth:`~OrderPipeline.handle_many`, which goes through the same input queue and waits.
+
+Measured costs and the benchmark: see bench/bench_gateway.py.
 """
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import threading
@@ -41,18 +58,85 @@ import zmq
 from engine.auth import AuthError, Authenticator
 from engine.risk import RiskManager
 
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
-_loads = json.loads
+
+
+def _int_like(o):
+    """json fallback for numpy integers (what OPT_SERIALIZE_NUMPY does in orjson)."""
+    if hasattr(o, "__index__"):
+        return o.__index__()
+    raise TypeError(f"{type(o).__name__} is not JSON serializable")
+
+
+_json_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_int_like).encode
+
+try:  # optional: orjson encodes a reply ~10x and decodes ~3x faster than json here (bench/bench_gateway.py)
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - the fallback is exercised where orjson is not installed
+    _orjson = None
+
+
+def dumpb(obj) -> bytes:
+    """The gateway protocol's JSON encoder (compact; orjson when installed, else json): object -> bytes."""
+    if _orjson is not None:
+        try:
+            return _orjson.dumps(obj, option=_orjson.OPT_SERIALIZE_NUMPY)
+        except TypeError:
+            pass    # what orjson refuses (ints beyond 64 bits, non-str keys): json's rules apply
+    return _json_encode(obj).encode()
+
+
+#: The gateway protocol's JSON decoder (bytes -> object); raises ValueError on bad input.
+loads = _orjson.loads if _orjson is not None else json.loads
 
 SIDES = {"B": "B", "S": "S", "buy": "B", "sell": "S", "BUY": "B", "SELL": "S", "1": "B", "2": "S"}
 _PENDING = object()
+# zmq's flags are enum.IntFlag: every "|" or "&" on them is a Python-level enum call (~1 us here), so the
+# hot path uses plain ints
+_SNDMORE, _NOBLOCK, _EVENTS, _POLLIN = int(zmq.SNDMORE), int(zmq.NOBLOCK), int(zmq.EVENTS), int(zmq.POLLIN)
+
+
+def _send2(sock: zmq.Socket, ident: bytes, body: bytes, flags: int = 0) -> None:
+    """send_multipart([ident, body], flags) without enum arithmetic."""
+    sock.send(ident, _SNDMORE | flags)
+    sock.send(body, flags)
+
+
+_CALL = object()   # engine-queue marker of a call (query) run by the engine thread
+
+
+class _Waiter:
+    """Collects the replies of one blocking handle_many() from the engine thread."""
+
+    __slots__ = ("out", "ev", "n")
+
+    def __init__(self, n: int):
+        self.out: list = []
+        self.ev = threading.Event()
+        self.n = n
+
+    def deliver(self, i: int, reply: dict) -> None:
+        self.out.append((i, reply))
+        if len(self.out) >= self.n:
+            self.ev.set()
+
+    def wait(self) -> None:
+        self.ev.wait()
+
+
+def _run_call(fn: Callable, waiter: "_Waiter") -> None:
+    """Engine thread: run a call (query) for another thread; its exception goes back to the caller."""
+    try:
+        waiter.deliver(0, (True, fn()))
+    except Exception as e:
+        waiter.deliver(0, (False, e))
 
 
 class GatewayStats:
     """Counters bumped by workers; read by a monitor. Plain ints: the GIL makes += atomic enough for
     statistics (a lost increment under contention is acceptable, a lock per request is not)."""
 
-    __slots__ = ("requests", "acks", "rejects", "busy", "auth_failures", "dups", "execs_routed", "bad_requests")
+    __slots__ = ("requests", "acks", "rejects", "busy", "auth_failures", "dups", "execs_routed", "bad_requests",
+                 "engine_errors")
 
     def __init__(self):
         for s in self.__slots__:
@@ -63,7 +147,9 @@ class GatewayStats:
 
 
 class OrderPipeline:
-    """Validate → dedup → risk → engine → route events. Transport independent and thread safe.
+    """Validate → dedup → risk → engine input queue → engine thread → route events. Transport independent
+    and thread safe. The engine is called by one owner thread (:meth:`attach` / :meth:`start`), or
+    inline under a lock when there is none.
 
     Parameters
     ----------
@@ -72,7 +158,8 @@ class OrderPipeline:
     marketdata : engine.marketdata.MarketDataPublisher, optional
         Gets every event list (book updates and trades published as tick records).
     max_pending : int
-        Requests allowed to wait for the engine lock before new ones are answered ``busy``.
+        Orders allowed in the engine input queue (or inside the engine) before new ones are answered
+        ``busy``.
     dedup_size : int
         How many recent (account, client order id) outcomes are remembered for idempotent retries.
     portfolio : engine.portfolio.PortfolioManager, optional
@@ -103,6 +190,13 @@ class OrderPipeline:
         self._owner_by_clid: dict[tuple[str, str], int] = {}
         self.zmq_route: Callable[[str, dict], bool] | None = None
         self._rid = itertools.count(1)
+        # the engine's input queue: bursts of accepted orders (and query calls), consumed by the owner
+        self._inq: collections.deque = collections.deque()
+        self._owner: threading.Thread | None = None     # the engine thread (see attach)
+        self._bell: Callable[[], None] | None = None     # wakes the owner after an append
+        self._thread: threading.Thread | None = None     # own engine thread (start), if any
+        self._wake = threading.Event()
+        self._stopping = False
 
     # ---- routing of executions to the owning client ------------------------------------------------
     def register_sink(self, account: str, sink: Callable[[dict], None] | None) -> None:
@@ -131,15 +225,168 @@ class OrderPipeline:
         return self.handle_many([(account, client, req, ts_recv)])[0]
 
     def handle_many(self, items: list[tuple]) -> list[dict]:
-        """Process a burst of ``(account, client, req, ts_recv)`` in order; one reply per item.
+        """Process a burst of ``(account, client, req, ts_recv)`` in order; one reply per item (blocking).
 
-        Validation, dedup and risk run per request; everything that passes goes to the engine as ONE
-        ``submit_many`` batch under one lock acquisition (one journal batch), so a burst costs one
-        engine call, not one per order.
+        Validation, dedup and risk run per request in the calling thread; everything that passes goes to
+        the engine as ONE ``submit_many`` batch (one journal commit): through the engine thread's input
+        queue when an engine thread owns the engine (:meth:`attach`, :meth:`start`), else inline under
+        the engine lock.
         """
+        replies, batch = self._prepare(items)
+        if batch:
+            if self._owner is None or self._owner is threading.current_thread():
+                if self._inq and self._owner is not None:
+                    self.drain()             # engine order: what was queued before goes first
+                self._run_inline([(batch, replies.__setitem__)])
+            else:
+                w = _Waiter(len(batch))
+                self._enqueue((batch, w.deliver))
+                self._wait(w)
+                for i, reply in w.out:
+                    replies[i] = reply
+        return replies
+
+    def handle_async(self, items: list[tuple], deliver: Callable[[int, dict], None]) -> list:
+        """Like :meth:`handle_many`, without waiting for the engine.
+
+        Returns one entry per item: the reply for requests answered at once (hello, query, bad request,
+        dedup, risk and busy rejects, and everything when no engine thread runs), ``None`` for requests
+        queued for the engine thread, which calls ``deliver(index, reply)`` for each of them as soon as
+        its batch is journaled and applied (market data is published after the replies of a batch). Called
+        by the engine thread itself, the burst is applied at once (after what is queued): no thread hop.
+        """
+        if self._owner is None:
+            return self.handle_many(items)
+        replies, batch = self._prepare(items)
+        if batch:
+            if self._owner is threading.current_thread():
+                if self._inq:
+                    self.drain()
+                self._run([(batch, deliver)])
+            else:
+                self._enqueue((batch, deliver))
+        return replies
+
+    # ---- the engine thread -----------------------------------------------------------------------
+    def attach(self, bell: Callable[[], None]) -> None:
+        """Make the CALLING thread the engine thread: from now on only it calls the engine, consuming the
+        input queue in :meth:`drain`; ``bell()`` is called (from any thread) after every append so
+        that it wakes up. The gateway's first worker attaches itself; :meth:`start` runs a dedicated one."""
+        if self._owner is not None:
+            raise RuntimeError(f"the engine is already owned by {self._owner.name}")
+        self._bell = bell
+        self._owner = threading.current_thread()
+
+    def detach(self) -> None:
+        """Engine thread: give the engine up (later calls run inline again), answering what is queued."""
+        if self._owner is not threading.current_thread():
+            raise RuntimeError("detach() is for the engine thread")
+        self._owner = None
+        self._bell = None
+        with self._engine_lock:
+            self.drain()
+
+    def drain(self, max_batch: int = 1024) -> int:
+        """Engine thread: apply everything queued, at most ``max_batch`` orders per engine call (one
+        journal commit per call); returns the number of orders applied."""
+        q = self._inq
+        total = 0
+        while q:
+            items, n = [], 0
+            while q and n < max_batch:
+                it = q.popleft()
+                items.append(it)
+                n += 1 if it[0] is _CALL else len(it[0])
+            self._run(items)
+            total += n
+        return total
+
+    def start(self) -> "OrderPipeline":
+        """Run a dedicated engine thread (when no gateway worker owns the engine). Idempotent."""
+        if self._thread is None and self._owner is None:
+            ready = threading.Event()
+            self._stopping = False
+
+            def loop():
+                self.attach(self._wake.set)
+                ready.set()
+                try:
+                    while not self._stopping:
+                        self._wake.wait(0.1)
+                        self._wake.clear()
+                        self.drain()
+                finally:
+                    self.detach()
+            self._thread = threading.Thread(target=loop, name="engine", daemon=True)
+            self._thread.start()
+            ready.wait()
+        return self
+
+    def stop(self) -> None:
+        """Stop the engine thread of :meth:`start` after answering what is queued. Idempotent."""
+        t = self._thread
+        if t is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        t.join()
+        self._thread = None
+
+    def _enqueue(self, item) -> None:
+        self._inq.append(item)
+        bell = self._bell
+        if bell is not None:
+            bell()
+
+    def _wait(self, w: "_Waiter") -> None:
+        """Wait for the engine thread; if it went away meanwhile, apply the queue here."""
+        while not w.ev.wait(0.05):
+            if self._owner is None:
+                with self._engine_lock:
+                    self.drain()
+
+    def _run_inline(self, items: list) -> None:
+        with self._engine_lock:
+            self._run(items)
+
+    def _run(self, items: list) -> None:
+        """Engine owner: apply queued bursts in order; calls (queries) run between them."""
+        pending = []
+        for it in items:
+            if it[0] is _CALL:
+                if pending:
+                    self._run_orders(pending)
+                    pending = []
+                _run_call(it[1], it[2])
+            else:
+                pending.append(it)
+        if pending:
+            self._run_orders(pending)
+
+    def _run_orders(self, items: list) -> None:
+        batch = [b for it in items for b in it[0]]
+        t_enq = batch[0][7]
+        try:
+            results = self._execute(batch)
+        finally:
+            self._release(len(batch))
+        t_match = time.time_ns()
+        k = 0
+        for sub, deliver in items:
+            m = len(sub)
+            self._complete(sub, results[k : k + m], t_enq, t_match, deliver)
+            k += m
+        self._publish(results)         # after the ACKs: public data never delays the owner's reply
+
+    # ---- the parts of one batch ----------------------------------------------------------------
+    def _prepare(self, items: list[tuple]) -> tuple[list, list]:
+        """Validate, dedup and risk-check; reserve engine queue room (else ``busy``).
+
+        Returns (replies with None where the request goes to the engine, batch entries
+        ``(index, account, rid, key, ereq, t_recv, t_risk, t_enq)``)."""
         st = self.stats
         replies: list = [None] * len(items)
-        batch = []   # (index, account, client, rid, key, ereq, t_recv, t_risk)
+        batch = []
         for i, (account, client, req, ts_recv) in enumerate(items):
             st.requests += 1
             t_recv = ts_recv if ts_recv is not None else time.time_ns()
@@ -182,10 +429,10 @@ class OrderPipeline:
                 replies[i] = self._remember(key, {"rid": rid, "status": "rejected", "reason": reason})
                 continue
             ereq["ts_recv"] = t_recv
-            batch.append((i, account, rid, key, ereq, t_recv, time.time_ns()))
+            batch.append([i, account, rid, key, ereq, t_recv, time.time_ns(), 0])
         if not batch:
-            return replies
-        with self._pending_lock:
+            return replies, batch
+        with self._pending_lock:     # a counter, held for two integer operations
             room = self.max_pending - self._pending
             if room < len(batch):
                 for i, account, rid, key, *_ in batch[max(room, 0):]:
@@ -193,29 +440,41 @@ class OrderPipeline:
                     replies[i] = self._remember(key, {"rid": rid, "status": "busy", "reason": "busy"})
                 batch = batch[: max(room, 0)]
             self._pending += len(batch)
-        if not batch:
-            return replies
+        t_enq = time.time_ns()
+        for b in batch:
+            b[7] = t_enq
+        return replies, batch
+
+    def _release(self, n: int) -> None:
+        with self._pending_lock:
+            self._pending -= n
+
+    def _execute(self, batch: list) -> list:
+        """Engine owner only: one engine call for the batch; risk and ownership state follow it in order."""
+        reqs = [b[4] for b in batch]
         try:
-            with self._engine_lock:
-                t_enq = time.time_ns()
-                reqs = [b[4] for b in batch]
-                if len(reqs) > 1 and hasattr(self.engine, "submit_many"):
-                    results = self.engine.submit_many(reqs)
-                else:
-                    results = [self.engine.submit(r) for r in reqs]
-                t_match = time.time_ns()
-                # risk and ownership state must follow the engine in the same order
-                for events in results:
-                    for ev in events:
-                        self.risk.on_event(ev)
-                        if ev["type"] == "accepted":
-                            self._owner_by_clid[(ev["account"], ev["client_order_id"])] = ev["order_id"]
-                    if self.marketdata is not None:
-                        self.marketdata.publish(events)
-        finally:
-            with self._pending_lock:
-                self._pending -= len(batch)
-        for (i, account, rid, key, ereq, t_recv, t_risk), events in zip(batch, results):
+            if len(reqs) > 1 and hasattr(self.engine, "submit_many"):
+                results = self.engine.submit_many(reqs)
+            else:
+                results = [self.engine.submit(r) for r in reqs]
+        except Exception as e:  # a failing engine answers every request instead of dropping it
+            self.stats.engine_errors += 1
+            return [[{"type": "rejected", "account": b[1], "reason": "engine_error", "text": repr(e)}]
+                    for b in batch]
+        owner = self._owner_by_clid
+        on_event = self.risk.on_event
+        for events in results:
+            for ev in events:
+                on_event(ev)
+                if ev["type"] == "accepted":
+                    owner[(ev["account"], ev["client_order_id"])] = ev["order_id"]
+        return results
+
+    def _complete(self, batch: list, results: list, t_enq: int, t_match: int, deliver) -> None:
+        """Build each request's reply (own events), route other accounts' events, deliver the replies."""
+        st = self.stats
+        lat = self.latency is not None
+        for (i, account, rid, key, ereq, t_recv, t_risk, t_q), events in zip(batch, results):
             own = []
             for ev in events:
                 if ev.get("account") == account:
@@ -223,7 +482,6 @@ class OrderPipeline:
                 else:
                     st.execs_routed += 1
                     self.route(ev["account"], ev)
-            stamps = (t_recv, t_risk, t_enq, t_match) if self.latency is not None else None
             if own and own[0]["type"] == "rejected":
                 st.rejects += 1
                 reply = {"rid": rid, "status": "rejected", "reason": own[0].get("reason", ""), "events": own}
@@ -231,9 +489,14 @@ class OrderPipeline:
                 st.acks += 1
                 reply = {"rid": rid, "status": "ack", "events": own}
             self._remember(key, reply)
-            reply["_stamps"] = stamps
-            replies[i] = reply
-        return replies
+            reply["_stamps"] = (t_recv, t_risk, t_q, t_match) if lat else None
+            deliver(i, reply)
+
+    def _publish(self, results: list) -> None:
+        md = self.marketdata
+        if md is not None:
+            for events in results:
+                md.publish(events)
 
     def _remember(self, key, reply: dict) -> dict:
         if key[-1] is not None:
@@ -300,19 +563,33 @@ class OrderPipeline:
             return out
         raise ValueError(f"unknown request type {kind!r}")
 
+    def in_engine(self, fn: Callable[[], object]):
+        """Run ``fn()`` where the engine may be touched: in the engine thread when it runs (the caller
+        waits), else under the engine lock. For queries, never for the order path."""
+        if self._owner is None or threading.current_thread() is self._owner:
+            with self._engine_lock:
+                return fn()
+        w = _Waiter(1)
+        self._enqueue((_CALL, fn, w))
+        self._wait(w)
+        ok, value = w.out[0][1]
+        if not ok:
+            raise value
+        return value
+
     def _query(self, account, rid, req) -> dict:
         what = req.get("what")
         if what == "book":
-            with self._engine_lock:
-                bids, asks = self.engine.book(req["symbol"], int(req.get("depth", 10)))
+            sym, depth = req["symbol"], int(req.get("depth", 10))
+            bids, asks = self.in_engine(lambda: self.engine.book(sym, depth))
             return {"rid": rid, "status": "ok", "bids": bids, "asks": asks}
         if what == "position":
             if self.portfolio is not None:
-                with self._engine_lock:
+                def report():
                     if hasattr(self.portfolio, "mark"):
                         self.portfolio.mark(self.engine)
-                    rep = self.portfolio.report(account)
-                return {"rid": rid, "status": "ok", "portfolio": rep}
+                    return self.portfolio.report(account)
+                return {"rid": rid, "status": "ok", "portfolio": self.in_engine(report)}
             sym = req.get("symbol")
             return {"rid": rid, "status": "ok", "position": self.risk.position(account, sym)}
         return {"rid": rid, "status": "rejected", "reason": "bad_request", "text": f"unknown query {what!r}"}
@@ -352,6 +629,7 @@ class Gateway:
         self._push_lock = threading.Lock()
         self._stop = threading.Event()
         self._ready = threading.Barrier(workers + 2)
+        self._engine_worker = False
         pipeline.zmq_route = self._route_to_identity
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -376,6 +654,8 @@ class Gateway:
         t = threading.Thread(target=self._proxy, name=f"{self.name}-proxy", daemon=True)
         self._threads.append(t)
         t.start()
+        # worker 0 becomes the engine thread unless something else already owns the engine
+        self._engine_worker = self.pipeline._owner is None
         for k in range(self.n_workers):
             t = threading.Thread(target=self._worker, args=(k,), name=f"{self.name}-w{k}", daemon=True)
             self._threads.append(t)
@@ -426,12 +706,22 @@ class Gateway:
         out = ctx.socket(zmq.PULL)
         out.setsockopt(zmq.LINGER, 0)
         out.bind(f"inproc://{self.name}-out-{k}")
-        self._tls.sock = sock
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(out, zmq.POLLIN)
+        bell = None
+        owner = k == 0 and self._engine_worker
+        if owner:
+            # the engine thread: other workers append to the pipeline's input queue and ring this bell
+            bell = ctx.socket(zmq.PULL)
+            bell.setsockopt(zmq.LINGER, 0)
+            bell.bind(f"inproc://{self.name}-bell")
+            poller.register(bell, zmq.POLLIN)
+            self._tls.sock = sock           # replies and execution reports leave on this socket
+            self.pipeline.attach(self._ring)
         self._ready.wait()
         handle = self._handle
+        drain = self.pipeline.drain
         try:
             while not self._stop.is_set():
                 ready = dict(poller.poll(100))
@@ -439,18 +729,48 @@ class Gateway:
                     # drain a burst without polling again; the burst goes to the engine as one batch
                     burst = [sock.recv_multipart()]
                     # more already queued? (EVENTS is a cheap check; a failing NOBLOCK recv raises)
-                    while len(burst) < 64 and sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    while len(burst) < 64 and sock.getsockopt(_EVENTS) & _POLLIN:
                         burst.append(sock.recv_multipart())
-                    if burst:
-                        handle(sock, burst)
+                    handle(sock, burst)
+                if bell is not None and bell in ready:
+                    while bell.getsockopt(_EVENTS) & _POLLIN:
+                        bell.recv()
+                    drain()
                 if out in ready:
                     n = 0
-                    while n < 64 and out.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    while n < 64 and out.getsockopt(_EVENTS) & _POLLIN:
                         sock.send_multipart(out.recv_multipart())
                         n += 1
+            if owner:
+                self.pipeline.detach()       # answers what is queued; later calls run inline
+            while out.getsockopt(_EVENTS) & _POLLIN:   # replies the engine answered while stopping
+                sock.send_multipart(out.recv_multipart(), zmq.NOBLOCK)
+        except zmq.Again:
+            pass
         finally:
+            if owner and self.pipeline._owner is threading.current_thread():
+                self.pipeline.detach()
+            self._tls.__dict__.pop("sock", None)
             sock.close(linger=0)
             out.close(linger=0)
+            if bell is not None:
+                bell.close(linger=0)
+
+    def _ring(self) -> None:
+        """Wake the engine thread (worker 0) after an append to the pipeline's input queue."""
+        s = getattr(self._tls, "bell", None)
+        if s is None:
+            s = self.ctx.socket(zmq.PUSH)
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.SNDHWM, 1024)
+            s.connect(f"inproc://{self.name}-bell")
+            self._tls.bell = s
+            with self._push_lock:
+                self._push_socks.append(s)
+        try:
+            s.send(b"", _NOBLOCK)
+        except zmq.Again:
+            pass   # 1024 rings pending: the engine thread is awake and will find the item
 
     def _handle(self, sock, burst: list[list[bytes]]):
         ts_recv = time.time_ns()
@@ -460,39 +780,78 @@ class Gateway:
             ident = frames[0]
             if len(frames) != 5:
                 st.bad_requests += 1
-                sock.send_multipart([ident, _dumps({"status": "rejected", "reason": "bad_frames"}).encode()])
+                _send2(sock, ident, dumpb({"status": "rejected", "reason": "bad_frames"}))
                 continue
             _, key, ts, sig, body = frames
             try:
                 account = self.auth.verify(key, ts, sig, body)
             except AuthError as e:
                 st.auth_failures += 1
-                sock.send_multipart([ident, _dumps({"status": "rejected", "reason": e.reason}).encode()])
+                _send2(sock, ident, dumpb({"status": "rejected", "reason": e.reason}))
                 continue
             try:
-                req = _loads(body)
+                req = loads(body)
                 if not isinstance(req, dict):
                     raise ValueError("body is not an object")
             except ValueError:
                 st.bad_requests += 1
-                sock.send_multipart([ident, _dumps({"status": "rejected", "reason": "bad_json"}).encode()])
+                _send2(sock, ident, dumpb({"status": "rejected", "reason": "bad_json"}))
                 continue
             self._identities[account] = ident
             items.append((account, ident, req, ts_recv))
             idents.append(ident)
         if not items:
             return
-        replies = self.pipeline.handle_many(items)
+        send = self._send_reply
+
+        def deliver(i: int, reply: dict, idents=idents) -> None:   # engine thread
+            send(idents[i], reply)
+
+        replies = self.pipeline.handle_async(items, deliver)
         for ident, reply in zip(idents, replies):
-            if reply.get("status") == "pending":
-                continue  # the first copy of this retry is still in the engine; its reply will come
+            if reply is None or reply.get("status") == "pending":
+                continue  # in the engine (the engine thread answers), or the first copy of a retry is
             stamps = reply.pop("_stamps", None)
-            sock.send_multipart([ident, _dumps(reply).encode()])
+            _send2(sock, ident, dumpb(reply))
             if stamps is not None:
                 reply["_stamps"] = stamps
                 self.pipeline.finish(reply)
 
-    # ---- unsolicited messages to ZeroMQ clients ------------------------------------------------
+    # ---- messages from other threads to ZeroMQ clients -------------------------------------------
+    def _out_socket(self, ident: bytes) -> zmq.Socket:
+        """This thread's PUSH into the outbox of the worker that serves ``ident``.
+
+        One worker per client identity (a hash), so the engine thread's replies and execution reports
+        of one client leave in the order the engine produced them."""
+        own = getattr(self._tls, "sock", None)
+        if own is not None:
+            return own      # the engine thread's own worker socket: no extra hop
+        socks = getattr(self._tls, "outs", None)
+        if socks is None:
+            socks = []
+            for k in range(self.n_workers):
+                s = self.ctx.socket(zmq.PUSH)
+                s.setsockopt(zmq.LINGER, 0)
+                s.setsockopt(zmq.SNDHWM, self.hwm)
+                s.connect(f"inproc://{self.name}-out-{k}")
+                socks.append(s)
+            self._tls.outs = socks
+            with self._push_lock:
+                self._push_socks.extend(socks)
+        return socks[hash(ident) % len(socks)]
+
+    def _send_reply(self, ident: bytes, reply: dict) -> None:
+        """Engine thread: the reply of a queued request, through its worker's outbox, to the client."""
+        stamps = reply.pop("_stamps", None)
+        try:
+            _send2(self._out_socket(ident), ident, dumpb(reply), _NOBLOCK)
+        except zmq.Again:
+            self.pipeline.stats.busy += 1   # outbox full (HWM): the client retries and gets the dedup reply
+            return
+        if stamps is not None:
+            reply["_stamps"] = stamps
+            self.pipeline.finish(reply)
+
     def _route_to_identity(self, account: str, event: dict) -> bool:
         ident = self._identities.get(account)
         if ident is None:
@@ -500,21 +859,8 @@ class Gateway:
         msg = dict(event)
         msg["type"] = "exec"
         msg["exec_type"] = event["type"]
-        frames = [ident, _dumps(msg).encode()]
-        sock = getattr(self._tls, "sock", None)
-        if sock is None:
-            sock = getattr(self._tls, "push", None)
-            if sock is None:
-                sock = self.ctx.socket(zmq.PUSH)
-                sock.setsockopt(zmq.LINGER, 0)
-                sock.setsockopt(zmq.SNDHWM, self.hwm)
-                for k in range(self.n_workers):
-                    sock.connect(f"inproc://{self.name}-out-{k}")
-                self._tls.push = sock
-                with self._push_lock:
-                    self._push_socks.append(sock)
         try:
-            sock.send_multipart(frames, zmq.NOBLOCK)
+            _send2(self._out_socket(ident), ident, dumpb(msg), _NOBLOCK)
         except zmq.Again:
             self.pipeline.stats.busy += 1
             return False

@@ -2,8 +2,9 @@
 
 One book is owned by exactly one engine. A :class:`ShardEngine` owns an :class:`engine.matching.Engine`
 (all books of its symbols), its input sequence counter and its journal; :class:`EngineManager` routes
-requests by symbol to the shard that owns it. Shards are in-process objects or, with
-``processes=True``, separate OS processes (multiprocessing, spawn context) reached over pipes.
+requests by symbol to the shard that owns it. Shards are in-process objects, separate OS processes
+(``processes=True``: multiprocessing, spawn context, reached over pipes) or shard servers on other hosts
+(``remote=[endpoints]``: engine.shard_server, reached over ZeroMQ with the same calls and events).
 
 Flow of one request: dict -> validated and turned into an ``fh_order_req`` record (account names
 become numbers, order ids are assigned) -> sequenced -> appended to the journal and committed
@@ -40,6 +41,13 @@ _STR = struct.Struct("<H")
 _EXEC_NAMES = O.EXEC_DTYPE.names
 _SIDES = {"B": "B", "S": "S", "BUY": "B", "SELL": "S"}
 _TERMINAL = (O.EXEC_TYPE["fill"], O.EXEC_TYPE["canceled"], O.EXEC_TYPE["expired"])
+_KIND_NEW, _KIND_AMEND, _KIND_EOD = O.KIND["new"], O.KIND["amend"], O.KIND["eod"]
+_SIDE_BYTES = {"B": b"B", "S": b"S"}
+_ROW_FIELDS = ("seq", "ts_recv", "order_id", "price", "qty", "account", "instrument_id", "kind", "side", "order_type",
+               "tif", "flags", "stp", "user_tag")
+if O.REQ_DTYPE.names != _ROW_FIELDS:   # _to_row builds rows positionally in this order
+    raise ImportError(f"fh_order_req fields changed: update engine.manager._to_row ({O.REQ_DTYPE.names})")
+_EXEC_LITERAL = (O.EXEC_TYPE["fill"], O.LIQUIDITY["taker"], O.EXEC_TYPE["rejected"])
 
 
 class EngineBusy(Exception):
@@ -148,28 +156,28 @@ class ShardEngine:
             raise BadRequest("unknown_order", f"order id {oid} belongs to no symbol of this engine")
         return inst
 
-    def _to_record(self, req: dict, rec) -> tuple[str, str]:
-        """Fill rec (a REQ_DTYPE row) from req; returns (account name, client order id). Raises BadRequest."""
+    def _to_row(self, req: dict) -> tuple[list, str, str]:
+        """One request as the field values of a REQ_DTYPE row (``_ROW_FIELDS`` order, seq 0), its
+        account name and client order id. Raises BadRequest; state (accounts, id counters) changes only
+        for requests that pass. A list per request and one ``np.array`` per batch: setting numpy record
+        fields one by one cost ~1 us each, most of this function's time."""
         if not isinstance(req, dict):
             raise BadRequest("bad_request", "request must be a dict")
         kind = _enum(req, "type", O.KIND, "new")
         clid = req.get("client_order_id", "")
         if not isinstance(clid, str):
             clid = str(clid)
-        rec["kind"] = kind
-        rec["ts_recv"] = _int(req, "ts_recv", 0) or time.time_ns()
-        if kind == O.KIND["eod"]:
+        ts_recv = _int(req, "ts_recv", 0) or time.time_ns()
+        # seq, ts_recv, order_id, price, qty, account, instrument_id, kind, side, order_type, tif, flags, stp, tag
+        if kind == _KIND_EOD:
             sym = req.get("symbol")
             if sym not in self.inst:
                 raise BadRequest("unknown_symbol", f"unknown symbol {sym!r}")
-            rec["instrument_id"] = self.inst[sym]
-            rec["side"] = b"B"
-            return "", clid
+            return [0, ts_recv, 0, 0, 0, 0, self.inst[sym], kind, b"B", 0, 0, 0, 0, 0], "", clid
         acct = req.get("account")
         if not isinstance(acct, str):
             raise BadRequest("bad_request", f"account must be a str, got {acct!r}")
-        # validate everything first: state (accounts, id counters) changes only for requests that pass
-        if kind == O.KIND["new"]:
+        if kind == _KIND_NEW:
             sym = req.get("symbol")
             if sym not in self.inst:
                 raise BadRequest("unknown_symbol", f"unknown symbol {sym!r}")
@@ -194,94 +202,93 @@ class ShardEngine:
                 if reprice:
                     flags |= O.FLAG_REPRICE
             inst = self.inst[sym]
-            rec["tif"] = _enum(req, "tif", O.TIF, "day")
-            rec["stp"] = _enum(req, "stp", O.STP, "none") if "stp" in req else self.stp
-            rec["instrument_id"] = inst
-            rec["account"] = self._account(acct)
-            rec["side"] = side.encode()
-            rec["order_type"] = otype
-            rec["flags"] = flags
-            rec["qty"] = qty
-            rec["price"] = price
+            tif = _enum(req, "tif", O.TIF, "day")
+            stp = _enum(req, "stp", O.STP, "none") if "stp" in req else self.stp
+            num = self._account(acct)
             self.next_n[inst] += 1
-            rec["order_id"] = ((self.symbol_ids[inst] + 1) << ID_SHIFT) | self.next_n[inst]
-            return acct, clid
+            oid = ((self.symbol_ids[inst] + 1) << ID_SHIFT) | self.next_n[inst]
+            return [0, ts_recv, oid, price, qty, num, inst, kind, _SIDE_BYTES[side], otype, tif, flags, stp, 0], acct, clid
         oid = _int(req, "order_id")
         inst = self._target_inst(oid)
-        rec["instrument_id"] = inst
-        rec["order_id"] = oid
-        rec["side"] = b"B"
-        if kind == O.KIND["amend"]:
+        price = qty = 0
+        if kind == _KIND_AMEND:
             new_price = req.get("new_price")
             new_qty = req.get("new_qty")
             if new_price is None and new_qty is None:
                 raise BadRequest("bad_request", "amend needs new_price and/or new_qty")
-            rec["price"] = O.UNDEF_PRICE if new_price is None else _int(req, "new_price")
-            q = 0 if new_qty is None else _int(req, "new_qty")
-            if not 0 < q <= O.MAX_QTY and new_qty is not None:
+            price = O.UNDEF_PRICE if new_price is None else _int(req, "new_price")
+            qty = 0 if new_qty is None else _int(req, "new_qty")
+            if not 0 < qty <= O.MAX_QTY and new_qty is not None:
                 raise BadRequest("bad_request", "new_qty must be 1..2**31-1")
-            rec["qty"] = q
-        rec["account"] = self._account(acct)
-        return acct, clid
+        return [0, ts_recv, oid, price, qty, self._account(acct), inst, kind, b"B", 0, 0, 0, 0, 0], acct, clid
 
     # ---- applying ----------------------------------------------------------------------------------------
     def _apply(self, recs: np.ndarray, metas: list[tuple[str, str]], tokens=None) -> list[list[dict]]:
         """Apply sequenced records (already journaled); return events per record."""
-        for rec, (acct, clid) in zip(recs, metas):
-            if rec["kind"] == O.KIND["new"]:
-                self.clordid[int(rec["order_id"])] = clid
+        kinds = recs["kind"].tolist()
+        oids = recs["order_id"].tolist()
+        seqs = recs["seq"].tolist()
+        clordid = self.clordid
+        for k, oid, (acct, clid) in zip(kinds, oids, metas):
+            if k == _KIND_NEW:
+                clordid[oid] = clid
         evs = self.engine.process(recs)
-        per_seq: dict[int, list[dict]] = {int(s): [] for s in recs["seq"]}
-        first_seq = int(recs["seq"][0]) if len(recs) else 0
+        per: list[list[dict]] = [[] for _ in seqs]
+        first_seq = seqs[0] if seqs else 0
         names = self.account_names
+        n_names = len(names)
+        symbols, symbol_ids = self.symbols, self.symbol_ids
+        type_name, liq_name = O.EXEC_TYPE_NAME, O.LIQUIDITY_NAME
+        fill, taker, rejected = _EXEC_LITERAL
         for row in evs.tolist():
             (seq, ts_event, oid, contra_oid, tid, price, qty, leaves, cum, acct, contra_acct, inst, typ, side,
              liq, reason) = row
             i = seq - first_seq
             req_acct, req_clid = metas[i]
-            kind = int(recs["kind"][i])
-            sym = self.symbols[inst]
+            sym = symbols[inst]
             if tid:
-                tid = (self.symbol_ids[inst] << ID_SHIFT) | (tid & ID_MASK)
-            etype = O.EXEC_TYPE_NAME[typ]
-            clid = self.clordid.get(oid, req_clid if oid == int(recs["order_id"][i]) else "")
-            ev = {"type": etype, "seq": seq, "order_id": oid, "client_order_id": clid,
-                  "request_client_order_id": req_clid, "account": names[acct] if acct < len(names) else "",
+                tid = (symbol_ids[inst] << ID_SHIFT) | (tid & ID_MASK)
+            clid = clordid.get(oid, req_clid if oid == oids[i] else "")
+            ev = {"type": type_name[typ], "seq": seq, "order_id": oid, "client_order_id": clid,
+                  "request_client_order_id": req_clid, "account": names[acct] if acct < n_names else "",
                   "symbol": sym, "side": side.decode(), "price": price, "qty": qty, "leaves_qty": leaves,
-                  "cum_qty": cum, "trade_id": tid, "liquidity": O.LIQUIDITY_NAME[liq],
-                  "contra_account": names[contra_acct] if contra_acct and contra_acct < len(names) else "",
+                  "cum_qty": cum, "trade_id": tid, "liquidity": liq_name[liq],
+                  "contra_account": names[contra_acct] if contra_acct and contra_acct < n_names else "",
                   "contra_order_id": contra_oid, "reason": REASONS[reason], "ts_event": ts_event}
             if tokens is not None:
                 ev["token"] = tokens[i]
-            if typ == O.EXEC_TYPE["fill"] and liq == O.LIQUIDITY["taker"]:
+            if typ == fill and liq == taker:
                 self.last_trades[sym] = (price, qty)
-            if (typ in _TERMINAL and leaves == 0) or (typ == O.EXEC_TYPE["rejected"] and kind == O.KIND["new"]):
-                self.clordid.pop(oid, None)
-            per_seq[seq].append(ev)
-        return [per_seq[int(s)] for s in recs["seq"]]
+            if (typ in _TERMINAL and leaves == 0) or (typ == rejected and kinds[i] == _KIND_NEW):
+                clordid.pop(oid, None)
+            per[i].append(ev)
+        return per
 
     def submit_many(self, reqs: list[dict], tokens=None) -> list[list[dict]]:
         """Validate, sequence, journal (one commit), apply. Events per request, in order."""
-        recs = np.zeros(len(reqs), dtype=O.REQ_DTYPE)
-        metas, index, out = [], [], [None] * len(reqs)
+        rows, metas, index, out = [], [], [], [None] * len(reqs)
         for i, req in enumerate(reqs):
             try:
-                metas.append(self._to_record(req, recs[len(index)]))
+                row, acct, clid = self._to_row(req)
             except BadRequest as e:
-                recs[len(index)] = np.zeros((), dtype=O.REQ_DTYPE)
                 ev = _reject_event(req if isinstance(req, dict) else {}, e.reason, str(e))
                 if tokens is not None:
                     ev["token"] = tokens[i]
                 out[i] = [ev]
                 continue
             self.seq += 1
-            recs[len(index)]["seq"] = self.seq
+            row[0] = self.seq
+            rows.append(tuple(row))
+            metas.append((acct, clid))
             index.append(i)
-        recs = recs[: len(index)]
-        if len(recs):
+        if rows:
+            recs = np.zeros(len(rows), dtype=O.REQ_DTYPE)   # zeroed: padding bytes are journaled too
+            recs[:] = rows
             if self.journal is not None:
-                for rec, (acct, clid) in zip(recs, metas):
-                    self.journal.append(b"R" + rec.tobytes() + _pack_str(acct or "") + _pack_str(clid))
+                append = self.journal.append
+                blob = recs.tobytes()
+                for j, (acct, clid) in enumerate(metas):
+                    append(b"R" + blob[64 * j : 64 * j + 64] + _pack_str(acct or "") + _pack_str(clid))
                 self.journal.commit()  # durable per policy BEFORE the engine applies anything
             sub_tokens = [tokens[i] for i in index] if tokens is not None else None
             for i, evs in zip(index, self._apply(recs, metas, sub_tokens)):
@@ -548,6 +555,84 @@ class _ProcessShard:
         self.conn.close()
 
 
+def _json_int(o):
+    """JSON for numpy integers in request dicts (the dict API accepts them, see _int)."""
+    if isinstance(o, np.integer):
+        return int(o)
+    raise TypeError(f"{type(o).__name__} cannot cross to a remote engine shard")
+
+
+class ShardTimeout(RuntimeError):
+    """A remote engine shard did not answer within the router's timeout."""
+
+
+class _ZmqShard:
+    """Router-side handle of an engine shard served by :mod:`engine.shard_server` (another host).
+
+    Same calls as :class:`_ProcessShard`, one at a time over a DEALER; JSON on the wire (see
+    engine.shard_server). A call that gets no answer within ``timeout_s`` raises :class:`ShardTimeout`:
+    its outcome is unknown (the shard may have journaled and applied it), so the router does not retry.
+    """
+
+    _TUPLES = {"bbo": lambda v: tuple(v),
+               "last_trade": lambda v: None if v is None else tuple(v),
+               "book": lambda v: ([tuple(x) for x in v[0]], [tuple(x) for x in v[1]])}
+
+    def __init__(self, endpoint: str, args: tuple, kwargs: dict, timeout_s: float = 30.0, ctx=None):
+        import zmq
+
+        self._zmq = zmq
+        self.endpoint = endpoint
+        self.timeout_ms = int(timeout_s * 1000)
+        self.ctx = ctx or zmq.Context.instance()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+        self.lock = threading.Lock()
+        self._cid = 0
+        self.replayed = self.call("init", list(args), kwargs)
+
+    def call(self, name: str, *args):
+        if name == "submit_many" and len(args) > 1:
+            reqs, tokens = args[0], args[1]
+            res = self.call("submit_many", reqs)
+            if tokens is not None:
+                for evs, tok in zip(res, tokens):
+                    for ev in evs:
+                        ev["token"] = tok
+            return res
+        with self.lock:
+            self._cid += 1
+            cid = str(self._cid).encode()
+            body = json.dumps([name, list(args)], separators=(",", ":"), default=_json_int).encode()
+            self.sock.send_multipart([b"", cid, body])
+            while True:
+                if not self.sock.poll(self.timeout_ms):
+                    raise ShardTimeout(f"engine shard {self.endpoint}: no answer to {name} in {self.timeout_ms} ms")
+                frames = self.sock.recv_multipart()
+                if len(frames) == 3 and frames[1] == cid:
+                    break   # else: a late answer to an earlier call that timed out
+        status, value = json.loads(frames[2])
+        if status != "ok":
+            raise RuntimeError(f"engine shard {self.endpoint}: {name} failed: {value}")
+        fix = self._TUPLES.get(name)
+        return fix(value) if fix is not None else value
+
+    def take_replayed(self):
+        evs, self.replayed = self.replayed, []
+        return evs
+
+    def close(self) -> None:
+        if self.sock is None:
+            return
+        try:
+            self.call("close")
+        except RuntimeError:
+            pass   # already gone (ShardTimeout is a RuntimeError)
+        self.sock.close(linger=0)
+        self.sock = None
+
+
 class _LocalShard:
     def __init__(self, args: tuple, kwargs: dict):
         self.shard = ShardEngine(*args, **kwargs)
@@ -568,9 +653,12 @@ class EngineManager:
     def __init__(self, symbols: list[str], *, journal_dir: str | None = None, fsync: str = "batch",
                  fsync_interval_ms: int = 10, shards: int = 1, processes: bool = False,
                  stp: str = "cancel_newest", post_only_mode: str = "reject", tick_size: int = 1,
-                 trade_log=None, portfolio=None, queue_size: int = 65536, _shard: ShardEngine | None = None):
+                 trade_log=None, portfolio=None, queue_size: int = 65536, remote: list[str] | None = None,
+                 remote_timeout_s: float = 30.0, _shard: ShardEngine | None = None):
         if stp not in O.STP or stp == "none":
             raise ValueError(f"stp must be cancel_newest, cancel_oldest or cancel_both, not {stp!r}")
+        if remote:
+            shards = len(remote)   # one shard per shard server (engine.shard_server)
         if shards < 1:
             raise ValueError("shards must be >= 1")
         self.symbols = list(symbols)
@@ -593,7 +681,11 @@ class EngineManager:
                 jd = journal_dir if shards == 1 else os.path.join(journal_dir, f"shard-{k}")
             kwargs = dict(journal_dir=jd, fsync=fsync, fsync_interval_ms=fsync_interval_ms, stp=stp,
                           post_only_mode=post_only_mode, tick_size=tick_size)
-            self._shards.append(cls(([self.symbols[i] for i in ids], ids), kwargs))
+            if remote:
+                self._shards.append(_ZmqShard(remote[k], ([self.symbols[i] for i in ids], ids), kwargs,
+                                              remote_timeout_s))
+            else:
+                self._shards.append(cls(([self.symbols[i] for i in ids], ids), kwargs))
         self._lock = threading.Lock()
         for sh in self._shards:
             self._downstream(sh.take_replayed())
@@ -642,6 +734,17 @@ class EngineManager:
 
     def submit_many(self, reqs: list[dict], tokens: list | None = None) -> list[list[dict]]:
         """Several requests as one journal batch per shard; events per request, in request order."""
+        if len(self._shards) == 1:
+            for req in reqs:
+                if isinstance(req, dict) and req.get("type") == "eod" and req.get("symbol") is None:
+                    break
+            else:   # the common case: one engine, nothing to expand or route
+                with self._lock:
+                    out = self._shards[0].call("submit_many", reqs, tokens)
+                    if self.trade_log is not None or self.portfolio is not None:
+                        for evs in out:
+                            self._downstream(evs)
+                return out
         expanded, owners = [], []
         for i, req in enumerate(reqs):
             if isinstance(req, dict) and req.get("type") == "eod" and req.get("symbol") is None:

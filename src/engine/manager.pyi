@@ -92,6 +92,9 @@ class StandbyEngine:
                   portfolio: object | None = None) -> EngineManager:
         """Apply the rest of the journal, drop a torn tail, open it for appending, return the new primary."""
 
+class ShardTimeout(RuntimeError):
+    """A remote engine shard (engine.shard_server) did not answer within remote_timeout_s."""
+
 class EngineManager:
     """Route orders by symbol to the engine that owns the book; journal; return execution events.
 
@@ -125,6 +128,15 @@ class EngineManager:
         Gets every fill.
     queue_size : int
         Capacity of the input queue used by start()/submit_nowait().
+    remote : list[str], optional
+        Shard servers (``python -m engine.shard_server --bind tcp://HOST:PORT``, possibly on other hosts):
+        one shard per endpoint (``shards`` is then len(remote)), symbol i on ``remote[i % len(remote)]``.
+        The router configures each server (symbols, journal directory ``journal_dir/shard-<k>`` (or
+        ``journal_dir`` with one shard), fsync, stp, tick size) with its first call; the calls and
+        events are those of the pipe transport, JSON over a DEALER/ROUTER pair. A server already
+        configured with the same arguments is reused (router restart); different ones are refused.
+    remote_timeout_s : float
+        Longest wait for one remote call; then ``ShardTimeout`` (the call's outcome is unknown).
     """
 
     symbols: list[str]
@@ -144,6 +156,8 @@ class EngineManager:
         trade_log: object | None = None,
         portfolio: object | None = None,
         queue_size: int = 65536,
+        remote: list[str] | None = None,
+        remote_timeout_s: float = 30.0,
     ) -> None: ...
     # ---- commands (synchronous)
     def submit(self, req: dict) -> list[dict]:
