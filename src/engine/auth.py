@@ -40,7 +40,7 @@ def sign(secret: bytes, ts_ns: int, body: bytes) -> bytes:
     return mac.hexdigest().encode()
 
 
-def _sign_with(keyed: "hmac.HMAC", ts: bytes, body: bytes) -> bytes:
+def sign_with(keyed: "hmac.HMAC", ts: bytes, body: bytes) -> bytes:
     """:func:`sign` from a pre-keyed HMAC object (the key schedule is computed once per API key)."""
     mac = keyed.copy()
     mac.update(ts + b"\n" + body)
@@ -104,7 +104,7 @@ class Authenticator:
             raise AuthError(REASON_MALFORMED) from None
         if abs(self.clock() - ts_ns) > self.recv_window_ns:
             raise AuthError(REASON_STALE)
-        expected = _sign_with(entry.keyed, str(ts_ns).encode(), body)
+        expected = sign_with(entry.keyed, str(ts_ns).encode(), body)
         if not hmac.compare_digest(expected, signature):
             raise AuthError(REASON_BAD_SIGNATURE)
         return entry.account

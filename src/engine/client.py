@@ -27,7 +27,7 @@ import time
 
 import zmq
 
-from engine.auth import _sign_with   # = sign() from a pre-keyed HMAC (key schedule once per client)
+from engine.auth import sign_with   # = sign() from a pre-keyed HMAC (key schedule once per client)
 from engine.gateway import dumpb, loads
 from engine import marketdata
 
@@ -105,7 +105,7 @@ class Client:
         sock.send(self.api_key, _SNDMORE)     # plain int flags: zmq's IntFlag arithmetic costs ~1 us a frame
         tsb = str(int(ts)).encode()
         sock.send(tsb, _SNDMORE)
-        sock.send(_sign_with(self._keyed, tsb, body), _SNDMORE)
+        sock.send(sign_with(self._keyed, tsb, body), _SNDMORE)
         sock.send(body)
 
     def request(self, req: dict, timeout: float | None = None, retries: int | None = None) -> dict:

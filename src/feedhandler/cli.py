@@ -1,8 +1,16 @@
 """The ``feedhandler`` command.
 
-    feedhandler replay FILE [--symbols AAPL,MSFT] [--out t.dbn|t.parquet|t.npy] [--json] [--top N]
-                            [--mode single|pipelined] [--date YYYY-MM-DD] [--strict]
-    feedhandler synth OUT --messages N --symbols K --seed S --format pcap|pcapng|binaryfile [--gzip]
+    feedhandler replay FILE [--protocol auto|itch50|mdp3|fix|ouch42|ouch50] [--symbols AAPL,MSFT]
+                            [--out t.dbn|t.parquet|t.npy] [--json] [--top N] [--mode single|pipelined]
+                            [--date YYYY-MM-DD] [--strict] [--channel PORT=N ...]
+    feedhandler synth OUT [--protocol itch50|mdp3|fix|ouch42|ouch50] --messages N --seed S
+                          [--symbols K --format pcap|pcapng|binaryfile --gzip]   (ITCH)
+                          [--ab] (MDP3: B feed too)  [--fix-version 42|44] (FIX)
+
+``--protocol auto`` (the default) tells the protocol from the file's bytes (feedhandler.detect):
+BinaryFILE or MoldUDP64 -> itch50, CME MDP 3.0 packets -> mdp3, TCP "8=FIX" -> fix, SoupBinTCP ->
+OUCH (4.2 or 5.0 from the messages). MDP3 A/B feeds: ports that differ by 1000 (CME's A/B convention,
+14310/15310) share a sequencing channel; ``--channel PORT=N`` sets it explicitly.
 
 Exit codes: 0 success; 2 bad arguments, or an input that is missing, unreadable or in no format we
 read, or an output that cannot be written (one line on stderr, no traceback); 3 with ``--strict``
@@ -52,7 +60,92 @@ def _px(p) -> str:
 
 
 def format_summary(s: dict) -> str:
-    """The human-readable replay summary."""
+    """The human-readable replay summary (any protocol)."""
+    proto = s.get("protocol", "itch50")
+    if proto == "mdp3":
+        return _format_mdp3(s)
+    if proto in ("fix", "ouch42", "ouch50"):
+        return _format_tcp(s)
+    return _format_itch(s)
+
+
+def _head_lines(s: dict) -> list[str]:
+    fmt = s["format"] + (" (gzip)" if s["gzip"] else "")
+    rate = s["messages_per_s"]
+    return [f"{s['file']}: {s['protocol']}, {fmt}, {_bytes(s['file_bytes'])}",
+            f"  packets {_n(s['packets'])}; messages {_n(s['messages'])} -> records {_n(s['records'])} in "
+            f"{s['elapsed_s']:.3f} s" + (f" ({rate / 1e6:.3f} M msg/s)" if rate else "")]
+
+
+def _tail_lines(s: dict) -> list[str]:
+    lines = []
+    if s["records_by_kind"]:
+        lines.append("  records: " + "  ".join(f"{k} {_n(v)}" for k, v in s["records_by_kind"].items()))
+    if s["symbols"] is not None:
+        nf = s["symbols"]["not_found"]
+        lines.append(f"  symbols: {', '.join(s['symbols']['requested'])}"
+                     + (f" (not in the reference data: {', '.join(nf)})" if nf else ""))
+    if s["output"]:
+        o = s["output"]
+        files = ", ".join(f"{k} {v}" for k, v in o.get("files", {}).items())
+        lines.append(f"  output: {o['path']} ({o['format']}, {_n(o['records'])} records" + (f"; {files}" if files else "")
+                     + ")")
+        if o.get("not_written"):
+            lines.append("    not representable in this format (use .parquet or .npy): "
+                         + ", ".join(f"{k} {_n(v)}" for k, v in o["not_written"].items()))
+    if s["bbo"]:
+        lines.append("")
+        lines.append(f"  {'symbol':<10} {'id':>8} {'book':>4} {'records':>8} {'bid size':>10} {'bid':>12} {'ask':>12} "
+                     f"{'ask size':>10} {'spread':>8}")
+        for r in s["bbo"]:
+            spread = "-" if r["bid"] is None or r["ask"] is None else f"{r['ask'] - r['bid']:.4f}"
+            lines.append(f"  {(r['symbol'] or '?'):<10} {r['instrument_id']:>8} {r.get('book', 'mbo'):>4} "
+                         f"{_n(r['records']):>8} {_n(r['bid_sz']):>10} {_px(r['bid']):>12} {_px(r['ask']):>12} "
+                         f"{_n(r['ask_sz']):>10} {spread:>8}" + ("  STALE" if r["stale"] else ""))
+    return lines
+
+
+def _format_mdp3(s: dict) -> str:
+    lines = _head_lines(s)
+    lines.append(f"  channels (udp port=channel): {', '.join(f'{p}={c}' for p, c in s['channels'].items()) or '-'}")
+    if s["messages_by_type"]:
+        lines.append("  by type: " + "  ".join(f"{k} {_n(v)}" for k, v in s["messages_by_type"].items()))
+    lines.append(f"  sequencing: gaps {_n(s['gaps'])} (lost {_n(s['lost_messages'])} packets), A/B duplicates "
+                 f"{_n(s['duplicates'])}, late {_n(s['late'])}, reordered {_n(s['out_of_order'])}, RptSeq gaps "
+                 f"{_n(s['rptseq_gaps'])}, recoveries {_n(s['recoveries'])}, stale {len(s['stale_instruments'])}")
+    lines.append(f"  damage: malformed {_n(s['malformed'])}{(' ' + str(s['malformed_by_reason'])) if s['malformed_by_reason'] else ''}, link rejects "
+                 f"{_n(s['link_rejects'])}" + (f", file damage {s['file_damage']}" if s["file_damage"] else ""))
+    lines.append(f"  books: MBO {_n(s['books'])} instruments, {_n(s['live_orders'])} live orders; MBP "
+                 f"{_n(s['mbp_books'])} instruments, {len(s['mbp_stale'])} stale")
+    return "\n".join(lines + _tail_lines(s))
+
+
+def _format_tcp(s: dict) -> str:
+    lines = _head_lines(s)
+    lines.append(f"  tcp: {_n(s['connections'])} connections, holes {_n(s['tcp_holes'])}, retransmitted segments "
+                 f"{_n(s['tcp'].get('retrans_segments', 0))}, out of order {_n(s['tcp'].get('ooo_segments', 0))}")
+    if s.get("sessions"):
+        lines.append("  sessions: " + ", ".join(f"{k} (last seq {v.get('last_seq')}, logins {v.get('logins')}, "
+                                                f"gaps {len(v.get('gaps', []))})" for k, v in s["sessions"].items()))
+    if s["messages_by_type"]:
+        lines.append("  by type: " + "  ".join(f"{k} {_n(v)}" for k, v in s["messages_by_type"].items()))
+    oe = s["order_events"]
+    lines.append(f"  order events {_n(oe['events'])} (client {_n(oe['from_client'])}, exchange "
+                 f"{_n(oe['from_exchange'])}): " + "  ".join(f"{k} {_n(v)}" for k, v in oe["by_kind"].items()))
+    lat = oe["latency_ns"]
+    if lat:
+        lines.append(f"  order->ack latency (us, {_n(lat['count'])}): min {lat['min'] / 1e3:.1f}  p50 "
+                     f"{lat['p50'] / 1e3:.1f}  p90 {lat['p90'] / 1e3:.1f}  p99 {lat['p99'] / 1e3:.1f}  max "
+                     f"{lat['max'] / 1e3:.1f}")
+    extra = f", bad checksums {_n(s['bad_checksums'])}" if "bad_checksums" in s else ""
+    lines.append(f"  sequencing: gaps {_n(s['gaps'])}, duplicates {_n(s['duplicates'])}{extra}; damage: malformed "
+                 f"{_n(s['malformed'])}{(' ' + str(s['malformed_by_reason'])) if s['malformed_by_reason'] else ''}, truncated {_n(s['truncated'])}")
+    lines.append(f"  books: MBO {_n(s['books'])} instruments, {_n(s['live_orders'])} live orders; MBP "
+                 f"{_n(s['mbp_books'])} instruments")
+    return "\n".join(lines + _tail_lines(s))
+
+
+def _format_itch(s: dict) -> str:
     lines = []
     fmt = s["format"] + (" (gzip)" if s["gzip"] else "")
     lines.append(f"{s['file']}: {fmt}, {_bytes(s['file_bytes'])}, trading day {s['date'] or 'unknown'}")
@@ -136,9 +229,18 @@ def _cmd_replay(args) -> int:
             raise _Fail(f"--date {args.date!r} is not YYYY-MM-DD") from None
     symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
     bar = _ProgressLine() if (args.progress or (args.progress is None and sys.stderr.isatty())) else None
+    channels = {}
+    for spec in args.channel or ():
+        port, sep, ch = spec.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            channels[int(port)] = int(ch)
+        except ValueError:
+            raise _Fail(f"--channel {spec!r} is not PORT=N") from None
     opts = ReplayOptions(symbols=symbols, out=args.out, out_format=args.out_format, mode=args.mode,
                          date=args.date, top=args.top, progress=bar, reorder_window=args.reorder_window,
-                         udp_port=args.udp_port)
+                         udp_port=args.udp_port, protocol=args.protocol, channels=channels or None)
     if args.out:
         from feedhandler.output import format_for
 
@@ -148,6 +250,10 @@ def _cmd_replay(args) -> int:
             raise _Fail(str(e)) from None
     try:
         s = replay(args.file, opts)
+    except FeedhandlerError:
+        raise
+    except ValueError as e:   # bad options for this protocol (e.g. --mode pipelined with mdp3)
+        raise _Fail(str(e)) from None
     finally:
         if bar is not None:
             bar.done()
@@ -156,16 +262,31 @@ def _cmd_replay(args) -> int:
         sys.stdout.write("\n")
     else:
         print(format_summary(s))
-    if args.strict and (s["gaps"] or s["duplicates"] or s["malformed"] or s["truncated"] or s["unknown"]
-                        or s["bad_length"]):
+    if args.strict and _damaged(s):
         print("feedhandler: --strict: the stream had gaps, duplicates or damaged input", file=sys.stderr)
         return EXIT_STRICT
     return EXIT_OK
 
 
+def _damaged(s: dict) -> bool:
+    """--strict: did the stream have gaps, duplicates or damage? (MDP3's A/B duplicates are normal.)"""
+    keys = ["gaps", "malformed", "truncated", "unknown", "bad_length"]
+    if s.get("protocol") == "mdp3":
+        keys += ["late", "rptseq_gaps"]
+    else:
+        keys.append("duplicates")
+    if s.get("protocol") in ("fix", "ouch42", "ouch50"):
+        keys.append("tcp_holes")
+    return any(s.get(k) for k in keys)
+
+
 def _cmd_synth(args) -> int:
+    if args.protocol != "itch50":
+        return _synth_other(args)
     from feedhandler.synth import generate_day
 
+    if args.messages is None:
+        args.messages = 1_000_000
     if args.gzip and args.format != "binaryfile":
         raise _Fail("--gzip applies to --format binaryfile only")
     import datetime as _dt
@@ -189,6 +310,36 @@ def _cmd_synth(args) -> int:
     return EXIT_OK
 
 
+def _synth_other(args) -> int:
+    """synth for mdp3 / fix / ouch42 / ouch50 (their generators write a nanosecond pcap)."""
+    if args.format != "pcap" or args.gzip:
+        raise _Fail(f"--format/--gzip apply to itch50 only ({args.protocol} writes a pcap)")
+    n = args.messages if args.messages is not None else 1000
+    t0 = time.perf_counter()
+    if args.protocol == "mdp3":
+        from feedhandler.protocols.mdp3.synth import generate
+
+        info = generate(args.out, messages=n, seed=args.seed, ab=args.ab)
+        what = f"MDP 3.0, {_n(info.get('packets', 0))} packets" + (", A and B feeds" if args.ab else "")
+    elif args.protocol == "fix":
+        from feedhandler.protocols.fix_stream import synth
+
+        begin = b"FIX.4.4" if args.fix_version == "44" else b"FIX.4.2"
+        synth(args.out, n, args.seed, begin=begin)
+        what = f"{begin.decode()} messages over TCP"
+    else:
+        from feedhandler.protocols.ouch_events import synth
+
+        version = "4.2" if args.protocol == "ouch42" else "5.0"
+        synth(args.out, n, args.seed, version)
+        what = f"OUCH {version} over SoupBinTCP"
+    t1 = time.perf_counter()
+    if not args.quiet:
+        print(f"{args.out}: {_n(n)} messages, {what}, seed {args.seed}, pcap, {_bytes(os.path.getsize(args.out))} "
+              f"(in {t1 - t0:.2f} s)")
+    return EXIT_OK
+
+
 def _positive(v: str) -> int:
     n = int(v)
     if n <= 0:
@@ -203,11 +354,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     r = sub.add_parser("replay", help="decode a capture (pcap, pcapng, BinaryFILE, gzip) into books",
-                       description="Replay a capture file (format detected from its bytes) through the ITCH "
-                                   "decoder and the order books; print a summary and a BBO table.")
+                       description="Replay a capture file (format and protocol detected from its bytes) through "
+                                   "its decoder and the order books; print a summary and a BBO table.")
     r.add_argument("file", help="pcap / pcapng / NASDAQ BinaryFILE, optionally gzip-compressed")
+    r.add_argument("--protocol", choices=("auto", "itch50", "mdp3", "fix", "ouch42", "ouch50"), default="auto",
+                   help="feed protocol (default auto: from the file's bytes)")
+    r.add_argument("--channel", action="append", metavar="PORT=N",
+                   help="mdp3: UDP port PORT belongs to sequencing channel N (repeat; default: ports that "
+                        "differ by 1000, CME's A/B feeds, share a channel)")
     r.add_argument("--symbols", help="comma-separated tickers to keep (outputs and the BBO table)")
-    r.add_argument("--out", help="write the enriched records: .dbn (DBN MBO), .parquet, .npy")
+    r.add_argument("--out", help="write the enriched records: .dbn (DBN MBO; MDP3 price levels also to "
+                                 "OUT.mbp-1.dbn), .parquet (every record kind), .npy")
     r.add_argument("--out-format", choices=("dbn", "parquet", "npy"), help="output format (default: from --out)")
     r.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     r.add_argument("--top", type=int, default=10, help="rows of the BBO table (busiest symbols, default 10)")
@@ -222,10 +379,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-progress", dest="progress", action="store_false", help="never show the progress line")
     r.set_defaults(func=_cmd_replay)
 
-    s = sub.add_parser("synth", help="generate a realistic synthetic ITCH 5.0 day",
-                       description="Generate a synthetic NASDAQ TotalView-ITCH 5.0 day (deterministic per seed).")
+    s = sub.add_parser("synth", help="generate a synthetic capture of any protocol",
+                       description="Generate a synthetic capture (deterministic per seed): a NASDAQ TotalView-ITCH "
+                                   "5.0 day, CME MDP 3.0, FIX 4.2/4.4 or OUCH 4.2/5.0 sessions.")
     s.add_argument("out", help="output file")
-    s.add_argument("--messages", type=_positive, default=1_000_000, help="total messages (default 1,000,000)")
+    s.add_argument("--protocol", choices=("itch50", "mdp3", "fix", "ouch42", "ouch50"), default="itch50",
+                   help="protocol (default itch50)")
+    s.add_argument("--messages", type=_positive, default=None,
+                   help="total messages (default 1,000,000 for itch50, 1,000 otherwise)")
+    s.add_argument("--ab", action="store_true", help="mdp3: send every incremental packet on the B feed too")
+    s.add_argument("--fix-version", choices=("42", "44"), default="44", help="fix: FIX 4.2 or 4.4 (default 44)")
     s.add_argument("--symbols", type=_positive, default=100, help="number of symbols (default 100)")
     s.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     s.add_argument("--format", choices=("pcap", "pcapng", "binaryfile"), default="pcap",
@@ -248,6 +411,7 @@ DELEGATED = {
     "doctor": ("feedhandler.doctor:doctor_main", "which capture backends work here, and why not"),
     "exchange": ("engine.exchange:main", "run the exchange: gateway, engines, FIX/OUCH acceptors"),
     "bot": ("engine.bot:main", "a demo trading bot against the exchange"),
+    "shard-server": ("engine.shard_server:main", "an engine shard reachable over ZeroMQ (for EngineManager(remote=...))"),
 }
 
 
