@@ -12,31 +12,12 @@ from __future__ import annotations
 import numpy as np
 
 from engine.matching import REASONS, order_layouts
-
-_KIND = {"u": "<u", "i": "<i"}
-
-
-def _dtype(size: int, fields) -> np.dtype:
-    names, formats, offsets = [], [], []
-    for name, offset, fsize, count, kind in fields:
-        if kind == "V":
-            continue
-        if kind == "c":
-            fmt = f"S{count}"
-        else:
-            fmt = f"{_KIND[kind]}{fsize}"
-            if count > 1:
-                fmt = (fmt, (count,))
-        names.append(name)
-        formats.append(fmt)
-        offsets.append(offset)
-    return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": size})
-
+from feedhandler.records import dtype_from_fields
 
 LAYOUTS = {name: (size, fields) for name, size, fields in order_layouts()}
-REQ_DTYPE: np.dtype = _dtype(*LAYOUTS["order_req"])
-EXEC_DTYPE: np.dtype = _dtype(*LAYOUTS["exec"])
-ORDER_DTYPE: np.dtype = _dtype(*LAYOUTS["order"])
+REQ_DTYPE: np.dtype = dtype_from_fields(LAYOUTS["order_req"][1], LAYOUTS["order_req"][0])
+EXEC_DTYPE: np.dtype = dtype_from_fields(LAYOUTS["exec"][1], LAYOUTS["exec"][0])
+ORDER_DTYPE: np.dtype = dtype_from_fields(LAYOUTS["order"][1], LAYOUTS["order"][0])
 
 # ---- codes (values of fh/order.h) ----------------------------------------------------------------
 KIND = {"new": 1, "cancel": 2, "amend": 3, "eod": 4}

@@ -13,7 +13,8 @@ from feedhandler._records import TICK_SIZE, record_layouts
 _KIND = {"u": "<u", "i": "<i"}
 
 
-def _dtype(fields) -> np.dtype:
+def dtype_from_fields(fields, itemsize: int = TICK_SIZE) -> np.dtype:
+    """numpy dtype from a C descriptor table [(name, offset, size, count, kind), ...] (fh_field_desc)."""
     names, formats, offsets = [], [], []
     for name, offset, size, count, kind in fields:
         if kind == "V":
@@ -27,11 +28,11 @@ def _dtype(fields) -> np.dtype:
         names.append(name)
         formats.append(fmt)
         offsets.append(offset)
-    return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": TICK_SIZE})
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": itemsize})
 
 
 LAYOUTS = {name: (rtype, size, dbn_length, fields) for name, rtype, size, dbn_length, fields in record_layouts()}
-DTYPES: dict[str, np.dtype] = {name: _dtype(v[3]) for name, v in LAYOUTS.items()}
+DTYPES: dict[str, np.dtype] = {name: dtype_from_fields(v[3]) for name, v in LAYOUTS.items()}
 RTYPE: dict[str, int] = {name: v[0] for name, v in LAYOUTS.items()}
 RTYPE_NAME: dict[int, str] = {v: k for k, v in RTYPE.items()}
 DBN_LENGTH: dict[str, int] = {name: v[2] for name, v in LAYOUTS.items()}
