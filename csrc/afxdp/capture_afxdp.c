@@ -1,8 +1,16 @@
 /* capture_afxdp.c - AF_XDP receive shim over libxdp's xsk API (contract: fh/capture_afxdp.h).
  *
  * Per queue: one UMEM (frames x frame_size bytes, page aligned), its fill and completion rings, one
- * socket with an rx ring (no tx). The receive thread, per fh_xsk_next():
- *   1. returns the frames handed out by the previous call to the fill ring (one reserve/submit),
+ * socket with an rx ring (no tx). Fill policy: every frame not in the kernel's hands sits on a free
+ * stack, and the fill ring is topped up from it as far as it has room at every call, so the fill ring
+ * is full (ring_size frames posted) whenever the receive thread leaves, however many frames still
+ * wait in the rx ring (frames >= 2 x ring_size: up to ring_size posted + ring_size waiting). Before,
+ * only the frames handed out came back, ring_size frames circulated in all, and frames waiting in the
+ * rx ring shrank what the kernel could take while the thread was away (tests/test_live_capture.py
+ * test_afxdp_fill_ring_topped_up_while_frames_wait).
+ * The receive thread, per fh_xsk_next():
+ *   1. puts the frames handed out by the previous call on the free stack and tops the fill ring up
+ *      (one reserve/submit),
  *   2. peeks up to cap rx descriptors over the queues, copies (addr, len) into fh_pkt, releases them,
  *   3. when nothing is ready: kicks the kernel if the fill ring needs a wakeup, then poll()s.
  * libxdp's ring accessors are static inline: that is why this is C (called from cffi in API mode) and
@@ -41,6 +49,9 @@
 #ifndef SO_BUSY_POLL_BUDGET
 #define SO_BUSY_POLL_BUDGET 70
 #endif
+#ifndef SO_INCOMING_NAPI_ID
+#define SO_INCOMING_NAPI_ID 56
+#endif
 
 #define FH_XSK_BUSY_POLL_BUDGET 64      /* packets per busy-poll round */
 
@@ -55,6 +66,8 @@ typedef struct fh_xsk_queue {
     size_t area_len;
     uint64_t *held;             /* frame addresses handed out by the previous call */
     uint32_t n_held;
+    uint64_t *free;             /* frame addresses owned by us and not handed out (stack) */
+    uint32_t n_free;
     int fd;
 } fh_xsk_queue;
 
@@ -96,13 +109,31 @@ static void publish(fh_xsk *s) {
         __atomic_store_n(&dst[i], src[i], __ATOMIC_RELAXED);
 }
 
+/* Moves frames from the free stack into the fill ring, as many as it has room for; returns how many. */
+static uint32_t top_up(fh_xsk *s, fh_xsk_queue *q) {
+    if (!q->n_free) return 0;
+    uint32_t room = xsk_prod_nb_free(&q->fill, q->n_free);
+    uint32_t want = room < q->n_free ? room : q->n_free;
+    uint32_t idx = 0;
+    if (!want) return 0;                        /* the fill ring is full: the kernel has all it can take */
+    if (xsk_ring_prod__reserve(&q->fill, want, &idx) != want) {
+        s->own.fill_short++;                    /* cannot happen: room was just measured */
+        return 0;
+    }
+    for (uint32_t i = 0; i < want; i++) *xsk_ring_prod__fill_addr(&q->fill, idx + i) = q->free[q->n_free - 1 - i];
+    xsk_ring_prod__submit(&q->fill, want);
+    q->n_free -= want;
+    return want;
+}
+
 static int setup_queue(fh_xsk *s, fh_xsk_queue *q, const fh_xsk_config *cfg, uint32_t qid, uint32_t frames,
                        uint32_t frame_size, char *err, size_t errlen) {
     q->area_len = (size_t)frames * frame_size;
     q->area = mmap(NULL, q->area_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
     if (q->area == MAP_FAILED) { q->area = NULL; return fail(err, errlen, errno, "mmap UMEM %zu bytes", q->area_len); }
     q->held = calloc(frames, sizeof(uint64_t));
-    if (!q->held) return fail(err, errlen, ENOMEM, "calloc");
+    q->free = calloc(frames, sizeof(uint64_t));
+    if (!q->held || !q->free) return fail(err, errlen, ENOMEM, "calloc");
     struct xsk_umem_config uc = {
         .fill_size = s->ring_size, .comp_size = s->ring_size, .frame_size = frame_size,
         .frame_headroom = 0, .flags = 0,
@@ -137,12 +168,16 @@ static int setup_queue(fh_xsk *s, fh_xsk_queue *q, const fh_xsk_config *cfg, uin
             setsockopt(q->fd, SOL_SOCKET, SO_BUSY_POLL_BUDGET, &budget, sizeof budget))
             return fail(err, errlen, errno, "busy polling socket options");
         s->busy_poll = 1;
+        /* the NAPI instance busy polling will drive; 0 when there is none (copy mode on Linux >= 6.13) */
+        unsigned napi_id = 0;
+        socklen_t nl = sizeof napi_id;
+        if (qid == cfg->first_queue && getsockopt(q->fd, SOL_SOCKET, SO_INCOMING_NAPI_ID, &napi_id, &nl) == 0)
+            s->own.busy_poll_napi_id = napi_id;
     }
-    /* give the kernel every frame but a ring's worth, so that handed-out frames always fit back */
-    uint32_t idx = 0, n = frames < s->ring_size ? frames : s->ring_size;
-    if (xsk_ring_prod__reserve(&q->fill, n, &idx) != n) return fail(err, errlen, ENOSPC, "fill ring reserve");
-    for (uint32_t i = 0; i < n; i++) *xsk_ring_prod__fill_addr(&q->fill, idx + i) = (uint64_t)i * frame_size;
-    xsk_ring_prod__submit(&q->fill, n);
+    /* every frame starts on the free stack; the fill ring takes what it has room for */
+    for (uint32_t i = 0; i < frames; i++) q->free[i] = (uint64_t)(frames - 1 - i) * frame_size;
+    q->n_free = frames;
+    if (!top_up(s, q)) return fail(err, errlen, ENOSPC, "fill ring reserve");
     return 0;
 }
 
@@ -251,17 +286,13 @@ static inline uint64_t realtime_ns(void) {
 }
 
 static void refill(fh_xsk *s, fh_xsk_queue *q) {
-    if (!q->n_held) return;
-    uint32_t idx = 0;
-    uint32_t got = xsk_ring_prod__reserve(&q->fill, q->n_held, &idx);
-    if (got < q->n_held) {
-        /* cannot happen while at most ring_size frames are in flight; keep the rest for next time */
-        s->own.fill_short++;
+    if (q->n_held) {
+        /* frames total = n_free + n_held + kernel's, so the stack always has room */
+        memcpy(q->free + q->n_free, q->held, q->n_held * sizeof(uint64_t));
+        q->n_free += q->n_held;
+        q->n_held = 0;
     }
-    for (uint32_t i = 0; i < got; i++) *xsk_ring_prod__fill_addr(&q->fill, idx + i) = q->held[i];
-    xsk_ring_prod__submit(&q->fill, got);
-    if (got < q->n_held) memmove(q->held, q->held + got, (q->n_held - got) * sizeof(uint64_t));
-    q->n_held -= got;
+    if (q->n_free) top_up(s, q);
 }
 
 size_t fh_xsk_next(void *ctx, fh_pkt *pkts, size_t cap, int timeout_ms) {
@@ -373,6 +404,7 @@ void fh_xsk_close(fh_xsk *s) {
         if (q->umem) xsk_umem__delete(q->umem);
         if (q->area) munmap(q->area, q->area_len);
         free(q->held);
+        free(q->free);
     }
     if (s->prog) {
         xdp_program__detach(s->prog, s->ifindex, s->attach_mode, 0);

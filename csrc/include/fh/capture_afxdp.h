@@ -9,7 +9,8 @@
  *
  * Ownership and threading: an fh_xsk belongs to one receive thread. fh_xsk_next() returns fh_pkt whose
  * data point into the UMEM; those frames stay ours until the NEXT fh_xsk_next() (or close), which puts
- * them back on the fill ring. The rx descriptors themselves are released at once (their contents are
+ * them back on the fill ring (through a free stack holding every frame we own: the fill ring is topped
+ * up to full at every call, so frames waiting in the rx ring do not shrink what the kernel can take). The rx descriptors themselves are released at once (their contents are
  * copied). fh_xsk_stats_get() may be called from any thread (relaxed atomic snapshot);
  * fh_xsk_wake() from any thread makes a waiting fh_xsk_next() return.
  */
@@ -24,7 +25,8 @@
 #define FH_XSK_MAX_QUEUES 16
 #define FH_XSK_DEFAULT_FRAMES 32768u    /* UMEM frames per queue (64 MiB at 2 KiB) */
 #define FH_XSK_DEFAULT_FRAME_SIZE 2048u /* bytes per UMEM frame (>= MTU + XDP headroom; copy mode) */
-#define FH_XSK_DEFAULT_RING 16384u      /* descriptors in the rx and fill rings: ~0.1 s at 170k pkt/s */
+#define FH_XSK_DEFAULT_RING 16384u      /* descriptors in the rx and fill rings: the kernel can take this many
+                                           frames (~33 ms at 500k pkt/s) while the receiver is away */
 #define FH_XSK_MAX_PORTS 16
 
 enum { FH_XSK_MODE_AUTO = 0, FH_XSK_MODE_NATIVE = 1, FH_XSK_MODE_SKB = 2 };
@@ -38,7 +40,8 @@ typedef struct fh_xsk_config {
     uint32_t ring_size;         /* 0 = default */
     int xdp_mode;               /* FH_XSK_MODE_* */
     int zerocopy;               /* 1: require zero-copy, 0: try zero-copy then copy, -1: copy only */
-    int busy_poll_us;           /* > 0: SO_PREFER_BUSY_POLL + SO_BUSY_POLL(us) + busy-poll budget */
+    int busy_poll_us;           /* > 0: SO_PREFER_BUSY_POLL + SO_BUSY_POLL(us) + busy-poll budget; effective
+                                   only where the socket has a NAPI id (stats.busy_poll_napi_id) */
     const char *bpf_object;     /* path of xdp_feed.bpf.o; NULL: libxdp's default program (all traffic of
                                    the queue goes to the socket) */
     uint16_t ports[FH_XSK_MAX_PORTS];   /* UDP destination ports of the feed (host order) */
@@ -54,7 +57,7 @@ typedef struct fh_xsk_stats {
     uint64_t idle;              /* calls that returned 0 */
     uint64_t polls;
     uint64_t wakeups;           /* fill-ring need_wakeup kicks */
-    uint64_t fill_short;        /* times the fill ring had less room than the frames to return */
+    uint64_t fill_short;        /* fill-ring reserves that failed after room was measured (0 unless a bug) */
     uint64_t rx_dropped;        /* XDP_STATISTICS rx_dropped: no room in the UMEM / dropped by the kernel */
     uint64_t rx_invalid_descs;
     uint64_t rx_ring_full;      /* rx ring full: frames dropped */
@@ -65,6 +68,9 @@ typedef struct fh_xsk_stats {
     uint64_t xdp_no_socket;
     uint64_t zerocopy;          /* 1 when the sockets run zero-copy */
     uint64_t xdp_mode;          /* FH_XSK_MODE_NATIVE or FH_XSK_MODE_SKB as attached */
+    uint64_t busy_poll_napi_id; /* busy_poll_us > 0: the NAPI id the first socket busy-polls. 0 means
+                                   busy polling polls nothing: since Linux 6.13 an XSK socket gets a NAPI
+                                   id only when bound in zero-copy mode (veth, virtio copy mode: never) */
 } fh_xsk_stats;
 
 typedef struct fh_xsk fh_xsk;

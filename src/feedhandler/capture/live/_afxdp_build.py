@@ -72,7 +72,7 @@ typedef struct fh_xsk_config {
 typedef struct fh_xsk_stats {
     uint64_t packets, bytes, batches, idle, polls, wakeups, fill_short, rx_dropped, rx_invalid_descs,
              rx_ring_full, rx_fill_ring_empty, xdp_seen, xdp_redirected, xdp_passed, xdp_no_socket,
-             zerocopy, xdp_mode;
+             zerocopy, xdp_mode, busy_poll_napi_id;
 } fh_xsk_stats;
 int fh_xsk_open(fh_xsk **out, const fh_xsk_config *cfg, char *err, size_t errlen);
 size_t fh_xsk_next(void *xsk, fh_pkt *pkts, size_t cap, int timeout_ms);
@@ -86,8 +86,10 @@ ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "feedhandler.capture.live._afxdp",
     '#include "fh/capture_afxdp.h"\n',
-    # relative to the project root (setup.py runs there and rejects absolute source paths)
-    sources=[os.path.relpath(os.path.join(CSRC, "afxdp", "capture_afxdp.c"), ROOT)],
+    # setup.py (cffi_modules) runs in the project root and rejects absolute source paths; the in-place
+    # build (run as a script) compiles inside a temporary directory and needs an absolute one.
+    sources=[os.path.join(CSRC, "afxdp", "capture_afxdp.c") if __name__ == "__main__"
+             else os.path.relpath(os.path.join(CSRC, "afxdp", "capture_afxdp.c"), ROOT)],
     include_dirs=[os.path.join(CSRC, "include")] + [a[2:] for a in _pkg(["--cflags-only-I"])],
     libraries=["xdp", "bpf"],
     library_dirs=[a[2:] for a in _pkg(["--libs-only-L"])],

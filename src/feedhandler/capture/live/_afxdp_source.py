@@ -40,6 +40,8 @@ class AfXdpSource:
         None: try zero-copy, fall back to copy; True: require it; False: copy only.
     busy_poll_us : int
         > 0 enables preferred busy polling (SO_PREFER_BUSY_POLL, SO_BUSY_POLL) with this budget in us.
+        Since Linux 6.13 it only takes effect on zero-copy sockets (``stats()["busy_poll_napi_id"]``
+        is 0 otherwise); on veth use threaded NAPI instead (bench/README_capture.md).
     filter : bool
         False: no filter program (libxdp's default program redirects the whole queue).
     """
@@ -107,6 +109,8 @@ class AfXdpSource:
         d["xsk_rx_dropped"] = int(st.rx_dropped)
         d["zerocopy"] = bool(st.zerocopy)
         d["xdp_mode"] = {1: "native", 2: "skb"}.get(int(st.xdp_mode), "default")
+        # 0 with busy_poll_us > 0: busy polling drives nothing (copy mode on Linux >= 6.13)
+        d["busy_poll_napi_id"] = int(st.busy_poll_napi_id)
         d["ts_user"] = d["packets"]
         d["xdp_drops"] = d["xsk_rx_dropped"] + d["rx_ring_full"]
         return d

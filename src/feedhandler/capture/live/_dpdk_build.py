@@ -61,8 +61,10 @@ ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "feedhandler.capture.live._dpdk",
     '#include "fh/capture_dpdk.h"\n',
-    # relative to the project root (setup.py runs there and rejects absolute source paths)
-    sources=[os.path.relpath(os.path.join(CSRC, "dpdk", "capture_dpdk.c"), ROOT)],
+    # setup.py (cffi_modules) runs in the project root and rejects absolute source paths; the in-place
+    # build (run as a script) compiles inside a temporary directory and needs an absolute one.
+    sources=[os.path.join(CSRC, "dpdk", "capture_dpdk.c") if __name__ == "__main__"
+             else os.path.relpath(os.path.join(CSRC, "dpdk", "capture_dpdk.c"), ROOT)],
     include_dirs=[os.path.join(CSRC, "include")] + [a[2:] for a in _cflags if a.startswith("-I")],
     extra_compile_args=["-std=gnu11", "-O2"] + [a for a in _cflags if not a.startswith("-I")],
     extra_link_args=_pkg(["--libs"]),
