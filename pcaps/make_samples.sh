@@ -11,3 +11,10 @@ fh=${1:-feedhandler}
 common="--messages 20000 --symbols 25 --seed 20240315 --date 2024-03-15"
 "$fh" synth "$here/itch50_sample.pcap" $common --format pcap
 "$fh" synth "$here/itch50_sample.bin.gz" $common --format binaryfile --gzip
+# The other protocols' samples (each generator is deterministic per seed; tests check these bytes):
+#   mdp3_sample.pcap   CME MDP 3.0 (schema 9), 200 messages, A and B incremental feeds + snapshot loop
+#   fix44_sample.pcap  FIX 4.4 order entry + market data over one TCP connection, 300 messages
+#   ouch42_sample.pcap OUCH 4.2 over SoupBinTCP, one session, 300 messages
+"$fh" synth "$here/mdp3_sample.pcap" --protocol mdp3 --messages 200 --seed 1 --ab -q
+"$fh" synth "$here/fix44_sample.pcap" --protocol fix --fix-version 44 --messages 300 --seed 44 -q
+"$fh" synth "$here/ouch42_sample.pcap" --protocol ouch42 --messages 300 --seed 42 -q

@@ -257,6 +257,9 @@ def _cmd_replay(args) -> int:
     finally:
         if bar is not None:
             bar.done()
+    if not s.get("messages"):
+        print(f"feedhandler: warning: no {s.get('protocol', '?')} messages in {args.file}"
+              + (" (is --protocol right?)" if args.protocol != "auto" else ""), file=sys.stderr)
     if args.json:
         json.dump(s, sys.stdout, indent=2, sort_keys=False)
         sys.stdout.write("\n")

@@ -1,7 +1,21 @@
 """Replay a capture file through the feed and the order books: the orchestration behind
 ``feedhandler replay`` (the CLI only parses arguments and prints).
 
-Two modes, same results:
+Protocols (``ReplayOptions.protocol``; "auto" asks :func:`feedhandler.detect.detect`, which reads the
+bytes, never the file name):
+
+- ``itch50``: NASDAQ TotalView-ITCH 5.0 (MoldUDP64 pcap/pcapng, or BinaryFILE) through the native
+  ``Feed`` into ``engine.book.BookSet`` (the two modes below).
+- ``mdp3``: CME MDP 3.0 (SBE over UDP): ``framing.udp.UdpBatches`` reads the file natively and hands
+  batches of thousands of UDP payloads to ``Mdp3Decoder.decode_buffer`` (one Python call per batch);
+  MBO records go to ``BookSet``, MBP (price-level) records to ``engine.mbp_book.MbpBookSet``. A and B
+  feeds of a channel share a sequencing channel: ports listed in ``channels`` {port: channel}, else
+  ports that differ by 1000 (CME's A/B convention 14310/15310) -- see ``framing/udp.pyx``.
+- ``fix`` / ``ouch42`` / ``ouch50`` / ``ouch``: TCP captures through ``fix_stream.replay_stream`` /
+  ``ouch_events.replay_stream`` (reassembly, FIX or SoupBinTCP framing, order lifecycles); the
+  summary adds TCP, session and order-event statistics (events by kind, order->ack latency).
+
+ITCH has two modes, same results:
 
 - ``single``: one thread. ``Feed.read`` fills a batch, ``BookSet.apply`` enriches it in place, then
   the batch goes to the outputs. Python runs once per batch (65536 records by default).
@@ -26,18 +40,27 @@ import numpy as np
 from feedhandler import records
 from feedhandler.output import SymbolMap, open_writer
 
-__all__ = ["ReplayOptions", "replay", "SUMMARY_KEYS"]
+__all__ = ["ReplayOptions", "replay", "SUMMARY_KEYS", "COMMON_KEYS", "PROTOCOLS"]
+
+PROTOCOLS = ("auto", "itch50", "mdp3", "fix", "ouch42", "ouch50", "ouch")
+MDP3_BATCH_PACKETS = 8192   # UDP payloads per decode_buffer call
 
 BATCH = 65536          # records per batch (single mode) / most records per consume batch (pipelined)
 RING_CAPACITY = 1 << 17  # records (8 MiB of slots)
 
 # Top-level keys of the summary (the ``--json`` schema); tests check them.
 SUMMARY_KEYS = (
-    "file", "format", "gzip", "mode", "date", "midnight_ns", "file_bytes", "packets", "moldudp64_packets",
+    "file", "protocol", "format", "gzip", "mode", "date", "midnight_ns", "file_bytes", "packets", "moldudp64_packets",
     "heartbeats", "end_of_session", "sessions", "messages", "messages_by_type", "records", "gaps",
     "lost_messages", "missing_ranges", "duplicates", "out_of_order", "malformed", "malformed_by_reason",
     "unknown", "bad_length", "truncated", "link_rejects", "live_orders", "books", "stale_books",
     "book_counters", "elapsed_s", "messages_per_s", "symbols", "bbo", "output",
+)
+# Keys every protocol's summary has (the MDP3 and FIX/OUCH summaries add their own blocks).
+COMMON_KEYS = (
+    "file", "protocol", "format", "gzip", "mode", "file_bytes", "packets", "messages", "messages_by_type",
+    "records", "records_by_kind", "gaps", "duplicates", "malformed", "unknown", "bad_length", "truncated",
+    "elapsed_s", "messages_per_s", "symbols", "bbo", "output",
 )
 
 
@@ -56,13 +79,19 @@ class ReplayOptions:
     udp_port: int | None = None
     progress: Callable[[dict], None] | None = None   # called about 5 times a second with a snapshot
     feed_kw: dict = field(default_factory=dict)
+    protocol: str = "auto"                      # PROTOCOLS
+    channels: dict | None = None                # MDP3: {udp_port: channel}; others paired by ab_offset
+    ab_offset: int = 1000                       # MDP3: ports that differ by this share a channel (0: off)
 
 
 class _Batches:
     """Per-batch bookkeeping shared by both modes (runs on the consumer thread)."""
 
-    def __init__(self, opts: ReplayOptions, symmap: SymbolMap, writer):
+    def __init__(self, opts: ReplayOptions, symmap: SymbolMap, writer,
+                 book_rtypes: Sequence[str] = ("mbo", "trade")):
         self.opts = opts
+        self.book_rtypes = np.array([records.RTYPE[k] for k in book_rtypes], np.uint8)
+        self.by_rtype = np.zeros(256, np.int64)
         self.symmap = symmap
         self.writer = writer
         self.want = set(opts.symbols) if opts.symbols else None
@@ -73,6 +102,7 @@ class _Batches:
 
     def __call__(self, ticks: np.ndarray) -> None:
         self.records += ticks.shape[0]
+        self.by_rtype += np.bincount(ticks["rtype"], minlength=256)
         if self.symmap.update(ticks) and self.want is not None:
             self.ids = np.array(sorted(self.symmap.ids_of(self.want).values()), dtype=np.uint32)
         iid = ticks["instrument_id"]
@@ -81,7 +111,7 @@ class _Batches:
             ticks = ticks[keep]
             iid = ticks["instrument_id"]
         rt = ticks["rtype"]
-        book_rec = (rt == records.RTYPE["mbo"]) | (rt == records.RTYPE["trade"])
+        book_rec = np.isin(rt, self.book_rtypes)
         ids = iid[book_rec]
         if ids.shape[0]:
             top = int(ids.max())
@@ -115,10 +145,28 @@ def replay(path: str | os.PathLike, opts: ReplayOptions | None = None) -> dict:
     ImportError (feedhandler.output.parquet.MissingDependency)
         Parquet output without pyarrow.
     """
+    opts = opts or ReplayOptions()
+    path = os.fspath(path)
+    protocol = opts.protocol or "auto"
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r} ({', '.join(PROTOCOLS)})")
+    if protocol == "auto":
+        from feedhandler.detect import detect
+
+        protocol = detect(path)
+    if protocol == "itch50":
+        return _replay_itch(path, opts)
+    if opts.mode != "single":
+        raise ValueError(f"--mode {opts.mode} is implemented for itch50 only ({protocol} replays in one thread)")
+    if protocol == "mdp3":
+        return _replay_mdp3(path, opts)
+    return _replay_tcp(path, opts, protocol)
+
+
+def _replay_itch(path: str, opts: ReplayOptions) -> dict:
     from engine.book import BookSet
     from feedhandler.pipeline import Feed
 
-    opts = opts or ReplayOptions()
     if opts.mode not in ("single", "pipelined"):
         raise ValueError(f"unknown mode {opts.mode!r} (single, pipelined)")
     if opts.batch < 64:
@@ -130,7 +178,6 @@ def replay(path: str | os.PathLike, opts: ReplayOptions | None = None) -> dict:
         kw["reorder_window"] = opts.reorder_window
     if opts.udp_port is not None:
         kw["udp_port"] = opts.udp_port
-    path = os.fspath(path)
     feed = Feed(path, "itch50", **kw)
     books = BookSet()
     symmap = SymbolMap()
@@ -241,6 +288,7 @@ def _summary(path, opts, feed, books, handle: _Batches, writer, elapsed: float) 
     rejects = {k: int(v) for k, v in st["link_rejects"].items() if v}
     return {
         "file": path,
+        "protocol": "itch50",
         "format": st["format"],
         "gzip": bool(st["gzip"]),
         "mode": opts.mode,
@@ -255,6 +303,7 @@ def _summary(path, opts, feed, books, handle: _Batches, writer, elapsed: float) 
         "messages": messages,
         "messages_by_type": {k: int(v) for k, v in sorted(dec.get("messages", {}).items())},
         "records": int(handle.records),
+        "records_by_kind": _by_kind(handle),
         "gaps": int(st["gaps"]),
         "lost_messages": int(st["lost_messages"]),
         "missing_ranges": [list(r) for r in feed.missing_ranges()],
@@ -277,4 +326,257 @@ def _summary(path, opts, feed, books, handle: _Batches, writer, elapsed: float) 
         "symbols": sym_info,
         "bbo": rows,
         "output": out,
+    }
+
+
+# ---- shared helpers of the other protocols -------------------------------------------------------
+def _by_kind(handle: _Batches) -> dict:
+    """{record kind: count} of the records seen (every kind, before the --symbols filter)."""
+    return {records.RTYPE_NAME.get(rt, f"rtype_{rt}"): int(n) for rt, n in enumerate(handle.by_rtype.tolist()) if n}
+
+
+def _busiest(handle: _Batches, top: int) -> list[int]:
+    act = handle.activity
+    out = []
+    for iid in np.argsort(-act, kind="stable")[: max(top, 0) * 4 + 16].tolist():
+        if act[iid] == 0 or len(out) >= top:
+            break
+        if handle.want is not None and handle.symmap.by_id.get(iid) not in handle.want:
+            continue
+        out.append(iid)
+    return out
+
+
+def _bbo_row(symmap: SymbolMap, iid: int, n: int, book: str, bid_px, bid_sz, ask_px, ask_sz, stale: bool,
+             bid_n=None, ask_n=None) -> dict:
+    row = {"symbol": symmap.by_id.get(iid), "instrument_id": iid, "book": book, "records": int(n),
+           "bid_px": None if bid_px == records.UNDEF_PRICE else int(bid_px), "bid": _price(bid_px),
+           "bid_sz": int(bid_sz),
+           "ask_px": None if ask_px == records.UNDEF_PRICE else int(ask_px), "ask": _price(ask_px),
+           "ask_sz": int(ask_sz), "stale": bool(stale)}
+    if bid_n is not None:
+        row["bid_orders"], row["ask_orders"] = int(bid_n), int(ask_n)
+    return row
+
+
+def _book_rows(handle: _Batches, top: int, books, mbp) -> list[dict]:
+    """BBO rows of the busiest instruments: one per non-empty book (MBO order book, MBP price levels)."""
+    rows = []
+    for iid in _busiest(handle, top):
+        n = int(handle.activity[iid])
+        bid_px, bid_sz, bid_n, ask_px, ask_sz, ask_n = books.bbo(iid)
+        if bid_sz or ask_sz:
+            rows.append(_bbo_row(handle.symmap, iid, n, "mbo", bid_px, bid_sz, ask_px, ask_sz, books.stale(iid),
+                                 bid_n, ask_n))
+        if mbp is not None:
+            b_px, b_sz, a_px, a_sz = mbp.bbo(iid)
+            if b_sz or a_sz:
+                rows.append(_bbo_row(handle.symmap, iid, n, "mbp", b_px, b_sz, a_px, a_sz, mbp.is_stale(iid)))
+    return rows
+
+
+def _output_info(opts: ReplayOptions, writer) -> dict | None:
+    if writer is None:
+        return None
+    return {"path": os.fspath(opts.out), "format": type(writer).__name__.replace("Writer", "").lower(),
+            "records": int(writer.records), "files": dict(getattr(writer, "files", {}) or {"main": opts.out}),
+            "not_written": dict(getattr(writer, "skipped", {}) or {})}
+
+
+def _symbols_info(handle: _Batches) -> dict | None:
+    if handle.want is None:
+        return None
+    found = handle.symmap.ids_of(handle.want)
+    return {"requested": sorted(handle.want), "found": dict(sorted(found.items())),
+            "not_found": sorted(handle.want - set(found))}
+
+
+def _run_writer(writer, fn):
+    ok = False
+    try:
+        r = fn()
+        ok = True
+        return r
+    finally:
+        if writer is not None:
+            if ok:
+                writer.close()
+            else:
+                writer.abort()
+
+
+# ---- CME MDP 3.0 ---------------------------------------------------------------------------------
+def _replay_mdp3(path: str, opts: ReplayOptions) -> dict:
+    from engine.book import BookSet
+    from engine.mbp_book import MbpBookSet
+    from feedhandler.framing.udp import UdpBatches
+    from feedhandler.protocols.mdp3 import REJECT_COUNTERS, Mdp3Decoder
+
+    src = UdpBatches(path, batch_packets=MDP3_BATCH_PACKETS, channels=opts.channels, ab_offset=opts.ab_offset,
+                     udp_port=opts.udp_port)
+    dec = Mdp3Decoder()
+    books, mbp = BookSet(), MbpBookSet()
+    symmap = SymbolMap()
+    writer = open_writer(opts.out, opts.out_format, symbols=symmap, dataset="GLBX.MDP3") if opts.out else None
+    handle = _Batches(opts, symmap, writer, book_rtypes=("mbo", "trade", "mbp_update"))
+    t0 = time.perf_counter()
+    last = [t0]
+
+    def run():
+        with src:
+            while True:
+                b = src.read()       # one batch of UDP payloads (native, nogil)
+                if b is None:
+                    break
+                ticks = dec.decode_buffer(*b)
+                books.apply(ticks)
+                mbp.apply(ticks)
+                handle(ticks)
+                now = time.perf_counter()
+                if opts.progress is not None and now - last[0] >= 0.2:
+                    last[0] = now
+                    done, total = src.progress()
+                    opts.progress({"bytes_read": done, "total_bytes": total, "records": handle.records,
+                                   "elapsed_s": now - t0})
+            return src.stats(), src.channels()
+
+    st, channels = _run_writer(writer, run)
+    elapsed = time.perf_counter() - t0
+    c = dec.counters()
+    malformed = {k: int(c[k]) for k in REJECT_COUNTERS if c.get(k)}
+    by_type = {k: int(c[k]) for k in ("book", "order_book", "trade_summary", "volume", "session_stats",
+                                     "daily_stats", "limits", "status", "definitions", "snapshots",
+                                     "snapshot_order_books", "heartbeats", "channel_resets") if c.get(k)}
+    messages = int(c["messages"])
+    return {
+        "file": path, "protocol": "mdp3", "format": st["format"], "gzip": bool(st["gzip"]), "mode": "single",
+        "file_bytes": int(st["total_bytes"]), "packets": int(c["packets"]), "frames": int(st["frames"]),
+        "channels": {str(p): ch for p, ch in sorted(channels.items())},
+        "messages": messages, "messages_by_type": by_type,
+        "records": int(handle.records), "records_by_kind": _by_kind(handle),
+        "gaps": int(c["packet_gaps"]), "lost_messages": int(c["packet_missing"]),
+        "duplicates": int(c["packet_duplicate"]), "late": int(c["packet_late"]),
+        "out_of_order": int(c["packet_reordered"]), "rptseq_gaps": int(c["rptseq_gaps"]),
+        "recoveries": int(c["recoveries"]) + int(c["mbo_recoveries"]),
+        "stale_instruments": [int(i) for i in dec.stale_instruments()],
+        "malformed": sum(malformed.values()), "malformed_by_reason": malformed,
+        "unknown": int(c["msg_unknown_template"]) + int(c["msg_unknown_schema"]),
+        "bad_length": int(c["msg_bad_size"]) + int(c["msg_bad_block_length"]),
+        "truncated": int(c["packet_truncated"]) + int(c["msg_truncated"]),
+        "file_damage": {k: v for k, v in st["file_damage"].items() if v},
+        "link_rejects": sum(st["link_rejects"].values()),
+        "link_rejects_by_reason": {k: v for k, v in st["link_rejects"].items() if v},
+        "mdp3": {k: int(v) for k, v in c.items()},
+        "books": int(books.instrument_count), "live_orders": int(books.live_orders),
+        "book_counters": {k: int(v) for k, v in books.counters().items()},
+        "mbp_books": len(mbp.instruments()), "mbp_stale": [int(i) for i in mbp.stale_instruments()],
+        "mbp_book_counters": {k: int(v) for k, v in mbp.counters().items()},
+        "elapsed_s": round(elapsed, 6),
+        "messages_per_s": round(messages / elapsed, 1) if elapsed > 0 else None,
+        "symbols": _symbols_info(handle), "bbo": _book_rows(handle, opts.top, books, mbp),
+        "output": _output_info(opts, writer),
+    }
+
+
+# ---- FIX and OUCH over TCP -----------------------------------------------------------------------
+OE_EVENTS = {"N": "new", "A": "accepted", "P": "replace_request", "R": "replaced", "X": "cancel_request",
+             "C": "canceled", "m": "modify_request", "M": "modified", "E": "executed", "B": "broken",
+             "J": "rejected", "K": "cancel_reject", "S": "restated", "O": "other"}
+OE_F_FROM_EXCHANGE, OE_F_LATENCY = 0x01, 0x08
+
+
+def order_event_stats(recs: np.ndarray) -> dict:
+    """Order events by kind and direction, and order->ack latency percentiles (ns) of a record batch."""
+    oe = recs[recs["rtype"] == records.RTYPE["order_event"]]
+    if not oe.shape[0]:
+        return {"events": 0, "by_kind": {}, "from_client": 0, "from_exchange": 0, "latency_ns": None}
+    e = records.view(oe, "order_event")
+    kinds, counts = np.unique(e["event"], return_counts=True)
+    by_kind = {OE_EVENTS.get(k.decode("latin-1"), k.decode("latin-1")): int(n) for k, n in zip(kinds, counts)}
+    fx = (e["flags"] & OE_F_FROM_EXCHANGE) != 0
+    lat = e["latency_ns"][(e["flags"] & OE_F_LATENCY) != 0].astype(np.int64)
+    lat_info = None
+    if lat.shape[0]:
+        q = np.percentile(lat, [50, 90, 99], method="lower")
+        lat_info = {"count": int(lat.shape[0]), "min": int(lat.min()), "p50": int(q[0]), "p90": int(q[1]),
+                    "p99": int(q[2]), "max": int(lat.max())}
+    return {"events": int(oe.shape[0]), "by_kind": dict(sorted(by_kind.items(), key=lambda kv: -kv[1])),
+            "from_client": int((~fx).sum()), "from_exchange": int(fx.sum()), "latency_ns": lat_info}
+
+
+def _replay_tcp(path: str, opts: ReplayOptions, protocol: str) -> dict:
+    from engine.book import BookSet
+    from engine.mbp_book import MbpBookSet
+    from feedhandler.detect import container
+
+    fmt, gz = container(path)
+    t0 = time.perf_counter()
+    if protocol == "fix":
+        from feedhandler.protocols.fix_stream import replay_stream
+
+        recs, st = replay_stream(path, "fix")
+    else:
+        from feedhandler.protocols.ouch_events import replay_stream
+
+        recs, st = replay_stream(path, protocol)   # "ouch": version from the first messages
+    books, mbp = BookSet(), MbpBookSet()
+    symmap = SymbolMap()
+    symmap.by_id.update({int(i): s for s, i in st.get("symbols", {}).items()})
+    writer = open_writer(opts.out, opts.out_format, symbols=symmap) if opts.out else None
+    handle = _Batches(opts, symmap, writer, book_rtypes=("mbo", "trade", "mbp_update", "order_event"))
+
+    def run():
+        books.apply(recs)
+        mbp.apply(recs)
+        handle(recs)
+
+    _run_writer(writer, run)
+    elapsed = time.perf_counter() - t0
+    tcp = {k: v for k, v in st["tcp"].items()}
+    oes = order_event_stats(recs)
+    proto = st["protocol"]
+    if proto == "fix":
+        f = st["fix"]
+        messages = int(f["messages"])
+        by_type = {"market_data_entries": int(f["md_entries"]), "order_events": int(f["order_events"]),
+                   "other": int(f["other_messages"])}
+        gaps, dups = int(f["seq_gaps"]), int(f["duplicates"])
+        malformed = {k: int(f[k]) for k in ("bad_field", "garbled", "bad_body_length", "bad_checksum") if f[k]}
+        truncated = int(f["truncated_tail"])
+        sessions = None
+        extra = {"fix": {k: int(v) for k, v in f.items()}, "seq_gap_messages": int(f["seq_gap_messages"]),
+                 "bad_checksums": int(f["bad_checksum"]), "possdup": int(f["possdup"]),
+                 "groups": st.get("groups")}
+    else:
+        so, o = st["soupbintcp"], st["ouch"]
+        messages = int(o["messages"])
+        by_type = {k: int(so[k]) for k in ("sequenced", "unsequenced", "server_heartbeats", "client_heartbeats",
+                                           "login_requests", "login_accepted", "login_rejected",
+                                           "end_of_session", "logout", "debug") if so.get(k)}
+        gaps = sum(len(s.get("gaps", [])) for s in st["sessions"].values())
+        dups = int(so["duplicates"])
+        malformed = {k: int(v) for k, v in o["rejects"].items() if v}
+        malformed.update({f"soupbintcp_{k}": int(so[k]) for k in ("bad_type", "bad_length") if so.get(k)})
+        truncated = int(so["truncated"])
+        sessions = {name: dict(s) for name, s in st["sessions"].items()}
+        extra = {"soupbintcp": {k: int(v) for k, v in so.items()},
+                 "ouch": {k: v for k, v in o.items()}, "gap_messages": int(so["gap_messages"]),
+                 "logins": [list(x) for x in st.get("logins", [])]}
+    return {
+        "file": path, "protocol": proto, "format": fmt, "gzip": gz, "mode": "single",
+        "file_bytes": os.path.getsize(path), "packets": int(tcp.get("frames", 0)),
+        "connections": int(tcp.get("connections", 0)), "sessions": sessions,
+        "messages": messages, "messages_by_type": by_type,
+        "records": int(handle.records), "records_by_kind": _by_kind(handle),
+        "order_events": oes,
+        "gaps": gaps, "duplicates": dups, "malformed": sum(malformed.values()), "malformed_by_reason": malformed,
+        "unknown": 0, "bad_length": 0, "truncated": truncated, "tcp_holes": int(tcp.get("holes", 0)),
+        "tcp": tcp, **extra,
+        "books": int(books.instrument_count), "live_orders": int(books.live_orders),
+        "mbp_books": len(mbp.instruments()),
+        "book_counters": {k: int(v) for k, v in books.counters().items()},
+        "elapsed_s": round(elapsed, 6),
+        "messages_per_s": round(messages / elapsed, 1) if elapsed > 0 else None,
+        "symbols": _symbols_info(handle), "bbo": _book_rows(handle, opts.top, books, mbp),
+        "output": _output_info(opts, writer),
     }

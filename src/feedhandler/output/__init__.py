@@ -19,19 +19,26 @@ FORMATS = {".dbn": "dbn", ".parquet": "parquet", ".pq": "parquet", ".npy": "npy"
 
 
 class SymbolMap:
-    """instrument_id <-> ticker, learned from stock directory records (ITCH R) as batches pass."""
+    """instrument_id <-> ticker, learned as batches pass from the feed's own reference data: stock
+    directory records (ITCH R) and instrument definitions (MDP3 MDInstrumentDefinition*). FIX and
+    OUCH replays fill ``by_id`` from their decoders' symbol maps."""
 
     def __init__(self):
         self.by_id: dict[int, str] = {}
 
     def update(self, ticks: np.ndarray) -> int:
-        """Learn the stock directory records of a batch; returns how many it held."""
-        sd = ticks[ticks["rtype"] == records.RTYPE["stock_directory"]]
-        if sd.shape[0]:
-            sd = sd.view(records.DTYPES["stock_directory"])
-            for iid, sym in zip(sd["instrument_id"].tolist(), sd["symbol"].tolist()):
-                self.by_id[iid] = sym.decode("latin-1").strip()
-        return sd.shape[0]
+        """Learn the reference-data records of a batch; returns how many it held."""
+        n = 0
+        for kind in ("stock_directory", "instrument_def"):
+            sd = ticks[ticks["rtype"] == records.RTYPE[kind]]
+            if sd.shape[0]:
+                sd = sd.view(records.DTYPES[kind])
+                for iid, sym in zip(sd["instrument_id"].tolist(), sd["symbol"].tolist()):
+                    name = sym.decode("latin-1").strip().strip("\0")
+                    if name:
+                        self.by_id[iid] = name
+                n += sd.shape[0]
+        return n
 
     def ids_of(self, tickers) -> dict[str, int]:
         want = set(tickers)
@@ -56,14 +63,15 @@ def format_for(path: str, fmt: str | None = None) -> str:
 
 
 def open_writer(path: str | os.PathLike, fmt: str | None = None, *, symbols: SymbolMap | None = None,
-                date=None):
-    """A writer for ``path`` (see the module docstring)."""
+                date=None, dataset: str | None = None):
+    """A writer for ``path`` (see the module docstring); ``dataset`` names the DBN dataset code."""
     path = os.fspath(path)
     fmt = format_for(path, fmt)
     if fmt == "dbn":
         from feedhandler.output.dbn import DbnWriter
 
-        return DbnWriter(path, symbols=symbols, date=date)
+        kw = {"dataset": dataset} if dataset else {}
+        return DbnWriter(path, symbols=symbols, date=date, **kw)
     if fmt == "parquet":
         from feedhandler.output.parquet import ParquetWriter
 

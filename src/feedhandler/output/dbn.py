@@ -11,8 +11,14 @@ What goes in
   price, size, side (aggressor), flags, ts_recv, ts_in_delta and sequence are kept; channel_id is 0;
   the match number and the cross type (``depth``) are dropped. The file therefore stays a single-
   schema MBO file that every DBN reader accepts.
-- Every other record (gaps, system events, stock directory, ...) has no place in an MBO file and is
-  not written (use ``.npy`` or Parquet output for those). The stock directory becomes the metadata's
+- CME MDP 3.0 price-level updates (``mbp_update``) go to a second DBN file next to it,
+  ``OUT.mbp-1.dbn``, schema MBP-1 (80-byte ``Mbp1Msg``: the update plus the top of the book after it,
+  from ``feedhandler.output._mbp1.Mbp1Converter``, which keeps the outright books; top-of-book
+  changes only, as Databento's MBP-1; implied-book updates are not written).
+- Every other record (gaps, system events, stock directory, statistics, security status, instrument
+  definitions, FIX/OUCH order events, ...) has no DBN record type that holds it without loss and is
+  not written (counted by kind in ``skipped``); use ``.npy`` or Parquet output for those (Parquet
+  writes one table per record kind, order events included). The stock directory becomes the metadata's
   symbol mappings instead (raw symbol -> instrument_id for the trading day).
 
 The metadata header (DBN version 3 by default; version 2 has the same layout) is written by
@@ -31,12 +37,14 @@ import numpy as np
 from feedhandler import records
 from feedhandler.output._spool import SpoolWriter
 
-__all__ = ["DbnWriter", "encode_metadata", "SCHEMA_MBO", "STYPE_INSTRUMENT_ID", "STYPE_RAW_SYMBOL"]
+__all__ = ["DbnWriter", "encode_metadata", "mbp1_path", "SCHEMA_MBO", "SCHEMA_MBP1", "STYPE_INSTRUMENT_ID",
+           "STYPE_RAW_SYMBOL"]
 
 DBN_VERSION = 3
 SYMBOL_CSTR_LEN = 71         # bytes of a fixed-length symbol in DBN versions 2 and 3
 METADATA_RESERVED_LEN = 53   # reserved bytes after symbol_cstr_len (versions 2 and 3)
 SCHEMA_MBO = 0
+SCHEMA_MBP1 = 1
 NULL_SCHEMA = 0xFFFF
 STYPE_INSTRUMENT_ID = 0
 STYPE_RAW_SYMBOL = 1
@@ -117,6 +125,25 @@ def to_mbo_bytes(ticks: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out.view(np.uint8).reshape(-1, records.TICK_DTYPE.itemsize)[:, :MBO_BYTES])
 
 
+def mbp1_path(path: str) -> str:
+    """Where the MBP-1 records of an MBO file ``OUT.dbn`` go: ``OUT.mbp-1.dbn``."""
+    stem = path[: -len(".dbn")] if path.endswith(".dbn") else path
+    return f"{stem}.mbp-1.dbn"
+
+
+class _Mbp1File(SpoolWriter):
+    """The MBP-1 sibling of a DbnWriter (its header is the parent's, with schema MBP-1)."""
+
+    def __init__(self, path: str, parent: "DbnWriter"):
+        super().__init__(path)
+        self.parent = parent
+        self.start: int | None = None
+        self.end: int | None = None
+
+    def header(self) -> bytes:
+        return self.parent._metadata(self.start, self.end, SCHEMA_MBP1)
+
+
 class DbnWriter(SpoolWriter):
     """Streaming DBN (schema MBO) writer: ``write(batch)`` per enriched batch, then ``close()``.
 
@@ -138,22 +165,72 @@ class DbnWriter(SpoolWriter):
         self.version = version
         self.start: int | None = None
         self.end: int | None = None
+        self._mbp1: _Mbp1File | None = None
+        self._conv = None
+        self.counts = {"mbo": 0, "mbp-1": 0}
+        self.skipped: dict[str, int] = {}
+        self.files = {"mbo": self.path}
+
+    @staticmethod
+    def _span(w, b: np.ndarray) -> None:
+        ts = b[:, 8:16].copy().view("<u8").ravel()
+        lo, hi = int(ts.min()), int(ts.max())
+        w.start = lo if w.start is None else min(w.start, lo)
+        w.end = hi if w.end is None else max(w.end, hi)
 
     def write(self, ticks: np.ndarray) -> int:
         b = to_mbo_bytes(ticks)
         n = b.shape[0]
         if n:
-            ts = b[:, 8:16].copy().view("<u8").ravel()
-            lo, hi = int(ts.min()), int(ts.max())
-            self.start = lo if self.start is None else min(self.start, lo)
-            self.end = hi if self.end is None else max(self.end, hi)
+            self._span(self, b)
             self._append(b)
-            self.records += n
-        return n
+            self.counts["mbo"] += n
+        rt = ticks["rtype"]
+        m = 0
+        if (rt == records.RTYPE["mbp_update"]).any():
+            if self._conv is None:
+                from feedhandler.output._mbp1 import Mbp1Converter
+
+                self._conv = Mbp1Converter()
+            mb = self._conv.convert(ticks)
+            m = mb.shape[0]
+            if m:
+                if self._mbp1 is None:
+                    self._mbp1 = _Mbp1File(mbp1_path(self.path), self)
+                    self.files["mbp-1"] = self._mbp1.path
+                self._span(self._mbp1, mb)
+                self._mbp1._append(mb)
+                self.counts["mbp-1"] += m
+        other = ~np.isin(rt, np.array([records.RTYPE[k] for k in ("mbo", "trade", "mbp_update")], np.uint8))
+        if other.any():
+            kinds, cnt = np.unique(rt[other], return_counts=True)
+            for k, c in zip(kinds.tolist(), cnt.tolist()):
+                name = records.RTYPE_NAME.get(k, f"rtype_{k}")
+                self.skipped[name] = self.skipped.get(name, 0) + c
+        self.records += n + m
+        return n + m
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except BaseException:
+            if self._mbp1 is not None:
+                self._mbp1.abort()
+            raise
+        if self._mbp1 is not None:
+            self._mbp1.close()
+
+    def abort(self) -> None:
+        super().abort()
+        if self._mbp1 is not None:
+            self._mbp1.abort()
 
     def header(self) -> bytes:
-        start = self.start or 0
-        end = (self.end + 1) if self.end is not None else start
+        return self._metadata(self.start, self.end, SCHEMA_MBO)
+
+    def _metadata(self, start: int | None, end_: int | None, schema: int) -> bytes:
+        start = start or 0
+        end = (end_ + 1) if end_ is not None else start
         day = self.date or _dt.datetime.fromtimestamp(start / 1e9, _dt.timezone.utc).date()
         d0, d1 = _yyyymmdd(day), _yyyymmdd(day + _dt.timedelta(days=1))
         sym = self._symbols()
@@ -162,5 +239,5 @@ class DbnWriter(SpoolWriter):
         for iid, tk in sorted(sym.items()):
             by_ticker.setdefault(tk, []).append((d0, d1, str(iid)))
         maps = [(tk, by_ticker[tk][-1:]) for tk in tickers]  # one interval per symbol and day
-        return encode_metadata(dataset=self.dataset, start=start, end=end, symbols=tickers, mappings=maps,
-                               version=self.version)
+        return encode_metadata(dataset=self.dataset, start=start, end=end, schema=schema, symbols=tickers,
+                               mappings=maps, version=self.version)
