@@ -1074,6 +1074,8 @@ def synth_messages(n, seed=0, begin=b"FIX.4.4", t0=1_700_000_000_000_000_000):
     send("c", b"A", [(98, 0), (108, 30)])
     send("s", b"A", [(98, 0), (108, 30)])
     live = {}
+    md_live = {}          # symbol -> {MDEntryID: (MDEntryType, price)} of the incremental feed
+    next_entry = [1]
     oid = 0
     clid = 0
     def px(p):
@@ -1081,19 +1083,40 @@ def synth_messages(n, seed=0, begin=b"FIX.4.4", t0=1_700_000_000_000_000_000):
     while len(out) < n:
         r = rnd.random()
         if r < 0.35:
+            # Incremental refresh consistent with a book per symbol around a mid of 100.00: bids below
+            # the mid, offers above; changes and deletes refer to live entry ids (MBO) or to levels
+            # that exist (MBP), so a replay never builds a crossed or dangling book.
             sym = rnd.choice(syms)
+            book = md_live.setdefault(sym, {})
             ents = []
             for _ in range(rnd.randint(1, 4)):
-                act = rnd.choice([b"0", b"1", b"2"])
                 typ = rnd.choice([b"0", b"1", b"0", b"1", b"2"])
-                e = [(279, act), (269, typ), (55, sym), (270, px(rnd.randint(9000, 11000))),
-                     (271, rnd.randint(1, 500))]
-                if rnd.random() < 0.5:
-                    e.append((278, b"E%d" % rnd.randint(1, 50)))
-                else:
-                    e.append((290, rnd.randint(1, 5)))
-                ents += e
-            send("s", b"X", [(262, b"md1"), (268, len(ents) // 5 if False else sum(1 for t, _ in ents if t == 279))] + ents)
+                if typ == b"2":  # trade print near the mid
+                    ents += [(279, b"0"), (269, typ), (55, sym), (270, px(10000 + rnd.randint(-5, 5))),
+                             (271, rnd.randint(1, 500)), (290, 1)]
+                    continue
+                if rnd.random() < 0.5:  # order-level entry (MDEntryID)
+                    ids = [k for k, v in book.items() if v[0] == typ]
+                    act = b"0" if not ids or rnd.random() < 0.5 else rnd.choice([b"1", b"2"])
+                    if act == b"0":
+                        eid = b"E%d" % next_entry[0]
+                        next_entry[0] += 1
+                        off = rnd.randint(1, 50)
+                        book[eid] = (typ, 10000 - off if typ == b"0" else 10000 + off)
+                    else:
+                        eid = rnd.choice(ids)
+                    price = book[eid][1]
+                    if act == b"2":
+                        del book[eid]
+                    ents += [(279, act), (269, typ), (55, sym), (270, px(price)), (271, rnd.randint(1, 500)),
+                             (278, eid)]
+                else:  # price-level entry (MDPriceLevel): level n sits n ticks from the mid
+                    lvl = rnd.randint(1, 5)
+                    act = rnd.choice([b"0", b"1", b"2"])
+                    price = 10000 - lvl if typ == b"0" else 10000 + lvl
+                    ents += [(279, act), (269, typ), (55, sym), (270, px(price)), (271, rnd.randint(1, 500)),
+                             (290, lvl)]
+            send("s", b"X", [(262, b"md1"), (268, sum(1 for t, _ in ents if t == 279))] + ents)
         elif r < 0.40:
             sym = rnd.choice(syms)
             ents = []
