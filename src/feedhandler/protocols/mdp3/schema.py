@@ -245,7 +245,10 @@ def load_schema(path: str | Path) -> Schema:
 
 
 def default_schema_dir() -> Path:
-    """$FH_MDP3_SCHEMA_DIR, else ../shared/data/mdp3/schema next to a source checkout (may not exist).
+    """Where CME's schema XML files are: $FH_MDP3_SCHEMA_DIR, else ``shared/data/mdp3/schema`` beside a
+    source checkout (found from this file in an editable install, or from the working directory when
+    run from the checkout, as the tests and CI do). The first candidate that exists wins; when none
+    does, the last is returned and load_schemas() says what to set.
 
     The XML files are CME's and are not shipped with the package; the native decoder does not need
     them (its tables are generated and committed), only this Python codec (tests, synth) does.
@@ -253,7 +256,12 @@ def default_schema_dir() -> Path:
     env = os.environ.get("FH_MDP3_SCHEMA_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[4].parent / "shared" / "data" / "mdp3" / "schema"
+    rel = Path("shared") / "data" / "mdp3" / "schema"
+    candidates = [Path(__file__).resolve().parents[4].parent / rel, Path.cwd().parent / rel, Path.cwd() / rel]
+    for c in candidates:
+        if c.is_dir():
+            return c
+    return candidates[-1]
 
 
 def load_schemas(directory: str | Path | None = None) -> dict[int, Schema]:
