@@ -10,7 +10,9 @@ Contenders (each run in its own fresh subprocess so peak RSS is its own; runs in
   fh.pipelined.pcap
 
 The day comes from `feedhandler synth` (cached under bench/out/). Messages/s = ITCH messages in the file
-divided by wall time from opening the file to the last book update (file already in the page cache).
+divided by wall time from opening the file to the last book update (file already in the page cache);
+M msg/cpu-s divides by the CPU time of the whole process over the same span (all its threads: for
+the pipelined contenders that is both threads, waits included).
 
     .venv/bin/python bench/bench_itch.py                       # 10 M messages, 3 runs each
     .venv/bin/python bench/bench_itch.py --messages 2000000 --repeat 1 --json
@@ -21,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -30,6 +33,9 @@ OUT = os.path.join(HERE, "out")
 CONTENDERS = ["itchbook.binaryfile", "fh.single.binaryfile", "fh.pipelined.binaryfile",
               "fh.single.pcap", "fh.pipelined.pcap"]
 
+# numpy's OpenBLAS starts a thread per core that busy-waits for a while after import: on a 2-core
+# machine it steals the core a contender runs on. Nothing here uses BLAS.
+CHILD_ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
 
 def day_files(messages: int, symbols: int, seed: int) -> dict:
     os.makedirs(OUT, exist_ok=True)
@@ -48,17 +54,31 @@ def day_files(messages: int, symbols: int, seed: int) -> dict:
     return files
 
 
+def _cpu_s() -> float:
+    """CPU time of the whole process (every thread), s: unlike wall time it does not grow when other
+    processes take the cores, so it is the steadier figure on a shared machine."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _pin(cpu: int) -> None:
+    """--pin: bind the calling thread to one CPU (Linux: sched_setaffinity(0) is per thread)."""
+    if os.environ.get("FH_BENCH_PIN") == "1" and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {cpu % (os.cpu_count() or 1)})
+
+
 def _run_itchbook(path: str) -> dict:
     from itch_book import Session
 
+    _pin(0)
     s = Session(["bbo"], 0, [])
-    t = time.perf_counter()
+    t, c = time.perf_counter(), _cpu_s()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 22):
             s.feed(chunk)
-    elapsed = time.perf_counter() - t
+    elapsed, cpu = time.perf_counter() - t, _cpu_s() - c
     st = s.stats()
-    return {"elapsed_s": elapsed, "messages": st["messages"], "live_orders": st["live_orders"]}
+    return {"elapsed_s": elapsed, "cpu_s": cpu, "messages": st["messages"], "live_orders": st["live_orders"]}
 
 
 def _run_fh(path: str, mode: str) -> dict:
@@ -67,9 +87,10 @@ def _run_fh(path: str, mode: str) -> dict:
     from feedhandler.pipeline import Feed
 
     books = BookSet()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), _cpu_s()
     feed = Feed(path)
     if mode == "single":
+        _pin(0)
         buf = records.empty(65536)
         while n := feed.read(buf):
             books.apply(buf[:n])
@@ -77,13 +98,15 @@ def _run_fh(path: str, mode: str) -> dict:
         from feedhandler.ring import Ring
 
         ring = Ring(1 << 16, overflow="block")
+        _pin(0)                      # the producer thread inherits CPU 0
         feed.start(ring)
+        _pin(1)                      # the book thread (this one) moves to CPU 1
         books.consume(ring, max_batch=4096)
         feed.join()
-    elapsed = time.perf_counter() - t
+    elapsed, cpu = time.perf_counter() - t, _cpu_s() - c
     st = feed.stats()
     msgs = sum(st["decoder"]["messages"].values()) if "decoder" in st else st.get("messages", 0)
-    return {"elapsed_s": elapsed, "messages": msgs, "live_orders": books.live_orders}
+    return {"elapsed_s": elapsed, "cpu_s": cpu, "messages": msgs, "live_orders": books.live_orders}
 
 
 def child(name: str, path: str) -> None:
@@ -105,12 +128,16 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--only", default="", help="comma-separated contender names")
+    ap.add_argument("--pin", action="store_true",
+                    help="pin threads: single-threaded contenders to CPU 0; pipelined: producer CPU 0, book CPU 1")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
         child(*a.child)
         return 0
+    if a.pin:
+        CHILD_ENV["FH_BENCH_PIN"] = "1"
     files = day_files(a.messages, a.symbols, a.seed)
     names = [n for n in CONTENDERS if not a.only or n in a.only.split(",")]
     try:
@@ -119,22 +146,25 @@ def main(argv=None) -> int:
         print("# itch-book not installed (pip install itch-book): skipping the peer", file=sys.stderr)
         names = [n for n in names if not n.startswith("itchbook")]
     runs: dict[str, list] = {n: [] for n in names}
+    load = os.getloadavg()
     for _ in range(a.repeat):
         for n in names:
             path = files[n.rsplit(".", 1)[1]]
-            out = subprocess.run([sys.executable, __file__, "--child", n, path], capture_output=True, text=True)
+            out = subprocess.run([sys.executable, __file__, "--child", n, path], env=CHILD_ENV, capture_output=True,
+                                 text=True)
             if out.returncode != 0:
                 print(out.stderr, file=sys.stderr)
                 raise SystemExit(f"{n} failed")
             runs[n].append(json.loads(out.stdout.strip().splitlines()[-1]))
     result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                          "load_average_before": os.getloadavg()},
-              "messages": a.messages, "symbols": a.symbols, "contenders": {}}
+                          "load_average_before": load, "load_average_after": os.getloadavg()},
+              "messages": a.messages, "symbols": a.symbols, "pinned": a.pin, "contenders": {}}
     for n, rs in runs.items():
         best = min(rs, key=lambda r: r["elapsed_s"])
         result["contenders"][n] = {
             "best_msgs_per_s": best["messages"] / best["elapsed_s"],
             "median_msgs_per_s": sorted(r["messages"] / r["elapsed_s"] for r in rs)[len(rs) // 2],
+            "best_msgs_per_cpu_s": max(r["messages"] / r["cpu_s"] for r in rs if r["cpu_s"] > 0),
             "messages": best["messages"], "live_orders": best["live_orders"],
             "maxrss_mb": max(r["maxrss_mb"] for r in rs),
         }
@@ -148,12 +178,14 @@ def main(argv=None) -> int:
     if a.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"# {a.messages} messages, {a.symbols} symbols, best of {a.repeat}; load before {os.getloadavg()[0]:.2f}")
-        print(f"{'contender':26s} {'M msg/s':>9s} {'median':>9s} {'vs itch-book':>12s} {'peak RSS MB':>12s} {'live orders':>12s}")
+        print(f"# {a.messages} messages, {a.symbols} symbols, best of {a.repeat}; load average before {load[0]:.2f}, "
+              f"after {os.getloadavg()[0]:.2f}")
+        print(f"{'contender':26s} {'M msg/s':>9s} {'median':>9s} {'vs itch-book':>12s} {'M msg/cpu-s':>12s} "
+              f"{'peak RSS MB':>12s} {'live orders':>12s}")
         for n, v in c.items():
             ratio = f"{v['ratio_vs_itchbook']:.2f}x" if "ratio_vs_itchbook" in v else "-"
             print(f"{n:26s} {v['best_msgs_per_s'] / 1e6:9.2f} {v['median_msgs_per_s'] / 1e6:9.2f} {ratio:>12s} "
-                  f"{v['maxrss_mb']:12.0f} {v['live_orders']:12d}")
+                  f"{v['best_msgs_per_cpu_s'] / 1e6:12.2f} {v['maxrss_mb']:12.0f} {v['live_orders']:12d}")
         if "pcap_vs_binaryfile_single" in result:
             print(f"pcap / BinaryFILE (single thread): {result['pcap_vs_binaryfile_single']:.2f}x")
     return 0

@@ -123,11 +123,12 @@ typedef struct fh_book_side {
 } fh_book_side;
 
 typedef struct fh_book {
-    fh_book_side side[2];
+    /* first cache line: what every event touches */
+    _Alignas(64) fh_book_side side[2];
     uint64_t live;
     uint32_t instrument_id;
     uint8_t stale;
-    /* last BBO reported as an event */
+    /* second line: last BBO reported as an event (track_bbo_events only) */
     int64_t ev_bid_px, ev_ask_px;
     uint64_t ev_bid_sz, ev_ask_sz;
 } fh_book;
@@ -163,6 +164,8 @@ struct fh_bookset {
     uint32_t pending_book;
     /* BBO events */
     int track_bbo;
+    uint32_t defer_book;                /* UINT32_MAX, or the book of a batch-final whole-order cancel */
+    uint64_t defer_ts_event, defer_ts_recv;   /* that cancel's times */
     fh_bbo_event *events;
     size_t nevents, events_cap;
 };
@@ -215,14 +218,33 @@ static int fh_table_rehash(fh_bookset *bs, uint32_t new_cap, int mixed) {
     return 0;
 }
 
-static int fh_table_insert(fh_bookset *bs, uint64_t order_id, uint32_t node) {
+/* Slot of order_id, or UINT32_MAX with *empty = the empty slot that ends its probe sequence (where
+ * an insert without growth puts it) and *dist = that slot's distance from the home slot. */
+static inline uint32_t fh_table_find_or_empty(const fh_bookset *bs, uint64_t order_id, uint32_t *empty,
+                                              uint32_t *dist) {
+    uint32_t tag = fh_tag(order_id);
+    uint32_t i = fh_home(bs, tag), d = 0;
+    for (;; d++) {
+        const fh_book_slot *s = &bs->table[i];
+        if (s->node == 0) { *empty = i; *dist = d; return UINT32_MAX; }
+        if (s->tag == tag && bs->nodes[s->node].order_id == order_id) return i;
+        i = (i + 1) & bs->table_mask;
+    }
+}
+
+/* Insert an order known to be absent; `empty`/`dist` from fh_table_find_or_empty with no table change
+ * since (they are ignored when the table must grow first). */
+static int fh_table_insert_at(fh_bookset *bs, uint64_t order_id, uint32_t node, uint32_t empty, uint32_t dist) {
     if (FH_UNLIKELY((uint64_t)(bs->table_used + 1) * 2 > (uint64_t)bs->table_mask + 1)) {
         if (bs->table_mask >= 0x7FFFFFFFu || fh_table_rehash(bs, (bs->table_mask + 1) * 2, bs->table_mixed))
             return -1;
+        dist = fh_table_put(bs, fh_tag(order_id), node);
+    } else {
+        bs->table[empty].tag = fh_tag(order_id);
+        bs->table[empty].node = node;
     }
-    uint32_t d = fh_table_put(bs, fh_tag(order_id), node);
     bs->table_used++;
-    if (FH_UNLIKELY(d > FH_BOOK_MAX_PROBE && !bs->table_mixed))
+    if (FH_UNLIKELY(dist > FH_BOOK_MAX_PROBE && !bs->table_mixed))
         (void)fh_table_rehash(bs, bs->table_mask + 1, 1);   /* on failure the table stays valid */
     return 0;
 }
@@ -253,6 +275,7 @@ static uint32_t fh_node_alloc(fh_bookset *bs) {
     if (bs->node_free) {
         uint32_t n = bs->node_free;
         bs->node_free = bs->nodes[n].next;
+        __builtin_prefetch(&bs->nodes[bs->node_free]);   /* the next add's node (0: harmless) */
         return n;
     }
     if (FH_UNLIKELY(bs->nodes_used == bs->nodes_cap)) {
@@ -303,8 +326,10 @@ static inline int64_t fh_key(int side, int64_t price) { return side == FH_BOOK_B
 static uint32_t fh_book_create(fh_bookset *bs, uint32_t instrument_id) {
     if (bs->nbooks == bs->books_cap) {
         uint32_t cap = bs->books_cap ? bs->books_cap * 2 : 64;
-        fh_book *p = realloc(bs->books, (size_t)cap * sizeof *p);
+        fh_book *p = aligned_alloc(_Alignof(fh_book), (size_t)cap * sizeof *p);   /* realloc: 16 only */
         if (!p) return UINT32_MAX;
+        if (bs->books) memcpy(p, bs->books, (size_t)bs->nbooks * sizeof *p);
+        free(bs->books);
         bs->books = p;
         bs->books_cap = cap;
     }
@@ -492,8 +517,8 @@ static inline void fh_book_top(const fh_bookset *bs, const fh_book *bk, fh_bbo *
 
 static inline void fh_check_crossed(fh_bookset *bs, uint32_t b) {
     const fh_book *bk = &bs->books[b];
-    if (bk->side[0].n && bk->side[1].n &&
-        bs->levels[bk->side[0].lvl[bk->side[0].n - 1]].price >= bs->levels[bk->side[1].lvl[bk->side[1].n - 1]].price)
+    /* the best keys: bid price, ~ask price (the key arrays are hot; the levels may not be) */
+    if (bk->side[0].n && bk->side[1].n && bk->side[0].key[bk->side[0].n - 1] >= ~bk->side[1].key[bk->side[1].n - 1])
         bs->counters[FH_BOOK_C_CROSSED]++;
 }
 
@@ -517,7 +542,7 @@ static void fh_book_clear(fh_bookset *bs, uint32_t b) {
     bs->books[b].live = 0;
 }
 
-static void fh_bbo_event_emit(fh_bookset *bs, uint32_t b, const fh_mbo *m) {
+static void fh_bbo_event_emit_ts(fh_bookset *bs, uint32_t b, uint64_t ts_event, uint64_t ts_recv) {
     fh_book *bk = &bs->books[b];
     fh_bbo t;
     fh_book_top(bs, bk, &t);
@@ -536,11 +561,24 @@ static void fh_bbo_event_emit(fh_bookset *bs, uint32_t b, const fh_mbo *m) {
     fh_bbo_event *e = &bs->events[bs->nevents++];
     e->instrument_id = bk->instrument_id;
     e->_reserved = 0;
-    e->ts_event = m->hd.ts_event;
-    e->ts_recv = m->ts_recv;
+    e->ts_event = ts_event;
+    e->ts_recv = ts_recv;
     e->bid_px = t.bid_px; e->bid_sz = t.bid_sz;
     e->ask_px = t.ask_px; e->ask_sz = t.ask_sz;
     bs->counters[FH_BOOK_C_BBO_EVENTS]++;
+}
+
+static inline void fh_bbo_event_emit(fh_bookset *bs, uint32_t b, const fh_mbo *m) {
+    fh_bbo_event_emit_ts(bs, b, m->hd.ts_event, m->ts_recv);
+}
+
+/* A whole-order cancel ended the last batch: its BBO report waits for the next record (the add half
+ * of a replace may start the next batch), or for a query of the events (bbo_events counts it then). */
+static void fh_bbo_flush_pending(fh_bookset *bs) {
+    if (bs->defer_book == UINT32_MAX) return;
+    uint32_t b = bs->defer_book;
+    bs->defer_book = UINT32_MAX;
+    fh_bbo_event_emit_ts(bs, b, bs->defer_ts_event, bs->defer_ts_recv);
 }
 
 static inline void fh_mark_stale(fh_bookset *bs, uint32_t instrument_id) {
@@ -573,7 +611,8 @@ static inline uint32_t fh_apply_add(fh_bookset *bs, fh_mbo *m, int pending_side,
     }
     if (FH_UNLIKELY(m->size == 0)) { bs->counters[FH_BOOK_C_ZERO_SIZE_ADD]++; return UINT32_MAX; }
     if (FH_UNLIKELY(m->price == FH_UNDEF_PRICE)) { bs->counters[FH_BOOK_C_BAD_PRICE]++; return UINT32_MAX; }
-    if (FH_UNLIKELY(fh_table_find(bs, m->order_id) != UINT32_MAX)) {
+    uint32_t empty = 0, dist = 0;   /* one probe: the duplicate check finds the insert position too */
+    if (FH_UNLIKELY(fh_table_find_or_empty(bs, m->order_id, &empty, &dist) != UINT32_MAX)) {
         bs->counters[FH_BOOK_C_DUPLICATE_ADD]++;
         return UINT32_MAX;
     }
@@ -581,7 +620,7 @@ static inline uint32_t fh_apply_add(fh_bookset *bs, fh_mbo *m, int pending_side,
     if (FH_UNLIKELY(b == UINT32_MAX)) goto oom;
     uint32_t n = fh_node_alloc(bs);
     if (FH_UNLIKELY(!n)) goto oom;
-    if (FH_UNLIKELY(fh_table_insert(bs, m->order_id, n))) { fh_node_free(bs, n); goto oom; }
+    if (FH_UNLIKELY(fh_table_insert_at(bs, m->order_id, n, empty, dist))) { fh_node_free(bs, n); goto oom; }
     uint32_t l = fh_level_get(bs, b, side, m->price);
     if (FH_UNLIKELY(!l)) {
         fh_table_erase(bs, fh_table_find(bs, m->order_id));
@@ -679,46 +718,6 @@ static uint32_t fh_apply_modify(fh_bookset *bs, fh_mbo *m) {
  * memory. Records ahead of the one being applied are looked at in stages so that each miss is in
  * flight while earlier records are applied. These are hints only: they read current state (always
  * valid indices) and never change it, so a record applied in between only makes a hint useless. */
-static inline void fh_prefetch_slot(const fh_bookset *bs, const fh_tick *t) {
-    if (t->hd.rtype == FH_RTYPE_MBO) __builtin_prefetch(&bs->table[fh_home(bs, fh_tag(t->mbo.order_id))]);
-}
-
-static inline void fh_prefetch_node(const fh_bookset *bs, const fh_tick *t) {
-    if (t->hd.rtype != FH_RTYPE_MBO) return;
-    if (t->mbo.action == FH_ACTION_ADD) {
-        /* the top of the book side the add will most likely land near */
-        uint32_t b = fh_book_find(bs, t->hd.instrument_id);
-        if (b != UINT32_MAX) {
-            const fh_book_side *s = &bs->books[b].side[t->mbo.side == FH_SIDE_ASK];
-            if (s->n) {
-                __builtin_prefetch(&s->key[s->n - 1]);
-                __builtin_prefetch(&s->lvl[s->n - 1]);
-            }
-        }
-        return;
-    }
-    const fh_book_slot *sl = &bs->table[fh_home(bs, fh_tag(t->mbo.order_id))];
-    if (sl->node) __builtin_prefetch(&bs->nodes[sl->node]);
-}
-
-static inline void fh_prefetch_level(const fh_bookset *bs, const fh_tick *t) {
-    if (t->hd.rtype != FH_RTYPE_MBO) return;
-    if (t->mbo.action == FH_ACTION_ADD) {
-        /* the level the add joins (found the way the add will find it; keys are cached by now) */
-        uint32_t b = fh_book_find(bs, t->hd.instrument_id);
-        if (b != UINT32_MAX && (t->mbo.side == FH_SIDE_BID || t->mbo.side == FH_SIDE_ASK)) {
-            int side = t->mbo.side == FH_SIDE_ASK;
-            const fh_book_side *s = &bs->books[b].side[side];
-            int found;
-            uint32_t pos = fh_side_find(s, fh_key(side, t->mbo.price), &found);
-            if (found) __builtin_prefetch(&bs->levels[s->lvl[pos]]);
-        }
-        return;
-    }
-    const fh_book_slot *sl = &bs->table[fh_home(bs, fh_tag(t->mbo.order_id))];
-    if (sl->node && sl->tag == fh_tag(t->mbo.order_id)) __builtin_prefetch(&bs->levels[bs->nodes[sl->node].level]);
-}
-
 #ifndef FH_BOOK_PF_SLOT
 #define FH_BOOK_PF_SLOT 20   /* records ahead: order table slot */
 #endif
@@ -726,16 +725,85 @@ static inline void fh_prefetch_level(const fh_bookset *bs, const fh_tick *t) {
 #define FH_BOOK_PF_NODE 12   /* records ahead: order node (or the book side's top for adds) */
 #endif
 #ifndef FH_BOOK_PF_LEVEL
-#define FH_BOOK_PF_LEVEL 5   /* records ahead: price level */
+#define FH_BOOK_PF_LEVEL 5   /* records ahead: price level (or the side's top level for adds) */
 #endif
+#ifndef FH_BOOK_PF_TICK
+#define FH_BOOK_PF_TICK 32   /* records ahead: the record itself (it may sit in another core's cache) */
+#endif
+#define FH_BOOK_PF_RING 32   /* home slots remembered between stages (power of two > FH_BOOK_PF_SLOT) */
+_Static_assert(FH_BOOK_PF_SLOT < FH_BOOK_PF_RING && (FH_BOOK_PF_RING & (FH_BOOK_PF_RING - 1)) == 0,
+               "the prefetch ring must hold every record between the first and the last stage");
+
+/* Stage 1: the home slot of the record's order in the table, remembered in *pf for the later
+ * stages (a rehash in between leaves it a valid index: the table never shrinks). */
+static inline void fh_prefetch_slot(const fh_bookset *bs, const fh_tick *t, uint32_t *pf) {
+    if (t->hd.rtype != FH_RTYPE_MBO) return;
+    uint32_t home = fh_home(bs, fh_tag(t->mbo.order_id));
+    *pf = home;
+    __builtin_prefetch(&bs->table[home]);   /* adds probe it too (duplicate check, insert) */
+}
+
+/* The side of its book an add goes to, when it has levels (most adds land at or near its top). */
+static inline const fh_book_side *fh_prefetch_add_side(const fh_bookset *bs, const fh_tick *t) {
+    uint32_t b = fh_book_find(bs, t->hd.instrument_id);
+    if (b == UINT32_MAX) return NULL;
+    const fh_book_side *s = &bs->books[b].side[t->mbo.side == FH_SIDE_ASK];
+    return s->n ? s : NULL;
+}
+
+/* Stage 2: the order node the home slot names (for an add: the top of its book side's arrays). */
+static inline void fh_prefetch_node(const fh_bookset *bs, const fh_tick *t, uint32_t home) {
+    if (t->hd.rtype != FH_RTYPE_MBO) return;
+    if (t->mbo.action == FH_ACTION_ADD) {
+        const fh_book_side *s = fh_prefetch_add_side(bs, t);
+        if (s) {
+            __builtin_prefetch(&s->key[s->n - 1]);
+            __builtin_prefetch(&s->lvl[s->n - 1]);
+        }
+        return;
+    }
+    uint32_t node = bs->table[home].node;
+    if (node) __builtin_prefetch(&bs->nodes[node]);
+}
+
+/* Stage 3: the price level of that node (for an add: the top level of its side). An occupied slot
+ * names a live node, whose level is live: valid indices even when the slot holds another order. */
+static inline void fh_prefetch_level(const fh_bookset *bs, const fh_tick *t, uint32_t home) {
+    if (t->hd.rtype != FH_RTYPE_MBO) return;
+    if (t->mbo.action == FH_ACTION_ADD) {
+        const fh_book_side *s = fh_prefetch_add_side(bs, t);
+        if (s) __builtin_prefetch(&bs->levels[s->lvl[s->n - 1]]);
+        return;
+    }
+    uint32_t node = bs->table[home].node;
+    if (node) __builtin_prefetch(&bs->levels[bs->nodes[node].level]);
+}
 
 size_t fh_bookset_apply(fh_bookset *bs, fh_tick *ticks, size_t n) {
     bs->counters[FH_BOOK_C_RECORDS] += n;
     uint32_t deferred = UINT32_MAX;   /* book whose BBO report waits for the add half of a replace */
+    if (FH_UNLIKELY(bs->defer_book != UINT32_MAX) && n) {
+        /* the previous batch ended with a whole-order cancel: is this the add half of a replace? */
+        const fh_tick *t = &ticks[0];
+        if (t->hd.rtype == FH_RTYPE_MBO && t->mbo.action == FH_ACTION_ADD && t->mbo.side == FH_SIDE_NONE &&
+            t->hd.instrument_id == bs->books[bs->defer_book].instrument_id) {
+            deferred = bs->defer_book;
+            bs->defer_book = UINT32_MAX;
+        } else {
+            fh_bbo_flush_pending(bs);
+        }
+    }
+    uint32_t pf[FH_BOOK_PF_RING] = {0};   /* home slot per record ahead (index: record & mask) */
+    for (size_t j = 0; j < n && j < FH_BOOK_PF_SLOT; j++)
+        fh_prefetch_slot(bs, &ticks[j], &pf[j & (FH_BOOK_PF_RING - 1)]);
     for (size_t i = 0; i < n; i++) {
-        if (FH_LIKELY(i + FH_BOOK_PF_SLOT < n)) fh_prefetch_slot(bs, &ticks[i + FH_BOOK_PF_SLOT]);
-        if (FH_LIKELY(i + FH_BOOK_PF_NODE < n)) fh_prefetch_node(bs, &ticks[i + FH_BOOK_PF_NODE]);
-        if (FH_LIKELY(i + FH_BOOK_PF_LEVEL < n)) fh_prefetch_level(bs, &ticks[i + FH_BOOK_PF_LEVEL]);
+        if (FH_LIKELY(i + FH_BOOK_PF_TICK < n)) __builtin_prefetch(&ticks[i + FH_BOOK_PF_TICK]);
+        if (FH_LIKELY(i + FH_BOOK_PF_SLOT < n))
+            fh_prefetch_slot(bs, &ticks[i + FH_BOOK_PF_SLOT], &pf[(i + FH_BOOK_PF_SLOT) & (FH_BOOK_PF_RING - 1)]);
+        if (FH_LIKELY(i + FH_BOOK_PF_NODE < n))
+            fh_prefetch_node(bs, &ticks[i + FH_BOOK_PF_NODE], pf[(i + FH_BOOK_PF_NODE) & (FH_BOOK_PF_RING - 1)]);
+        if (FH_LIKELY(i + FH_BOOK_PF_LEVEL < n))
+            fh_prefetch_level(bs, &ticks[i + FH_BOOK_PF_LEVEL], pf[(i + FH_BOOK_PF_LEVEL) & (FH_BOOK_PF_RING - 1)]);
         fh_tick *t = &ticks[i];
         int pending_side = bs->pending_side;
         uint32_t pending_book = bs->pending_book;
@@ -786,6 +854,14 @@ size_t fh_bookset_apply(fh_bookset *bs, fh_tick *ticks, size_t n) {
                     deferred = changed;
                     continue;
                 }
+                /* the last record of the batch: the add half may open the next one (the events must
+                 * not depend on where batches split, e.g. by a ring) */
+                if (bs->track_bbo && i + 1 == n) {
+                    bs->defer_book = changed;
+                    bs->defer_ts_event = m->hd.ts_event;
+                    bs->defer_ts_recv = m->ts_recv;
+                    continue;
+                }
             } else {
                 bs->counters[FH_BOOK_C_CANCELS]++;
                 fh_reduce(bs, slot, node, m->size);
@@ -834,6 +910,7 @@ fh_bookset *fh_bookset_new(uint32_t max_instruments, uint32_t depth_hint, int tr
     bs->depth_hint = depth_hint ? depth_hint : 16;
     bs->track_bbo = track_bbo_events != 0;
     bs->pending_side = -1;
+    bs->defer_book = UINT32_MAX;
     bs->nodes_cap = FH_BOOK_MIN_ORDERS;
     bs->nodes = fh_big_alloc((size_t)bs->nodes_cap * sizeof *bs->nodes);
     bs->nodes_used = 1;   /* node 0 = none */
@@ -967,12 +1044,16 @@ int fh_bookset_order(const fh_bookset *bs, uint64_t order_id, uint32_t *instrume
     return 0;
 }
 
-const fh_bbo_event *fh_bookset_bbo_events(const fh_bookset *bs, size_t *n) {
+const fh_bbo_event *fh_bookset_bbo_events(fh_bookset *bs, size_t *n) {
+    fh_bbo_flush_pending(bs);
     *n = bs->nevents;
     return bs->events;
 }
 
-void fh_bookset_bbo_events_drain(fh_bookset *bs) { bs->nevents = 0; }
+void fh_bookset_bbo_events_drain(fh_bookset *bs) {
+    fh_bbo_flush_pending(bs);
+    bs->nevents = 0;
+}
 
 size_t fh_bookset_memory(const fh_bookset *bs) {
     size_t m = sizeof *bs;

@@ -71,15 +71,25 @@ const char *fh_file_format_name(int format) {
 static inline uint16_t ld16(const fh_filesrc *s, const uint8_t *p) { return s->be ? fh_load_be16(p) : fh_load_le16(p); }
 static inline uint32_t ld32(const fh_filesrc *s, const uint8_t *p) { return s->be ? fh_load_be32(p) : fh_load_le32(p); }
 
-/* Moves unread bytes to the front and reads until the buffer is full or the file ends. */
-static void refill(fh_filesrc *s) {
-    if (s->pos > 0) {
+/* Reads until `want` bytes (at least FH_FILESRC_READAHEAD, at most the chunk) are available at pos
+ * or the file ends, FH_FILESRC_READAHEAD bytes or more a read; moves the unread bytes to the front
+ * first when the chunk has no room behind them. Only between batches: it invalidates handed-out
+ * pointers. */
+static void refill(fh_filesrc *s, size_t want) {
+    if (want < FH_FILESRC_READAHEAD) want = FH_FILESRC_READAHEAD;
+    if (want > FH_FILESRC_CHUNK - FH_FILESRC_READAHEAD) want = FH_FILESRC_CHUNK - FH_FILESRC_READAHEAD;
+    if (s->pos > 0 && s->pos + want + FH_FILESRC_READAHEAD > FH_FILESRC_CHUNK) {
         memmove(s->buf, s->buf + s->pos, s->end - s->pos);
         s->end -= s->pos;
         s->pos = 0;
     }
-    while (!s->eof && s->end < FH_FILESRC_CHUNK) {
-        int r = gzread(s->gz, s->buf + s->end, (unsigned)(FH_FILESRC_CHUNK - s->end));
+    while (!s->eof && s->end - s->pos < want) {
+        /* read at least FH_FILESRC_READAHEAD: zlib reads straight into our buffer from 2x its own
+         * buffer size up (gzbuffer below), smaller reads would go through its buffer */
+        size_t ask = want - (s->end - s->pos);
+        if (ask < FH_FILESRC_READAHEAD) ask = FH_FILESRC_READAHEAD;
+        if (ask > FH_FILESRC_CHUNK - s->end) ask = FH_FILESRC_CHUNK - s->end;
+        int r = gzread(s->gz, s->buf + s->end, (unsigned)ask);
         if (r > 0) {
             s->end += (size_t)r;
             continue;
@@ -101,7 +111,7 @@ static void refill(fh_filesrc *s) {
 static int avail(fh_filesrc *s, size_t n, size_t handed) {
     if (s->end - s->pos >= n) return 1;
     if (handed || s->eof) return 0;
-    refill(s);
+    refill(s, n);
     return s->end - s->pos >= n;
 }
 
@@ -203,8 +213,8 @@ int fh_filesrc_open(fh_filesrc **out, const char *path, char *err, size_t errlen
         if (err) snprintf(err, errlen, "%s: cannot open (zlib)", path);
         return FH_SRC_ENOMEM;
     }
-    gzbuffer(s->gz, 1u << 20);
-    refill(s);
+    gzbuffer(s->gz, FH_FILESRC_READAHEAD / 2);
+    refill(s, FH_FILESRC_READAHEAD);
     int rc = detect(s, err, errlen);
     if (rc != 0) {
         fh_filesrc_close(s);
@@ -472,8 +482,8 @@ static size_t next_binaryfile(fh_filesrc *s, fh_pkt *pkts, size_t cap) {
 
 size_t fh_filesrc_next(fh_filesrc *s, fh_pkt *pkts, size_t cap) {
     if (s->done || cap == 0) return 0;
-    /* The previous batch is released: compact now so a whole chunk is available. */
-    if (s->end - s->pos < FH_FILESRC_MAX_RECORD + 16 && !s->eof) refill(s);
+    /* The previous batch is released: top up the read-ahead now (avail() refills for a bigger record). */
+    if (s->end - s->pos < FH_FILESRC_READAHEAD && !s->eof) refill(s, FH_FILESRC_READAHEAD);
     switch (s->st.format) {
     case FH_FORMAT_PCAP:
     case FH_FORMAT_PCAP_NS: return next_pcap(s, pkts, cap);

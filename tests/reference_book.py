@@ -49,6 +49,9 @@ class ReferenceBookSet:
         self.pending = None  # (side, instrument_id) of the order the previous record deleted
         self.track = track_bbo_events
         self.events: list[tuple] = []
+        # (instrument_id, ts_event, ts_recv) of a whole-order cancel that ended the last batch: its BBO
+        # report waits for the next record (the add half of a replace), or for a query (as book.c)
+        self.defer = None
 
     # ---- helpers ----
     def _book(self, inst: int) -> Book:
@@ -181,6 +184,13 @@ class ReferenceBookSet:
         n = len(rows)
         self.c["records"] += n
         deferred = None
+        if self.defer is not None and n:
+            r0 = rows[0]
+            if rtypes[0] == MBO and r0["action"] == "A" and r0["side"] == "N" and r0["instrument_id"] == self.defer[0]:
+                deferred = self.defer[0]
+                self.defer = None
+            else:
+                self._flush()
         for i, r in enumerate(rows):
             pending, self.pending = self.pending, None
             if rtypes[i] != MBO:
@@ -228,6 +238,9 @@ class ReferenceBookSet:
                         if (self.track and nxt is not None and rtypes[i + 1] == MBO and nxt["action"] == "A"
                                 and nxt["side"] == "N" and nxt["instrument_id"] == r["instrument_id"]):
                             deferred = changed
+                            continue
+                        if self.track and nxt is None:
+                            self.defer = (changed, r["ts_event"], r["ts_recv"])
                             continue
                     else:
                         self.c["cancels"] += 1
@@ -310,6 +323,13 @@ class ReferenceBookSet:
     def live_in(self, inst):
         return sum(1 for o in self.orders.values() if o[0] == inst)
 
+    def _flush(self):
+        if self.defer is not None:
+            inst, ts_event, ts_recv = self.defer
+            self.defer = None
+            self._emit(inst, ts_event, ts_recv)
+
     def bbo_events(self):
+        self._flush()
         ev, self.events = self.events, []
         return ev

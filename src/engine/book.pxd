@@ -63,7 +63,7 @@ cdef extern from "fh/book.h" nogil:
                                   uint64_t *orders_ahead)
     int fh_bookset_order(const fh_bookset *bs, uint64_t order_id, uint32_t *instrument_id, int *side,
                          int64_t *price, uint32_t *size)
-    const fh_bbo_event *fh_bookset_bbo_events(const fh_bookset *bs, size_t *n)
+    const fh_bbo_event *fh_bookset_bbo_events(fh_bookset *bs, size_t *n)
     void fh_bookset_bbo_events_drain(fh_bookset *bs)
     int fh_bookset_check(const fh_bookset *bs)
     size_t fh_bookset_memory(const fh_bookset *bs)

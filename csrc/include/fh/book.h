@@ -108,7 +108,9 @@ typedef struct fh_book_depth_level {
 } fh_book_depth_level;
 
 /* A BBO change (track_bbo_events). Recorded after the record that changed the book; the delete half
- * of a replace is not reported when the add half follows it in the same batch. */
+ * of a replace is not reported when the add half follows it (also across apply calls: a whole-order
+ * cancel that ends a batch is reported when the next batch starts with something else, or when the
+ * events are queried or drained first), so the events never depend on where batches split. */
 typedef struct fh_bbo_event {
     uint32_t instrument_id;
     uint32_t _reserved;
@@ -152,8 +154,9 @@ int fh_bookset_queue_position(const fh_bookset *bs, uint64_t order_id, uint64_t 
 /* A live order: its instrument, side, price and remaining size; -1 when the order is not live. */
 int fh_bookset_order(const fh_bookset *bs, uint64_t order_id, uint32_t *instrument_id, int *side,
                      int64_t *price, uint32_t *size);
-/* BBO events recorded since the last drain (valid until the next apply or drain). */
-const fh_bbo_event *fh_bookset_bbo_events(const fh_bookset *bs, size_t *n);
+/* BBO events recorded since the last drain (valid until the next apply or drain). Not const: it
+ * settles a report pending from the end of the last batch (see fh_bbo_event). */
+const fh_bbo_event *fh_bookset_bbo_events(fh_bookset *bs, size_t *n);
 void fh_bookset_bbo_events_drain(fh_bookset *bs);
 /* Walk every structure and check its invariants (sorted levels, level totals, FIFO links, hash
  * table, live counts). Returns 0 when consistent, else a nonzero code naming the first violation.

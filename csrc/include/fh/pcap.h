@@ -8,7 +8,7 @@
  * Ownership and threading: an fh_filesrc belongs to one thread. fh_filesrc_next() fills an array of
  * fh_pkt whose `data` pointers point into the source's chunk buffer; they stay valid until the next
  * fh_filesrc_next() or fh_filesrc_close() on that source. The file is read in FH_FILESRC_CHUNK pieces,
- * never a call per packet. Damage (truncated records, impossible lengths, broken gzip streams) is
+ * never a call per packet (FH_FILESRC_READAHEAD bytes or more a read). Damage (truncated records, impossible lengths, broken gzip streams) is
  * counted by reason in fh_filesrc_stats and ends or skips input; it never crashes and never reads
  * past the bytes actually read.
  */
@@ -18,7 +18,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define FH_FILESRC_CHUNK (4u << 20)        /* bytes read per refill (decompressed) */
+#define FH_FILESRC_CHUNK (4u << 20)        /* bytes: the chunk buffer (decompressed) */
+/* bytes kept read ahead of the parser: small, so that bytes read() copies in are still in L2 when the
+ * parser, the framer and the decoder read them (a 4 MiB read left them in L3 or memory) */
+#define FH_FILESRC_READAHEAD (256u << 10)
 #define FH_FILESRC_MAX_RECORD (1u << 20)   /* bytes: larger pcap records / pcapng blocks are garbage */
 #define FH_FILESRC_MAX_IFACES 64           /* pcapng interfaces per section */
 

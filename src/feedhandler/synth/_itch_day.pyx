@@ -3,8 +3,28 @@
 
 The simulation keeps, per instrument, every live order in a price-time priority heap per side (best
 price first, then lowest order reference number, i.e. oldest), so executions always hit the
-best-priced oldest order exactly as NASDAQ's matching does, and a list of live orders for uniform
-random picks (cancel, delete, replace). It emits one EVENT per message into parallel column arrays;
+best-priced oldest order exactly as NASDAQ's matching does, and a heap of live orders by cancel
+deadline for deletes and replaces (the order lifetime model, below).
+
+Order lifetimes (why: on a real NASDAQ day most orders are cancelled within a second of being added
+- quotes flicker - while a minority rests for minutes to hours, so deletes and replaces hit recent
+orders far more often than old ones; a generator that deletes uniformly among live orders makes the
+books an old, cold, ever-growing pile instead). Lifetimes are counted on the instrument's own
+clock, its bulk events (a scaled-down day - 10 M messages instead of NASDAQ's ~300 M - has too few
+events per symbol for nanosecond lifetimes to be honoured; events come in bursts that stay on one
+instrument, see pick_instruments, so a few events of one instrument are microseconds to
+milliseconds). Every new order (an add, or the new half of a replace) draws an intended lifetime L
+from a mixture of two log-logistic laws (heavy, power-law tails):
+    with probability FLEETING_SHARE   median FLEETING_MEDIAN   events  (quote flicker)
+    otherwise                         median RESTING_MEDIAN    events  (resting liquidity)
+    L = median * (u / (1 - u)) ** LIFETIME_SHAPE,  u uniform in (0, 1)
+and its cancel deadline is (instrument clock at the add) + L. A delete or a replace on an instrument
+takes the live order with the EARLIEST deadline (a min-heap per instrument), i.e. the one whose
+drawn lifetime runs out first. The result: most orders die within a few events of their add (in
+the same burst), deletes hit recent orders far more often than old ones, and a long tail of orders
+rests for hours. Partial cancels (X) pick a uniformly random live order
+(they reduce a resting order), executions hit the best-priced oldest order of a side (the top of the
+book). The balance between adds and removals comes from the mix (feedhandler.synth.day.DEFAULT_MIX). It emits one EVENT per message into parallel column arrays;
 the Python layer (feedhandler.synth.day) turns the columns into wire bytes through numpy dtypes
 derived from the one ITCH field table (protocols/itch50_spec.py), so no wire layout is typed here.
 
@@ -15,7 +35,7 @@ return (MemoryError when it cannot be had).
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memcpy
-from libc.math cimport log
+from libc.math cimport exp, log
 
 import numpy as np
 
@@ -69,13 +89,21 @@ cdef enum:
     MIN_PRICE = 10000   # price4: $1.00, floor of the fair-value random walk
 
 # ---- live order pool --------------------------------------------------------------------------
+cdef double FLEETING_SHARE = 0.7          # share of orders that are quote flicker
+cdef double FLEETING_MEDIAN = 1.0           # instrument events: median lifetime of a fleeting order
+cdef double RESTING_MEDIAN = 2000.0          # instrument events: median lifetime of a resting order
+cdef double LIFETIME_SHAPE = 1.0            # log-logistic shape: P(L > x) ~ x ** -(1 / shape)
+cdef double MAX_LIFETIME = 1e12             # instrument events: cap
+cdef double CLOCK_UNIT = 16.0               # deadline units per instrument event
+
 ctypedef struct order_t:
     uint64_t ref
+    uint64_t deadline   # instrument clock (CLOCK_UNIT per event): when its drawn lifetime runs out
     uint32_t price      # price4
     uint32_t shares
     int32_t inst        # instrument index (locate - 1)
     int32_t hpos        # position in its side heap
-    int32_t lpos        # position in its instrument's live list
+    int32_t dpos        # position in its instrument's deadline heap
     uint8_t side        # 0 bid (ITCH 'B'), 1 ask ('S')
 
 ctypedef struct vec_t:
@@ -85,8 +113,9 @@ ctypedef struct vec_t:
 
 ctypedef struct inst_t:
     vec_t heap[2]
-    vec_t live
+    vec_t live          # min-heap of the instrument's live orders by deadline
     int64_t fv          # fair value, price4, on the tick grid
+    uint64_t clock      # bulk events of this instrument so far, CLOCK_UNIT each
 
 ctypedef struct sim_t:
     order_t *o
@@ -167,6 +196,62 @@ cdef void heap_remove(sim_t *s, vec_t *h, int side, int32_t i) noexcept nogil:
     heap_down(s, h, side, s.o[last].hpos)
 
 
+cdef void dheap_up(sim_t *s, vec_t *h, int32_t i) noexcept nogil:
+    cdef int32_t x = h.v[i]
+    cdef int32_t p
+    cdef uint64_t d = s.o[x].deadline
+    while i > 0:
+        p = (i - 1) >> 1
+        if s.o[h.v[p]].deadline <= d:
+            break
+        h.v[i] = h.v[p]
+        s.o[h.v[i]].dpos = i
+        i = p
+    h.v[i] = x
+    s.o[x].dpos = i
+
+
+cdef void dheap_down(sim_t *s, vec_t *h, int32_t i) noexcept nogil:
+    cdef int32_t x = h.v[i]
+    cdef int32_t c
+    cdef uint64_t d = s.o[x].deadline
+    while True:
+        c = 2 * i + 1
+        if c >= h.n:
+            break
+        if c + 1 < h.n and s.o[h.v[c + 1]].deadline < s.o[h.v[c]].deadline:
+            c += 1
+        if s.o[h.v[c]].deadline >= d:
+            break
+        h.v[i] = h.v[c]
+        s.o[h.v[i]].dpos = i
+        i = c
+    h.v[i] = x
+    s.o[x].dpos = i
+
+
+cdef void dheap_remove(sim_t *s, vec_t *h, int32_t i) noexcept nogil:
+    cdef int32_t last
+    h.n -= 1
+    if i == h.n:
+        return
+    last = h.v[h.n]
+    h.v[i] = last
+    s.o[last].dpos = i
+    dheap_up(s, h, i)
+    dheap_down(s, h, s.o[last].dpos)
+
+
+cdef inline uint64_t lifetime(fh_synth_rng *r) noexcept nogil:
+    """An order's intended lifetime in instrument clock units (the model in the module docstring)."""
+    cdef double med = FLEETING_MEDIAN if fh_synth_uniform(r) < FLEETING_SHARE else RESTING_MEDIAN
+    cdef double u = fh_synth_uniform(r) + 1.1102230246251565e-16      # (0, 1): + 2**-53
+    cdef double life = med * exp(LIFETIME_SHAPE * log(u / (1.0 - u)))
+    if life > MAX_LIFETIME:
+        life = MAX_LIFETIME
+    return <uint64_t>(life * CLOCK_UNIT) + 1
+
+
 cdef int32_t order_new(sim_t *s) except -1 nogil:
     cdef order_t *no
     cdef int32_t *no2
@@ -192,11 +277,13 @@ cdef int32_t order_new(sim_t *s) except -1 nogil:
 
 
 cdef int order_insert(sim_t *s, int32_t oid) except -1 nogil:
-    """Put a filled-in order into its side heap and its instrument's live list."""
+    """Put a filled-in order (deadline set) into its side heap and its instrument's deadline heap."""
     cdef order_t *o = &s.o[oid]
     cdef inst_t *it = &s.inst[o.inst]
-    o.lpos = it.live.n
+    o.dpos = it.live.n
     vec_push(&it.live, oid)
+    dheap_up(s, &it.live, o.dpos)
+    o = &s.o[oid]
     o.hpos = it.heap[o.side].n
     vec_push(&it.heap[o.side], oid)
     heap_up(s, &it.heap[o.side], o.side, o.hpos)
@@ -206,13 +293,8 @@ cdef int order_insert(sim_t *s, int32_t oid) except -1 nogil:
 cdef void order_remove(sim_t *s, int32_t oid) noexcept nogil:
     cdef order_t *o = &s.o[oid]
     cdef inst_t *it = &s.inst[o.inst]
-    cdef int32_t last
     heap_remove(s, &it.heap[o.side], o.side, o.hpos)
-    it.live.n -= 1
-    if o.lpos != it.live.n:
-        last = it.live.v[it.live.n]
-        it.live.v[o.lpos] = last
-        s.o[last].lpos = o.lpos
+    dheap_remove(s, &it.live, o.dpos)
     s.free_ids[s.n_free] = oid
     s.n_free += 1
 
@@ -361,6 +443,7 @@ def simulate(uint64_t seed, const uint64_t[::1] ts, const int32_t[::1] inst_of, 
                 ix = inst_of[i]
                 i += 1
                 it = &s.inst[ix]
+                it.clock += <uint64_t>CLOCK_UNIT
                 # fair value random walk: one tick, now and then
                 u = fh_synth_uniform(&rng)
                 if u < 0.04:
@@ -404,6 +487,7 @@ def simulate(uint64_t seed, const uint64_t[::1] ts, const int32_t[::1] inst_of, 
                     o.shares = lot(&rng)
                     o.inst = ix
                     o.side = <uint8_t>side
+                    o.deadline = it.clock + lifetime(&rng)
                     order_insert(&s, oid)
                     o = &s.o[oid]
                     o_type[k] = ord('A') if act == 0 else ord('F')
@@ -413,13 +497,13 @@ def simulate(uint64_t seed, const uint64_t[::1] ts, const int32_t[::1] inst_of, 
                     o_price[k] = o.price
                     if act == 1:
                         o_aux[k] = fh_synth_below(&rng, n_mpids)
-                elif act <= 4:                                 # D / X / U on a random live order
-                    # half of the time one of the most recent orders (quotes flicker: most orders
-                    # live for milliseconds), otherwise any live order
-                    if fh_synth_below(&rng, 2) and it.live.n > 1:
-                        oid = it.live.v[it.live.n - 1 - <int32_t>fh_synth_below(&rng, min(it.live.n, 32))]
-                    else:
+                elif act <= 4:                                 # D / X / U on a live order
+                    # D and U: the order whose drawn lifetime runs out first; X: any live order
+                    # (the lifetime model in the module docstring)
+                    if act == 3:
                         oid = it.live.v[fh_synth_below(&rng, it.live.n)]
+                    else:
+                        oid = it.live.v[0]
                     o = &s.o[oid]
                     o_ref[k] = o.ref
                     if act == 3 and o.shares <= 1:
@@ -449,6 +533,11 @@ def simulate(uint64_t seed, const uint64_t[::1] ts, const int32_t[::1] inst_of, 
                         o.hpos = it.heap[side].n
                         vec_push(&it.heap[side], oid)
                         heap_up(&s, &it.heap[side], side, o.hpos)
+                        o = &s.o[oid]
+                        # the new order of a replace draws its own lifetime
+                        o.deadline = it.clock + lifetime(&rng)
+                        dheap_down(&s, &it.live, o.dpos)
+                        dheap_up(&s, &it.live, s.o[oid].dpos)
                         o = &s.o[oid]
                         o_ref2[k] = o.ref
                         o_shares[k] = o.shares
@@ -559,19 +648,30 @@ def bulk_times(uint64_t seed, Py_ssize_t n, const uint64_t[::1] bounds, const do
     return out
 
 
-def pick_instruments(uint64_t seed, Py_ssize_t n, const double[::1] cum_weights):
-    """n instrument indices drawn from a cumulative weight table (binary search per draw)."""
+def pick_instruments(uint64_t seed, Py_ssize_t n, const double[::1] cum_weights, const uint64_t[::1] ts=None,
+                     uint64_t burst_gap_ns=0, double stick=0.0):
+    """n instrument indices drawn from a cumulative weight table (binary search per draw).
+
+    With ``ts`` (the n sorted event times): an event at most ``burst_gap_ns`` after the previous one
+    is, with probability ``stick``, on the previous event's instrument (bursts of activity are
+    mostly one instrument's: a quote update is a delete and an add, an order sweeps the book)."""
     cdef fh_synth_rng rng
     out = np.empty(n, dtype=np.int32)
     cdef int32_t[::1] o = out
     cdef Py_ssize_t i, lo, hi, mid, m = cum_weights.shape[0]
     cdef double u, total
+    cdef bint sticky = ts is not None and stick > 0.0
     if m == 0:
         raise ValueError("need at least one weight")
+    if ts is not None and ts.shape[0] != n:
+        raise ValueError("ts must have n entries")
     total = cum_weights[m - 1]
     fh_synth_seed(&rng, seed ^ 0x1257)
     with nogil:
         for i in range(n):
+            if sticky and i > 0 and ts[i] - ts[i - 1] <= burst_gap_ns and fh_synth_uniform(&rng) < stick:
+                o[i] = o[i - 1]
+                continue
             u = fh_synth_uniform(&rng) * total
             lo = 0
             hi = m - 1
