@@ -41,7 +41,7 @@ class AfXdpSource:
     busy_poll_us : int
         > 0 enables preferred busy polling (SO_PREFER_BUSY_POLL, SO_BUSY_POLL) with this budget in us.
         Since Linux 6.13 it only takes effect on zero-copy sockets (``stats()["busy_poll_napi_id"]``
-        is 0 otherwise); on veth use threaded NAPI instead (bench/README_capture.md).
+        is 0 otherwise); on veth use threaded NAPI instead (bench/README.md, "Live capture").
     filter : bool
         False: no filter program (libxdp's default program redirects the whole queue).
     """
