@@ -101,7 +101,8 @@ class OuchAcceptor:
         self._server = None
         self._thread = None
         self._hb_task = None
-        self.stats = {"logins": 0, "rejected_logins": 0, "messages_in": 0, "bad_messages": 0}
+        self.stats = {"logins": 0, "rejected_logins": 0, "messages_in": 0, "bad_messages": 0,
+                      "timeouts": 0, "protocol_errors": 0, "unexpected_packets": 0, "disconnects": 0}
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start_async(self):
@@ -198,12 +199,14 @@ class OuchAcceptor:
                 try:
                     data = await asyncio.wait_for(reader.read(65536), self.timeout_s)
                 except asyncio.TimeoutError:
+                    self.stats["timeouts"] += 1       # no client heartbeat within timeout_s
                     break
                 if not data:
                     break
                 for ptype, payload in framer.feed(data):
                     if user is None:
                         if ptype != soup.LOGIN_REQUEST:
+                            self.stats["unexpected_packets"] += 1
                             return
                         user = self._login(payload, writer)
                         if user is None:
@@ -216,10 +219,13 @@ class OuchAcceptor:
                     elif ptype == soup.LOGOUT_REQUEST:
                         return
                     else:
+                        self.stats["unexpected_packets"] += 1
                         return
                 await writer.drain()
-        except (ConnectionError, soup.SoupError):
-            pass
+        except ConnectionError:
+            self.stats["disconnects"] += 1
+        except soup.SoupError:
+            self.stats["protocol_errors"] += 1    # malformed SoupBinTCP framing: the session ends
         finally:
             if user is not None and self.conns.get(user) is writer:
                 del self.conns[user]
