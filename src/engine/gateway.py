@@ -101,6 +101,17 @@ def _send2(sock: zmq.Socket, ident: bytes, body: bytes, flags: int = 0) -> None:
     sock.send(body, flags)
 
 
+def _recv_frames(sock: zmq.Socket) -> list[bytes]:
+    """recv_multipart() without a getsockopt(RCVMORE) per frame (~0.8 us each in pyzmq 27 here): the
+    zero-copy frame's ``more`` flag says the same; 5-frame request measured 4.8 -> 3.0 us."""
+    f = sock.recv(copy=False)
+    parts = [f.bytes]
+    while f.more:
+        f = sock.recv(copy=False)
+        parts.append(f.bytes)
+    return parts
+
+
 _CALL = object()   # engine-queue marker of a call (query) run by the engine thread
 
 
@@ -462,10 +473,15 @@ class OrderPipeline:
             return [[{"type": "rejected", "account": b[1], "reason": "engine_error", "text": repr(e)}]
                     for b in batch]
         owner = self._owner_by_clid
-        on_event = self.risk.on_event
+        risk = self.risk
+        on_events = getattr(risk, "on_events", None)
         for events in results:
+            if on_events is not None:
+                on_events(events)            # one risk lock per request's events
+            else:
+                for ev in events:
+                    risk.on_event(ev)
             for ev in events:
-                on_event(ev)
                 if ev["type"] == "accepted":
                     owner[(ev["account"], ev["client_order_id"])] = ev["order_id"]
         return results
@@ -727,10 +743,10 @@ class Gateway:
                 ready = dict(poller.poll(100))
                 if sock in ready:
                     # drain a burst without polling again; the burst goes to the engine as one batch
-                    burst = [sock.recv_multipart()]
-                    # more already queued? (EVENTS is a cheap check; a failing NOBLOCK recv raises)
+                    burst = [_recv_frames(sock)]
+                    # more already queued? (one EVENTS check per burst entry; a failing NOBLOCK recv raises)
                     while len(burst) < 64 and sock.getsockopt(_EVENTS) & _POLLIN:
-                        burst.append(sock.recv_multipart())
+                        burst.append(_recv_frames(sock))
                     handle(sock, burst)
                 if bell is not None and bell in ready:
                     while bell.getsockopt(_EVENTS) & _POLLIN:

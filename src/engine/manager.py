@@ -224,15 +224,23 @@ class ShardEngine:
 
     # ---- applying ----------------------------------------------------------------------------------------
     def _apply(self, recs: np.ndarray, metas: list[tuple[str, str]], tokens=None) -> list[list[dict]]:
-        """Apply sequenced records (already journaled); return events per record."""
+        """Apply sequenced records (already journaled, a REQ_DTYPE array: recovery); events per record."""
         kinds = recs["kind"].tolist()
         oids = recs["order_id"].tolist()
         seqs = recs["seq"].tolist()
+        self._note_clordids(kinds, oids, metas)
+        return self._events(self.engine.process(recs).tolist(), kinds, oids, seqs, metas, tokens)
+
+    def _note_clordids(self, kinds, oids, metas) -> None:
         clordid = self.clordid
         for k, oid, (acct, clid) in zip(kinds, oids, metas):
             if k == _KIND_NEW:
                 clordid[oid] = clid
-        evs = self.engine.process(recs)
+
+    def _events(self, evs: list[tuple], kinds: list, oids: list, seqs: list, metas: list[tuple[str, str]],
+                tokens=None) -> list[list[dict]]:
+        """Engine exec tuples (EXEC_DTYPE field order) -> event dicts per request."""
+        clordid = self.clordid
         per: list[list[dict]] = [[] for _ in seqs]
         first_seq = seqs[0] if seqs else 0
         names = self.account_names
@@ -240,7 +248,7 @@ class ShardEngine:
         symbols, symbol_ids = self.symbols, self.symbol_ids
         type_name, liq_name = O.EXEC_TYPE_NAME, O.LIQUIDITY_NAME
         fill, taker, rejected = _EXEC_LITERAL
-        for row in evs.tolist():
+        for row in evs:
             (seq, ts_event, oid, contra_oid, tid, price, qty, leaves, cum, acct, contra_acct, inst, typ, side,
              liq, reason) = row
             i = seq - first_seq
@@ -282,17 +290,24 @@ class ShardEngine:
             metas.append((acct, clid))
             index.append(i)
         if rows:
-            recs = np.zeros(len(rows), dtype=O.REQ_DTYPE)   # zeroed: padding bytes are journaled too
-            recs[:] = rows
-            if self.journal is not None:
-                append = self.journal.append
-                blob = recs.tobytes()
+            # rows go to the engine's own reused input buffer (Engine.process_rows): no numpy array per
+            # call. The journal gets the same packed bytes (padding zeroed) and is committed BEFORE the
+            # engine applies anything: pack_rows packs, a journal write failure raises before run.
+            journal = self.journal
+            kinds = [r[7] for r in rows]
+            oids = [r[2] for r in rows]
+            seqs = [r[0] for r in rows]
+            if journal is not None:
+                blob = self.engine.pack_rows(rows)
+                append = journal.append
                 for j, (acct, clid) in enumerate(metas):
                     append(b"R" + blob[64 * j : 64 * j + 64] + _pack_str(acct or "") + _pack_str(clid))
-                self.journal.commit()  # durable per policy BEFORE the engine applies anything
+                journal.commit()  # durable per policy BEFORE the engine applies anything
+            self._note_clordids(kinds, oids, metas)
+            evs = self.engine.process_rows(rows)
             sub_tokens = [tokens[i] for i in index] if tokens is not None else None
-            for i, evs in zip(index, self._apply(recs, metas, sub_tokens)):
-                out[i] = evs
+            for i, per in zip(index, self._events(evs, kinds, oids, seqs, metas, sub_tokens)):
+                out[i] = per
         return out
 
     # ---- recovery ------------------------------------------------------------------------------------------

@@ -153,35 +153,48 @@ class RiskManager:
 
     def on_event(self, ev: dict) -> None:
         """Update open orders, positions and reference prices from one engine event."""
-        kind = ev.get("type")
+        self.on_events((ev,))
+
+    def on_events(self, events) -> None:
+        """:meth:`on_event` for each event in order, under ONE lock acquisition (the gateway's engine
+        thread calls this once per engine batch)."""
+        accounts = self._accounts
         with self._lock:
-            acct_name = ev.get("account")
-            a = self._accounts.get(acct_name) if acct_name is not None else None
-            if a is None and acct_name is not None:
-                a = self._accounts[acct_name] = _Account()
-            oid = ev.get("order_id")
-            if kind == "accepted" and a is not None and ev.get("leaves_qty", ev.get("qty", 0)):
-                leaves = int(ev.get("leaves_qty", ev.get("qty", 0)))
-                price = ev.get("price") or 0
-                self._open(a, oid, ev.get("symbol"), ev.get("side"), price, leaves)
-            elif kind == "fill":
-                px, q = int(ev["price"]), int(ev["qty"])
-                sym = ev.get("symbol")
-                if ev.get("liquidity") in (None, "T", "taker") or ev.get("aggressor", True):
-                    self._last_trade[sym] = px
-                if a is not None:
-                    sgn = 1 if ev.get("side") == "B" else -1
-                    a.position[sym] = a.position.get(sym, 0) + sgn * q
-                    self._reduce(a, oid, q)
-            elif kind == "canceled" and a is not None:
-                self._close(a, oid)
-            elif kind == "replaced" and a is not None:
-                rec = a.open_orders.get(oid)
-                if rec is not None:
-                    self._close(a, oid)
-                    new_oid = ev.get("new_order_id", oid)
-                    self._open(a, new_oid, rec[0], rec[1], ev.get("price", rec[2]) or rec[2],
-                               int(ev.get("leaves_qty", ev.get("qty", rec[3]))))
+            for ev in events:
+                kind = ev.get("type")
+                acct_name = ev.get("account")
+                if acct_name is not None:
+                    a = accounts.get(acct_name)
+                    if a is None:
+                        a = accounts[acct_name] = _Account()
+                else:
+                    a = None
+                if kind == "accepted":
+                    if a is not None:
+                        leaves = ev.get("leaves_qty", ev.get("qty", 0))
+                        if leaves:
+                            self._open(a, ev.get("order_id"), ev.get("symbol"), ev.get("side"),
+                                       ev.get("price") or 0, int(leaves))
+                elif kind == "canceled":
+                    if a is not None:
+                        self._close(a, ev.get("order_id"))
+                elif kind == "fill":
+                    px, q = int(ev["price"]), int(ev["qty"])
+                    sym = ev.get("symbol")
+                    if ev.get("liquidity") in (None, "T", "taker") or ev.get("aggressor", True):
+                        self._last_trade[sym] = px
+                    if a is not None:
+                        sgn = 1 if ev.get("side") == "B" else -1
+                        a.position[sym] = a.position.get(sym, 0) + sgn * q
+                        self._reduce(a, ev.get("order_id"), q)
+                elif kind == "replaced" and a is not None:
+                    oid = ev.get("order_id")
+                    rec = a.open_orders.get(oid)
+                    if rec is not None:
+                        self._close(a, oid)
+                        new_oid = ev.get("new_order_id", oid)
+                        self._open(a, new_oid, rec[0], rec[1], ev.get("price", rec[2]) or rec[2],
+                                   int(ev.get("leaves_qty", ev.get("qty", rec[3]))))
 
     def _open(self, a: _Account, oid, symbol, side, price, leaves):
         if oid in a.open_orders:
