@@ -61,10 +61,12 @@ def test_synthetic_session_against_simplefix(tmp_path, begin):
     parser = simplefix.FixParser()
     n_orders = n_book = n_trades = 0
     book_px = []
+    msg_types = {}
     for _, _, m in msgs:
         parser.append_buffer(m)
         x = parser.get_message()
         t = x.get(35)
+        msg_types[t.decode()] = msg_types.get(t.decode(), 0) + 1
         if t in (b"D", b"F", b"G", b"8", b"9"):
             n_orders += 1
         if t in (b"W", b"X"):
@@ -76,6 +78,7 @@ def test_synthetic_session_against_simplefix(tmp_path, begin):
                     book_px.append(int(round(float(px) * 100)) * 10_000_000)
                 elif ty == b"2":
                     n_trades += 1
+    assert f["by_msg_type"] == msg_types
     oe = by_type(recs, "order_event")
     assert len(oe) == n_orders == f["order_events"]
     assert f["mbo"] + f["mbp"] == n_book and f["trades"] == n_trades

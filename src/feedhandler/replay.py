@@ -538,15 +538,15 @@ def _replay_tcp(path: str, opts: ReplayOptions, protocol: str) -> dict:
     if proto == "fix":
         f = st["fix"]
         messages = int(f["messages"])
-        by_type = {"market_data_entries": int(f["md_entries"]), "order_events": int(f["order_events"]),
-                   "other": int(f["other_messages"])}
+        by_type = {str(k): int(v) for k, v in f.get("by_msg_type", {}).items()}   # MsgType (35) -> messages
         gaps, dups = int(f["seq_gaps"]), int(f["duplicates"])
         malformed = {k: int(f[k]) for k in ("bad_field", "garbled", "bad_body_length", "bad_checksum") if f[k]}
         truncated = int(f["truncated_tail"])
         sessions = None
-        extra = {"fix": {k: int(v) for k, v in f.items()}, "seq_gap_messages": int(f["seq_gap_messages"]),
+        extra = {"fix": {k: int(v) for k, v in f.items() if k != "by_msg_type"},
+                 "seq_gap_messages": int(f["seq_gap_messages"]),
                  "bad_checksums": int(f["bad_checksum"]), "possdup": int(f["possdup"]),
-                 "groups": st.get("groups")}
+                 "groups": st.get("groups"), "reference": st.get("reference", {})}
     else:
         so, o = st["soupbintcp"], st["ouch"]
         messages = int(o["messages"])

@@ -17,19 +17,26 @@ Pipeline per connection direction (a ``framing.tcp.TcpStream``):
 4. market data: W (snapshot) and X (incremental) entries of type 0/1 become ``fh_mbo`` ticks when
    they carry MDEntryID (278), else ``fh_mbp_update`` ticks (level from MDPriceLevel 1023 or
    MDEntryPositionNo 290); type 2 (trade) becomes ``fh_trade``. Instruments map through a native
-   symbol table (ids from 1 in order of first appearance, or a given mapping);
+   symbol table: a given mapping first; then the session's own reference data, SecurityList (35=y,
+   NoRelatedSym) and SecurityDefinition (35=d): Symbol (55) -> SecurityID (48) when numeric, fits
+   uint32 and is free, else an assigned id; each such symbol gets one ``fh_instrument_def`` record
+   placed ahead of the connection's records (the reference messages of a batch are read before its
+   records are made, so a definition arriving late still names every record of its symbol);
+   otherwise ids from 1 in order of first appearance;
 5. orders: D/F/G from the client and 8/9 from the exchange become ``fh_order_event`` records with
    lifecycles keyed by ClOrdID (OrigClOrdID links cancel / replace chains) and order->ack latency.
+
+Every message is also counted by MsgType (``msg_type_counts()``, ``stats["fix"]["by_msg_type"]``).
 
 Prices are int64 1e-9 units parsed from the decimal text (never through float); quantities are
 integers (a fractional part is truncated and counted). Times: SendingTime / TransactTime parsed to
 ns since the epoch.
 """
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t, int32_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t, int32_t, UINT32_MAX
 from libc.stdlib cimport malloc, free, calloc
 from libc.string cimport memset, memcpy, memcmp
 from feedhandler.includes.record cimport (fh_tick, fh_order_event, fh_mbo, fh_trade, fh_mbp_update, fh_gap,
-                                          FH_RTYPE_ORDER_EVENT, FH_RTYPE_MBO, FH_RTYPE_TRADE,
+                                          fh_instrument_def, FH_RTYPE_INSTRUMENT_DEF, FH_RTYPE_ORDER_EVENT, FH_RTYPE_MBO, FH_RTYPE_TRADE,
                                           FH_RTYPE_MBP_UPDATE, FH_RTYPE_GAP, FH_OWN_LENGTH,
                                           FH_DBN_MBO_LENGTH, FH_DBN_TRADE_LENGTH, FH_UNDEF_PRICE,
                                           FH_UNDEF_TIMESTAMP, FH_OE_PROTO_FIX42, FH_OE_PROTO_FIX44,
@@ -232,8 +239,10 @@ cdef struct symslot_t:
     char sym[SYM_LEN]
 
 
-cdef uint32_t _sym_lookup(symslot_t *tab, uint32_t *next_id, const uint8_t *p, int32_t n, int assign,
-                          uint64_t *truncated) noexcept nogil:
+cdef uint32_t _sym_lookup(symslot_t *tab, uint32_t *next_id, uint32_t *used, const uint8_t *p, int32_t n,
+                          int assign, uint64_t *truncated) noexcept nogil:
+    """Instrument id of a symbol (0: unknown / table full). ``next_id`` generates new ids (reference
+    data may have moved it past large SecurityIDs); ``used`` counts occupied slots (capacity)."""
     cdef uint64_t h
     cdef uint32_t i, probes = 0
     if n <= 0:
@@ -245,10 +254,11 @@ cdef uint32_t _sym_lookup(symslot_t *tab, uint32_t *next_id, const uint8_t *p, i
     i = <uint32_t> (h & (SYM_CAP - 1))
     while probes < SYM_CAP:
         if tab[i].id == 0:
-            if not assign or next_id[0] >= SYM_CAP - 1:
+            if not assign or used[0] >= SYM_CAP - 1 or next_id[0] == UINT32_MAX:
                 return 0
             tab[i].id = next_id[0]
             next_id[0] += 1
+            used[0] += 1
             tab[i].len = <uint8_t> n
             memcpy(tab[i].sym, p, n)
             return tab[i].id
@@ -497,6 +507,9 @@ cdef class FixStreamDecoder:
     cdef grp_t *g44
     cdef symslot_t *syms
     cdef uint32_t next_sym
+    cdef uint32_t n_syms                # occupied symbol table slots
+    cdef uint64_t *mt_counts            # messages per MsgType: [c0 & 127][c1 & 127] (c1 0: one-char type)
+    cdef public dict reference          # symbol -> reference data seen in the stream (35=d / 35=y)
     cdef uint64_t sym_truncated
     cdef uint64_t entries_dropped
     cdef public dict stats
@@ -508,14 +521,17 @@ cdef class FixStreamDecoder:
         self.g42 = <grp_t *> calloc(1, sizeof(grp_t))
         self.g44 = <grp_t *> calloc(1, sizeof(grp_t))
         self.syms = <symslot_t *> calloc(SYM_CAP, sizeof(symslot_t))
-        if self.g42 == NULL or self.g44 == NULL or self.syms == NULL:
+        self.mt_counts = <uint64_t *> calloc(128 * 128, sizeof(uint64_t))
+        if self.g42 == NULL or self.g44 == NULL or self.syms == NULL or self.mt_counts == NULL:
             raise MemoryError()
         self.next_sym = 1
+        self.n_syms = 0
 
     def __dealloc__(self):
         free(self.g42)
         free(self.g44)
         free(self.syms)
+        free(self.mt_counts)
 
     def __init__(self, dictionary_dir=None, symbols=None, builtin_groups=False):
         tables, self.groups_source = group_tables(dictionary_dir, builtin_groups)
@@ -535,15 +551,19 @@ cdef class FixStreamDecoder:
             for s, iid in sorted(symbols.items(), key=lambda kv: kv[1]):
                 self._preload(s.encode() if isinstance(s, str) else bytes(s), iid)
         self.orders = {}
+        self.reference = {}
         self.stats = {k: 0 for k in ("messages", "bad_field", "garbled", "bad_body_length", "bad_checksum",
                                      "truncated_tail", "holes", "seq_gaps", "seq_gap_messages", "possdup",
                                      "possdup_filled", "duplicates", "seq_resets", "md_entries", "mbo", "mbp",
                                      "trades", "md_other_entries", "md_clears", "order_events", "unknown_order",
                                      "frac_qty", "other_messages", "entries_dropped", "symbols_truncated",
-                                     "no_seq")}
+                                     "no_seq", "ref_messages", "ref_symbols", "ref_redefined",
+                                     "ref_nonnumeric_ids", "ref_id_collisions", "ref_premapped")}
 
     cdef _preload(self, bytes s, uint32_t iid):
         cdef int32_t n = min(len(s), SYM_LEN)
+        if self.n_syms >= SYM_CAP - 1:
+            raise OverflowError(f"FIX symbol table full ({SYM_CAP - 1} symbols)")
         cdef uint64_t h = _fnv64(<const uint8_t *> s, n)
         cdef uint32_t i = <uint32_t> (h & (SYM_CAP - 1))
         while self.syms[i].id != 0:
@@ -551,8 +571,77 @@ cdef class FixStreamDecoder:
         self.syms[i].id = iid
         self.syms[i].len = <uint8_t> n
         memcpy(self.syms[i].sym, <const char *> s, n)
+        self.n_syms += 1
         if iid >= self.next_sym:
-            self.next_sym = iid + 1
+            self.next_sym = iid + 1 if iid < 0xFFFFFFFF else iid
+
+    def msg_type_counts(self):
+        """{MsgType: messages} over everything decoded so far (two-character types kept whole;
+        longer ones are counted under their first two characters; "?" when 35 was missing)."""
+        cdef Py_ssize_t i
+        out = {}
+        for i in range(128 * 128):
+            if self.mt_counts[i]:
+                c0, c1 = i >> 7, i & 127
+                key = "?" if c0 == 0 else (chr(c0) + (chr(c1) if c1 else ""))
+                out[key] = out.get(key, 0) + int(self.mt_counts[i])
+        return dict(sorted(out.items()))
+
+    def _apply_reference(self, refs):
+        """Map the symbols of reference data messages to instrument ids; returns [(iid, symbol, ts)]
+        of the symbols defined for the first time (one fh_instrument_def record each).
+
+        refs: [(symbol, security_id, security_id_source, sending_time_ns, msg_type)] in stream order.
+        A symbol already in the table (caller's map, or seen earlier on another connection) keeps its
+        id. Otherwise a numeric SecurityID that fits uint32 and is not taken becomes the id; the other
+        symbols get ids from the table's generator, in reference data order, after every numeric id.
+        """
+        existing = {}
+        cdef uint32_t i
+        for i in range(SYM_CAP):
+            if self.syms[i].id:
+                existing[bytes(self.syms[i].sym[:self.syms[i].len])] = self.syms[i].id
+        used = set(existing.values())
+        first = {}
+        for sym, secid, src, ts, mt in refs:
+            key = sym[:SYM_LEN]
+            if key.decode("ascii", "replace") in self.reference or key in first:
+                self.stats["ref_redefined"] += 1
+                continue
+            first[key] = (sym, secid, src, ts, mt)
+        ids = {}
+        later = []
+        for key, (sym, secid, src, ts, mt) in first.items():
+            if key in existing:
+                ids[key] = existing[key]
+                self.stats["ref_premapped"] += 1
+                continue
+            v = int(secid) if secid.isdigit() and len(secid) <= 10 else 0
+            if 0 < v < 0xFFFFFFFF and v not in used:
+                ids[key] = v
+                used.add(v)
+                self._preload(key, v)
+            else:
+                if 0 < v < 0xFFFFFFFF:
+                    self.stats["ref_id_collisions"] += 1        # the id is taken by another symbol
+                else:
+                    self.stats["ref_nonnumeric_ids"] += 1       # not numeric, 0, or wider than uint32
+                later.append(key)
+        for key in later:
+            while self.next_sym in used:
+                self.next_sym += 1
+            v = self.next_sym
+            ids[key] = v
+            used.add(v)
+            self._preload(key, v)
+        defs = []
+        for key, (sym, secid, src, ts, mt) in first.items():
+            self.reference[key.decode("ascii", "replace")] = {
+                "instrument_id": int(ids[key]), "security_id": secid.decode("ascii", "replace"),
+                "security_id_source": src.decode("ascii", "replace"), "msg_type": mt}
+            defs.append((ids[key], key, ts))
+        self.stats["ref_symbols"] += len(defs)
+        return defs
 
     def symbol_map(self):
         cdef uint32_t i
@@ -625,6 +714,7 @@ cdef class FixStreamDecoder:
         cdef int64_t[:, ::1] r = np.ascontiguousarray(rows, dtype=np.int64)
         cdef int64_t[:, ::1] sp
         cdef int32_t n_ents = 0
+        cdef fmsg_t *m
         total_bytes = sum(len(p[0].data) for p in parts)
         ents_cap = <int32_t> min(total_bytes // 6 + 16, 1 << 26)   # an entry takes >= 6 bytes ("269=0|")
         ents = <entry_t *> malloc(ents_cap * sizeof(entry_t))
@@ -644,10 +734,24 @@ cdef class FixStreamDecoder:
                         if r[i, 0] == pi:
                             _scan(&mv[0], sp[r[i, 1], 0], sp[r[i, 1], 1], self.g42, self.g44,
                                   &msgs[i], ents, &n_ents, ents_cap, &self.entries_dropped)
-            # 2. session + md + orders (records)
-            cap = 2 * n + n_ents + 16
+            # 2. per-MsgType counts and reference data (35=d SecurityDefinition, 35=y SecurityList)
+            refs = []
+            for i in range(n):
+                m = &msgs[i]
+                self.mt_counts[(m.msgtype[0] & 127) * 128 + (m.msgtype[1] & 127)] += 1
+                if (m.msgtype[0] == 100 or m.msgtype[0] == 121) and m.msgtype[1] == 0 and not m.bad_field:
+                    s, fs, spans, ts = parts[r[i, 0]]
+                    sp = spans
+                    refs.extend(_ref_entries(bytes(s.data[sp[r[i, 1], 0]:sp[r[i, 1], 1]]),
+                                             m.msgtype[0] == 121, m.sending_time))
+                    self.stats["ref_messages"] += 1
+            defs = self._apply_reference(refs) if refs else []
+            # 3. instrument definitions first (before any record that uses them), then session + md +
+            #    orders (records)
+            cap = 2 * n + n_ents + 16 + len(defs)
             out = records.empty(cap)
-            k = self._emit(parts, r, msgs, ents, n, out, conn)
+            k = _write_defs(out, defs)
+            k = self._emit(parts, r, msgs, ents, n, out, conn, k)
         finally:
             free(msgs)
             free(ents)
@@ -656,9 +760,10 @@ cdef class FixStreamDecoder:
         return out[:k]
 
     cdef Py_ssize_t _emit(self, list parts, int64_t[:, ::1] r, fmsg_t *msgs, entry_t *ents, Py_ssize_t n,
-                          object out, int conn) except -1:
+                          object out, int conn, Py_ssize_t k0) except -1:
+        """Records of n scanned messages into out[k0:]; returns the index after the last one."""
         cdef uint8_t[::1] raw = out.view(np.uint8)
-        cdef Py_ssize_t i, j, k = 0
+        cdef Py_ssize_t i, j, k = k0
         cdef fmsg_t *m
         cdef entry_t *e
         cdef fh_tick *t
@@ -767,7 +872,7 @@ cdef class FixStreamDecoder:
             if m.kind == K_W or m.kind == K_X:
                 iid_msg = 0
                 if m.symbol.len > 0:
-                    iid_msg = _sym_lookup(self.syms, &self.next_sym, base + m.symbol.off, m.symbol.len,
+                    iid_msg = _sym_lookup(self.syms, &self.next_sym, &self.n_syms, base + m.symbol.off, m.symbol.len,
                                           assign, &self.sym_truncated)
                 if m.kind == K_W and m.n_entries > 0:
                     # a snapshot replaces the book: a Clear record first (DBN convention)
@@ -805,7 +910,7 @@ cdef class FixStreamDecoder:
                     e = &ents[j]
                     cnt[10] += 1
                     if e.sym.off >= 0:
-                        iid = _sym_lookup(self.syms, &self.next_sym, base + e.sym.off, e.sym.len,
+                        iid = _sym_lookup(self.syms, &self.next_sym, &self.n_syms, base + e.sym.off, e.sym.len,
                                           assign, &self.sym_truncated)
                     else:
                         iid = iid_msg
@@ -905,7 +1010,7 @@ cdef class FixStreamDecoder:
             # state: [instrument_id, side, price, leaves, order_id, pending_ts]
             if m.kind == K_D:
                 ev = 78
-                iid = _sym_lookup(self.syms, &self.next_sym, base + m.symbol.off, m.symbol.len,
+                iid = _sym_lookup(self.syms, &self.next_sym, &self.n_syms, base + m.symbol.off, m.symbol.len,
                                   assign, &self.sym_truncated) if m.symbol.len else 0
                 st = [iid, oe.side, m.price, m.qty, 0, ts_recv]
                 self.orders[key] = st
@@ -932,7 +1037,7 @@ cdef class FixStreamDecoder:
                 if st is None:
                     st = [0, oe.side, m.price, 0, 0, 0]
                     if m.symbol.len:
-                        st[0] = _sym_lookup(self.syms, &self.next_sym, base + m.symbol.off, m.symbol.len,
+                        st[0] = _sym_lookup(self.syms, &self.next_sym, &self.n_syms, base + m.symbol.off, m.symbol.len,
                                             assign, &self.sym_truncated)
                     self.orders[key] = st
                     oe.flags |= FH_OE_F_UNKNOWN_ORDER
@@ -971,6 +1076,69 @@ cdef class FixStreamDecoder:
         return k
 
 
+def _ref_entries(bytes msg, bint is_list, uint64_t sending_time):
+    """[(Symbol 55, SecurityID 48, SecurityIDSource 22, sending_time, msg type)] of one validated
+    reference data message: the top-level instrument of a SecurityDefinition (35=d), or every
+    NoRelatedSym (146) entry of a SecurityList (35=y; each Symbol starts an entry). Entries without a
+    symbol are dropped. Only these rare messages are parsed here, in Python."""
+    out = []
+    cur = None
+    in_group = False
+    for f in msg.split(b"\x01"):
+        tag, sep, val = f.partition(b"=")
+        if not sep:
+            continue
+        if tag == b"146":
+            in_group = True
+        elif tag == b"55":
+            if is_list:
+                if not in_group:
+                    continue
+                cur = [val, b"", b""]
+                out.append(cur)
+            elif cur is None:
+                cur = [val, b"", b""]
+                out.append(cur)
+            elif not cur[0]:
+                cur[0] = val
+        elif tag == b"48" and cur is not None and not cur[1]:
+            cur[1] = val
+        elif tag == b"22" and cur is not None and not cur[2]:
+            cur[2] = val
+        elif not is_list and cur is None and tag in (b"48", b"22"):
+            cur = [b"", val if tag == b"48" else b"", val if tag == b"22" else b""]
+            out.append(cur)
+    mt = "y" if is_list else "d"
+    return [(c[0], c[1], c[2], sending_time, mt) for c in out if c[0]]
+
+
+cdef Py_ssize_t _write_defs(object out, list defs) except -1:
+    """fh_instrument_def records for (instrument_id, symbol, ts_event) at out[0:len(defs)]. FIX
+    reference data gives symbol and id only: tick size unknown (FH_UNDEF_PRICE), display factor 0
+    (unknown), class 'X' (other), put_or_call 255, strike FH_UNDEF_PRICE."""
+    cdef uint8_t[::1] raw = out.view(np.uint8)
+    cdef fh_instrument_def *d
+    cdef Py_ssize_t k = 0
+    cdef bytes sym
+    for iid, sym, ts in defs:
+        d = <fh_instrument_def *> &raw[k * 64]
+        memset(d, 0, 64)
+        d.hd.length = FH_OWN_LENGTH
+        d.hd.rtype = FH_RTYPE_INSTRUMENT_DEF
+        d.hd.instrument_id = <uint32_t> iid
+        d.hd.ts_event = <uint64_t> ts if ts else FH_UNDEF_TIMESTAMP
+        d.min_price_increment = FH_UNDEF_PRICE
+        d.display_factor = 0
+        memcpy(d.symbol, <const char *> sym, min(len(sym), 20))
+        d.update_action = 65
+        d.instrument_class = 88
+        d.put_or_call = 255
+        d.market_segment_id = 0
+        d.strike_price = FH_UNDEF_PRICE
+        k += 1
+    return k
+
+
 def _fix_direction(streams_pair, dec):
     """(client, server): the side that sends D/F/G is the client; the side sending 8/9/W/X the server."""
     c, s = streams_pair
@@ -996,7 +1164,11 @@ def replay_stream(path, protocol="fix", *, symbols=None, dictionary_dir=None, ma
     protocol : str
         "fix" (FIX 4.2 and 4.4 are told apart per message by BeginString).
     symbols : dict, optional
-        {symbol: instrument_id}; without it ids are assigned in order of first appearance.
+        {symbol: instrument_id}; it takes precedence. Symbols defined by the session's own reference
+        data (SecurityDefinition 35=d, SecurityList 35=y) get their numeric SecurityID (48) as id when
+        it is numeric, fits uint32 and is free, else an assigned one, and an ``fh_instrument_def``
+        record ahead of the records of their connection; other symbols get ids in order of first
+        appearance.
     dictionary_dir : str, optional
         Directory holding FIX42.xml / FIX44.xml (repeating groups); default: $FH_FIX_SPEC_DIR or
         ../shared/data/fix/spec, else the built-in NoMDEntries definitions.
@@ -1004,6 +1176,8 @@ def replay_stream(path, protocol="fix", *, symbols=None, dictionary_dir=None, ma
     Returns
     -------
     (records, stats) : (numpy.ndarray of TICK_DTYPE, dict)
+        stats["fix"]["by_msg_type"] = {MsgType: messages}; stats["reference"] = {symbol:
+        {"instrument_id", "security_id", "security_id_source", "msg_type"}}.
     """
     from feedhandler.framing.tcp import Reassembler, pair_streams
     r = Reassembler(max_ooo_segments=max_ooo_segments, max_ooo_bytes=max_ooo_bytes)
@@ -1021,8 +1195,10 @@ def replay_stream(path, protocol="fix", *, symbols=None, dictionary_dir=None, ma
         recs = records.concat(outs) if outs else records.empty(0)
         if len(recs):
             recs = recs[np.argsort(_ts_recv(recs), kind="stable")]
-    stats = {"protocol": "fix", "tcp": r.stats, "fix": dict(dec.stats), "symbols": dec.symbol_map(),
-             "groups": dec.groups_source, "records": len(recs)}
+    fx = dict(dec.stats)
+    fx["by_msg_type"] = dec.msg_type_counts()
+    stats = {"protocol": "fix", "tcp": r.stats, "fix": fx, "symbols": dec.symbol_map(),
+             "reference": dict(dec.reference), "groups": dec.groups_source, "records": len(recs)}
     return recs, stats
 
 
@@ -1056,9 +1232,19 @@ def _fix_msg(begin, mtype, seq, sender, target, ts_ns, body, possdup=False):
     return msg + b"10=%03d\x01" % (sum(msg) & 255)
 
 
-def synth_messages(n, seed=0, begin=b"FIX.4.4", t0=1_700_000_000_000_000_000):
+# Reference data synth emits with reference_data=True: (symbol, SecurityID, SecurityIDSource).
+# GOOG has an ISIN (not numeric: an assigned id); ESZ6 comes in its own SecurityDefinition.
+SYNTH_REFERENCE = ((b"AAPL", b"1001", b"8"), (b"MSFT", b"1002", b"8"), (b"IBM", b"1003", b"8"),
+                   (b"GOOG", b"US38259P5089", b"4"))
+SYNTH_SECDEF = (b"ESZ6", b"5501", b"8")
+
+
+def synth_messages(n, seed=0, begin=b"FIX.4.4", t0=1_700_000_000_000_000_000, reference_data=False):
     """[(ts_ns, side 'c'|'s', message bytes)] of one FIX session: logon, orders with acks, fills,
-    cancels, replaces, rejects, market data (W snapshots, X incrementals with MBO and MBP entries)."""
+    cancels, replaces, rejects, market data (W snapshots, X incrementals with MBO and MBP entries).
+    With ``reference_data`` the exchange sends, right after the logons, a SecurityList (35=y) of
+    SYNTH_REFERENCE and a SecurityDefinition (35=d) of SYNTH_SECDEF (without it the output is
+    unchanged, byte for byte)."""
     import random
     rnd = random.Random(seed)
     syms = [b"AAPL", b"MSFT", b"IBM", b"ESZ6", b"GOOG"]
@@ -1073,6 +1259,14 @@ def synth_messages(n, seed=0, begin=b"FIX.4.4", t0=1_700_000_000_000_000_000):
         seq[side] += 1
     send("c", b"A", [(98, 0), (108, 30)])
     send("s", b"A", [(98, 0), (108, 30)])
+    if reference_data:
+        grp = []
+        for sym, sid, src in SYNTH_REFERENCE:
+            grp += [(55, sym), (48, sid), (22, src)]
+        send("s", b"y", [(320, b"REQ1"), (322, b"SL1"), (560, 0), (146, len(SYNTH_REFERENCE))] + grp)
+        sym, sid, src = SYNTH_SECDEF
+        send("s", b"d", [(320, b"REQ2"), (322, b"SD1"), (323, 1), (55, sym), (48, sid), (22, src),
+                         (167, b"FUT")])
     live = {}
     md_live = {}          # symbol -> {MDEntryID: (MDEntryType, price)} of the incremental feed
     next_entry = [1]
@@ -1180,12 +1374,14 @@ def synth_messages(n, seed=0, begin=b"FIX.4.4", t0=1_700_000_000_000_000_000):
     return out
 
 
-def synth(path, n=1000, seed=0, *, begin=b"FIX.4.4", mss=1460, t0=1_700_000_000_000_000_000):
-    """Write a pcap of one FIX session (``n`` messages, see ``synth_messages``) over a real TCP
-    connection (handshake, segments of up to ``mss`` bytes, FIN). Returns the message list."""
+def synth(path, n=1000, seed=0, *, begin=b"FIX.4.4", mss=1460, t0=1_700_000_000_000_000_000,
+          reference_data=False):
+    """Write a pcap of one FIX session (``n`` messages, see ``synth_messages``; ``reference_data``:
+    a SecurityList and a SecurityDefinition after the logons) over a real TCP connection (handshake,
+    segments of up to ``mss`` bytes, FIN). Returns the message list."""
     from feedhandler.framing.tcp import TcpConversation
     from feedhandler.capture.pcapwriter import write_pcap
-    msgs = synth_messages(n, seed, begin, t0)
+    msgs = synth_messages(n, seed, begin, t0, reference_data)
     conv = TcpConversation(client=("10.2.0.2", 51000), server=("10.2.0.1", 9878), mss=mss,
                            isn_c=seed * 7919 + 1000, isn_s=0xFFFFF000)
     conv.handshake(t0 - 10_000)
