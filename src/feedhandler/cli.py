@@ -328,8 +328,8 @@ def _synth_other(args) -> int:
         from feedhandler.protocols.fix_stream import synth
 
         begin = b"FIX.4.4" if args.fix_version == "44" else b"FIX.4.2"
-        synth(args.out, n, args.seed, begin=begin)
-        what = f"{begin.decode()} messages over TCP"
+        synth(args.out, n, args.seed, begin=begin, reference_data=args.reference_data)
+        what = f"{begin.decode()} messages over TCP" + (" with reference data" if args.reference_data else "")
     else:
         from feedhandler.protocols.ouch_events import synth
 
@@ -392,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="total messages (default 1,000,000 for itch50, 1,000 otherwise)")
     s.add_argument("--ab", action="store_true", help="mdp3: send every incremental packet on the B feed too")
     s.add_argument("--fix-version", choices=("42", "44"), default="44", help="fix: FIX 4.2 or 4.4 (default 44)")
+    s.add_argument("--reference-data", action="store_true",
+                   help="fix: a SecurityList and a SecurityDefinition after the logon")
     s.add_argument("--symbols", type=_positive, default=100, help="number of symbols (default 100)")
     s.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     s.add_argument("--format", choices=("pcap", "pcapng", "binaryfile"), default="pcap",
