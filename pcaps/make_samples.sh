@@ -15,6 +15,8 @@ common="--messages 20000 --symbols 25 --seed 20240315 --date 2024-03-15"
 #   mdp3_sample.pcap   CME MDP 3.0 (schema 9), 200 messages, A and B incremental feeds + snapshot loop
 #   fix44_sample.pcap  FIX 4.4 order entry + market data over one TCP connection, 300 messages
 #   ouch42_sample.pcap OUCH 4.2 over SoupBinTCP, one session, 300 messages
+#   ouch50_sample.pcap OUCH 5.0 (with appendages) over SoupBinTCP, one session, 300 messages
 "$fh" synth "$here/mdp3_sample.pcap" --protocol mdp3 --messages 200 --seed 1 --ab -q
 "$fh" synth "$here/fix44_sample.pcap" --protocol fix --fix-version 44 --messages 300 --seed 44 -q
 "$fh" synth "$here/ouch42_sample.pcap" --protocol ouch42 --messages 300 --seed 42 -q
+"$fh" synth "$here/ouch50_sample.pcap" --protocol ouch50 --messages 300 --seed 50 -q

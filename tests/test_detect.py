@@ -22,6 +22,7 @@ SAMPLES = {
     "mdp3_sample.pcap": "mdp3",
     "fix44_sample.pcap": "fix",
     "ouch42_sample.pcap": "ouch",
+    "ouch50_sample.pcap": "ouch",
 }
 
 
