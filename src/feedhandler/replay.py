@@ -522,7 +522,9 @@ def _replay_tcp(path: str, opts: ReplayOptions, protocol: str) -> dict:
     books, mbp = BookSet(), MbpBookSet()
     symmap = SymbolMap()
     symmap.by_id.update({int(i): s for s, i in st.get("symbols", {}).items()})
-    writer = open_writer(opts.out, opts.out_format, symbols=symmap) if opts.out else None
+    # DBN dataset code: no Databento dataset describes a captured FIX or OUCH session, so name ours
+    dataset = "FH.FIX" if protocol == "fix" else "FH.OUCH"
+    writer = open_writer(opts.out, opts.out_format, symbols=symmap, dataset=dataset) if opts.out else None
     handle = _Batches(opts, symmap, writer, book_rtypes=("mbo", "trade", "mbp_update", "order_event"))
 
     def run():
