@@ -2,8 +2,9 @@
 traffic in the same run, with parsing (MoldUDP64 + ITCH 5.0) and books included.
 
     .venv/bin/python bench/bench_capture.py [--messages 5000000] [--pps 0] [--sender pcap|kernel]
-        [--napi-rt PRIO] [--no-threaded-napi] [--tx-cpu 0] [--napi-cpu 1] [--rx-cpu -1] [--json]
+        [--napi-rt PRIO] [--no-threaded-napi] [--tx-cpu 0] [--napi-cpu 1] [--rx-cpu -1] [--books both] [--json]
     .venv/bin/python bench/bench_capture.py --bare [--seconds 3] [--napi-rt PRIO]     # step 1: no parsing
+    .venv/bin/python bench/bench_capture.py --consumer [--chunk 64] [--rate 0]   # the book consumer alone
 
 (root: veth pairs, namespaces, XDP). Setup per backend (each in its own `feedhandler run` process, so
 DPDK's EAL and every backend get the same conditions): a fresh veth pair with one end in a namespace;
@@ -313,8 +314,21 @@ def main(argv=None) -> int:
                          "in-kernel generator (bench/xdp_gen.bpf.c) sends --messages/9 MoldUDP64 packets of "
                          "4 adds + 4 deletes + 1 trade as xdp_frames, like a NIC driver would hand them over")
     ap.add_argument("--seconds", type=float, default=3.0, help="--bare: seconds counted per receiver")
+    ap.add_argument("--books", choices=("both", "yes", "no"), default="both",
+                    help="rows with books, without (--no-books: capture + parse only), or both")
+    ap.add_argument("--consumer", action="store_true",
+                    help="no network, no root: the live book consumer alone (feedhandler.live's consume "
+                         "configuration, before and after livefast) against BookSet.apply on the same records")
+    ap.add_argument("--chunk", type=int, default=64,
+                    help="--consumer: records per ring publish (the live receive thread publishes what one "
+                         "source call returned: ~9 records a packet, <= 64 packets a NAPI poll)")
+    ap.add_argument("--rate", type=float, default=0,
+                    help="--consumer: records/s the producer publishes at (0: as fast as it can); a paced "
+                         "producer gives the consumer the small batches of a live feed")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
+    if a.consumer:
+        return consumer_main(a)
     why = veth_unavailable_reason()
     if why:
         print(f"bench_capture: {why}", file=sys.stderr)
@@ -333,7 +347,7 @@ def main(argv=None) -> int:
         else:
             traffic, n_packets = make_traffic(tmp, a.messages)
         results = []
-        for books in (False, True):
+        for books in {"both": (False, True), "yes": (True,), "no": (False,)}[a.books]:
             for b in a.backends.split(","):
                 extra = [] if books else ["--no-books"]
                 if b == "afxdp" and a.xdp_mode:
@@ -426,6 +440,120 @@ def run_bare(exe: Path, gen_obj: Path, sender: str, rx: str, seconds: float, thr
     rcpu = rxr["cpu_s"] + rxr["napi_cpu_s"]
     return {"sender": sender, "receiver": rx, "threaded_napi": threaded, "tx": txr, "rx": rxr, "veth_drops": veth,
             "rx_pps": rxr["pps"], "rx_pkts_per_cpu_s": round(rxr["packets"] / rcpu) if rcpu > 0 else None}
+
+
+def consumer_main(a) -> int:
+    """The live consumer thread alone: records of the synthetic day (decoded once) are published into
+    a Ring by a producer thread in chunks of --chunk, paced at --rate, and consumed with
+    BookSet.consume configured as feedhandler.live.run configures it: "before livefast" (a Python
+    callback per batch filling the wire->book histogram with numpy), "after, --out" (native histogram,
+    a no-op Python callback, gathered batches), "after_spin" (native histogram, no callback, the ring's
+    spin/yield wait) and "after" (native histogram, no callback, sleeping idle wait: the default live
+    path). "apply" is the file replay's BookSet.apply over the whole array (no ring)."""
+    import threading
+
+    import numpy as np
+
+    from engine.book import LATENCY_BUCKETS, BookSet
+    from feedhandler import live, records
+    from feedhandler.pipeline import Feed
+    from feedhandler.ring import Ring
+
+    with tempfile.TemporaryDirectory(prefix="fh-bench-consumer-") as td:
+        out = Path(td) / "traffic.pcap"
+        subprocess.run([sys.executable, "-m", "feedhandler.cli", "synth", str(out), "--messages", str(a.messages),
+                        "--symbols", "50", "--seed", "7", "--format", "pcap", "--date", "2024-03-15"],
+                       check=True, capture_output=True)
+        ticks = Feed(out, date="2024-03-15").read_all()
+    n = ticks.shape[0]
+    # a recent ts_recv on every book record, as the capture stamps it
+    now = time.time_ns()
+    for name in ("mbo", "trade"):
+        v = ticks.view(records.DTYPES[name])
+        sel = ticks["rtype"] == records.RTYPE[name]
+        v["ts_recv"][sel] = now
+    chunk = max(1, a.chunk)
+
+    def run(mode):
+        ring = Ring(live.RING_CAPACITY, overflow="block")
+        books = BookSet()
+
+        def produce():
+            i = 0
+            t0 = time.perf_counter()
+            while i < n:
+                ring.push(ticks[i:i + chunk])
+                i += chunk
+                if a.rate > 0:
+                    ahead = i / a.rate - (time.perf_counter() - t0)
+                    if ahead > 0.0002:
+                        time.sleep(ahead)       # releases the GIL, as the native receive thread never holds it
+            ring.close()
+
+        res = {}
+
+        def consume():
+            c0 = time.thread_time()
+            t0 = time.perf_counter()
+            if mode == "before":
+                lat = live._BookLatency()
+                batches = [0]
+
+                def cb(b):
+                    batches[0] += 1
+                    lat.add(b)
+                got = books.consume(ring, live.BATCH, cb)
+                res["batches"] = batches[0]
+            elif mode == "after_cb":
+                hist = np.zeros(LATENCY_BUCKETS, np.uint64)
+                batches = [0]
+
+                def cb(b):
+                    batches[0] += 1
+                got = books.consume(ring, live.BATCH, cb, latency_hist=hist, gather_us=live.GATHER_US,
+                                    idle_sleep_us=live.IDLE_SLEEP_US)
+                res["batches"] = batches[0]
+            else:
+                hist = np.zeros(LATENCY_BUCKETS, np.uint64)
+                got = books.consume(ring, live.BATCH, None, latency_hist=hist,
+                                    idle_sleep_us=live.IDLE_SLEEP_US if mode == "after" else 0.0)
+            res["wall_s"] = time.perf_counter() - t0
+            res["consumer_cpu_s"] = time.thread_time() - c0
+            res["records"] = got
+
+        if mode == "apply":
+            t = ticks.copy()
+            c0, t0 = time.process_time(), time.perf_counter()
+            BookSet().apply(t)
+            return {"records": n, "wall_s": time.perf_counter() - t0, "consumer_cpu_s": time.process_time() - c0}
+        th_c = threading.Thread(target=consume)
+        th_p = threading.Thread(target=produce)
+        th_c.start()
+        th_p.start()
+        th_p.join()
+        th_c.join()
+        return res
+
+    rows = {}
+    for mode in ("apply", "before", "after_cb", "after_spin", "after"):
+        r = run(mode)
+        r["records_per_s"] = round(r["records"] / r["wall_s"]) if r["wall_s"] > 0 else None
+        r["records_per_cpu_s"] = round(r["records"] / r["consumer_cpu_s"]) if r["consumer_cpu_s"] > 0 else None
+        rows[mode] = r
+    report = {"records": n, "chunk": chunk, "rate": a.rate, "batch": live.BATCH, "rows": rows,
+              "load_average": os.getloadavg()[0]}
+    if a.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"consumer alone: {n:,} records of the synthetic day, published {chunk} at a time; "
+          f"producer rate {f'{a.rate:,.0f} rec/s' if a.rate else 'max'}; load average {report['load_average']:.2f}")
+    label = {"apply": "BookSet.apply (file replay)", "before": "consume + numpy callback (before)",
+             "after_cb": "consume + native hist + callback (--out)",
+             "after_spin": "consume + native hist, ring back-off wait", "after": "consume + native hist (after)"}
+    for mode, r in rows.items():
+        print(f"  {label[mode]:42s} {r['records_per_s']:>12,} rec/s  {r['records_per_cpu_s'] or 0:>12,} rec/CPU-s"
+              + (f"  {r['batches']:,} batches" if "batches" in r else ""))
+    return 0
 
 
 def bare_main(a) -> int:

@@ -11,6 +11,7 @@ SUMMARY_DTYPE: np.dtype[Any]
 LEVEL_DTYPE: np.dtype[Any]
 COUNTER_NAMES: tuple[str, ...]
 UNDEF_PRICE: int
+LATENCY_BUCKETS: int
 
 class BookSet:
     max_instruments: int
@@ -19,7 +20,8 @@ class BookSet:
     # commands
     def apply(self, ticks: npt.NDArray[Any]) -> int: ...
     def consume(
-        self, ring: Ring, max_batch: int = 4096, callback: Callable[[npt.NDArray[Any]], object] | None = None
+        self, ring: Ring, max_batch: int = 4096, callback: Callable[[npt.NDArray[Any]], object] | None = None,
+        latency_hist: npt.NDArray[np.uint64] | None = None, gather_us: float = 0.0, idle_sleep_us: float = 0.0,
     ) -> int: ...
     # queries
     def bbo(self, instrument_id: int) -> tuple[int, int, int, int, int, int]: ...

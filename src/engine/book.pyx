@@ -12,8 +12,9 @@ from libc.stdint cimport int64_t, uint32_t, uint64_t, uintptr_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
-from feedhandler.includes.record cimport FH_TICK_SIZE, FH_UNDEF_PRICE, fh_tick
-from feedhandler.includes.ring cimport fh_ring, fh_ring_is_finished, fh_ring_release, fh_ring_wait_for
+from feedhandler.includes.record cimport FH_RTYPE_MBO, FH_RTYPE_TRADE, FH_TICK_SIZE, FH_UNDEF_PRICE, fh_tick
+from feedhandler.includes.ring cimport (fh_ring, fh_ring_capacity, fh_ring_is_closed, fh_ring_is_finished,
+                                        fh_ring_peek, fh_ring_release, fh_ring_slots, fh_ring_wait_for)
 from feedhandler.ring cimport Ring
 
 import numpy as np
@@ -29,7 +30,8 @@ cdef enum:
     # consume() wakes up this often while the ring is idle to let Python handle signals (Ctrl-C), ns.
     CONSUME_POLL_NS = 100000000
 
-__all__ = ["BookSet", "BBO_EVENT_DTYPE", "SUMMARY_DTYPE", "LEVEL_DTYPE", "COUNTER_NAMES", "UNDEF_PRICE"]
+__all__ = ["BookSet", "BBO_EVENT_DTYPE", "SUMMARY_DTYPE", "LEVEL_DTYPE", "COUNTER_NAMES", "UNDEF_PRICE",
+           "LATENCY_BUCKETS"]
 
 
 def _struct_dtype(fields, size_t itemsize):
@@ -73,14 +75,135 @@ LEVEL_DTYPE = _struct_dtype([
 ], sizeof(fh_book_depth_level))
 COUNTER_NAMES = tuple(fh_book_counter_names[i].decode() for i in range(FH_BOOK_NCOUNTERS))
 UNDEF_PRICE = FH_UNDEF_PRICE
+#: Buckets of a full-resolution consume(latency_hist=...) histogram (same as
+#: feedhandler.capture.live._live.LATENCY_BUCKETS).
+LATENCY_BUCKETS = LAT_BUCKETS
 
 
 cdef size_t bookset_apply(BookSet b, fh_tick *ticks, size_t n) noexcept nogil:
     return fh_bookset_apply(b.bs, ticks, n)
 
 
-cdef uint64_t _consume(BookSet self, fh_ring *r, size_t max_batch, callback) except? 0:
-    # BookSet.consume's loop (a module-level function so that book.pxd need not know fh_ring)
+cdef extern from "<time.h>" nogil:
+    ctypedef long time_t
+    cdef struct timespec:
+        time_t tv_sec
+        long tv_nsec
+    ctypedef int clockid_t
+    enum:
+        CLOCK_REALTIME
+    int clock_gettime(clockid_t clk, timespec *ts)
+    int nanosleep(const timespec *req, timespec *rem)
+
+cdef extern from *:
+    int __builtin_clzll(unsigned long long) nogil
+
+cdef enum:
+    GATHER_STEP_NS = 50000      # consume(gather_us=...): sleep at most this long between two looks
+    IDLE_POLLS = 256            # consume(idle_sleep_us=...): polls of an empty ring before sleeping
+
+cdef enum:
+    # latency histogram of consume(latency_hist=...): the log-linear buckets of
+    # feedhandler.capture.live._live (8 sub-buckets per power of two, 12.5 % resolution)
+    LAT_SUB = 8
+    LAT_BUCKETS = 64 * 8
+
+
+cdef inline uint64_t _now_realtime_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return <uint64_t>ts.tv_sec * 1000000000 + <uint64_t>ts.tv_nsec
+
+
+cdef inline size_t _lat_bucket(uint64_t ns) noexcept nogil:
+    cdef int msb
+    if ns < LAT_SUB:
+        return <size_t>ns
+    msb = 63 - __builtin_clzll(ns)
+    return <size_t>((msb - 2) * LAT_SUB + <int>((ns >> (msb - 3)) & (LAT_SUB - 1)))
+
+
+cdef void _lat_add(uint64_t *hist, size_t nb, const fh_tick *t, size_t n) noexcept nogil:
+    # wire (ts_recv) -> book, for book events only (MBO and trades), "now" read once per batch;
+    # records without a ts_recv or stamped in the future (clock steps) are not counted
+    cdef uint64_t now = _now_realtime_ns(), r
+    cdef size_t i, b
+    for i in range(n):
+        if t[i].hd.rtype == FH_RTYPE_MBO:
+            r = t[i].mbo.ts_recv
+        elif t[i].hd.rtype == FH_RTYPE_TRADE:
+            r = t[i].trade.ts_recv
+        else:
+            continue
+        if r == 0 or r > now:
+            continue
+        b = _lat_bucket(now - r)
+        if b >= nb:
+            b = nb - 1
+        hist[b] += 1
+
+
+cdef inline void _sleep_ns(uint64_t ns) noexcept nogil:
+    cdef timespec ts
+    ts.tv_sec = <time_t>(ns // 1000000000)
+    ts.tv_nsec = <long>(ns % 1000000000)
+    nanosleep(&ts, NULL)
+
+
+cdef uint64_t _gather(fh_ring *r, uint64_t n, uint64_t max_batch, const fh_tick **first,
+                      uint64_t gather_ns) noexcept nogil:
+    # Records are arriving (n > 0): let more arrive for at most gather_ns (sleeping, so that the
+    # producer gets the CPU), so that a per-batch callback sees batches of up to max_batch instead of
+    # whatever the producer published last. Stops early at max_batch, at the ring's end (a run is
+    # contiguous) or when the ring is closed.
+    cdef uint64_t deadline, now
+    cdef uint64_t cap = fh_ring_capacity(r)
+    cdef const fh_tick *slots = fh_ring_slots(r)
+    if gather_ns == 0 or n >= max_batch:
+        return n
+    deadline = _now_realtime_ns() + gather_ns
+    while n < max_batch:
+        if <uint64_t>(first[0] - slots) + n >= cap:
+            break
+        if fh_ring_is_closed(r):
+            return fh_ring_peek(r, max_batch, first)
+        now = _now_realtime_ns()
+        if now >= deadline:
+            break
+        _sleep_ns(deadline - now if deadline - now < GATHER_STEP_NS else GATHER_STEP_NS)
+        n = fh_ring_peek(r, max_batch, first)
+    return n
+
+
+cdef uint64_t _wait(fh_ring *r, uint64_t max_batch, const fh_tick **first, uint64_t idle_sleep_ns) noexcept nogil:
+    # fh_ring_wait_for(CONSUME_POLL_NS), or with idle_sleep_ns > 0 a cheaper wait for a consumer
+    # that shares its CPUs with the receive path: a few polls, then sleeps of idle_sleep_ns (no
+    # spinning or sched_yield storms while the wire is slower than the books).
+    cdef uint64_t n, deadline
+    cdef int i
+    if idle_sleep_ns == 0:
+        return fh_ring_wait_for(r, max_batch, first, CONSUME_POLL_NS)
+    for i in range(IDLE_POLLS):
+        n = fh_ring_peek(r, max_batch, first)
+        if n != 0:
+            return n
+    deadline = _now_realtime_ns() + CONSUME_POLL_NS
+    while True:
+        n = fh_ring_peek(r, max_batch, first)
+        if n != 0:
+            return n
+        if fh_ring_is_closed(r):
+            return fh_ring_peek(r, max_batch, first)
+        if _now_realtime_ns() >= deadline:
+            return 0
+        _sleep_ns(idle_sleep_ns)
+
+
+cdef uint64_t _consume(BookSet self, fh_ring *r, size_t max_batch, callback, uint64_t *hist, size_t nb,
+                       uint64_t gather_ns, uint64_t idle_sleep_ns) except? 0:
+    # BookSet.consume's loop (a module-level function so that book.pxd need not know fh_ring).
+    # Without a callback the whole loop runs without the GIL and re-enters Python only when the ring
+    # has been idle for CONSUME_POLL_NS (signals) or at the end.
     cdef const fh_tick *first
     cdef uint64_t n, total = 0
     cdef bint has_cb = callback is not None
@@ -89,27 +212,33 @@ cdef uint64_t _consume(BookSet self, fh_ring *r, size_t max_batch, callback) exc
         self._enter()
         self.busy = True
         with nogil:
-            n = fh_ring_wait_for(r, max_batch, &first, CONSUME_POLL_NS)
-            if n != 0:
+            while True:
+                n = _wait(r, max_batch, &first, idle_sleep_ns)
+                if n == 0:
+                    break
+                if has_cb:
+                    n = _gather(r, n, max_batch, &first, gather_ns)
                 # The consumer owns the slots from wait until release (fh/ring.h), so it may
                 # enrich them in place.
                 fh_bookset_apply(self.bs, <fh_tick *>first, n)
-                if not has_cb:
-                    fh_ring_release(r, n)
+                if hist != NULL:
+                    _lat_add(hist, nb, first, n)
+                total += n
+                if has_cb:
+                    break
+                fh_ring_release(r, n)
         self.busy = False
         if n == 0:
             if fh_ring_is_finished(r):
                 break
             PyErr_CheckSignals()
             continue
-        total += n
-        if has_cb:
-            try:
-                callback(np.frombuffer(
-                    PyMemoryView_FromMemory(<char *>first, n * FH_TICK_SIZE, PyBUF_WRITE),
-                    dtype=TICK_DTYPE))
-            finally:
-                fh_ring_release(r, n)
+        try:
+            callback(np.frombuffer(
+                PyMemoryView_FromMemory(<char *>first, n * FH_TICK_SIZE, PyBUF_WRITE),
+                dtype=TICK_DTYPE))
+        finally:
+            fh_ring_release(r, n)
     return total
 
 
@@ -192,7 +321,8 @@ cdef class BookSet:
             PyBuffer_Release(&view)
         return n
 
-    def consume(self, Ring ring not None, size_t max_batch=4096, callback=None):
+    def consume(self, Ring ring not None, size_t max_batch=4096, callback=None, latency_hist=None,
+                double gather_us=0.0, double idle_sleep_us=0.0):
         """Apply every record of a ring until it is closed and drained.
 
         Parameters
@@ -205,6 +335,21 @@ cdef class BookSet:
             Called once per batch with the enriched records (a ``TICK_DTYPE`` numpy view of the ring
             slots, valid only during the call: copy what you keep) before they are released to the
             producer. An exception from it stops consume (the batch is released first) and propagates.
+        latency_hist : numpy.ndarray, optional
+            C-contiguous writable ``uint64`` array: after each batch is applied, every MBO and trade
+            record with a ``ts_recv`` adds 1 to bucket ``b(now - ts_recv)`` (wire -> book, ns,
+            CLOCK_REALTIME read once per batch), with the log-linear buckets of
+            ``feedhandler.capture.live._live`` (``LATENCY_BUCKETS`` of them; a shorter array clips
+            to its last bucket). Filled natively, without the GIL; read it after consume returns.
+        gather_us : float
+            With a callback: once records are arriving, keep collecting them for up to this long
+            before applying (up to ``max_batch``, the ring's end or its close), so that the callback
+            sees larger batches; adds at most that much to the wire->book latency.
+        idle_sleep_us : float
+            0 (default): wait for records with the ring's spin -> sched_yield -> sleep back-off.
+            > 0: poll a little, then sleep this long between looks at an empty ring, leaving the CPU
+            to the receive path (a live consumer on shared cores); adds up to that much (plus the
+            timer slack) to the wire->book latency of the first record after an idle spell.
 
         Returns
         -------
@@ -213,16 +358,37 @@ cdef class BookSet:
 
         Notes
         -----
-        The GIL is released while waiting and applying; Python is entered only for the callback and,
-        while the ring is idle, every 0.1 s to handle signals.
+        The GIL is released while waiting and applying. Without a callback the loop does not enter
+        Python at all while records flow, only when the ring has been idle for 0.1 s (to handle
+        signals) and at the end; with one, Python is entered once per batch.
         """
         cdef fh_ring *r = ring.ring
+        cdef Py_buffer view
+        cdef uint64_t *hist = NULL
+        cdef size_t nb = 0
         if r == NULL:
             raise ValueError("the ring is closed")
         if max_batch == 0:
             raise ValueError("max_batch must be positive")
-        return _consume(self, r, max_batch, callback)
-
+        if gather_us < 0 or idle_sleep_us < 0:
+            raise ValueError("gather_us and idle_sleep_us must be >= 0")
+        cdef uint64_t gather_ns = <uint64_t>(gather_us * 1000.0)
+        cdef uint64_t idle_ns = <uint64_t>(idle_sleep_us * 1000.0)
+        if latency_hist is None:
+            return _consume(self, r, max_batch, callback, NULL, 0, gather_ns, idle_ns)
+        if not isinstance(latency_hist, np.ndarray) or latency_hist.dtype != np.uint64:
+            raise ValueError("latency_hist must be a C-contiguous writable numpy uint64 array")
+        PyObject_GetBuffer(latency_hist, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+        try:
+            if <uintptr_t>view.buf % 8:
+                raise ValueError("latency_hist must be 8-byte aligned")
+            nb = <size_t>view.len // 8
+            if nb == 0:
+                raise ValueError("latency_hist must have at least one bucket")
+            hist = <uint64_t *>view.buf
+            return _consume(self, r, max_batch, callback, hist, nb, gather_ns, idle_ns)
+        finally:
+            PyBuffer_Release(&view)
 
     # ---- queries ------------------------------------------------------------------------------
     def bbo(self, uint32_t instrument_id):

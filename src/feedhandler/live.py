@@ -36,6 +36,9 @@ __all__ = ["LiveOptions", "run", "run_main", "latency_percentiles", "join_groups
 
 RING_CAPACITY = 1 << 17          # records
 BATCH = 4096                     # records per consume batch (small: books follow the wire closely)
+GATHER_US = 200.0                # with a per-batch Python callback: collect a batch this long at most
+IDLE_SLEEP_US = 20.0             # consumer: sleep between looks at an empty ring (no spinning: the
+                                 # receive thread and the NAPI kthread need the cores)
 EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_NO_IFACE = 4                # interface missing, privilege missing, backend unusable
@@ -88,16 +91,18 @@ def latency_percentiles(hist: np.ndarray, qs=(50, 90, 99, 99.9)) -> dict:
 
 
 class _BookLatency:
-    """Wire (ts_recv) -> book histogram, filled per consumed batch with numpy."""
+    """Wire (ts_recv) -> book histogram. The live consumer fills ``hist`` natively inside
+    ``BookSet.consume(latency_hist=...)``; :meth:`add` is the numpy reference of the same
+    computation (tests)."""
 
     def __init__(self):
         from feedhandler.capture.live._live import LATENCY_BUCKETS
         self.hist = np.zeros(LATENCY_BUCKETS, np.uint64)
 
-    def add(self, batch: np.ndarray) -> None:
+    def add(self, batch: np.ndarray, now: int | None = None) -> None:
         from feedhandler import records
         from feedhandler.capture.live._live import lat_buckets_of
-        now = time.time_ns()
+        now = time.time_ns() if now is None else now
         rt = batch["rtype"]
         raw = batch["raw"]
         for rtype, dt_name in ((records.RTYPE["mbo"], "mbo"), (records.RTYPE["trade"], "trade")):
@@ -109,7 +114,7 @@ class _BookLatency:
             ts = ts[(ts > 0) & (ts <= now)]
             if ts.shape[0]:
                 b = lat_buckets_of(np.uint64(now) - ts)
-                np.add.at(self.hist, b, 1)
+                np.add.at(self.hist, np.minimum(b, self.hist.shape[0] - 1), 1)
 
 
 # ---- multicast ------------------------------------------------------------------------------------
@@ -205,10 +210,11 @@ def run(opts: LiveOptions) -> dict:
             writer = open_writer(opts.out, None, symbols=SymbolMap(), date=None)
         consumed = [0]
         consumer_error: list[BaseException] = []
+        # Python is entered per batch only when something needs the records there (retransmission
+        # requests, the caller's on_batch, --out); the wire->book histogram is filled natively.
+        need_batches = bool(opts.retransmit) or opts.on_batch is not None or writer is not None
 
         def on_batch(batch):
-            consumed[0] += batch.shape[0]
-            book_lat.add(batch)
             if retx is not None:
                 retx.handle_batch(batch)
             if opts.on_batch is not None:
@@ -229,7 +235,10 @@ def run(opts: LiveOptions) -> dict:
                 if not opts.apply_books:
                     drain_only()
                     return
-                books.consume(ring, BATCH, on_batch)
+                consumed[0] = books.consume(ring, BATCH, on_batch if need_batches else None,
+                                            latency_hist=book_lat.hist,
+                                            gather_us=GATHER_US if need_batches else 0.0,
+                                            idle_sleep_us=IDLE_SLEEP_US)
             except BaseException as e:      # reported by the main thread after the stop
                 consumer_error.append(e)
                 feed.stop()
