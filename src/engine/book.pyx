@@ -102,25 +102,10 @@ cdef enum:
     GATHER_STEP_NS = 50000      # consume(gather_us=...): sleep at most this long between two looks
     IDLE_POLLS = 256            # consume(idle_sleep_us=...): polls of an empty ring before sleeping
 
-cdef enum:
-    # latency histogram of consume(latency_hist=...): the log-linear buckets of
-    # feedhandler.capture.live._live (8 sub-buckets per power of two, 12.5 % resolution)
-    LAT_SUB = 8
-    LAT_BUCKETS = 64 * 8
-
-
-cdef inline uint64_t _now_realtime_ns() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_REALTIME, &ts)
-    return <uint64_t>ts.tv_sec * 1000000000 + <uint64_t>ts.tv_nsec
-
-
-cdef inline size_t _lat_bucket(uint64_t ns) noexcept nogil:
-    cdef int msb
-    if ns < LAT_SUB:
-        return <size_t>ns
-    msb = 63 - __builtin_clzll(ns)
-    return <size_t>((msb - 2) * LAT_SUB + <int>((ns >> (msb - 3)) & (LAT_SUB - 1)))
+# latency histogram of consume(latency_hist=...): the buckets of fh/latency.h, the same as the live
+# capture loop's wire -> ring histogram
+from feedhandler.includes.latency cimport FH_LAT_BUCKETS as LAT_BUCKETS, fh_lat_bucket as _lat_bucket
+from feedhandler.includes.latency cimport fh_now_realtime_ns as _now_realtime_ns
 
 
 cdef void _lat_add(uint64_t *hist, size_t nb, const fh_tick *t, size_t n) noexcept nogil:

@@ -69,14 +69,17 @@ cdef extern from "<stdatomic.h>" nogil:
 ctypedef size_t (*live_next_fn)(void *src, fh_pkt *pkts, size_t cap, int timeout_ms) noexcept nogil
 ctypedef void (*live_wake_fn)(void *src) noexcept nogil
 
+# latency histograms: the log-linear buckets of fh/latency.h (shared with engine.book's consumer)
+from feedhandler.includes.latency cimport FH_LAT_SUB as LAT_SUB, FH_LAT_BUCKETS as LAT_BUCKETS
+from feedhandler.includes.latency cimport fh_lat_bucket as _lat_bucket, fh_lat_bucket_lower_ns
+from feedhandler.includes.latency cimport fh_now_realtime_ns as _now_ns
+
 cdef enum:
     PKT_BATCH = 4096            # frames per source call
     THREAD_BATCH = 8192         # records per producer step
     DIRECT_MIN = 256            # ring slots: write the ring in place when a claim gives at least this many
     PUSH_TIMEOUT_NS = 100000000 # ns: a full ring is re-checked against stop() this often
     IDLE_WAIT_MS = 50           # ms: a source waits this long for traffic before stop() is re-checked
-    LAT_SUB = 8                 # latency histogram: sub-buckets per power of two
-    LAT_BUCKETS = 64 * 8
 
 DEFAULT_REORDER_WINDOW = 64     # packets
 
@@ -104,19 +107,6 @@ cdef struct live_core:
     uint64_t lat_ring[LAT_BUCKETS]   # wire (ts_recv) -> published in the ring, ns, log-linear buckets
 
 
-cdef inline uint64_t _now_ns() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_REALTIME, &ts)
-    return <uint64_t>ts.tv_sec * 1000000000 + <uint64_t>ts.tv_nsec
-
-
-cdef inline int _lat_bucket(uint64_t ns) noexcept nogil:
-    """Log-linear bucket: 8 sub-buckets per power of two (12.5 % resolution)."""
-    cdef int msb
-    if ns < LAT_SUB:
-        return <int>ns
-    msb = 63 - __builtin_clzll(ns)
-    return (msb - 2) * LAT_SUB + <int>((ns >> (msb - 3)) & (LAT_SUB - 1))
 
 
 cdef extern from *:
@@ -125,10 +115,7 @@ cdef extern from *:
 
 def lat_bucket_lower_ns(int b):
     """Lower bound (ns) of latency histogram bucket ``b``."""
-    if b < LAT_SUB:
-        return b
-    msb = b // LAT_SUB + 2
-    return (1 << msb) | ((b % LAT_SUB) << (msb - 3))
+    return fh_lat_bucket_lower_ns(<size_t>b)
 
 
 def lat_buckets_of(ns):
