@@ -237,12 +237,19 @@ def summarize(lat_ns, rates):
 KINDS = ("echo", "proxy_echo", "gateway", "gateway_null")
 
 
+def _pinned(target, cpus, *args):
+    """Run a server with every thread it creates (ZeroMQ I/O threads included) on ``cpus``."""
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    target(*args)
+
+
 def start_server(kind, args):
     ctx = mp.get_context("spawn")
     ready, stop_ev, q = ctx.Event(), ctx.Event(), ctx.Queue()
     target = {"echo": echo_server, "proxy_echo": proxy_echo_server}.get(kind, gateway_server)
     extra = () if target is not gateway_server else (args.workers, kind == "gateway_null")
-    p = ctx.Process(target=target, args=(ready, stop_ev, q) + extra, daemon=True)
+    p = ctx.Process(target=_pinned, args=(target, args.server_cpus, ready, stop_ev, q) + extra, daemon=True)
     p.start()
     ready.wait(60)
     port = q.get(timeout=10)
@@ -303,7 +310,14 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=2, help="gateway worker threads")
     ap.add_argument("--rounds", type=int, default=10, help="interleaved rounds (every contender once per round)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--server-cpus", default="", help="pin every server process (all its threads) to these "
+                    "CPUs, e.g. 1; the same for every contender (default: no pinning)")
+    ap.add_argument("--client-cpus", default="", help="pin the client (this process) to these CPUs, e.g. 0")
     a = ap.parse_args(argv)
+    a.server_cpus = {int(c) for c in a.server_cpus.split(",") if c != ""}
+    a.client_cpus = {int(c) for c in a.client_cpus.split(",") if c != ""}
+    if a.client_cpus:
+        os.sched_setaffinity(0, a.client_cpus)
     res = run_all(a)
     res["ratio_p50"] = round(res["gateway"]["p50_us"] / res["echo"]["p50_us"], 2)
     res["ratio_p99"] = round(res["gateway"]["p99_us"] / res["echo"]["p99_us"], 2)
@@ -311,7 +325,8 @@ def main(argv=None):
     med = {k: round(statistics.median(r[k] for r in res["rounds"]), 2) for k in res["rounds"][0]}
     res["ratio_p50_median_of_rounds"] = med["p50_ratio"]
     res["median_of_rounds"] = med
-    res["config"] = {"n": a.n, "seconds": a.seconds, "window": a.window, "workers": a.workers, "rounds": a.rounds}
+    res["config"] = {"n": a.n, "seconds": a.seconds, "window": a.window, "workers": a.workers, "rounds": a.rounds,
+                     "server_cpus": sorted(a.server_cpus), "client_cpus": sorted(a.client_cpus)}
     res["machine"] = {"python": sys.version.split()[0], "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version(),
                       "cpus": os.cpu_count(), "platform": platform.platform(),
                       "loadavg_after": os.getloadavg()}
