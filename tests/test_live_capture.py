@@ -153,6 +153,16 @@ def test_afxdp_live_equals_replay(xdp_mode):
     assert summary["capture"]["xdp_mode"] == xdp_mode
     assert summary["capture"]["zerocopy"] is False          # veth: copy mode only
     assert summary["ts_recv_clock"] == "user"
+    # XDP RX metadata stamps (rx_timestamp "auto"): the device-bound program runs in native mode; veth has no
+    # NIC stamp for these frames, so they keep the user clock; generic mode falls back and says why
+    from feedhandler.live import format_summary
+    cap = summary["capture"]
+    if xdp_mode == "native":
+        assert cap["rx_timestamp"] is True and cap["meta_no_stamp"] == cap["packets"] and cap["meta_missing"] == 0
+        assert "XDP RX metadata timestamps: on" in format_summary(summary)
+    else:
+        assert cap["rx_timestamp"] is False and "generic" in cap["rx_timestamp_reason"]
+        assert "XDP RX metadata timestamps: off (generic" in format_summary(summary)
     # the program redirected exactly the feed; IPv6/ARP/IGMP chatter of the link went to the kernel
     n_packets = _sample_packets()
     assert summary["capture"]["xdp_redirected"] == summary["capture"]["packets"] == n_packets
@@ -306,3 +316,80 @@ def test_afxdp_fill_ring_topped_up_while_frames_wait():
     assert st["xdp_redirected"] == 300, st
     assert st["rx_fill_ring_empty"] == 0 and st["rx_ring_full"] == 0 and st["xsk_rx_dropped"] == 0, st
     assert got == 300, st
+
+
+def _receive_frames(src, n, timeout=10.0):
+    """Run the AF_XDP source's C receive loop until n frames arrived: (frame bytes, ts_ns, clock flag) each."""
+    import struct
+
+    from feedhandler.capture.live._afxdp_source import _ffi, _lib
+    cap = 256
+    buf = _ffi.new("char[]", 32 * cap)
+    pkts = _ffi.cast("fh_pkt *", buf)
+    out = []
+    deadline = time.monotonic() + timeout
+    while len(out) < n and time.monotonic() < deadline:
+        got = int(_lib.fh_xsk_next(src._s, pkts, cap, 50))
+        raw = _ffi.buffer(buf, 32 * got)[:]
+        for i in range(got):   # fh_pkt: data, caplen, origlen, ts_ns, linktype, flags (fh/pcap.h)
+            data, caplen, _origlen, ts_ns, _lt, flags = struct.unpack_from("<QIIQHH", raw, 32 * i)
+            out.append((bytes(_ffi.buffer(_ffi.cast("char *", data), caplen)), ts_ns, flags))
+    return out
+
+
+def test_afxdp_rx_metadata_timestamp_program_on_veth():
+    """XDP RX metadata: the receive-timestamp variant of the filter loads device-bound in native mode, so
+    its bpf_xdp_metadata_rx_timestamp() call is veth's own (veth_xdp_rx_timestamp: status 0 for an skb,
+    whose NIC stamp is 0 here; the generic stub of a program that is not device-bound answers
+    -EOPNOTSUPP instead). Every frame arrives with our metadata in front of it and its bytes intact; without
+    a stamp the frames keep the user-space clock (FH_MSG_TS_USER = 1)."""
+    why = _afxdp_reason()
+    if why:
+        pytest.skip(why)
+    import subprocess
+    import sys
+
+    from feedhandler.capture.live._afxdp_source import AfXdpSource, bpf_object_path
+    if bpf_object_path(rx_timestamp=True) is None:
+        pytest.skip("the receive-timestamp XDP program is not compiled (needs clang at build time)")
+    n = 40
+    with VethPair(tag="fhm") as v:
+        src = AfXdpSource(v.host_if, udp_port=PORT, xdp_mode="native", rx_timestamp="on")
+        try:
+            t0 = time.time_ns()
+            subprocess.run(v.ns_cmd([sys.executable, "-c", _SEND_FRAMES, v.ns_if, str(n), str(PORT)]),
+                           check=True, capture_output=True, timeout=60)
+            frames = _receive_frames(src, n)
+            st = src.stats()
+        finally:
+            src.close()
+    assert st["rx_timestamp"] is True and st["rx_timestamp_reason"] == "", st
+    assert len(frames) == n, st
+    assert st["meta_no_stamp"] == n and st["meta_missing"] == 0 and st["xdp_meta_failed"] == 0, st
+    assert st["meta_last_errno"] == 0, st          # veth's kfunc answered, not the -EOPNOTSUPP stub
+    assert st["ts_hw"] == 0 and st["ts_user"] == n, st
+    ip_udp_len = 20 + 8 + 18
+    for data, ts_ns, flags in frames:
+        assert len(data) == 14 + ip_udp_len and data[12:14] == b"\x08\x00"       # the frame, not metadata
+        assert int.from_bytes(data[36:38], "big") == PORT
+        assert flags == 1 and ts_ns >= t0
+
+
+def test_afxdp_rx_timestamp_falls_back_in_generic_mode():
+    """Device-bound programs cannot run in generic (skb) XDP: "auto" falls back to the plain filter and
+    says why; "on" refuses to start."""
+    why = _afxdp_reason()
+    if why:
+        pytest.skip(why)
+    from feedhandler.capture.live._afxdp_source import AfXdpSource
+    from feedhandler.errors import CaptureError
+    with VethPair(tag="fhg") as v:
+        src = AfXdpSource(v.host_if, udp_port=PORT, xdp_mode="skb", rx_timestamp="auto")
+        try:
+            st = src.stats()
+        finally:
+            src.close()
+        assert st["rx_timestamp"] is False and "generic" in st["rx_timestamp_reason"], st
+        assert st["xdp_mode"] == "skb"
+        with pytest.raises(CaptureError, match="XDP RX timestamps"):
+            AfXdpSource(v.host_if, udp_port=PORT, xdp_mode="skb", rx_timestamp="on")

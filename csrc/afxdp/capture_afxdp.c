@@ -42,6 +42,7 @@
 
 #include "fh/msg.h"
 #include "fh/net.h"
+#include "fh/xdp_meta.h"
 
 #ifndef SO_PREFER_BUSY_POLL
 #define SO_PREFER_BUSY_POLL 69
@@ -83,6 +84,8 @@ struct fh_xsk {
     struct xdp_program *prog;
     enum xdp_attach_mode attach_mode;
     int stats_map_fd;
+    int rx_ts;                  /* the receive-timestamp program runs: read fh_xdp_meta in front of frames */
+    char rx_ts_reason[256];     /* why rx_timestamp = 1 fell back */
     fh_xsk_queue q[FH_XSK_MAX_QUEUES];
     fh_xsk_stats own;           /* receive thread */
     fh_xsk_stats pub;           /* published (relaxed atomics) */
@@ -181,27 +184,79 @@ static int setup_queue(fh_xsk *s, fh_xsk_queue *q, const fh_xsk_config *cfg, uin
     return 0;
 }
 
+#ifndef BPF_F_XDP_DEV_BOUND_ONLY
+#define BPF_F_XDP_DEV_BOUND_ONLY (1U << 6)     /* Linux 6.3 uapi; older headers lack it */
+#endif
+
+/* The receive-timestamp variant, device-bound (its metadata kfunc is then the driver's), native mode only
+ * (the kernel refuses device-bound programs in generic mode). 0 or -errno with the reason in s. */
+static int attach_rxts(fh_xsk *s, const fh_xsk_config *cfg) {
+    if (cfg->xdp_mode == FH_XSK_MODE_SKB) {
+        snprintf(s->rx_ts_reason, sizeof s->rx_ts_reason, "generic (skb) XDP mode: XDP RX metadata needs native mode");
+        return -EOPNOTSUPP;
+    }
+    if (!cfg->bpf_object_rxts) {
+        snprintf(s->rx_ts_reason, sizeof s->rx_ts_reason, "the receive-timestamp XDP program was not built");
+        return -ENOENT;
+    }
+    struct xdp_program *p = xdp_program__open_file(cfg->bpf_object_rxts, "xdp", NULL);
+    long perr = libxdp_get_error(p);
+    if (perr) {
+        snprintf(s->rx_ts_reason, sizeof s->rx_ts_reason, "open %s: %s", cfg->bpf_object_rxts, strerror((int)-perr));
+        return (int)perr;
+    }
+    struct bpf_program *bp = bpf_object__find_program_by_name(xdp_program__bpf_obj(p), "xdp_feed");
+    if (!bp) {
+        xdp_program__close(p);
+        snprintf(s->rx_ts_reason, sizeof s->rx_ts_reason, "no xdp_feed program in %s", cfg->bpf_object_rxts);
+        return -ENOENT;
+    }
+    bpf_program__set_ifindex(bp, (__u32)s->ifindex);
+    bpf_program__set_flags(bp, bpf_program__flags(bp) | BPF_F_XDP_DEV_BOUND_ONLY);
+    int rc = xdp_program__attach(p, s->ifindex, XDP_MODE_NATIVE, 0);
+    if (rc) {
+        xdp_program__close(p);
+        snprintf(s->rx_ts_reason, sizeof s->rx_ts_reason,
+                 "device-bound XDP program with the RX timestamp kfunc not accepted in native mode on %s: %s "
+                 "(needs Linux >= 6.3 and a driver with native XDP)", cfg->iface, strerror(rc < 0 ? -rc : rc));
+        return rc;
+    }
+    s->prog = p;
+    s->attach_mode = XDP_MODE_NATIVE;
+    s->rx_ts = 1;
+    return 0;
+}
+
 static int load_program(fh_xsk *s, const fh_xsk_config *cfg, char *err, size_t errlen) {
     s->stats_map_fd = -1;
     if (!cfg->bpf_object) {
         /* libxdp's default program: redirect everything on the queue (filtering left to the framer) */
+        if (cfg->rx_timestamp == 2) return fail(err, errlen, EINVAL, "XDP RX timestamps need the feed filter program");
+        if (cfg->rx_timestamp) snprintf(s->rx_ts_reason, sizeof s->rx_ts_reason, "no feed filter program");
         return 0;
     }
-    struct xdp_program *p = xdp_program__open_file(cfg->bpf_object, "xdp", NULL);
-    long perr = libxdp_get_error(p);
-    if (perr) return fail(err, errlen, (int)perr, "open XDP program %s", cfg->bpf_object);
-    s->prog = p;
-    enum xdp_attach_mode modes[2];
-    int nm = 0;
-    if (cfg->xdp_mode == FH_XSK_MODE_SKB) modes[nm++] = XDP_MODE_SKB;
-    else if (cfg->xdp_mode == FH_XSK_MODE_NATIVE) modes[nm++] = XDP_MODE_NATIVE;
-    else { modes[nm++] = XDP_MODE_NATIVE; modes[nm++] = XDP_MODE_SKB; }
     int rc = -EINVAL;
-    for (int i = 0; i < nm; i++) {
-        rc = xdp_program__attach(p, s->ifindex, modes[i], 0);
-        if (rc == 0) { s->attach_mode = modes[i]; break; }
+    if (cfg->rx_timestamp) {
+        rc = attach_rxts(s, cfg);
+        if (rc && cfg->rx_timestamp == 2) return fail(err, errlen, rc, "XDP RX timestamps: %s", s->rx_ts_reason);
     }
-    if (rc) return fail(err, errlen, rc, "attach XDP program to %s", cfg->iface);
+    if (!s->rx_ts) {
+        struct xdp_program *p = xdp_program__open_file(cfg->bpf_object, "xdp", NULL);
+        long perr = libxdp_get_error(p);
+        if (perr) return fail(err, errlen, (int)perr, "open XDP program %s", cfg->bpf_object);
+        s->prog = p;
+        enum xdp_attach_mode modes[2];
+        int nm = 0;
+        if (cfg->xdp_mode == FH_XSK_MODE_SKB) modes[nm++] = XDP_MODE_SKB;
+        else if (cfg->xdp_mode == FH_XSK_MODE_NATIVE) modes[nm++] = XDP_MODE_NATIVE;
+        else { modes[nm++] = XDP_MODE_NATIVE; modes[nm++] = XDP_MODE_SKB; }
+        for (int i = 0; i < nm; i++) {
+            rc = xdp_program__attach(p, s->ifindex, modes[i], 0);
+            if (rc == 0) { s->attach_mode = modes[i]; break; }
+        }
+        if (rc) return fail(err, errlen, rc, "attach XDP program to %s", cfg->iface);
+    }
+    struct xdp_program *p = s->prog;
     s->mode = s->attach_mode == XDP_MODE_NATIVE ? FH_XSK_MODE_NATIVE : FH_XSK_MODE_SKB;
     struct bpf_object *obj = xdp_program__bpf_obj(p);
     int ports = bpf_object__find_map_fd_by_name(obj, "fh_ports");
@@ -268,6 +323,7 @@ int fh_xsk_open(fh_xsk **out, const fh_xsk_config *cfg, char *err, size_t errlen
         }
     }
     s->own.zerocopy = (uint64_t)s->zerocopy;
+    s->own.rx_timestamp = (uint64_t)s->rx_ts;
     s->own.xdp_mode = (uint64_t)s->mode;
     s->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (s->wake_fd < 0) { rc = fail(err, errlen, errno, "eventfd"); goto bad; }
@@ -313,12 +369,28 @@ size_t fh_xsk_next(void *ctx, fh_pkt *pkts, size_t cap, int timeout_ms) {
                 const struct xdp_desc *d = xsk_ring_cons__rx_desc(&q->rx, idx + i);
                 uint64_t addr = xsk_umem__add_offset_to_addr(d->addr);
                 fh_pkt *p = &pkts[n++];
-                p->data = xsk_umem__get_data(q->area, addr);
+                unsigned char *data = xsk_umem__get_data(q->area, addr);
+                p->data = data;
                 p->caplen = d->len;
                 p->origlen = d->len;
                 p->ts_ns = now;
                 p->linktype = FH_LINKTYPE_ETHERNET;
                 p->flags = FH_MSG_TS_USER;
+                if (s->rx_ts) {
+                    __u64 hw = 0;
+                    __s32 status = 0;
+                    int m = fh_xdp_meta_take_status(data, &hw, &status);
+                    if (m >= 0) s->own.meta_last_errno = (uint64_t)(status < 0 ? -status : status);
+                    if (m > 0) {
+                        p->ts_ns = hw;
+                        p->flags = FH_MSG_TS_HW;
+                        s->own.ts_hw++;
+                    } else if (m == 0) {
+                        s->own.meta_no_stamp++;
+                    } else {
+                        s->own.meta_missing++;
+                    }
+                }
                 p->_reserved = 0;
                 q->held[q->n_held++] = xsk_umem__extract_addr(d->addr);
                 s->own.bytes += d->len;
@@ -384,8 +456,10 @@ void fh_xsk_stats_get(fh_xsk *s, fh_xsk_stats *out) {
         int ncpu = libbpf_num_possible_cpus();
         if (ncpu > 0 && ncpu <= 1024) {
             uint64_t vals[1024];
-            uint64_t *fields[4] = {&out->xdp_seen, &out->xdp_redirected, &out->xdp_passed, &out->xdp_no_socket};
-            for (uint32_t key = 0; key < 4; key++) {
+            /* the order of the program's enum (csrc/bpf/xdp_feed.bpf.c) */
+            uint64_t *fields[5] = {&out->xdp_seen, &out->xdp_redirected, &out->xdp_passed, &out->xdp_no_socket,
+                                   &out->xdp_meta_failed};
+            for (uint32_t key = 0; key < 5; key++) {
                 if (bpf_map_lookup_elem(s->stats_map_fd, &key, vals) == 0) {
                     uint64_t sum = 0;
                     for (int c = 0; c < ncpu; c++) sum += vals[c];
@@ -394,6 +468,10 @@ void fh_xsk_stats_get(fh_xsk *s, fh_xsk_stats *out) {
             }
         }
     }
+}
+
+const char *fh_xsk_rx_timestamp_reason(fh_xsk *s) {
+    return s ? s->rx_ts_reason : "";
 }
 
 void fh_xsk_close(fh_xsk *s) {

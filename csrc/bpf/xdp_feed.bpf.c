@@ -7,6 +7,10 @@
  * Built by src/feedhandler/capture/live/_afxdp_build.py with:
  *     clang -O2 -g -target bpf -I/usr/include/$(gcc -print-multiarch) -c xdp_feed.bpf.c -o xdp_feed.bpf.o
  * Every header field is read after a bounds check against data_end (the verifier insists anyway).
+ *
+ * With -DFH_XDP_RX_TIMESTAMP (object xdp_feed_rxts.bpf.o, loaded device-bound by the AF_XDP source) every
+ * redirected frame also carries a struct fh_xdp_meta (fh/xdp_meta.h) in its metadata area: the driver's
+ * hardware receive stamp from the bpf_xdp_metadata_rx_timestamp() kfunc and the kfunc's status.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -16,6 +20,12 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
+#ifdef FH_XDP_RX_TIMESTAMP
+#include "fh/xdp_meta.h"
+/* the driver's implementation when the program is device-bound (else a stub returning -EOPNOTSUPP) */
+extern int bpf_xdp_metadata_rx_timestamp(const struct xdp_md *ctx, __u64 *timestamp) __ksym;
+#endif
+
 #define FH_XDP_MAX_QUEUES 64
 #define FH_XDP_MAX_PORTS 16
 #define FH_XDP_MAX_GROUPS 16
@@ -24,7 +34,7 @@ struct fh_xdp_cfg {
     __u32 any_group;        /* 1: any destination address */
 };
 
-enum { FH_XDP_SEEN = 0, FH_XDP_REDIRECTED, FH_XDP_PASSED, FH_XDP_NO_SOCKET, FH_XDP_N_STATS };
+enum { FH_XDP_SEEN = 0, FH_XDP_REDIRECTED, FH_XDP_PASSED, FH_XDP_NO_SOCKET, FH_XDP_META_FAILED, FH_XDP_N_STATS };
 
 struct {
     __uint(type, BPF_MAP_TYPE_XSKMAP);
@@ -115,6 +125,23 @@ int xdp_feed(struct xdp_md *ctx) {
         return XDP_PASS;
     }
     count(FH_XDP_REDIRECTED);
+#ifdef FH_XDP_RX_TIMESTAMP
+    /* after the last header read: adjust_meta invalidates the packet pointers */
+    if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct fh_xdp_meta)) == 0) {
+        struct fh_xdp_meta *m = (void *)(long)ctx->data_meta;
+        if ((void *)(m + 1) <= (void *)(long)ctx->data) {
+            __u64 ts = 0;
+            int rc = bpf_xdp_metadata_rx_timestamp(ctx, &ts);
+            m->rx_timestamp = rc == 0 ? ts : 0;
+            m->status = rc;
+            m->magic = FH_XDP_META_MAGIC;
+        } else {
+            count(FH_XDP_META_FAILED);
+        }
+    } else {
+        count(FH_XDP_META_FAILED);     /* no room for metadata (driver without data_meta support) */
+    }
+#endif
     return bpf_redirect_map(&xsks_map, q, XDP_PASS);
 }
 

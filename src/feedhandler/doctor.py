@@ -48,6 +48,19 @@ _NATIVE_XDP = {"veth", "virtio_net", "tun", "ixgbe", "ixgbevf", "i40e", "ice", "
 _ZEROCOPY = {"i40e", "ice", "ixgbe", "igc", "mlx5_core", "stmmac", "octeontx2-nicpf", "gve", "idpf",
              "tsnep", "bnxt_en"}
 
+# drivers that implement the XDP RX metadata timestamp kfunc (xmo_rx_timestamp), Linux 6.3..6.18; veth's is the
+# NIC stamp of an skb it forwards (none for locally sent packets)
+_XDP_RX_TIMESTAMP = {"veth", "mlx5_core", "mlx4_en", "ice", "igc", "stmmac", "idpf"}
+
+
+def _kernel_has_symbol(name: str) -> bool | None:
+    """Whether /proc/kallsyms lists ``name`` (None when it cannot be read)."""
+    try:
+        with open("/proc/kallsyms") as f:
+            return any(line.rstrip().endswith(" " + name) for line in f)
+    except OSError:
+        return None
+
 
 def _ioctl_ethtool(iface: str, payload: bytearray) -> bytearray:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -180,6 +193,7 @@ def diagnose(iface: str | None = None) -> dict:
         },
         "clang": shutil.which("clang"),
         "af_xdp_kernel": _af_xdp_kernel()[1],
+        "xdp_rx_metadata_kernel": _kernel_has_symbol("bpf_xdp_metadata_rx_timestamp"),
         "hugepages": _meminfo(),
         "hugetlbfs_mounted": any(" hugetlbfs " in l for l in open("/proc/mounts")) if os.path.exists("/proc/mounts") else False,
         "vfio": os.path.isdir("/sys/bus/pci/drivers/vfio-pci"),
@@ -196,6 +210,7 @@ def diagnose(iface: str | None = None) -> dict:
             drv = info["driver"].get("driver", "")
             info["xdp_native"] = drv in _NATIVE_XDP
             info["xdp_zerocopy"] = drv in _ZEROCOPY
+            info["xdp_rx_timestamp"] = drv in _XDP_RX_TIMESTAMP and bool(d["xdp_rx_metadata_kernel"])
             info["xdp_attached"] = _xdp_attached(iface)
             try:
                 info["timestamping"] = ts_info(iface)
@@ -228,7 +243,8 @@ def format_report(d: dict) -> str:
     L.append("libraries (pkg-config): " + ", ".join(f"{k} {v or 'missing'}" for k, v in libs.items()
                                                      if k != "find_library"))
     L.append("extensions: " + ", ".join(f"{k} {'built' if v else 'not built'}" for k, v in d["extensions"].items()))
-    L.append(f"kernel AF_XDP: {d['af_xdp_kernel']}; clang: {d['clang'] or 'missing (XDP filter program not compiled)'}")
+    L.append(f"kernel AF_XDP: {d['af_xdp_kernel']}; clang: {d['clang'] or 'missing (XDP filter program not compiled)'}"
+             f"; XDP RX metadata kfuncs: {'yes' if d['xdp_rx_metadata_kernel'] else 'no (Linux >= 6.3)'}")
     hp = d["hugepages"]
     L.append(f"hugepages: {hp.get('HugePages_Total', 0)} total, {hp.get('HugePages_Free', 0)} free, "
              f"{hp.get('Hugepagesize', 0)} kB each; hugetlbfs {'mounted' if d['hugetlbfs_mounted'] else 'not mounted'}"
@@ -244,6 +260,7 @@ def format_report(d: dict) -> str:
             L.append(f"interface {i['name']}: driver {drv.get('driver', '?')} {drv.get('version', '')}, mtu "
                      f"{i.get('mtu')}, rx queues {i.get('rx_queues')}; XDP native {'yes' if i['xdp_native'] else 'no (generic only)'}"
                      f", zero-copy {'yes' if i['xdp_zerocopy'] else 'no (copy mode)'}"
+                     f", XDP RX timestamp {'yes' if i['xdp_rx_timestamp'] else 'no (user-space clock per batch)'}"
                      f"{', program attached: ' + i['xdp_attached'] if i['xdp_attached'] else ''}")
             ts = i.get("timestamping", {})
             hw = i.get("hwtstamp", {})

@@ -389,6 +389,13 @@ def format_summary(s: dict) -> str:
         f"  latency wire->ring: {pct(lw)}; wire->book: {pct(lb)} (host clock; medians and p99 matter here)",
         f"  books: {s['books']} instruments, {s['live_orders']:,} live orders",
     ]
+    cap = s.get("capture", {})
+    if "rx_timestamp" in cap:     # AF_XDP: hardware stamps from the XDP RX metadata, or why not
+        if cap["rx_timestamp"]:
+            lines.append(f"  XDP RX metadata timestamps: on; {cap.get('ts_hw', 0):,} frames stamped by the NIC, "
+                         f"{cap.get('meta_no_stamp', 0):,} without a stamp (user clock)")
+        else:
+            lines.append(f"  XDP RX metadata timestamps: off ({cap.get('rx_timestamp_reason') or 'not asked'})")
     for k, v in s.get("backend_skipped", {}).items():
         lines.append(f"  ({k} not used: {v})")
     return "\n".join(lines)
@@ -414,6 +421,9 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--out", default=None, help="write records (.dbn, .parquet, .npy)")
     p.add_argument("--xdp-mode", choices=("auto", "native", "skb"), default=None, help="AF_XDP attach mode")
     p.add_argument("--busy-poll-us", type=int, default=None, help="AF_XDP preferred busy polling budget (us)")
+    p.add_argument("--xdp-rx-timestamp", choices=("auto", "on", "off"), default=None,
+                   help="AF_XDP: hardware receive stamps from the XDP RX metadata (default auto: where the "
+                        "driver accepts the device-bound program)")
     p.add_argument("--queues", type=int, default=None, help="AF_XDP / DPDK rx queues")
     p.add_argument("--eal", default=None, help="DPDK EAL arguments, space separated (default: --no-huge vdev)")
     p.add_argument("--no-books", action="store_true", help="do not build books (capture + parse benchmark)")
@@ -430,6 +440,8 @@ def run_main(argv: Sequence[str] | None = None) -> int:
         source_kw["xdp_mode"] = args.xdp_mode
     if args.busy_poll_us:
         source_kw["busy_poll_us"] = args.busy_poll_us
+    if args.xdp_rx_timestamp:
+        source_kw["rx_timestamp"] = args.xdp_rx_timestamp
     if args.queues:
         source_kw["n_queues"] = args.queues
     if args.eal:

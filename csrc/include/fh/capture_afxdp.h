@@ -4,8 +4,10 @@
  * from csrc/afxdp/capture_afxdp.c; it is NOT part of the plain C library because it needs -lxdp -lbpf).
  *
  * Copy mode everywhere the driver lacks zero-copy (veth, virtio); zero-copy is tried first when asked.
- * Time: AF_XDP frames carry no kernel receive stamp; fh_xsk_next() reads CLOCK_REALTIME once per
- * batch and marks the frames FH_MSG_TS_USER.
+ * Time: AF_XDP frames carry no kernel receive stamp. With rx_timestamp on, the receive-timestamp variant
+ * of the program (bpf_object_rxts, loaded device-bound in native mode) puts the driver's hardware stamp
+ * from the XDP RX metadata kfunc in front of every frame (fh/xdp_meta.h); frames that have one get it as
+ * ts_ns with FH_MSG_TS_HW. Every other frame gets CLOCK_REALTIME, read once per batch, FH_MSG_TS_USER.
  *
  * Ownership and threading: an fh_xsk belongs to one receive thread. fh_xsk_next() returns fh_pkt whose
  * data point into the UMEM; those frames stay ours until the NEXT fh_xsk_next() (or close), which puts
@@ -44,6 +46,9 @@ typedef struct fh_xsk_config {
                                    only where the socket has a NAPI id (stats.busy_poll_napi_id) */
     const char *bpf_object;     /* path of xdp_feed.bpf.o; NULL: libxdp's default program (all traffic of
                                    the queue goes to the socket) */
+    const char *bpf_object_rxts;/* path of xdp_feed_rxts.bpf.o (the same filter + XDP RX metadata stamps) */
+    int rx_timestamp;           /* 0: off; 1: use bpf_object_rxts when it loads device-bound in native mode,
+                                   else the plain filter (reason: fh_xsk_rx_timestamp_reason); 2: required */
     uint16_t ports[FH_XSK_MAX_PORTS];   /* UDP destination ports of the feed (host order) */
     uint32_t n_ports;
     uint32_t groups[FH_XSK_MAX_PORTS];  /* IPv4 destinations, host order; n_groups 0 = any */
@@ -71,6 +76,13 @@ typedef struct fh_xsk_stats {
     uint64_t busy_poll_napi_id; /* busy_poll_us > 0: the NAPI id the first socket busy-polls. 0 means
                                    busy polling polls nothing: since Linux 6.13 an XSK socket gets a NAPI
                                    id only when bound in zero-copy mode (veth, virtio copy mode: never) */
+    uint64_t rx_timestamp;      /* 1 when the receive-timestamp program runs */
+    uint64_t ts_hw;             /* frames stamped with the driver's hardware receive stamp */
+    uint64_t meta_no_stamp;     /* frames with our metadata but no stamp (kfunc error, or 0) */
+    uint64_t meta_missing;      /* frames without our metadata while the timestamp program runs */
+    uint64_t xdp_meta_failed;   /* program counter: no room for the metadata (bpf_xdp_adjust_meta) */
+    uint64_t meta_last_errno;   /* errno of the kfunc for the last frame with metadata (0: it answered;
+                                   ENODATA: no stamp for that frame; EOPNOTSUPP: not the driver's kfunc) */
 } fh_xsk_stats;
 
 typedef struct fh_xsk fh_xsk;
@@ -83,5 +95,7 @@ void fh_xsk_wake(void *xsk);
 /* Snapshot; also reads XDP_STATISTICS and the program's per-CPU counters (syscalls: monitor thread). */
 void fh_xsk_stats_get(fh_xsk *s, fh_xsk_stats *out);
 void fh_xsk_close(fh_xsk *s);
+/* Why rx_timestamp = 1 fell back to the plain filter ("" when it did not). */
+const char *fh_xsk_rx_timestamp_reason(fh_xsk *s);
 
 #endif

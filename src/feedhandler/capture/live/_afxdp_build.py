@@ -21,6 +21,7 @@ ROOT = os.path.normpath(os.path.join(HERE, "..", "..", "..", ".."))
 CSRC = os.path.join(ROOT, "csrc")
 BPF_SRC = os.path.join(CSRC, "bpf", "xdp_feed.bpf.c")
 BPF_OBJ_NAME = "xdp_feed.bpf.o"
+BPF_RXTS_OBJ_NAME = "xdp_feed_rxts.bpf.o"    # the same program, filling fh/xdp_meta.h metadata
 
 
 def _pkg(args: list[str]) -> list[str]:
@@ -37,16 +38,19 @@ def available() -> bool:
 
 
 def compile_bpf(out_dir: str = HERE) -> str | None:
-    """Compile the XDP program with clang into out_dir; returns the object path or None (no clang)."""
+    """Compile the XDP program with clang into out_dir: the filter (BPF_OBJ_NAME) and its receive-timestamp
+    variant (BPF_RXTS_OBJ_NAME, -DFH_XDP_RX_TIMESTAMP); returns the filter's path or None (no clang)."""
     clang = shutil.which("clang")
     if clang is None:
         return None
     multiarch = subprocess.run(["gcc", "-print-multiarch"], capture_output=True, text=True).stdout.strip()
-    out = os.path.join(out_dir, BPF_OBJ_NAME)
-    cmd = [clang, "-O2", "-g", "-target", "bpf", "-c", BPF_SRC, "-o", out]
+    base = [clang, "-O2", "-g", "-target", "bpf", "-I", os.path.join(CSRC, "include")]
     if multiarch:
-        cmd[1:1] = [f"-I/usr/include/{multiarch}"]
-    subprocess.run(cmd, check=True)
+        base.append(f"-I/usr/include/{multiarch}")
+    out = os.path.join(out_dir, BPF_OBJ_NAME)
+    subprocess.run(base + ["-c", BPF_SRC, "-o", out], check=True)
+    subprocess.run(base + ["-DFH_XDP_RX_TIMESTAMP", "-c", BPF_SRC, "-o", os.path.join(out_dir, BPF_RXTS_OBJ_NAME)],
+                   check=True)
     return out
 
 
@@ -64,6 +68,8 @@ typedef struct fh_xsk_config {
     int zerocopy;
     int busy_poll_us;
     const char *bpf_object;
+    const char *bpf_object_rxts;
+    int rx_timestamp;
     uint16_t ports[16];
     uint32_t n_ports;
     uint32_t groups[16];
@@ -72,13 +78,15 @@ typedef struct fh_xsk_config {
 typedef struct fh_xsk_stats {
     uint64_t packets, bytes, batches, idle, polls, wakeups, fill_short, rx_dropped, rx_invalid_descs,
              rx_ring_full, rx_fill_ring_empty, xdp_seen, xdp_redirected, xdp_passed, xdp_no_socket,
-             zerocopy, xdp_mode, busy_poll_napi_id;
+             zerocopy, xdp_mode, busy_poll_napi_id, rx_timestamp, ts_hw, meta_no_stamp, meta_missing,
+             xdp_meta_failed, meta_last_errno;
 } fh_xsk_stats;
 int fh_xsk_open(fh_xsk **out, const fh_xsk_config *cfg, char *err, size_t errlen);
 size_t fh_xsk_next(void *xsk, fh_pkt *pkts, size_t cap, int timeout_ms);
 void fh_xsk_wake(void *xsk);
 void fh_xsk_stats_get(fh_xsk *s, fh_xsk_stats *out);
 void fh_xsk_close(fh_xsk *s);
+const char *fh_xsk_rx_timestamp_reason(fh_xsk *s);
 """
 
 ffibuilder = FFI()

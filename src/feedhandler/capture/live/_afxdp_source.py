@@ -18,9 +18,14 @@ _ffi, _lib = _afxdp.ffi, _afxdp.lib
 _MODES = {"auto": 0, "native": 1, "drv": 1, "skb": 2, "generic": 2}
 
 
-def bpf_object_path() -> str | None:
-    """The compiled XDP filter program next to this module (built with clang), or None."""
-    p = os.path.join(os.path.dirname(os.path.abspath(__file__)), "xdp_feed.bpf.o")
+_RX_TIMESTAMP = {"off": 0, "auto": 1, "on": 2}
+
+
+def bpf_object_path(rx_timestamp: bool = False) -> str | None:
+    """The compiled XDP filter program next to this module (built with clang), or None; with
+    ``rx_timestamp`` its variant that stamps frames from the XDP RX metadata (fh/xdp_meta.h)."""
+    name = "xdp_feed_rxts.bpf.o" if rx_timestamp else "xdp_feed.bpf.o"
+    p = os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
     return p if os.path.exists(p) else None
 
 
@@ -44,11 +49,21 @@ class AfXdpSource:
         is 0 otherwise); on veth use threaded NAPI instead (bench/README.md, "Live capture").
     filter : bool
         False: no filter program (libxdp's default program redirects the whole queue).
+    rx_timestamp : "auto" | "on" | "off"
+        Hardware receive stamps from the XDP RX metadata (the driver's ``bpf_xdp_metadata_rx_timestamp``
+        kfunc, Linux >= 6.3): the filter is loaded device-bound in native mode and puts the stamp in front
+        of every frame; frames with a stamp get ``ts_recv`` from it (clock flag hardware), the others the
+        user-space clock. "auto" falls back to the plain filter when the device-bound program is refused
+        (``stats()["rx_timestamp_reason"]`` says why), "on" fails instead. Drivers that have the kfunc but
+        no stamp for a frame (veth: skbs without a NIC stamp) are counted in ``meta_no_stamp``.
     """
 
     def __init__(self, iface: str, *, udp_port: int | None = None, ports=(), groups=(), first_queue: int = 0,
                  n_queues: int = 1, xdp_mode: str = "auto", zerocopy: bool | None = None, busy_poll_us: int = 0,
-                 frames: int = 0, frame_size: int = 0, ring_size: int = 0, filter: bool = True):
+                 frames: int = 0, frame_size: int = 0, ring_size: int = 0, filter: bool = True,
+                 rx_timestamp: str = "auto"):
+        if rx_timestamp not in _RX_TIMESTAMP:
+            raise ValueError(f"rx_timestamp must be one of {sorted(_RX_TIMESTAMP)}, not {rx_timestamp!r}")
         ports = sorted(set(ports) | ({udp_port} if udp_port else set()))
         # libxdp's multi-program dispatcher fails its compatibility probe on some kernels (EPERM) and then
         # falls back to attaching the single program, loudly: skip the probe (one program is all we need)
@@ -79,6 +94,12 @@ class AfXdpSource:
             b_bpf = _ffi.new("char[]", bpf.encode())
             self._keep.append(b_bpf)
             cfg.bpf_object = b_bpf
+            rxts = bpf_object_path(rx_timestamp=True)
+            if rxts:
+                b_rxts = _ffi.new("char[]", rxts.encode())
+                self._keep.append(b_rxts)
+                cfg.bpf_object_rxts = b_rxts
+        cfg.rx_timestamp = _RX_TIMESTAMP[rx_timestamp]
         for i, p in enumerate(ports):
             cfg.ports[i] = int(p)
         cfg.n_ports = len(ports)
@@ -105,13 +126,17 @@ class AfXdpSource:
         _lib.fh_xsk_stats_get(self._s, st)
         d = {k: int(getattr(st, k)) for k in ("packets", "bytes", "batches", "idle", "polls", "wakeups", "fill_short",
                                              "rx_invalid_descs", "rx_ring_full", "rx_fill_ring_empty",
-                                             "xdp_seen", "xdp_redirected", "xdp_passed", "xdp_no_socket")}
+                                             "xdp_seen", "xdp_redirected", "xdp_passed", "xdp_no_socket",
+                                             "ts_hw", "meta_no_stamp", "meta_missing", "xdp_meta_failed",
+                                             "meta_last_errno")}
         d["xsk_rx_dropped"] = int(st.rx_dropped)
         d["zerocopy"] = bool(st.zerocopy)
         d["xdp_mode"] = {1: "native", 2: "skb"}.get(int(st.xdp_mode), "default")
         # 0 with busy_poll_us > 0: busy polling drives nothing (copy mode on Linux >= 6.13)
         d["busy_poll_napi_id"] = int(st.busy_poll_napi_id)
-        d["ts_user"] = d["packets"]
+        d["rx_timestamp"] = bool(st.rx_timestamp)
+        d["rx_timestamp_reason"] = _ffi.string(_lib.fh_xsk_rx_timestamp_reason(self._s)).decode(errors="replace")
+        d["ts_user"] = d["packets"] - d["ts_hw"]
         d["xdp_drops"] = d["xsk_rx_dropped"] + d["rx_ring_full"]
         return d
 

@@ -40,5 +40,5 @@ def unavailable_reason(iface: str | None) -> str | None:
 def open_source(iface: str, **kw):
     from feedhandler.capture.live._afxdp_source import AfXdpSource
     allowed = {"udp_port", "ports", "groups", "first_queue", "n_queues", "xdp_mode", "zerocopy", "busy_poll_us",
-               "frames", "frame_size", "ring_size", "filter"}
+               "frames", "frame_size", "ring_size", "filter", "rx_timestamp"}
     return AfXdpSource(iface, **{k: v for k, v in kw.items() if k in allowed})
