@@ -109,6 +109,7 @@ fh_framer *fh_framer_new(const fh_framer_config *cfg) {
     }
     for (uint32_t i = 0; i < f->n_slots; i++) f->free_ids[i] = (int32_t)(f->n_slots - 1 - i);
     f->n_free = f->n_slots;
+    f->st.held_slots = f->n_slots;
     return f;
 }
 
@@ -220,6 +221,28 @@ static void announce(fh_framer *f, session *S, uint64_t first, uint64_t end) {
         S->n_ann++;
     }
     emit_gap(f, S, FH_GAP_OPENED, first, end - first);
+}
+
+/* More held-packet slots. A slot released during a run stays pending until the next run (the run's
+ * messages may point into its bytes), so one run that holds many packets (heavy loss: most packets
+ * wait behind a hole) can use more slots than the sessions' windows; the pool then doubles. Slot
+ * buffers never move (the slot array does), so messages pointing into them stay valid. 0 on ENOMEM. */
+static int grow_slots(fh_framer *f) {
+    uint32_t n = f->n_slots * 2;
+    slot *sl = realloc(f->slots, sizeof(slot) * n);
+    if (!sl) return 0;
+    f->slots = sl;
+    memset(sl + f->n_slots, 0, sizeof(slot) * (n - f->n_slots));
+    int32_t *fr = realloc(f->free_ids, sizeof(int32_t) * n);
+    if (!fr) return 0;
+    f->free_ids = fr;
+    int32_t *pe = realloc(f->pending_ids, sizeof(int32_t) * n);
+    if (!pe) return 0;
+    f->pending_ids = pe;
+    for (uint32_t i = n; i > f->n_slots; i--) f->free_ids[f->n_free++] = (int32_t)(i - 1);
+    f->n_slots = n;
+    f->st.held_slots = n;
+    return 1;
 }
 
 static void release_slot(fh_framer *f, int32_t id) {
@@ -391,8 +414,8 @@ static void hold(fh_framer *f, session *S, const uint8_t *blk, uint32_t blen, ui
     }
     int32_t id = -1;
     if (count) {
-        if (f->n_free == 0) {  /* cannot happen: the pool holds every session's window twice */
-            f->st.duplicate_packets++;
+        if (f->n_free == 0 && !grow_slots(f)) {
+            f->st.hold_failed++;   /* out of memory: its messages are reported lost with the hole */
             return;
         }
         id = f->free_ids[f->n_free - 1];
@@ -401,7 +424,7 @@ static void hold(fh_framer *f, session *S, const uint8_t *blk, uint32_t blen, ui
             uint32_t cap = blen < 2048 ? 2048 : blen;
             uint8_t *b = realloc(sl->buf, cap);
             if (!b) {
-                f->st.duplicate_packets++;
+                f->st.hold_failed++;
                 return;
             }
             sl->buf = b;

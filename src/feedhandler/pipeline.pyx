@@ -481,6 +481,8 @@ cdef class Feed:
             "filtered_sessions": f.filtered_sessions,
             "malformed": malformed,
             "held_max": f.held_max,
+            "held_slots": f.held_slots,
+            "hold_failed": f.hold_failed,
             "sessions": self.sessions(),
             "gap_records": f.records,
             "records": self.core.records,

@@ -101,6 +101,9 @@ typedef struct fh_framer_stats {
     uint64_t records;             /* gap records emitted */
     uint64_t held_max;            /* most packets held at once */
     uint64_t missing_dropped;     /* missing ranges not stored (list full) */
+    uint64_t hold_failed;         /* packets beyond a hole that could not be held (out of memory): their
+                                     messages are reported lost when the hole is given up */
+    uint64_t held_slots;          /* held-packet buffers allocated (grows under heavy loss) */
 } fh_framer_stats;
 
 typedef struct fh_missing_range {

@@ -51,6 +51,8 @@ cdef extern from "fh/moldudp64.h" nogil:
         uint64_t records
         uint64_t held_max
         uint64_t missing_dropped
+        uint64_t hold_failed
+        uint64_t held_slots
 
     ctypedef struct fh_missing_range:
         char session[10]

@@ -245,7 +245,8 @@ cdef dict _framer_stats_dict(fh_framer *fr):
         "gaps": f.gaps, "gaps_filled": f.gaps_filled, "gaps_lost": f.gaps_lost,
         "filled_messages": f.filled_messages, "lost_messages": f.lost_messages, "resets": f.resets,
         "after_end_of_session": f.after_end_of_session, "filtered_sessions": f.filtered_sessions,
-        "malformed": malformed, "held_max": f.held_max, "gap_records": f.records,
+        "malformed": malformed, "held_max": f.held_max, "held_slots": f.held_slots,
+        "hold_failed": f.hold_failed, "gap_records": f.records,
     }
 
 
