@@ -272,16 +272,25 @@ def run_backend(backend: str, traffic: Path, n_packets: int, sender: Path, pps: 
         "messages": s["messages"],
         "rx_pps": s["rx_pps"],
         "rx_msgs_per_s": s["rx_msgs_per_s"],
-        "drops": dict(s["drops"], ours=max(0, sent - veth_lost - pk), veth=veth),
+        # drops by layer: nic = the veth could not hand the frame over (its 256-frame ring to the receiving
+        # side was full: what a NIC's rx ring overflow is); capture = the XDP/XSK rings, the TPACKET ring or
+        # the NIC queue of our socket; ours = lost after the capture layer (our ring, or a packet that
+        # reached us and was not framed): must be 0
+        "drops": dict(s["drops"], nic_lost=veth_lost,
+                      capture=s["drops"]["kernel"] + s["drops"]["xdp"] + s["drops"]["nic"],
+                      ours=max(0, sent - veth_lost - pk - s["drops"]["kernel"] - s["drops"]["xdp"]
+                               - s["drops"]["nic"]) + s["drops"]["ring"], veth=veth),
+        "framing_errors": {"duplicate_packets": (s.get("framing") or {}).get("duplicate_packets", 0), "hold_failed": (s.get("framing") or {}).get("hold_failed", 0)},
         "gaps": s["gaps"],
         "lost_messages": s["lost_messages"],
+        "framing": s.get("framing"),
         "latency_ns": s["latency_ns"],
         "xdp_mode": cap.get("xdp_mode"),
         "zerocopy": cap.get("zerocopy"),
         "ts_recv_clock": s["ts_recv_clock"],
         "threaded_napi": bool(napi),
         "capture_counters": {k: cap[k] for k in ("batches", "blocks", "polls", "idle", "rx_ring_full", "rx_fill_ring_empty", "rx_dropped", "fill_short",
-                                                  "kernel_drops", "kernel_freezes", "xdp_no_socket") if k in cap},
+                                                  "kernel_drops", "kernel_freezes", "xdp_no_socket", "rx_timestamp", "ts_hw", "meta_no_stamp", "meta_last_errno") if k in cap},
         # CPU time while the sender ran (+0.3 s): receiver process (all threads), the veth's NAPI
         # kthread(s), the sender; packets per CPU-second is the rate each would reach on a core of its own
         "cpu_s": {"receiver": round(rx_cpu_s, 4), "napi": round(napi_cpu_s, 4), "sender": round(tx_cpu_s, 4)},
@@ -296,6 +305,8 @@ def main(argv=None) -> int:
     ap.add_argument("--pps", type=float, default=0, help="sender rate (0: as fast as it can)")
     ap.add_argument("--backends", default="afxdp,dpdk,afpacket")
     ap.add_argument("--xdp-mode", default=None, choices=("native", "skb"), help="AF_XDP attach mode")
+    ap.add_argument("--xdp-rx-timestamp", default=None, choices=("auto", "on", "off"),
+                    help="AF_XDP: the XDP RX metadata timestamp program (feedhandler run default: auto)")
     ap.add_argument("--busy-poll-us", type=int, default=0,
                     help="AF_XDP busy polling (us); a no-op for copy-mode sockets on Linux >= 6.13 (see above)")
     ap.add_argument("--no-threaded-napi", dest="threaded", action="store_false",
@@ -354,6 +365,8 @@ def main(argv=None) -> int:
                     extra += ["--xdp-mode", a.xdp_mode]
                 if b == "afxdp" and a.busy_poll_us:
                     extra += ["--busy-poll-us", str(a.busy_poll_us)]
+                if b == "afxdp" and a.xdp_rx_timestamp:
+                    extra += ["--xdp-rx-timestamp", a.xdp_rx_timestamp]
                 r = run_backend(b, traffic, n_packets, sender, a.pps, extra, a.threaded, a.tx_cpu, a.napi_cpu,
                                 a.rx_cpu, kernel_gen)
                 r["books"] = books
@@ -384,7 +397,8 @@ def main(argv=None) -> int:
     else:
         print(f"traffic: {a.messages:,} ITCH messages in {n_packets:,} MoldUDP64 packets; "
               f"{os.cpu_count()} CPUs, kernel {platform.release()}")
-        print(f"{'backend':9s} {'books':5s} {'sent pps':>10s} {'rx pps':>10s} {'msgs/s':>11s} {'drops(ours)':>11s} "
+        print(f"{'backend':9s} {'books':5s} {'sent pps':>10s} {'rx pps':>10s} {'msgs/s':>11s} {'lost: nic':>10s} "
+              f"{'capture':>8s} {'ours':>5s} "
               f"{'w->ring p50/p99 us':>19s} {'w->book p50/p99 us':>19s} {'rx+napi cpu s':>13s} {'rx pkt/cpu-s':>12s}")
         for r in results:
             if "error" in r:
@@ -395,7 +409,8 @@ def main(argv=None) -> int:
             def pp(d):
                 return f"{d.get('p50', 0) / 1e3:.1f}/{d.get('p99', 0) / 1e3:.1f}"
             print(f"{r['backend']:9s} {'yes' if r['books'] else 'no':5s} {r['sender_pps'] or 0:>10,} {r['rx_pps'] or 0:>10,.0f} "
-                  f"{r['rx_msgs_per_s'] or 0:>11,.0f} {r['drops']['ours']:>11,} {pp(lr):>19s} {pp(lb):>19s} "
+                  f"{r['rx_msgs_per_s'] or 0:>11,.0f} {r['drops']['nic_lost']:>10,} {r['drops']['capture']:>8,} "
+                  f"{r['drops']['ours']:>5,} {pp(lr):>19s} {pp(lb):>19s} "
                   f"{r['cpu_s']['receiver']:>6.2f}+{r['cpu_s']['napi']:<6.2f} {r['rx_pkts_per_cpu_s'] or 0:>12,}")
         for k, v in ratio.items():
             print(f"AF_XDP / AF_PACKET receive rate ({k.replace('_', ' ')}): {v}x")
