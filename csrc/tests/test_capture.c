@@ -285,6 +285,103 @@ static void heavy_loss(void) {
     fh_framer_free(fr);
 }
 
+/* Sequencing properties over random valid streams: loss (single packets and bursts), exact duplicates,
+ * and (mode 1) local reordering; random windows and input batches of 1..4096 packets (a live source
+ * hands over what the NIC had). Always: messages come out in strictly increasing sequence, each with its
+ * own bytes, and delivered + lost = every sequence up to the highest seen, with nothing dropped for
+ * want of memory. Loss and duplicates only (mode 0): every message that arrived is delivered. */
+static void sequencing_fuzz(int iters) {
+    enum { MAXP = 8192 };
+    static uint8_t frames[MAXP][128];
+    static fh_pkt pkts[MAXP];
+    static uint64_t seqs[MAXP];
+    static uint16_t counts[MAXP];
+    for (int it = 0; it < iters; it++) {
+        int mode = (int)(rnd() % 2);
+        uint32_t total = 1 + (uint32_t)(rnd() % 6000);
+        uint32_t loss_pct = (uint32_t)(rnd() % 70);
+        uint32_t burst = 1 + (uint32_t)(rnd() % 200);
+        size_t k = 0;
+        uint64_t seq = 1, max_end = 1, arrived_msgs = 0;
+        for (uint32_t i = 0; i < total && k < MAXP - 2; i++) {
+            uint16_t cnt = (uint16_t)(1 + rnd() % 4);
+            if ((uint32_t)(rnd() % 100) < loss_pct) {
+                uint32_t run = 1 + (uint32_t)(rnd() % burst);    /* a burst of lost packets */
+                for (uint32_t j = 0; j < run; j++) seq += 1 + rnd() % 4;
+                continue;
+            }
+            seqs[k] = seq;
+            counts[k] = cnt;
+            k++;
+            arrived_msgs += cnt;
+            if (rnd() % 50 == 0 && k < MAXP - 2) {                /* an exact duplicate right after */
+                seqs[k] = seq;
+                counts[k] = cnt;
+                k++;
+            }
+            seq += cnt;
+            if (seq > max_end) max_end = seq;
+        }
+        if (mode == 1)
+            for (size_t i = 1; i < k; i++)
+                if (rnd() % 10 == 0) {                             /* swap with a near predecessor */
+                    size_t j = i - 1 - (size_t)(rnd() % (i < 8 ? i : 8));
+                    uint64_t ts = seqs[i]; seqs[i] = seqs[j]; seqs[j] = ts;
+                    uint16_t tc = counts[i]; counts[i] = counts[j]; counts[j] = tc;
+                }
+        for (size_t i = 0; i < k; i++) {
+            size_t len = mold_frame(frames[i], seqs[i], counts[i], counts[i]);
+            pkts[i] = (fh_pkt){.data = frames[i], .caplen = (uint32_t)len, .origlen = (uint32_t)len,
+                               .ts_ns = 1, .linktype = FH_LINKTYPE_ETHERNET, .flags = FH_PKT_TS_SW};
+        }
+        fh_framer_config cfg;
+        memset(&cfg, 0, sizeof(cfg));
+        cfg.reorder_window = (uint32_t)(rnd() % 3 == 0 ? rnd() % 4 : rnd() % 65);
+        fh_framer *fr = fh_framer_new(&cfg);
+        CHECK(fr);
+        const fh_msg *msgs;
+        uint64_t delivered = 0, prev = 0;
+        int ok = 1;
+        size_t pos = 0;
+        for (int finishing = 0; finishing < 2;) {
+            if (!finishing && fh_framer_input_done(fr)) {
+                if (pos == k) {
+                    finishing = 1;
+                } else {
+                    size_t want = 1 + (size_t)(rnd() % 4096), n = k - pos < want ? k - pos : want;
+                    fh_framer_set_input(fr, pkts + pos, n);
+                    pos += n;
+                }
+            }
+            size_t m = finishing ? fh_framer_finish(fr, &msgs) : fh_framer_run(fr, &msgs);
+            for (size_t i = 0; i < m; i++) {
+                if (msgs[i].flags & FH_MSG_RECORD) continue;
+                if (msgs[i].sequence <= prev) ok = 0;
+                if (fh_load_be32(msgs[i].data + 1) != (uint32_t)msgs[i].sequence) ok = 0;
+                prev = msgs[i].sequence;
+                delivered++;
+            }
+            if (finishing && m == 0) finishing = 2;
+        }
+        const fh_framer_stats *st = fh_framer_stats_get(fr);
+        CHECK(ok);
+        CHECK(st->hold_failed == 0);
+        CHECK(delivered == st->messages);
+        /* the first packet to arrive starts the session: nothing before it is known, late or lost */
+        uint64_t first = k ? seqs[0] : 1;
+        if (k) CHECK(st->messages + st->lost_messages == max_end - first);
+        if (mode == 0) CHECK(st->messages == arrived_msgs);
+        if (!ok || st->hold_failed || delivered != st->messages ||
+            (k && st->messages + st->lost_messages != max_end - first) || (mode == 0 && st->messages != arrived_msgs)) {
+            printf("  sequencing_fuzz iteration %d: mode %d, %zu packets, window %u, loss %u%% bursts %u\n",
+                   it, mode, k, cfg.reorder_window, loss_pct, burst);
+            fh_framer_free(fr);
+            return;
+        }
+        fh_framer_free(fr);
+    }
+}
+
 static void fuzz(int iters) {
     static uint8_t f[4096];
     static result r;
@@ -344,6 +441,7 @@ int main(void) {
     int small = scale && strcmp(scale, "small") == 0;
     scenario();
     heavy_loss();
+    sequencing_fuzz(small ? 20 : 200);
     fuzz(small ? 500 : 5000);
     unlink(scratch_path());
     printf("test_capture: ok\n");
