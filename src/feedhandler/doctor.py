@@ -228,7 +228,7 @@ def diagnose(iface: str | None = None) -> dict:
     for name in backends.BACKENDS:
         why = backends.probe(name, iface) if name != "pcap" else None
         d["backends"][name] = {"usable": why is None, "why_not": why}
-    d["backends"]["pcap"]["note"] = "file replay (feedhandler replay FILE): always available"
+    d["backends"]["pcap"]["note"] = "capture file replay through the live path (feedhandler run --file FILE [--pace recorded]): always available"
     try:
         d["auto"] = backends.select("auto", iface).describe() if iface else None
     except backends.BackendUnavailable as e:

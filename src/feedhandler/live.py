@@ -68,6 +68,8 @@ class LiveOptions:
     out: str | None = None                       # output file (.dbn/.parquet/.npy) as in replay
     top: int = 10
     source_kw: dict = field(default_factory=dict)
+    file: str | None = None                      # capture file for the pcap backend (no interface)
+    speed: float = 0.0                           # pcap backend: 0 = as fast as possible, 1 = recorded pace
     install_signals: bool = True                 # SIGINT/SIGTERM -> clean stop (main thread only)
     retransmit: str | None = None                # "HOST:PORT" of a MoldUDP64 retransmission server
     stop_event: threading.Event | None = None    # set by the caller to stop the run
@@ -177,9 +179,13 @@ def run(opts: LiveOptions) -> dict:
     from feedhandler.capture.live._live import LiveFeed
     from feedhandler.ring import Ring
 
-    sel = backends.select(opts.capture, opts.iface)
-    if sel.backend == "pcap":
-        raise backends.BackendUnavailable("pcap replay is `feedhandler replay FILE`, not a live backend")
+    requested = opts.capture
+    if not opts.iface and opts.file and (requested or os.environ.get(backends.ENV) or "auto") == "auto":
+        requested = "pcap"      # no interface: replay the file (nothing else can run)
+    sel = backends.select(requested, opts.iface, pcap_file=opts.file)
+    replaying = sel.backend == "pcap"
+    if replaying and opts.retransmit:
+        raise ValueError("--retransmit needs a live interface: a capture file has nothing to request from")
     groups = [_parse_group(g) for g in opts.groups]
     ports = {p for _, p in groups if p}
     udp_port = opts.udp_port if opts.udp_port is not None else (ports.pop() if len(ports) == 1 else None)
@@ -193,12 +199,15 @@ def run(opts: LiveOptions) -> dict:
         if dsts and opts.retransmit:
             dsts.append(iface_ipv4(opts.iface))
         source_kw.setdefault("groups", dsts)
+    if replaying:
+        source_kw = {"file": opts.file, "speed": opts.speed}
     source = backends.open_source(sel.backend, opts.iface, **source_kw)
+    where = opts.iface or opts.file
     socks = []
     feed = None
     retx = None
     try:
-        socks = join_groups(opts.iface, opts.groups)
+        socks = [] if replaying else join_groups(opts.iface, opts.groups)
         feed = LiveFeed(source, opts.protocol, date=opts.date, reorder_window=opts.reorder_window,
                         udp_port=udp_port, group=group)
         books = opts.books if opts.books is not None else BookSet()
@@ -287,11 +296,13 @@ def run(opts: LiveOptions) -> dict:
                     break
                 if opts.idle_stop is not None and last_pkts and now - last_change >= opts.idle_stop:
                     break
+                if replaying and source.eof:
+                    break       # every frame of the file went through the framer; stop() drains the rest
                 if consumer_error:
                     break
                 if opts.status_interval and now - last_status >= opts.status_interval:
                     last_status = now
-                    emit(_status_line(sel.backend, opts.iface, st, source.stats(), ring.stats(), now - t0))
+                    emit(_status_line(sel.backend, where, st, source.stats(), ring.stats(), now - t0))
         finally:
             feed.stop()
             cons.join()
@@ -330,6 +341,9 @@ def _status_line(backend, iface, st, src, ring, elapsed) -> str:
             f"dups {st['duplicates']} drops nic/kernel {drops} ring-waits {ring.get('producer_waits', 0)}")
 
 
+_NO_WIRE_CLOCK = "file replay as fast as possible: ts_recv is the capture's clock (--pace to measure)"
+
+
 def _summary(opts, sel, feed, source, ring, books, book_lat, elapsed, consumed) -> dict:
     from feedhandler import records
     st = feed.stats()
@@ -340,6 +354,7 @@ def _summary(opts, sel, feed, source, ring, books, book_lat, elapsed, consumed) 
     clock = "hardware" if ts_hw else "software" if ts_sw else "user" if ts_user else None
     return {
         "iface": opts.iface,
+        "file": opts.file if sel.backend == "pcap" else None,
         "backend": sel.backend,
         "backend_skipped": sel.skipped,
         "groups": list(opts.groups),
@@ -362,8 +377,12 @@ def _summary(opts, sel, feed, source, ring, books, book_lat, elapsed, consumed) 
         "drops": {"kernel": src.get("kernel_drops", 0), "xdp": src.get("xdp_drops", 0),
                   "nic": src.get("rx_dropped", 0), "ring": ring.stats().get("dropped", 0), "ours": 0},
         "framing": st,
-        "latency_ns": {"wire_to_ring": latency_percentiles(feed.latency_hist()),
-                       "wire_to_book": latency_percentiles(book_lat.hist)},
+        # an unpaced file replay keeps the capture's stamps: wire -> now would be the capture's age
+        "latency_ns": ({"wire_to_ring": {"count": 0, "not_measured": _NO_WIRE_CLOCK},
+                        "wire_to_book": {"count": 0, "not_measured": _NO_WIRE_CLOCK}}
+                       if sel.backend == "pcap" and not opts.speed else
+                       {"wire_to_ring": latency_percentiles(feed.latency_hist()),
+                        "wire_to_book": latency_percentiles(book_lat.hist)}),
         "books": int(books.instrument_count),
         "live_orders": int(books.live_orders),
         "book_counters": {k: int(v) for k, v in books.counters().items()},
@@ -376,11 +395,11 @@ def format_summary(s: dict) -> str:
 
     def pct(d):
         if not d.get("count"):
-            return "-"
+            return f"- ({d['not_measured']})" if d.get("not_measured") else "-"
         return " ".join(f"{k} {d[k] / 1e3:.1f}us" for k in ("p50", "p90", "p99", "p99.9") if k in d)
 
     lines = [
-        f"{s['iface']}: {s['backend']} for {s['elapsed_s']:.1f} s, ts_recv clock {s['ts_recv_clock'] or '-'}",
+        f"{s['iface'] or s.get('file')}: {s['backend']} for {s['elapsed_s']:.1f} s, ts_recv clock {s['ts_recv_clock'] or '-'}",
         f"  packets {s['packets']:,} (MoldUDP64 {s['moldudp64_packets']:,}), messages {s['messages']:,}, "
         f"records {s['records']:,}; sessions {', '.join(s['sessions']) or '-'}",
         f"  sequencing: gaps {s['gaps']} (filled {s['gaps_filled']}, lost {s['lost_messages']} messages), "
@@ -403,9 +422,15 @@ def format_summary(s: dict) -> str:
 
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = p or argparse.ArgumentParser(prog="feedhandler run", description="Live feed from a network interface.")
-    p.add_argument("--iface", required=True, help="network interface to capture from")
-    p.add_argument("--capture", choices=("auto", "afxdp", "dpdk", "afpacket"), default=None,
-                   help="capture backend (default: $FEEDHANDLER_CAPTURE or auto)")
+    p.add_argument("--iface", default=None, help="network interface to capture from")
+    p.add_argument("--file", default=None, help="no interface: replay this capture file (pcap, pcapng, "
+                   "BinaryFILE, gzip) through the same live pipeline (the pcap backend)")
+    p.add_argument("--pace", default="max", metavar="max|recorded|FACTOR",
+                   help="--file: as fast as possible (max, default; ts_recv = the capture's stamps), at the "
+                        "recorded pace (recorded), or FACTOR times faster (e.g. 10); paced frames are "
+                        "stamped with the replay's schedule")
+    p.add_argument("--capture", choices=("auto", "afxdp", "dpdk", "afpacket", "pcap"), default=None,
+                   help="capture backend (default: $FEEDHANDLER_CAPTURE or auto; pcap when only --file is given)")
     p.add_argument("--protocol", choices=("itch", "itch50"), default="itch50")
     p.add_argument("--group", action="append", default=[], metavar="ADDR:PORT",
                    help="multicast group to join (repeat for A/B lines)")
@@ -433,8 +458,17 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
 
 def run_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``feedhandler run``: returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     from feedhandler.capture.live import BackendUnavailable
+    if not args.iface and not args.file:
+        parser.error("give --iface IFACE to capture live, or --file CAPTURE to replay a capture file")
+    try:
+        speed = {"max": 0.0, "recorded": 1.0}[args.pace] if args.pace in ("max", "recorded") else float(args.pace)
+        if not speed >= 0:
+            raise ValueError
+    except ValueError:
+        parser.error(f"--pace must be max, recorded or a positive speed factor, not {args.pace!r}")
     source_kw = {}
     if args.xdp_mode:
         source_kw["xdp_mode"] = args.xdp_mode
@@ -446,20 +480,23 @@ def run_main(argv: Sequence[str] | None = None) -> int:
         source_kw["n_queues"] = args.queues
     if args.eal:
         source_kw["eal_args"] = ["feedhandler", *args.eal.split()]
-    opts = LiveOptions(iface=args.iface, source_kw=source_kw, capture=args.capture, groups=args.group, udp_port=args.port,
+    opts = LiveOptions(iface=args.iface, file=args.file, speed=speed, source_kw=source_kw, capture=args.capture, groups=args.group, udp_port=args.port,
                        date=args.date, reorder_window=args.reorder_window, duration=args.duration,
                        count=args.count, idle_stop=args.idle_stop, until_end_of_session=args.until_eos, apply_books=not args.no_books, status_interval=args.status_interval,
                        out=args.out, retransmit=args.retransmit,
                        protocol="itch50")
-    if not os.path.exists(f"/sys/class/net/{args.iface}"):
+    if args.iface and not os.path.exists(f"/sys/class/net/{args.iface}"):
         print(f"feedhandler run: no interface {args.iface!r} in this network namespace", file=sys.stderr)
+        return EXIT_NO_IFACE
+    if args.file and not os.path.exists(args.file):
+        print(f"feedhandler run: no capture file {args.file!r}", file=sys.stderr)
         return EXIT_NO_IFACE
     try:
         s = run(opts)
     except BackendUnavailable as e:
         print(f"feedhandler run: {e}", file=sys.stderr)
         return EXIT_NO_IFACE
-    except (FeedhandlerError, OSError) as e:
+    except (FeedhandlerError, OSError, ValueError) as e:
         print(f"feedhandler run: {e}", file=sys.stderr)
         return EXIT_NO_IFACE
     if args.json:

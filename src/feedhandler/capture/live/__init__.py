@@ -5,7 +5,9 @@ the backend. ``auto`` walks the chain afxdp -> dpdk -> afpacket -> pcap and take
 for the interface; every backend passed over is reported with the reason (library not built or not
 found, missing privilege, driver without XDP support, no file to replay).
 
-A backend opens a *source*: an object with ``native() -> (next_addr, wake_addr, ctx_addr)`` (the C
+``pcap`` replays a capture file (``--file``) through the same live pipeline, at the recorded pace
+(``--pace recorded`` or a speed factor) or as fast as possible (``--pace max``); it is what runs when no
+interface is given. A backend opens a *source*: an object with ``native() -> (next_addr, wake_addr, ctx_addr)`` (the C
 receive loop's entry points, driven by :class:`feedhandler.capture.live._live.LiveFeed` on its own
 thread), ``stats() -> dict`` (counters, any thread) and ``close()``.
 """
@@ -115,8 +117,14 @@ def select(requested: str | None = None, iface: str | None = None, *, pcap_file:
     raise BackendUnavailable("no capture backend is usable: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
 
 
-def open_source(name: str, iface: str, **kw):
-    """Open a live source of backend ``name`` on ``iface`` (keyword options are backend specific)."""
+def open_source(name: str, iface: str | None, **kw):
+    """Open a live source of backend ``name`` on ``iface`` (keyword options are backend specific; the
+    ``pcap`` backend takes ``file`` and ``speed`` instead of an interface)."""
+    if name == "pcap":
+        from feedhandler.capture.live._live import FileSource
+        if not kw.get("file"):
+            raise BackendUnavailable("capture backend pcap needs a capture file (--file)")
+        return FileSource(kw["file"], speed=float(kw.get("speed") or 0.0))
     if name == "afpacket":
         from feedhandler.capture.live._live import AfPacketSource
         allowed = {"block_size", "block_count", "frame_size", "retire_ms", "snaplen", "promisc",

@@ -1,12 +1,13 @@
-# distutils: sources = csrc/capture_afpacket.c csrc/net.c csrc/moldudp64.c csrc/pcap.c csrc/ring.c csrc/record.c
+# distutils: sources = csrc/capture_afpacket.c csrc/capture_file.c csrc/net.c csrc/moldudp64.c csrc/pcap.c csrc/ring.c csrc/record.c
 """The live feed: a capture backend's native receive loop -> framing -> decoder -> ring, on one native
 thread; Python only configures, starts, stops and reads counters.
 
 Any backend plugs in through three C function addresses (see :class:`LiveFeed`):
 ``next(ctx, fh_pkt *pkts, size_t cap, int timeout_ms) -> n`` (frames valid until its next call),
 ``wake(ctx)`` (makes a waiting ``next`` return) and the ``ctx`` pointer. :class:`AfPacketSource` (this
-module, csrc/capture_afpacket.c) provides them; the cffi backends (AF_XDP, DPDK) give the addresses of
-their C shims.
+module, csrc/capture_afpacket.c) and :class:`FileSource` (a capture file replayed at the recorded pace or
+as fast as possible, csrc/capture_file.c) provide them; the cffi backends (AF_XDP, DPDK) give the
+addresses of their C shims.
 
 Contract: the producer thread is the only caller of the source's ``next`` and the framer/decoder while
 it runs; counters are read as snapshots from any thread. Unlike the file Feed, a batch is published to
@@ -20,7 +21,13 @@ from libc.string cimport memcpy, memset
 
 from feedhandler.includes.msg cimport FH_MSG_TS_MASK, FH_MSG_TS_NONE, fh_decode_fn, fh_msg
 from feedhandler.includes.record cimport FH_RTYPE_MBO, FH_RTYPE_TRADE, fh_tick
-from feedhandler.includes.pcap cimport fh_pkt
+from feedhandler.includes.pcap cimport (
+    FH_SRC_EEMPTY, FH_SRC_EFORMAT, FH_SRC_N_DAMAGE, fh_file_format_name, fh_filesrc_damage_name, fh_filesrc_stats, fh_filesrc_stats_get, fh_pkt,
+)
+from feedhandler.includes.capture_file cimport (
+    fh_filelive, fh_filelive_close, fh_filelive_file, fh_filelive_next, fh_filelive_open, fh_filelive_stats,
+    fh_filelive_stats_get, fh_filelive_wake,
+)
 from feedhandler.includes.net cimport FH_NET_N_REASONS, fh_net_reason_name
 from feedhandler.includes.moldudp64 cimport (
     FH_MOLD_MAX_WINDOW, FH_MOLD_N_MALFORMED, FH_MOLD_SESSION_LEN, FH_MSG_RECORD,
@@ -42,7 +49,7 @@ import time
 
 import numpy as np
 
-from feedhandler.errors import CaptureError, FeedError
+from feedhandler.errors import CaptureError, CaptureFormatError, FeedError
 
 cdef extern from "<pthread.h>" nogil:
     ctypedef unsigned long pthread_t
@@ -513,3 +520,90 @@ cdef class AfPacketSource:
                 "idle": st.idle, "kernel_packets": st.kernel_packets, "kernel_drops": st.kernel_drops,
                 "kernel_freezes": st.kernel_freezes, "truncated": st.truncated, "ts_hw": st.ts_hw,
                 "ts_sw": st.ts_sw, "ts_none": st.ts_none}
+
+
+cdef size_t _file_next(void *s, fh_pkt *pkts, size_t cap, int timeout_ms) noexcept nogil:
+    return fh_filelive_next(s, pkts, cap, timeout_ms)
+
+
+cdef void _file_wake(void *s) noexcept nogil:
+    fh_filelive_wake(s)
+
+
+cdef class FileSource:
+    """A capture file (pcap, pcapng, NASDAQ BinaryFILE, gzip) replayed as a live source: the ``pcap``
+    backend of ``feedhandler run`` (csrc/capture_file.c).
+
+    Parameters
+    ----------
+    path : str
+    speed : float
+        0 (default): as fast as the pipeline takes it, ``ts_recv`` = the capture's stamps (the records equal
+        ``feedhandler replay``'s). > 0: each frame is released when its recorded time comes, scaled
+        (1.0 = the recorded pace, 10 = ten times faster), and stamped with that schedule on the realtime
+        clock (user-space clock flag), so latencies read as on a live feed.
+
+    Raises
+    ------
+    feedhandler.errors.CaptureError
+        The file cannot be opened or is not a capture (with the reason).
+    """
+    cdef fh_filelive *s
+    cdef readonly str path
+    cdef readonly double speed
+
+    def __init__(self, path, *, double speed=0.0):
+        cdef char err[512]
+        cdef bytes b = os.fsencode(path)
+        err[0] = 0
+        cdef int rc = fh_filelive_open(&self.s, b, speed, err, sizeof(err))
+        if rc != 0:
+            msg = err.decode("utf-8", "replace")
+            if rc == FH_SRC_EFORMAT or rc == FH_SRC_EEMPTY:
+                raise CaptureFormatError(f"{os.fspath(path)}: {msg}")
+            if -10000 < rc < 0:
+                raise CaptureError(-rc, msg, os.fspath(path))
+            raise CaptureError(f"{os.fspath(path)}: {msg}")
+        self.path = str(path)
+        self.speed = speed
+
+    def __dealloc__(self):
+        if self.s != NULL:
+            fh_filelive_close(self.s)
+            self.s = NULL
+
+    def close(self):
+        """Close the file (only once the LiveFeed using it has been joined)."""
+        if self.s != NULL:
+            fh_filelive_close(self.s)
+            self.s = NULL
+
+    def native(self):
+        if self.s == NULL:
+            return (0, 0, 0)
+        return (<uintptr_t>_file_next, <uintptr_t>_file_wake, <uintptr_t>self.s)
+
+    @property
+    def eof(self):
+        """True once every frame of the file was handed to the pipeline."""
+        cdef fh_filelive_stats st
+        if self.s == NULL:
+            return True
+        fh_filelive_stats_get(self.s, &st)
+        return bool(st.eof)
+
+    def stats(self):
+        cdef fh_filelive_stats st
+        cdef const fh_filesrc_stats *f
+        if self.s == NULL:
+            return {}
+        fh_filelive_stats_get(self.s, &st)
+        f = fh_filesrc_stats_get(fh_filelive_file(self.s))
+        damage = {fh_filesrc_damage_name(i).decode(): f.damage[i] for i in range(FH_SRC_N_DAMAGE)}
+        paced = self.speed > 0
+        return {"packets": st.packets, "bytes": st.bytes, "batches": st.batches, "eof": bool(st.eof),
+                "speed": self.speed, "waits": st.waits, "behind_max_ns": st.behind_ns,
+                "format": fh_file_format_name(f.format).decode(), "gzip": bool(f.gzip),
+                "file_damage": {k: v for k, v in damage.items() if v},
+                "ts_sw": 0 if paced else st.packets - st.unstamped,
+                "ts_user": st.packets - st.unstamped if paced else 0, "unstamped": st.unstamped}
