@@ -395,7 +395,7 @@ def format_summary(s: dict) -> str:
 
     def pct(d):
         if not d.get("count"):
-            return f"- ({d['not_measured']})" if d.get("not_measured") else "-"
+            return "-"
         return " ".join(f"{k} {d[k] / 1e3:.1f}us" for k in ("p50", "p90", "p99", "p99.9") if k in d)
 
     lines = [
@@ -405,7 +405,8 @@ def format_summary(s: dict) -> str:
         f"  sequencing: gaps {s['gaps']} (filled {s['gaps_filled']}, lost {s['lost_messages']} messages), "
         f"duplicates {s['duplicates']}, out of order {s['out_of_order']}",
         "  drops: " + ", ".join(f"{k} {v}" for k, v in s["drops"].items()),
-        f"  latency wire->ring: {pct(lw)}; wire->book: {pct(lb)} (host clock; medians and p99 matter here)",
+        (f"  latency: not measured ({lw['not_measured']})" if lw.get("not_measured") else
+         f"  latency wire->ring: {pct(lw)}; wire->book: {pct(lb)} (host clock; medians and p99 matter here)"),
         f"  books: {s['books']} instruments, {s['live_orders']:,} live orders",
     ]
     cap = s.get("capture", {})
