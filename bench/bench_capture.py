@@ -305,6 +305,8 @@ def main(argv=None) -> int:
     ap.add_argument("--pps", type=float, default=0, help="sender rate (0: as fast as it can)")
     ap.add_argument("--backends", default="afxdp,dpdk,afpacket")
     ap.add_argument("--xdp-mode", default=None, choices=("native", "skb"), help="AF_XDP attach mode")
+    ap.add_argument("--rx-thread-cpu", type=int, default=None, help="feedhandler run --rx-cpu (receive thread)")
+    ap.add_argument("--book-thread-cpu", type=int, default=None, help="feedhandler run --book-cpu (book thread)")
     ap.add_argument("--xdp-rx-timestamp", default=None, choices=("auto", "on", "off"),
                     help="AF_XDP: the XDP RX metadata timestamp program (feedhandler run default: auto)")
     ap.add_argument("--busy-poll-us", type=int, default=0,
@@ -365,6 +367,10 @@ def main(argv=None) -> int:
                     extra += ["--xdp-mode", a.xdp_mode]
                 if b == "afxdp" and a.busy_poll_us:
                     extra += ["--busy-poll-us", str(a.busy_poll_us)]
+                if a.rx_thread_cpu is not None:
+                    extra += ["--rx-cpu", str(a.rx_thread_cpu)]
+                if a.book_thread_cpu is not None:
+                    extra += ["--book-cpu", str(a.book_thread_cpu)]
                 if b == "afxdp" and a.xdp_rx_timestamp:
                     extra += ["--xdp-rx-timestamp", a.xdp_rx_timestamp]
                 r = run_backend(b, traffic, n_packets, sender, a.pps, extra, a.threaded, a.tx_cpu, a.napi_cpu,

@@ -140,3 +140,26 @@ def test_run_main_needs_an_interface_or_a_file(capsys):
     assert run_main(["--file", "/nonexistent.pcap"]) != 0
     with pytest.raises(SystemExit):
         run_main(["--file", str(SAMPLE), "--pace", "fast"])
+
+
+def test_receive_and_book_threads_pinned():
+    """--rx-cpu / --book-cpu: the native receive thread (named fh-rx) and the book consumer thread run on
+    the CPUs asked for (read from /proc while the run is on)."""
+    import glob
+    import os
+    seen = {}
+
+    def on_batch(_b):
+        seen.setdefault("books", os.sched_getaffinity(0))        # the consumer thread calls this
+        for comm in glob.glob("/proc/self/task/*/comm"):
+            if open(comm).read().strip() == "fh-rx":
+                with open(os.path.join(os.path.dirname(comm), "status")) as f:
+                    for line in f:
+                        if line.startswith("Cpus_allowed_list:"):
+                            seen.setdefault("rx", line.split(":")[1].strip())
+    from feedhandler.live import LiveOptions, run
+    cpu = max(os.sched_getaffinity(0))
+    summary = run(LiveOptions(iface=None, file=str(SAMPLE), date=DATE, status_interval=0, rx_cpu=cpu,
+                              book_cpu=cpu, on_batch=on_batch, install_signals=False))
+    assert summary["messages"] == N_MESSAGES
+    assert seen["books"] == {cpu} and seen["rx"] == str(cpu)

@@ -68,6 +68,8 @@ class LiveOptions:
     out: str | None = None                       # output file (.dbn/.parquet/.npy) as in replay
     top: int = 10
     source_kw: dict = field(default_factory=dict)
+    rx_cpu: int | None = None                    # pin the receive thread (fh-rx) to this CPU
+    book_cpu: int | None = None                  # pin the book consumer thread to this CPU
     file: str | None = None                      # capture file for the pcap backend (no interface)
     speed: float = 0.0                           # pcap backend: 0 = as fast as possible, 1 = recorded pace
     install_signals: bool = True                 # SIGINT/SIGTERM -> clean stop (main thread only)
@@ -241,6 +243,8 @@ def run(opts: LiveOptions) -> dict:
 
         def consume():
             try:
+                if opts.book_cpu is not None:
+                    os.sched_setaffinity(0, {opts.book_cpu})     # this thread only (Linux)
                 if not opts.apply_books:
                     drain_only()
                     return
@@ -269,7 +273,7 @@ def run(opts: LiveOptions) -> dict:
             for s in (signal.SIGINT, signal.SIGTERM):
                 old[s] = signal.signal(s, on_signal)
         t0 = time.monotonic()
-        feed.start(ring)
+        feed.start(ring, -1 if opts.rx_cpu is None else opts.rx_cpu)
         cons = threading.Thread(target=consume, name="fh-books", daemon=True)
         cons.start()
         if retx is not None:
@@ -453,6 +457,8 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--queues", type=int, default=None, help="AF_XDP / DPDK rx queues")
     p.add_argument("--eal", default=None, help="DPDK EAL arguments, space separated (default: --no-huge vdev)")
     p.add_argument("--no-books", action="store_true", help="do not build books (capture + parse benchmark)")
+    p.add_argument("--rx-cpu", type=int, default=None, help="pin the receive thread to this CPU")
+    p.add_argument("--book-cpu", type=int, default=None, help="pin the book thread to this CPU")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     return p
 
@@ -484,7 +490,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     opts = LiveOptions(iface=args.iface, file=args.file, speed=speed, source_kw=source_kw, capture=args.capture, groups=args.group, udp_port=args.port,
                        date=args.date, reorder_window=args.reorder_window, duration=args.duration,
                        count=args.count, idle_stop=args.idle_stop, until_end_of_session=args.until_eos, apply_books=not args.no_books, status_interval=args.status_interval,
-                       out=args.out, retransmit=args.retransmit,
+                       out=args.out, retransmit=args.retransmit, rx_cpu=args.rx_cpu, book_cpu=args.book_cpu,
                        protocol="itch50")
     if args.iface and not os.path.exists(f"/sys/class/net/{args.iface}"):
         print(f"feedhandler run: no interface {args.iface!r} in this network namespace", file=sys.stderr)

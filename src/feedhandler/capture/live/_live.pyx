@@ -54,6 +54,14 @@ from feedhandler.errors import CaptureError, CaptureFormatError, FeedError
 cdef extern from "<pthread.h>" nogil:
     ctypedef unsigned long pthread_t
     int pthread_create(pthread_t *t, const void *attr, void *(*fn)(void *) noexcept nogil, void *arg)
+    int pthread_setname_np(pthread_t t, const char *name)
+
+cdef extern from "<sched.h>" nogil:
+    ctypedef struct cpu_set_t:
+        pass
+    void CPU_ZERO(cpu_set_t *s)
+    void CPU_SET(int cpu, cpu_set_t *s)
+    int pthread_setaffinity_np(pthread_t t, size_t size, const cpu_set_t *s)
     int pthread_join(pthread_t t, void **ret)
 
 cdef extern from "<time.h>" nogil:
@@ -350,16 +358,27 @@ cdef class LiveFeed:
     def finished(self):
         return bool(self.core.finished)
 
-    def start(self, Ring ring not None):
-        """Start the receive thread; it closes ``ring`` when the feed ends (after :meth:`stop`)."""
+    def start(self, Ring ring not None, int cpu=-1):
+        """Start the receive thread (named ``fh-rx``); it closes ``ring`` when the feed ends (after
+        :meth:`stop`). ``cpu`` >= 0 pins it to that CPU."""
+        cdef cpu_set_t cpus
         if self.started:
             raise FeedError("already started")
+        if cpu >= 0 and cpu >= (os.cpu_count() or 1):
+            raise ValueError(f"cpu {cpu}: this machine has {os.cpu_count()} CPUs")
         self.ring_obj = ring
         self.core.ring = ring.ring
         cdef int rc = pthread_create(&self.thread, NULL, _producer, &self.core)
         if rc != 0:
             raise FeedError(f"pthread_create failed: {os.strerror(rc)}")
         self.started = True
+        pthread_setname_np(self.thread, b"fh-rx")
+        if cpu >= 0:
+            CPU_ZERO(&cpus)
+            CPU_SET(cpu, &cpus)
+            rc = pthread_setaffinity_np(self.thread, sizeof(cpu_set_t), &cpus)
+            if rc != 0:
+                raise FeedError(f"cannot pin the receive thread to CPU {cpu}: {os.strerror(rc)}")
 
     def stop(self):
         """Stop receiving: what was received is framed (holes given up), decoded and published, then
