@@ -138,6 +138,8 @@ def test_run_main_needs_an_interface_or_a_file(capsys):
     assert e.value.code == 2
     assert "--iface" in capsys.readouterr().err
     assert run_main(["--file", "/nonexistent.pcap"]) != 0
+    assert run_main(["--iface", "lo", "--file", str(SAMPLE), "--status-interval", "0"]) != 0
+    assert "not both" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         run_main(["--file", str(SAMPLE), "--pace", "fast"])
 

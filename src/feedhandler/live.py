@@ -182,6 +182,8 @@ def run(opts: LiveOptions) -> dict:
     from feedhandler.ring import Ring
 
     requested = opts.capture
+    if opts.iface and opts.file and (requested or "").lower() != "pcap":
+        raise ValueError("give --iface (capture live) or --file (replay a capture), not both")
     if not opts.iface and opts.file and (requested or os.environ.get(backends.ENV) or "auto") == "auto":
         requested = "pcap"      # no interface: replay the file (nothing else can run)
     sel = backends.select(requested, opts.iface, pcap_file=opts.file)
