@@ -92,12 +92,25 @@ def ldflags():
     return flags
 
 
-def extensions():
+def compiled_py():
+    """Pure-Python modules of the order-entry request path that are also compiled by Cython: the tuple
+    ``COMPILED_PY`` of src/engine/__init__.py (read, not imported). The .py stays the source and the
+    fallback; the extension module shadows it once built. See bench/README.md, gateway section."""
+    import ast
+
+    with open(os.path.join(HERE, "src", "engine", "__init__.py")) as f:
+        for node in ast.parse(f.read()).body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "COMPILED_PY" for t in node.targets):
+                return [os.path.join("src", "engine", name + ".py") for name in ast.literal_eval(node.value)]
+    raise RuntimeError("src/engine/__init__.py defines no COMPILED_PY")
+
+
+def extensions(sources):
     only = [p for p in os.environ.get("FH_BUILD_ONLY", "").split(",") if p]
     exts = []
-    for pyx in sorted(glob.glob(os.path.join("src", "**", "*.pyx"), recursive=True)):
+    for pyx in sources:
         rel = os.path.relpath(pyx, "src")
-        name = rel[: -len(".pyx")].replace(os.sep, ".")
+        name = os.path.splitext(rel)[0].replace(os.sep, ".")
         if only and not any(name.startswith(p) for p in only):
             continue
         exts.append(
@@ -114,21 +127,30 @@ def extensions():
     return exts
 
 
+NATIVE_DIRECTIVES = {       # .pyx: C semantics where the code asks for them
+    "language_level": 3,
+    "boundscheck": False,
+    "wraparound": False,
+    "cdivision": True,
+    "initializedcheck": False,
+    "embedsignature": True,
+}
+PY_DIRECTIVES = {           # compiled .py: exactly Python's semantics (negative indices, ZeroDivisionError,
+    "language_level": 3,    # annotations are documentation, not C types or runtime checks)
+    "annotation_typing": False,
+    "binding": True,
+    "embedsignature": True,
+}
+
 copy_headers()
+_jobs = int(os.environ.get("FH_CYTHON_JOBS", "0")) or None
+_ext_modules = cythonize(extensions(sorted(glob.glob(os.path.join("src", "**", "*.pyx"), recursive=True))),
+                         include_path=["src", CSRC_INCLUDE], compiler_directives=NATIVE_DIRECTIVES, nthreads=_jobs)
+if not os.environ.get("FH_PURE_PYTHON"):
+    _ext_modules += cythonize(extensions(compiled_py()),
+                              include_path=["src"], compiler_directives=PY_DIRECTIVES, nthreads=_jobs)
 setup(
-    ext_modules=cythonize(
-        extensions(),
-        include_path=["src", CSRC_INCLUDE],
-        compiler_directives={
-            "language_level": 3,
-            "boundscheck": False,
-            "wraparound": False,
-            "cdivision": True,
-            "initializedcheck": False,
-            "embedsignature": True,
-        },
-        nthreads=int(os.environ.get("FH_CYTHON_JOBS", "0")) or None,
-    ),
+    ext_modules=_ext_modules,
     cmdclass={"build_py": BuildPyWithHeaders},
     cffi_modules=CFFI_MODULES,
 )

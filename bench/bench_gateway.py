@@ -112,7 +112,8 @@ class NullEngine:
         return [self.submit(r) for r in reqs]
 
 
-def gateway_server(ready, stop_ev, port_q, workers, null_engine=False):
+def bench_exchange(workers, null_engine=False):
+    """The exchange every gateway contender runs: two symbols, no journal, no rate limit or price band."""
     import tempfile
 
     from engine.exchange import Exchange, load_config
@@ -124,6 +125,11 @@ def gateway_server(ready, stop_ev, port_q, workers, null_engine=False):
     ex = Exchange(cfg)
     if null_engine:
         ex.pipeline.engine = NullEngine()
+    return ex
+
+
+def gateway_server(ready, stop_ev, port_q, workers, null_engine=False):
+    ex = bench_exchange(workers, null_engine)
     ex.start()
     port_q.put(int(ex.gateway.endpoint.rsplit(":", 1)[1]))
     ready.set()
@@ -135,36 +141,107 @@ def gateway_server(ready, stop_ev, port_q, workers, null_engine=False):
     ex.stop()
 
 
+class _CapturedSocket:
+    """Stands in for the worker's DEALER in the in-process measurement: keeps the last frame sent."""
+
+    def __init__(self):
+        self.last = b""
+
+    def send(self, data, flags=0, copy=True, track=False):
+        self.last = data
+
+
+def inprocess(null_engine, n, gap_s):
+    """Server-side cost of one request without ZeroMQ: ``Gateway._handle`` (auth, JSON, validation, dedup,
+    risk, engine, reply, market data) on signed new/cancel requests, one at a time, in this thread (made
+    the engine thread). With ``gap_s`` > 0 the thread sleeps that long before every request, as a server
+    does between the round trips of the latency phase: the code then runs on cold caches."""
+    import engine.gateway as G
+    from engine.auth import sign
+
+    ex = bench_exchange(1, null_engine)
+    ex.start()
+    gw = ex.gateway
+    gw.stop()                          # its threads go; this thread owns the engine instead
+    sock = _CapturedSocket()
+    gw._tls.sock = sock
+    ex.pipeline.attach(lambda: None)
+    send2_was = G._send2
+    G._send2 = lambda s, ident, body, flags=0: s.send(body)     # the reply frame, captured
+    to_cancel, costs = [], []
+    try:
+        for i in range(1, n + 1):
+            if to_cancel and i % 2 == 0:
+                req = {"type": "cancel", "rid": f"r{i}", "order_id": to_cancel.pop(0)}
+            else:
+                req = {"type": "new", "rid": f"r{i}", "client_order_id": f"c{i}", "symbol": "AAPL", "side": "B",
+                       "price": 90 * PX + (i % 50) * 10_000_000, "qty": 10, "tif": "day"}
+            body = dumpb(req)
+            ts = time.time_ns()
+            frames = [b"ident", b"demo-mm", str(ts).encode(), sign(b"demo-mm-secret", ts, body), body]
+            if gap_s:
+                time.sleep(gap_s)
+            t0 = time.perf_counter_ns()
+            gw._handle(sock, [frames])
+            costs.append(time.perf_counter_ns() - t0)
+            r = loads(sock.last)
+            if r.get("status") != "ack":
+                raise RuntimeError(f"not acknowledged: {r}")
+            evs = r.get("events") or []
+            if evs and evs[0]["type"] == "accepted":
+                to_cancel.append(evs[0]["order_id"])
+    finally:
+        G._send2 = send2_was
+        ex.pipeline.detach()
+        ex.stop()
+    warm = costs[len(costs) // 10:]
+    return round(statistics.median(warm) / 1000, 1)
+
+
+def run_inprocess(args):
+    """Median server-side request cost (us), hot and after an idle gap, in a pinned child process each."""
+    ctx = mp.get_context("spawn")
+    out = {}
+    for kind, null in (("gateway", False), ("gateway_null", True)):
+        for label, gap in (("hot", 0.0), ("after_100us_idle", 0.0001)):
+            with ctx.Pool(1) as pool:
+                out[f"{kind}_{label}_us"] = pool.apply(_pinned_call, (inprocess, args.server_cpus, null,
+                                                                       args.inprocess_n, gap))
+    return out
+
+
+def _pinned_call(fn, cpus, *args):
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    return fn(*args)
+
+
 def pct(v, p):
     s = sorted(v)
     return s[min(len(s) - 1, int(len(s) * p / 100))]
 
 
 class EchoClient:
+    """The same client code as GatewayClient (engine.client.Client: sign, four frames) against an echo; it
+    reads the echoed frames back, so the client side costs the same in every contender."""
+
     def __init__(self, port):
-        self.ctx = zmq.Context()
-        self.s = self.ctx.socket(zmq.DEALER)
-        self.s.connect(f"tcp://127.0.0.1:{port}")
+        from engine.client import Client
+        self.c = Client(f"tcp://127.0.0.1:{port}", "demo-mm", "demo-mm-secret", ctx=zmq.Context(), timeout=5)
         self.i = 0
 
-    def make(self):
-        # the same frames a signed gateway request has: key, ts, signature, body
-        from engine.auth import sign
-        self.i += 1
-        body = dumpb({"type": "new", "rid": f"r{self.i}", "symbol": "AAPL", "side": "B", "price": 90 * PX,
-                      "qty": 10})
-        ts = time.time_ns()
-        return [b"demo-mm", str(ts).encode(), sign(b"demo-mm-secret", ts, body), body]
-
     def send(self):
-        self.s.send_multipart(self.make())
+        self.i += 1
+        self.c.send_raw(dumpb({"type": "new", "rid": f"r{self.i}", "client_order_id": f"c{self.i}", "symbol": "AAPL",
+                               "side": "B", "price": 90 * PX, "qty": 10, "tif": "day"}))
 
     def recv(self):
-        self.s.recv_multipart()
+        self.c.sock.recv_multipart()
 
     def close(self):
-        self.s.close(0)
-        self.ctx.term()
+        ctx = self.c.ctx
+        self.c.close()
+        ctx.term()
 
 
 class GatewayClient:
@@ -313,12 +390,16 @@ def main(argv=None):
     ap.add_argument("--server-cpus", default="", help="pin every server process (all its threads) to these "
                     "CPUs, e.g. 1; the same for every contender (default: no pinning)")
     ap.add_argument("--client-cpus", default="", help="pin the client (this process) to these CPUs, e.g. 0")
+    ap.add_argument("--inprocess-n", type=int, default=4000, help="requests per in-process measurement (0: skip "
+                    "it): the server-side cost of a request without ZeroMQ, hot and after 100 us idle")
     a = ap.parse_args(argv)
     a.server_cpus = {int(c) for c in a.server_cpus.split(",") if c != ""}
     a.client_cpus = {int(c) for c in a.client_cpus.split(",") if c != ""}
     if a.client_cpus:
         os.sched_setaffinity(0, a.client_cpus)
     res = run_all(a)
+    if a.inprocess_n:
+        res["inprocess"] = run_inprocess(a)
     res["ratio_p50"] = round(res["gateway"]["p50_us"] / res["echo"]["p50_us"], 2)
     res["ratio_p99"] = round(res["gateway"]["p99_us"] / res["echo"]["p99_us"], 2)
     res["ratio_throughput"] = round(res["echo"]["orders_per_s"] / max(1, res["gateway"]["orders_per_s"]), 2)
@@ -340,6 +421,11 @@ def main(argv=None):
     print("gateway server stages (p50/p99 us, both phases): " + ", ".join(
         f"{k} {v['p50_us']}/{v['p99_us']}" for k, v in res["gateway"].get("server_stages", {}).items()
         if isinstance(v, dict)))
+    if "inprocess" in res:
+        ip = res["inprocess"]
+        print(f"server-side request cost in process (no ZeroMQ; median us): gateway {ip['gateway_hot_us']} hot, "
+              f"{ip['gateway_after_100us_idle_us']} after 100 us idle; gateway_null {ip['gateway_null_hot_us']} hot, "
+              f"{ip['gateway_null_after_100us_idle_us']} after 100 us idle")
     print(f"median of {len(res['rounds'])} interleaved rounds, p50 / echo p50: proxy_echo {med['proxy_p50_ratio']}x, "
           f"gateway {med['p50_ratio']}x, gateway_null {med['null_p50_ratio']}x; echo/gateway throughput "
           f"{med['throughput_ratio']}x")

@@ -64,6 +64,32 @@ def test_bad_requests_are_not_journaled(tmp_path):
         assert (m.seq, m.state_hash()) == before
 
 
+def test_out_of_range_and_odd_values_are_bad_requests(tmp_path):
+    """Values that fit no C field (or no dict key) are answered like any bad request: one rejected event,
+    nothing sequenced or journaled; numpy integers are integers."""
+    import numpy as np
+
+    with EngineManager(SYMS, journal_dir=str(tmp_path)) as m:
+        before = (m.seq, m.state_hash())
+        bad = [{"type": "new", "account": "x", "symbol": "AAPL", "side": "B", "price": 2**63, "qty": 1},
+               {"type": "new", "account": "x", "symbol": "AAPL", "side": "B", "price": 1, "qty": 2**31},
+               {"type": "new", "account": "x", "symbol": "AAPL", "side": "B", "price": 1, "qty": 1, "ts_recv": -1},
+               {"type": "new", "account": "x", "symbol": "AAPL", "side": "B", "price": 1, "qty": 1, "ts_recv": 2**64},
+               {"type": "new", "account": "x", "symbol": ["AAPL"], "side": "B", "price": 1, "qty": 1},
+               {"type": "eod", "symbol": {"AAPL": 1}},
+               {"type": "new", "account": "x", "symbol": "AAPL", "side": "B", "price": True, "qty": 1},
+               {"type": "amend", "account": "x", "order_id": (1 << 40) | 1, "new_price": -(2**63) - 1},
+               {"type": "new", "account": 7, "symbol": "AAPL", "side": "B", "price": 1, "qty": 1}]
+        for req in bad:
+            evs = m.submit(req)
+            assert len(evs) == 1 and evs[0]["type"] == "rejected" and evs[0]["seq"] == 0, (req, evs)
+            assert evs[0]["reason"] in ("bad_request", "unknown_symbol"), (req, evs)
+        assert (m.seq, m.state_hash()) == before
+        ok = m.submit({"type": "new", "account": "x", "symbol": "AAPL", "side": "B", "price": np.int64(7),
+                       "qty": np.uint32(3)})
+        assert [(e["type"], e["price"], e["qty"]) for e in ok] == [("accepted", 7, 3)]
+
+
 def test_end_of_day_all_symbols():
     with EngineManager(SYMS) as m:
         for s in SYMS:

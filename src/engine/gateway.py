@@ -57,6 +57,7 @@ import zmq
 
 from engine.auth import AuthError, Authenticator
 from engine.risk import RiskManager
+from engine.zmqio import recv_frames as _recv_frames, send2 as _send2
 
 
 
@@ -91,25 +92,8 @@ loads = _orjson.loads if _orjson is not None else json.loads
 SIDES = {"B": "B", "S": "S", "buy": "B", "sell": "S", "BUY": "B", "SELL": "S", "1": "B", "2": "S"}
 _PENDING = object()
 # zmq's flags are enum.IntFlag: every "|" or "&" on them is a Python-level enum call (~1 us here), so the
-# hot path uses plain ints
-_SNDMORE, _NOBLOCK, _EVENTS, _POLLIN = int(zmq.SNDMORE), int(zmq.NOBLOCK), int(zmq.EVENTS), int(zmq.POLLIN)
-
-
-def _send2(sock: zmq.Socket, ident: bytes, body: bytes, flags: int = 0) -> None:
-    """send_multipart([ident, body], flags) without enum arithmetic."""
-    sock.send(ident, _SNDMORE | flags)
-    sock.send(body, flags)
-
-
-def _recv_frames(sock: zmq.Socket) -> list[bytes]:
-    """recv_multipart() without a getsockopt(RCVMORE) per frame (~0.8 us each in pyzmq 27 here): the
-    zero-copy frame's ``more`` flag says the same; 5-frame request measured 4.8 -> 3.0 us."""
-    f = sock.recv(copy=False)
-    parts = [f.bytes]
-    while f.more:
-        f = sock.recv(copy=False)
-        parts.append(f.bytes)
-    return parts
+# hot path uses plain ints (and engine.zmqio's sends)
+_NOBLOCK, _EVENTS, _POLLIN = int(zmq.NOBLOCK), int(zmq.EVENTS), int(zmq.POLLIN)
 
 
 _CALL = object()   # engine-queue marker of a call (query) run by the engine thread
@@ -125,7 +109,7 @@ class _Waiter:
         self.ev = threading.Event()
         self.n = n
 
-    def deliver(self, i: int, reply: dict) -> None:
+    def deliver(self, i: int, reply) -> None:
         self.out.append((i, reply))
         if len(self.out) >= self.n:
             self.ev.set()

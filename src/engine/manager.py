@@ -26,61 +26,23 @@ import os
 import queue
 import struct
 import threading
-import time
 from collections.abc import Iterator
 
 import numpy as np
 
 from engine import orders as O
 from engine.journal import JournalWriter, read_journal
-from engine.matching import REASONS, Engine
+from engine.matching import Engine
+from engine.shard_core import ShardCore, reject_event
 
 ID_SHIFT = 40
 ID_MASK = (1 << ID_SHIFT) - 1
 _STR = struct.Struct("<H")
-_EXEC_NAMES = O.EXEC_DTYPE.names
-_SIDES = {"B": "B", "S": "S", "BUY": "B", "SELL": "S"}
-_TERMINAL = (O.EXEC_TYPE["fill"], O.EXEC_TYPE["canceled"], O.EXEC_TYPE["expired"])
-_KIND_NEW, _KIND_AMEND, _KIND_EOD = O.KIND["new"], O.KIND["amend"], O.KIND["eod"]
-_SIDE_BYTES = {"B": b"B", "S": b"S"}
-_ROW_FIELDS = ("seq", "ts_recv", "order_id", "price", "qty", "account", "instrument_id", "kind", "side", "order_type",
-               "tif", "flags", "stp", "user_tag")
-if O.REQ_DTYPE.names != _ROW_FIELDS:   # _to_row builds rows positionally in this order
-    raise ImportError(f"fh_order_req fields changed: update engine.manager._to_row ({O.REQ_DTYPE.names})")
-_EXEC_LITERAL = (O.EXEC_TYPE["fill"], O.LIQUIDITY["taker"], O.EXEC_TYPE["rejected"])
+_KIND_EOD = O.KIND["eod"]
 
 
 class EngineBusy(Exception):
     """The engine input queue is full; the gateway answers "busy" (never a silent drop)."""
-
-
-class BadRequest(ValueError):
-    """A request dict that cannot become an order record (answered with a rejected event, not journaled)."""
-
-    def __init__(self, reason: str, text: str):
-        super().__init__(text)
-        self.reason = reason
-
-
-def _int(req: dict, key: str, default=None) -> int:
-    v = req.get(key, default)
-    if v is None:
-        raise BadRequest("bad_request", f"missing {key}")
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-        raise BadRequest("bad_request", f"{key} must be an int (1e-9 fixed point for prices), got {v!r}")
-    return int(v)
-
-
-def _enum(req: dict, key: str, table: dict, default: str) -> int:
-    v = req.get(key, default)
-    if not isinstance(v, str) or v.lower() not in table:
-        raise BadRequest("bad_request", f"{key} must be one of {sorted(table)}, got {v!r}")
-    return table[v.lower()]
-
-
-def _pack_str(s: str) -> bytes:
-    b = s.encode()
-    return _STR.pack(len(b)) + b
 
 
 def _unpack_str(buf: bytes, pos: int) -> tuple[str, int]:
@@ -89,17 +51,7 @@ def _unpack_str(buf: bytes, pos: int) -> tuple[str, int]:
     return buf[pos : pos + n].decode(), pos + n
 
 
-def _reject_event(req: dict, reason: str, text: str) -> dict:
-    return {"type": "rejected", "seq": 0, "order_id": int(req.get("order_id") or 0)
-            if isinstance(req.get("order_id"), int) else 0,
-            "client_order_id": str(req.get("client_order_id", "")), "request_client_order_id":
-            str(req.get("client_order_id", "")), "account": str(req.get("account", "")),
-            "symbol": str(req.get("symbol", "")), "side": str(req.get("side", "")), "price": 0, "qty": 0,
-            "leaves_qty": 0, "cum_qty": 0, "trade_id": 0, "liquidity": "", "contra_account": "",
-            "contra_order_id": 0, "reason": reason, "text": text, "ts_event": 0}
-
-
-class ShardEngine:
+class ShardEngine(ShardCore):
     """One engine: the books of some symbols, their sequence counter and their journal (one owner thread).
 
     ``symbol_ids`` are the global indices of ``symbols`` in the EngineManager's symbol list (they go into
@@ -122,10 +74,10 @@ class ShardEngine:
         self.engine = Engine(len(symbols), tick_size)
         self.seq = 0
         self.next_n = [0] * len(symbols)
-        self.accounts: dict[str, int] = {}
-        self.account_names: list[str] = [""]
-        self.clordid: dict[int, str] = {}
-        self.last_trades: dict[str, tuple[int, int]] = {}
+        self.accounts = {}
+        self.account_names = [""]
+        self.clordid = {}
+        self.last_trades = {}
         self.journal = None
         self.journal_dir = journal_dir
         self.replayed_events: list[dict] = []
@@ -140,175 +92,8 @@ class ShardEngine:
     def _config(self) -> dict:
         return {"symbols": self.symbols, "symbol_ids": self.symbol_ids, "tick_size": self.tick_size}
 
-    # ---- request dict -> record ----------------------------------------------------------------------
-    def _account(self, name: str) -> int:
-        """Account number for a (validated) name; new names get the next number (journaled input only)."""
-        num = self.accounts.get(name)
-        if num is None:
-            num = len(self.account_names)
-            self.accounts[name] = num
-            self.account_names.append(name)
-        return num
-
-    def _target_inst(self, oid: int) -> int:
-        inst = self.local_of_global.get((oid >> ID_SHIFT) - 1)
-        if inst is None:
-            raise BadRequest("unknown_order", f"order id {oid} belongs to no symbol of this engine")
-        return inst
-
-    def _to_row(self, req: dict) -> tuple[list, str, str]:
-        """One request as the field values of a REQ_DTYPE row (``_ROW_FIELDS`` order, seq 0), its
-        account name and client order id. Raises BadRequest; state (accounts, id counters) changes only
-        for requests that pass. A list per request and one ``np.array`` per batch: setting numpy record
-        fields one by one cost ~1 us each, most of this function's time."""
-        if not isinstance(req, dict):
-            raise BadRequest("bad_request", "request must be a dict")
-        kind = _enum(req, "type", O.KIND, "new")
-        clid = req.get("client_order_id", "")
-        if not isinstance(clid, str):
-            clid = str(clid)
-        ts_recv = _int(req, "ts_recv", 0) or time.time_ns()
-        # seq, ts_recv, order_id, price, qty, account, instrument_id, kind, side, order_type, tif, flags, stp, tag
-        if kind == _KIND_EOD:
-            sym = req.get("symbol")
-            if sym not in self.inst:
-                raise BadRequest("unknown_symbol", f"unknown symbol {sym!r}")
-            return [0, ts_recv, 0, 0, 0, 0, self.inst[sym], kind, b"B", 0, 0, 0, 0, 0], "", clid
-        acct = req.get("account")
-        if not isinstance(acct, str):
-            raise BadRequest("bad_request", f"account must be a str, got {acct!r}")
-        if kind == _KIND_NEW:
-            sym = req.get("symbol")
-            if sym not in self.inst:
-                raise BadRequest("unknown_symbol", f"unknown symbol {sym!r}")
-            side = _SIDES.get(str(req.get("side", "")).upper())
-            if side is None:
-                raise BadRequest("bad_request", f"side must be 'B' or 'S', got {req.get('side')!r}")
-            otype = _enum(req, "order_type", O.ORDER_TYPE, "limit")
-            qty = _int(req, "qty")
-            price = _int(req, "price", 0 if otype == O.ORDER_TYPE["market"] else None)
-            if not 0 < qty <= O.MAX_QTY or not -(2**63) <= price < 2**63:
-                raise BadRequest("bad_request", "qty or price out of range")
-            flags = 0
-            if req.get("post_only", False):
-                flags |= O.FLAG_POST_ONLY
-                mode = req.get("post_only_mode")
-                if mode is None:
-                    reprice = self.reprice
-                elif mode in ("reject", "reprice"):
-                    reprice = mode == "reprice"
-                else:
-                    raise BadRequest("bad_request", f"post_only_mode must be reject or reprice, got {mode!r}")
-                if reprice:
-                    flags |= O.FLAG_REPRICE
-            inst = self.inst[sym]
-            tif = _enum(req, "tif", O.TIF, "day")
-            stp = _enum(req, "stp", O.STP, "none") if "stp" in req else self.stp
-            num = self._account(acct)
-            self.next_n[inst] += 1
-            oid = ((self.symbol_ids[inst] + 1) << ID_SHIFT) | self.next_n[inst]
-            return [0, ts_recv, oid, price, qty, num, inst, kind, _SIDE_BYTES[side], otype, tif, flags, stp, 0], acct, clid
-        oid = _int(req, "order_id")
-        inst = self._target_inst(oid)
-        price = qty = 0
-        if kind == _KIND_AMEND:
-            new_price = req.get("new_price")
-            new_qty = req.get("new_qty")
-            if new_price is None and new_qty is None:
-                raise BadRequest("bad_request", "amend needs new_price and/or new_qty")
-            price = O.UNDEF_PRICE if new_price is None else _int(req, "new_price")
-            qty = 0 if new_qty is None else _int(req, "new_qty")
-            if not 0 < qty <= O.MAX_QTY and new_qty is not None:
-                raise BadRequest("bad_request", "new_qty must be 1..2**31-1")
-        return [0, ts_recv, oid, price, qty, self._account(acct), inst, kind, b"B", 0, 0, 0, 0, 0], acct, clid
-
-    # ---- applying ----------------------------------------------------------------------------------------
-    def _apply(self, recs: np.ndarray, metas: list[tuple[str, str]], tokens=None) -> list[list[dict]]:
-        """Apply sequenced records (already journaled, a REQ_DTYPE array: recovery); events per record."""
-        kinds = recs["kind"].tolist()
-        oids = recs["order_id"].tolist()
-        seqs = recs["seq"].tolist()
-        self._note_clordids(kinds, oids, metas)
-        return self._events(self.engine.process(recs).tolist(), kinds, oids, seqs, metas, tokens)
-
-    def _note_clordids(self, kinds, oids, metas) -> None:
-        clordid = self.clordid
-        for k, oid, (acct, clid) in zip(kinds, oids, metas):
-            if k == _KIND_NEW:
-                clordid[oid] = clid
-
-    def _events(self, evs: list[tuple], kinds: list, oids: list, seqs: list, metas: list[tuple[str, str]],
-                tokens=None) -> list[list[dict]]:
-        """Engine exec tuples (EXEC_DTYPE field order) -> event dicts per request."""
-        clordid = self.clordid
-        per: list[list[dict]] = [[] for _ in seqs]
-        first_seq = seqs[0] if seqs else 0
-        names = self.account_names
-        n_names = len(names)
-        symbols, symbol_ids = self.symbols, self.symbol_ids
-        type_name, liq_name = O.EXEC_TYPE_NAME, O.LIQUIDITY_NAME
-        fill, taker, rejected = _EXEC_LITERAL
-        for row in evs:
-            (seq, ts_event, oid, contra_oid, tid, price, qty, leaves, cum, acct, contra_acct, inst, typ, side,
-             liq, reason) = row
-            i = seq - first_seq
-            req_acct, req_clid = metas[i]
-            sym = symbols[inst]
-            if tid:
-                tid = (symbol_ids[inst] << ID_SHIFT) | (tid & ID_MASK)
-            clid = clordid.get(oid, req_clid if oid == oids[i] else "")
-            ev = {"type": type_name[typ], "seq": seq, "order_id": oid, "client_order_id": clid,
-                  "request_client_order_id": req_clid, "account": names[acct] if acct < n_names else "",
-                  "symbol": sym, "side": side.decode(), "price": price, "qty": qty, "leaves_qty": leaves,
-                  "cum_qty": cum, "trade_id": tid, "liquidity": liq_name[liq],
-                  "contra_account": names[contra_acct] if contra_acct and contra_acct < n_names else "",
-                  "contra_order_id": contra_oid, "reason": REASONS[reason], "ts_event": ts_event}
-            if tokens is not None:
-                ev["token"] = tokens[i]
-            if typ == fill and liq == taker:
-                self.last_trades[sym] = (price, qty)
-            if (typ in _TERMINAL and leaves == 0) or (typ == rejected and kinds[i] == _KIND_NEW):
-                clordid.pop(oid, None)
-            per[i].append(ev)
-        return per
-
-    def submit_many(self, reqs: list[dict], tokens=None) -> list[list[dict]]:
-        """Validate, sequence, journal (one commit), apply. Events per request, in order."""
-        rows, metas, index, out = [], [], [], [None] * len(reqs)
-        for i, req in enumerate(reqs):
-            try:
-                row, acct, clid = self._to_row(req)
-            except BadRequest as e:
-                ev = _reject_event(req if isinstance(req, dict) else {}, e.reason, str(e))
-                if tokens is not None:
-                    ev["token"] = tokens[i]
-                out[i] = [ev]
-                continue
-            self.seq += 1
-            row[0] = self.seq
-            rows.append(tuple(row))
-            metas.append((acct, clid))
-            index.append(i)
-        if rows:
-            # rows go to the engine's own reused input buffer (Engine.process_rows): no numpy array per
-            # call. The journal gets the same packed bytes (padding zeroed) and is committed BEFORE the
-            # engine applies anything: pack_rows packs, a journal write failure raises before run.
-            journal = self.journal
-            kinds = [r[7] for r in rows]
-            oids = [r[2] for r in rows]
-            seqs = [r[0] for r in rows]
-            if journal is not None:
-                blob = self.engine.pack_rows(rows)
-                append = journal.append
-                for j, (acct, clid) in enumerate(metas):
-                    append(b"R" + blob[64 * j : 64 * j + 64] + _pack_str(acct or "") + _pack_str(clid))
-                journal.commit()  # durable per policy BEFORE the engine applies anything
-            self._note_clordids(kinds, oids, metas)
-            evs = self.engine.process_rows(rows)
-            sub_tokens = [tokens[i] for i in index] if tokens is not None else None
-            for i, per in zip(index, self._events(evs, kinds, oids, seqs, metas, sub_tokens)):
-                out[i] = per
-        return out
+    # the request path (validation, sequencing, journal, engine, event dicts) is ShardCore.submit_many,
+    # in engine/shard_core.pyx
 
     # ---- recovery ------------------------------------------------------------------------------------------
     def _recover(self) -> None:
@@ -365,7 +150,7 @@ class ShardEngine:
 
     def _replay(self, batch, metas) -> None:
         recs = np.array(batch, dtype=O.REQ_DTYPE)
-        for evs in self._apply(recs, metas):
+        for evs in self.apply_records(recs, metas):
             self.replayed_events.extend(evs)
 
     def snapshot(self) -> str:
@@ -830,7 +615,7 @@ class EngineManager:
             try:
                 results = self.submit_many(reqs, tokens)
             except Exception as e:  # a failing shard: answer every request instead of dropping it
-                results = [[dict(_reject_event(r if isinstance(r, dict) else {}, "engine_error", repr(e)),
+                results = [[dict(reject_event(r if isinstance(r, dict) else {}, "engine_error", repr(e)),
                                  token=t)] for r, t in zip(reqs, tokens)]
             for evs, tok in zip(results, tokens):
                 for ev in evs:

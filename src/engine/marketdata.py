@@ -33,11 +33,10 @@ import time
 import numpy as np
 import zmq
 
+from engine.zmqio import NOBLOCK as _NOBLOCK, SNDMORE_NOBLOCK as _SNDMORE_NOBLOCK, send as _send
 from feedhandler import records
 
 F_LAST = 0x80
-_NOBLOCK = int(zmq.NOBLOCK)
-_SNDMORE_NOBLOCK = int(zmq.SNDMORE) | _NOBLOCK
 _SIDE = {"B": b"B", "S": b"A"}
 _MBO = records.DTYPES["mbo"]
 _TRADE = records.DTYPES["trade"]
@@ -218,8 +217,8 @@ class MarketDataPublisher:
                     if topic is None:
                         topic = self._topics[sym] = sym.encode()
                     try:   # two sends with int flags: send_multipart's enum flag arithmetic costs ~1 us
-                        pub.send(topic, _SNDMORE_NOBLOCK)
-                        pub.send(payload, _NOBLOCK)
+                        _send(pub, topic, _SNDMORE_NOBLOCK)
+                        _send(pub, payload, _NOBLOCK)
                     except zmq.Again:
                         pass   # PUB drops beyond the HWM by design; counted as published anyway
             self.published += n
