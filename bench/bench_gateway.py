@@ -3,18 +3,24 @@ pyzmq ROUTER/DEALER echo measured in the same run.
 
     python bench/bench_gateway.py [--n 6000] [--seconds 6] [--window 32] [--workers 2] [--rounds 3] [--json]
 
-Each server runs in its own process (spawn), the client in this one; the three are measured in
-interleaved rounds so that load from other tenants of this shared machine hits them alike:
+Each server runs in its own process (spawn), the client in this one; all are measured in interleaved
+rounds so that load from other tenants of this shared machine hits them alike:
 
 * ``echo``: a ROUTER that sends every multipart message straight back (the floor for any ZeroMQ service
   written in Python: one recv_multipart + one send_multipart per request);
 * ``proxy_echo``: the gateway's socket layout with nothing in it (ROUTER -> zmq.proxy -> inproc DEALER ->
   one Python worker echoing): what the architecture itself costs over ``echo``;
+* ``protocol_floor``: the same layout, the worker doing only what any request costs whatever the exchange
+  behind it (HMAC check, JSON decode, a reply of the real shape JSON-encoded and sent): the floor of a
+  Python gateway speaking this protocol;
 * ``gateway``: the real path: ROUTER -> proxy -> worker (HMAC check, JSON, risk) -> engine input queue ->
   engine thread (worker 0: EngineManager, no journal) -> ACK, then market data on the PUB. The client signs
   every request (engine.auth).
 * ``gateway_null``: the same gateway with an engine stub that accepts everything and keeps no book, to
   separate the gateway's own cost from the matching engine's.
+
+``--inprocess-n`` adds the server-side cost of one request without ZeroMQ (``Gateway._handle`` called in
+process), hot and after 100 us of idle before each request, as in the latency phase.
 
 Latency: one request in flight, ``--n`` round trips after a warm-up; p50/p90/p99 in microseconds, pooled
 over the rounds, plus the gateway/echo ratio of each round. Throughput: ``--window`` requests kept in
@@ -60,16 +66,39 @@ def echo_server(ready, stop_ev, port_q):
     ctx.term()
 
 
-def proxy_echo_server(ready, stop_ev, port_q):
-    """The gateway's socket architecture with nothing in it: ROUTER -> zmq.proxy -> inproc DEALER -> one
-    Python worker thread that sends every message back (the floor of the architecture)."""
+def proxy_echo_server(ready, stop_ev, port_q, floor=False):
+    """The gateway's socket architecture: ROUTER -> zmq.proxy -> inproc DEALER -> one Python worker thread.
+
+    ``floor=False`` (``proxy_echo``): the worker sends every message back, nothing else (the floor of the
+    architecture). ``floor=True`` (``protocol_floor``): the worker does the protocol work every request
+    needs whatever the exchange behind it, with the gateway's own code: HMAC check (engine.auth), JSON
+    decode, a reply of the real shape (one ``accepted`` event) JSON-encoded and sent back. No validation,
+    dedup, risk, engine, market data or latency stamps: what is left of the 1.3x budget for those."""
     import threading
 
+    from engine.auth import Authenticator, KeyStore
+    from engine.zmqio import recv_frames, send2
+
+    auth = Authenticator(KeyStore({"demo-mm": (b"demo-mm-secret", "MM")}))
     ctx = zmq.Context()
     front = ctx.socket(zmq.ROUTER)
     port = front.bind_to_random_port("tcp://127.0.0.1")
     back = ctx.socket(zmq.DEALER)
     back.bind("inproc://bench-back")
+
+    def protocol(s):
+        ident, key, ts, sig, body = recv_frames(s)
+        account = auth.verify(key, ts, sig, body)
+        req = loads(body)
+        protocol.n += 1
+        ev = {"type": "accepted", "seq": protocol.n, "order_id": (1 << 40) | protocol.n,
+              "client_order_id": req.get("client_order_id", ""), "request_client_order_id": req.get("client_order_id", ""),
+              "account": account, "symbol": req.get("symbol", "AAPL"), "side": req.get("side", "B"),
+              "price": req.get("price", 0), "qty": req.get("qty", 0), "leaves_qty": req.get("qty", 0), "cum_qty": 0,
+              "trade_id": 0, "liquidity": "", "contra_account": "", "contra_order_id": 0, "reason": "",
+              "ts_event": time.time_ns()}
+        send2(s, ident, dumpb({"rid": req.get("rid"), "status": "ack", "events": [ev]}))
+    protocol.n = 0
 
     def worker():
         s = ctx.socket(zmq.DEALER)
@@ -78,7 +107,10 @@ def proxy_echo_server(ready, stop_ev, port_q):
         poller.register(s, zmq.POLLIN)
         while not stop_ev.is_set():
             if poller.poll(100):
-                s.send_multipart(s.recv_multipart())
+                if floor:
+                    protocol(s)
+                else:
+                    s.send_multipart(s.recv_multipart())
         s.close(0)
 
     def proxy():
@@ -311,7 +343,7 @@ def summarize(lat_ns, rates):
             "p99_us": round(pct(us, 99), 1), "n": len(us), "orders_per_s": round(statistics.median(rates))}
 
 
-KINDS = ("echo", "proxy_echo", "gateway", "gateway_null")
+KINDS = ("echo", "proxy_echo", "protocol_floor", "gateway", "gateway_null")
 
 
 def _pinned(target, cpus, *args):
@@ -324,13 +356,15 @@ def _pinned(target, cpus, *args):
 def start_server(kind, args):
     ctx = mp.get_context("spawn")
     ready, stop_ev, q = ctx.Event(), ctx.Event(), ctx.Queue()
-    target = {"echo": echo_server, "proxy_echo": proxy_echo_server}.get(kind, gateway_server)
-    extra = () if target is not gateway_server else (args.workers, kind == "gateway_null")
+    target = {"echo": echo_server, "proxy_echo": proxy_echo_server, "protocol_floor": proxy_echo_server}.get(
+        kind, gateway_server)
+    extra = {gateway_server: (args.workers, kind == "gateway_null"),
+             proxy_echo_server: (kind == "protocol_floor",)}.get(target, ())
     p = ctx.Process(target=_pinned, args=(target, args.server_cpus, ready, stop_ev, q) + extra, daemon=True)
     p.start()
     ready.wait(60)
     port = q.get(timeout=10)
-    client = GatewayClient(port) if target is gateway_server else EchoClient(port)
+    client = EchoClient(port) if kind in ("echo", "proxy_echo") else GatewayClient(port)
     return p, stop_ev, q, client
 
 
@@ -358,7 +392,8 @@ def run_all(args):
             rounds.append({"p50_ratio": round(r["gateway"][0] / r["echo"][0], 2),
                            "throughput_ratio": round(r["echo"][1] / r["gateway"][1], 2),
                            "null_p50_ratio": round(r["gateway_null"][0] / r["echo"][0], 2),
-                           "proxy_p50_ratio": round(r["proxy_echo"][0] / r["echo"][0], 2)})
+                           "proxy_p50_ratio": round(r["proxy_echo"][0] / r["echo"][0], 2),
+                           "floor_p50_ratio": round(r["protocol_floor"][0] / r["echo"][0], 2)})
     finally:
         res = {}
         for k, (p, stop_ev, q, client) in servers.items():
@@ -427,6 +462,7 @@ def main(argv=None):
               f"{ip['gateway_after_100us_idle_us']} after 100 us idle; gateway_null {ip['gateway_null_hot_us']} hot, "
               f"{ip['gateway_null_after_100us_idle_us']} after 100 us idle")
     print(f"median of {len(res['rounds'])} interleaved rounds, p50 / echo p50: proxy_echo {med['proxy_p50_ratio']}x, "
+          f"protocol_floor {med['floor_p50_ratio']}x, "
           f"gateway {med['p50_ratio']}x, gateway_null {med['null_p50_ratio']}x; echo/gateway throughput "
           f"{med['throughput_ratio']}x")
     print(f"gateway / echo: p50 {res['ratio_p50']}x (median of rounds {res['ratio_p50_median_of_rounds']}x)  "

@@ -525,3 +525,46 @@ def test_protocol_json_codec():
     assert dumpb({"n": np.int64(7)}) == b'{"n":7}'
     with pytest.raises(ValueError):
         loads(b"{not json")
+
+
+def test_orig_client_order_id_names_live_orders_only():
+    """Cancel/amend by orig_client_order_id resolves through the pipeline's name map; an order that left the
+    book (canceled, fully filled) leaves the map too, so the map does not grow with every order ever sent,
+    and a name reused for a later order points at that order."""
+    from engine.manager import EngineManager
+
+    pipe = OrderPipeline(EngineManager(["AAPL"]), RiskManager(RiskLimits(price_band_bps=0, rate_per_s=0)))
+
+    def new(acct, clid, side, price, qty):
+        return pipe.handle(acct, None, {"type": "new", "client_order_id": clid, "symbol": "AAPL", "side": side,
+                                        "price": price, "qty": qty})
+
+    assert new("ACC-A", "a1", "S", 10 * PX, 5)["status"] == "ack"
+    r = pipe.handle("ACC-A", None, {"type": "cancel", "rid": "x1", "orig_client_order_id": "a1"})
+    assert [e["type"] for e in r["events"]] == ["canceled"]
+    assert ("ACC-A", "a1") not in pipe._owner_by_clid
+    r = pipe.handle("ACC-A", None, {"type": "cancel", "rid": "x2", "orig_client_order_id": "a1"})
+    assert (r["status"], r["reason"]) == ("rejected", "bad_request") and "a1" in r["text"]
+    # fully filled: gone; partly filled: still there (and cancelable by name)
+    new("ACC-A", "a2", "S", 10 * PX, 5)
+    new("ACC-A", "a3", "S", 11 * PX, 5)
+    new("ACC-B", "b1", "B", 11 * PX, 7)
+    assert ("ACC-A", "a2") not in pipe._owner_by_clid and ("ACC-B", "b1") not in pipe._owner_by_clid
+    r = pipe.handle("ACC-A", None, {"type": "cancel", "rid": "x3", "orig_client_order_id": "a3"})
+    assert [(e["type"], e["qty"]) for e in r["events"]] == [("canceled", 3)]
+    # a name used again (once the retry memory forgot it) names the newer order; the end of an older
+    # order with the same name leaves the newer one's entry alone
+    small = OrderPipeline(EngineManager(["AAPL"]), RiskManager(RiskLimits(price_band_bps=0, rate_per_s=0)),
+                          dedup_size=1)
+
+    def new2(clid, price):
+        return small.handle("ACC-A", None, {"type": "new", "client_order_id": clid, "symbol": "AAPL", "side": "S",
+                                            "price": price, "qty": 1})["events"][0]["order_id"]
+
+    first = new2("r", 12 * PX)
+    new2("other", 14 * PX)                       # pushes "r" out of the retry memory
+    second = new2("r", 13 * PX)
+    assert second != first and small._owner_by_clid[("ACC-A", "r")] == second
+    small.handle("ACC-A", None, {"type": "cancel", "rid": "y1", "order_id": first})
+    assert small._owner_by_clid[("ACC-A", "r")] == second
+    assert not [k for k in pipe._owner_by_clid if k[0] == "ACC-A"]
