@@ -158,8 +158,6 @@ cdef class Engine:
     cdef size_t n_out
     cdef size_t cap_out
     cdef bint busy          # set (under the GIL) while a batch runs without the GIL
-    cdef fh_order_req *req_buf   # process_rows: cached, reused input buffer (grown on demand)
-    cdef size_t req_cap
 
     # commands
     cdef int run(self, const fh_order_req *reqs, size_t n) except -1 nogil
@@ -181,6 +179,5 @@ cdef class Engine:
     cdef int _expire_side(self, Book *b, Side *s, const fh_order_req *r) noexcept nogil
     cdef object _contiguous(self, reqs)
     cdef size_t _run_buffer(self, reqs, bint timed, uint64_t *ns_out, size_t ns_len) except? 0
-    cdef int _pack_rows(self, list rows) except -1
     # queries
     cdef size_t count_orders(self) noexcept nogil

@@ -64,15 +64,6 @@ class Engine:
     # ---- commands
     def process(self, reqs: np.ndarray) -> np.ndarray:
         """Apply a batch of ``REQ_DTYPE`` records in order; return the ``EXEC_DTYPE`` events (a new array)."""
-    def process_rows(self, rows: list[tuple]) -> list[tuple]:
-        """Apply requests given as tuples in ``REQ_DTYPE`` field order (side as one byte, e.g. ``b"B"``);
-        return the events as tuples in ``EXEC_DTYPE`` field order, equal to ``process(array).tolist()``.
-        The small-batch path (the gateway's): no numpy array on either side, the input is packed into an
-        engine-owned buffer reused across calls. Raises EngineError on a malformed row, OverflowError on
-        a value out of its field's range."""
-    def pack_rows(self, rows: list[tuple]) -> bytes:
-        """The packed 64-byte ``fh_order_req`` records of ``rows`` (padding zeroed), exactly what
-        :meth:`process_rows` applies: the journal's copy. Applies nothing."""
     def process_count(self, reqs: np.ndarray) -> int:
         """Like :meth:`process` but discards the events and returns how many there were (benchmarks)."""
     def process_latency(self, reqs: np.ndarray, ns_out: np.ndarray) -> None:

@@ -253,7 +253,6 @@ cdef class Engine:
             free(self.books)
         free(self.pool)
         free(self.out)
-        free(self.req_buf)
         free(self.ids.keys)
         free(self.ids.vals)
 
@@ -677,83 +676,6 @@ cdef class Engine:
         if n_out:
             memcpy(<void *><size_t>out.ctypes.data, self.out, n_out * sizeof(fh_exec))
         return out
-
-    cdef int _pack_rows(self, list rows) except -1:
-        """Fill the cached request buffer from REQ_DTYPE-ordered tuples (zeroed first: padding included)."""
-        cdef size_t n = len(rows), i
-        cdef fh_order_req *grown
-        cdef fh_order_req *r
-        cdef bytes side
-        if n > self.req_cap:
-            grown = <fh_order_req *>realloc(self.req_buf, n * sizeof(fh_order_req))
-            if grown == NULL:
-                raise MemoryError()
-            self.req_buf = grown
-            self.req_cap = n
-        if n:
-            memset(self.req_buf, 0, n * sizeof(fh_order_req))
-        for i in range(n):
-            row = rows[i]
-            if len(row) != 14:
-                raise EngineError("a request row has the 14 REQ_DTYPE fields")
-            r = &self.req_buf[i]
-            r.seq = row[0]
-            r.ts_recv = row[1]
-            r.order_id = row[2]
-            r.price = row[3]
-            r.qty = row[4]
-            r.account = row[5]
-            r.instrument_id = row[6]
-            r.kind = row[7]
-            side = row[8]
-            if len(side) != 1:
-                raise EngineError("side is one byte (b'B' or b'S')")
-            r.side = side[0]
-            r.order_type = row[9]
-            r.tif = row[10]
-            r.flags = row[11]
-            r.stp = row[12]
-            r.user_tag = row[13]
-        return 0
-
-    def pack_rows(self, list rows):
-        """Requests given as tuples in REQ_DTYPE field order (side as one byte) as packed 64-byte
-        ``fh_order_req`` records (padding zeroed): exactly the bytes ``process_rows`` applies (the journal's
-        copy). Nothing is applied."""
-        if self.busy:
-            raise EngineError("Engine used from two threads at once (an Engine has one owner)")
-        self._pack_rows(rows)
-        return PyBytes_FromStringAndSize(<char *>self.req_buf, len(rows) * sizeof(fh_order_req))
-
-    def process_rows(self, list rows):
-        """Apply requests given as tuples in REQ_DTYPE field order (side as one byte) and return the events
-        as tuples in EXEC_DTYPE field order: the same as ``process(array_of_rows).tolist()``.
-
-        The per-call path of small batches (the gateway sends one to a few orders per call): no numpy
-        array on either side; the input is packed into an engine-owned buffer reused across calls.
-        """
-        cdef size_t n, i, n_out
-        cdef fh_exec *e
-        if self.busy:
-            raise EngineError("Engine.process entered from two threads at once (an Engine has one owner)")
-        self._pack_rows(rows)
-        n = len(rows)
-        self.busy = True
-        self.n_out = 0
-        try:
-            if n:
-                with nogil:
-                    self.run(self.req_buf, n)
-        finally:
-            self.busy = False
-        n_out = self.n_out
-        events = [None] * n_out
-        for i in range(n_out):
-            e = &self.out[i]
-            events[i] = (e.seq, e.ts_event, e.order_id, e.contra_order_id, e.trade_id, e.price, e.qty, e.leaves_qty,
-                         e.cum_qty, e.account, e.contra_account, e.instrument_id, e.type,
-                         PyBytes_FromStringAndSize(&e.side, 1), e.liquidity, e.reason)
-        return events
 
     def process_count(self, reqs):
         """Like process() but discards the events; returns their number (for benchmarks)."""
