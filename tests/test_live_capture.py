@@ -157,9 +157,14 @@ def test_afxdp_live_equals_replay(xdp_mode):
     # NIC stamp for these frames, so they keep the user clock; generic mode falls back and says why
     from feedhandler.live import format_summary
     cap = summary["capture"]
-    if xdp_mode == "native":
-        assert cap["rx_timestamp"] is True and cap["meta_no_stamp"] == cap["packets"] and cap["meta_missing"] == 0
+    if xdp_mode == "native" and cap["rx_timestamp"]:
+        assert cap["meta_no_stamp"] == cap["packets"] and cap["meta_missing"] == 0
         assert "XDP RX metadata timestamps: on" in format_summary(summary)
+    elif xdp_mode == "native":
+        # some kernels refuse the device-bound program on veth (seen on 6.18: "program of this type cannot use
+        # helper bpf_xdp_adjust_meta"): "auto" must fall back to the plain filter and say why, loudly
+        assert "not accepted" in cap["rx_timestamp_reason"], cap
+        assert "XDP RX metadata timestamps: off (" in format_summary(summary)
     else:
         assert cap["rx_timestamp"] is False and "generic" in cap["rx_timestamp_reason"]
         assert "XDP RX metadata timestamps: off (generic" in format_summary(summary)
@@ -353,8 +358,14 @@ def test_afxdp_rx_metadata_timestamp_program_on_veth():
     if bpf_object_path(rx_timestamp=True) is None:
         pytest.skip("the receive-timestamp XDP program is not compiled (needs clang at build time)")
     n = 40
+    from feedhandler.errors import CaptureError
     with VethPair(tag="fhm") as v:
-        src = AfXdpSource(v.host_if, udp_port=PORT, xdp_mode="native", rx_timestamp="on")
+        try:
+            src = AfXdpSource(v.host_if, udp_port=PORT, xdp_mode="native", rx_timestamp="on")
+        except CaptureError as e:
+            if "not accepted" not in str(e):
+                raise
+            pytest.skip(f"this kernel refuses the device-bound RX-timestamp program on veth: {e}")
         try:
             t0 = time.time_ns()
             subprocess.run(v.ns_cmd([sys.executable, "-c", _SEND_FRAMES, v.ns_if, str(n), str(PORT)]),

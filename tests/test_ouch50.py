@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from feedhandler import records
 from feedhandler.framing.soupbintcp_stream import MSG_DTYPE
@@ -208,6 +208,8 @@ def _appendage_lists(draw):
 @settings(max_examples=200, deadline=None)
 @given(apps=_appendage_lists(), name=st.sampled_from(["enter_order", "replace_order", "order_accepted",
                                                        "order_replaced", "order_executed", "order_restated"]))
+@example(apps=[(1, 0), (2, b"\x00\x00\x00\x00")], name="enter_order")   # NUL-padded alpha (found by CI)
+@example(apps=[(2, b"A\x00 ")], name="order_accepted")
 def test_native_appendages_match_python_codec(apps, name):
     lay = spec.BY_NAME[name]
     msg = spec.encode(name, appendages=apps)

@@ -150,5 +150,5 @@ def parse_one(msg, bint from_server):
         name = _spec.APPENDAGES[tag][0]
         if row["has_" + name]:
             v = row[name]
-            out[name] = v.rstrip(b" ") if isinstance(v, bytes) else int(v)
+            out[name] = v.rstrip(b" \x00") if isinstance(v, bytes) else int(v)   # padding as in ouch50_spec
     return out

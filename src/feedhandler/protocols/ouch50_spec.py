@@ -228,7 +228,9 @@ def decode(msg: bytes, direction: str) -> tuple[str, dict]:
         for tag, raw in parse_appendages(msg[lay.size:]):
             name, kind, n = APPENDAGES.get(tag, (f"tag_{tag}", "raw", len(raw)))
             if kind in ("s", "c"):
-                apps[name] = raw.rstrip(b" ")
+                # alpha padding: trailing spaces and NULs (the native batch stores alpha values in numpy
+                # ``S`` fields, which cannot hold trailing NULs; both decoders define padding the same way)
+                apps[name] = raw.rstrip(b" \x00")
             elif kind == "raw" or len(raw) != n:
                 apps[name] = raw
             else:
