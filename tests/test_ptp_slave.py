@@ -81,7 +81,7 @@ def test_offset_agrees_with_ptp4l_slave(tmp_path):
             stdout=open(tmp_path / "slave.log", "w"), stderr=subprocess.STDOUT)
         procs.append(ref)
         ours = subprocess.Popen(
-            ["ip", "netns", "exec", ns_s, sys.executable, "-m", "feedhandler.time.slave", "--iface", if_s,
+            ["ip", "netns", "exec", ns_s, sys.executable, "-m", "feedhandler", "ptp-slave", "--iface", if_s,
              "--duration", "14", "--delay-req-interval", "0.125", "--json", "--samples"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         procs.append(ours)

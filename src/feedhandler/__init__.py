@@ -1,9 +1,8 @@
 """feedhandler: raw exchange packets to normalized ticks and order books, with a native core."""
-from __future__ import annotations
-
-import os
+from os import path as _path
 
 __version__ = "0.1.0"
+__all__ = ["__version__", "get_include"]
 
 
 def get_include() -> str:
@@ -12,9 +11,9 @@ def get_include() -> str:
     Pass it to your compiler (``include_dirs=[feedhandler.get_include()]``) next to the ``.pxd`` files
     that ``cimport feedhandler.includes.record`` finds on the package path.
     """
-    here = os.path.dirname(os.path.abspath(__file__))
-    installed = os.path.join(here, "include")
-    if os.path.isdir(os.path.join(installed, "fh")):
+    here = _path.dirname(_path.abspath(__file__))
+    installed = _path.join(here, "include")
+    if _path.isdir(_path.join(installed, "fh")):
         return installed
     # editable install from a checkout
-    return os.path.abspath(os.path.join(here, "..", "..", "csrc", "include"))
+    return _path.abspath(_path.join(here, "..", "..", "csrc", "include"))

@@ -417,6 +417,8 @@ DELEGATED = {
     "exchange": ("engine.exchange:main", "run the exchange: gateway, engines, FIX/OUCH acceptors"),
     "bot": ("engine.bot:main", "a demo trading bot against the exchange"),
     "shard-server": ("engine.shard_server:main", "an engine shard reachable over ZeroMQ (for EngineManager(remote=...))"),
+    "ptp-slave": ("feedhandler.time.slave:slave_main",
+                  "measure clock offset and path delay to a PTP master (never steers the clock)"),
 }
 
 

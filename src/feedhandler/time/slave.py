@@ -12,6 +12,8 @@ Delay_Req/Delay_Resp it has t3 and t4 (master receive, - correctionField). Then,
 
     with PtpSlave("eth0") as s:
         samples = s.run(duration=10)          # list of Sample
+
+From the shell: ``feedhandler ptp-slave --iface eth0 --duration 30``.
 """
 from __future__ import annotations
 
@@ -42,6 +44,9 @@ SOF_TIMESTAMPING_RAW_HARDWARE = 1 << 6
 SOF_TIMESTAMPING_OPT_TSONLY = 1 << 11
 DELAY_FILTER = 10                    # samples in the path delay moving median (ptp4l's default length)
 TX_STAMP_WAIT_S = 0.05               # s: how long to wait for the Delay_Req transmit stamp
+DEFAULT_LOG_MIN_DELAY_REQ = 0        # log2 s: IEEE 1588 default logMinDelayReqInterval (1 Delay_Req/s) until
+                                     # the master's Delay_Resp tells its own (its logMessageInterval field)
+LOG_INTERVAL_UNSPECIFIED = 0x7F      # logMessageInterval value meaning "not specified"
 
 
 @dataclass
@@ -67,18 +72,25 @@ def _stamp(ancdata) -> int | None:
 class PtpSlave:
     """Listens on UDP 319 (event) and 320 (general) of ``iface`` in PTP domain ``domain``."""
 
-    def __init__(self, iface: str, domain: int = 0, delay_req_interval: float = 0.25,
+    def __init__(self, iface: str, domain: int = 0, delay_req_interval: float | None = None,
                  clock_identity: int | None = None, group: str = ptp.PTP_PRIMARY_MCAST):
+        """``delay_req_interval`` (s): the wanted mean Delay_Req period; None follows the master. Never
+        shorter than the master's logMinDelayReqInterval (IEEE 1588 9.5.11.2): the master announces it in
+        every Delay_Resp, and a slave that asks faster is the one that breaks the master's budget."""
+        if delay_req_interval is not None and not delay_req_interval > 0:
+            raise ValueError(f"delay_req_interval must be > 0 s, not {delay_req_interval!r}")
         self.iface = iface
         self.domain = domain
         self.delay_req_interval = delay_req_interval
+        self.log_min_delay_req: int = DEFAULT_LOG_MIN_DELAY_REQ   # the master's, once a Delay_Resp said it
         self.clock_identity = clock_identity if clock_identity is not None else random.getrandbits(64)
         self.port_number = 1
         self.group = group
         self.master: tuple[int, int] | None = None
         self.samples: list[Sample] = []
         self.counters = {"sync": 0, "follow_up": 0, "delay_req": 0, "delay_resp": 0, "announce": 0,
-                         "other": 0, "decode_errors": 0, "no_rx_stamp": 0, "no_tx_stamp": 0, "other_domain": 0}
+                         "other": 0, "decode_errors": 0, "no_rx_stamp": 0, "no_tx_stamp": 0, "other_domain": 0,
+                         "delay_req_clamped": 0}
         self._socks: list[socket.socket] = []
         self._seq = 0
         self._pending_sync: dict[int, tuple[int, int, int]] = {}    # seq -> (t2, t1 or -1, correction)
@@ -146,6 +158,13 @@ class PtpSlave:
                 return
         self.counters["no_tx_stamp"] += 1
 
+    def delay_req_period(self) -> float:
+        """Seconds between two Delay_Req: the wanted interval, but never below the master's minimum."""
+        floor = 2.0 ** self.log_min_delay_req
+        if self.delay_req_interval is None:
+            return floor
+        return max(self.delay_req_interval, floor)
+
     def _from_master(self, m: ptp.PtpMessage) -> bool:
         return self.master is not None and m.source_port == self.master
 
@@ -188,6 +207,8 @@ class PtpSlave:
             if m.body["requesting_port"] != (self.clock_identity, self.port_number) or not self._from_master(m):
                 return
             self.counters["delay_resp"] += 1
+            if m.log_interval != LOG_INTERVAL_UNSPECIFIED and -7 <= m.log_interval <= 7:
+                self.log_min_delay_req = m.log_interval    # the master's logMinDelayReqInterval
             t3 = self._t3.pop(m.sequence_id, None)
             if t3 is None or self._t1t2 is None:
                 return
@@ -218,7 +239,10 @@ class PtpSlave:
                 break
             if self.master is not None and self._t1t2 is not None and now >= next_req:
                 self._send_delay_req()
-                next_req = now + self.delay_req_interval
+                period = self.delay_req_period()
+                if self.delay_req_interval is not None and period > self.delay_req_interval:
+                    self.counters["delay_req_clamped"] += 1
+                next_req = now + period
             r, _, _ = select.select(self._socks, [], [], min(0.05, max(0.0, end - now)))
             for s in r:
                 while True:
@@ -240,33 +264,65 @@ class PtpSlave:
             "offset_ns_mean": int(statistics.fmean(offs)) if offs else None,
             "offset_ns_stdev": int(statistics.pstdev(offs)) if len(offs) > 1 else None,
             "path_delay_ns_median": int(statistics.median(dels)) if dels else None,
+            "delay_req_interval_s": self.delay_req_period(),
+            "master_log_min_delay_req_interval": self.log_min_delay_req,
             "counters": dict(self.counters),
         }
 
 
-def slave_main(argv: Sequence[str] | None = None) -> int:
-    """``python -m feedhandler.time.slave --iface IF [--duration S] [--json]``: measure and print."""
-    p = argparse.ArgumentParser(prog="feedhandler ptp-slave", description=__doc__.splitlines()[0])
-    p.add_argument("--iface", required=True)
-    p.add_argument("--domain", type=int, default=0)
-    p.add_argument("--duration", type=float, default=10.0)
-    p.add_argument("--delay-req-interval", type=float, default=0.25)
-    p.add_argument("--json", action="store_true")
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="feedhandler ptp-slave",
+        description="Measure this host's clock offset and path delay to a PTP (IEEE 1588) master on an "
+                    "interface, as an ordinary-clock slave that never steers the clock (software time stamps, "
+                    "UDP/IPv4 end-to-end delay mechanism).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--iface", required=True, help="interface the master is reached on")
+    p.add_argument("--domain", type=int, default=0, help="PTP domain number")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds to measure")
+    p.add_argument("--delay-req-interval", type=float, default=None, metavar="S",
+                   help="wanted seconds between Delay_Req messages; never below the master's "
+                        "logMinDelayReqInterval (default: the master's)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--samples", action="store_true", help="include every sample in the JSON")
-    a = p.parse_args(argv)
+    return p
+
+
+def slave_main(argv: Sequence[str] | None = None) -> int:
+    """``feedhandler ptp-slave --iface IF [--duration S] [--json]``: measure and print.
+
+    Exit codes as every feedhandler command: 0 ok, 2 usage or an unknown interface, 1 a runtime failure
+    (a socket error), 130 interrupted.
+    """
+    p = build_parser()
+    try:
+        a = p.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
     if not os.path.exists(f"/sys/class/net/{a.iface}"):
-        print(f"no interface {a.iface!r}", file=sys.stderr)
-        return 4
-    with PtpSlave(a.iface, a.domain, a.delay_req_interval) as s:
-        s.run(a.duration)
-        out = s.summary()
-        if a.samples:
-            out["sample_list"] = [asdict(x) for x in s.samples]
+        print(f"feedhandler ptp-slave: error: no interface {a.iface!r}", file=sys.stderr)
+        return 2
+    if a.delay_req_interval is not None and not a.delay_req_interval > 0:
+        print("feedhandler ptp-slave: error: --delay-req-interval must be > 0", file=sys.stderr)
+        return 2
+    try:
+        with PtpSlave(a.iface, a.domain, a.delay_req_interval) as s:
+            s.run(a.duration)
+            out = s.summary()
+            if a.samples:
+                out["sample_list"] = [asdict(x) for x in s.samples]
+    except KeyboardInterrupt:
+        print("feedhandler ptp-slave: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:
+        print(f"feedhandler ptp-slave: error: {e}", file=sys.stderr)
+        return 1
     if a.json:
         print(json.dumps(out))
     else:
         print(f"master {out['master']}: {out['samples']} samples, offset median {out['offset_ns_median']} ns "
-              f"(stdev {out['offset_ns_stdev']}), mean path delay median {out['path_delay_ns_median']} ns")
+              f"(stdev {out['offset_ns_stdev']}), mean path delay median {out['path_delay_ns_median']} ns, "
+              f"Delay_Req every {out['delay_req_interval_s']:g} s")
     return 0
 
 
