@@ -250,8 +250,9 @@ def default_schema_dir() -> Path:
     run from the checkout, as the tests and CI do). The first candidate that exists wins; when none
     does, the last is returned and load_schemas() says what to set.
 
-    The XML files are CME's and are not shipped with the package; the native decoder does not need
-    them (its tables are generated and committed), only this Python codec (tests, synth) does.
+    The XML files are CME's and are not shipped with the package: neither the native decoder nor this
+    codec needs them at run time (both use tables generated from them and committed: the C headers and
+    ``_layouts.py``). Only the generator and the staleness tests read them.
     """
     env = os.environ.get("FH_MDP3_SCHEMA_DIR")
     if env:
@@ -264,8 +265,63 @@ def default_schema_dir() -> Path:
     return candidates[-1]
 
 
+# ---- the layouts as plain data (what tools/gen_mdp3.py writes into _layouts.py) ------------------
+# Leaf:     (name, offset, prim, length, null, const, exponent, since_version)
+# Group:    (name, id, block_length, dim_size, num_offset, num_prim, since_version, leaves, groups)
+# Template: (name, id, description, block_length, since_version, leaves, groups)
+# Schema:   (id, version, source, templates)
+def _leaf_data(x: Leaf) -> tuple:
+    return (x.name, x.offset, x.prim, x.length, x.null, x.const, x.exponent, x.since_version)
+
+
+def _group_data(g: Group) -> tuple:
+    return (g.name, g.id, g.block_length, g.dim_size, g.num_offset, g.num_prim, g.since_version,
+            tuple(_leaf_data(x) for x in g.leaves), tuple(_group_data(x) for x in g.groups))
+
+
+def schema_to_data(s: Schema, source: str) -> tuple:
+    """``s`` as nested tuples of literals (``source`` names the XML it came from)."""
+    return (s.id, s.version, source, tuple(
+        (t.name, t.id, t.description, t.block_length, t.since_version,
+         tuple(_leaf_data(x) for x in t.leaves), tuple(_group_data(g) for g in t.groups))
+        for t in s.templates.values()))
+
+
+def _group_from(d: tuple) -> Group:
+    name, id_, bl, dim_size, num_offset, num_prim, since, leaves, groups = d
+    return Group(name, id_, bl, dim_size, num_offset, num_prim, [Leaf(*x) for x in leaves],
+                 [_group_from(g) for g in groups], since)
+
+
+def schema_from_data(d: tuple) -> Schema:
+    sid, version, source, tdata = d
+    templates = {}
+    for name, id_, desc, bl, since, leaves, groups in tdata:
+        templates[id_] = Template(name, id_, desc, bl, [Leaf(*x) for x in leaves],
+                                  [_group_from(g) for g in groups], since)
+    return Schema(id=sid, version=version, path=source, templates=templates,
+                  by_name={t.name: t for t in templates.values()})
+
+
+_GENERATED: dict[int, Schema] | None = None
+
+
+def generated_schemas() -> dict[int, Schema]:
+    """The layouts of every schema version the package knows, from the generated ``_layouts.py`` (made
+    from CME's XML by ``tools/gen_mdp3.py`` at development time, like the native decoder's headers), so
+    an installed package needs no XML file."""
+    global _GENERATED
+    if _GENERATED is None:
+        from feedhandler.protocols.mdp3._layouts import SCHEMAS
+        _GENERATED = {d[1]: schema_from_data(d) for d in SCHEMAS}
+    return _GENERATED
+
+
 def load_schemas(directory: str | Path | None = None) -> dict[int, Schema]:
-    """Every ``*.xml`` schema in directory, keyed by version."""
+    """Every schema keyed by version: the package's generated layouts, or, when ``directory`` (or
+    ``$FH_MDP3_SCHEMA_DIR``) is given, every ``*.xml`` schema in that folder (another schema version)."""
+    if directory is None and not os.environ.get("FH_MDP3_SCHEMA_DIR"):
+        return generated_schemas()
     d = Path(directory) if directory else default_schema_dir()
     if not d.is_dir():
         raise FileNotFoundError(f"no MDP 3.0 schema directory at {d}: set FH_MDP3_SCHEMA_DIR to the folder "
