@@ -138,7 +138,7 @@ static int zin_fill(fh_filesrc *s) {
 
 /* After a gzip data error at compressed offset `at`: look for the next member header (1f 8b 08) and
  * restart inflate there. Returns 1 when one was found (the skipped bytes are logged). */
-static int gz_resync(fh_filesrc *s, uint64_t at, uint64_t stream_at) {
+static int gz_resync(fh_filesrc *s, uint64_t at, uint64_t stream_at, uint32_t flags) {
     uint64_t skipped = 0;
     uint8_t prev1 = 0, prev2 = 0;   /* the two bytes before zin_pos (across refills) */
     int have = 0;
@@ -165,7 +165,7 @@ static int gz_resync(fh_filesrc *s, uint64_t at, uint64_t stream_at) {
                 inflateReset(&s->zs);
                 s->z_member_done = 0;
                 s->gap_at = stream_at;
-                log_damage(s, FH_SRC_GZIP_CORRUPT, at, skipped, FH_SRC_EVENT_RESUMED | FH_SRC_EVENT_COMPRESSED);
+                log_damage(s, FH_SRC_GZIP_CORRUPT, at, skipped, flags | FH_SRC_EVENT_RESUMED | FH_SRC_EVENT_COMPRESSED);
                 return 1;
             }
             prev2 = prev1;
@@ -173,7 +173,7 @@ static int gz_resync(fh_filesrc *s, uint64_t at, uint64_t stream_at) {
             if (have < 2) have++;
         }
     }
-    log_damage(s, FH_SRC_GZIP_CORRUPT, at, skipped, FH_SRC_EVENT_COMPRESSED);
+    log_damage(s, FH_SRC_GZIP_CORRUPT, at, skipped, flags | FH_SRC_EVENT_COMPRESSED);
     return 0;
 }
 
@@ -218,7 +218,10 @@ static size_t gz_read(fh_filesrc *s, uint8_t *dst, size_t cap) {
         /* Z_DATA_ERROR (or Z_NEED_DICT / Z_MEM_ERROR / Z_STREAM_ERROR): what was inflated stays */
         uint64_t at = s->zin_off + s->zin_pos;
         uint64_t stream_at = s->base + (uint64_t)(dst - s->buf) + (cap - s->zs.avail_out);
-        if (!gz_resync(s, at, stream_at)) {
+        /* zlib's messages for the trailer checks: the data before was wrong, not the data after */
+        uint32_t fl = (s->zs.msg && (strstr(s->zs.msg, "data check") || strstr(s->zs.msg, "length check")))
+                          ? FH_SRC_EVENT_CHECKSUM : 0;
+        if (!gz_resync(s, at, stream_at, fl)) {
             s->z_member_done = 1;
             s->file_eof = 1;
             s->zin_pos = s->zin_end;

@@ -69,7 +69,8 @@ def test_bad_caplen_resynchronises(tmp_path, clean, proto):
     assert s["packets"] == clean[proto]["packets"] - 1
     assert s["file_damage"] == {"bad_caplen": 1}
     assert s["file_events"] == [{"reason": "bad_caplen", "offset": offs[victim],
-                                 "skipped": offs[victim + 1] - offs[victim], "resumed": True, "compressed": False}]
+                                 "skipped": offs[victim + 1] - offs[victim], "resumed": True, "compressed": False,
+                                 "checksum": False}]
     assert s["messages"] >= clean[proto]["messages"] * 0.9
     text = replay_text(bad)
     assert text.returncode == 0
@@ -154,7 +155,8 @@ def test_truncated_pcap_is_reported(tmp_path):
     s = replay_json(bad)
     assert s["file_damage"] == {"truncated_record": 1}
     assert s["file_events"] == [{"reason": "truncated_record", "offset": offs[len(offs) // 2], "skipped": 30,
-                                 "resumed": False, "compressed": False}]
+                                 "resumed": False, "compressed": False,
+                                 "checksum": False}]
     text = replay_text(bad)
     assert f"at byte {offs[len(offs) // 2]:,}: a record cut short; nothing after it could be read (30 bytes)" \
         in text.stdout

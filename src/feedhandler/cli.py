@@ -63,6 +63,12 @@ def _bytes(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
+def printable(name: str) -> str:
+    """A session name for a terminal: bytes outside printable ASCII as \\xNN (real feeds send NULs; a
+    damaged capture sends anything)."""
+    return "".join(c if 32 <= ord(c) < 127 else f"\\x{ord(c):02x}" for c in name)
+
+
 def _px(p) -> str:
     return "-" if p is None else f"{p:,.4f}"
 
@@ -129,7 +135,11 @@ def file_damage_lines(s: dict) -> list[str]:
         after = (f"skipped {_n(e['skipped'])} bytes, resumed at {where} {_n(e['offset'] + e['skipped'])}"
                  if e["resumed"] else
                  "nothing after it could be read" + (f" ({_n(e['skipped'])} bytes)" if e["skipped"] else ""))
-        lines.append(f"    at {where} {_n(e['offset'])}: {FILE_DAMAGE_TEXT.get(e['reason'], e['reason'])}; {after}")
+        what = FILE_DAMAGE_TEXT.get(e["reason"], e["reason"])
+        if e.get("checksum"):
+            what += (" (its check sum did not match: the damage is earlier in the member; what was read before "
+                     "it may be wrong where it did not parse)")
+        lines.append(f"    at {where} {_n(e['offset'])}: {what}; {after}")
     total = s.get("file_events_total", len(events))
     if total > min(len(events), MAX_DAMAGE_LINES):
         lines.append(f"    ... {_n(total - min(len(events), MAX_DAMAGE_LINES))} more (--json lists the first {len(events)})")
@@ -137,7 +147,7 @@ def file_damage_lines(s: dict) -> list[str]:
 
 
 def _tail_lines(s: dict) -> list[str]:
-    lines = []
+    lines = [f"  WARNING: {w}" for w in s.get("warnings") or ()]
     if s["records_by_kind"]:
         lines.append("  records: " + "  ".join(f"{k} {_n(v)}" for k, v in s["records_by_kind"].items()))
     if s["symbols"] is not None:
@@ -239,7 +249,7 @@ def _format_itch(s: dict) -> str:
     if s["format"] != "binaryfile":
         lines.append(f"  packets {_n(s['packets'])}: MoldUDP64 {_n(s['moldudp64_packets'])}, heartbeats "
                      f"{_n(s['heartbeats'])}, end of session {_n(s['end_of_session'])}; sessions "
-                     f"{', '.join(s['sessions']) or '-'}")
+                     f"{', '.join(map(printable, s['sessions'])) or '-'}")
     rate = s["messages_per_s"]
     lines.append(f"  messages {_n(s['messages'])} -> records {_n(s['records'])} in {s['elapsed_s']:.3f} s"
                  + (f" ({rate / 1e6:.2f} M msg/s, mode {s['mode']})" if rate else f" (mode {s['mode']})"))

@@ -246,8 +246,8 @@ def sniff_packets(path: str | os.PathLike, limit: int = MAX_PACKETS) -> tuple[st
     elif _is_binaryfile(d):
         return "binaryfile", []
     else:
-        raise DetectError(f"{path}: not a pcap, pcapng or NASDAQ BinaryFILE (gzip or plain); "
-                          "pass --protocol if you know what it holds")
+        raise DetectError(f"{path}: not a pcap, pcapng or NASDAQ BinaryFILE (gzip or plain): no capture format "
+                          f"this reads (first bytes {d[:4].hex(' ')}); --protocol cannot help")
     out = []
     for lt, fr in frames:
         x = _l4(lt, fr)
@@ -301,6 +301,11 @@ def detect(path: str | os.PathLike) -> str:
         v = classify_udp(payload) if l4 == "udp" else classify_tcp(payload)
         if v:
             votes[v] += 1
+    if not pkts:
+        raise DetectError(f"{path}: this {kind} holds no complete IPv4 UDP or TCP packet in its first "
+                          f"{len(_head(path, 1 << 16)):,} bytes (empty or cut short?)" if os.path.getsize(path) < (1 << 16)
+                          else f"{path}: no IPv4 UDP or TCP packet among the first {MAX_PACKETS} frames of this {kind}; "
+                          "pass --protocol itch50|mdp3|fix|ouch42|ouch50")
     if not votes:
         raise DetectError(f"{path}: cannot tell the protocol from the first {len(pkts)} IPv4 packets of this "
                           f"{kind} (no MoldUDP64, MDP 3.0, FIX or SoupBinTCP seen); pass --protocol "

@@ -438,6 +438,8 @@ def _summary(opts, sel, feed, source, ring, books, book_lat, elapsed, consumed) 
 
 
 def format_summary(s: dict) -> str:
+    from feedhandler.cli import file_damage_lines, printable
+
     lw, lb = s["latency_ns"]["wire_to_ring"], s["latency_ns"]["wire_to_book"]
 
     def pct(d):
@@ -451,7 +453,7 @@ def format_summary(s: dict) -> str:
         f"{s['iface'] or s.get('file')}: {s['backend']} for {s['elapsed_s']:.1f} s, ts_recv clock "
         f"{s['ts_recv_clock'] or '-'}{day}",
         f"  packets {s['packets']:,} (MoldUDP64 {s['moldudp64_packets']:,}), messages {s['messages']:,}, "
-        f"records {s['records']:,}; sessions {', '.join(s['sessions']) or '-'}",
+        f"records {s['records']:,}; sessions {', '.join(map(printable, s['sessions'])) or '-'}",
         f"  sequencing: gaps {s['gaps']} (filled {s['gaps_filled']}, lost {s['lost_messages']} messages), "
         f"duplicates {s['duplicates']}, out of order {s['out_of_order']}",
         "  drops: " + ", ".join(f"{k} {v}" for k, v in s["drops"].items()),
@@ -460,7 +462,6 @@ def format_summary(s: dict) -> str:
         f"  books: {s['books']} instruments, {s['live_orders']:,} live orders",
     ]
     lines += [f"  WARNING: {w}" for w in s.get("warnings") or ()]
-    from feedhandler.cli import file_damage_lines
     lines += file_damage_lines(s)
     cap = s.get("capture", {})
     if "rx_timestamp" in cap:     # AF_XDP: hardware stamps from the XDP RX metadata, or why not

@@ -177,13 +177,22 @@ def replay(path: str | os.PathLike, opts: ReplayOptions | None = None) -> dict:
         from feedhandler.detect import detect
 
         protocol = detect(path)
-    if protocol == "itch50":
-        return _replay_itch(path, opts)
-    if opts.mode != "single":
+    if opts.out:
+        _check_out_format(opts)
+    if opts.channels and protocol != "mdp3":
+        raise ValueError(f"--channel applies to mdp3 captures only (this one is {protocol})")
+    if not opts.sequencing and protocol != "itch50":
+        raise ValueError(f"--no-sequencing applies to itch50 (MoldUDP64) captures only (this one is {protocol})")
+    if protocol != "itch50" and opts.mode != "single":
         raise ValueError(f"--mode {opts.mode} is implemented for itch50 only ({protocol} replays in one thread)")
-    if protocol == "mdp3":
-        return _replay_mdp3(path, opts)
-    return _replay_tcp(path, opts, protocol)
+    if protocol == "itch50":
+        s = _replay_itch(path, opts)
+    elif protocol == "mdp3":
+        s = _replay_mdp3(path, opts)
+    else:
+        s = _replay_tcp(path, opts, protocol)
+    s["warnings"] = list(s.get("warnings") or []) + _input_warnings(opts, protocol, s.pop("_handle"))
+    return s
 
 
 def _replay_itch(path: str, opts: ReplayOptions) -> dict:
@@ -373,9 +382,33 @@ def _summary(path, opts, feed, books, handle: _Batches, writer, elapsed: float, 
         "elapsed_s": round(elapsed, 6),
         "messages_per_s": round(messages / elapsed, 1) if elapsed > 0 else None,
         "symbols": sym_info,
+        "_handle": handle,   # replay() takes it out (input warnings)
         "bbo": rows,
         "output": out,
     }
+
+
+def _check_out_format(opts: ReplayOptions) -> None:
+    """--out-format and --out's extension must not disagree (Parquet written as x.dbn helps nobody)."""
+    from feedhandler.output import FORMATS
+
+    ext = os.path.splitext(os.fspath(opts.out))[1].lower()
+    if opts.out_format and ext in FORMATS and FORMATS[ext] != opts.out_format.lower():
+        raise ValueError(f"--out {os.fspath(opts.out)} names a {FORMATS[ext]} file but --out-format is "
+                         f"{opts.out_format}: give the file a .{opts.out_format} name (or drop --out-format)")
+
+
+def _input_warnings(opts: ReplayOptions, protocol: str, handle) -> list[str]:
+    """Options that did nothing on this capture, said rather than ignored."""
+    out = []
+    if opts.date and protocol != "itch50":
+        out.append(f"--date has no effect on {protocol}: its messages carry full time stamps")
+    if handle.want is not None:
+        missing = sorted(handle.want - set(handle.symmap.ids_of(handle.want)))
+        if missing:
+            out.append(f"--symbols: not in the capture's reference data: {', '.join(missing)}"
+                       + (" (nothing was kept)" if len(missing) == len(handle.want) else ""))
+    return out
 
 
 def _sequencing_warnings(st: dict, sequencing: bool) -> list[str]:
@@ -559,7 +592,7 @@ def _replay_mdp3(path: str, opts: ReplayOptions) -> dict:
         "mbp_book_counters": {k: int(v) for k, v in mbp.counters().items()},
         "elapsed_s": round(elapsed, 6),
         "messages_per_s": round(messages / elapsed, 1) if elapsed > 0 else None,
-        "symbols": _symbols_info(handle), "bbo": _book_rows(handle, opts.top, books, mbp),
+        "symbols": _symbols_info(handle), "bbo": _book_rows(handle, opts.top, books, mbp), "_handle": handle,
         "output": _output_info(opts, writer),
     }
 
@@ -671,6 +704,6 @@ def _replay_tcp(path: str, opts: ReplayOptions, protocol: str) -> dict:
         "book_counters": {k: int(v) for k, v in books.counters().items()},
         "elapsed_s": round(elapsed, 6),
         "messages_per_s": round(messages / elapsed, 1) if elapsed > 0 else None,
-        "symbols": _symbols_info(handle), "bbo": _book_rows(handle, opts.top, books, mbp),
+        "symbols": _symbols_info(handle), "bbo": _book_rows(handle, opts.top, books, mbp), "_handle": handle,
         "output": _output_info(opts, writer),
     }

@@ -95,6 +95,9 @@ enum {
 #define FH_FILESRC_MAX_EVENTS 32          /* damage events kept (the first ones) */
 #define FH_SRC_EVENT_RESUMED 0x1           /* reading resumed after the skipped bytes */
 #define FH_SRC_EVENT_COMPRESSED 0x2        /* offset is in the compressed (gzip) file */
+#define FH_SRC_EVENT_CHECKSUM 0x4          /* gzip: the member's CRC-32 or length did not match at its end: the
+                                              damage is somewhere in the member's data before (deflate
+                                              decodes corrupt input to wrong bytes until it cannot go on) */
 
 /* One occurrence of damage. */
 typedef struct fh_filesrc_event {

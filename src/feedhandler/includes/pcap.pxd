@@ -15,6 +15,7 @@ cdef extern from "fh/pcap.h" nogil:
         FH_FILESRC_MAX_EVENTS
         FH_SRC_EVENT_RESUMED
         FH_SRC_EVENT_COMPRESSED
+        FH_SRC_EVENT_CHECKSUM
 
     ctypedef struct fh_pkt:
         const uint8_t *data
@@ -74,6 +75,7 @@ cdef inline dict filesrc_damage(const fh_filesrc_stats *s):
         events.append({"reason": fh_filesrc_damage_name(<int>s.events[k].reason).decode(),
                        "offset": int(s.events[k].offset), "skipped": int(s.events[k].skipped),
                        "resumed": bool(s.events[k].flags & FH_SRC_EVENT_RESUMED),
-                       "compressed": bool(s.events[k].flags & FH_SRC_EVENT_COMPRESSED)})
+                       "compressed": bool(s.events[k].flags & FH_SRC_EVENT_COMPRESSED),
+                       "checksum": bool(s.events[k].flags & FH_SRC_EVENT_CHECKSUM)})
     return {"file_damage": damage, "file_events": events, "file_events_total": int(s.events_total),
             "file_bytes_skipped": int(s.bytes_skipped), "file_resyncs": int(s.resyncs)}
