@@ -67,6 +67,8 @@ struct fh_filesrc {
     int have_last;          /* pcap: a good record was read (last_sec is set) */
     uint32_t last_sec;      /* pcap: seconds of the last good record */
     uint32_t jump_run;      /* pcap: records in a row outside the window around last_sec */
+    int lax_origlen;        /* pcap: this writer puts caplen > origlen in good records (origlen 0, ...):
+                               resynchronisation does not insist on caplen <= origlen */
     uint32_t n_ifaces;      /* pcapng: interfaces of the current section */
     int have_shb;
     iface ifaces[FH_FILESRC_MAX_IFACES];
@@ -415,8 +417,9 @@ static int pcap_len_ok(const fh_filesrc *s, uint32_t caplen, uint32_t origlen) {
  * seconds of a neighbouring good record when have_ref. */
 static int pcap_candidate(const fh_filesrc *s, const uint8_t *h, int have_ref, uint32_t sec_ref) {
     uint32_t sec = ld32(s, h), frac = ld32(s, h + 4), caplen = ld32(s, h + 8), origlen = ld32(s, h + 12);
-    if (caplen == 0 || caplen > origlen || origlen > FH_FILESRC_MAX_RECORD || !pcap_len_ok(s, caplen, origlen))
-        return 0;
+    if (caplen == 0 || origlen > FH_FILESRC_MAX_RECORD || !pcap_len_ok(s, caplen, origlen)) return 0;
+    if (caplen > origlen && !s->lax_origlen) return 0;
+    if (s->snaplen >= 64 && s->snaplen < FH_FILESRC_MAX_RECORD && caplen > s->snaplen) return 0;
     if (frac >= (s->ns ? 1000000000u : 1000000u)) return 0;
     if (have_ref && ((uint64_t)sec + PCAP_RESYNC_BACK_S < sec_ref || sec > (uint64_t)sec_ref + PCAP_RESYNC_AHEAD_S))
         return 0;
@@ -506,13 +509,22 @@ static size_t next_pcap(fh_filesrc *s, fh_pkt *pkts, size_t cap) {
         }
         h = s->buf + s->pos;
         if (caplen > origlen) {
-            /* keep it only when a plausible header follows it (else caplen itself is the damage) */
+            /* the first time: keep it only when a plausible header follows it (else caplen itself is the
+             * damage); once such a record was good, this writer does it (origlen 0 in every record, ...)
+             * and records are taken as before, their lengths checked like any other */
             size_t rec = 16 + (size_t)caplen;
-            if (s->end - s->pos >= rec + 16 && !pcap_candidate(s, h + rec, 1, sec)) {
-                if (n) break;
-                pcap_resync(s, FH_SRC_BAD_CAPLEN, FH_SRC_BAD_CAPLEN);
-                continue;
+            if (!s->lax_origlen && s->end - s->pos >= rec + 16) {
+                int lax = s->lax_origlen;
+                s->lax_origlen = 1;
+                int ok = pcap_candidate(s, h + rec, 1, sec);
+                s->lax_origlen = lax;
+                if (!ok) {
+                    if (n) break;
+                    pcap_resync(s, FH_SRC_BAD_CAPLEN, FH_SRC_BAD_CAPLEN);
+                    continue;
+                }
             }
+            s->lax_origlen = 1;
             s->st.damage[FH_SRC_CAPLEN_GT_ORIGLEN]++;
             origlen = caplen;
         }

@@ -149,3 +149,34 @@ def test_out_into_missing_directory(tmp_path, capsys):
     assert main(["replay", str(pcap), "--out", str(missing), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and ".part" not in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_run_file_interrupted(tmp_path, big, sig, code):
+    """``feedhandler run --file`` stops cleanly on either signal: summary, complete output, 130 / 143."""
+    dbn = pytest.importorskip("databento_dbn")
+    out = tmp_path / "run.dbn"
+    proc = subprocess.Popen([sys.executable, "-m", "feedhandler.cli", "run", "--file", str(big), "--pace", "max",
+                             "--out", str(out), "--json", "--status-interval", "0.5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    err = b""
+    try:
+        while b"pkts" not in err:              # a status line: the run is under way
+            r, _, _ = select.select([proc.stderr], [], [], 0.5)
+            if r:
+                chunk = os.read(proc.stderr.fileno(), 4096)
+                assert chunk, err
+                err += chunk
+        proc.send_signal(sig)
+        stdout, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == code
+    s = json.loads(stdout)
+    assert s["signal"] == signal.Signals(sig).name and 0 < s["messages"] < MESSAGES
+    dec = dbn.DBNDecoder()
+    dec.write(out.read_bytes())
+    assert len(dec.decode()) > 1
+    assert leftovers(tmp_path, {"run.dbn"}) == []

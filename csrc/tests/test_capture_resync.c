@@ -374,7 +374,7 @@ static void test_gzip_corrupt_single_member(void) {
         const fh_filesrc_event *ev = &r.st.events[e];
         if (ev->reason == FH_SRC_GZIP_CORRUPT) {
             found = 1;
-            CHECK(ev->flags == FH_SRC_EVENT_COMPRESSED);
+            CHECK((ev->flags & ~(uint32_t)FH_SRC_EVENT_CHECKSUM) == FH_SRC_EVENT_COMPRESSED);
             CHECK(ev->offset >= at && ev->offset <= z.n);
         }
     }
@@ -412,6 +412,22 @@ static void test_gzip_corrupt_multi_member(void) {
     free(off);
 }
 
+/* gzip whose CRC-32 trailer is wrong: every frame is delivered and the event says the check sum failed */
+static void test_gzip_bad_crc(void) {
+    uint32_t n = 3000;
+    buf d = make_pcap(n, NULL);
+    buf z = gzip_members(&d, NULL, 0, NULL);
+    z.p[z.n - 8] ^= 0xFF;                       /* first byte of the CRC-32 */
+    write_file(z.p, z.n);
+    result r = read_all();
+    check_all_but(&r, n, 1u << 30, 1u << 30);
+    CHECK(r.st.damage[FH_SRC_GZIP_CORRUPT] == 1 && r.st.events_total == 1);
+    CHECK(r.st.events[0].flags == (FH_SRC_EVENT_COMPRESSED | FH_SRC_EVENT_CHECKSUM));
+    free(r.ids);
+    free(z.p);
+    free(d.p);
+}
+
 /* gzip cut short: truncated event, everything up to the cut delivered */
 static void test_gzip_truncated(void) {
     uint32_t n = 5000;
@@ -425,6 +441,28 @@ static void test_gzip_truncated(void) {
     free(r.ids);
     free(z.p);
     free(d.p);
+}
+
+/* a writer that puts origlen 0 in every record (caplen > origlen everywhere) is read whole, and a
+ * damaged caplen in it is still resynchronised */
+static void test_pcap_origlen_zero_writer(void) {
+    uint32_t n = 400;
+    size_t *off = malloc(n * sizeof(size_t));
+    buf b = make_pcap(n, off);
+    for (uint32_t i = 0; i < n; i++) fh_store_le32(b.p + off[i] + 12, 0);
+    write_file(b.p, b.n);
+    result r = read_all();
+    check_all_but(&r, n, 1u << 30, 1u << 30);
+    CHECK(r.st.damage[FH_SRC_CAPLEN_GT_ORIGLEN] == n && r.st.events_total == 0);
+    free(r.ids);
+    fh_store_le32(b.p + off[200] + 8, 0x00200000u);
+    write_file(b.p, b.n);
+    r = read_all();
+    check_all_but(&r, n, 200, 200);
+    CHECK(r.st.damage[FH_SRC_BAD_CAPLEN] == 1 && r.st.events[0].offset == off[200]);
+    free(r.ids);
+    free(b.p);
+    free(off);
 }
 
 /* an undamaged file logs nothing */
@@ -451,11 +489,13 @@ int main(void) {
     test_pcap_small_wrong_caplen();
     test_pcap_garbage_run_big_file();
     test_pcap_damage_at_end();
+    test_pcap_origlen_zero_writer();
     test_pcapng_bad_block_length();
     test_pcapng_bad_second_section();
     test_gzip_corrupt_single_member();
     test_gzip_corrupt_multi_member();
     test_gzip_truncated();
+    test_gzip_bad_crc();
     unlink(scratch_path());
     printf("test_capture_resync: ok\n");
     return 0;
