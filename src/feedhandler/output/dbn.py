@@ -192,9 +192,24 @@ class DbnWriter(SpoolWriter):
         self._mbp1: _Mbp1File | None = None
         self._conv = None
         self.counts = {"mbo": 0, "mbp-1": 0}
-        self.written_ids: set[int] = set()    # instrument_ids with records in the file(s)
+        self._seen_small = np.zeros(1 << 16, bool)   # instrument_ids < 65536 with records (ITCH locates)
+        self._seen_big: set[int] = set()               # the others (MDP3 security ids)
         self.skipped: dict[str, int] = {}
         self.files = {"mbo": self.path}
+
+    def _note_ids(self, b: np.ndarray) -> None:
+        """Remember the instrument_ids of written DBN records (bytes 4..8 of each): O(n) for ITCH's
+        16-bit locate codes, a sort only for larger ids."""
+        ids = b[:, 4:8].copy().view("<u4").ravel()
+        small = ids < self._seen_small.shape[0]
+        self._seen_small[ids[small]] = True
+        if not small.all():
+            self._seen_big.update(np.unique(ids[~small]).tolist())
+
+    @property
+    def written_ids(self) -> set[int]:
+        """instrument_ids with records in the file(s)."""
+        return set(np.flatnonzero(self._seen_small).tolist()) | self._seen_big
 
     @staticmethod
     def _span(w, b: np.ndarray) -> None:
@@ -209,7 +224,7 @@ class DbnWriter(SpoolWriter):
         if n:
             self._span(self, b)
             self._append(b)
-            self.written_ids.update(np.unique(b[:, 4:8].copy().view("<u4").ravel()).tolist())
+            self._note_ids(b)
             self.counts["mbo"] += n
         rt = ticks["rtype"]
         m = 0
@@ -226,7 +241,7 @@ class DbnWriter(SpoolWriter):
                     self.files["mbp-1"] = self._mbp1.path
                 self._span(self._mbp1, mb)
                 self._mbp1._append(mb)
-                self.written_ids.update(np.unique(mb[:, 4:8].copy().view("<u4").ravel()).tolist())
+                self._note_ids(mb)
                 self.counts["mbp-1"] += m
         busts = trade_busts(ticks)
         if busts:
@@ -263,7 +278,8 @@ class DbnWriter(SpoolWriter):
         end = (end_ + 1) if end_ is not None else start
         day = self.date or _dt.datetime.fromtimestamp(start / 1e9, _dt.timezone.utc).date()
         d0, d1 = _yyyymmdd(day), _yyyymmdd(day + _dt.timedelta(days=1))
-        sym = {iid: tk for iid, tk in self._symbols().items() if iid in self.written_ids}
+        written = self.written_ids
+        sym = {iid: tk for iid, tk in self._symbols().items() if iid in written}
         tickers = sorted(set(sym.values()))
         by_ticker: dict[str, list] = {}
         for iid, tk in sorted(sym.items()):
