@@ -565,6 +565,13 @@ static int process(fh_framer *f, const fh_pkt *p) {
         return 1;
     }
     const uint8_t *blk = u.payload + FH_MOLD_HEADER;
+    if (!eos && count > 0 && seq == 0) f->st.zero_sequence_packets++;
+    if (f->cfg.no_sequencing) {
+        /* arrival order, numbered on from the session's first sequence number */
+        if (eos) apply_eos(f, S);
+        else if (count > 0) apply(f, S, blk, S->next, count, p->ts_ns, p->flags);
+        return 1;
+    }
     if (eos) {
         if (seq <= S->next) apply_eos(f, S);
         else hold(f, S, NULL, 0, seq, 0, 1);

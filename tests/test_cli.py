@@ -192,7 +192,8 @@ def test_bad_output_extension(capsys, files, tmp_path):
 
 def test_out_format_forced(capsys, files, tmp_path):
     out = tmp_path / "records.bin"
-    rc, s, _ = run_json(capsys, files["bin"], "--out", out, "--out-format", "npy")
+    # a BinaryFILE has no time stamps: outputs need the trading day (--date) unless its name gives it
+    rc, s, _ = run_json(capsys, files["bin"], "--out", out, "--out-format", "npy", "--date", "2024-03-15")
     assert rc == 0
     assert np.load(out).shape[0] == s["records"]
 

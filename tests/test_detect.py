@@ -130,7 +130,8 @@ def test_classifiers_reject_lookalikes():
     mold = build_moldudp64("SESSION001", 5, [b"A" * 36, b"D" * 19])
     assert classify_udp(mold) == "itch50"
     assert classify_udp(mold[:-1]) is None                  # last message block does not fit
-    assert classify_udp(b"\x01" + mold[1:]) is None         # session not printable
+    assert classify_udp(b"\x01" + mold[1:]) == "itch50"     # the session's bytes do not matter (real: NULs)
+    assert classify_udp(mold[:22] + b"Z" + mold[23:]) is None  # 'Z' is no ITCH message type
     assert classify_tcp(b"8=FIX.4.2\x019=5\x01") == "fix"
     login = struct.pack(">H", 47) + b"L" + b" " * 46
     assert classify_tcp(login) == "ouch"

@@ -78,20 +78,21 @@ def test_mdp3_dbn_mbo_and_mbp1(tmp_path):
     ticks = np.load(npy).view(records.TICK_DTYPE)
     assert s["output"]["files"] == {"mbo": str(out), "mbp-1": mbp1_path(str(out))}
     assert set(s["output"]["not_written"]) == {"statistic", "security_status", "instrument_def"}
-    # MBO file: the MBO records and the trades (as action T)
+    # MBO file: the MBO records, the trades (action T) and the order fills (action F)
     meta, recs = read_dbn(out)
     assert str(meta.schema) in ("mbo", "Schema.MBO") and meta.dataset == "GLBX.MDP3"
     assert "ESZ0" in meta.symbols
     src = ticks[np.isin(ticks["rtype"], [records.RTYPE["mbo"], records.RTYPE["trade"]])]
     assert len(recs) == len(src) > 100
     mbo = records.view(src, "mbo")
-    for r, m, rt in zip(recs, mbo, src["rtype"]):
+    trade = records.view(src, "trade")
+    for r, m, t, rt in zip(recs, mbo, trade, src["rtype"]):
         assert r.instrument_id == m["instrument_id"] and r.ts_event == m["ts_event"]
         if rt == records.RTYPE["mbo"]:
             assert (r.order_id, r.price, r.size, str(r.action)) == (m["order_id"], m["price"], m["size"],
                                                                      m["action"].decode())
-        else:
-            assert str(r.action) == "T"
+        else:   # trade prints 'T', order fills 'F' (a TradeSummary's per-order entries), as in Parquet
+            assert str(r.action) == t["action"].decode() and str(r.action) in ("T", "F")
     # MBP-1 file: every top-of-book change with the book after it
     meta1, recs1 = read_dbn(mbp1_path(str(out)))
     assert str(meta1.schema) in ("mbp-1", "Schema.MBP_1")

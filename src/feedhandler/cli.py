@@ -14,7 +14,14 @@ OUCH (4.2 or 5.0 from the messages). MDP3 A/B feeds: ports that differ by 1000 (
 
 Exit codes: 0 success; 2 bad arguments, or an input that is missing, unreadable or in no format we
 read, or an output that cannot be written (one line on stderr, no traceback); 3 with ``--strict``
-when the replay saw sequence gaps, duplicates or damaged input; 130 on Ctrl-C.
+when the replay saw sequence gaps, duplicates or damaged input (message damage, or a damaged capture
+file: what was skipped and where is in the summary); 130 on Ctrl-C (SIGINT); 143 on SIGTERM.
+
+Interrupting a replay (SIGINT or SIGTERM): the replay stops at the end of the batch in hand, prints
+the partial summary (marked INTERRUPTED) and keeps its output: every output file is written under a
+temporary name and renamed only once complete, so ``--out`` then holds a complete, readable file with
+the records up to the interruption (a second signal while it is being closed is ignored). Output
+files never appear half-written under their final names.
 """
 from __future__ import annotations
 
@@ -31,7 +38,8 @@ from feedhandler.errors import FeedhandlerError
 EXIT_OK = 0
 EXIT_USAGE = 2        # argparse's own code for bad arguments; also bad input/output files
 EXIT_STRICT = 3       # --strict: the stream had gaps or damage
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130   # SIGINT (128 + 2)
+EXIT_TERMINATED = 143    # SIGTERM (128 + 15)
 
 
 class _Fail(Exception):
@@ -55,6 +63,12 @@ def _bytes(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
+def printable(name: str) -> str:
+    """A session name for a terminal: bytes outside printable ASCII as \\xNN (real feeds send NULs; a
+    damaged capture sends anything)."""
+    return "".join(c if 32 <= ord(c) < 127 else f"\\x{ord(c):02x}" for c in name)
+
+
 def _px(p) -> str:
     return "-" if p is None else f"{p:,.4f}"
 
@@ -69,16 +83,71 @@ def format_summary(s: dict) -> str:
     return _format_itch(s)
 
 
+def interrupted_lines(s: dict) -> list[str]:
+    """The line that marks a partial summary (the replay was stopped by a signal)."""
+    if not s.get("interrupted"):
+        return []
+    done, total = s.get("bytes_read"), s.get("file_bytes")
+    where = f" after {100.0 * done / total:.1f}% of the file" if done is not None and total else ""
+    out = s.get("output")
+    kept = (f"; {out['path']} is complete and readable, with the {_n(out['records'])} records up to there"
+            if out else "")
+    return [f"  INTERRUPTED by {s['interrupted']}{where}: partial summary{kept}"]
+
+
 def _head_lines(s: dict) -> list[str]:
     fmt = s["format"] + (" (gzip)" if s["gzip"] else "")
     rate = s["messages_per_s"]
-    return [f"{s['file']}: {s['protocol']}, {fmt}, {_bytes(s['file_bytes'])}",
+    return interrupted_lines(s) + [f"{s['file']}: {s['protocol']}, {fmt}, {_bytes(s['file_bytes'])}",
             f"  packets {_n(s['packets'])}; messages {_n(s['messages'])} -> records {_n(s['records'])} in "
             f"{s['elapsed_s']:.3f} s" + (f" ({rate / 1e6:.3f} M msg/s)" if rate else "")]
 
 
+# What each file-damage reason (fh/pcap.h) means, for the summary.
+FILE_DAMAGE_TEXT = {
+    "truncated_header": "the file ends inside its header",
+    "truncated_record": "a record cut short",
+    "bad_caplen": "an impossible pcap record length",
+    "caplen_gt_origlen": "pcap records longer than their wire length (kept)",
+    "bad_block_length": "an impossible pcapng block length",
+    "bad_block": "pcapng blocks too short for their fields",
+    "no_interface": "pcapng packets of an undeclared interface",
+    "bad_section": "a damaged pcapng section header",
+    "bad_timestamp": "pcap time stamps with a fraction of 1 s or more (kept)",
+    "gzip_truncated": "the gzip stream ends early",
+    "gzip_corrupt": "corrupt gzip data",
+    "io_error": "a read error",
+}
+MAX_DAMAGE_LINES = 8
+
+
+def file_damage_lines(s: dict) -> list[str]:
+    """The summary lines about a damaged capture file: what, where (byte offset) and what was skipped."""
+    dmg = s.get("file_damage") or {}
+    if not dmg:
+        return []
+    what = ", ".join(f"{FILE_DAMAGE_TEXT.get(k, k)} x{_n(v)}" for k, v in dmg.items())
+    skipped = s.get("file_bytes_skipped", 0)
+    lines = [f"  FILE DAMAGE: {what}; {_n(skipped)} bytes skipped"]
+    events = s.get("file_events") or []
+    for e in events[:MAX_DAMAGE_LINES]:
+        where = "compressed byte" if e.get("compressed") else "byte"
+        after = (f"skipped {_n(e['skipped'])} bytes, resumed at {where} {_n(e['offset'] + e['skipped'])}"
+                 if e["resumed"] else
+                 "nothing after it could be read" + (f" ({_n(e['skipped'])} bytes)" if e["skipped"] else ""))
+        what = FILE_DAMAGE_TEXT.get(e["reason"], e["reason"])
+        if e.get("checksum"):
+            what += (" (its check sum did not match: the damage is earlier in the member; what was read before "
+                     "it may be wrong where it did not parse)")
+        lines.append(f"    at {where} {_n(e['offset'])}: {what}; {after}")
+    total = s.get("file_events_total", len(events))
+    if total > min(len(events), MAX_DAMAGE_LINES):
+        lines.append(f"    ... {_n(total - min(len(events), MAX_DAMAGE_LINES))} more (--json lists the first {len(events)})")
+    return lines
+
+
 def _tail_lines(s: dict) -> list[str]:
-    lines = []
+    lines = [f"  WARNING: {w}" for w in s.get("warnings") or ()]
     if s["records_by_kind"]:
         lines.append("  records: " + "  ".join(f"{k} {_n(v)}" for k, v in s["records_by_kind"].items()))
     if s["symbols"] is not None:
@@ -105,8 +174,32 @@ def _tail_lines(s: dict) -> list[str]:
     return lines
 
 
+def mdp3_schema_lines(s: dict) -> list[str]:
+    """Which MDP3 schema versions the capture holds and what decoded them (fallbacks said plainly), and
+    TCP frames that were not decoded."""
+    lines = []
+    vers = s.get("schema_versions") or {}
+    if vers:
+        parts = []
+        for v, u in vers.items():
+            d = u["decoded_as"]
+            if d is None:
+                parts.append(f"{v} ({_n(u['messages'])} messages: NO compiled-in schema can decode it, skipped)")
+            elif str(d) != str(v):
+                parts.append(f"{v} ({_n(u['messages'])} messages) DECODED WITH VERSION {d}'s layout (no schema {v} "
+                             f"compiled in: fields added after {d} are skipped)")
+            else:
+                parts.append(f"{v} ({_n(u['messages'])} messages)")
+        lines.append("  schema: version " + "; ".join(parts))
+    if s.get("tcp_frames"):
+        lines.append(f"  TCP: {_n(s['tcp_frames'])} TCP frames NOT decoded: MDP3 over TCP (CME's TCP replay and "
+                     "recovery) is not supported by replay; only the UDP feeds were read")
+    return lines
+
+
 def _format_mdp3(s: dict) -> str:
     lines = _head_lines(s)
+    lines += mdp3_schema_lines(s)
     lines.append(f"  channels (udp port=channel): {', '.join(f'{p}={c}' for p, c in s['channels'].items()) or '-'}")
     if s["messages_by_type"]:
         lines.append("  by type: " + "  ".join(f"{k} {_n(v)}" for k, v in s["messages_by_type"].items()))
@@ -114,7 +207,8 @@ def _format_mdp3(s: dict) -> str:
                  f"{_n(s['duplicates'])}, late {_n(s['late'])}, reordered {_n(s['out_of_order'])}, RptSeq gaps "
                  f"{_n(s['rptseq_gaps'])}, recoveries {_n(s['recoveries'])}, stale {len(s['stale_instruments'])}")
     lines.append(f"  damage: malformed {_n(s['malformed'])}{(' ' + str(s['malformed_by_reason'])) if s['malformed_by_reason'] else ''}, link rejects "
-                 f"{_n(s['link_rejects'])}" + (f", file damage {s['file_damage']}" if s["file_damage"] else ""))
+                 f"{_n(s['link_rejects'])}")
+    lines += file_damage_lines(s)
     lines.append(f"  books: MBO {_n(s['books'])} instruments, {_n(s['live_orders'])} live orders; MBP "
                  f"{_n(s['mbp_books'])} instruments, {len(s['mbp_stale'])} stale")
     return "\n".join(lines + _tail_lines(s))
@@ -140,6 +234,7 @@ def _format_tcp(s: dict) -> str:
     extra = f", bad checksums {_n(s['bad_checksums'])}" if "bad_checksums" in s else ""
     lines.append(f"  sequencing: gaps {_n(s['gaps'])}, duplicates {_n(s['duplicates'])}{extra}; damage: malformed "
                  f"{_n(s['malformed'])}{(' ' + str(s['malformed_by_reason'])) if s['malformed_by_reason'] else ''}, truncated {_n(s['truncated'])}")
+    lines += file_damage_lines(s)
     lines.append(f"  books: MBO {_n(s['books'])} instruments, {_n(s['live_orders'])} live orders; MBP "
                  f"{_n(s['mbp_books'])} instruments")
     return "\n".join(lines + _tail_lines(s))
@@ -148,11 +243,13 @@ def _format_tcp(s: dict) -> str:
 def _format_itch(s: dict) -> str:
     lines = []
     fmt = s["format"] + (" (gzip)" if s["gzip"] else "")
-    lines.append(f"{s['file']}: {fmt}, {_bytes(s['file_bytes'])}, trading day {s['date'] or 'unknown'}")
+    src = f" (from the {s['date_source']})" if s.get("date_source") and s.get("date") else ""
+    lines += interrupted_lines(s)
+    lines.append(f"{s['file']}: {fmt}, {_bytes(s['file_bytes'])}, trading day {s['date'] or 'unknown'}{src}")
     if s["format"] != "binaryfile":
         lines.append(f"  packets {_n(s['packets'])}: MoldUDP64 {_n(s['moldudp64_packets'])}, heartbeats "
                      f"{_n(s['heartbeats'])}, end of session {_n(s['end_of_session'])}; sessions "
-                     f"{', '.join(s['sessions']) or '-'}")
+                     f"{', '.join(map(printable, s['sessions'])) or '-'}")
     rate = s["messages_per_s"]
     lines.append(f"  messages {_n(s['messages'])} -> records {_n(s['records'])} in {s['elapsed_s']:.3f} s"
                  + (f" ({rate / 1e6:.2f} M msg/s, mode {s['mode']})" if rate else f" (mode {s['mode']})"))
@@ -162,12 +259,15 @@ def _format_itch(s: dict) -> str:
         lines.append("  by type: " + "  ".join(f"{k} {_n(v)}" for k, v in items))
     lines.append(f"  sequencing: gaps {_n(s['gaps'])} (lost {_n(s['lost_messages'])} messages), duplicates "
                  f"{_n(s['duplicates'])}, out of order {_n(s['out_of_order'])}")
+    for w in s.get("warnings") or ():
+        lines.append(f"  WARNING: {w}")
     for sess, first, last in s["missing_ranges"][:10]:
         lines.append(f"    missing {sess} {first}..{last}")
     if len(s["missing_ranges"]) > 10:
         lines.append(f"    ... {len(s['missing_ranges']) - 10} more ranges")
     lines.append(f"  damage: malformed {_n(s['malformed'])}, unknown {_n(s['unknown'])}, bad length "
                  f"{_n(s['bad_length'])}, truncated {_n(s['truncated'])}, link rejects {_n(s['link_rejects'])}")
+    lines += file_damage_lines(s)
     bc = s["book_counters"]
     errs = {k: bc[k] for k in ("unknown_order", "duplicate_add", "size_underflow", "crossed") if bc.get(k)}
     lines.append(f"  books: {_n(s['books'])} instruments, {_n(s['live_orders'])} live orders, "
@@ -221,12 +321,12 @@ def _cmd_replay(args) -> int:
     if not os.path.exists(args.file):
         raise _Fail(f"{args.file}: no such file")
     if args.date:
-        import datetime as _dt
+        from feedhandler.trading_day import check_date
 
         try:
-            _dt.date.fromisoformat(args.date)
-        except ValueError:
-            raise _Fail(f"--date {args.date!r} is not YYYY-MM-DD") from None
+            check_date(args.date)
+        except ValueError as e:
+            raise _Fail(str(e)) from None
     symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
     bar = _ProgressLine() if (args.progress or (args.progress is None and sys.stderr.isatty())) else None
     channels = {}
@@ -240,7 +340,8 @@ def _cmd_replay(args) -> int:
             raise _Fail(f"--channel {spec!r} is not PORT=N") from None
     opts = ReplayOptions(symbols=symbols, out=args.out, out_format=args.out_format, mode=args.mode,
                          date=args.date, top=args.top, progress=bar, reorder_window=args.reorder_window,
-                         udp_port=args.udp_port, protocol=args.protocol, channels=channels or None)
+                         udp_port=args.udp_port, protocol=args.protocol, channels=channels or None,
+                         sequencing=not args.no_sequencing)
     if args.out:
         from feedhandler.output import format_for
 
@@ -248,6 +349,7 @@ def _cmd_replay(args) -> int:
             format_for(args.out, args.out_format)
         except ValueError as e:
             raise _Fail(str(e)) from None
+    restore = _stop_on_signals()
     try:
         s = replay(args.file, opts)
     except FeedhandlerError:
@@ -255,8 +357,11 @@ def _cmd_replay(args) -> int:
     except ValueError as e:   # bad options for this protocol (e.g. --mode pipelined with mdp3)
         raise _Fail(str(e)) from None
     finally:
+        restore()
         if bar is not None:
             bar.done()
+    for w in s.get("warnings") or ():
+        print(f"feedhandler: warning: {w}", file=sys.stderr)
     if not s.get("messages"):
         print(f"feedhandler: warning: no {s.get('protocol', '?')} messages in {args.file}"
               + (" (is --protocol right?)" if args.protocol != "auto" else ""), file=sys.stderr)
@@ -265,15 +370,46 @@ def _cmd_replay(args) -> int:
         sys.stdout.write("\n")
     else:
         print(format_summary(s))
+    if s.get("interrupted"):
+        print(f"feedhandler: interrupted by {s['interrupted']}: the summary above is partial", file=sys.stderr)
+        return EXIT_TERMINATED if s["interrupted"] == "SIGTERM" else EXIT_INTERRUPTED
     if args.strict and _damaged(s):
         print("feedhandler: --strict: the stream had gaps, duplicates or damaged input", file=sys.stderr)
         return EXIT_STRICT
     return EXIT_OK
 
 
+def _stop_on_signals():
+    """SIGINT and SIGTERM stop the replay (as KeyboardInterrupt / replay.Interrupted) once; a second
+    signal while the outputs are being closed is ignored. Returns the function that restores the
+    previous handlers."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    from feedhandler.replay import Interrupted
+
+    fired: list[int] = []
+
+    def handler(signum, frame):
+        if fired:
+            return
+        fired.append(signum)
+        raise KeyboardInterrupt() if signum == signal.SIGINT else Interrupted(signum)
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore():
+        for sig, h in old.items():
+            signal.signal(sig, h)
+    return restore
+
+
 def _damaged(s: dict) -> bool:
-    """--strict: did the stream have gaps, duplicates or damage? (MDP3's A/B duplicates are normal.)"""
-    keys = ["gaps", "malformed", "truncated", "unknown", "bad_length"]
+    """--strict: did the stream have gaps, duplicates or damage (of the messages or of the capture file
+    itself, any protocol)? (MDP3's A/B duplicates are normal.)"""
+    keys = ["gaps", "malformed", "truncated", "unknown", "bad_length", "file_damage"]
     if s.get("protocol") == "mdp3":
         keys += ["late", "rptseq_gaps"]
     else:
@@ -377,6 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--strict", action="store_true", help="exit 3 when the stream had gaps, duplicates or damage")
     r.add_argument("--reorder-window", type=int, default=None, help="MoldUDP64 reorder window in packets")
     r.add_argument("--udp-port", type=int, default=None, help="keep only UDP datagrams to this port")
+    r.add_argument("--no-sequencing", action="store_true",
+                   help="itch50: no MoldUDP64 sequencing: decode every message in arrival order (for streams "
+                        "whose sequence numbers are all 0; gaps and duplicates cannot be seen then)")
     g = r.add_mutually_exclusive_group()
     g.add_argument("--progress", action="store_true", default=None, help="always show the progress line")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="never show the progress line")

@@ -6,7 +6,11 @@ both byte orders) or pcapng (Enhanced and Simple Packet Blocks, per-interface li
 orders), walks Ethernet/VLAN/IPv4 down to UDP or TCP, and votes:
 
 - a NASDAQ BinaryFILE (no capture header, a run of length-prefixed ITCH messages) -> ``itch50``
-- UDP with a MoldUDP64 header (10 printable session bytes, sane message count that fits) -> ``itch50``
+- UDP holding a MoldUDP64 packet, told by its structure, never by the port or the session's text:
+  a 10-byte session (any bytes: real feeds send ten NULs), a sequence number, a count, then exactly
+  ``count`` length-prefixed messages filling the UDP payload, each an ITCH 5.0 message of a known type
+  and that type's length -> ``itch50``. (Heartbeats, 20 bytes with count 0, vote only when their
+  session is printable or NULs: any 20-byte datagram has that structure.)
 - UDP that :func:`feedhandler.framing.cme.sniff` accepts (MDP 3.0 packet + SBE header) -> ``mdp3``
 - TCP payload starting ``8=FIX`` -> ``fix``
 - TCP SoupBinTCP packets (a login request ``L`` or accepted ``A`` with its fixed length, or a run of
@@ -46,7 +50,8 @@ def _head(path: str, n: int = MAX_BYTES) -> bytes:
             d = zlib.decompressobj(16 + zlib.MAX_WBITS)
             out = bytearray()
             while len(out) < n:
-                chunk = f.read(1 << 16)
+                # small steps: zlib raises on damage and the output of the failing call is lost
+                chunk = f.read(1 << 12)
                 if not chunk:
                     break
                 try:
@@ -154,22 +159,35 @@ def _l4(linktype: int, fr: bytes):
 
 
 # ---- classifying payloads -------------------------------------------------------------------------
+def _itch_lengths() -> dict[int, int]:
+    from feedhandler.protocols.itch50_spec import LENGTH
+
+    return {ord(t): n for t, n in LENGTH.items()}
+
+
+_ITCH_LENGTH: dict[int, int] = {}
+
+
 def _is_moldudp64(p: bytes) -> bool:
+    """A MoldUDP64 packet of ITCH 5.0 messages, by structure alone (see the module docstring)."""
     if len(p) < 20:
         return False
-    sess = p[:10]
-    if not all(0x20 <= c < 0x7F for c in sess):
-        return False
     count = struct.unpack_from(">H", p, 18)[0]
-    if count in (0, 0xFFFF):       # heartbeat / end of session: no messages
-        return len(p) == 20
+    if count in (0, 0xFFFF):       # heartbeat / end of session: no messages, no structure to check
+        sess = p[:10]
+        return len(p) == 20 and (all(0x20 <= c < 0x7F for c in sess) or sess == bytes(10))
     if count > _MAX_MOLD_COUNT:
         return False
+    if not _ITCH_LENGTH:
+        _ITCH_LENGTH.update(_itch_lengths())
     off = 20
-    for _ in range(count):         # every message block must fit exactly
-        if off + 2 > len(p):
+    for _ in range(count):         # every message block must fit exactly and be an ITCH message
+        if off + 3 > len(p):
             return False
-        off += 2 + struct.unpack_from(">H", p, off)[0]
+        ln = struct.unpack_from(">H", p, off)[0]
+        if _ITCH_LENGTH.get(p[off + 2]) != ln:
+            return False
+        off += 2 + ln
     return off == len(p)
 
 
@@ -228,8 +246,8 @@ def sniff_packets(path: str | os.PathLike, limit: int = MAX_PACKETS) -> tuple[st
     elif _is_binaryfile(d):
         return "binaryfile", []
     else:
-        raise DetectError(f"{path}: not a pcap, pcapng or NASDAQ BinaryFILE (gzip or plain); "
-                          "pass --protocol if you know what it holds")
+        raise DetectError(f"{path}: not a pcap, pcapng or NASDAQ BinaryFILE (gzip or plain): no capture format "
+                          f"this reads (first bytes {d[:4].hex(' ')}); --protocol cannot help")
     out = []
     for lt, fr in frames:
         x = _l4(lt, fr)
@@ -283,6 +301,11 @@ def detect(path: str | os.PathLike) -> str:
         v = classify_udp(payload) if l4 == "udp" else classify_tcp(payload)
         if v:
             votes[v] += 1
+    if not pkts:
+        raise DetectError(f"{path}: this {kind} holds no complete IPv4 UDP or TCP packet in its first "
+                          f"{len(_head(path, 1 << 16)):,} bytes (empty or cut short?)" if os.path.getsize(path) < (1 << 16)
+                          else f"{path}: no IPv4 UDP or TCP packet among the first {MAX_PACKETS} frames of this {kind}; "
+                          "pass --protocol itch50|mdp3|fix|ouch42|ouch50")
     if not votes:
         raise DetectError(f"{path}: cannot tell the protocol from the first {len(pkts)} IPv4 packets of this "
                           f"{kind} (no MoldUDP64, MDP 3.0, FIX or SoupBinTCP seen); pass --protocol "

@@ -42,7 +42,8 @@ IDLE_SLEEP_US = 20.0             # consumer: sleep between looks at an empty rin
 EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_NO_IFACE = 4                # interface missing, privilege missing, backend unusable
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130           # SIGINT
+EXIT_TERMINATED = 143            # SIGTERM
 
 
 @dataclass
@@ -54,7 +55,8 @@ class LiveOptions:
     protocol: str = "itch50"
     groups: Sequence[str] = ()                   # "ADDR:PORT" multicast groups to join
     udp_port: int | None = None                  # keep only this destination port
-    date: str | None = None                      # trading day (default: today, America/New_York)
+    date: str | None = None                      # trading day (default: today, America/New_York; for --file
+                                                 # the capture's: its time stamps, else its NASDAQ file name)
     reorder_window: int = 64                     # MoldUDP64 packets held while a hole waits
     duration: float | None = None                # s: stop after this long
     count: int | None = None                     # stop once this many messages were decoded
@@ -77,6 +79,7 @@ class LiveOptions:
     stop_event: threading.Event | None = None    # set by the caller to stop the run
     books: object | None = None                  # an engine.book.BookSet to fill (default: a new one)
     apply_books: bool = True                     # False: records are released unread (capture benchmark)
+    sequencing: bool = True                      # False: no MoldUDP64 sequencing (arrival order)
 
 
 # ---- latency --------------------------------------------------------------------------------------
@@ -205,6 +208,7 @@ def run(opts: LiveOptions) -> dict:
         source_kw.setdefault("groups", dsts)
     if replaying:
         source_kw = {"file": opts.file, "speed": opts.speed}
+    midnight_ns, date_source = _trading_day(opts, replaying)
     source = backends.open_source(sel.backend, opts.iface, **source_kw)
     where = opts.iface or opts.file
     socks = []
@@ -212,15 +216,15 @@ def run(opts: LiveOptions) -> dict:
     retx = None
     try:
         socks = [] if replaying else join_groups(opts.iface, opts.groups)
-        feed = LiveFeed(source, opts.protocol, date=opts.date, reorder_window=opts.reorder_window,
-                        udp_port=udp_port, group=group)
+        feed = LiveFeed(source, opts.protocol, midnight_ns=midnight_ns, reorder_window=opts.reorder_window,
+                        udp_port=udp_port, group=group, sequencing=opts.sequencing)
         books = opts.books if opts.books is not None else BookSet()
         ring = Ring(RING_CAPACITY, overflow="block")
         book_lat = _BookLatency()
         writer = None
         if opts.out:
             from feedhandler.output import SymbolMap, open_writer
-            writer = open_writer(opts.out, None, symbols=SymbolMap(), date=None)
+            writer = open_writer(opts.out, None, symbols=SymbolMap(), date=_day_of(midnight_ns))
         consumed = [0]
         consumer_error: list[BaseException] = []
         # Python is entered per batch only when something needs the records there (retransmission
@@ -326,6 +330,8 @@ def run(opts: LiveOptions) -> dict:
         if retx is not None:
             summary["retransmission"] = retx.stats()
         summary["signal"] = signal.Signals(signalled[0]).name if signalled else None
+        summary["date"] = str(_day_of(midnight_ns)) if midnight_ns else None
+        summary["date_source"] = date_source
         # receive rate while packets were arriving (monitor granularity 20 ms: for benchmarks, send >= 1 s)
         active = (last_change - first_change) if first_change is not None else 0.0
         summary["active_s"] = round(active, 6)
@@ -340,6 +346,35 @@ def run(opts: LiveOptions) -> dict:
         source.close()
 
 
+def _day_of(midnight_ns: int | None):
+    if not midnight_ns:
+        return None
+    import datetime as _dt
+    from zoneinfo import ZoneInfo
+    return _dt.datetime.fromtimestamp(midnight_ns / 1e9, ZoneInfo("America/New_York")).date()
+
+
+def _trading_day(opts: LiveOptions, replaying: bool) -> tuple[int, str | None]:
+    """(midnight_ns, where the day came from) of the run: ``--date``; for a capture file its first time
+    stamp, else its NASDAQ file name (MMDDYYYY.NASDAQ_ITCH50), else unknown (0: outputs are refused);
+    live, today in New York."""
+    from feedhandler.pipeline import Feed, midnight_ns_for_date, midnight_ns_for_ts
+    from feedhandler.trading_day import check_date, date_from_filename, require_day
+
+    if opts.date:
+        return midnight_ns_for_date(check_date(opts.date)), "--date"
+    if not replaying:
+        return midnight_ns_for_ts(time.time_ns()), "today"
+    m = int(Feed(opts.file, "itch50").midnight_ns or 0)     # reads the first batch only
+    if m:
+        return m, "capture time stamps"
+    named = date_from_filename(opts.file)
+    if named is not None:
+        return midnight_ns_for_date(named), "file name"
+    require_day(opts.file, False, bool(opts.out))
+    return 0, None
+
+
 def _status_line(backend, iface, st, src, ring, elapsed) -> str:
     drops = src.get("kernel_drops", 0) + src.get("xdp_drops", 0) + src.get("rx_dropped", 0)
     return (f"[{elapsed:7.1f}s] {backend} {iface}: pkts {src.get('packets', st['packets']):,} "
@@ -351,7 +386,7 @@ _NO_WIRE_CLOCK = "file replay as fast as possible: ts_recv is the capture's cloc
 
 
 def _summary(opts, sel, feed, source, ring, books, book_lat, elapsed, consumed) -> dict:
-    from feedhandler import records
+    from feedhandler.replay import _sequencing_warnings
     st = feed.stats()
     src = source.stats()
     rows = []
@@ -393,10 +428,18 @@ def _summary(opts, sel, feed, source, ring, books, book_lat, elapsed, consumed) 
         "live_orders": int(books.live_orders),
         "book_counters": {k: int(v) for k, v in books.counters().items()},
         "bbo_rows": int(summ.shape[0]),
+        "warnings": _sequencing_warnings(st, opts.sequencing),
+        # the capture file's damage (pcap backend): what, where, what was skipped
+        "file_damage": dict(src.get("file_damage") or {}),
+        "file_events": list(src.get("file_events") or []),
+        "file_events_total": int(src.get("file_events_total", 0)),
+        "file_bytes_skipped": int(src.get("file_bytes_skipped", 0)),
     }
 
 
 def format_summary(s: dict) -> str:
+    from feedhandler.cli import file_damage_lines, printable
+
     lw, lb = s["latency_ns"]["wire_to_ring"], s["latency_ns"]["wire_to_book"]
 
     def pct(d):
@@ -404,10 +447,13 @@ def format_summary(s: dict) -> str:
             return "-"
         return " ".join(f"{k} {d[k] / 1e3:.1f}us" for k in ("p50", "p90", "p99", "p99.9") if k in d)
 
+    day = (f", trading day {s['date']} (from the {s['date_source']})" if s.get("date") else
+           ", trading day unknown" if s.get("file") else "")
     lines = [
-        f"{s['iface'] or s.get('file')}: {s['backend']} for {s['elapsed_s']:.1f} s, ts_recv clock {s['ts_recv_clock'] or '-'}",
+        f"{s['iface'] or s.get('file')}: {s['backend']} for {s['elapsed_s']:.1f} s, ts_recv clock "
+        f"{s['ts_recv_clock'] or '-'}{day}",
         f"  packets {s['packets']:,} (MoldUDP64 {s['moldudp64_packets']:,}), messages {s['messages']:,}, "
-        f"records {s['records']:,}; sessions {', '.join(s['sessions']) or '-'}",
+        f"records {s['records']:,}; sessions {', '.join(map(printable, s['sessions'])) or '-'}",
         f"  sequencing: gaps {s['gaps']} (filled {s['gaps_filled']}, lost {s['lost_messages']} messages), "
         f"duplicates {s['duplicates']}, out of order {s['out_of_order']}",
         "  drops: " + ", ".join(f"{k} {v}" for k, v in s["drops"].items()),
@@ -415,6 +461,8 @@ def format_summary(s: dict) -> str:
          f"  latency wire->ring: {pct(lw)}; wire->book: {pct(lb)} (host clock; medians and p99 matter here)"),
         f"  books: {s['books']} instruments, {s['live_orders']:,} live orders",
     ]
+    lines += [f"  WARNING: {w}" for w in s.get("warnings") or ()]
+    lines += file_damage_lines(s)
     cap = s.get("capture", {})
     if "rx_timestamp" in cap:     # AF_XDP: hardware stamps from the XDP RX metadata, or why not
         if cap["rx_timestamp"]:
@@ -444,6 +492,9 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--port", type=int, default=None, help="keep only this UDP destination port")
     p.add_argument("--date", default=None, help="trading day YYYY-MM-DD (default: today, New York)")
     p.add_argument("--reorder-window", type=int, default=64, help="MoldUDP64 packets held while a hole waits")
+    p.add_argument("--no-sequencing", action="store_true",
+                   help="no MoldUDP64 sequencing: decode every message in arrival order (for streams whose "
+                        "sequence numbers are all 0; gaps and duplicates cannot be seen then)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--count", type=int, default=None, help="stop after this many messages")
     p.add_argument("--until-eos", action="store_true", help="stop at the MoldUDP64 end of session")
@@ -470,6 +521,12 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from feedhandler.capture.live import BackendUnavailable
+    from feedhandler.trading_day import UnknownTradingDay, check_date
+    if args.date:
+        try:
+            check_date(args.date)
+        except ValueError as e:
+            parser.error(str(e))
     if not args.iface and not args.file:
         parser.error("give --iface IFACE to capture live, or --file CAPTURE to replay a capture file")
     try:
@@ -493,7 +550,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
                        date=args.date, reorder_window=args.reorder_window, duration=args.duration,
                        count=args.count, idle_stop=args.idle_stop, until_end_of_session=args.until_eos, apply_books=not args.no_books, status_interval=args.status_interval,
                        out=args.out, retransmit=args.retransmit, rx_cpu=args.rx_cpu, book_cpu=args.book_cpu,
-                       protocol="itch50")
+                       protocol="itch50", sequencing=not args.no_sequencing)
     if args.iface and not os.path.exists(f"/sys/class/net/{args.iface}"):
         print(f"feedhandler run: no interface {args.iface!r} in this network namespace", file=sys.stderr)
         return EXIT_NO_IFACE
@@ -505,6 +562,9 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     except BackendUnavailable as e:
         print(f"feedhandler run: {e}", file=sys.stderr)
         return EXIT_NO_IFACE
+    except UnknownTradingDay as e:
+        print(f"feedhandler run: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except (FeedhandlerError, OSError, ValueError) as e:
         print(f"feedhandler run: {e}", file=sys.stderr)
         return EXIT_NO_IFACE
@@ -512,7 +572,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(s, indent=2, default=int))
     else:
         print(format_summary(s))
-    return EXIT_INTERRUPTED if s.get("signal") == "SIGINT" else EXIT_OK
+    return {"SIGINT": EXIT_INTERRUPTED, "SIGTERM": EXIT_TERMINATED}.get(s.get("signal"), EXIT_OK)
 
 
 if __name__ == "__main__":  # pragma: no cover

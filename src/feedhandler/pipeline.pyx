@@ -20,7 +20,7 @@ from libc.string cimport memcpy, memset
 from feedhandler.includes.msg cimport fh_decode_fn, fh_msg
 from feedhandler.includes.record cimport fh_tick
 from feedhandler.includes.pcap cimport (
-    FH_SRC_EEMPTY, FH_SRC_EFORMAT, FH_SRC_N_DAMAGE, FH_PKT_TS_NONE, fh_file_format_name,
+    FH_SRC_EEMPTY, FH_SRC_EFORMAT, FH_SRC_N_DAMAGE, FH_PKT_TS_NONE, fh_file_format_name, filesrc_damage,
     fh_filesrc, fh_filesrc_close, fh_filesrc_damage_name, fh_filesrc_next, fh_filesrc_open,
     fh_filesrc_stats, fh_filesrc_stats_get, fh_pkt,
 )
@@ -183,6 +183,9 @@ cdef class Feed:
     reorder_window : int
         MoldUDP64 packets held while waiting for a hole to fill (0..4096); a hole not filled when the
         window overflows (or at end of input) is reported lost.
+    sequencing : bool
+        False: no MoldUDP64 sequencing (every message in arrival order, numbered on per session), for
+        streams whose sequence numbers carry nothing (e.g. all 0; ``stats()["zero_sequence_packets"]``).
     reorder_window_messages : int, optional
         Also bound the window by the messages held (whichever bound is hit first).
     udp_port : int, optional
@@ -208,7 +211,7 @@ cdef class Feed:
 
     def __init__(self, path, protocol="itch50", *, date=None, midnight_ns=None,
                  reorder_window=DEFAULT_REORDER_WINDOW, reorder_window_messages=None, udp_port=None,
-                 group=None, channel_filter=None, publisher_id=0, decoder=None):
+                 group=None, channel_filter=None, publisher_id=0, decoder=None, sequencing=True):
         cdef char err[512]
         cdef int rc
         cdef fh_framer_config cfg
@@ -227,6 +230,7 @@ cdef class Feed:
                 raise ValueError(f"reorder_window_messages must be 1..2**32-1, not {reorder_window_messages}")
             cfg.reorder_window_msgs = <uint32_t>int(reorder_window_messages)
         cfg.publisher_id = <uint16_t>int(publisher_id)
+        cfg.no_sequencing = 0 if sequencing else 1
         if udp_port is not None:
             if not 0 < int(udp_port) < 65536:
                 raise ValueError(f"udp_port must be 1..65535, not {udp_port}")
@@ -460,6 +464,8 @@ cdef class Feed:
             "pcapng_blocks_skipped": s.blocks_skipped,
             "truncated": damage["truncated_header"] + damage["truncated_record"] + damage["gzip_truncated"],
             "file_damage": damage,
+            # where damage was and what was skipped (file_events, file_bytes_skipped, ...)
+            **{k: v for k, v in filesrc_damage(s).items() if k != "file_damage"},
             "link_rejects": rejects,
             "udp_datagrams": f.udp_datagrams,
             "filtered": f.filtered,
@@ -482,6 +488,7 @@ cdef class Feed:
             "malformed": malformed,
             "held_max": f.held_max,
             "held_slots": f.held_slots,
+            "zero_sequence_packets": f.zero_sequence_packets,
             "hold_failed": f.hold_failed,
             "sessions": self.sessions(),
             "gap_records": f.records,

@@ -22,6 +22,13 @@ ITCH has two modes, same results:
 - ``pipelined``: ``Feed.start(ring)`` runs framing and decoding on a native producer thread; this
   thread runs ``BookSet.consume(ring)`` (a nogil loop) and handles each enriched batch in its callback.
 
+Interruption (SIGINT, or SIGTERM through the CLI's handler, both arriving as ``KeyboardInterrupt``):
+the replay stops at the end of the batch in hand, closes its outputs as complete, readable files
+holding the records up to there (each is renamed from its temporary name only once complete), and
+returns the partial summary with ``interrupted`` set to the signal's name. (FIX and OUCH replays
+reassemble the whole capture in one native call first: a signal during that call ends the replay
+with no summary and no output.)
+
 Per batch, the Python side only does vectorized numpy work: learn the stock directory, select the
 ``--symbols``, count activity per instrument, hand the batch to the writer. Counters come from the
 Feed and the BookSet at the end (and are read for the progress line, never printed from the loop).
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -40,7 +48,7 @@ import numpy as np
 from feedhandler import records
 from feedhandler.output import SymbolMap, open_writer
 
-__all__ = ["ReplayOptions", "replay", "SUMMARY_KEYS", "COMMON_KEYS", "PROTOCOLS"]
+__all__ = ["ReplayOptions", "replay", "Interrupted", "SUMMARY_KEYS", "COMMON_KEYS", "PROTOCOLS"]
 
 PROTOCOLS = ("auto", "itch50", "mdp3", "fix", "ouch42", "ouch50", "ouch")
 MDP3_BATCH_PACKETS = 8192   # UDP payloads per decode_buffer call
@@ -53,15 +61,29 @@ SUMMARY_KEYS = (
     "file", "protocol", "format", "gzip", "mode", "date", "midnight_ns", "file_bytes", "packets", "moldudp64_packets",
     "heartbeats", "end_of_session", "sessions", "messages", "messages_by_type", "records", "gaps",
     "lost_messages", "missing_ranges", "duplicates", "out_of_order", "malformed", "malformed_by_reason",
-    "unknown", "bad_length", "truncated", "link_rejects", "live_orders", "books", "stale_books",
+    "unknown", "bad_length", "truncated", "file_damage", "file_events", "file_bytes_skipped", "link_rejects",
+    "live_orders", "books", "stale_books",
     "book_counters", "elapsed_s", "messages_per_s", "symbols", "bbo", "output",
 )
 # Keys every protocol's summary has (the MDP3 and FIX/OUCH summaries add their own blocks).
 COMMON_KEYS = (
     "file", "protocol", "format", "gzip", "mode", "file_bytes", "packets", "messages", "messages_by_type",
     "records", "records_by_kind", "gaps", "duplicates", "malformed", "unknown", "bad_length", "truncated",
-    "elapsed_s", "messages_per_s", "symbols", "bbo", "output",
+    "file_damage", "file_events", "file_bytes_skipped", "elapsed_s", "messages_per_s", "symbols", "bbo", "output",
 )
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal other than SIGINT (SIGTERM) turned into an exception by the CLI's handler, so that the
+    replay stops the way Ctrl-C stops it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _signal_name(e: BaseException) -> str:
+    return signal.Signals(getattr(e, "signum", signal.SIGINT)).name
 
 
 @dataclass
@@ -82,6 +104,7 @@ class ReplayOptions:
     protocol: str = "auto"                      # PROTOCOLS
     channels: dict | None = None                # MDP3: {udp_port: channel}; others paired by ab_offset
     ab_offset: int = 1000                       # MDP3: ports that differ by this share a channel (0: off)
+    sequencing: bool = True                     # ITCH: False = no MoldUDP64 sequencing (arrival order)
 
 
 class _Batches:
@@ -154,13 +177,22 @@ def replay(path: str | os.PathLike, opts: ReplayOptions | None = None) -> dict:
         from feedhandler.detect import detect
 
         protocol = detect(path)
-    if protocol == "itch50":
-        return _replay_itch(path, opts)
-    if opts.mode != "single":
+    if opts.out:
+        _check_out_format(opts)
+    if opts.channels and protocol != "mdp3":
+        raise ValueError(f"--channel applies to mdp3 captures only (this one is {protocol})")
+    if not opts.sequencing and protocol != "itch50":
+        raise ValueError(f"--no-sequencing applies to itch50 (MoldUDP64) captures only (this one is {protocol})")
+    if protocol != "itch50" and opts.mode != "single":
         raise ValueError(f"--mode {opts.mode} is implemented for itch50 only ({protocol} replays in one thread)")
-    if protocol == "mdp3":
-        return _replay_mdp3(path, opts)
-    return _replay_tcp(path, opts, protocol)
+    if protocol == "itch50":
+        s = _replay_itch(path, opts)
+    elif protocol == "mdp3":
+        s = _replay_mdp3(path, opts)
+    else:
+        s = _replay_tcp(path, opts, protocol)
+    s["warnings"] = list(s.get("warnings") or []) + _input_warnings(opts, protocol, s.pop("_handle"))
+    return s
 
 
 def _replay_itch(path: str, opts: ReplayOptions) -> dict:
@@ -171,14 +203,29 @@ def _replay_itch(path: str, opts: ReplayOptions) -> dict:
         raise ValueError(f"unknown mode {opts.mode!r} (single, pipelined)")
     if opts.batch < 64:
         raise ValueError("batch must be at least 64 records")
+    from feedhandler.trading_day import check_date, date_from_filename, require_day
+
     kw = dict(opts.feed_kw)
+    date_source = None
     if opts.date:
-        kw["date"] = opts.date
+        kw["date"] = check_date(opts.date).isoformat()
+        date_source = "--date"
     if opts.reorder_window is not None:
         kw["reorder_window"] = opts.reorder_window
     if opts.udp_port is not None:
         kw["udp_port"] = opts.udp_port
+    if not opts.sequencing:
+        kw["sequencing"] = False
     feed = Feed(path, "itch50", **kw)
+    if date_source is None and "midnight_ns" not in kw:
+        if feed.midnight_ns:
+            date_source = "capture time stamps"
+        else:
+            named = date_from_filename(path)
+            if named is not None:
+                feed = Feed(path, "itch50", **kw, date=named.isoformat())
+                date_source = "file name"
+    require_day(path, bool(feed.midnight_ns), bool(opts.out))
     books = BookSet()
     symmap = SymbolMap()
     writer = None
@@ -196,8 +243,7 @@ def _replay_itch(path: str, opts: ReplayOptions) -> dict:
             opts.progress({"bytes_read": done, "total_bytes": total, "records": handle.records,
                            "elapsed_s": now - t0})
 
-    ok = False
-    try:
+    def pump():
         if opts.mode == "single":
             buf = records.empty(opts.batch)
             while True:
@@ -227,6 +273,14 @@ def _replay_itch(path: str, opts: ReplayOptions) -> dict:
                 raise
             finally:
                 feed.join()
+
+    ok = False
+    interrupted = None
+    try:
+        try:
+            pump()
+        except KeyboardInterrupt as e:       # SIGINT / SIGTERM: a partial replay, complete outputs
+            interrupted = _signal_name(e)
         ok = True
     finally:
         if writer is not None:
@@ -235,7 +289,10 @@ def _replay_itch(path: str, opts: ReplayOptions) -> dict:
             else:
                 writer.abort()
     elapsed = time.perf_counter() - t0
-    return _summary(path, opts, feed, books, handle, writer, elapsed)
+    s = _summary(path, opts, feed, books, handle, writer, elapsed, date_source)
+    s["interrupted"] = interrupted
+    s["bytes_read"] = int(feed.progress()[0])
+    return s
 
 
 def _drain(ring) -> None:
@@ -250,7 +307,7 @@ def _price(p: int) -> float | None:
     return None if p == records.UNDEF_PRICE else p / records.PRICE_SCALE
 
 
-def _summary(path, opts, feed, books, handle: _Batches, writer, elapsed: float) -> dict:
+def _summary(path, opts, feed, books, handle: _Batches, writer, elapsed: float, date_source=None) -> dict:
     st = feed.stats()
     dec = st.get("decoder", {})
     day = _date_of(feed.midnight_ns)
@@ -284,15 +341,16 @@ def _summary(path, opts, feed, books, handle: _Batches, writer, elapsed: float) 
         out = {"path": os.fspath(opts.out), "format": type(writer).__name__.replace("Writer", "").lower(),
                "records": int(writer.records), "files": dict(getattr(writer, "files", {}) or {"main": opts.out})}
     malformed = {k: int(v) for k, v in st["malformed"].items() if v}
-    damage = {k: int(v) for k, v in st["file_damage"].items() if v}
     rejects = {k: int(v) for k, v in st["link_rejects"].items() if v}
     return {
         "file": path,
         "protocol": "itch50",
+        "warnings": _sequencing_warnings(st, opts.sequencing),
         "format": st["format"],
         "gzip": bool(st["gzip"]),
         "mode": opts.mode,
         "date": day.isoformat() if day else None,
+        "date_source": date_source,
         "midnight_ns": int(feed.midnight_ns or 0),
         "file_bytes": int(st["total_bytes"]),
         "packets": int(st["packets"]),
@@ -314,7 +372,7 @@ def _summary(path, opts, feed, books, handle: _Batches, writer, elapsed: float) 
         "unknown": int(dec.get("unknown", 0)),
         "bad_length": int(dec.get("bad_length", 0)),
         "truncated": int(st["truncated"]),
-        "file_damage": damage,
+        **_file_damage(st),
         "link_rejects": sum(rejects.values()),
         "link_rejects_by_reason": rejects,
         "live_orders": int(books.live_orders),
@@ -324,9 +382,58 @@ def _summary(path, opts, feed, books, handle: _Batches, writer, elapsed: float) 
         "elapsed_s": round(elapsed, 6),
         "messages_per_s": round(messages / elapsed, 1) if elapsed > 0 else None,
         "symbols": sym_info,
+        "_handle": handle,   # replay() takes it out (input warnings)
         "bbo": rows,
         "output": out,
     }
+
+
+def _check_out_format(opts: ReplayOptions) -> None:
+    """--out-format and --out's extension must not disagree (Parquet written as x.dbn helps nobody)."""
+    from feedhandler.output import FORMATS
+
+    ext = os.path.splitext(os.fspath(opts.out))[1].lower()
+    if opts.out_format and ext in FORMATS and FORMATS[ext] != opts.out_format.lower():
+        raise ValueError(f"--out {os.fspath(opts.out)} names a {FORMATS[ext]} file but --out-format is "
+                         f"{opts.out_format}: give the file a .{opts.out_format} name (or drop --out-format)")
+
+
+def _input_warnings(opts: ReplayOptions, protocol: str, handle) -> list[str]:
+    """Options that did nothing on this capture, said rather than ignored."""
+    out = []
+    if opts.date and protocol != "itch50":
+        out.append(f"--date has no effect on {protocol}: its messages carry full time stamps")
+    if handle.want is not None:
+        missing = sorted(handle.want - set(handle.symmap.ids_of(handle.want)))
+        if missing:
+            out.append(f"--symbols: not in the capture's reference data: {', '.join(missing)}"
+                       + (" (nothing was kept)" if len(missing) == len(handle.want) else ""))
+    return out
+
+
+def _sequencing_warnings(st: dict, sequencing: bool) -> list[str]:
+    """What the user must hear about MoldUDP64 sequencing (ITCH): sequence numbers that are 0."""
+    zero = int(st.get("zero_sequence_packets", 0))
+    if not zero:
+        return []
+    packets = int(st.get("moldudp64_packets", 0)) - int(st.get("heartbeats", 0)) - int(st.get("end_of_session", 0))
+    every = "every" if zero >= packets else f"{zero:,} of {packets:,}"
+    if sequencing:
+        return [f"{every} MoldUDP64 packet with messages carries sequence number 0 (MoldUDP64 numbers "
+                f"messages from 1): the stream is not sequenced, so {int(st['duplicates']):,} messages were "
+                "dropped as duplicates; pass --no-sequencing to decode every message in arrival order"]
+    return [f"sequencing off (--no-sequencing): {every} MoldUDP64 packet with messages carries sequence number 0; "
+            "messages are decoded in arrival order, gaps and duplicates cannot be seen"]
+
+
+def _file_damage(st: dict) -> dict:
+    """The capture file's damage in a summary: ``file_damage`` {reason: n} (non-zero), ``file_events``
+    [{reason, offset, skipped, resumed, compressed}] (where, how many bytes skipped, whether reading went
+    on), ``file_bytes_skipped``. Every protocol's summary has these keys; ``--strict`` fails on any."""
+    return {"file_damage": {k: int(v) for k, v in (st.get("file_damage") or {}).items() if v},
+            "file_events": list(st.get("file_events") or []),
+            "file_events_total": int(st.get("file_events_total", len(st.get("file_events") or []))),
+            "file_bytes_skipped": int(st.get("file_bytes_skipped", 0))}
 
 
 # ---- shared helpers of the other protocols -------------------------------------------------------
@@ -422,22 +529,27 @@ def _replay_mdp3(path: str, opts: ReplayOptions) -> dict:
     t0 = time.perf_counter()
     last = [t0]
 
+    interrupted = [None]
+
     def run():
         with src:
-            while True:
-                b = src.read()       # one batch of UDP payloads (native, nogil)
-                if b is None:
-                    break
-                ticks = dec.decode_buffer(*b)
-                books.apply(ticks)
-                mbp.apply(ticks)
-                handle(ticks)
-                now = time.perf_counter()
-                if opts.progress is not None and now - last[0] >= 0.2:
-                    last[0] = now
-                    done, total = src.progress()
-                    opts.progress({"bytes_read": done, "total_bytes": total, "records": handle.records,
-                                   "elapsed_s": now - t0})
+            try:
+                while True:
+                    b = src.read()       # one batch of UDP payloads (native, nogil)
+                    if b is None:
+                        break
+                    ticks = dec.decode_buffer(*b)
+                    books.apply(ticks)
+                    mbp.apply(ticks)
+                    handle(ticks)
+                    now = time.perf_counter()
+                    if opts.progress is not None and now - last[0] >= 0.2:
+                        last[0] = now
+                        done, total = src.progress()
+                        opts.progress({"bytes_read": done, "total_bytes": total, "records": handle.records,
+                                       "elapsed_s": now - t0})
+            except KeyboardInterrupt as e:   # SIGINT / SIGTERM: a partial replay, complete outputs
+                interrupted[0] = _signal_name(e)
             return src.stats(), src.channels()
 
     st, channels = _run_writer(writer, run)
@@ -448,7 +560,14 @@ def _replay_mdp3(path: str, opts: ReplayOptions) -> dict:
                                      "daily_stats", "limits", "status", "definitions", "snapshots",
                                      "snapshot_order_books", "heartbeats", "channel_resets") if c.get(k)}
     messages = int(c["messages"])
+    usage = dec.schema_usage()
     return {
+        "interrupted": interrupted[0], "bytes_read": int(st["bytes_read"]),
+        "schema_versions": {str(v): u for v, u in sorted(usage.items())},
+        "schema_fallbacks": [{"wire": v, "decoded_as": u["decoded_as"], "messages": u["messages"]}
+                             for v, u in sorted(usage.items()) if u["decoded_as"] != v],
+        # MDP3 over TCP (CME's TCP replay / recovery) is not decoded by replay: counted and said
+        "tcp_frames": int(st.get("tcp_frames", 0)),
         "file": path, "protocol": "mdp3", "format": st["format"], "gzip": bool(st["gzip"]), "mode": "single",
         "file_bytes": int(st["total_bytes"]), "packets": int(c["packets"]), "frames": int(st["frames"]),
         "channels": {str(p): ch for p, ch in sorted(channels.items())},
@@ -463,7 +582,7 @@ def _replay_mdp3(path: str, opts: ReplayOptions) -> dict:
         "unknown": int(c["msg_unknown_template"]) + int(c["msg_unknown_schema"]),
         "bad_length": int(c["msg_bad_size"]) + int(c["msg_bad_block_length"]),
         "truncated": int(c["packet_truncated"]) + int(c["msg_truncated"]),
-        "file_damage": {k: v for k, v in st["file_damage"].items() if v},
+        **_file_damage(st),
         "link_rejects": sum(st["link_rejects"].values()),
         "link_rejects_by_reason": {k: v for k, v in st["link_rejects"].items() if v},
         "mdp3": {k: int(v) for k, v in c.items()},
@@ -473,7 +592,7 @@ def _replay_mdp3(path: str, opts: ReplayOptions) -> dict:
         "mbp_book_counters": {k: int(v) for k, v in mbp.counters().items()},
         "elapsed_s": round(elapsed, 6),
         "messages_per_s": round(messages / elapsed, 1) if elapsed > 0 else None,
-        "symbols": _symbols_info(handle), "bbo": _book_rows(handle, opts.top, books, mbp),
+        "symbols": _symbols_info(handle), "bbo": _book_rows(handle, opts.top, books, mbp), "_handle": handle,
         "output": _output_info(opts, writer),
     }
 
@@ -527,10 +646,15 @@ def _replay_tcp(path: str, opts: ReplayOptions, protocol: str) -> dict:
     writer = open_writer(opts.out, opts.out_format, symbols=symmap, dataset=dataset) if opts.out else None
     handle = _Batches(opts, symmap, writer, book_rtypes=("mbo", "trade", "mbp_update", "order_event"))
 
+    interrupted = [None]
+
     def run():
-        books.apply(recs)
-        mbp.apply(recs)
-        handle(recs)
+        try:
+            books.apply(recs)
+            mbp.apply(recs)
+            handle(recs)
+        except KeyboardInterrupt as e:   # SIGINT / SIGTERM: a partial replay, complete outputs
+            interrupted[0] = _signal_name(e)
 
     _run_writer(writer, run)
     elapsed = time.perf_counter() - t0
@@ -565,6 +689,7 @@ def _replay_tcp(path: str, opts: ReplayOptions, protocol: str) -> dict:
                  "ouch": {k: v for k, v in o.items()}, "gap_messages": int(so["gap_messages"]),
                  "logins": [list(x) for x in st.get("logins", [])]}
     return {
+        "interrupted": interrupted[0],
         "file": path, "protocol": proto, "format": fmt, "gzip": gz, "mode": "single",
         "file_bytes": os.path.getsize(path), "packets": int(tcp.get("frames", 0)),
         "connections": int(tcp.get("connections", 0)), "sessions": sessions,
@@ -573,12 +698,12 @@ def _replay_tcp(path: str, opts: ReplayOptions, protocol: str) -> dict:
         "order_events": oes,
         "gaps": gaps, "duplicates": dups, "malformed": sum(malformed.values()), "malformed_by_reason": malformed,
         "unknown": 0, "bad_length": 0, "truncated": truncated, "tcp_holes": int(tcp.get("holes", 0)),
-        "tcp": tcp, **extra,
+        "tcp": tcp, **extra, **_file_damage(tcp),
         "books": int(books.instrument_count), "live_orders": int(books.live_orders),
         "mbp_books": len(mbp.instruments()),
         "book_counters": {k: int(v) for k, v in books.counters().items()},
         "elapsed_s": round(elapsed, 6),
         "messages_per_s": round(messages / elapsed, 1) if elapsed > 0 else None,
-        "symbols": _symbols_info(handle), "bbo": _book_rows(handle, opts.top, books, mbp),
+        "symbols": _symbols_info(handle), "bbo": _book_rows(handle, opts.top, books, mbp), "_handle": handle,
         "output": _output_info(opts, writer),
     }

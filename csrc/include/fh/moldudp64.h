@@ -17,6 +17,11 @@
  *     the next delivered message carries FH_MSG_AFTER_GAP;
  *   - end of session, once applied in order, emits FH_GAP_RESET; a new session after another emits
  *     FH_GAP_RESET too.
+ * With `no_sequencing` set, none of this happens: every message of every packet is delivered in
+ * arrival order, numbered consecutively per session from the first packet's sequence number (for
+ * streams whose sequence numbers carry no information, e.g. all 0: sequenced, 4 of 5 such packets
+ * would be dropped as duplicates; `zero_sequence_packets` counts data packets with sequence 0 so
+ * that the caller can say so).
  * NASDAQ BinaryFILE packets (linktype FH_LINKTYPE_MESSAGE) bypass all of it: message i (1-based) gets
  * sequence i, ts_recv 0 and FH_MSG_TS_NONE.
  *
@@ -73,6 +78,7 @@ typedef struct fh_framer_config {
     uint64_t channel_mask;        /* bit c keeps channel c (c < 64); 0 = keep all */
     uint32_t n_session_filter;    /* > 0: only these sessions are sequenced */
     char session_filter[FH_MOLD_MAX_FILTER][FH_MOLD_SESSION_LEN];
+    uint32_t no_sequencing;       /* 1: deliver every message in arrival order (see above) */
 } fh_framer_config;
 
 typedef struct fh_framer_stats {
@@ -104,6 +110,8 @@ typedef struct fh_framer_stats {
     uint64_t hold_failed;         /* packets beyond a hole that could not be held (out of memory): their
                                      messages are reported lost when the hole is given up */
     uint64_t held_slots;          /* held-packet buffers allocated (grows under heavy loss) */
+    uint64_t zero_sequence_packets; /* packets with messages whose sequence number is 0 (never valid:
+                                       MoldUDP64 numbers messages from 1) */
 } fh_framer_stats;
 
 typedef struct fh_missing_range {

@@ -8,9 +8,28 @@
  * Ownership and threading: an fh_filesrc belongs to one thread. fh_filesrc_next() fills an array of
  * fh_pkt whose `data` pointers point into the source's chunk buffer; they stay valid until the next
  * fh_filesrc_next() or fh_filesrc_close() on that source. The file is read in FH_FILESRC_CHUNK pieces,
- * never a call per packet (FH_FILESRC_READAHEAD bytes or more a read). Damage (truncated records, impossible lengths, broken gzip streams) is
- * counted by reason in fh_filesrc_stats and ends or skips input; it never crashes and never reads
- * past the bytes actually read.
+ * never a call per packet (FH_FILESRC_READAHEAD bytes or more a read). It never crashes and never
+ * reads past the bytes actually read.
+ *
+ * Damage (impossible lengths, truncated records, broken gzip streams) is counted by reason in
+ * fh_filesrc_stats.damage, and each occurrence is logged as an fh_filesrc_event (the first
+ * FH_FILESRC_MAX_EVENTS of them; `events_total` counts all) with its byte offset, how many bytes were
+ * skipped and whether reading resumed. Where the format allows, the reader resynchronises instead of
+ * stopping:
+ * - classic pcap: a record header whose caplen is impossible (> FH_FILESRC_MAX_RECORD, or larger than
+ *   both the snaplen and origlen, or larger than origlen with no plausible header after it) starts a
+ *   byte-by-byte scan for the next plausible header: caplen 1..limit and <= origlen, fraction < 1 s,
+ *   seconds within [-1 h, +1 day] of the last good record, and the header right after it plausible
+ *   too (or the file ending exactly there);
+ * - pcapng: a block with a bad length, a trailer that differs from it, or an unknown section byte
+ *   order starts a scan for the next block of a known type whose length is sane, whose trailer
+ *   repeats it and (EPB) whose interface and caplen fit;
+ * - gzip: the decompressor is our own (inflate), so everything before a data error is delivered; the
+ *   reader then looks for the next gzip member header (1f 8b 08) and resumes there when it finds one
+ *   (a single-member file ends at the error);
+ * - BinaryFILE has no framing to resynchronise on: damage ends input there.
+ * Offsets are of the decompressed capture stream (for a plain file: the file offset); gzip events
+ * carry the compressed file offset (flag FH_SRC_EVENT_COMPRESSED).
  */
 #ifndef FH_PCAP_H
 #define FH_PCAP_H
@@ -57,19 +76,38 @@ typedef enum fh_file_format {
 enum {
     FH_SRC_TRUNCATED_HEADER = 0,    /* file ends inside a file header (pcap global / pcapng SHB) */
     FH_SRC_TRUNCATED_RECORD,        /* file ends inside a record / block */
-    FH_SRC_BAD_CAPLEN,              /* pcap record caplen impossible (> FH_FILESRC_MAX_RECORD): input ends */
+    FH_SRC_BAD_CAPLEN,              /* pcap record caplen impossible: resynchronised (see above) */
     FH_SRC_CAPLEN_GT_ORIGLEN,       /* record kept, origlen raised to caplen */
     FH_SRC_BAD_BLOCK_LENGTH,        /* pcapng block length < 12, not a multiple of 4, too large, or trailer
-                                       differs: input ends (no way to resynchronise) */
+                                       differs: resynchronised on the next valid block */
     FH_SRC_BAD_BLOCK,               /* pcapng block body too short for its fields: block skipped */
     FH_SRC_NO_INTERFACE,            /* pcapng packet for an undeclared interface: skipped */
-    FH_SRC_BAD_SECTION,             /* pcapng SHB with an unknown byte-order magic: input ends */
+    FH_SRC_BAD_SECTION,             /* pcapng SHB with an unknown byte-order magic, or blocks before any SHB:
+                                       resynchronised on the next valid block */
     FH_SRC_BAD_TIMESTAMP,           /* pcap fraction >= 1 s: kept */
     FH_SRC_GZIP_TRUNCATED,          /* gzip stream ends early */
-    FH_SRC_GZIP_CORRUPT,            /* gzip data error */
+    FH_SRC_GZIP_CORRUPT,            /* gzip data error (or a bad header / trailer): resumes at the next
+                                       gzip member if there is one */
     FH_SRC_IO_ERROR,                /* read(2) failed */
     FH_SRC_N_DAMAGE
 };
+
+#define FH_FILESRC_MAX_EVENTS 32          /* damage events kept (the first ones) */
+#define FH_SRC_EVENT_RESUMED 0x1           /* reading resumed after the skipped bytes */
+#define FH_SRC_EVENT_COMPRESSED 0x2        /* offset is in the compressed (gzip) file */
+#define FH_SRC_EVENT_CHECKSUM 0x4          /* gzip: the member's CRC-32 or length did not match at its end: the
+                                              damage is somewhere in the member's data before (deflate
+                                              decodes corrupt input to wrong bytes until it cannot go on) */
+
+/* One occurrence of damage. */
+typedef struct fh_filesrc_event {
+    uint64_t offset;                /* bytes: where it was found (decompressed stream unless COMPRESSED) */
+    uint64_t skipped;               /* bytes skipped (to the next good record, or to the end of input) */
+    uint32_t reason;                /* FH_SRC_* */
+    uint32_t flags;                 /* FH_SRC_EVENT_* */
+} fh_filesrc_event;
+
+_Static_assert(sizeof(fh_filesrc_event) == 24, "fh_filesrc_event is 24 bytes");
 
 typedef struct fh_filesrc_stats {
     uint64_t bytes_read;            /* file bytes consumed so far (compressed bytes for gzip) */
@@ -83,6 +121,10 @@ typedef struct fh_filesrc_stats {
     uint32_t gzip;                  /* 1 when the file is gzip-compressed */
     uint32_t linktype;              /* pcap: the file's link type; pcapng: the first interface's */
     uint32_t big_endian;            /* pcap/pcapng: the file was written big-endian */
+    uint64_t bytes_skipped;         /* bytes of damage skipped, resynchronising or at the end */
+    uint64_t resyncs;               /* times reading resumed after damage */
+    uint64_t events_total;          /* damage events (events[] keeps the first FH_FILESRC_MAX_EVENTS) */
+    fh_filesrc_event events[FH_FILESRC_MAX_EVENTS];
 } fh_filesrc_stats;
 
 typedef struct fh_filesrc fh_filesrc;

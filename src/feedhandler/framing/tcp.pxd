@@ -57,5 +57,7 @@ cdef class Reassembler:
     cdef readonly uint64_t frames
     cdef uint64_t syn_retrans
     cdef dict file_damage
+    cdef list file_events
+    cdef uint64_t file_bytes_skipped
 
     cdef void _segment(self, _seg *s, bytes payload, uint64_t ts)

@@ -29,7 +29,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t, int32_t
 from libc.string cimport memcpy
 from feedhandler.includes.pcap cimport (fh_filesrc, fh_pkt, fh_filesrc_open, fh_filesrc_next,
                                         fh_filesrc_close, fh_filesrc_stats_get, fh_filesrc_stats,
-                                        fh_filesrc_damage_name, FH_SRC_N_DAMAGE)
+                                        fh_filesrc_damage_name, FH_SRC_N_DAMAGE, filesrc_damage)
 
 import numpy as np
 
@@ -299,6 +299,8 @@ cdef class Reassembler:
         self.frames = 0
         self.syn_retrans = 0
         self.file_damage = {}
+        self.file_events = []
+        self.file_bytes_skipped = 0
 
     def feed(self, uint64_t ts_ns, frame, int linktype=1):
         cdef const uint8_t[::1] f = frame
@@ -342,10 +344,11 @@ cdef class Reassembler:
                         self._segment(&segs[i], pkts[i].data[segs[i].off:segs[i].off + segs[i].len],
                                       pkts[i].ts_ns)
             st = fh_filesrc_stats_get(src)
-            for i in range(FH_SRC_N_DAMAGE):
-                if st.damage[i]:
-                    name = fh_filesrc_damage_name(<int> i).decode()
-                    self.file_damage[name] = self.file_damage.get(name, 0) + st.damage[i]
+            dmg = filesrc_damage(st)
+            for name, k in dmg["file_damage"].items():
+                self.file_damage[name] = self.file_damage.get(name, 0) + k
+            self.file_events.extend(dmg["file_events"])
+            self.file_bytes_skipped += dmg["file_bytes_skipped"]
         finally:
             fh_filesrc_close(src)
         return self
@@ -428,6 +431,8 @@ cdef class Reassembler:
         d["holes"] = sum(len(st.holes) for st in self.streams)
         if self.file_damage:
             d["file_damage"] = dict(self.file_damage)
+            d["file_events"] = list(self.file_events)
+            d["file_bytes_skipped"] = self.file_bytes_skipped
         return d
 
 

@@ -24,6 +24,7 @@ cdef extern from "fh/moldudp64.h" nogil:
         uint64_t channel_mask
         uint32_t n_session_filter
         char session_filter[8][10]
+        uint32_t no_sequencing
 
     ctypedef struct fh_framer_stats:
         uint64_t packets
@@ -53,6 +54,7 @@ cdef extern from "fh/moldudp64.h" nogil:
         uint64_t missing_dropped
         uint64_t hold_failed
         uint64_t held_slots
+        uint64_t zero_sequence_packets
 
     ctypedef struct fh_missing_range:
         char session[10]

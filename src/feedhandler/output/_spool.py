@@ -1,23 +1,60 @@
-"""Base of the file writers whose header depends on the whole stream (DBN, .npy).
+"""Atomic output files, and the base of the writers whose header depends on the whole stream (DBN, .npy).
 
-Records are appended to a spool file next to the target as batches arrive; ``close()`` writes the
-header (now that the record count, time range and symbols are known) followed by the spooled body,
-and removes the spool. ``abort()`` removes both (used when the replay fails).
+Every output file is written under a temporary name in the same directory (``.NAME.part-PID``) and
+renamed to its final name only when it is complete (:func:`temp_path`, :func:`publish`), so a reader
+never sees a half-written file under the final name: an interrupted or failed replay leaves either
+the previous file (or none) or a complete one.
+
+:class:`SpoolWriter` appends record bodies to an anonymous spool file (``O_TMPFILE`` where the file
+system has it: nothing is left behind even by ``kill -9``) as batches arrive; ``close()`` writes the
+header (now that the record count, time range and symbols are known) and the spooled body to the
+temporary name and renames it. ``abort()`` removes what was written (used when the replay fails).
 """
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from typing import BinaryIO
+
+__all__ = ["SpoolWriter", "check_output_dir", "temp_path", "publish", "discard"]
+
+
+def check_output_dir(path: str) -> None:
+    """OSError with a sentence when ``path``'s directory does not exist or is not a directory."""
+    d = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(d):
+        raise FileNotFoundError(2, f"cannot write {path}: the directory {d} does not exist", path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(21, f"cannot write {path}: it is a directory", path)
+
+
+def temp_path(path: str) -> str:
+    """The temporary name ``path`` is written under until it is complete."""
+    d, name = os.path.split(os.path.abspath(path))
+    return os.path.join(d, f".{name}.part-{os.getpid()}")
+
+
+def publish(tmp: str, path: str) -> None:
+    """Give the complete file at ``tmp`` its final name (atomic on one file system)."""
+    os.replace(tmp, path)
+
+
+def discard(tmp: str) -> None:
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
 
 
 class SpoolWriter:
-    """Append bodies now, write ``header() + body`` at close."""
+    """Append bodies now, write ``header() + body`` at close (atomically)."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
-        self._spool_path = self.path + ".part"
-        self._spool: BinaryIO | None = open(self._spool_path, "w+b")
+        check_output_dir(self.path)
+        # anonymous: O_TMPFILE on Linux where the file system supports it, else created and unlinked at once
+        self._spool: BinaryIO | None = tempfile.TemporaryFile(dir=os.path.dirname(os.path.abspath(self.path)))
         self.records = 0
         self.closed = False
 
@@ -35,21 +72,19 @@ class SpoolWriter:
         spool = self._spool
         self._spool = None
         assert spool is not None
+        tmp = temp_path(self.path)
         try:
             spool.flush()
             spool.seek(0)
-            with open(self.path, "wb") as out:
+            with open(tmp, "wb") as out:
                 out.write(self.header())
                 shutil.copyfileobj(spool, out, 4 << 20)
+            publish(tmp, self.path)
         except BaseException:
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
+            discard(tmp)
             raise
         finally:
             spool.close()
-            os.unlink(self._spool_path)
 
     def abort(self) -> None:
         if self.closed:
@@ -58,11 +93,6 @@ class SpoolWriter:
         if self._spool is not None:
             self._spool.close()
             self._spool = None
-        for p in (self._spool_path,):
-            try:
-                os.unlink(p)
-            except FileNotFoundError:
-                pass
 
     def __enter__(self):
         return self

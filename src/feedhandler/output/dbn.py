@@ -6,11 +6,16 @@ What goes in
   DBN's ``MboMsg``, so nothing is converted. Flag bits 0-1 (0x01 "non-printable execution",
   0x02 "whole order") are feedhandler-private: DBN reserves them and its readers ignore them; they are
   kept so that a DBN file and our own records never disagree byte for byte.
-- Trade prints (ITCH P and Q; our rtype 0x00 ``fh_trade``) become MBO records with action ``'T'``,
-  as Databento's own XNAS.ITCH MBO data carries them: order_id (P's order reference, 0 for crosses),
-  price, size, side (aggressor), flags, ts_recv, ts_in_delta and sequence are kept; channel_id is 0;
-  the match number and the cross type (``depth``) are dropped. The file therefore stays a single-
-  schema MBO file that every DBN reader accepts.
+- Trade records (our rtype 0x00 ``fh_trade``) become MBO records with their own action, as
+  Databento's MBO data carries them: ``'T'`` for a trade print (ITCH P and Q; one per MDP3
+  TradeSummary MDTradeEntry), ``'F'`` for an order's fill (MDP3's per-order entries of a
+  TradeSummary: order_id set, side ``'N'``). A DBN reader that sums the ``'T'`` sizes therefore
+  counts each trade once. order_id (P's order reference, 0 for crosses), price, size, side
+  (aggressor), flags, ts_recv, ts_in_delta and sequence are kept; channel_id is 0; the match number
+  and the cross type (``depth``) are dropped. Trade busts (MDP3 TradeSummary entries with update
+  action Delete: our action ``'C'``) have no MBO action (``'C'`` would cancel an order) and are not
+  written (counted in ``skipped`` as ``trade_bust``). The file stays a single-schema MBO file that
+  every DBN reader accepts.
 - CME MDP 3.0 price-level updates (``mbp_update``) go to a second DBN file next to it,
   ``OUT.mbp-1.dbn``, schema MBP-1 (80-byte ``Mbp1Msg``: the update plus the top of the book after it,
   from ``feedhandler.output._mbp1.Mbp1Converter``, which keeps the outright books; top-of-book
@@ -19,7 +24,8 @@ What goes in
   definitions, FIX/OUCH order events, ...) has no DBN record type that holds it without loss and is
   not written (counted by kind in ``skipped``); use ``.npy`` or Parquet output for those (Parquet
   writes one table per record kind, order events included). The stock directory becomes the metadata's
-  symbol mappings instead (raw symbol -> instrument_id for the trading day).
+  symbol mappings instead (raw symbol -> instrument_id for the trading day), for the instruments that
+  have records in the file only (``--symbols`` AAPL lists AAPL, not the whole directory).
 
 The metadata header (DBN version 3 by default; version 2 has the same layout) is written by
 :func:`encode_metadata` following the DBN specification; tests check it equals
@@ -106,10 +112,28 @@ def _yyyymmdd(d: _dt.date) -> int:
     return d.year * 10000 + d.month * 100 + d.day
 
 
+TRADE_ACTIONS = (b"T", b"F")   # trade record actions written as MBO records (the rest: not written)
+
+
+def trade_busts(ticks: np.ndarray) -> int:
+    """Trade records of a batch that are not written to DBN (busts: action 'C')."""
+    tr = ticks[ticks["rtype"] == records.RTYPE["trade"]]
+    if not tr.shape[0]:
+        return 0
+    act = tr.view(records.DTYPES["trade"])["action"]
+    return int((~np.isin(act, np.array(TRADE_ACTIONS + (b"\0",), "S1"))).sum())
+
+
 def to_mbo_bytes(ticks: np.ndarray) -> np.ndarray:
-    """The DBN MBO bytes ((n, 56) uint8) of the MBO and trade records of a batch, in stream order."""
+    """The DBN MBO bytes ((n, 56) uint8) of the MBO and trade records of a batch, in stream order
+    (trade prints as action 'T', order fills as 'F'; trade busts left out)."""
     rt = ticks["rtype"]
-    sel = ticks[(rt == records.RTYPE["mbo"]) | (rt == records.RTYPE["trade"])]   # a copy we may edit
+    keep = rt == records.RTYPE["mbo"]
+    is_tr = rt == records.RTYPE["trade"]
+    if is_tr.any():
+        act = ticks.view(records.DTYPES["trade"])["action"]
+        keep |= is_tr & np.isin(act, np.array(TRADE_ACTIONS + (b"\0",), "S1"))
+    sel = ticks[keep]   # a copy we may edit
     out = sel.view(records.DTYPES["mbo"])
     is_trade = sel["rtype"] == records.RTYPE["trade"]
     if is_trade.any():
@@ -120,7 +144,7 @@ def to_mbo_bytes(ticks: np.ndarray) -> np.ndarray:
             m[f] = tr[f]
         m["length"] = MBO_BYTES // 4
         m["rtype"] = records.RTYPE["mbo"]
-        m["action"] = b"T"
+        m["action"] = np.where(tr["action"] == b"F", b"F", b"T")   # 'T' (or unset: a print) or 'F' (fill)
         out[is_trade] = m
     return np.ascontiguousarray(out.view(np.uint8).reshape(-1, records.TICK_DTYPE.itemsize)[:, :MBO_BYTES])
 
@@ -168,8 +192,24 @@ class DbnWriter(SpoolWriter):
         self._mbp1: _Mbp1File | None = None
         self._conv = None
         self.counts = {"mbo": 0, "mbp-1": 0}
+        self._seen_small = np.zeros(1 << 16, bool)   # instrument_ids < 65536 with records (ITCH locates)
+        self._seen_big: set[int] = set()               # the others (MDP3 security ids)
         self.skipped: dict[str, int] = {}
         self.files = {"mbo": self.path}
+
+    def _note_ids(self, b: np.ndarray) -> None:
+        """Remember the instrument_ids of written DBN records (bytes 4..8 of each): O(n) for ITCH's
+        16-bit locate codes, a sort only for larger ids."""
+        ids = b[:, 4:8].copy().view("<u4").ravel()
+        small = ids < self._seen_small.shape[0]
+        self._seen_small[ids[small]] = True
+        if not small.all():
+            self._seen_big.update(np.unique(ids[~small]).tolist())
+
+    @property
+    def written_ids(self) -> set[int]:
+        """instrument_ids with records in the file(s)."""
+        return set(np.flatnonzero(self._seen_small).tolist()) | self._seen_big
 
     @staticmethod
     def _span(w, b: np.ndarray) -> None:
@@ -184,6 +224,7 @@ class DbnWriter(SpoolWriter):
         if n:
             self._span(self, b)
             self._append(b)
+            self._note_ids(b)
             self.counts["mbo"] += n
         rt = ticks["rtype"]
         m = 0
@@ -200,7 +241,11 @@ class DbnWriter(SpoolWriter):
                     self.files["mbp-1"] = self._mbp1.path
                 self._span(self._mbp1, mb)
                 self._mbp1._append(mb)
+                self._note_ids(mb)
                 self.counts["mbp-1"] += m
+        busts = trade_busts(ticks)
+        if busts:
+            self.skipped["trade_bust"] = self.skipped.get("trade_bust", 0) + busts
         other = ~np.isin(rt, np.array([records.RTYPE[k] for k in ("mbo", "trade", "mbp_update")], np.uint8))
         if other.any():
             kinds, cnt = np.unique(rt[other], return_counts=True)
@@ -233,7 +278,8 @@ class DbnWriter(SpoolWriter):
         end = (end_ + 1) if end_ is not None else start
         day = self.date or _dt.datetime.fromtimestamp(start / 1e9, _dt.timezone.utc).date()
         d0, d1 = _yyyymmdd(day), _yyyymmdd(day + _dt.timedelta(days=1))
-        sym = self._symbols()
+        written = self.written_ids
+        sym = {iid: tk for iid, tk in self._symbols().items() if iid in written}
         tickers = sorted(set(sym.values()))
         by_ticker: dict[str, list] = {}
         for iid, tk in sorted(sym.items()):

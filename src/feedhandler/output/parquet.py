@@ -7,7 +7,9 @@ a sibling file ``OUT.<kind>.parquet`` (``OUT.trade.parquet``, ``OUT.stock_direct
 Integers keep their widths; prices stay int64 fixed point (1e-9 units, ``UNDEF_PRICE`` = no price);
 times stay uint64 ns since the epoch; character fields become strings (trailing spaces/NULs
 removed). MBO and trade tables get a ``symbol`` column from the stock directory. Rows are written in
-row groups of about ``row_group`` records.
+row groups of about ``row_group`` records. Each file is written under a temporary name
+(``.NAME.part-PID``) and renamed when ``close()`` has written its footer, so a final name always holds
+a complete, readable file; ``abort()`` removes the temporaries.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import numpy as np
 
 from feedhandler import records
 from feedhandler.errors import FeedhandlerError
+from feedhandler.output._spool import check_output_dir, discard, publish, temp_path
 
 __all__ = ["ParquetWriter", "MissingDependency", "sibling_path"]
 
@@ -50,6 +53,7 @@ class ParquetWriter:
     def __init__(self, path: str | os.PathLike, *, symbols=None, row_group: int = 262_144, **_ignored):
         self.pa, self.pc, self.pq = _pyarrow()
         self.path = os.fspath(path)
+        check_output_dir(self.path)
         self._symbols = symbols or (lambda: {})
         self.row_group = row_group
         self._pending: dict[str, list[np.ndarray]] = {}
@@ -121,7 +125,7 @@ class ParquetWriter:
         w = self._writers.get(kind)
         if w is None:
             p = sibling_path(self.path, kind)
-            w = self.pq.ParquetWriter(p, table.schema, compression="zstd")
+            w = self.pq.ParquetWriter(temp_path(p), table.schema, compression="zstd")
             self._writers[kind] = w
             self.files[kind] = p
         w.write_table(table)
@@ -135,14 +139,21 @@ class ParquetWriter:
         except BaseException:
             self.abort()
             raise
+        try:
+            for w in self._writers.values():
+                w.close()
+            if "mbo" not in self._writers:
+                # an empty MBO table, so that OUT.parquet always exists
+                t = self._table("mbo", np.zeros(0, records.DTYPES["mbo"]))
+                self.pq.write_table(t, temp_path(self.path), compression="zstd")
+                self.files["mbo"] = self.path
+        except BaseException:
+            self.closed = False
+            self.abort()
+            raise
         self.closed = True
-        for w in self._writers.values():
-            w.close()
-        if "mbo" not in self._writers:
-            # an empty MBO table, so that OUT.parquet always exists
-            t = self._table("mbo", np.zeros(0, records.DTYPES["mbo"]))
-            self.pq.write_table(t, self.path, compression="zstd")
-            self.files["mbo"] = self.path
+        for p in self.files.values():     # every file is complete: give them their names
+            publish(temp_path(p), p)
 
     def abort(self) -> None:
         if self.closed:
@@ -154,7 +165,4 @@ class ParquetWriter:
             except OSError:  # best effort while already failing: the files are removed next
                 pass
         for p in self.files.values():
-            try:
-                os.unlink(p)
-            except FileNotFoundError:
-                pass
+            discard(temp_path(p))

@@ -22,7 +22,7 @@ from libc.string cimport memcpy, memset
 from feedhandler.includes.msg cimport FH_MSG_TS_MASK, FH_MSG_TS_NONE, fh_decode_fn, fh_msg
 from feedhandler.includes.record cimport FH_RTYPE_MBO, FH_RTYPE_TRADE, fh_tick
 from feedhandler.includes.pcap cimport (
-    FH_SRC_EEMPTY, FH_SRC_EFORMAT, FH_SRC_N_DAMAGE, fh_file_format_name, fh_filesrc_damage_name, fh_filesrc_stats, fh_filesrc_stats_get, fh_pkt,
+    FH_SRC_EEMPTY, FH_SRC_EFORMAT, FH_SRC_N_DAMAGE, fh_file_format_name, fh_filesrc_damage_name, fh_filesrc_stats, fh_filesrc_stats_get, fh_pkt, filesrc_damage,
 )
 from feedhandler.includes.capture_file cimport (
     fh_filelive, fh_filelive_close, fh_filelive_file, fh_filelive_next, fh_filelive_open, fh_filelive_stats,
@@ -261,6 +261,7 @@ cdef dict _framer_stats_dict(fh_framer *fr):
         "filled_messages": f.filled_messages, "lost_messages": f.lost_messages, "resets": f.resets,
         "after_end_of_session": f.after_end_of_session, "filtered_sessions": f.filtered_sessions,
         "malformed": malformed, "held_max": f.held_max, "held_slots": f.held_slots,
+        "zero_sequence_packets": f.zero_sequence_packets,
         "hold_failed": f.hold_failed, "gap_records": f.records,
     }
 
@@ -298,7 +299,8 @@ cdef class LiveFeed:
         memset(&self.core, 0, sizeof(self.core))
 
     def __init__(self, source, protocol="itch50", *, date=None, midnight_ns=None,
-                 reorder_window=DEFAULT_REORDER_WINDOW, udp_port=None, group=None, publisher_id=0):
+                 reorder_window=DEFAULT_REORDER_WINDOW, udp_port=None, group=None, publisher_id=0,
+                 sequencing=True):
         cdef fh_framer_config cfg
         if not 0 <= int(reorder_window) <= FH_MOLD_MAX_WINDOW:
             raise ValueError(f"reorder_window must be 0..{FH_MOLD_MAX_WINDOW} packets, not {reorder_window}")
@@ -307,6 +309,7 @@ cdef class LiveFeed:
         memset(&cfg, 0, sizeof(cfg))
         cfg.reorder_window = <uint32_t>int(reorder_window)
         cfg.publisher_id = <uint16_t>int(publisher_id)
+        cfg.no_sequencing = 0 if sequencing else 1
         if udp_port is not None:
             if not 0 < int(udp_port) < 65536:
                 raise ValueError(f"udp_port must be 1..65535, not {udp_port}")
@@ -624,5 +627,6 @@ cdef class FileSource:
                 "speed": self.speed, "waits": st.waits, "behind_max_ns": st.behind_ns,
                 "format": fh_file_format_name(f.format).decode(), "gzip": bool(f.gzip),
                 "file_damage": {k: v for k, v in damage.items() if v},
+                **{k: v for k, v in filesrc_damage(f).items() if k != "file_damage"},
                 "ts_sw": 0 if paced else st.packets - st.unstamped,
                 "ts_user": st.packets - st.unstamped if paced else 0, "unstamped": st.unstamped}

@@ -152,8 +152,13 @@ ctypedef struct _Ref:
     int32_t security_id
     char side
 
+cdef enum:
+    NVERSIONS = 64          # wire schema versions counted one by one (higher ones share the last slot)
+
 ctypedef struct _Ctx:
     uint64_t counters[C_NCOUNTERS]
+    uint64_t by_version[NVERSIONS]   # messages per wire schema version (ver >= NVERSIONS: last slot)
+    uint16_t decoded_as[NVERSIONS]   # wire version -> the compiled-in version that decoded it (0: none)
     _Chan chan[NCHANNELS]
     _Inst *inst
     uint32_t inst_mask
@@ -804,6 +809,13 @@ cdef const fh_mdp3_schema *_schema(_Ctx *c, uint16_t sid, uint16_t ver) noexcept
     return best
 
 
+cdef inline void _count_version(_Ctx *c, uint16_t ver, const fh_mdp3_schema *s) noexcept nogil:
+    cdef uint16_t k = ver if ver < NVERSIONS else NVERSIONS - 1
+    c.by_version[k] += 1
+    if s != NULL:
+        c.decoded_as[k] = s.version
+
+
 cdef void _message(_Ctx *c, const uint8_t *b, size_t n) noexcept nogil:
     cdef uint16_t bl, tid, sid, ver
     cdef const fh_mdp3_schema *s
@@ -825,6 +837,7 @@ cdef void _message(_Ctx *c, const uint8_t *b, size_t n) noexcept nogil:
     sid = fh_load_le16(b + 4)
     ver = fh_load_le16(b + 6)
     s = _schema(c, sid, ver)
+    _count_version(c, ver, s)
     if s == NULL:
         c.counters[C_MSG_UNKNOWN_SCHEMA] += 1
         return
@@ -1145,6 +1158,18 @@ cdef class Mdp3Decoder:
         """Counters since creation (or reset()): a dict name -> int."""
         return {name: self.c.counters[i] for i, name in enumerate(COUNTER_NAMES)}
 
+    def schema_usage(self):
+        """Schema versions seen on the wire: {wire version: {"messages": n, "decoded_as": version or None}}.
+        ``decoded_as`` differs from the wire version when no compiled-in schema has that version and the
+        newest older one decoded it (a fallback: fields added since are skipped by blockLength);
+        ``None``: no schema could decode it (counted in ``msg_unknown_schema``)."""
+        out = {}
+        for v in range(NVERSIONS):
+            if self.c.by_version[v]:
+                out[v] = {"messages": int(self.c.by_version[v]),
+                          "decoded_as": int(self.c.decoded_as[v]) if self.c.decoded_as[v] else None}
+        return out
+
     def rejects(self):
         """Sum of the reject counters (malformed or unknown input that was skipped)."""
         return sum(self.c.counters[COUNTER_NAMES.index(n)] for n in REJECT_COUNTERS)
@@ -1167,6 +1192,8 @@ cdef class Mdp3Decoder:
     def reset(self):
         """Forget sequencing state and counters."""
         memset(self.c.counters, 0, sizeof(self.c.counters))
+        memset(self.c.by_version, 0, sizeof(self.c.by_version))
+        memset(self.c.decoded_as, 0, sizeof(self.c.decoded_as))
         memset(self.c.chan, 0, sizeof(self.c.chan))
         memset(self.c.inst, 0, (self.c.inst_mask + 1) * sizeof(_Inst))
         self.c.inst_count = 0

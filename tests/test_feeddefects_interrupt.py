@@ -1,0 +1,182 @@
+"""Interrupting ``feedhandler replay`` with real signals: SIGINT and SIGTERM both print the partial
+summary (exit 130 / 143) and leave a complete, readable output under its final name, and nothing else
+(no ``.part`` spool, no temporary). Each run is a subprocess on a synthetic capture big enough to be
+caught in the middle (the signal is sent once the progress line shows the replay under way)."""
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+MESSAGES = 6_000_000
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("big") / "day.pcap"
+    subprocess.run([sys.executable, "-m", "feedhandler.cli", "synth", str(p), "--messages", str(MESSAGES),
+                    "--symbols", "200", "-q"], check=True, timeout=600)
+    return p
+
+
+def interrupt(capture: Path, out: Path, sig: int, *extra: str) -> tuple[int, dict, str]:
+    """Start a replay, wait until it is under way, send sig; (exit code, JSON summary, stderr)."""
+    proc = subprocess.Popen([sys.executable, "-m", "feedhandler.cli", "replay", str(capture), "--out", str(out),
+                             "--json", "--progress", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    err = b""
+    deadline = time.monotonic() + 120
+    try:
+        while b"replay " not in err:          # the progress line: shown once the replay ran 1 s
+            assert time.monotonic() < deadline, "the replay never showed progress"
+            r, _, _ = select.select([proc.stderr], [], [], 0.5)
+            if r:
+                chunk = os.read(proc.stderr.fileno(), 4096)
+                assert chunk, f"replay ended before it could be interrupted: {err!r}"
+                err += chunk
+        proc.send_signal(sig)
+        stdout, rest = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, json.loads(stdout), (err + rest).decode(errors="replace")
+
+
+def leftovers(d: Path, keep: set[str]) -> list[str]:
+    return sorted(p.name for p in d.iterdir() if p.name not in keep)
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_dbn_interrupted(tmp_path, big, sig, code):
+    dbn = pytest.importorskip("databento_dbn")
+    out = tmp_path / "out" / "x.dbn"
+    out.parent.mkdir()
+    rc, s, err = interrupt(big, out, sig)
+    name = signal.Signals(sig).name
+    assert rc == code, err
+    assert s["interrupted"] == name
+    assert 0 < s["bytes_read"] < s["file_bytes"]            # really partial
+    assert 0 < s["messages"] < MESSAGES
+    assert f"interrupted by {name}" in err
+    assert leftovers(out.parent, {"x.dbn"}) == []
+    dec = dbn.DBNDecoder()
+    dec.write(out.read_bytes())
+    recs = dec.decode()
+    assert isinstance(recs[0], dbn.Metadata)
+    assert len(recs) - 1 == s["output"]["records"] > 0
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_parquet_interrupted(tmp_path, big, sig, code):
+    pq = pytest.importorskip("pyarrow.parquet")
+    out = tmp_path / "out" / "x.parquet"
+    out.parent.mkdir()
+    rc, s, err = interrupt(big, out, sig)
+    assert rc == code, err
+    assert s["interrupted"] == signal.Signals(sig).name
+    files = s["output"]["files"]
+    assert leftovers(out.parent, {Path(p).name for p in files.values()}) == []
+    total = sum(pq.read_table(p).num_rows for p in files.values())
+    assert total == s["output"]["records"] > 0
+
+
+def test_npy_interrupted_text_summary(tmp_path, big):
+    out = tmp_path / "x.npy"
+    proc = subprocess.Popen([sys.executable, "-m", "feedhandler.cli", "replay", str(big), "--out", str(out),
+                             "--progress", "--mode", "pipelined"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    err = b""
+    try:
+        while b"replay " not in err:
+            r, _, _ = select.select([proc.stderr], [], [], 0.5)
+            if r:
+                chunk = os.read(proc.stderr.fileno(), 4096)
+                assert chunk, err
+                err += chunk
+        proc.send_signal(signal.SIGINT)
+        stdout, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    text = stdout.decode()
+    assert "INTERRUPTED by SIGINT after" in text and "is complete and readable" in text
+    arr = np.load(out)
+    assert arr.shape[0] > 0
+    assert leftovers(tmp_path, {"x.npy"}) == []
+
+
+def test_no_partial_file_under_the_final_name_while_writing(tmp_path):
+    """The writers write under a temporary name: until close() the final name does not exist."""
+    from feedhandler import records
+    from feedhandler.output import SymbolMap, open_writer
+
+    for name in ("a.dbn", "a.npy", "a.parquet"):
+        if name.endswith(".parquet"):
+            pytest.importorskip("pyarrow")
+        w = open_writer(tmp_path / name, symbols=SymbolMap())
+        t = records.empty(10)
+        t["rtype"] = records.RTYPE["mbo"]
+        t["length"] = 14
+        w.write(t)
+        if hasattr(w, "_flush"):
+            w._flush("mbo")
+        assert not (tmp_path / name).exists()
+        w.close()
+        assert (tmp_path / name).exists()
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+        w2 = open_writer(tmp_path / ("b" + name), symbols=SymbolMap())
+        w2.write(t)
+        w2.abort()
+        assert not (tmp_path / ("b" + name)).exists()
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_out_into_missing_directory(tmp_path, capsys):
+    from feedhandler.cli import main
+
+    pcap = Path(__file__).resolve().parents[1] / "pcaps" / "itch50_sample.pcap"
+    missing = tmp_path / "nope" / "x.dbn"
+    assert main(["replay", str(pcap), "--out", str(missing), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and ".part" not in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_run_file_interrupted(tmp_path, big, sig, code):
+    """``feedhandler run --file`` stops cleanly on either signal: summary, complete output, 130 / 143."""
+    dbn = pytest.importorskip("databento_dbn")
+    out = tmp_path / "run.dbn"
+    proc = subprocess.Popen([sys.executable, "-m", "feedhandler.cli", "run", "--file", str(big), "--pace", "max",
+                             "--out", str(out), "--json", "--status-interval", "0.5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    err = b""
+    try:
+        while b"pkts" not in err:              # a status line: the run is under way
+            r, _, _ = select.select([proc.stderr], [], [], 0.5)
+            if r:
+                chunk = os.read(proc.stderr.fileno(), 4096)
+                assert chunk, err
+                err += chunk
+        proc.send_signal(sig)
+        stdout, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == code
+    s = json.loads(stdout)
+    assert s["signal"] == signal.Signals(sig).name and 0 < s["messages"] < MESSAGES
+    dec = dbn.DBNDecoder()
+    dec.write(out.read_bytes())
+    assert len(dec.decode()) > 1
+    assert leftovers(tmp_path, {"run.dbn"}) == []
