@@ -49,7 +49,7 @@ def to_decimal(raw, scale: int = PRICE_SCALE) -> str | None:
     with decimal.localcontext() as ctx:
         ctx.prec = max(60, len(str(abs(q.numerator))) + 2 * scale)
         d = (Decimal(q.numerator) / Decimal(q.denominator)).scaleb(-scale)
-        return str(d.quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_EVEN))
+        return format(d.quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_EVEN), "f")
 
 
 def money_report(report: dict, scale: int = PRICE_SCALE) -> dict:

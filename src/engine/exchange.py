@@ -296,6 +296,21 @@ def _journal_layout(journal: Path) -> int | None:
     return None
 
 
+def _check_not_written_by_another(journal: Path, shards: int) -> None:
+    """Fencing, checked before anything is opened: a journal another live process writes is refused (the
+    journal writer enforces it again, atomically, with the same lock)."""
+    from engine.journal import JournalLock
+    paths = [journal / "journal.bin"] if shards == 1 else [journal / f"shard-{k}" / "journal.bin"
+                                                             for k in range(shards)]
+    for p in paths:
+        lock = JournalLock(str(p))
+        if not lock.is_free():
+            h = lock.holder()
+            who = f" (pid {h['pid']} on {h['host']})" if h else ""
+            raise StartupError(f"data dir {journal.parent}: {p} is being written by another process{who}: one "
+                               "exchange per data dir (run this one as its standby with --standby-of)")
+
+
 def check_data_dir(cfg: dict) -> dict:
     """Refuse a data directory written by an exchange with another configuration (symbols, shards, tick size,
     self-trade prevention: what decides what the journal replays to). Returns the manifest to write."""
@@ -343,6 +358,8 @@ class Exchange:
             raise DataDirError(f"data dir {self.data_dir} cannot be created: {err.strerror or err}") from None
         manifest = check_data_dir(cfg)
         e = cfg["engine"]
+        if e.get("journal", True) and not e.get("remote") and engine is None:
+            _check_not_written_by_another(self.data_dir / "journal", manifest["shards"])
         self.trade_log = TradeLogger(str(self.data_dir / "trades.csv"))
         self.portfolio = portfolio if portfolio is not None else PortfolioManager()
         self.latency = LatencyMonitor()
