@@ -393,6 +393,8 @@ class Exchange:
         g = cfg["gateway"]
         self.gateway = Gateway(self.pipeline, Authenticator(keys, int(g["recv_window_ms"]) * 1_000_000),
                                g["endpoint"], workers=int(g["workers"]), hwm=int(g["hwm"]))
+        if hasattr(self.engine, "on_settled"):
+            self.engine.on_settled = self._on_settled
         self.fix = None
         self.ouch = None
         self._started: list[str] = []
@@ -449,6 +451,25 @@ class Exchange:
                                 **extra).start()
         except OSError as err:
             raise StartupError(f"OUCH acceptor {host}:{port}: {err.strerror or err}") from None
+
+    def _on_settled(self, pairs: list) -> None:
+        """Requests answered "unknown" (a shard that did not answer in time) got their outcome: the owners
+        get the real events as execution reports, risk and market data follow, and a retry of the request
+        now gets the settled outcome."""
+        pl = self.pipeline
+        on_events = getattr(pl.risk, "on_events", None)
+        remember = getattr(pl, "_remember", None)
+        for req, evs in pairs:
+            if on_events is not None:
+                on_events(evs)
+            for ev in evs:
+                pl.route(ev.get("account", ""), ev)
+            if pl.marketdata is not None:
+                pl.marketdata.publish(evs)
+            if remember is not None and req.get("type") == "new" and req.get("client_order_id"):
+                status = "rejected" if evs and evs[0]["type"] == "rejected" else "ack"
+                remember((req.get("account"), req["client_order_id"]),
+                         {"rid": None, "status": status, "settled": True, "events": evs})
 
     @property
     def endpoints(self) -> dict:

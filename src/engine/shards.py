@@ -194,9 +194,14 @@ class ZmqShard:
             if self.sock is None:
                 raise ShardUnavailable(f"engine shard {self.endpoint}: closed")
             status, value = self._exchange(name, args, body, self.timeout_ms)
+            if status != "ok" and name != "init" and _NOT_INITIALISED in str(value):
+                # a restarted server (it refused the call: not applied): initialise it again, then retry
+                if not self._reinit_locked():
+                    self._mark_down()
+                    raise ShardUnavailable(f"engine shard {self.endpoint} restarted and could not be "
+                                           "re-initialised")
+                status, value = self._exchange(name, args, body, self.timeout_ms)
         if status != "ok":
-            if _NOT_INITIALISED in str(value):
-                self._mark_down()       # a restarted server: the probe re-initialises it
             raise RuntimeError(f"engine shard {self.endpoint}: {name} failed: {value}")
         fix = self._TUPLES.get(name)
         return fix(value) if fix is not None else value
@@ -263,16 +268,24 @@ class ZmqShard:
                 self.down = True        # _exchange's _mark_down saw down already set
                 return False
             if status != "ok":
-                if _NOT_INITIALISED not in str(value):
+                if _NOT_INITIALISED not in str(value) or not self._reinit_locked():
                     return False
-                init = json.dumps(["init", list(self._init_args)], default=_json_int).encode()
-                status, replayed = self._exchange("ping", (), init, max(self.timeout_ms, 100))
-                if status != "ok":
-                    return False
-                self.reinits += 1
-                self._settle_from_journal(replayed)
             self.down = False
             return True
+
+    def _reinit_locked(self) -> bool:
+        """(lock held) Send the router's original init to a restarted server; it recovers its journal, whose
+        replayed events settle what is still unsettled. True on success."""
+        init = json.dumps(["init", list(self._init_args)], default=_json_int).encode()
+        try:
+            status, replayed = self._exchange("ping", (), init, max(self.timeout_ms, 100))
+        except ShardTimeout:
+            return False
+        if status != "ok":
+            return False
+        self.reinits += 1
+        self._settle_from_journal(replayed)
+        return True
 
     def _settle_from_journal(self, replayed: list) -> None:
         """A restarted server recovered from its journal: each unsettled submit is settled from the events
