@@ -564,15 +564,17 @@ def serve(ex: Exchange, duration: float | None, stop: threading.Event, out=sys.s
     RuntimeError when the engine/gateway threads died (the caller exits non-zero)."""
     t0 = time.monotonic()
     last = t0
-    beat = ex.data_dir / "heartbeat"        # a standby with heartbeat_ms watches its age
+    beat = ex.data_dir / "heartbeat"        # a standby with heartbeat_ms watches it change
+    beats = 0
     while not stop.wait(0.2):
         if duration is not None and time.monotonic() - t0 >= duration:
             break
         if not _engine_alive(ex):
             raise RuntimeError("a gateway/engine thread died; stopping (the journal holds every acknowledged "
                                "input: a restart recovers)")
+        beats += 1
         try:
-            beat.touch()
+            beat.write_text(f"{os.getpid()} {beats}\n")
         except OSError:
             pass            # a read-only data dir: the standby's heartbeat check then never fires
         if time.monotonic() - last >= 10:

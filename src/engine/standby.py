@@ -15,8 +15,8 @@ Fencing: every journal has one writer, the holder of its :class:`engine.journal.
   cannot write too (it fails with "being written by another process");
 * ``take_over()`` while the primary is alive is refused (:class:`engine.journal.JournalLocked`) and the
   standby keeps following;
-* with ``heartbeat_ms``, a primary on this host whose heartbeat file (``<data dir>/heartbeat``, touched
-  by its main loop every 200 ms) is older than that is considered hung: the standby kills it (SIGKILL,
+* with ``heartbeat_ms``, a primary on this host whose heartbeat file (``<data dir>/heartbeat``, a counter
+  its main loop rewrites every 200 ms) has not changed for that long is considered hung: the standby kills it (SIGKILL,
   the fencing of last resort) and takes over when the kernel has released its lock;
 * SIGUSR1 asks the standby to take over (refused while the primary holds the journal).
 
@@ -252,11 +252,26 @@ class StandbyShards:
 
 
 # ---- the `feedhandler exchange --standby-of` command -------------------------------------------------------
-def _heartbeat_age_ms(data_dir: Path) -> float | None:
-    try:
-        return (time.time() - os.stat(data_dir / HEARTBEAT).st_mtime) * 1000
-    except OSError:
-        return None
+class _Heartbeat:
+    """Watches the primary's heartbeat file (a counter its main loop rewrites every 200 ms) on this process's
+    monotonic clock: wall-clock steps (NTP, PTP) neither fake nor hide a missing heartbeat."""
+
+    def __init__(self, data_dir: Path):
+        self.path = data_dir / HEARTBEAT
+        self.last = None
+        self.changed = time.monotonic()
+
+    def age_ms(self) -> float:
+        try:
+            now = self.path.read_bytes()
+        except OSError:
+            now = None
+        if now != self.last:
+            self.last = now
+            self.changed = time.monotonic()
+        if self.last is None:
+            return 0.0      # no heartbeat seen yet (a primary still recovering, or an older one): never fence
+        return (time.monotonic() - self.changed) * 1000
 
 
 def _kill_hung_primary(standby: StandbyShards, out) -> bool:
@@ -320,6 +335,7 @@ def run_standby(cfg: dict, stop: threading.Event, duration: float | None = None,
           ", or on SIGUSR1)", file=out, flush=True)
     t0 = time.monotonic()
     last = t0
+    beat = _Heartbeat(data_dir)
     try:
         standby.start(poll_s)
         while not stop.wait(min(poll_s * 20, 0.05)):
@@ -335,8 +351,7 @@ def run_standby(cfg: dict, stop: threading.Event, duration: float | None = None,
                 asked.clear()
                 why = "asked (SIGUSR1)"
             elif heartbeat_ms:
-                age = _heartbeat_age_ms(data_dir)
-                if age is not None and age > heartbeat_ms and _kill_hung_primary(standby, out):
+                if beat.age_ms() > heartbeat_ms and _kill_hung_primary(standby, out):
                     continue            # the next round takes over once the kernel released its lock
             if why is not None:
                 try:
