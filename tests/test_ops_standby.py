@@ -207,7 +207,12 @@ def test_cli_failover_kill_9_the_primary(tmp_path, how):
             primary.kill()                     # kill -9
         else:
             primary.send_signal(signal.SIGSTOP)  # hung: the heartbeat stops; the standby fences it (SIGKILL)
-        m = read_until(standby, r"taking over: (.*); epoch (\d+), seq (\d+)", timeout=30)
+        try:
+            m = read_until(standby, r"taking over: (.*); epoch (\d+), seq (\d+)", timeout=30)
+        except AssertionError as e:
+            hb = Path(data, "heartbeat")
+            st = Path(f"/proc/{primary.pid}/stat").read_text().split()[2] if primary.poll() is None else "gone"
+            raise AssertionError(f"{e}; heartbeat {hb.read_bytes() if hb.exists() else None}; primary state {st}")
         assert int(m.group(3)) == 6 and int(m.group(2)) >= 2
         assert wait_for(lambda: primary.poll() is not None, 10), "the hung primary was not fenced"
         gw2 = read_until(standby, r"gateway=(\S+)").group(1)
