@@ -26,6 +26,8 @@ Configuration (every key optional; shown with its default)::
     tick_size = 1                              # 1e-9 units
     stp = "cancel_newest"
     journal = true
+    remote = []                                # shard servers (feedhandler shard-server): one shard each
+    remote_timeout_s = 30.0                    # a shard slower than this: the order's outcome is "unknown"
 
     [risk]                                     # engine.risk.RiskLimits fields
     max_order_qty = 1000000
@@ -44,6 +46,18 @@ Configuration (every key optional; shown with its default)::
     [ouch]                                     # OUCH 4.2 over SoupBinTCP (off unless port is set)
     port = 15000
     users = {ouch1 = {password = "pw", account = "O1"}}
+
+    [standby]                                  # run as hot standby (same as --standby-of; engine.standby)
+    of = "/var/lib/exch/primary-data"          # the primary's data dir (or journal dir)
+    heartbeat_ms = 2000                        # optional: take over from a primary whose heartbeat stopped
+    poll_ms = 1                                # how often the journal is read
+
+An unknown key is an error naming the nearest valid one; a value of the wrong type is an error; a FIX or
+OUCH port without sessions/users is an error. The data dir records the configuration that decides what its
+journal replays to (``exchange.json``: symbols, shards, tick size, stp) and refuses another one.
+
+Exit codes (engine.errors): 0 ok or stopped by SIGTERM; 1 runtime failure (a port in use, a data dir another
+process writes, an engine thread that died); 2 usage or unreadable input; 130 interrupted (SIGINT).
 
 Shutdown: SIGINT/SIGTERM stop the acceptors and the gateway, then close the engine (journal flushed and
 fsynced), the trade log and the latency report.
