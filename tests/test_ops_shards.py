@@ -250,3 +250,13 @@ def test_gateway_reports_unknown_and_delivers_the_settlement(servers, tmp_path):
         r2 = c.submit("MSFT", "S", 50 * PX, 10, client_order_id="gw-late")
         assert r2.get("dup") and r2["status"] == "ack", r2
         assert c.book("MSFT")["asks"][0][:2] == [50 * PX, 10]
+
+
+def test_router_that_cannot_reach_its_shard_fails_cleanly():
+    from engine.shards import ShardTimeout
+    before = {t.name for t in threading.enumerate()}
+    with pytest.raises(ShardTimeout, match="no answer to init"):
+        EngineManager(SYMS, remote=[f"tcp://127.0.0.1:{free_port()}"], remote_timeout_s=0.3)
+    time.sleep(0.3)
+    left = {t.name for t in threading.enumerate()} - before
+    assert not [n for n in left if n.startswith("shard-probe")], left

@@ -175,7 +175,11 @@ class ZmqShard:
         self.reinits = 0
         self._closed = threading.Event()
         self._probe: threading.Thread | None = None
-        self.replayed = self.call("init", *self._init_args)
+        try:
+            self.replayed = self.call("init", *self._init_args)
+        except BaseException:
+            self.close()            # no probe thread or socket left behind by a router that failed to start
+            raise
 
     # ---- calls ---------------------------------------------------------------------------------------
     def call(self, name: str, *args):
@@ -215,7 +219,7 @@ class ZmqShard:
         while True:
             left = int((deadline - time.monotonic()) * 1000)
             if left <= 0 or not self.sock.poll(left):
-                if name != "ping":
+                if name not in ("ping", "init"):
                     self.unsettled[cid] = (name, args)
                 self._mark_down()
                 raise ShardTimeout(f"engine shard {self.endpoint}: no answer to {name} in {timeout_ms} ms "
@@ -317,7 +321,7 @@ class ZmqShard:
         if self.sock is None:
             return
         self._closed.set()
-        if not self.down:
+        if not self.down and hasattr(self, "replayed"):
             try:
                 self.call("close" if shutdown else "sync")
             except RuntimeError:
