@@ -328,3 +328,40 @@ def test_exchange_sigint_is_130_and_sigterm_is_0(tmp_path):
         out, err = p.communicate(timeout=30)
         assert p.returncode == code, err
         assert "journal flushed" in out
+
+
+def test_risk_and_acceptor_values_are_type_checked(capsys, tmp_path):
+    p = tmp_path / "x.toml"
+    p.write_text('[risk]\nmax_order_qty = "lots"\n')
+    rc, _, err = run(capsys, "exchange", "--config", str(p), *base_args(tmp_path))
+    assert rc == 2 and "risk.max_order_qty must be an integer" in one_line_error(err, "exchange")
+    p.write_text('[ouch]\nport = "x"\nusers = {u = {password = "p", account = "A"}}\n')
+    rc, _, err = run(capsys, "exchange", "--config", str(p), *base_args(tmp_path))
+    assert rc == 2 and "ouch.port must be a port number" in one_line_error(err, "exchange")
+
+
+def test_a_dead_engine_thread_ends_the_process_with_exit_1(tmp_path):
+    import threading
+
+    from engine.exchange import Exchange, load_config, serve
+    cfg = load_config(None, {"data_dir": str(tmp_path), "gateway.endpoint": "tcp://127.0.0.1:*",
+                             "marketdata.endpoint": "tcp://127.0.0.1:*"})
+    with Exchange(cfg) as ex:
+        dead = threading.Thread(target=lambda: None)
+        dead.start()
+        dead.join()
+        ex.gateway._threads.append(dead)      # as if a worker (the engine thread) had died
+        with pytest.raises(RuntimeError, match="thread died"):
+            serve(ex, 5.0, threading.Event())
+        ex.gateway._threads.remove(dead)
+
+
+def test_pyzmq_and_orjson_are_core_dependencies():
+    """After `pip install .` (no extras) the exchange, bot and shard-server import."""
+    try:
+        import tomllib
+    except ImportError:
+        pytest.skip("tomllib needs Python >= 3.11")
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=!~ \[]", d, maxsplit=1)[0].lower() for d in deps}
+    assert {"pyzmq", "orjson"} <= names, deps

@@ -115,13 +115,14 @@ _STANDBY_KEYS = ("of", "heartbeat_ms", "poll_ms")
 MANIFEST = "exchange.json"
 
 
-def _section_keys(section: str) -> set[str]:
-    """The valid keys of one config table (defaults, plus the fields of what the table configures)."""
+def _section_defaults(section: str) -> dict:
+    """The valid keys of one config table with their defaults (None: any type), from the defaults and the
+    fields of what the table configures."""
     if section == "risk":
         import dataclasses
 
         from engine.risk import RiskLimits
-        return {f.name for f in dataclasses.fields(RiskLimits)}
+        return {f.name: f.default for f in dataclasses.fields(RiskLimits)}
     if section in ("fix", "ouch"):
         import inspect
         try:
@@ -129,14 +130,18 @@ def _section_keys(section: str) -> set[str]:
                 from engine.fix.acceptor import FixAcceptor as cls
             else:
                 from engine.ouch.acceptor import OuchAcceptor as cls
-            extra = {n for n, p in inspect.signature(cls.__init__).parameters.items()
-                     if p.default is not inspect.Parameter.empty and n not in ("store_dir",)}
+            extra = {n: p.default for n, p in inspect.signature(cls.__init__).parameters.items()
+                     if p.default is not inspect.Parameter.empty and n not in ("store_dir", "host", "port")}
         except ImportError:
-            extra = set()
-        return set(_FIX_KEYS if section == "fix" else _OUCH_KEYS) | extra
+            extra = {}
+        return {**extra, **{k: None for k in (_FIX_KEYS if section == "fix" else _OUCH_KEYS)}}
     if section == "standby":
-        return set(_STANDBY_KEYS)
-    return set(DEFAULTS[section])
+        return {"of": "", "heartbeat_ms": 0, "poll_ms": 1}
+    return dict(DEFAULTS[section])
+
+
+def _section_keys(section: str) -> set[str]:
+    return set(_section_defaults(section))
 
 
 def _check_type(where: str, value, default) -> None:
@@ -169,12 +174,11 @@ def validate_config(cfg: dict, source: str = "config") -> dict:
         if isinstance(DEFAULTS[k], dict):
             if not isinstance(v, dict):
                 raise ConfigError(f"{source}: [{k}] must be a table, not {v!r}")
-            valid = _section_keys(k)
+            valid = _section_defaults(k)
             for kk, vv in v.items():
                 if kk not in valid:
                     raise ConfigError(f"{source}: unknown key {k}.{kk}{nearest(kk, valid)}")
-                if kk in DEFAULTS[k]:
-                    _check_type(f"{k}.{kk}", vv, DEFAULTS[k][kk])
+                _check_type(f"{k}.{kk}", vv, valid[kk])
         else:
             _check_type(k, v, DEFAULTS[k])
     syms = cfg["symbols"]
@@ -207,9 +211,18 @@ def validate_config(cfg: dict, source: str = "config") -> dict:
     return cfg
 
 
+def _check_listener(section: str, t: dict, source: str) -> None:
+    port = t.get("port")
+    if port is not None and (not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535):
+        raise ConfigError(f"{source}: {section}.port must be a port number 0..65535, not {port!r}")
+    if "host" in t and not isinstance(t["host"], str):
+        raise ConfigError(f"{source}: {section}.host must be a string, not {t['host']!r}")
+
+
 def _validate_fix(f: dict, source: str) -> None:
     if not f:
         return
+    _check_listener("fix", f, source)
     sessions = f.get("sessions")
     if f.get("port") is None:
         if sessions:
@@ -243,6 +256,7 @@ def _validate_fix(f: dict, source: str) -> None:
 def _validate_ouch(o: dict, source: str) -> None:
     if not o:
         return
+    _check_listener("ouch", o, source)
     users = o.get("users")
     if o.get("port") is None:
         if users:
