@@ -368,7 +368,7 @@ def check_data_dir(cfg: dict) -> dict:
 class Exchange:
     """Everything the ``exchange`` command runs, startable in-process (tests, the demo bot)."""
 
-    def __init__(self, cfg: dict, engine=None, portfolio=None, risk=None):
+    def __init__(self, cfg: dict, engine=None, portfolio=None, risk=None, trade_log=None):
         from engine.auth import Authenticator, KeyStore
         from engine.gateway import Gateway, OrderPipeline
         from engine.latency import LatencyMonitor
@@ -388,7 +388,7 @@ class Exchange:
         e = cfg["engine"]
         if e.get("journal", True) and not e.get("remote") and engine is None:
             _check_not_written_by_another(self.data_dir / "journal", manifest["shards"])
-        self.trade_log = TradeLogger(str(self.data_dir / "trades.csv"))
+        self.trade_log = trade_log if trade_log is not None else TradeLogger(str(self.data_dir / "trades.csv"))
         self.portfolio = portfolio if portfolio is not None else PortfolioManager()
         self.latency = LatencyMonitor()
         try:

@@ -76,8 +76,13 @@ class StandbyEngine:
 
     ``journal_dir`` is the journal directory; an exchange's data dir is accepted too when its journal has
     one shard (use :class:`StandbyShards` for more). ``symbol_ids`` are the global symbol indices of this
-    shard (default ``range(len(symbols))``). ``on_events(events)`` gets the events the replay regenerates
-    (fills for a portfolio, risk state), else they are dropped.
+    shard (default ``range(len(symbols))``).
+
+    The events the replay regenerates are kept, as a recovery keeps them, and handed to the EngineManager
+    that :meth:`take_over` returns (``take_replayed``; its trade log and portfolio get them): whatever
+    rebuilds its state from a recovery's events (the gateway's risk, retry memory and client order id
+    map) rebuilds it from the standby's the same way. ``on_events(events)`` takes them as they come instead
+    (then they are not kept).
     """
 
     def __init__(self, symbols: list[str], journal_dir: str, *, stp: str = "cancel_newest",
@@ -108,9 +113,10 @@ class StandbyEngine:
         """Apply what the primary journaled since the last poll; returns the number of inputs applied."""
         with self._lock:
             n = self.shard.replay_payloads(self.follower.poll(), source=self.follower.path)
-            evs = self.shard.take_replayed()
-            if evs and self.on_events is not None:
-                self.on_events(evs)
+            if self.on_events is not None:
+                evs = self.shard.take_replayed()
+                if evs:
+                    self.on_events(evs)
             return n
 
     def start(self, interval_s: float = 0.001) -> None:
@@ -297,7 +303,7 @@ def run_standby(cfg: dict, stop: threading.Event, duration: float | None = None,
     and return the started :class:`engine.exchange.Exchange`; None when ``stop`` was set first."""
     from engine.exchange import Exchange, check_data_dir
     from engine.portfolio import PortfolioManager
-    from engine.risk import RiskLimits, RiskManager
+    from engine.tradelog import TradeLogger
 
     sb = cfg["standby"]
     e = cfg["engine"]
@@ -307,23 +313,8 @@ def run_standby(cfg: dict, stop: threading.Event, duration: float | None = None,
     data_dir, _ = resolve_journal_dirs(sb["of"])
     cfg = dict(cfg, data_dir=str(data_dir))
     check_data_dir(cfg)               # same symbols, shards, tick size, stp as the primary, or a clear error
-    portfolio = PortfolioManager()
-    risk = RiskManager(RiskLimits(**cfg.get("risk", {})))
-    on_events_risk = getattr(risk, "on_events", None)
-
-    def on_events(evs: list[dict]) -> None:   # the state a restart would rebuild beside the books
-        for ev in evs:
-            if ev.get("type") == "fill":
-                portfolio.on_fill(ev)
-        if on_events_risk is not None:
-            on_events_risk(evs)
-        else:
-            for ev in evs:
-                risk.on_event(ev)
-
     n = min(int(e["shards"]), len(cfg["symbols"]))
-    standby = StandbyShards(cfg["symbols"], str(data_dir), shards=n, stp=e["stp"], tick_size=int(e["tick_size"]),
-                            on_events=on_events)
+    standby = StandbyShards(cfg["symbols"], str(data_dir), shards=n, stp=e["stp"], tick_size=int(e["tick_size"]))
     poll_s = max(int(sb.get("poll_ms", 1)), 1) / 1000
     heartbeat_ms = sb.get("heartbeat_ms")
     asked = threading.Event()
@@ -354,13 +345,20 @@ def run_standby(cfg: dict, stop: threading.Event, duration: float | None = None,
                 if beat.age_ms() > heartbeat_ms and _kill_hung_primary(standby, out):
                     continue            # the next round takes over once the kernel released its lock
             if why is not None:
+                # the trade log skips trades it holds: the dead primary's unflushed ones are added, none twice
+                trade_log = TradeLogger(str(data_dir / "trades.csv"))
+                portfolio = PortfolioManager()
                 try:
-                    mgr = standby.take_over(fsync=e["fsync"], fsync_interval_ms=int(e["fsync_interval_ms"]))
+                    mgr = standby.take_over(fsync=e["fsync"], fsync_interval_ms=int(e["fsync_interval_ms"]),
+                                            trade_log=trade_log, portfolio=portfolio)
                 except JournalLocked as err:
+                    trade_log.close()
                     print(f"standby: {err}; still following", file=out, flush=True)
                     continue
                 print(f"standby: taking over: {why}; epoch {standby.epoch}, seq {mgr.seq}", file=out, flush=True)
-                ex = Exchange(cfg, engine=mgr, portfolio=portfolio, risk=risk)
+                # built like a restarted exchange around the taken-over engine: whatever a restart rebuilds
+                # from the recovery's events (EngineManager.take_replayed) it rebuilds from the standby's
+                ex = Exchange(cfg, engine=mgr, portfolio=portfolio, trade_log=trade_log)
                 return ex.start()
             if time.monotonic() - last >= 10:
                 last = time.monotonic()
