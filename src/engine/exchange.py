@@ -481,23 +481,28 @@ class Exchange:
             raise StartupError(f"OUCH acceptor {host}:{port}: {err.strerror or err}") from None
 
     def _on_settled(self, pairs: list) -> None:
-        """Requests answered "unknown" (a shard that did not answer in time) got their outcome: the owners
-        get the real events as execution reports, risk and market data follow, and a retry of the request
-        now gets the settled outcome."""
+        """Requests answered "unknown" (a shard that did not answer in time) got their outcome: on the engine
+        thread (the gateway's state has one writer), risk follows the events, a retry of the request now
+        gets the settled outcome, the owners get the real events as execution reports, market data too."""
         pl = self.pipeline
-        on_events = getattr(pl.risk, "on_events", None)
-        remember = getattr(pl, "_remember", None)
-        for req, evs in pairs:
-            if on_events is not None:
-                on_events(evs)
-            for ev in evs:
-                pl.route(ev.get("account", ""), ev)
-            if pl.marketdata is not None:
-                pl.marketdata.publish(evs)
-            if remember is not None and req.get("type") == "new" and req.get("client_order_id"):
-                status = "rejected" if evs and evs[0]["type"] == "rejected" else "ack"
-                remember((req.get("account"), req["client_order_id"]),
-                         {"rid": None, "status": status, "settled": True, "events": evs})
+
+        def apply() -> None:
+            state = getattr(pl, "state", None)
+            note = getattr(state, "note", None) or getattr(pl.risk, "on_events", None)
+            remember = getattr(pl, "_remember", None)
+            for req, evs in pairs:
+                if note is not None:
+                    note(evs)
+                if remember is not None and req.get("type") == "new" and req.get("client_order_id"):
+                    status = "rejected" if evs and evs[0]["type"] == "rejected" else "ack"
+                    remember((req.get("account"), req["client_order_id"]),
+                             {"rid": None, "status": status, "settled": True, "events": evs})
+                for ev in evs:
+                    pl.route(ev.get("account", ""), ev)
+                if pl.marketdata is not None:
+                    pl.marketdata.publish(evs)
+
+        pl.in_engine(apply)
 
     @property
     def endpoints(self) -> dict:

@@ -295,6 +295,9 @@ class EngineManager:
         self._parallel = any(not isinstance(sh, _LocalShard) for sh in self._shards)
         self._executor = None
         self.settled = 0
+        self._settle_q: list = []
+        self._settle_ev = threading.Event()
+        self._settler: threading.Thread | None = None
         self._inq: queue.Queue = queue.Queue(maxsize=queue_size)
         self._outq: queue.Queue = queue.Queue()
         self._thread = None
@@ -410,22 +413,39 @@ class EngineManager:
         return self._executor
 
     def _settle(self, name: str, args: tuple, outcome: tuple) -> None:
-        """A shard's late answer (or its restarted journal) tells the outcome of requests reported unknown."""
+        """A shard's late answer (or its restarted journal) tells the outcome of requests reported unknown.
+        Called with the shard's lock held: only queued here, delivered by the settlement thread."""
         if name != "submit_many":
             return
-        reqs = args[0]
-        status, value = outcome
-        if status == "ok":
-            results = value
-        else:
-            results = [[reject_event(r if isinstance(r, dict) else {}, "engine_error", str(value))] for r in reqs]
         with self._lock:
-            for evs in results:
-                self._downstream(evs)
-        self.settled += len(reqs)
-        cb = self.on_settled
-        if cb is not None:
-            cb(list(zip(reqs, results)))
+            self._settle_q.append((args[0], outcome))
+            if self._settler is None:
+                self._settler = threading.Thread(target=self._settle_loop, name="shard-settle", daemon=True)
+                self._settler.start()
+        self._settle_ev.set()
+
+    def _settle_loop(self) -> None:
+        while True:
+            self._settle_ev.wait()
+            with self._lock:
+                self._settle_ev.clear()
+                items, self._settle_q = self._settle_q, []
+                stop = self._closed and not items
+            if stop:
+                return
+            for reqs, (status, value) in items:
+                if status == "ok":
+                    results = value
+                else:
+                    results = [[reject_event(r if isinstance(r, dict) else {}, "engine_error", str(value))]
+                               for r in reqs]
+                with self._lock:
+                    for evs in results:
+                        self._downstream(evs)
+                self.settled += len(reqs)
+                cb = self.on_settled
+                if cb is not None:
+                    cb(list(zip(reqs, results)))
 
     def end_of_day(self, symbol: str | None = None) -> list[dict]:
         """Expire DAY orders (all symbols by default)."""
@@ -519,6 +539,11 @@ class EngineManager:
             sh.close(shutdown=shutdown_remote) if isinstance(sh, _ZmqShard) else sh.close()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
+        with self._lock:
+            self._closed = True           # the settlement thread delivers what is queued, then ends
+        self._settle_ev.set()
+        if self._settler is not None:
+            self._settler.join(10)
         if self.trade_log is not None and hasattr(self.trade_log, "flush"):
             self.trade_log.flush()
         self._closed = True
