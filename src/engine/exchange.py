@@ -27,7 +27,10 @@ Configuration (every key optional; shown with its default)::
     stp = "cancel_newest"
     journal = true
     remote = []                                # shard servers (feedhandler shard-server): one shard each
-    remote_timeout_s = 30.0                    # a shard slower than this: the order's outcome is "unknown"
+    remote_timeout_s = 1.0                     # a shard slower than this: the order's outcome is "unknown"
+                                               # (settled when it answers), its later orders rejected at
+                                               # once until it answers again; short: it is the longest the
+                                               # engine thread waits for a stalled shard
 
     [risk]                                     # engine.risk.RiskLimits fields
     max_order_qty = 1000000
@@ -93,7 +96,7 @@ DEFAULTS = {
                 "max_pending": 1024},
     "marketdata": {"endpoint": "tcp://127.0.0.1:5556"},
     "engine": {"fsync": "batch", "fsync_interval_ms": 10, "shards": 1, "processes": False, "tick_size": 1,
-               "stp": "cancel_newest", "journal": True, "remote": [], "remote_timeout_s": 30.0},
+               "stp": "cancel_newest", "journal": True, "remote": [], "remote_timeout_s": 1.0},
     "risk": {},
     "keys": DEMO_KEYS,
     "fix": {},
@@ -398,7 +401,7 @@ class Exchange:
                 fsync=e["fsync"], fsync_interval_ms=int(e["fsync_interval_ms"]), shards=int(e["shards"]),
                 processes=bool(e["processes"]), stp=e["stp"], tick_size=int(e["tick_size"]),
                 trade_log=self.trade_log, portfolio=self.portfolio, remote=list(e.get("remote") or []) or None,
-                remote_timeout_s=float(e.get("remote_timeout_s", 30.0)))
+                remote_timeout_s=float(e.get("remote_timeout_s", 1.0)))
         except JournalLocked as err:   # fencing: another exchange (or its standby) writes this data dir
             self.trade_log.close()
             raise StartupError(f"data dir {self.data_dir}: {one_line(err)}") from None
