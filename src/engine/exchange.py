@@ -548,7 +548,8 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
         epilog="Exit codes: 0 ok or stopped by SIGTERM; 1 runtime failure (port in use, engine failure); "
                "2 usage or unreadable input (bad --config, unknown key, data dir of another configuration); "
                "130 interrupted (SIGINT). --debug prints the traceback of an error.")
-    p.add_argument("--config", help="TOML configuration file (default: built-in defaults, see the module doc)")
+    p.add_argument("--config", help="TOML configuration file; its keys: python -m pydoc engine.exchange (default: "
+                                           "built-in defaults)")
     p.add_argument("--symbols", help="comma-separated symbols, overrides the config (default AAPL,MSFT,SPY)")
     p.add_argument("--host", default=None, help="bind address of the --port/--md-port listeners (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="gateway ROUTER port (default 5555; 0 = any free port)")
@@ -563,8 +564,8 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
                    help="run as hot standby of the primary whose data dir (or journal dir) this is: follow its "
                         "journal, take over when its journal lock is released (primary gone) or on SIGUSR1")
     p.add_argument("--heartbeat-ms", type=int, default=None,
-                   help="standby: also take over when the primary's heartbeat file is older than this "
-                        "(default: only on the primary's exit or SIGUSR1)")
+                   help="standby: a primary on this host whose heartbeat has not changed for this many ms is "
+                        "hung: kill it and take over (default: off; only on the primary's exit or SIGUSR1)")
     p.add_argument("--debug", action="store_true", help="print the traceback of an error")
     return p
 
