@@ -120,6 +120,13 @@ def test_port_in_use_is_one_line_exit_1(capsys, tmp_path):
         assert rc == 1 and "market data endpoint" in one_line_error(err, "exchange")
         rc, _, err = run(capsys, "shard-server", "--bind", f"tcp://127.0.0.1:{port}")
         assert rc == 1 and "in use" in one_line_error(err, "shard-server")
+        cfg = tmp_path / "ouch.toml"
+        cfg.write_text('[ouch]\nusers = {u1 = {password = "pw", account = "A"}}\n')
+        rc, _, err = run(capsys, "exchange", "--config", str(cfg), "--ouch-port", str(port), "--port", "0",
+                         "--md-port", "0", "--data-dir", str(tmp_path / "d"), "--duration", "0.1")
+        assert rc == 1
+        line = one_line_error(err, "exchange")
+        assert f"OUCH acceptor 127.0.0.1:{port}" in line and "in use" in line, line
     finally:
         s.close()
     # nothing was left half-open: the same data dir starts cleanly afterwards

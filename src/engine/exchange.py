@@ -460,12 +460,30 @@ class Exchange:
             raise
         return self
 
+    @staticmethod
+    def _check_tcp_port(what: str, host: str, port: int) -> None:
+        """Bind the acceptor's address once before starting it: its event-loop thread would only log a bind
+        failure (the acceptor then listens nowhere), this turns it into a one-line StartupError."""
+        import socket
+
+        if port == 0:
+            return
+        s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as asyncio's server does
+            s.bind((host, port))
+        except OSError as err:
+            raise StartupError(f"{what} {host}:{port}: {err.strerror or err}") from None
+        finally:
+            s.close()
+
     def _start_fix(self, f: dict):
         from engine.fix.acceptor import FixAcceptor, OrderApplication, SessionConfig
         sessions = [SessionConfig(**s) for s in f["sessions"]]
         app = OrderApplication(self.pipeline, {s.their_comp_id: s.account or s.their_comp_id for s in sessions})
         extra = {k: v for k, v in f.items() if k not in _FIX_KEYS}
         host, port = f.get("host", "127.0.0.1"), int(f["port"])
+        self._check_tcp_port("FIX acceptor", host, port)
         try:
             return FixAcceptor(sessions, app, f.get("spec_dir", FIX_SPEC_DIR), store_dir=str(self.data_dir / "fix"),
                                host=host, port=port, **extra).start()
@@ -477,6 +495,7 @@ class Exchange:
         users = {u: (v["password"], v["account"]) for u, v in o["users"].items()}
         extra = {k: v for k, v in o.items() if k not in _OUCH_KEYS}
         host, port = o.get("host", "127.0.0.1"), int(o["port"])
+        self._check_tcp_port("OUCH acceptor", host, port)
         try:
             return OuchAcceptor(self.pipeline, users, host=host, port=port, store_dir=str(self.data_dir / "ouch"),
                                 **extra).start()
