@@ -179,19 +179,24 @@ def stop(p, sig=signal.SIGTERM):
         p.communicate(timeout=10)
 
 
-@pytest.mark.parametrize("how", ["kill", "hung"])
+@pytest.mark.parametrize("how", ["kill", "hung", "kill-2-shards"])
 def test_cli_failover_kill_9_the_primary(tmp_path, how):
     from engine.client import Client
 
     data = str(tmp_path / "data")
     common = ["--symbols", "AAPL,MSFT", "--md-port", "0", "--fsync", "every"]
+    n_shards = 2 if how == "kill-2-shards" else 1
+    if n_shards == 2:
+        cfg = tmp_path / "two.toml"
+        cfg.write_text("[engine]\nshards = 2\n")
+        common += ["--config", str(cfg)]
     primary = popen("exchange", *common, "--port", "0", "--data-dir", data)
     standby = None
     try:
         gw = read_until(primary, r"gateway=(\S+)").group(1)
         extra = ["--heartbeat-ms", "600"] if how == "hung" else []
         standby = popen("exchange", *common, "--port", "0", "--standby-of", data, *extra)
-        read_until(standby, r"standby of .*following 1 shard journal")
+        read_until(standby, rf"standby of .*following {n_shards} shard journal")
         acked = []
         with Client(gw, "demo-mm", "demo-mm-secret", timeout=5) as mm, \
                 Client(gw, "demo-taker", "demo-taker-secret", timeout=5) as tk:
@@ -200,10 +205,11 @@ def test_cli_failover_kill_9_the_primary(tmp_path, how):
                 assert r["status"] == "ack"
                 acked.append(r["events"][0]["order_id"])
             assert tk.submit("AAPL", "B", 100 * PX, 4, tif="ioc")["status"] == "ack"
+            assert mm.submit("MSFT", "B", 50 * PX, 7, tif="gtc")["status"] == "ack"     # the other shard
         # SIGUSR1 while the primary lives: refused, still following
         standby.send_signal(signal.SIGUSR1)
         read_until(standby, r"take_over refused.*still following")
-        if how == "kill":
+        if how.startswith("kill"):
             primary.kill()                     # kill -9
         else:
             primary.send_signal(signal.SIGSTOP)  # hung: the heartbeat stops; the standby fences it (SIGKILL)
@@ -212,13 +218,15 @@ def test_cli_failover_kill_9_the_primary(tmp_path, how):
         except AssertionError as e:
             hb = Path(data, "heartbeat")
             st = Path(f"/proc/{primary.pid}/stat").read_text().split()[2] if primary.poll() is None else "gone"
-            raise AssertionError(f"{e}; heartbeat {hb.read_bytes() if hb.exists() else None}; primary state {st}")
-        assert int(m.group(3)) == 6 and int(m.group(2)) >= 2
+            raise AssertionError(f"{e}; heartbeat {hb.read_bytes() if hb.exists() else None}; primary state {st}; "
+                                 f"data dir {sorted(os.listdir(data))}")
+        assert int(m.group(3)) == 7 and int(m.group(2)) >= 2
         assert wait_for(lambda: primary.poll() is not None, 10), "the hung primary was not fenced"
         gw2 = read_until(standby, r"gateway=(\S+)").group(1)
         with Client(gw2, "demo-mm", "demo-mm-secret", timeout=5) as mm:
             book = mm.book("AAPL")
             assert [a[:2] for a in book["asks"]] == [[100 * PX, 6]] + [[(100 + i) * PX, 10] for i in range(1, 5)]
+            assert mm.book("MSFT")["bids"][0][:2] == [50 * PX, 7]
             pos = mm.position("AAPL")["portfolio"]["positions"]["AAPL"]
             assert pos["qty"] == -4                     # the portfolio followed the journal too
             r = mm.cancel(order_id=acked[1])
