@@ -509,16 +509,22 @@ class Exchange:
         pl = self.pipeline
 
         def apply() -> None:
-            state = getattr(pl, "state", None)
+            state = getattr(pl, "state", None)          # the gateway's state machine, where it has one
             note = getattr(state, "note", None) or getattr(pl.risk, "on_events", None)
             remember = getattr(pl, "_remember", None)
             for req, evs in pairs:
+                acct = req.get("account")
+                own = [ev for ev in evs if ev.get("account") == acct]
+                status = "rejected" if own and own[0]["type"] == "rejected" else "ack"
+                core = {"status": status, "settled": True, "events": own}
+                if status == "rejected":
+                    core["reason"] = own[0].get("reason", "")
                 if note is not None:
                     note(evs)
-                if remember is not None and req.get("type") == "new" and req.get("client_order_id"):
-                    status = "rejected" if evs and evs[0]["type"] == "rejected" else "ack"
-                    remember((req.get("account"), req["client_order_id"]),
-                             {"rid": None, "status": status, "settled": True, "events": evs})
+                if state is not None and hasattr(state, "remember") and req.get("dedup_key"):
+                    state.remember(acct, req["dedup_key"], core)        # a retry now gets this outcome
+                elif remember is not None and req.get("type") == "new" and req.get("client_order_id"):
+                    remember((acct, req["client_order_id"]), dict(core, rid=None))
                 for ev in evs:
                     pl.route(ev.get("account", ""), ev)
                 if pl.marketdata is not None:
