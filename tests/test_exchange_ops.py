@@ -372,3 +372,12 @@ def test_pyzmq_and_orjson_are_core_dependencies():
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     names = {re.split(r"[<>=!~ \[]", d, maxsplit=1)[0].lower() for d in deps}
     assert {"pyzmq", "orjson"} <= names, deps
+
+
+def test_unreachable_shard_server_is_one_line_exit_1(capsys, tmp_path):
+    p = tmp_path / "x.toml"
+    p.write_text(f'[engine]\nremote = ["tcp://127.0.0.1:{free_port()}"]\nremote_timeout_s = 0.3\n')
+    rc, _, err = run(capsys, "exchange", "--config", str(p), *base_args(tmp_path))
+    assert rc == 1
+    line = one_line_error(err, "exchange")
+    assert "engine: engine shard tcp://127.0.0.1:" in line and "no answer to init" in line, line

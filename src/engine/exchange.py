@@ -408,6 +408,9 @@ class Exchange:
         except (ValueError, JournalError) as err:   # another configuration, a sequence gap, not a journal
             self.trade_log.close()
             raise DataDirError(f"data dir {self.data_dir}: {one_line(err)}") from err
+        except RuntimeError as err:    # a shard server that does not answer or refuses, an engine process
+            self.trade_log.close()
+            raise StartupError(f"engine: {one_line(err)}") from err
         if engine is not None:      # a standby that took over: its engine already follows the journal
             engine.trade_log, engine.portfolio = self.trade_log, self.portfolio
         tmp = self.data_dir / (MANIFEST + ".tmp")
