@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -81,8 +82,16 @@ def test_two_shard_servers_over_tcp_match_single_engine():
         ev = live[-1]
         evs = m.submit({"type": "cancel", "account": ev["account"], "order_id": ev["order_id"]})
         assert evs[0]["type"] == "canceled" and evs[0]["symbol"] == ev["symbol"]
+        h = m.state_hash()
         m.close()
-        for p in srv.procs:   # close() told each server to close its shard; they exit on their own
+        # the router did not start the shard servers: a graceful close() leaves them serving their books
+        time.sleep(0.3)
+        assert all(p.poll() is None for p in srv.procs)
+        with EngineManager(SYMS, remote=srv.endpoints) as again:    # a restarted router finds them
+            assert again.state_hash() == h
+        # and close(shutdown_remote=True) is the explicit way to stop them
+        EngineManager(SYMS, remote=srv.endpoints).close(shutdown_remote=True)
+        for p in srv.procs:
             assert p.wait(10) == 0
 
 

@@ -1,7 +1,15 @@
 """Demo trading bots: a market maker and a taker trading against the exchange through engine.client.
 
-    feedhandler bot                    # starts an exchange in-process (temporary data dir) and trades 20 s
-    feedhandler bot --endpoint tcp://127.0.0.1:5555 --md-endpoint tcp://127.0.0.1:5556 --duration 30
+    feedhandler exchange &             # an exchange on the default local ports (5555 gateway, 5556 data)
+    feedhandler bot                    # trades 20 s against it (it says which exchange it uses)
+    feedhandler bot --endpoint tcp://10.0.0.5:5555 --md-endpoint tcp://10.0.0.5:5556 --duration 30
+    feedhandler bot --start-exchange   # no exchange running: start one in-process in a temporary
+                                       # directory, removed at the end
+
+Without ``--endpoint`` the bot looks for an exchange on the default local ports (``--port``/``--md-port``
+change them) and, when none answers, says so and exits 1: it starts its own only when asked
+(``--start-exchange``). Exit codes: 0 ok; 1 no exchange answers, or it failed during the run; 2 bad
+arguments or refused credentials; 130 interrupted.
 
 Within the run a new user sees: fills as they happen, the trade log, each account's position and PnL
 (queried from the gateway's portfolio), and latency numbers (client round trip; with the in-process
@@ -13,18 +21,21 @@ import argparse
 import csv
 import json
 import random
+import shutil
 import sys
 import tempfile
 import threading
 import time
+from decimal import Decimal
+
+from engine.errors import EXIT_USAGE, CommandError, NoExchange, run_command
 
 PX = 1_000_000_000
 
 
 def _money(v) -> str:
-    """Display only: an exact PnL string in 1e-9 units ("a/b" or "n") as currency with 2 decimals."""
-    from fractions import Fraction
-    return f"{float(Fraction(str(v)) / PX):,.2f}"
+    """Display only: a decimal PnL string (Client.position) with 2 decimals."""
+    return f"{Decimal(str(v)):,.2f}"
 
 
 def _pct(values: list[int], p: float) -> int:
@@ -109,72 +120,109 @@ class Taker(Bot):
 
 
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    p = p or argparse.ArgumentParser(prog="feedhandler bot", description="Demo bots trading against the exchange.")
-    p.add_argument("--endpoint", help="gateway address; default: start an exchange in-process")
-    p.add_argument("--md-endpoint", help="market-data address (with --endpoint)")
-    p.add_argument("--symbol", default="AAPL")
+    p = p or argparse.ArgumentParser(
+        prog="feedhandler bot", description="Demo bots (a market maker and a taker) trading against the exchange.",
+        epilog="Exit codes: 0 ok; 1 no exchange answers or a failure during the run; 2 bad arguments or refused "
+               "credentials; 130 interrupted. --debug prints the traceback of an error.")
+    p.add_argument("--endpoint", help="gateway address (default: the exchange on the default local port, "
+                                      "tcp://127.0.0.1:5555, if one is running)")
+    p.add_argument("--md-endpoint", help="market-data address (default with --endpoint: none; without it "
+                                         "tcp://127.0.0.1:5556)")
+    p.add_argument("--port", type=int, default=5555, help="local gateway port to look for (default 5555)")
+    p.add_argument("--md-port", type=int, default=5556, help="local market-data port to look for (default 5556)")
+    p.add_argument("--start-exchange", action="store_true",
+                   help="start an exchange in-process (temporary data dir, removed at the end) instead of "
+                        "looking for a running one")
+    p.add_argument("--symbol", default="AAPL", help="symbol to trade (default AAPL)")
     p.add_argument("--duration", type=float, default=20.0, help="seconds of trading (default 20)")
-    p.add_argument("--mm-key", default="demo-mm")
-    p.add_argument("--mm-secret", default="demo-mm-secret")
-    p.add_argument("--taker-key", default="demo-taker")
-    p.add_argument("--taker-secret", default="demo-taker-secret")
+    p.add_argument("--mm-key", default="demo-mm", help="API key of the market maker (default demo-mm)")
+    p.add_argument("--mm-secret", default="demo-mm-secret", help="its secret (default demo-mm-secret)")
+    p.add_argument("--taker-key", default="demo-taker", help="API key of the taker (default demo-taker)")
+    p.add_argument("--taker-secret", default="demo-taker-secret", help="its secret (default demo-taker-secret)")
+    p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for a reply (default 2)")
     p.add_argument("--quiet", action="store_true", help="do not print every fill")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1, help="random seed of the bots' decisions (default 1)")
+    p.add_argument("--debug", action="store_true", help="print the traceback of an error")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def _login(c, endpoint: str, key: str) -> None:
+    """hello through the client; raises NoExchange when nothing answers, CommandError(2) when refused."""
+    from engine.client import GatewayTimeout
+    try:
+        r = c.hello()
+    except GatewayTimeout:
+        raise NoExchange(f"no exchange answers at {endpoint} (start one with `feedhandler exchange`, pass "
+                         "--endpoint, or --start-exchange to run one in-process for this run)") from None
+    if r.get("status") != "ok":
+        raise CommandError(f"the exchange at {endpoint} refused API key {key!r}: {r.get('reason', r)}",
+                           EXIT_USAGE)
+
+
+def _main(argv: list[str]) -> int:
     from engine.client import Client
 
     a = build_parser().parse_args(argv)
+    info = sys.stderr if a.json else sys.stdout
     ex = None
-    if a.endpoint is None:
+    tmp = None
+    if a.start_exchange:
+        if a.endpoint is not None:
+            raise CommandError("--start-exchange and --endpoint exclude each other", EXIT_USAGE)
         from engine.exchange import Exchange, load_config
         tmp = tempfile.mkdtemp(prefix="fh-exchange-")
-        cfg = load_config(None, {"data_dir": tmp, "gateway.endpoint": "tcp://127.0.0.1:*",
-                                 "marketdata.endpoint": "tcp://127.0.0.1:*", "engine.fsync": "none"})
-        cfg["symbols"] = sorted({a.symbol, "AAPL", "MSFT"})
-        ex = Exchange(cfg).start()
-        a.endpoint, a.md_endpoint = ex.gateway.endpoint, ex.marketdata.endpoint
-        print(f"started an in-process exchange: gateway {a.endpoint}, market data {a.md_endpoint}, data {tmp}",
-              file=sys.stderr if a.json else sys.stdout)
+    elif a.endpoint is None:
+        a.endpoint = f"tcp://127.0.0.1:{a.port}"
+        if a.md_endpoint is None:
+            a.md_endpoint = f"tcp://127.0.0.1:{a.md_port}"
     stop = threading.Event()
-    mm_c = Client(a.endpoint, a.mm_key, a.mm_secret, md_endpoint=a.md_endpoint, timeout=2.0)
-    tk_c = Client(a.endpoint, a.taker_key, a.taker_secret, timeout=2.0)
+    mm_c = tk_c = mm_c_md = None
     summary: dict = {}
     try:
-        for c in (mm_c, tk_c):
-            r = c.hello()
-            if r.get("status") != "ok":
-                print(f"login failed: {r}", file=sys.stderr)
-                return 2
+        if tmp is not None:
+            cfg = load_config(None, {"data_dir": tmp, "gateway.endpoint": "tcp://127.0.0.1:*",
+                                     "marketdata.endpoint": "tcp://127.0.0.1:*", "engine.fsync": "none",
+                                     "symbols": sorted({a.symbol, "AAPL", "MSFT"})})
+            ex = Exchange(cfg).start()
+            a.endpoint, a.md_endpoint = ex.gateway.endpoint, ex.marketdata.endpoint
+            print(f"started an in-process exchange: gateway {a.endpoint}, market data {a.md_endpoint}, data {tmp} "
+                  "(removed at the end)", file=info, flush=True)
+        mm_c = Client(a.endpoint, a.mm_key, a.mm_secret, md_endpoint=a.md_endpoint, timeout=a.timeout, retries=1)
+        tk_c = Client(a.endpoint, a.taker_key, a.taker_secret, timeout=a.timeout, retries=1)
+        _login(mm_c, a.endpoint, a.mm_key)
+        _login(tk_c, a.endpoint, a.taker_key)
+        if ex is None:
+            print(f"using the exchange at {a.endpoint}" + (f", market data {a.md_endpoint}" if a.md_endpoint else ""),
+                  file=info, flush=True)
         md_records = 0
         if a.md_endpoint:
             mm_c_md = Client(a.endpoint, a.mm_key, a.mm_secret, md_endpoint=a.md_endpoint)
             mm_c_md.subscribe([a.symbol])
-        else:
-            mm_c_md = None
         bots = [MarketMaker("mm", mm_c, a.symbol, stop, a.seed, verbose=not a.quiet),
                 Taker("taker", tk_c, a.symbol, stop, a.seed + 1, verbose=not a.quiet)]
-        print(f"trading {a.symbol} for {a.duration:.0f} s ...", flush=True, file=sys.stderr if a.json else sys.stdout)
+        print(f"trading {a.symbol} for {a.duration:.0f} s ...", flush=True, file=info)
         for b in bots:
             b.start()
         t_end = time.monotonic() + a.duration
-        while time.monotonic() < t_end and all(b.is_alive() for b in bots):
-            if mm_c_md is not None:
-                for _, ticks in mm_c_md.market_data(0.1):
-                    md_records += len(ticks)
-            else:
-                time.sleep(0.1)
-        stop.set()
+        try:
+            while time.monotonic() < t_end and all(b.is_alive() for b in bots):
+                if mm_c_md is not None:
+                    for _, ticks in mm_c_md.market_data(0.1):
+                        md_records += len(ticks)
+                else:
+                    time.sleep(0.1)
+        finally:
+            stop.set()
+            for b in bots:
+                b.join(5)
         for b in bots:
-            b.join(5)
             if b.error is not None:
-                raise b.error
+                raise CommandError(f"the {b.name} bot failed: {type(b.error).__name__}: {b.error}")
             b.drain_execs()
         rtt = [x for b in bots for x in b.rtt]
         summary = {
+            "exchange": a.endpoint if ex is None else "in-process",
             "orders": sum(b.orders for b in bots),
             "rejects": sum(b.rejects for b in bots),
             "fills": {b.name: len(b.fills) for b in bots},
@@ -193,13 +241,15 @@ def main(argv: list[str] | None = None) -> int:
             with open(ex.trade_log.path) as f:
                 trades = list(csv.DictReader(f))
             summary["trade_log"] = {"path": ex.trade_log.path, "rows": len(trades), "last": trades[-5:]}
-        if mm_c_md is not None:
-            mm_c_md.close()
     finally:
-        mm_c.close()
-        tk_c.close()
+        stop.set()
+        for c in (mm_c_md, mm_c, tk_c):
+            if c is not None:
+                c.close()
         if ex is not None:
             ex.stop()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     if a.json:
         print(json.dumps(summary, indent=2, default=str))
         return 0
@@ -220,10 +270,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"PnL {name:<6} {p}")
     if "trade_log" in summary:
         tl = summary["trade_log"]
-        print(f"trade log: {tl['path']} ({tl['rows']} trades); last ones:")
+        print(f"trade log ({tl['rows']} trades, removed with the temporary exchange); last ones:")
         for row in tl["last"]:
             print("  " + ", ".join(f"{k}={v}" for k, v in row.items()))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``feedhandler bot``: exit codes 0 / 1 / 2 / 130 (see engine.errors); errors are one line."""
+    return run_command("feedhandler bot", _main, argv)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,12 @@ the same way (nothing reached the engine). Rejections are final and never retrie
 from __future__ import annotations
 
 import collections
+import decimal
 import itertools
 import os
 import time
+from decimal import ROUND_HALF_EVEN, Decimal
+from fractions import Fraction
 
 import zmq
 
@@ -30,6 +33,35 @@ from engine.gateway import dumpb, loads
 from engine import marketdata
 from engine.zmqio import SNDMORE as _SNDMORE, send as _send
 
+
+
+PRICE_SCALE = 9                 # prices are integers of 1e-9 currency units
+_MONEY_KEYS = ("realized", "unrealized", "avg_price", "mark")
+
+
+def to_decimal(raw, scale: int = PRICE_SCALE) -> str | None:
+    """An exact amount in 1e-``scale`` units (int, ``"n"`` or ``"num/den"``) as a decimal string in currency
+    units with ``scale`` decimals, rounded half-even: ``to_decimal(1_500_000_000) == "1.500000000"``,
+    ``to_decimal("1000000001/3") == "0.333333334"``."""
+    if raw is None:
+        return None
+    q = Fraction(str(raw))
+    with decimal.localcontext() as ctx:
+        ctx.prec = max(60, len(str(abs(q.numerator))) + 2 * scale)
+        d = (Decimal(q.numerator) / Decimal(q.denominator)).scaleb(-scale)
+        return format(d.quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_EVEN), "f")
+
+
+def money_report(report: dict, scale: int = PRICE_SCALE) -> dict:
+    """A portfolio report (engine.portfolio.PortfolioManager.report) with its money values as decimals."""
+    out = dict(report)
+    for k in _MONEY_KEYS:
+        if k in out:
+            out[k] = to_decimal(out[k], scale)
+    if isinstance(out.get("positions"), dict):
+        out["positions"] = {sym: {k: (to_decimal(v, scale) if k in _MONEY_KEYS else v) for k, v in p.items()}
+                            for sym, p in out["positions"].items()}
+    return out
 
 
 class GatewayTimeout(Exception):
@@ -175,8 +207,16 @@ class Client:
     def book(self, symbol: str, depth: int = 10) -> dict:
         return self.request({"type": "query", "what": "book", "symbol": symbol, "depth": depth})
 
-    def position(self, symbol: str | None = None) -> dict:
-        return self.request({"type": "query", "what": "position", "symbol": symbol})
+    def position(self, symbol: str | None = None, exact: bool = False, **kw) -> dict:
+        """This account's positions and PnL. Money values (``realized``, ``unrealized``, ``avg_price``,
+        ``mark``) come back as decimal strings in price units with the prices' scale, 9 decimals
+        (``"-12.340000000"``; prices are integers of 1e-9): exact for every fill price, rounded half-even
+        at 1e-9 where an average of several fills is not. ``exact=True`` returns the gateway's exact
+        rational strings (``"num/den"`` in 1e-9 units) instead."""
+        reply = self.request({"type": "query", "what": "position", "symbol": symbol}, **kw)
+        if not exact and isinstance(reply.get("portfolio"), dict):
+            reply["portfolio"] = money_report(reply["portfolio"])
+        return reply
 
     # ---- executions and market data ------------------------------------------------------------
     def executions(self, timeout: float = 0.0) -> list[dict]:

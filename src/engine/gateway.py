@@ -491,6 +491,8 @@ class OrderPipeline:
             if own and own[0]["type"] == "rejected":
                 st.rejects += 1
                 reply = {"rid": rid, "status": "rejected", "reason": own[0].get("reason", ""), "events": own}
+            elif own and own[0]["type"] == "unknown":   # a shard did not answer in time: settled later
+                reply = {"rid": rid, "status": "unknown", "reason": own[0].get("reason", ""), "events": own}
             else:
                 st.acks += 1
                 reply = {"rid": rid, "status": "ack", "events": own}

@@ -28,7 +28,9 @@ The policies differ only for a crash of the machine or OS (power loss, kernel pa
 """
 from __future__ import annotations
 
+import fcntl
 import os
+import socket
 import struct
 import threading
 import time
@@ -84,6 +86,87 @@ def iter_journal(path: str) -> Iterator[bytes]:
     yield from read_journal(path)[0]
 
 
+class JournalLocked(JournalError):
+    """Another writer holds the journal (fencing: one sequencer per journal)."""
+
+
+class JournalLock:
+    """The exclusive right to append to one journal: ``flock(LOCK_EX)`` on ``<journal>.lock``.
+
+    The kernel releases the lock when the holding process dies (SIGKILL included) or closes it, so a hot
+    standby that obtains it knows the primary is gone, and a primary that is alive can never be joined by
+    a second writer: two sequencers can never both append. The file records the holder (host, pid) and an
+    epoch that grows by one with every new holder (each takeover), for the operator and the logs.
+    """
+
+    def __init__(self, journal_path: str):
+        self.path = journal_path + ".lock"
+        self.fd = -1
+        self.epoch = 0
+
+    def holder(self) -> dict:
+        """What the lock file says about the last holder (host, pid, epoch); {} when unreadable."""
+        try:
+            with open(self.path) as f:
+                host, pid, epoch = f.read().split()[:3]
+            return {"host": host, "pid": int(pid), "epoch": int(epoch)}
+        except (OSError, ValueError):
+            return {}
+
+    def try_acquire(self) -> bool:
+        """Take the lock if nobody holds it; False (nothing changed) when another writer does."""
+        if self.fd >= 0:
+            return True
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        prev = self.holder().get("epoch", 0)
+        self.epoch = prev + 1
+        data = f"{socket.gethostname()} {os.getpid()} {self.epoch}\n".encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data, 0)
+        os.fsync(fd)
+        self.fd = fd
+        return True
+
+    def acquire(self) -> "JournalLock":
+        if not self.try_acquire():
+            h = self.holder()
+            who = f" (pid {h['pid']} on {h['host']}, epoch {h['epoch']})" if h else ""
+            raise JournalLocked(f"{self.path[:-5]} is being written by another process{who}: one writer per "
+                                "journal (stop it first, or run this one as its standby)")
+        return self
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = -1
+
+    @property
+    def held(self) -> bool:
+        return self.fd >= 0
+
+    def is_free(self) -> bool:
+        """Whether nobody holds the lock right now (checked by taking and dropping it; changes nothing)."""
+        if self.fd >= 0:
+            return False
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)       # closing drops the lock if we took it
+        return True
+
+
 class JournalWriter:
     """Appends framed records to one journal file (one writer thread).
 
@@ -96,28 +179,40 @@ class JournalWriter:
         Durability policy (see the module docstring).
     interval_ms : int
         fsync period for ``"interval"``, milliseconds.
+
+    The writer holds the journal's :class:`JournalLock` from construction to :meth:`close`; a second
+    writer of the same journal (another process, or another writer in this one) gets
+    :class:`JournalLocked`. ``lock`` hands over a lock the caller already holds (a standby that fenced the
+    primary).
     """
 
-    def __init__(self, path: str, fsync: str = "batch", interval_ms: int = 10):
+    def __init__(self, path: str, fsync: str = "batch", interval_ms: int = 10, lock: JournalLock | None = None):
         if fsync not in POLICIES:
             raise JournalError(f"fsync must be one of {POLICIES}, not {fsync!r}")
+        if lock is not None and (not lock.held or lock.path != path + ".lock"):
+            raise JournalError(f"the lock handed to the writer of {path} is not held")
+        self.lock = lock if lock is not None else JournalLock(path).acquire()
         self.path = path
-        self.policy = fsync
-        self.interval = interval_ms / 1000.0
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        size = os.fstat(self.fd).st_size
-        if size == 0:
-            os.write(self.fd, MAGIC)
-            os.fsync(self.fd)
-            self.records = 0
-            end = len(MAGIC)
-        else:
-            payloads, end = read_journal(path)
-            self.records = len(payloads)
-            if end < size:
-                os.ftruncate(self.fd, end)  # drop the torn tail of a crashed writer
+        try:
+            self.policy = fsync
+            self.interval = interval_ms / 1000.0
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            size = os.fstat(self.fd).st_size
+            if size == 0:
+                os.write(self.fd, MAGIC)
                 os.fsync(self.fd)
-        os.lseek(self.fd, end, os.SEEK_SET)
+                self.records = 0
+                end = len(MAGIC)
+            else:
+                payloads, end = read_journal(path)
+                self.records = len(payloads)
+                if end < size:
+                    os.ftruncate(self.fd, end)  # drop the torn tail of a crashed writer
+                    os.fsync(self.fd)
+            os.lseek(self.fd, end, os.SEEK_SET)
+        except BaseException:
+            self.lock.release()
+            raise
         self.truncated_bytes = size - end if size else 0
         self._pending: list[bytes] = []
         self._dirty = False
@@ -184,6 +279,7 @@ class JournalWriter:
         with self._lock:
             os.close(self.fd)
             self.fd = -1
+        self.lock.release()
 
 
 class JournalFollower:

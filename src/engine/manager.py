@@ -230,221 +230,20 @@ class ShardEngine(ShardCore):
             self.journal.sync()
 
 
-class StandbyEngine:
-    """Hot standby: follows a primary's journal file live and can take over as the primary.
-
-    The standby applies every journaled input to its own books as soon as the frame is complete on
-    disk (:meth:`poll`, or a follower thread with :meth:`start`), so its state trails the primary by
-    the journal write latency only. :meth:`take_over` applies the rest of the journal, truncates a
-    torn tail left by the dead primary, opens the journal for appending and returns an
-    :class:`EngineManager` that continues the same sequence.
-    """
-
-    def __init__(self, symbols: list[str], journal_dir: str, *, stp: str = "cancel_newest",
-                 post_only_mode: str = "reject", tick_size: int = 1):
-        from engine.journal import JournalFollower
-
-        self.journal_dir = journal_dir
-        self.shard = ShardEngine(symbols, journal_dir=None, stp=stp, post_only_mode=post_only_mode,
-                                 tick_size=tick_size)
-        self.follower = JournalFollower(os.path.join(journal_dir, "journal.bin"))
-        self._lock = threading.Lock()
-        self._thread = None
-        self._stop = threading.Event()
-
-    def poll(self) -> int:
-        """Apply what the primary journaled since the last poll; returns the number of inputs applied."""
-        with self._lock:
-            n = self.shard.replay_payloads(self.follower.poll(), source=self.follower.path)
-            self.shard.replayed_events.clear()
-            return n
-
-    def start(self, interval_s: float = 0.001) -> None:
-        """Follow in a background thread, polling every interval_s seconds."""
-        def loop():
-            while not self._stop.wait(interval_s):
-                self.poll()
-        self._thread = threading.Thread(target=loop, name="standby", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self._thread = None
-
-    @property
-    def seq(self) -> int:
-        return self.shard.seq
-
-    def state_hash(self) -> str:
-        with self._lock:
-            return self.shard.state_hash()
-
-    def take_over(self, *, fsync: str = "batch", fsync_interval_ms: int = 10, trade_log=None,
-                  portfolio=None) -> "EngineManager":
-        """Become the primary (call only once the old primary is dead or fenced)."""
-        self.stop()
-        self.poll()
-        self.follower.close()
-        self.shard.attach_journal(self.journal_dir, fsync, fsync_interval_ms)
-        return EngineManager(self.shard.symbols, trade_log=trade_log, portfolio=portfolio, _shard=self.shard)
+# ---- shard handles (engine.shards) ---------------------------------------------------------------------------
+from engine.shards import (LocalShard as _LocalShard, ProcessShard as _ProcessShard,  # noqa: E402
+                           ShardTimeout, ShardUnavailable, ZmqShard as _ZmqShard, _shard_main)
 
 
-# ---- shards in other processes ---------------------------------------------------------------------------
-
-def _shard_main(conn, args: tuple, kwargs: dict) -> None:
-    """Body of an engine process: own one ShardEngine, serve calls from the router over a pipe."""
-    try:
-        shard = ShardEngine(*args, **kwargs)
-        conn.send(("ok", shard.take_replayed()))
-    except BaseException as e:  # report construction errors to the parent instead of dying silently
-        conn.send(("error", repr(e)))
-        return
-    while True:
-        try:
-            name, a = conn.recv()
-        except EOFError:
-            break
-        try:
-            result = ("ok", getattr(shard, name)(*a))
-        except Exception as e:
-            result = ("error", repr(e))
-        conn.send(result)
-        if name == "close":
-            break
-    shard.close()
+from engine.standby import StandbyEngine, StandbyShards  # noqa: E402,F401  (moved; imported back)
 
 
-class _ProcessShard:
-    """Router-side handle of an engine process (calls are synchronous, one at a time)."""
-
-    def __init__(self, args: tuple, kwargs: dict):
-        ctx = multiprocessing.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_shard_main, args=(child, args, kwargs), daemon=True, name="engine-shard")
-        self.proc.start()
-        child.close()
-        self.lock = threading.Lock()
-        status, value = self.conn.recv()
-        if status != "ok":
-            raise RuntimeError(f"engine process failed to start: {value}")
-        self.replayed = value
-
-    def call(self, name: str, *args):
-        with self.lock:
-            self.conn.send((name, args))
-            status, value = self.conn.recv()
-        if status != "ok":
-            raise RuntimeError(f"engine process: {name} failed: {value}")
-        return value
-
-    def take_replayed(self):
-        evs, self.replayed = self.replayed, []
-        return evs
-
-    def close(self) -> None:
-        if self.proc.is_alive():
-            try:
-                self.call("close")
-            except (EOFError, OSError, RuntimeError):
-                pass
-        self.proc.join(5)
-        if self.proc.is_alive():
-            self.proc.kill()
-        self.conn.close()
-
-
-def _json_int(o):
-    """JSON for numpy integers in request dicts (the dict API accepts them, see _int)."""
-    if isinstance(o, np.integer):
-        return int(o)
-    raise TypeError(f"{type(o).__name__} cannot cross to a remote engine shard")
-
-
-class ShardTimeout(RuntimeError):
-    """A remote engine shard did not answer within the router's timeout."""
-
-
-class _ZmqShard:
-    """Router-side handle of an engine shard served by :mod:`engine.shard_server` (another host).
-
-    Same calls as :class:`_ProcessShard`, one at a time over a DEALER; JSON on the wire (see
-    engine.shard_server). A call that gets no answer within ``timeout_s`` raises :class:`ShardTimeout`:
-    its outcome is unknown (the shard may have journaled and applied it), so the router does not retry.
-    """
-
-    _TUPLES = {"bbo": lambda v: tuple(v),
-               "last_trade": lambda v: None if v is None else tuple(v),
-               "book": lambda v: ([tuple(x) for x in v[0]], [tuple(x) for x in v[1]])}
-
-    def __init__(self, endpoint: str, args: tuple, kwargs: dict, timeout_s: float = 30.0, ctx=None):
-        import zmq
-
-        self._zmq = zmq
-        self.endpoint = endpoint
-        self.timeout_ms = int(timeout_s * 1000)
-        self.ctx = ctx or zmq.Context.instance()
-        self.sock = self.ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.connect(endpoint)
-        self.lock = threading.Lock()
-        self._cid = 0
-        self.replayed = self.call("init", list(args), kwargs)
-
-    def call(self, name: str, *args):
-        if name == "submit_many" and len(args) > 1:
-            reqs, tokens = args[0], args[1]
-            res = self.call("submit_many", reqs)
-            if tokens is not None:
-                for evs, tok in zip(res, tokens):
-                    for ev in evs:
-                        ev["token"] = tok
-            return res
-        with self.lock:
-            self._cid += 1
-            cid = str(self._cid).encode()
-            body = json.dumps([name, list(args)], separators=(",", ":"), default=_json_int).encode()
-            self.sock.send_multipart([b"", cid, body])
-            while True:
-                if not self.sock.poll(self.timeout_ms):
-                    raise ShardTimeout(f"engine shard {self.endpoint}: no answer to {name} in {self.timeout_ms} ms")
-                frames = self.sock.recv_multipart()
-                if len(frames) == 3 and frames[1] == cid:
-                    break   # else: a late answer to an earlier call that timed out
-        status, value = json.loads(frames[2])
-        if status != "ok":
-            raise RuntimeError(f"engine shard {self.endpoint}: {name} failed: {value}")
-        fix = self._TUPLES.get(name)
-        return fix(value) if fix is not None else value
-
-    def take_replayed(self):
-        evs, self.replayed = self.replayed, []
-        return evs
-
-    def close(self) -> None:
-        if self.sock is None:
-            return
-        try:
-            self.call("close")
-        except RuntimeError:
-            pass   # already gone (ShardTimeout is a RuntimeError)
-        self.sock.close(linger=0)
-        self.sock = None
-
-
-class _LocalShard:
-    def __init__(self, args: tuple, kwargs: dict):
-        self.shard = ShardEngine(*args, **kwargs)
-
-    def call(self, name: str, *args):
-        return getattr(self.shard, name)(*args)
-
-    def take_replayed(self):
-        return self.shard.take_replayed()
-
-    def close(self) -> None:
-        self.shard.close()
+def unknown_event(req, reason: str, text: str) -> dict:
+    """The one event answering a request whose outcome the router does not know (a shard that did not answer
+    in time): not a reject; the request is settled later (EngineManager.on_settled)."""
+    ev = reject_event(req if isinstance(req, dict) else {}, reason, text)
+    ev["type"] = "unknown"
+    return ev
 
 
 class EngineManager:
@@ -454,11 +253,14 @@ class EngineManager:
                  fsync_interval_ms: int = 10, shards: int = 1, processes: bool = False,
                  stp: str = "cancel_newest", post_only_mode: str = "reject", tick_size: int = 1,
                  trade_log=None, portfolio=None, queue_size: int = 65536, remote: list[str] | None = None,
-                 remote_timeout_s: float = 30.0, _shard: ShardEngine | None = None):
+                 remote_timeout_s: float = 30.0, _shard: ShardEngine | None = None,
+                 on_settled=None):
         if stp not in O.STP or stp == "none":
             raise ValueError(f"stp must be cancel_newest, cancel_oldest or cancel_both, not {stp!r}")
         if remote:
             shards = len(remote)   # one shard per shard server (engine.shard_server)
+        if isinstance(_shard, list):
+            shards = len(_shard)   # a standby of several shards taking over
         if shards < 1:
             raise ValueError("shards must be >= 1")
         self.symbols = list(symbols)
@@ -470,9 +272,10 @@ class EngineManager:
         self._shard_of = {s: i % shards for i, s in enumerate(self.symbols)}
         self._shards = []
         cls = _ProcessShard if processes else _LocalShard
+        #: called as on_settled([(request, events), ...]) when requests answered "unknown" get their outcome
+        self.on_settled = on_settled
         if _shard is not None:  # a standby taking over: its books are already built
-            self._shards.append(_LocalShard.__new__(_LocalShard))
-            self._shards[0].shard = _shard
+            self._shards.extend(_LocalShard.wrap(sh) for sh in (_shard if isinstance(_shard, list) else [_shard]))
             shards = 0
         for k in range(shards):
             ids = [i for i, s in enumerate(self.symbols) if i % shards == k]
@@ -483,12 +286,18 @@ class EngineManager:
                           post_only_mode=post_only_mode, tick_size=tick_size)
             if remote:
                 self._shards.append(_ZmqShard(remote[k], ([self.symbols[i] for i in ids], ids), kwargs,
-                                              remote_timeout_s))
+                                              remote_timeout_s, on_settled=self._settle))
             else:
                 self._shards.append(cls(([self.symbols[i] for i in ids], ids), kwargs))
         self._lock = threading.Lock()
         for sh in self._shards:
             self._downstream(sh.take_replayed())
+        self._parallel = any(not isinstance(sh, _LocalShard) for sh in self._shards)
+        self._executor = None
+        self.settled = 0
+        self._settle_q: list = []
+        self._settle_ev = threading.Event()
+        self._settler: threading.Thread | None = None
         self._inq: queue.Queue = queue.Queue(maxsize=queue_size)
         self._outq: queue.Queue = queue.Queue()
         self._thread = None
@@ -539,9 +348,9 @@ class EngineManager:
                 if isinstance(req, dict) and req.get("type") == "eod" and req.get("symbol") is None:
                     break
             else:   # the common case: one engine, nothing to expand or route
-                with self._lock:
-                    out = self._shards[0].call("submit_many", reqs, tokens)
-                    if self.trade_log is not None or self.portfolio is not None:
+                out = self._call_group(0, reqs, tokens)
+                if self.trade_log is not None or self.portfolio is not None:
+                    with self._lock:
                         for evs in out:
                             self._downstream(evs)
                 return out
@@ -559,27 +368,92 @@ class EngineManager:
             k = self._route(req)
             groups.setdefault(0 if k is None else k, []).append(j)
         results: list = [None] * len(expanded)
+        items = sorted(groups.items())
+        if len(items) > 1 and self._parallel:   # shards in other processes: each answers on its own
+            futs = [(idx, self._pool().submit(self._call_group, k, [expanded[j] for j in idx],
+                                              [tokens[owners[j]] for j in idx] if tokens is not None else None))
+                    for k, idx in items]
+            done = [(idx, f.result()) for idx, f in futs]
+        else:
+            done = [(idx, self._call_group(k, [expanded[j] for j in idx],
+                                           [tokens[owners[j]] for j in idx] if tokens is not None else None))
+                    for k, idx in items]
+        for idx, res in done:
+            for j, evs in zip(idx, res):
+                results[j] = evs
+        out: list[list[dict]] = [[] for _ in reqs]
+        for j, evs in enumerate(results):
+            out[owners[j]].extend(evs)
         with self._lock:
-            for k, idx in sorted(groups.items()):
-                toks = [tokens[owners[j]] for j in idx] if tokens is not None else None
-                res = self._shards[k].call("submit_many", [expanded[j] for j in idx], toks)
-                for j, evs in zip(idx, res):
-                    results[j] = evs
-            out: list[list[dict]] = [[] for _ in reqs]
-            for j, evs in enumerate(results):
-                out[owners[j]].extend(evs)
             for evs in out:
                 self._downstream(evs)
         return out
+
+    def _call_group(self, k: int, reqs: list, toks: list | None) -> list:
+        """One shard's part of a batch. A shard that does not answer in time: every request of the part is
+        answered "unknown" (settled later); a shard known to be down: "rejected" (never sent)."""
+        try:
+            return self._shards[k].call("submit_many", reqs, toks)
+        except ShardTimeout as e:
+            reason, text, make = "shard_timeout", str(e), unknown_event
+        except ShardUnavailable as e:
+            reason, text, make = "shard_unavailable", str(e), reject_event
+        out = []
+        for i, r in enumerate(reqs):
+            ev = make(r if isinstance(r, dict) else {}, reason, text)
+            if toks is not None:
+                ev["token"] = toks[i]
+            out.append([ev])
+        return out
+
+    def _pool(self):
+        if self._executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+            self._executor = ThreadPoolExecutor(max_workers=len(self._shards), thread_name_prefix="shard-call")
+        return self._executor
+
+    def _settle(self, name: str, args: tuple, outcome: tuple) -> None:
+        """A shard's late answer (or its restarted journal) tells the outcome of requests reported unknown.
+        Called with the shard's lock held: only queued here, delivered by the settlement thread."""
+        if name != "submit_many":
+            return
+        with self._lock:
+            self._settle_q.append((args[0], outcome))
+            if self._settler is None:
+                self._settler = threading.Thread(target=self._settle_loop, name="shard-settle", daemon=True)
+                self._settler.start()
+        self._settle_ev.set()
+
+    def _settle_loop(self) -> None:
+        while True:
+            self._settle_ev.wait()
+            with self._lock:
+                self._settle_ev.clear()
+                items, self._settle_q = self._settle_q, []
+                stop = self._closed and not items
+            if stop:
+                return
+            for reqs, (status, value) in items:
+                if status == "ok":
+                    results = value
+                else:
+                    results = [[reject_event(r if isinstance(r, dict) else {}, "engine_error", str(value))]
+                               for r in reqs]
+                with self._lock:
+                    for evs in results:
+                        self._downstream(evs)
+                self.settled += len(reqs)
+                cb = self.on_settled
+                if cb is not None:
+                    cb(list(zip(reqs, results)))
 
     def end_of_day(self, symbol: str | None = None) -> list[dict]:
         """Expire DAY orders (all symbols by default)."""
         return self.submit({"type": "eod", "symbol": symbol})
 
     def snapshot(self) -> None:
-        with self._lock:
-            for sh in self._shards:
-                sh.call("snapshot")
+        for sh in self._shards:
+            sh.call("snapshot")
 
     # ---- asynchronous mode -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -654,12 +528,22 @@ class EngineManager:
         self._thread.join()
         self._thread = None
 
-    def close(self) -> None:
+    def close(self, shutdown_remote: bool = False) -> None:
+        """Stop the engine thread and close every shard: in-process and spawned ones end; shard servers
+        (``remote=``) get their journal flushed and keep running (this router did not start them) unless
+        ``shutdown_remote``."""
         if self._closed:
             return
         self.stop()
         for sh in self._shards:
-            sh.close()
+            sh.close(shutdown=shutdown_remote) if isinstance(sh, _ZmqShard) else sh.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        with self._lock:
+            self._closed = True           # the settlement thread delivers what is queued, then ends
+        self._settle_ev.set()
+        if self._settler is not None:
+            self._settler.join(10)
         if self.trade_log is not None and hasattr(self.trade_log, "flush"):
             self.trade_log.flush()
         self._closed = True
@@ -677,36 +561,30 @@ class EngineManager:
         return self._shards[self._shard_of[symbol]]
 
     def book(self, symbol: str, depth: int = 10):
-        with self._lock:
-            return self._shard_for_symbol(symbol).call("book", symbol, depth)
+        return self._shard_for_symbol(symbol).call("book", symbol, depth)
 
     def bbo(self, symbol: str):
-        with self._lock:
-            return self._shard_for_symbol(symbol).call("bbo", symbol)
+        return self._shard_for_symbol(symbol).call("bbo", symbol)
 
     def last_trade(self, symbol: str):
-        with self._lock:
-            return self._shard_for_symbol(symbol).call("last_trade", symbol)
+        return self._shard_for_symbol(symbol).call("last_trade", symbol)
 
     def order(self, order_id: int):
         try:
             sym = self.symbol_of(order_id)
         except KeyError:
             return None
-        with self._lock:
-            return self._shard_for_symbol(sym).call("order", order_id)
+        return self._shard_for_symbol(sym).call("order", order_id)
 
     def state_hash(self) -> str:
-        with self._lock:
-            hashes = [sh.call("state_hash") for sh in self._shards]
+        hashes = [sh.call("state_hash") for sh in self._shards]
         if len(hashes) == 1:
             return hashes[0]
         return hashlib.sha256("".join(hashes).encode()).hexdigest()
 
     @property
     def seq(self) -> int:
-        with self._lock:
-            return sum(sh.call("get_seq") for sh in self._shards)
+        return sum(sh.call("get_seq") for sh in self._shards)
 
     @property
     def n_shards(self) -> int:

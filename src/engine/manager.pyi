@@ -41,7 +41,7 @@ Event dict (every list returned by submit, and every item of events())::
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 import numpy as np
@@ -72,15 +72,19 @@ class ShardEngine:
     def state_hash(self) -> str: ...
 
 class StandbyEngine:
-    """Hot standby: follows the primary's journal_dir/journal.bin live and can take over.
+    """Hot standby (engine.standby): follows one shard's journal live, applying it through recovery's replay,
+    and can take over, fenced by the journal's lock.
 
-    >>> sb = StandbyEngine(symbols, journal_dir); sb.start()   # follow in a thread
-    >>> ... primary dies ...
-    >>> mgr = sb.take_over()                                   # EngineManager continuing the sequence
+    >>> sb = StandbyEngine(symbols, journal_dir); sb.start()   # follow in a thread (a data dir works too)
+    >>> sb.take_over()            # while the primary lives: engine.journal.JournalLocked, still following
+    >>> ... primary dies (its journal lock is released by the kernel) ...
+    >>> mgr = sb.take_over()      # EngineManager continuing the sequence; holds the journal lock
     """
 
     def __init__(self, symbols: list[str], journal_dir: str, *, stp: StpMode = "cancel_newest",
-                 post_only_mode: str = "reject", tick_size: int = 1) -> None: ...
+                 post_only_mode: str = "reject", tick_size: int = 1, symbol_ids: list[int] | None = None,
+                 on_events: Callable[[list[dict]], None] | None = None) -> None: ...
+    error: BaseException | None
     def poll(self) -> int:
         """Apply what was journaled since the last poll; number of inputs applied."""
     def start(self, interval_s: float = 0.001) -> None: ...
@@ -88,12 +92,31 @@ class StandbyEngine:
     @property
     def seq(self) -> int: ...
     def state_hash(self) -> str: ...
+    def primary_alive(self) -> bool:
+        """Whether a writer holds the journal's lock."""
     def take_over(self, *, fsync: FsyncPolicy = "batch", fsync_interval_ms: int = 10, trade_log: object | None = None,
                   portfolio: object | None = None) -> EngineManager:
-        """Apply the rest of the journal, drop a torn tail, open it for appending, return the new primary."""
+        """Fence (take the journal lock; JournalLocked while the primary holds it), apply the rest of the
+        journal, drop a torn tail, open it for appending, return the new primary. DataDirError when there is
+        no journal to take over or it cannot be applied."""
+
+class StandbyShards:
+    """Hot standby of every shard journal of an exchange's data dir (engine.standby)."""
+
+    def __init__(self, symbols: list[str], path: str, *, shards: int | None = None, stp: StpMode = "cancel_newest",
+                 post_only_mode: str = "reject", tick_size: int = 1,
+                 on_events: Callable[[list[dict]], None] | None = None) -> None: ...
+    def take_over(self, *, fsync: FsyncPolicy = "batch", fsync_interval_ms: int = 10, trade_log: object | None = None,
+                  portfolio: object | None = None) -> EngineManager: ...
 
 class ShardTimeout(RuntimeError):
-    """A remote engine shard (engine.shard_server) did not answer within remote_timeout_s."""
+    """A remote engine shard (engine.shard_server) did not answer within remote_timeout_s: outcome unknown."""
+
+class ShardUnavailable(RuntimeError):
+    """A remote shard is down (an earlier call timed out): the call was not sent."""
+
+def unknown_event(req: dict, reason: str, text: str) -> dict:
+    """The event answering a request whose outcome the router does not know (type "unknown")."""
 
 class EngineManager:
     """Route orders by symbol to the engine that owns the book; journal; return execution events.
@@ -136,7 +159,14 @@ class EngineManager:
         events are those of the pipe transport, JSON over a DEALER/ROUTER pair. A server already
         configured with the same arguments is reused (router restart); different ones are refused.
     remote_timeout_s : float
-        Longest wait for one remote call; then ``ShardTimeout`` (the call's outcome is unknown).
+        Longest wait for one remote call. A request whose shard does not answer in time gets one event of
+        type "unknown" (reason "shard_timeout"), never a reject; the shard is then *down* (its requests are
+        rejected with "shard_unavailable" at once, never sent) until a probe finds it again (a restarted
+        server is re-initialised and recovers its journal). Each shard has its own lock: a dead shard
+        holds up only its own symbols.
+    on_settled : callable, optional
+        ``on_settled([(request, events), ...])``: requests answered "unknown" got their outcome (the shard's
+        late answer, or its journal after a restart). The events also go to trade_log/portfolio.
     """
 
     symbols: list[str]
@@ -158,7 +188,10 @@ class EngineManager:
         queue_size: int = 65536,
         remote: list[str] | None = None,
         remote_timeout_s: float = 30.0,
+        on_settled: Callable[[list[tuple[dict, list[dict]]]], None] | None = None,
     ) -> None: ...
+    on_settled: Callable[[list[tuple[dict, list[dict]]]], None] | None
+    settled: int
     # ---- commands (synchronous)
     def submit(self, req: dict) -> list[dict]:
         """Sequence, journal (before applying), apply one request; return its events in order."""
@@ -170,8 +203,10 @@ class EngineManager:
     def snapshot(self) -> None:
         """Write journal_dir/snapshot.npz (atomically) so recovery replays only the journal after it.
         Note: a PortfolioManager is rebuilt by recovery only from the replayed part of the journal."""
-    def close(self) -> None:
-        """Stop the engine thread/processes, flush and fsync the journal. Idempotent."""
+    def close(self, shutdown_remote: bool = False) -> None:
+        """Stop the engine thread/processes, flush and fsync the journal. Idempotent. Shard servers
+        (``remote``) flush their journal and keep running (the router did not start them) unless
+        ``shutdown_remote``."""
     def __enter__(self) -> EngineManager: ...
     def __exit__(self, *exc: object) -> None: ...
     # ---- asynchronous mode: one engine thread consumes a bounded input queue

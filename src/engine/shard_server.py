@@ -1,6 +1,6 @@
 """An engine shard served over ZeroMQ: the books of some symbols in a process on another host.
 
-    python -m engine.shard_server --bind tcp://0.0.0.0:7001 [--journal-root /var/lib/exch]
+    feedhandler shard-server --bind tcp://0.0.0.0:7001 [--journal-root /var/lib/exch]
 
 The server starts EMPTY and is configured by the symbol router (``EngineManager(...,
 remote=["tcp://hostA:7001", "tcp://hostB:7001"])``): the router's first call is ``init`` with the same
@@ -22,7 +22,9 @@ Request tokens (engine-thread mode) never leave the router: it re-attaches them 
 Threading and ownership: one thread (the caller of :func:`serve`) owns the socket and the
 :class:`engine.manager.ShardEngine`; calls are applied strictly in arrival order. A second router
 configuring an already initialised server with the same arguments gets the current state (a router
-restart); different arguments are refused (one book, one owner).
+restart); different arguments are refused (one book, one owner). A router that closes sends ``sync``
+(journal flushed and fsynced) and disconnects: the server keeps its books for the next router; only
+``close`` (``EngineManager.close(shutdown_remote=True)``), SIGTERM or SIGINT stop it.
 
 Journal directories: a path given by the router is used as is, unless the server was started with
 ``--journal-root``, which then holds every shard's journal (``<root>/<basename of the router's path>``):
@@ -96,6 +98,10 @@ class ShardServer:
             raise RuntimeError("shard server not initialised (the router sends init first)")
         if name == "submit_many":
             return self.shard.submit_many(args[0])     # tokens stay on the router side
+        if name == "sync":                              # a router disconnecting: journal on disk, keep serving
+            if self.shard.journal is not None:
+                self.shard.journal.sync()
+            return None
         if name not in _ALLOWED:
             raise ValueError(f"unknown call {name!r}")
         return getattr(self.shard, name)(*args)
@@ -140,19 +146,32 @@ class ShardServer:
             self.sock = None
 
 
-_ALLOWED = frozenset({"submit_many", "snapshot", "state_hash", "book", "bbo", "last_trade", "order", "get_seq",
+_ALLOWED = frozenset({"submit_many", "sync", "snapshot", "state_hash", "book", "bbo", "last_trade", "order", "get_seq",
                       "take_replayed", "close"})
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m engine.shard_server", description=__doc__.split("\n")[0])
-    ap.add_argument("--bind", default="tcp://127.0.0.1:7001", help="ROUTER bind address (port 0: any free port)")
-    ap.add_argument("--journal-root", help="directory for this host's shard journals")
+def _main(argv: list[str]) -> int:
+    from engine.errors import EXIT_INTERRUPTED, StartupError
+
+    ap = argparse.ArgumentParser(
+        prog="feedhandler shard-server", description=__doc__.split("\n")[0],
+        epilog="Exit codes: 0 ok or stopped by SIGTERM; 1 runtime failure (address in use); 2 bad arguments; "
+               "130 interrupted (SIGINT). --debug prints the traceback of an error.")
+    ap.add_argument("--bind", default="tcp://127.0.0.1:7001",
+                    help="ROUTER bind address (default tcp://127.0.0.1:7001; port 0: any free port)")
+    ap.add_argument("--journal-root", help="directory for this host's shard journals (default: the path the "
+                                           "router gives)")
+    ap.add_argument("--debug", action="store_true", help="print the traceback of an error")
     a = ap.parse_args(argv)
     srv = ShardServer(a.bind, a.journal_root)
-    ep = srv.bind()
+    try:
+        ep = srv.bind()
+    except zmq.ZMQError as e:
+        raise StartupError(f"cannot listen on {a.bind}: {e.strerror}") from None
+    why = {"signal": None}
 
     def on_signal(signum, frame):
+        why["signal"] = signum
         srv.stop()
 
     for s in (signal.SIGINT, signal.SIGTERM):
@@ -160,7 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"shard server listening on {ep}", flush=True)
     srv.serve()
     print(f"shard server stopped: calls={srv.calls} errors={srv.errors}", flush=True)
-    return 0
+    return EXIT_INTERRUPTED if why["signal"] == signal.SIGINT else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``feedhandler shard-server``: exit codes 0 / 1 / 2 / 130 (see engine.errors); errors are one line."""
+    from engine.errors import run_command
+    return run_command("feedhandler shard-server", _main, argv)
 
 
 if __name__ == "__main__":
