@@ -83,9 +83,9 @@ def qty_to_int(v: bytes | None) -> int:
 class RequestRefused(Exception):
     """A request refused before it reaches the exchange: (OrdRejReason/CxlRejReason kind, text)."""
 
-    def __init__(self, kind: str, text: str):
+    def __init__(self, kind: str, text: str, order=None):
         super().__init__(text)
-        self.kind, self.text = kind, text
+        self.kind, self.text, self.order = kind, text, order
 
 
 # exchange reasons -> OrdRejReason (4.4 values; 4.2 has 0..8 only, see _ord_rej)
@@ -261,7 +261,7 @@ class OrderApplication:
             if t == b"D":
                 self._reject_new(s, m, e.kind, e.text)
             else:
-                self._cancel_reject(s, m, None, e.kind, e.text)
+                self._cancel_reject(s, m, e.order, e.kind, e.text)
 
     @staticmethod
     def _check_id(v: bytes, tag: int) -> None:
@@ -327,27 +327,29 @@ class OrderApplication:
             raise RequestRefused("unknown_order", f"unknown order {orig}")
         clids[clid] = oid
         if o.done:
-            raise RequestRefused("too_late", f"order {orig} is already {'filled' if o.status == '2' else 'done'}")
+            raise RequestRefused("too_late", f"order {orig} is already {'filled' if o.status == '2' else 'done'}", o)
         req = {"type": "cancel" if t == b"F" else "amend", "order_id": oid, "client_order_id": clid,
                "rid": f"fix-{t.decode()}-{clid}"}
         if t == b"G":
             try:
                 new_qty = qty_to_int(m.get(38)) if m.get(38) else None
             except ValueError as e:
-                raise RequestRefused("bad_qty", str(e)) from None
+                raise RequestRefused("bad_qty", str(e), o) from None
             try:
                 new_price = price_to_raw(m.get(44)) if m.get(44) else None
             except ValueError:
-                raise RequestRefused("bad_price", "Price (44) malformed") from None
+                raise RequestRefused("bad_price", "Price (44) malformed", o) from None
             if new_qty is not None:
                 # FIX OrderQty is the total quantity; the exchange amends the total (filled part included)
                 if new_qty <= o.cum:
-                    raise RequestRefused("too_late", f"OrderQty {new_qty} not above CumQty {o.cum}")
+                    raise RequestRefused("too_late", f"OrderQty {new_qty} not above CumQty {o.cum}", o)
             if new_qty == o.qty:
                 new_qty = None
             if new_price == o.price:
                 new_price = None
-            req["new_qty"], req["new_price"] = new_qty, new_price
+            # the exchange's amend takes the new open quantity (leaves); FIX OrderQty is the order's total
+            req["new_qty"] = None if new_qty is None else new_qty - o.cum
+            req["new_price"] = new_price
             if new_qty is None and new_price is None:
                 self._replaced_report(s, o, clid, orig)      # nothing to change: the replace is a no-op
                 return
@@ -472,8 +474,6 @@ class OrderApplication:
             o.status = "2" if o.leaves == 0 else "1"
             exec_type = o.status if fix42 else "F"
             last = [(32, ev["qty"]), (31, raw_to_price(ev["price"]))]
-            if ev.get("trade_id") and not fix42:
-                last.append((880, ev["trade_id"]))   # TrdMatchID (FIX 4.4)
         elif t in ("canceled", "expired"):
             exec_type = o.status = "4" if t == "canceled" else "C"
             o.leaves = 0

@@ -51,7 +51,7 @@ REJECT_TEXT = {
 }
 #: largest FIX message (BodyLength + header + trailer) a session accepts; a longer one ends the connection
 #: (its bytes are never buffered past this). See engine.fix.acceptor for all the acceptor's limits.
-MAX_MESSAGE_BYTES = 65_536
+MAX_MESSAGE_BYTES = 1_048_576
 ADMIN_TYPES = frozenset({b"0", b"1", b"2", b"3", b"4", b"5", b"A"})
 TRAILER_TAGS = frozenset({93, 89, 10})
 
