@@ -182,6 +182,10 @@ class FixAcceptor:
             self.sessions[(c.begin_string.encode(), c.our_comp_id.encode(), c.their_comp_id.encode())] = s
             if hasattr(app, "bind"):
                 app.bind(s)
+        if hasattr(app, "catch_up"):
+            # reports the exchange journaled but no session store holds (a crash in between)
+            engine = getattr(getattr(app, "pipeline", None), "engine", None)
+            app.catch_up(getattr(engine, "recovered_events", None) or ())
         self._server = None
         self._timer = None
         self.loop: asyncio.AbstractEventLoop | None = None
