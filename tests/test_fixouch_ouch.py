@@ -163,3 +163,27 @@ def test_oversized_packet_closes_before_buffering(venue):
         a.close()
     finally:
         s.close()
+
+
+def test_reports_lost_in_a_crash_are_caught_up_from_the_journal(tmp_path):
+    v = Venue(tmp_path)
+    try:
+        a = login(v.acc.port)
+        a.send(enter("C1", shares=100))
+        assert msgs(a, 1)[0][0] == "accepted"
+        a.close()
+        v.pipe.register_sink("ACC-A", None)       # the 'crash window': ACC-A's fill never reaches OUCH
+        r = v.pipe.handle("ACC-Z", "z", {"type": "new", "client_order_id": "Z1", "symbol": "AAPL", "side": "B",
+                                         "qty": 40, "price": 101_000_000_000, "order_type": "limit", "tif": "ioc",
+                                         "rid": "z1"})
+        assert r["status"] == "ack"
+        v.restart()
+        assert v.acc.stats["caught_up"] == 1
+        a = login(v.acc.port, seq=1)                # replay from the first message
+        got = msgs(a, 2)
+        assert [(n, f["order_token"]) for n, f in got] == [("accepted", b"C1"), ("executed", b"C1")]
+        assert got[1][1]["executed_shares"] == 40
+        assert msgs(a, 1, timeout=0.5) == []          # nothing twice
+        a.close()
+    finally:
+        v.close()

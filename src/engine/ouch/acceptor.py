@@ -111,6 +111,7 @@ class OuchAcceptor:
         self._tokens: dict[str, dict[str, int]] = {}   # user -> every token used today -> order id (0: none)
         self._by_oid: dict[int, dict] = {}              # order_id -> live state (token, leaves, echoed fields)
         self._entered: dict[tuple[str, str], dict] = {}  # (user, token) -> entered fields, while entering
+        self._reported: set = set()                     # identities of the exchange events reported
         self.loop: asyncio.AbstractEventLoop | None = None
         self._server = None
         self._thread = None
@@ -118,10 +119,12 @@ class OuchAcceptor:
         self.stats = {"logins": 0, "rejected_logins": 0, "messages_in": 0, "bad_messages": 0,
                       "timeouts": 0, "protocol_errors": 0, "unexpected_packets": 0, "disconnects": 0,
                       "duplicate_tokens": 0, "ignored_requests": 0, "orphan_events": 0, "bad_stored_messages": 0,
-                      "login_timeouts": 0, "oversized_packets": 0}
+                      "login_timeouts": 0, "oversized_packets": 0, "caught_up": 0}
         if self.store_dir:
             for user in self.users:
                 self._recover(user)
+            engine = getattr(pipeline, "engine", None)
+            self.catch_up(getattr(engine, "recovered_events", None) or ())
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start_async(self):
@@ -391,6 +394,9 @@ class OuchAcceptor:
             self._on_event(user, ev)
 
     def _on_event(self, user: str, ev: dict):
+        key = self._event_key(ev)
+        if key is not None:
+            self._reported.add(key)
         t = ev["type"]
         oid = ev.get("order_id", 0)
         st = self._by_oid.get(oid)
@@ -473,6 +479,7 @@ class OuchAcceptor:
                 tok = f["order_token"].decode("ascii", "replace")
                 oid = f["order_reference_number"]
                 tokens[tok] = oid
+                self._reported.add(("accepted", oid))
                 self._by_oid[oid] = {"user": user, "token": tok, "side": f["side"],
                                      "stock": f["stock"].decode("ascii", "replace"), "price": f["price"],
                                      "tif": f["time_in_force"], "firm": f["firm"], "display": f["display"],
@@ -484,6 +491,7 @@ class OuchAcceptor:
                 st = self._by_oid.get(oid)
                 if st is not None:
                     st.update(token=tok, leaves=f["shares"], price=f["price"], tif=f["time_in_force"])
+                self._reported.add(("replaced", oid, f["shares"]))
             elif name == "rejected":
                 tokens.setdefault(f["order_token"].decode("ascii", "replace"), 0)
             elif name in ("canceled", "executed", "order_modified"):
@@ -493,7 +501,47 @@ class OuchAcceptor:
                     continue
                 if name == "canceled":
                     st["leaves"] = max(st["leaves"] - f["decrement_shares"], 0)
+                    self._reported.add(("done", oid) if st["leaves"] == 0 else ("replaced", oid, st["leaves"]))
                 elif name == "executed":
                     st["leaves"] = max(st["leaves"] - f["executed_shares"], 0)
+                    self._reported.add(("fill", oid, f["match_number"]))
                 else:
                     st["leaves"] = f["shares"]
+                    self._reported.add(("replaced", oid, f["shares"]))
+
+    @staticmethod
+    def _event_key(ev: dict):
+        """Identity of an exchange event, as its stored report gives it back (see _recover)."""
+        t, oid = ev.get("type"), ev.get("order_id")
+        if t == "accepted":
+            return ("accepted", oid)
+        if t == "fill":
+            return ("fill", oid, ev.get("trade_id", 0))
+        if t in ("canceled", "expired"):
+            return ("done", oid)
+        if t == "replaced":
+            return ("replaced", oid, ev.get("leaves_qty", 0))
+        return None
+
+    def catch_up(self, events) -> int:
+        """Report the exchange's events (journal replay at start, ``EngineManager.recovered_events``) of
+        the users' accounts that no stored message reports: the hook for a crash between the exchange's
+        journal write and this acceptor's store. Returns how many were reported."""
+        by_account = {acct: user for user, (_, acct) in self.users.items()}
+        n = 0
+        for ev in events:
+            key = self._event_key(ev)
+            user = by_account.get(ev.get("account"))
+            if key is None or user is None or key in self._reported:
+                continue
+            st = self._by_oid.get(ev.get("order_id"))
+            if ev["type"] == "replaced" and st is not None:
+                new_tok = ev.get("request_client_order_id") or ""
+                if new_tok and new_tok != st["token"]:
+                    st["pending"] = ("replace", (new_tok, st["tif"], b" "))
+            self._on_event(user, ev)
+            if st is not None:
+                st.pop("pending", None)
+            self.stats["caught_up"] += 1
+            n += 1
+        return n
