@@ -392,3 +392,32 @@ def test_reports_lost_in_a_crash_are_caught_up_from_the_journal(tmp_path):
         c1.close()
     finally:
         v.close()
+
+
+def test_sequence_reset_does_not_forget_the_day(tmp_path):
+    """A Logon with ResetSeqNumFlag=Y resets the sequence numbers and what ResendRequest serves, not the
+    application's memory: after a restart ExecIDs still continue and old ClOrdIDs are still known."""
+    v = Venue(tmp_path, journal=True)
+    try:
+        c1 = connect(v, 1)
+        c1.send(b"D", new_order("R-1", "2", "100", "101"))
+        e1 = report(c1)
+        c1.send(b"5", [])
+        c1.recv_type(b"5")
+        c1.close()
+        c1 = Initiator(v.acc.port, "BUYSIDE1", seq=1)
+        r = logon(c1, [(141, "Y")])
+        assert r.get(34) == b"1" and r.get(141) == b"Y"
+        c1.send(b"5", [])
+        c1.recv_type(b"5")
+        c1.close()
+        v.restart()
+        c1 = Initiator(v.acc.port, "BUYSIDE1", seq=c1.seq)
+        logon(c1)
+        c1.send(b"F", [(11, "R-2"), (41, "R-1"), (55, "AAPL"), (54, "2"), (60, utc_timestamp().decode())])
+        cx = report(c1)
+        assert fields(cx, 150, 11, 41) == (b"4", b"R-2", b"R-1")
+        assert int(cx.get(17)[1:]) > int(e1.get(17)[1:])
+        c1.close()
+    finally:
+        v.close()

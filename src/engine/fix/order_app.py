@@ -161,7 +161,7 @@ class OrderApplication:
     def _recover(self, s: FixSession) -> None:
         clids = self._clids[s.target]
         fix42 = s.begin == b"FIX.4.2"
-        for _seq, raw in s.store.get(1, 1 << 62):
+        for raw in s.store.history():
             fields = split_fields(raw)
             if fields is None:
                 continue
