@@ -6,6 +6,16 @@ SecurityDefinition, used by the acceptance scenarios).
 A connection is bound to a session by its first message: BeginString, SenderCompID (the counterparty)
 and TargetCompID (us) must name a configured session that is not already connected; otherwise the
 connection is closed without an answer (as QuickFIX does).
+
+Limits (each closes the connection, counted in ``FixAcceptor.stats`` / ``FixSession.oversized``):
+
+=========================  ==========  =============================================================
+``LOGON_TIMEOUT_S``        10 s        from accept to a completed Logon
+``MAX_PRELOGON_BYTES``     16 KiB      bytes a connection may send before its Logon is complete
+``MAX_MESSAGE_BYTES``      1 MiB       one message of a logged-on session (engine.fix.session)
+``MAX_CLORDID_BYTES``      64          ClOrdID / OrigClOrdID: longer is a reject (engine.fix.order_app),
+                                       the connection stays up
+=========================  ==========  =============================================================
 """
 from __future__ import annotations
 

@@ -573,7 +573,7 @@ class FixSession:
         body = [(98, 0), (108, hb)]
         if self.received_reset:
             body.append((141, "Y"))
-        self.send(b"A", body)
+        logon_seq = self.send(b"A", body)
         self.sent_logon = True
         self.received_reset = False
         seq = m.seq
@@ -586,8 +586,8 @@ class FixSession:
             self.app.on_logon(self)
         # FIX 4.4 NextExpectedMsgSeqNum (789): what the counterparty missed is retransmitted at once
         nxt = m.get(789)
-        if self.logged_on and nxt is not None and nxt.isdigit() and 0 < int(nxt) < self.next_sender - 1:
-            self._retransmit(int(nxt), self.next_sender - 2)   # everything before our Logon response
+        if self.logged_on and nxt is not None and nxt.isdigit() and 0 < int(nxt) < logon_seq:
+            self._retransmit(int(nxt), logon_seq - 1)   # everything before our Logon response
 
     def _on_logout(self, m: Msg):
         if not self._verify(m, False, False):
