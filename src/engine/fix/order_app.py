@@ -400,7 +400,7 @@ class OrderApplication:
             except ValueError:
                 raise RequestRefused("bad_price", "Price (44) malformed", o) from None
             if new_qty is not None:
-                # FIX OrderQty is the total quantity; the exchange amends the total (filled part included)
+                # FIX OrderQty is the order's total: it cannot go to or below what is already filled
                 if new_qty <= o.cum:
                     raise RequestRefused("too_late", f"OrderQty {new_qty} not above CumQty {o.cum}", o)
             if new_qty == o.qty:
