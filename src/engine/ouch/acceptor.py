@@ -8,6 +8,20 @@ sequence 0 means "only new messages". Heartbeats: the server sends 'H' after ``h
 output and drops a client silent for ``timeout_s``. Logout Request ('O') ends the connection; End of
 Session ('Z') is sent to connected clients on stop().
 
+Order semantics (OUCH 4.2): Accepted echoes the entered time in force, firm, display and capacity; order
+tokens are day-unique per user (an Enter Order or Replace with a used token is ignored and counted in
+``stats["duplicate_tokens"]``); Cancel Order with shares > 0 reduces the order to that size and is
+answered with Canceled carrying the decrement; cancels/replaces of unknown or finished tokens are ignored
+(``stats["ignored_requests"]``).
+
+State: the token map and the live orders (token, open shares, echoed fields) are rebuilt at start from
+the stored streams (a message is stored before it is written), and :meth:`OuchAcceptor.catch_up` reports
+the events the exchange journaled that no stored message reports (a crash in between), taken from
+``EngineManager.recovered_events``.
+
+Limits: a Login Request within ``LOGIN_TIMEOUT_S`` (10 s) of connecting; SoupBinTCP packets of at most
+``MAX_PACKET_BYTES`` (1024) - a longer one closes the connection before its payload is buffered.
+
 Threading: everything runs on one asyncio loop; fills caused by other clients arrive from gateway
 worker threads through ``loop.call_soon_threadsafe``.
 """
