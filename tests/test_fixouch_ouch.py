@@ -52,6 +52,7 @@ def login(port, user="alice", seq=0):
     t.send(soup.login_request(user, USERS[user][0], "", seq))
     pk = t.recv_packets(1)
     assert pk and pk[0][0] == soup.LOGIN_ACCEPTED, pk
+    t.pending = pk[1:]          # what arrived with the Login Accepted (a replay) is read by msgs()
     return t
 
 
@@ -187,3 +188,57 @@ def test_reports_lost_in_a_crash_are_caught_up_from_the_journal(tmp_path):
         a.close()
     finally:
         v.close()
+
+
+def test_state_rebuilt_from_the_streams_equals_the_live_state(tmp_path):
+    v = Venue(tmp_path)
+    try:
+        a, b = login(v.acc.port), login(v.acc.port, "bob")
+        a.send(enter("A1", shares=100, tif=600, firm="ABCD", capacity=b"P"))
+        a.send(enter("A2", shares=50, price=1_020_000))
+        a.send(enter("A3", shares=10, stock="ZZZZ"))                        # rejected
+        b.send(enter("B1", side=b"B", shares=30, tif=0))                    # fills A1 by 30
+        a.send(soup.unsequenced(ouch42.encode("cancel_order", order_token="A1", shares=40)))     # partial
+        a.send(soup.unsequenced(ouch42.encode("replace_order", existing_order_token="A2",
+                                              replacement_order_token="A2R", shares=45, price=1_030_000,
+                                              time_in_force=99998, display=b"Y", intermarket_sweep=b"N",
+                                              minimum_quantity=0)))
+        a.send(soup.unsequenced(ouch42.encode("modify_order", order_token="A2R", side=b"S", shares=20)))
+        msgs(a, 8, timeout=1.5)
+        msgs(b, 2, timeout=0.5)
+        live = v.acc.state()
+        h = v.acc.state_hash()
+        a.close()
+        b.close()
+        v.restart()
+        assert v.acc.stats["caught_up"] == 0
+        assert v.acc.state() == live
+        assert v.acc.state_hash() == h
+    finally:
+        v.close()
+
+
+def test_partial_cancel_decrement_counts_a_late_routed_fill(tmp_path):
+    """The exchange fills 30 of A1 (another user's order), then A1 is reduced to 40 open shares; the
+    routed fill reaches the loop after the cancel's own reply: Executed 30 comes first and Canceled
+    carries decrement 30 (70 -> 40), not 60."""
+    class NoLoop:
+        def call_soon_threadsafe(self, *a):
+            pass
+    eng = EngineManager(["AAPL"])
+    pipe = OrderPipeline(eng, RiskManager(RiskLimits(price_band_bps=0)))
+    acc = OuchAcceptor(pipe, USERS, session="SESSION01")
+    acc.loop = NoLoop()
+    for user, (_, account) in USERS.items():
+        pipe.register_sink(account, lambda ev, u=user: acc._route(u, ev))
+    acc._on_ouch("alice", ouch42.encode("enter_order", order_token="A1", side=b"S", shares=100, stock="AAPL",
+                                        price=1_000_000, time_in_force=99999, firm="F", display=b"Y",
+                                        capacity=b"A", intermarket_sweep=b"N", minimum_quantity=0,
+                                        cross_type=b"N", customer_type=b"R"))
+    pipe.handle("ACC-Z", "z", {"type": "new", "client_order_id": "Z", "symbol": "AAPL", "side": "B", "qty": 30,
+                               "price": 100_000_000_000, "order_type": "limit", "tif": "ioc", "rid": "z"})
+    acc._on_ouch("alice", ouch42.encode("cancel_order", order_token="A1", shares=40))
+    out = [ouch42.decode(m, "out") for m in acc.stream("alice").msgs]
+    assert [(n, f.get("executed_shares"), f.get("decrement_shares")) for n, f in out] == [
+        ("accepted", None, None), ("executed", 30, None), ("canceled", None, 30)]
+    eng.close()

@@ -38,6 +38,7 @@ replay (``EngineManager.recovered_events``), are reported at start, each exactly
 """
 from __future__ import annotations
 
+import collections
 import logging
 
 from engine.fix.session import BusinessReject, FixSession, UnsupportedMessageType
@@ -48,6 +49,9 @@ _log = logging.getLogger("engine.fix")
 PRICE_SCALE = 1_000_000_000
 #: longest ClOrdID / OrigClOrdID (bytes) accepted; the exchange's identifier limit (gateway JSON alike)
 MAX_CLORDID_BYTES = 64
+#: Text (58) prefix of a reject for an identifier that cannot be a ClOrdID (too long, not ASCII): such an
+#: identifier is never 'used', so the state rebuilt from the store skips these rejects
+ID_REFUSED = "identifier refused: "
 
 
 def price_to_raw(v: bytes) -> int:
@@ -139,6 +143,7 @@ class OrderApplication:
         self._sessions: dict[str, FixSession] = {}         # account -> session
         self._loop_call = loop_call
         self._reported: set = set()       # identities of the exchange events reported (see _event_key)
+        self._routed: collections.deque = collections.deque()   # routed events not yet reported
         self.stats = {"rejects": 0, "cancel_rejects": 0, "duplicates": 0, "refused": 0, "reports": 0,
                       "orphan_events": 0, "caught_up": 0}
 
@@ -172,7 +177,7 @@ class OrderApplication:
             for t, v in fields:
                 f.setdefault(t, v)
             mt = f.get(35)
-            if mt not in (b"8", b"9"):
+            if mt not in (b"8", b"9") or f.get(58, b"").startswith(ID_REFUSED.encode()):
                 continue
             clid = f.get(11, b"").decode("latin-1")
             orig = f.get(41, b"").decode("latin-1")
@@ -200,7 +205,8 @@ class OrderApplication:
                 o.qty = int(f.get(38, b"0"))
                 o.cum = int(f.get(14, b"0"))
                 o.leaves = int(f.get(151, b"0"))
-                o.notional = price_to_raw(f.get(6, b"0")) * o.cum
+                if et in (b"F", b"1", b"2"):
+                    o.notional += int(f.get(32, b"0")) * price_to_raw(f.get(31, b"0"))   # exact, as live
                 if f.get(44):
                     o.price = price_to_raw(f[44])
             except ValueError:
@@ -269,6 +275,20 @@ class OrderApplication:
             n += 1
         return n
 
+    def state(self) -> dict:
+        """Everything that decides this application's answers, in a canonical form (for state hashes):
+        the orders, each session's ClOrdIDs, the ExecID counter and the events reported."""
+        return {"exec_n": self._exec_n,
+                "orders": sorted((o.order_id, o.session.decode("latin-1"), o.clid, o.symbol, o.side, o.qty, o.price,
+                                  o.cum, o.notional, o.leaves, o.status) for o in self._orders.values()),
+                "clids": {k.decode("latin-1"): sorted(v.items()) for k, v in sorted(self._clids.items())},
+                "reported": sorted(repr(k) for k in self._reported)}
+
+    def state_hash(self) -> str:
+        import hashlib
+        import json
+        return hashlib.sha256(json.dumps(self.state(), sort_keys=True).encode()).hexdigest()
+
     # ---- session events --------------------------------------------------------------------------
     def on_logon(self, s: FixSession):
         if self._account(s) not in self._sessions:     # a session the acceptor did not bind (tests)
@@ -278,11 +298,45 @@ class OrderApplication:
         pass     # the session stays bound: its events are stored and resent after the next Logon
 
     def _deliver(self, acct, ev):
-        # called from gateway worker threads: hop onto the session's event loop
+        # called from the engine/gateway threads: queued in exchange order, drained on the session's loop
+        self._routed.append((acct, ev))
         if self._loop_call is not None:
-            self._loop_call(self._send_event, acct, ev)
+            self._loop_call(self._drain_routed)
         else:
-            self._send_event(acct, ev)
+            self._drain_routed()
+
+    def _drain_routed(self, before: dict | None = None) -> None:
+        """Report queued routed events (maker fills caused by others). ``before`` ({order id: exchange seq}):
+        take only the events of those orders that the exchange produced before that seq, leaving the rest
+        queued in order. A request's own reply is reported after ``_drain_routed(before=...)``, so every
+        order's reports follow the exchange's order even though routed events reach this loop by a later
+        callback (e.g. a fill that happened before our replace is reported, and counted, before it)."""
+        q = self._routed
+        if before is None:
+            while q:
+                acct, ev = q.popleft()
+                self._send_event(acct, ev)
+            return
+        keep = []
+        for _ in range(len(q)):
+            acct, ev = q.popleft()
+            seq = before.get(ev.get("order_id"))
+            if seq is not None and ev.get("seq", 0) < seq:
+                self._send_event(acct, ev)
+            else:
+                keep.append((acct, ev))
+        q.extendleft(reversed(keep))
+
+    def _own_events(self, events: list) -> list:
+        """A request's own events, after the routed events of the same orders that precede them."""
+        if self._routed:
+            before: dict = {}
+            for ev in events:
+                if ev.get("seq") and ev.get("order_id"):
+                    before.setdefault(ev["order_id"], ev["seq"])
+            if before:
+                self._drain_routed(before)
+        return events
 
     def _send_event(self, acct, ev):
         o = self._orders.get(ev.get("order_id"))
@@ -314,6 +368,7 @@ class OrderApplication:
                         self._status_report(s, self._orders[clids[clid]])   # a PossResend of an order we have
                         return
                     raise RequestRefused("duplicate", f"duplicate ClOrdID {clid}")
+                clids[clid] = 0                  # used from now on, whatever the outcome (as its report says)
                 self._new_order(s, m, clid, clids)
             else:
                 self._cancel_replace(s, m, clid, clids)
@@ -329,11 +384,12 @@ class OrderApplication:
     @staticmethod
     def _check_id(v: bytes, tag: int) -> None:
         if len(v) > MAX_CLORDID_BYTES:
-            raise RequestRefused("too_long", f"tag {tag} longer than {MAX_CLORDID_BYTES} bytes ({len(v)})")
+            raise RequestRefused("too_long", f"{ID_REFUSED}tag {tag} longer than {MAX_CLORDID_BYTES} bytes "
+                                             f"({len(v)})")
         try:
             v.decode("ascii")
         except UnicodeDecodeError:
-            raise RequestRefused("bad_id", f"tag {tag} is not ASCII") from None
+            raise RequestRefused("bad_id", f"{ID_REFUSED}tag {tag} is not ASCII") from None
 
     def _new_order(self, s, m, clid, clids):
         side = self.SIDE_IN.get(m.get(54))
@@ -355,9 +411,8 @@ class OrderApplication:
         req = {"type": "new", "client_order_id": clid, "symbol": sym, "side": side, "qty": qty,
                "order_type": "market" if market else "limit", "price": price, "tif": tif,
                "post_only": b"6" in (m.get(18) or b"").split(b" "), "rid": "fix-" + clid}
-        clids[clid] = 0                      # used from now on, whatever the outcome
         reply = self._handle(s, req)
-        events = reply.get("events") or []
+        events = self._own_events(reply.get("events") or [])
         if reply.get("dup"):
             raise RequestRefused("duplicate", f"duplicate ClOrdID {clid}")
         if not events:
@@ -376,19 +431,22 @@ class OrderApplication:
 
     def _cancel_replace(self, s, m, clid, clids):
         t = m.msgtype
-        orig_b = m.get(41)
-        if orig_b is None:
-            raise RequestRefused("unknown_order", "OrigClOrdID (41) missing")
-        self._check_id(orig_b, 41)
-        orig = orig_b.decode("ascii")
         if clid in clids:
             raise RequestRefused("duplicate", f"duplicate ClOrdID {clid}")
+        orig_b = m.get(41)
+        if orig_b is not None:
+            self._check_id(orig_b, 41)
+        clids[clid] = 0                      # used from now on, whatever the outcome (as its report says)
+        if orig_b is None:
+            raise RequestRefused("unknown_order", "OrigClOrdID (41) missing")
+        orig = orig_b.decode("ascii")
         oid = clids.get(orig) or 0
         o = self._orders.get(oid)
         if o is None:
-            clids[clid] = 0
             raise RequestRefused("unknown_order", f"unknown order {orig}")
         clids[clid] = oid
+        if self._routed:
+            self._drain_routed({oid: 1 << 62})   # the order's fills so far count (CumQty, OrderQty -> leaves)
         if o.done:
             raise RequestRefused("too_late", f"order {orig} is already {'filled' if o.status == '2' else 'done'}", o)
         req = {"type": "cancel" if t == b"F" else "amend", "order_id": oid, "client_order_id": clid,
@@ -417,7 +475,7 @@ class OrderApplication:
                 self._replaced_report(s, o, clid, orig)      # nothing to change: the replace is a no-op
                 return
         reply = self._handle(s, req)
-        events = reply.get("events") or []
+        events = self._own_events(reply.get("events") or [])
         if not events:
             self._cancel_reject(s, m, o, reply.get("reason") or "rejected", reply.get("text") or "")
             return

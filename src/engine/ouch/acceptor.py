@@ -28,6 +28,7 @@ worker threads through ``loop.call_soon_threadsafe``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import struct
 import threading
@@ -126,6 +127,7 @@ class OuchAcceptor:
         self._by_oid: dict[int, dict] = {}              # order_id -> live state (token, leaves, echoed fields)
         self._entered: dict[tuple[str, str], dict] = {}  # (user, token) -> entered fields, while entering
         self._reported: set = set()                     # identities of the exchange events reported
+        self._routed: collections.deque = collections.deque()   # routed events not yet reported
         self.loop: asyncio.AbstractEventLoop | None = None
         self._server = None
         self._thread = None
@@ -157,7 +159,7 @@ class OuchAcceptor:
         self.port = self._server.sockets[0].getsockname()[1]
         self._hb_task = asyncio.create_task(self._heartbeats())
         for user, (_, account) in self.users.items():
-            self.pipeline.register_sink(account, lambda ev, u=user: self.loop.call_soon_threadsafe(self._on_event, u, ev))
+            self.pipeline.register_sink(account, lambda ev, u=user: self._route(u, ev))
         return self
 
     async def stop_async(self):
@@ -395,8 +397,41 @@ class OuchAcceptor:
         self._events(user, reply, tok)
         st.pop("pending", None)
 
+    def _route(self, user: str, ev: dict) -> None:
+        # engine/gateway threads: queued in exchange order, drained on the loop
+        self._routed.append((user, ev))
+        self.loop.call_soon_threadsafe(self._drain_routed)
+
+    def _drain_routed(self, before: dict | None = None) -> None:
+        """Report queued routed events (fills caused by other users); with ``before`` ({order id: exchange
+        seq}) only those of these orders that precede that seq: a request's own events are reported after
+        them, so an order's messages follow the exchange's order (a partial cancel's decrement and the
+        open shares count a fill that happened before it)."""
+        q = self._routed
+        if before is None:
+            while q:
+                user, ev = q.popleft()
+                self._on_event(user, ev)
+            return
+        keep = []
+        for _ in range(len(q)):
+            user, ev = q.popleft()
+            seq = before.get(ev.get("order_id"))
+            if seq is not None and ev.get("seq", 0) < seq:
+                self._on_event(user, ev)
+            else:
+                keep.append((user, ev))
+        q.extendleft(reversed(keep))
+
     def _events(self, user, reply, tok):
         evs = reply.get("events") or []
+        if evs and self._routed:
+            before: dict = {}
+            for ev in evs:
+                if ev.get("seq") and ev.get("order_id"):
+                    before.setdefault(ev["order_id"], ev["seq"])
+            if before:
+                self._drain_routed(before)
         if reply.get("status") in ("rejected", "busy") and not evs:
             oid = self._tokens.get(user, {}).get(tok)
             if not oid:
@@ -478,6 +513,22 @@ class OuchAcceptor:
         elif t == "rejected":
             self._send(user, "cancel_reject", order_token=st["token"])
 
+    def state(self) -> dict:
+        """Everything that decides this acceptor's answers, canonical (for state hashes): every user's
+        tokens, the live orders and the events reported."""
+        def plain(v):
+            return v.decode("latin-1") if isinstance(v, bytes) else v
+        return {"tokens": {u: sorted(t.items()) for u, t in sorted(self._tokens.items())},
+                "orders": sorted((oid, sorted((k, plain(v)) for k, v in st.items() if k != "pending"))
+                                 for oid, st in self._by_oid.items()),
+                "reported": sorted(repr(k) for k in self._reported),
+                "streams": {u: self.stream(u).next_seq for u in sorted(self.users)}}
+
+    def state_hash(self) -> str:
+        import hashlib
+        import json
+        return hashlib.sha256(json.dumps(self.state(), sort_keys=True).encode()).hexdigest()
+
     # ---- recovery ---------------------------------------------------------------------------------
     def _recover(self, user: str) -> None:
         """Rebuild ``user``'s token map and live orders from its stored stream (the sequenced messages we
@@ -504,7 +555,8 @@ class OuchAcceptor:
                 tokens[tok] = oid
                 st = self._by_oid.get(oid)
                 if st is not None:
-                    st.update(token=tok, leaves=f["shares"], price=f["price"], tif=f["time_in_force"])
+                    st.update(token=tok, leaves=f["shares"], price=f["price"], tif=f["time_in_force"],
+                              display=f["display"])
                 self._reported.add(("replaced", oid, f["shares"]))
             elif name == "rejected":
                 tokens.setdefault(f["order_token"].decode("ascii", "replace"), 0)
