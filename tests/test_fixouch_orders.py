@@ -498,4 +498,14 @@ def test_reports_follow_exchange_order_when_a_routed_fill_is_late(tmp_path):
     got = [(e[150], e[11], e[38], e[14], e[151]) for e in ers]
     assert got == [(b"0", b"S-1", b"100", b"0", b"100"), (b"F", b"S-1", b"100", b"30", b"70"),
                    (b"5", b"S-2", b"50", b"30", b"20")]
+    # the rest is filled by another request; a cancel processed before that fill's callback is too late
+    # (CxlRejReason 0, OrdStatus filled), and the fill is reported first
+    pipe.handle("ACC-2", "other", {"type": "new", "client_order_id": "B2", "symbol": "AAPL", "side": "B",
+                                   "qty": 20, "price": 100_000_000_000, "order_type": "limit", "tif": "ioc",
+                                   "rid": "b2"})
+    n = len(out)
+    send(b"F", [(11, b"S-3"), (41, b"S-2"), (54, b"2"), (55, b"AAPL"), (60, utc_timestamp())])
+    tail = [dict(split_fields(r)) for r in out[n:]]
+    assert [(m[35], m.get(150), m.get(39), m.get(102)) for m in tail] == [(b"8", b"F", b"2", None),
+                                                                         (b"9", None, b"2", b"0")]
     eng.close()

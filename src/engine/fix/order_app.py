@@ -533,6 +533,10 @@ class OrderApplication:
         self.stats["cancel_rejects"] += 1
         if o is None and kind not in ("duplicate", "too_long", "bad_id"):
             kind = "unknown_order"
+        elif o is not None and kind == "unknown_order":
+            kind = "too_late"        # we know the order: the exchange no longer has it (filled or done in flight)
+            if self._routed:
+                self._drain_routed({o.order_id: 1 << 62})     # its last fill first: OrdStatus below is current
         body = [(37, o.order_id if o is not None else "NONE"), (11, m.get(11, b"")[:MAX_CLORDID_BYTES]),
                 (41, (m.get(41) or b"NONE")[:MAX_CLORDID_BYTES]), (39, o.status if o is not None else "8"),
                 (434, "1" if m.msgtype == b"F" else "2"), (102, self._cxl_rej(s, kind)), (58, text or kind)]
