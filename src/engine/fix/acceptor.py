@@ -6,44 +6,40 @@ SecurityDefinition, used by the acceptance scenarios).
 A connection is bound to a session by its first message: BeginString, SenderCompID (the counterparty)
 and TargetCompID (us) must name a configured session that is not already connected; otherwise the
 connection is closed without an answer (as QuickFIX does).
+
+Limits (each closes the connection, counted in ``FixAcceptor.stats`` / ``FixSession.oversized``):
+
+=========================  ==========  =============================================================
+``LOGON_TIMEOUT_S``        10 s        from accept to a completed Logon
+``MAX_PRELOGON_BYTES``     16 KiB      bytes a connection may send before its Logon is complete
+``MAX_MESSAGE_BYTES``      1 MiB       one message of a logged-on session (engine.fix.session)
+``MAX_CLORDID_BYTES``      64          ClOrdID / OrigClOrdID: longer is a reject (engine.fix.order_app),
+                                       the connection stays up
+=========================  ==========  =============================================================
 """
 from __future__ import annotations
 
 import asyncio
-import itertools
+import logging
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from feedhandler.protocols import fix as _fix
 from feedhandler.protocols.fix_dictionary import FixDictionary
-from engine.fix.message import Framer, split_fields, utc_timestamp
-from engine.fix.session import BusinessReject, FixSession, UnsupportedMessageType
+from engine.fix.message import Framer, split_fields
+from engine.fix.order_app import (MAX_CLORDID_BYTES, PRICE_SCALE, OrderApplication, price_to_raw,  # noqa: F401
+                                  raw_to_price)
+from engine.fix.session import MAX_MESSAGE_BYTES, FixSession, UnsupportedMessageType
 from engine.fix.store import FileStore, MemoryStore
 
-PRICE_SCALE = 1_000_000_000
+_log = logging.getLogger("engine.fix")
 
-
-def price_to_raw(v: bytes) -> int:
-    """Decimal string -> int 1e-9 units, exactly (no float). Raises ValueError."""
-    s = v.decode("ascii").strip()
-    neg = s.startswith("-")
-    if neg:
-        s = s[1:]
-    whole, _, frac = s.partition(".")
-    if not (whole or frac) or (whole and not whole.isdigit()) or (frac and not frac.isdigit()) or len(frac) > 9:
-        raise ValueError(f"bad decimal {v!r}")
-    raw = int(whole or "0") * PRICE_SCALE + int((frac + "000000000")[:9])
-    return -raw if neg else raw
-
-
-def raw_to_price(raw: int) -> str:
-    sign = "-" if raw < 0 else ""
-    raw = abs(raw)
-    whole, frac = divmod(raw, PRICE_SCALE)
-    fs = f"{frac:09d}".rstrip("0")
-    return f"{sign}{whole}.{fs}" if fs else f"{sign}{whole}"
-
+#: seconds an accepted TCP connection may take to complete a valid Logon before it is closed
+LOGON_TIMEOUT_S = 10.0
+#: bytes an unauthenticated connection may send before its Logon is complete; more closes it
+MAX_PRELOGON_BYTES = 16_384
 
 @dataclass
 class SessionConfig:
@@ -54,174 +50,94 @@ class SessionConfig:
 
 
 class EchoApplication:
-    """QuickFIX acceptance-test application: reflect NewOrderSingle / SecurityDefinition, reject the rest."""
+    """QuickFIX's acceptance-test application (``src/at_application.h`` of QuickFIX), behaving as it does:
 
-    REFLECT = (b"D", b"d")
+    - NewOrderSingle, SecurityDefinition and Email are reflected; every other application message is
+      an unsupported message type (Business Message Reject);
+    - a NewOrderSingle with PossResend=Y whose ClOrdID this session already reflected is not reflected
+      again; the remembered ClOrdIDs of a session are forgotten at its logout;
+    - the reflection is the message QuickFIX would build from the parsed one: header fields in header
+      order (8, 9, 35, then by tag; PossDupFlag and OrigSendingTime removed as ``Session::send`` does),
+      body fields in tag order with each repeating group right after its NoXXX field, a group's fields
+      in the dictionary's order (unknown ones after, by tag).
+    """
+
+    REFLECT = (b"D", b"d", b"C")
 
     def __init__(self):
-        self.seen: set = set()
+        self.seen: dict[bytes, set] = {}      # session target -> reflected ClOrdIDs
 
     def on_logon(self, s):
         pass
 
     def on_logout(self, s):
-        pass
+        self.seen.pop(s.target, None)
 
     def from_app(self, s: FixSession, m):
         if m.msgtype not in self.REFLECT:
             raise UnsupportedMessageType()
-        key = m.get(11)
-        if m.get(97) == b"Y" and key in self.seen:
-            return
-        self.seen.add(key)
+        if m.msgtype == b"D":
+            key = m.get(11)
+            seen = self.seen.setdefault(s.target, set())
+            if m.get(97) == b"Y" and key in seen:
+                return
+            seen.add(key)
         hdr_tags = s.dd.header_tags
         extra = [(t, v) for t, v in m.fields[3:]
                  if t in hdr_tags and t not in (8, 9, 35, 34, 49, 52, 56, 43, 122, 10)]
-        s.send(m.msgtype, m.body(hdr_tags), extra)
+        mdef = s.dd.messages.get(m.msgtype.decode("latin-1"))
+        s.send(m.msgtype, tag_order(m.body(hdr_tags), mdef.groups if mdef is not None else {}), extra)
 
 
-class OrderApplication:
-    """NewOrderSingle / OrderCancelRequest / OrderCancelReplaceRequest -> OrderPipeline -> ExecutionReports."""
+def tag_order(body: list, groups: dict) -> list:
+    """A message body in QuickFIX's serialization order: top-level fields by tag number, each repeating
+    group's entries right after its NoXXX field (see :class:`EchoApplication`)."""
+    top: list = []
+    i, n = 0, len(body)
+    while i < n:
+        t, v = body[i]
+        i += 1
+        g = groups.get(t)
+        entries: list = []
+        if g is not None:
+            i, entries = _group_entries(body, i, g)
+        top.append((t, v, entries))
+    top.sort(key=lambda f: f[0])                       # stable: a repeated tag keeps its order
+    out: list = []
+    for t, v, entries in top:
+        out.append((t, v))
+        for e in entries:
+            out.extend(e)
+    return out
 
-    SIDE_IN = {b"1": "B", b"2": "S"}
-    SIDE_OUT = {"B": "1", "S": "2"}
-    TIF_IN = {b"0": "day", b"1": "gtc", b"3": "ioc", b"4": "fok"}
 
-    def __init__(self, pipeline, accounts: dict[str, str], loop_call=None):
-        self.pipeline = pipeline
-        self.accounts = accounts          # their_comp_id -> account
-        self._exec_ids = itertools.count(1)
-        self._orders: dict[int, dict] = {}     # order_id -> {clid, qty, cum, notional, symbol, side, price}
-        self._sessions: dict[str, FixSession] = {}
-        self._loop_call = loop_call
-
-    # session events
-    def on_logon(self, s: FixSession):
-        acct = self.accounts.get(s.target.decode(), s.target.decode())
-        self._sessions[acct] = s
-        self.pipeline.register_sink(acct, lambda ev, a=acct: self._deliver(a, ev))
-
-    def on_logout(self, s: FixSession):
-        acct = self.accounts.get(s.target.decode(), s.target.decode())
-        if self._sessions.get(acct) is s:
-            del self._sessions[acct]
-            self.pipeline.register_sink(acct, None)
-
-    def _deliver(self, acct, ev):
-        # called from gateway worker threads: hop onto the session's event loop
-        if self._loop_call is not None:
-            self._loop_call(self._send_event, acct, ev)
-        else:
-            self._send_event(acct, ev)
-
-    def _send_event(self, acct, ev):
-        s = self._sessions.get(acct)
-        if s is not None:
-            self._exec_report(s, ev)
-
-    def from_app(self, s: FixSession, m):
-        acct = self.accounts.get(s.target.decode(), s.target.decode())
-        t = m.msgtype
-        try:
-            if t == b"D":
-                req = {"type": "new", "client_order_id": m.get(11).decode(), "symbol": m.get(55).decode(),
-                       "side": self.SIDE_IN[m.get(54)], "qty": int(price_to_raw(m.get(38)) // PRICE_SCALE),
-                       "order_type": "market" if m.get(40) == b"1" else "limit",
-                       "price": price_to_raw(m.get(44)) if m.get(40) != b"1" else 0,
-                       "tif": self.TIF_IN.get(m.get(59, b"0"), "day"),
-                       "post_only": b"6" in (m.get(18) or b"").split(b" ")}
-                req["rid"] = "fix-" + req["client_order_id"]
-            elif t in (b"F", b"G"):
-                req = {"type": "cancel" if t == b"F" else "amend", "orig_client_order_id": m.get(41).decode(),
-                       "client_order_id": m.get(11).decode(), "rid": f"fix-{t.decode()}-{m.get(11).decode()}"}
-                if m.get(37):
-                    try:
-                        req["order_id"] = int(m.get(37))
-                    except ValueError:
-                        pass
-                if t == b"G":
-                    req["new_qty"] = int(price_to_raw(m.get(38)) // PRICE_SCALE) if m.get(38) else None
-                    req["new_price"] = price_to_raw(m.get(44)) if m.get(44) else None
-            else:
-                raise UnsupportedMessageType()
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise BusinessReject(0, "Invalid order fields", m.get(11)) from None
-        reply = self.pipeline.handle(acct, s.target, req)
-        events = reply.get("events", [])
-        self.pipeline.finish(reply)
-        if reply.get("status") in ("busy", "rejected") and not events:
-            reason = reply.get("reason", "rejected")
-            if t == b"D":
-                self._send_reject(s, req, reason)
-            else:
-                self._cancel_reject(s, m, reason)
-            return
-        for ev in events:
-            if ev["type"] == "rejected" and t != b"D":
-                self._cancel_reject(s, m, ev.get("reason", ""))
-            else:
-                self._exec_report(s, ev, orig=m.get(41).decode() if t in (b"F", b"G") else None)
-
-    def _send_reject(self, s, req, reason):
-        body = [(37, "NONE"), (11, req["client_order_id"]), (17, f"X{next(self._exec_ids)}")]
-        if s.begin == b"FIX.4.2":
-            body.append((20, "0"))
-        body += [(150, "8"), (39, "8"), (55, req["symbol"]), (54, self.SIDE_OUT[req["side"]]),
-                 (151, 0), (14, 0), (6, 0), (58, reason)]
-        s.send_app(b"8", body)
-
-    def _cancel_reject(self, s, m, reason):
-        body = [(37, m.get(37) or b"NONE"), (11, m.get(11)), (41, m.get(41)), (39, "8"),
-                (434, "1" if m.msgtype == b"F" else "2"), (102, "1" if "unknown" in reason else "99"), (58, reason)]
-        s.send_app(b"9", body)
-
-    def _exec_report(self, s: FixSession, ev: dict, orig: str | None = None):
-        oid = ev["order_id"]
-        st = self._orders.get(oid)
-        if st is None:
-            st = self._orders[oid] = {"clid": ev.get("client_order_id", ""), "qty": ev.get("qty", 0), "cum": 0,
-                                      "notional": 0}
-        t = ev["type"]
-        fix42 = s.begin == b"FIX.4.2"
-        last_qty = last_px = 0
-        if t == "accepted":
-            exec_type = ord_status = "0"
-        elif t == "fill":
-            st["cum"] += ev["qty"]
-            st["notional"] += ev["qty"] * ev["price"]
-            last_qty, last_px = ev["qty"], ev["price"]
-            done = ev.get("leaves_qty", 0) == 0
-            ord_status = "2" if done else "1"
-            exec_type = ord_status if fix42 else "F"
-        elif t in ("canceled", "expired"):
-            exec_type = ord_status = "4" if t == "canceled" else "C"
-        elif t == "replaced":
-            exec_type = ord_status = "5"
-            st["qty"] = ev.get("qty", st["qty"])
-            if ev.get("client_order_id"):
-                st["clid"] = ev["client_order_id"]
-        else:  # rejected
-            exec_type = ord_status = "8"
-        cum = ev.get("cum_qty", st["cum"])
-        avg = st["notional"] // st["cum"] if st["cum"] else 0
-        body = [(37, oid), (11, ev.get("client_order_id") or st["clid"])]
-        if orig:
-            body.append((41, orig))
-        body.append((17, f"E{next(self._exec_ids)}"))
-        if fix42:
-            body.append((20, "0"))
-        body += [(150, exec_type), (39, ord_status), (55, ev.get("symbol", "")),
-                 (54, self.SIDE_OUT.get(ev.get("side"), "1")), (38, st["qty"])]
-        if ev.get("price"):
-            body.append((44, raw_to_price(ev["price"])))
-        if t == "fill":
-            body += [(32, last_qty), (31, raw_to_price(last_px))]
-            if ev.get("trade_id") and not fix42:
-                body.append((880, ev["trade_id"]))   # TrdMatchID (FIX 4.4)
-        body += [(151, ev.get("leaves_qty", 0)), (14, cum), (6, raw_to_price(avg)), (60, utc_timestamp())]
-        if ev.get("reason"):
-            body.append((58, ev["reason"]))
-        s.send_app(b"8", body)
+def _group_entries(body: list, i: int, g) -> tuple[int, list]:
+    members = set(g.fields)
+    rank = {t: k for k, t in enumerate(g.fields)}
+    entries: list = []
+    cur: list | None = None
+    n = len(body)
+    while i < n and body[i][0] in members:
+        t, v = body[i]
+        i += 1
+        if t == g.delimiter or cur is None:
+            cur = []
+            entries.append(cur)
+        sub = g.groups.get(t)
+        nested: list = []
+        if sub is not None:
+            i, nested = _group_entries(body, i, sub)
+        cur.append((t, v, nested))
+    out = []
+    for e in entries:
+        e.sort(key=lambda f: (rank.get(f[0], len(rank)), f[0]))
+        flat: list = []
+        for t, v, nested in e:
+            flat.append((t, v))
+            for ne in nested:
+                flat.extend(ne)
+        out.append(flat)
+    return i, out
 
 
 class FixAcceptor:
@@ -236,12 +152,32 @@ class FixAcceptor:
     store_dir : str | Path, optional
         Persistent message stores (sequence numbers survive restarts); None: in memory.
     host, port : where to listen (port 0: any free port, see :attr:`port` after start).
+    reset_on_disconnect, reset_on_logon : bool
+        QuickFIX's ResetOnDisconnect / ResetOnLogon: both sequence numbers (and the stored messages) back
+        to 1 when a connection ends / when a Logon arrives. Order entry uses neither (the stored
+        messages are what a reconnecting counterparty gets by resend).
+    logon_timeout_s : float
+        An accepted connection that has not completed a Logon within this time is closed
+        (``LOGON_TIMEOUT_S``).
+    max_prelogon_bytes : int
+        Bytes an unauthenticated connection may send before its Logon is complete (``MAX_PRELOGON_BYTES``);
+        more closes it, so nothing is buffered past this for a connection nobody has identified.
+    max_message_bytes : int
+        Largest FIX message of a logged-on session (``engine.fix.session.MAX_MESSAGE_BYTES``); a longer
+        one ends the connection.
+
+    ``stats`` counts the connections closed by each limit.
     """
 
     def __init__(self, sessions: list[SessionConfig], app, spec_dir, store_dir=None, host="127.0.0.1",
-                 port=0, reset_on_disconnect=False, max_latency_s=120, fsync=False):
+                 port=0, reset_on_disconnect=False, max_latency_s=120, fsync=False, reset_on_logon=False,
+                 logon_timeout_s: float = LOGON_TIMEOUT_S, max_prelogon_bytes: int = MAX_PRELOGON_BYTES,
+                 max_message_bytes: int = MAX_MESSAGE_BYTES):
         self.app = app
         self.host, self.port = host, port
+        self.logon_timeout_s = logon_timeout_s
+        self.max_prelogon_bytes = max_prelogon_bytes
+        self.stats = {"connections": 0, "logon_timeouts": 0, "prelogon_overflows": 0, "unknown_sessions": 0}
         dicts: dict[str, FixDictionary] = {}
         self.sessions: dict[tuple[bytes, bytes, bytes], FixSession] = {}
         for c in sessions:
@@ -251,8 +187,15 @@ class FixAcceptor:
             sid = f"{c.begin_string}-{c.our_comp_id}-{c.their_comp_id}"
             store = FileStore(store_dir, sid, fsync=fsync) if store_dir else MemoryStore()
             s = FixSession(dicts[c.begin_string], c.our_comp_id, c.their_comp_id, store, app,
-                           reset_on_disconnect=reset_on_disconnect, max_latency_s=max_latency_s)
+                           reset_on_disconnect=reset_on_disconnect, max_latency_s=max_latency_s,
+                           reset_on_logon=reset_on_logon, max_message_bytes=max_message_bytes)
             self.sessions[(c.begin_string.encode(), c.our_comp_id.encode(), c.their_comp_id.encode())] = s
+            if hasattr(app, "bind"):
+                app.bind(s)
+        if hasattr(app, "catch_up"):
+            # reports the exchange journaled but no session store holds (a crash in between)
+            engine = getattr(getattr(app, "pipeline", None), "engine", None)
+            app.catch_up(getattr(engine, "recovered_events", None) or ())
         self._server = None
         self._timer = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -289,6 +232,8 @@ class FixAcceptor:
         if self._server:
             self._server.close()
             await self._server.wait_closed()
+        if hasattr(self.app, "unbind_all"):
+            self.app.unbind_all()
         for s in self.sessions.values():
             s.store.close()
 
@@ -323,9 +268,12 @@ class FixAcceptor:
                 s.on_timer()
 
     async def _on_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.stats["connections"] += 1
         framer = Framer()
         session = None
         closed = False
+        deadline = time.monotonic() + self.logon_timeout_s
+        received = 0
 
         def close():
             nonlocal closed
@@ -335,7 +283,24 @@ class FixAcceptor:
 
         try:
             while not closed:
-                data = await reader.read(65536)
+                if session is None or not session.logged_on:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        self.stats["logon_timeouts"] += 1
+                        _log.info("FIX: no Logon within %.1f s, connection closed", self.logon_timeout_s)
+                        break
+                    try:
+                        data = await asyncio.wait_for(reader.read(65536), left)
+                    except asyncio.TimeoutError:
+                        continue           # the deadline check above closes it
+                    received += len(data)
+                    if received > self.max_prelogon_bytes and (session is None or not session.logged_on):
+                        self.stats["prelogon_overflows"] += 1
+                        _log.info("FIX: %d bytes before a Logon (limit %d), connection closed", received,
+                                  self.max_prelogon_bytes)
+                        break
+                else:
+                    data = await reader.read(65536)
                 if not data:
                     break
                 if session is None:
@@ -349,6 +314,7 @@ class FixAcceptor:
                     key = (f.get(8, b""), f.get(56, b""), f.get(49, b""))
                     session = self.sessions.get(key)
                     if session is None or session.connected:
+                        self.stats["unknown_sessions"] += 1
                         session = None
                         break
                     session.connection_made(writer.write, close)

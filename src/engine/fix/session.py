@@ -21,12 +21,15 @@ Sequence numbers live in the store (``engine.fix.store.FileStore`` persists them
 """
 from __future__ import annotations
 
+import logging
 import time
 from typing import Callable
 
 from feedhandler.protocols import fix as _fix
 from feedhandler.protocols.fix_dictionary import FixDictionary
 from engine.fix.message import Framer, encode, parse_utc_timestamp, split_fields, utc_timestamp
+
+_log = logging.getLogger("engine.fix")
 
 REJECT_TEXT = {
     0: "Invalid tag number",
@@ -46,6 +49,9 @@ REJECT_TEXT = {
     15: "Repeating group fields out of order",
     16: "Incorrect NumInGroup count for repeating group",
 }
+#: largest FIX message (BodyLength + header + trailer) a session accepts; a longer one ends the connection
+#: (its bytes are never buffered past this). See engine.fix.acceptor for all the acceptor's limits.
+MAX_MESSAGE_BYTES = 1_048_576
 ADMIN_TYPES = frozenset({b"0", b"1", b"2", b"3", b"4", b"5", b"A"})
 TRAILER_TAGS = frozenset({93, 89, 10})
 
@@ -218,7 +224,8 @@ class FixSession:
 
     def __init__(self, dictionary: FixDictionary, sender_comp_id: str, target_comp_id: str, store, app,
                  reset_on_disconnect: bool = False, max_latency_s: int = 120, logout_timeout_s: float = 2.0,
-                 clock: Callable[[], int] = time.time_ns):
+                 clock: Callable[[], int] = time.time_ns, reset_on_logon: bool = False,
+                 max_message_bytes: int = MAX_MESSAGE_BYTES):
         self.dd = dictionary
         self.begin = dictionary.begin_string.encode()
         self.sender = sender_comp_id.encode()
@@ -226,6 +233,10 @@ class FixSession:
         self.store = store
         self.app = app
         self.reset_on_disconnect = reset_on_disconnect
+        self.reset_on_logon = reset_on_logon
+        self.max_message_bytes = max_message_bytes
+        self.app_errors = 0          # application callbacks that raised (answered with a Business Reject)
+        self.oversized = 0           # connections ended for a message longer than max_message_bytes
         self.max_latency_ns = max_latency_s * 1_000_000_000
         self.logout_timeout_ns = int(logout_timeout_s * 1e9)
         self.clock = clock
@@ -294,19 +305,34 @@ class FixSession:
         for status, raw in self.framer.feed(data):
             if not self.connected:
                 return
+            if len(raw) > self.max_message_bytes:
+                self._oversized()
+                return
             self._on_raw(status, raw)
+        if self.connected and len(self.framer.buf) > self.max_message_bytes:
+            self._oversized()      # an incomplete message already longer than the limit: never buffered on
+
+    def _oversized(self):
+        self.oversized += 1
+        _log.warning("FIX %s: message longer than %d bytes, connection closed",
+                     self.target.decode("latin-1"), self.max_message_bytes)
+        self.framer.buf.clear()
+        self.disconnect()
 
     # ---- sending ---------------------------------------------------------------------------------
     def _header(self, seq: int, now: int | None = None) -> list:
         return [(34, seq), (49, self.sender), (52, utc_timestamp(now)), (56, self.target)]
 
-    def send(self, msgtype: bytes, body: list, extra_header: list = ()) -> int:
-        """Send an admin or application message with the next sequence number (stored for resends)."""
+    def send(self, msgtype: bytes, body: list, extra_header: list = (), transmit: bool = True) -> int:
+        """Send an admin or application message with the next sequence number. The message is stored
+        (for resends) before it is written; ``transmit=False`` only stores it (QuickFIX's behaviour for an
+        application message while the session is not logged on: the counterparty gets it by resend)."""
         seq = self.store.next_sender
         raw = encode(self.begin, msgtype, self._header(seq) + list(extra_header), body)
         self.store.save(seq, raw)
         self.store.set_seqnums(seq + 1, self.store.next_target)
-        self._write(raw)
+        if transmit:
+            self._write(raw)
         return seq
 
     def _write(self, raw: bytes):
@@ -435,6 +461,16 @@ class FixSession:
         except InvalidMessage:
             self.disconnect()
             return
+        except Exception as e:  # noqa: BLE001 - an application bug costs this message a reject, never the session
+            self.app_errors += 1
+            _log.exception("FIX %s: application failed on MsgSeqNum %s (%s)", self.target.decode("latin-1"),
+                           m.seq, m.msgtype.decode("latin-1"))
+            if not self.connected or not self.received_logon:
+                self.disconnect()
+                return
+            if m.seq == self.next_target:
+                self._incr_target()      # the message was processed (and answered): its number is consumed
+            self._business_reject(m, 0, f"Application error: {type(e).__name__}")
         if not queued:
             self._next_queued()
 
@@ -524,6 +560,8 @@ class FixSession:
         if m.get(141) == b"Y":
             self.received_reset = True
             self.store.reset()
+        elif self.reset_on_logon:
+            self.store.reset()           # QuickFIX ResetOnLogon=Y (acceptor): both numbers back to 1
         if not self._verify(m, False, True):
             return
         self.received_logon = True
@@ -535,7 +573,7 @@ class FixSession:
         body = [(98, 0), (108, hb)]
         if self.received_reset:
             body.append((141, "Y"))
-        self.send(b"A", body)
+        logon_seq = self.send(b"A", body)
         self.sent_logon = True
         self.received_reset = False
         seq = m.seq
@@ -546,6 +584,10 @@ class FixSession:
             self._next_queued()
         if self.logged_on and hasattr(self.app, "on_logon"):
             self.app.on_logon(self)
+        # FIX 4.4 NextExpectedMsgSeqNum (789): what the counterparty missed is retransmitted at once
+        nxt = m.get(789)
+        if self.logged_on and nxt is not None and nxt.isdigit() and 0 < int(nxt) < logon_seq:
+            self._retransmit(int(nxt), logon_seq - 1)   # everything before our Logon response
 
     def _on_logout(self, m: Msg):
         if not self._verify(m, False, False):
@@ -572,8 +614,15 @@ class FixSession:
     def _on_resend_request(self, m: Msg):
         if not self._verify(m, False, False):
             return
-        begin = int(m.get(7))
-        end = int(m.get(16))
+        self._retransmit(int(m.get(7)), int(m.get(16)))
+        seq = m.seq
+        if seq == self.next_target:
+            self._incr_target()
+            self._next_queued()
+
+    def _retransmit(self, begin: int, end: int):
+        """Resend stored messages begin..end (0: everything): application messages themselves (PossDupFlag,
+        OrigSendingTime), admin messages and holes as SequenceReset-GapFill."""
         last_sent = self.next_sender - 1
         if end == 0 or end > last_sent:
             end = last_sent
@@ -601,10 +650,6 @@ class FixSession:
             self._gap_fill(gap_begin, last + 1)
         if end > last:
             self._gap_fill(begin if last < begin else last + 1, min(end + 1, self.next_sender))
-        seq = m.seq
-        if seq == self.next_target:
-            self._incr_target()
-            self._next_queued()
 
     def _gap_fill(self, begin: int, new_seq: int):
         now = self.clock()
@@ -645,8 +690,8 @@ class FixSession:
             self.send(b"0", [])
 
     # ---- application API -------------------------------------------------------------------------
-    def send_app(self, msgtype: bytes, body: list, extra_header: list = ()) -> int | None:
-        """Send an application message (None when not logged on: the caller keeps it)."""
-        if not self.logged_on:
-            return None
-        return self.send(msgtype, body, extra_header)
+    def send_app(self, msgtype: bytes, body: list, extra_header: list = ()) -> int:
+        """Send an application message. While the session is not logged on it is sequenced and stored
+        only: the counterparty sees the gap at its next Logon and gets it by ResendRequest (or at once with
+        NextExpectedMsgSeqNum), as QuickFIX does. Returns its MsgSeqNum."""
+        return self.send(msgtype, body, extra_header, transmit=self.logged_on)

@@ -8,6 +8,10 @@ Layout of ``<dir>/<session>``:
   record of a sequence number wins (a sequence reset may reuse numbers).
 
 Sequence numbers therefore survive a restart of the acceptor (issue: "persisted across restarts").
+A sequence reset (ResetSeqNumFlag, ResetOnLogon/Disconnect) does not erase the log: it appends a reset
+record (``"0 0\n\n"``), after which resends see only the new messages, while :meth:`MemoryStore.history`
+keeps every message sent before it. The order-entry application rebuilds its state (orders, used
+ClOrdIDs, ExecIDs) from ``history() + current``, so a reset never makes it forget the day.
 :class:`MemoryStore` has the same interface without files. One store belongs to one session; the
 session's thread (the asyncio loop) is the only caller.
 """
@@ -24,6 +28,11 @@ class MemoryStore:
         self.next_sender = 1
         self.next_target = 1
         self._msgs: dict[int, bytes] = {}
+        self._history: list[bytes] = []      # messages sent before the last sequence reset, in order
+
+    def history(self) -> list[bytes]:
+        """Every message this store has been given, in the order sent (across sequence resets)."""
+        return self._history + [self._msgs[s] for s in sorted(self._msgs)]
 
     def set_seqnums(self, sender: int, target: int) -> None:
         self.next_sender, self.next_target = sender, target
@@ -36,6 +45,7 @@ class MemoryStore:
 
     def reset(self) -> None:
         self.next_sender = self.next_target = 1
+        self._history.extend(self._msgs[s] for s in sorted(self._msgs))
         self._msgs.clear()
 
     def close(self) -> None:
@@ -59,10 +69,6 @@ class FileStore(MemoryStore):
         self._write_seq()
 
     def _load(self) -> None:
-        if self.seq_path.exists():
-            parts = self.seq_path.read_text().split()
-            if len(parts) == 2:
-                self.next_sender, self.next_target = int(parts[0]), int(parts[1])
         if self.body_path.exists():
             data = self.body_path.read_bytes()
             pos = 0
@@ -76,8 +82,15 @@ class FileStore(MemoryStore):
                     break  # torn tail: everything before it is kept
                 if nl + 1 + n + 1 > len(data):
                     break
-                self._msgs[seq] = data[nl + 1 : nl + 1 + n]
+                if seq == 0 and n == 0:
+                    MemoryStore.reset(self)      # a reset record: what came before is history
+                else:
+                    self._msgs[seq] = data[nl + 1 : nl + 1 + n]
                 pos = nl + 1 + n + 1
+        if self.seq_path.exists():                # after the log: its reset records set the numbers to 1
+            parts = self.seq_path.read_text().split()
+            if len(parts) == 2:
+                self.next_sender, self.next_target = int(parts[0]), int(parts[1])
 
     def _write_seq(self) -> None:
         self._seq_f.seek(0)
@@ -100,8 +113,10 @@ class FileStore(MemoryStore):
 
     def reset(self) -> None:
         super().reset()
-        self._body_f.close()
-        self._body_f = open(self.body_path, "wb")
+        self._body_f.write(b"0 0\n\n")          # reset record (see module doc): the log is never truncated
+        self._body_f.flush()
+        if self.fsync:
+            os.fsync(self._body_f.fileno())
         self._write_seq()
 
     def close(self) -> None:

@@ -8,18 +8,43 @@ sequence 0 means "only new messages". Heartbeats: the server sends 'H' after ``h
 output and drops a client silent for ``timeout_s``. Logout Request ('O') ends the connection; End of
 Session ('Z') is sent to connected clients on stop().
 
+Order semantics (OUCH 4.2): Accepted echoes the entered time in force, firm, display and capacity; order
+tokens are day-unique per user (an Enter Order or Replace with a used token is ignored and counted in
+``stats["duplicate_tokens"]``); Cancel Order with shares > 0 reduces the order to that size and is
+answered with Canceled carrying the decrement; cancels/replaces of unknown or finished tokens are ignored
+(``stats["ignored_requests"]``).
+
+State: the token map and the live orders (token, open shares, echoed fields) are rebuilt at start from
+the stored streams (a message is stored before it is written), and :meth:`OuchAcceptor.catch_up` reports
+the events the exchange journaled that no stored message reports (a crash in between), taken from
+``EngineManager.recovered_events``.
+
+Limits: a Login Request within ``LOGIN_TIMEOUT_S`` (10 s) of connecting; SoupBinTCP packets of at most
+``MAX_PACKET_BYTES`` (1024) - a longer one closes the connection before its payload is buffered.
+
 Threading: everything runs on one asyncio loop; fills caused by other clients arrive from gateway
 worker threads through ``loop.call_soon_threadsafe``.
 """
 from __future__ import annotations
 
 import asyncio
+import collections
+import logging
 import struct
 import threading
 import time
 from pathlib import Path
 
 from feedhandler.protocols import ouch42, soupbintcp as soup
+
+_log = logging.getLogger("engine.ouch")
+
+#: seconds a connection may take to send a valid Login Request before it is closed
+LOGIN_TIMEOUT_S = 10.0
+#: largest SoupBinTCP packet (length field value) accepted from a client; the largest OUCH 4.2 input
+#: (Enter Order, 49 bytes) and the Login Request (47 bytes) fit many times over. A longer packet ends the
+#: connection before its payload is buffered.
+MAX_PACKET_BYTES = 1024
 
 _REJECT = {"unknown_symbol": b"S", "max_qty": b"Z", "price_band": b"X", "bad_price": b"X", "max_notional": b"Z",
            "bad_qty": b"Z", "busy": b"O", "rate_limited": b"O"}
@@ -83,7 +108,10 @@ class OuchAcceptor:
     """
 
     def __init__(self, pipeline, users: dict[str, tuple[str, str]], host="127.0.0.1", port=0,
-                 session: str | None = None, store_dir=None, heartbeat_s: float = 1.0, timeout_s: float = 15.0):
+                 session: str | None = None, store_dir=None, heartbeat_s: float = 1.0, timeout_s: float = 15.0,
+                 login_timeout_s: float = LOGIN_TIMEOUT_S, max_packet_bytes: int = MAX_PACKET_BYTES):
+        self.login_timeout_s = login_timeout_s
+        self.max_packet_bytes = max_packet_bytes
         self.pipeline = pipeline
         self.users = users
         self.host, self.port = host, port
@@ -95,14 +123,24 @@ class OuchAcceptor:
         self.streams: dict[str, SoupStream] = {}
         self.conns: dict[str, asyncio.StreamWriter] = {}
         self._last_out: dict[str, float] = {}
-        self._orders: dict[str, dict] = {}       # user -> {token: order_id}
-        self._by_oid: dict[int, dict] = {}        # order_id -> state
+        self._tokens: dict[str, dict[str, int]] = {}   # user -> every token used today -> order id (0: none)
+        self._by_oid: dict[int, dict] = {}              # order_id -> live state (token, leaves, echoed fields)
+        self._entered: dict[tuple[str, str], dict] = {}  # (user, token) -> entered fields, while entering
+        self._reported: set = set()                     # identities of the exchange events reported
+        self._routed: collections.deque = collections.deque()   # routed events not yet reported
         self.loop: asyncio.AbstractEventLoop | None = None
         self._server = None
         self._thread = None
         self._hb_task = None
         self.stats = {"logins": 0, "rejected_logins": 0, "messages_in": 0, "bad_messages": 0,
-                      "timeouts": 0, "protocol_errors": 0, "unexpected_packets": 0, "disconnects": 0}
+                      "timeouts": 0, "protocol_errors": 0, "unexpected_packets": 0, "disconnects": 0,
+                      "duplicate_tokens": 0, "ignored_requests": 0, "orphan_events": 0, "bad_stored_messages": 0,
+                      "login_timeouts": 0, "oversized_packets": 0, "caught_up": 0}
+        if self.store_dir:
+            for user in self.users:
+                self._recover(user)
+            engine = getattr(pipeline, "engine", None)
+            self.catch_up(getattr(engine, "recovered_events", None) or ())
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start_async(self):
@@ -121,7 +159,7 @@ class OuchAcceptor:
         self.port = self._server.sockets[0].getsockname()[1]
         self._hb_task = asyncio.create_task(self._heartbeats())
         for user, (_, account) in self.users.items():
-            self.pipeline.register_sink(account, lambda ev, u=user: self.loop.call_soon_threadsafe(self._on_event, u, ev))
+            self.pipeline.register_sink(account, lambda ev, u=user: self._route(u, ev))
         return self
 
     async def stop_async(self):
@@ -194,16 +232,30 @@ class OuchAcceptor:
     async def _on_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         framer = soup.Framer()
         user = None
+        login_deadline = time.monotonic() + self.login_timeout_s
         try:
             while True:
+                wait = self.timeout_s if user is not None else login_deadline - time.monotonic()
                 try:
-                    data = await asyncio.wait_for(reader.read(65536), self.timeout_s)
+                    if wait <= 0:
+                        raise asyncio.TimeoutError
+                    data = await asyncio.wait_for(reader.read(65536), wait)
                 except asyncio.TimeoutError:
-                    self.stats["timeouts"] += 1       # no client heartbeat within timeout_s
+                    if user is None:
+                        self.stats["login_timeouts"] += 1   # no Login Request within login_timeout_s
+                    else:
+                        self.stats["timeouts"] += 1         # no client heartbeat within timeout_s
                     break
                 if not data:
                     break
-                for ptype, payload in framer.feed(data):
+                packets = framer.feed(data)
+                buf = framer.buf
+                if (len(buf) >= 2 and ((buf[0] << 8) | buf[1]) > self.max_packet_bytes) or any(
+                        len(p) + 1 > self.max_packet_bytes for _, p in packets):
+                    self.stats["oversized_packets"] += 1
+                    _log.info("OUCH: packet longer than %d bytes, connection closed", self.max_packet_bytes)
+                    break
+                for ptype, payload in packets:
                     if user is None:
                         if ptype != soup.LOGIN_REQUEST:
                             self.stats["unexpected_packets"] += 1
@@ -259,8 +311,15 @@ class OuchAcceptor:
     # ---- OUCH -> pipeline ------------------------------------------------------------------------
     def _send(self, user: str, name: str, **fields):
         msg = ouch42.encode(name, timestamp=_ns_since_midnight(), **fields)
-        self.stream(user).append(msg)
+        self.stream(user).append(msg)            # stored (and flushed) before it is written
         self._write(user, soup.sequenced(msg))
+
+    def _handle(self, account, user, req) -> dict:
+        try:
+            return self.pipeline.finish(self.pipeline.handle(account, ("ouch", user), req))
+        except Exception as e:  # noqa: BLE001 - a failing pipeline costs this request a reject, not the session
+            _log.exception("OUCH: pipeline failed on %s", req.get("rid"))
+            return {"status": "rejected", "reason": "engine_error", "text": type(e).__name__}
 
     def _on_ouch(self, user: str, msg: bytes):
         self.stats["messages_in"] += 1
@@ -270,98 +329,285 @@ class OuchAcceptor:
         except ouch42.OuchError:
             self.stats["bad_messages"] += 1
             return
-        tokens = self._orders.setdefault(user, {})
+        tokens = self._tokens.setdefault(user, {})
         if name == "enter_order":
             tok = f["order_token"].decode("ascii", "replace")
+            if tok in tokens:
+                # OUCH 4.2: order tokens are day-unique per account; an Enter Order with a used token is ignored
+                self.stats["duplicate_tokens"] += 1
+                _log.info("OUCH %s: duplicate order token %r ignored", user, tok)
+                return
+            tokens[tok] = 0
             side = {b"B": "B", b"S": "S", b"T": "S", b"E": "S"}.get(f["side"])
             if side is None:
                 self._send(user, "rejected", order_token=tok, reason=b"O")
                 return
+            tif = f["time_in_force"]
             req = {"type": "new", "rid": f"ouch-{user}-{tok}", "client_order_id": tok,
                    "symbol": f["stock"].decode("ascii", "replace"), "side": side, "qty": f["shares"],
                    "price": f["price"] * ouch42.PRICE_TO_RAW, "order_type": "limit",
-                   "tif": "ioc" if f["time_in_force"] == ouch42.TIF_IOC else "day",
+                   "tif": "ioc" if tif == ouch42.TIF_IOC else "day",
                    "post_only": f["display"] == b"P"}
-            self._pending_enter = {"token": tok, "stock": f["stock"], "firm": f["firm"], "display": f["display"],
-                                    "capacity": f["capacity"], "tif": f["time_in_force"], "user": user}
-            reply = self.pipeline.finish(self.pipeline.handle(account, ("ouch", user), req))
+            # what the Accepted message echoes (the entered values, per the specification)
+            self._entered[(user, tok)] = {"tif": tif, "firm": f["firm"], "display": f["display"],
+                                          "capacity": f["capacity"], "intermarket_sweep": f["intermarket_sweep"],
+                                          "minimum_quantity": f["minimum_quantity"], "cross_type": f["cross_type"]}
+            reply = self._handle(account, user, req)
             if reply.get("dup"):
-                return   # OUCH: a duplicate token is ignored
+                self.stats["duplicate_tokens"] += 1
+                self._entered.pop((user, tok), None)
+                return
             self._events(user, reply, tok)
-        elif name in ("cancel_order", "replace_order", "modify_order"):
-            tok_field = "existing_order_token" if name == "replace_order" else "order_token"
-            tok = f[tok_field].decode("ascii", "replace")
-            oid = tokens.get(tok)
-            if oid is None:
-                return   # unknown token: OUCH ignores it
-            if name == "cancel_order" and f["shares"] == 0:
+            self._entered.pop((user, tok), None)
+            return
+        tok_field = "existing_order_token" if name == "replace_order" else "order_token"
+        tok = f[tok_field].decode("ascii", "replace")
+        oid = tokens.get(tok)
+        st = self._by_oid.get(oid) if oid else None
+        if st is None or st["token"] != tok or st["leaves"] <= 0:
+            # OUCH 4.2: a cancel/replace/modify naming an unknown or no longer live token is ignored
+            self.stats["ignored_requests"] += 1
+            return
+        if name == "cancel_order":
+            if f["shares"] == 0:
                 req = {"type": "cancel", "order_id": oid, "rid": f"ouch-{user}-x-{tok}-{time.monotonic_ns()}"}
-            elif name == "replace_order":
-                new_tok = f["replacement_order_token"].decode("ascii", "replace")
-                req = {"type": "amend", "order_id": oid, "new_price": f["price"] * ouch42.PRICE_TO_RAW,
-                       "new_qty": f["shares"], "client_order_id": new_tok, "rid": f"ouch-{user}-u-{new_tok}"}
-                self._by_oid[oid]["prev_token"] = tok
-                self._by_oid[oid]["new_token"] = new_tok
+            elif f["shares"] >= st["leaves"]:
+                self.stats["ignored_requests"] += 1     # the new size is not smaller: no effect
+                return
             else:
+                # partial cancel: the order's size becomes ``shares``; answered with Canceled (decrement)
                 req = {"type": "amend", "order_id": oid, "new_price": None, "new_qty": f["shares"],
-                       "rid": f"ouch-{user}-m-{tok}-{time.monotonic_ns()}"}
-            reply = self.pipeline.finish(self.pipeline.handle(account, ("ouch", user), req))
-            self._events(user, reply, tok)
+                       "rid": f"ouch-{user}-x-{tok}-{time.monotonic_ns()}"}
+                st["pending"] = ("partial_cancel", None)
+        elif name == "replace_order":
+            new_tok = f["replacement_order_token"].decode("ascii", "replace")
+            if new_tok in tokens:
+                self.stats["duplicate_tokens"] += 1
+                _log.info("OUCH %s: replace with used token %r ignored", user, new_tok)
+                return
+            tokens[new_tok] = 0
+            req = {"type": "amend", "order_id": oid, "new_price": f["price"] * ouch42.PRICE_TO_RAW,
+                   "new_qty": f["shares"], "client_order_id": new_tok, "rid": f"ouch-{user}-u-{new_tok}"}
+            st["pending"] = ("replace", (new_tok, f["time_in_force"], f["display"]))
+        else:
+            req = {"type": "amend", "order_id": oid, "new_price": None, "new_qty": f["shares"],
+                   "rid": f"ouch-{user}-m-{tok}-{time.monotonic_ns()}"}
+            st["pending"] = ("modify", None)
+        reply = self._handle(account, user, req)
+        self._events(user, reply, tok)
+        st.pop("pending", None)
+
+    def _route(self, user: str, ev: dict) -> None:
+        # engine/gateway threads: queued in exchange order, drained on the loop
+        self._routed.append((user, ev))
+        self.loop.call_soon_threadsafe(self._drain_routed)
+
+    def _drain_routed(self, before: dict | None = None) -> None:
+        """Report queued routed events (fills caused by other users); with ``before`` ({order id: exchange
+        seq}) only those of these orders that precede that seq: a request's own events are reported after
+        them, so an order's messages follow the exchange's order (a partial cancel's decrement and the
+        open shares count a fill that happened before it)."""
+        q = self._routed
+        if before is None:
+            while q:
+                user, ev = q.popleft()
+                self._on_event(user, ev)
+            return
+        keep = []
+        for _ in range(len(q)):
+            user, ev = q.popleft()
+            seq = before.get(ev.get("order_id"))
+            if seq is not None and ev.get("seq", 0) < seq:
+                self._on_event(user, ev)
+            else:
+                keep.append((user, ev))
+        q.extendleft(reversed(keep))
 
     def _events(self, user, reply, tok):
         evs = reply.get("events") or []
+        if evs and self._routed:
+            before: dict = {}
+            for ev in evs:
+                if ev.get("seq") and ev.get("order_id"):
+                    before.setdefault(ev["order_id"], ev["seq"])
+            if before:
+                self._drain_routed(before)
         if reply.get("status") in ("rejected", "busy") and not evs:
-            if tok not in self._orders.get(user, {}):
+            oid = self._tokens.get(user, {}).get(tok)
+            if not oid:
                 self._send(user, "rejected", order_token=tok, reason=_REJECT.get(reply.get("reason"), b"O"))
+            else:
+                self._send(user, "cancel_reject", order_token=tok)
             return
         for ev in evs:
             self._on_event(user, ev)
 
     def _on_event(self, user: str, ev: dict):
+        key = self._event_key(ev)
+        if key is not None:
+            self._reported.add(key)
         t = ev["type"]
         oid = ev.get("order_id", 0)
         st = self._by_oid.get(oid)
         if t == "accepted":
-            pend = getattr(self, "_by_oid_pending", None) or {}
-            st = self._by_oid[oid] = dict(pend, token=ev.get("client_order_id") or pend.get("token", ""),
-                                          side=ev["side"], price=ev["price"])
-            self._orders.setdefault(user, {})[st["token"]] = oid
-            self._send(user, "accepted", order_token=st["token"], side=ev["side"], shares=ev["qty"],
-                       stock=ev["symbol"], price=ev["price"] // ouch42.PRICE_TO_RAW,
-                       time_in_force=st.get("tif", ouch42.TIF_SYSTEM_HOURS), firm=st.get("firm", b""),
-                       display=st.get("display", b"Y") if st.get("display", b" ") != b" " else b"Y",
-                       order_reference_number=oid, capacity=st.get("capacity", b"A") if st.get("capacity", b" ") != b" " else b"A",
-                       intermarket_sweep=b"N", minimum_quantity=0, cross_type=b"N", order_state=b"L",
+            tok = ev.get("client_order_id") or ""
+            ent = self._entered.get((user, tok), {})
+            tif = ent.get("tif", ouch42.TIF_SYSTEM_HOURS)
+            disp = ent.get("display", b"Y")
+            cap = ent.get("capacity", b"A")
+            st = self._by_oid[oid] = {"user": user, "token": tok, "side": ev["side"].encode(),
+                                      "stock": ev["symbol"], "price": ev["price"] // ouch42.PRICE_TO_RAW,
+                                      "tif": tif, "firm": ent.get("firm", b""),
+                                      "display": disp if disp.strip() else b"Y",
+                                      "capacity": cap if cap.strip() else b"A", "leaves": ev["qty"]}
+            self._tokens.setdefault(user, {})[tok] = oid
+            self._send(user, "accepted", order_token=tok, side=st["side"], shares=ev["qty"],
+                       stock=ev["symbol"], price=st["price"], time_in_force=tif, firm=st["firm"],
+                       display=st["display"], order_reference_number=oid, capacity=st["capacity"],
+                       intermarket_sweep=ent.get("intermarket_sweep", b"N") or b"N",
+                       minimum_quantity=ent.get("minimum_quantity", 0),
+                       cross_type=ent.get("cross_type", b"N") or b"N", order_state=b"L",
                        bbo_weight_indicator=b" ")
             return
         if st is None:
             if t == "rejected":
                 tok = ev.get("client_order_id") or ""
                 self._send(user, "rejected", order_token=tok, reason=_REJECT.get(ev.get("reason"), b"O"))
+            else:
+                self.stats["orphan_events"] += 1
             return
         if t == "fill":
+            st["leaves"] = ev.get("leaves_qty", max(st["leaves"] - ev["qty"], 0))
             self._send(user, "executed", order_token=st["token"], executed_shares=ev["qty"],
                        execution_price=ev["price"] // ouch42.PRICE_TO_RAW,
                        liquidity_flag=b"A" if ev.get("liquidity") == "maker" else b"R",
                        match_number=ev.get("trade_id", 0))
         elif t in ("canceled", "expired"):
+            st["leaves"] = 0
             self._send(user, "canceled", order_token=st["token"], decrement_shares=ev["qty"],
                        reason=_CANCEL_REASON.get(ev.get("reason") or ("expired" if t == "expired" else "user"), b"U"))
         elif t == "replaced":
-            new_tok = st.pop("new_token", None)
-            prev = st.pop("prev_token", st["token"])
-            if new_tok:
-                self._orders[user].pop(prev, None)
+            kind, arg = st.get("pending") or ("modify", None)
+            before = st["leaves"]
+            st["leaves"] = ev.get("leaves_qty", ev["qty"])
+            if kind == "partial_cancel":
+                # OUCH 4.2 Cancel Order with shares > 0: the order is reduced; answered with Canceled
+                self._send(user, "canceled", order_token=st["token"], decrement_shares=max(before - st["leaves"], 0),
+                           reason=b"U")
+            elif kind == "replace":
+                new_tok, tif, disp = arg
+                prev = st["token"]
                 st["token"] = new_tok
-                self._orders[user][new_tok] = oid
+                st["price"] = ev["price"] // ouch42.PRICE_TO_RAW
+                st["tif"] = tif
+                if disp.strip():
+                    st["display"] = disp
+                self._tokens[user][new_tok] = oid
                 self._send(user, "replaced", replacement_order_token=new_tok, side=st["side"],
-                           shares=ev.get("leaves_qty", ev["qty"]), stock=ev["symbol"],
-                           price=ev["price"] // ouch42.PRICE_TO_RAW, time_in_force=st.get("tif", 99999),
-                           firm=st.get("firm", b""), display=b"Y", order_reference_number=oid, capacity=b"A",
-                           intermarket_sweep=b"N", minimum_quantity=0, cross_type=b"N", order_state=b"L",
-                           previous_order_token=prev, bbo_weight_indicator=b" ")
+                           shares=st["leaves"], stock=ev["symbol"], price=st["price"], time_in_force=tif,
+                           firm=st["firm"], display=st["display"], order_reference_number=oid,
+                           capacity=st["capacity"], intermarket_sweep=b"N", minimum_quantity=0, cross_type=b"N",
+                           order_state=b"L", previous_order_token=prev, bbo_weight_indicator=b" ")
             else:
-                self._send(user, "order_modified", order_token=st["token"], side=st["side"],
-                           shares=ev.get("leaves_qty", ev["qty"]))
+                self._send(user, "order_modified", order_token=st["token"], side=st["side"], shares=st["leaves"])
         elif t == "rejected":
             self._send(user, "cancel_reject", order_token=st["token"])
+
+    def state(self) -> dict:
+        """Everything that decides this acceptor's answers, canonical (for state hashes): every user's
+        tokens, the live orders and the events reported."""
+        def plain(v):
+            return v.decode("latin-1") if isinstance(v, bytes) else v
+        return {"tokens": {u: sorted(t.items()) for u, t in sorted(self._tokens.items())},
+                "orders": sorted((oid, sorted((k, plain(v)) for k, v in st.items() if k != "pending"))
+                                 for oid, st in self._by_oid.items()),
+                "reported": sorted(repr(k) for k in self._reported),
+                "streams": {u: self.stream(u).next_seq for u in sorted(self.users)}}
+
+    def state_hash(self) -> str:
+        import hashlib
+        import json
+        return hashlib.sha256(json.dumps(self.state(), sort_keys=True).encode()).hexdigest()
+
+    # ---- recovery ---------------------------------------------------------------------------------
+    def _recover(self, user: str) -> None:
+        """Rebuild ``user``'s token map and live orders from its stored stream (the sequenced messages we
+        sent): tokens stay used for the day, a resting order's token can be canceled after a restart."""
+        tokens = self._tokens.setdefault(user, {})
+        for msg in self.stream(user).msgs:
+            try:
+                name, f = ouch42.decode(msg, "out")
+            except ouch42.OuchError:
+                self.stats["bad_stored_messages"] += 1
+                continue
+            if name == "accepted":
+                tok = f["order_token"].decode("ascii", "replace")
+                oid = f["order_reference_number"]
+                tokens[tok] = oid
+                self._reported.add(("accepted", oid))
+                self._by_oid[oid] = {"user": user, "token": tok, "side": f["side"],
+                                     "stock": f["stock"].decode("ascii", "replace"), "price": f["price"],
+                                     "tif": f["time_in_force"], "firm": f["firm"], "display": f["display"],
+                                     "capacity": f["capacity"], "leaves": f["shares"]}
+            elif name == "replaced":
+                oid = f["order_reference_number"]
+                tok = f["replacement_order_token"].decode("ascii", "replace")
+                tokens[tok] = oid
+                st = self._by_oid.get(oid)
+                if st is not None:
+                    st.update(token=tok, leaves=f["shares"], price=f["price"], tif=f["time_in_force"],
+                              display=f["display"])
+                self._reported.add(("replaced", oid, f["shares"]))
+            elif name == "rejected":
+                tokens.setdefault(f["order_token"].decode("ascii", "replace"), 0)
+            elif name in ("canceled", "executed", "order_modified"):
+                oid = tokens.get(f["order_token"].decode("ascii", "replace"))
+                st = self._by_oid.get(oid) if oid else None
+                if st is None:
+                    continue
+                if name == "canceled":
+                    st["leaves"] = max(st["leaves"] - f["decrement_shares"], 0)
+                    self._reported.add(("done", oid) if st["leaves"] == 0 else ("replaced", oid, st["leaves"]))
+                elif name == "executed":
+                    st["leaves"] = max(st["leaves"] - f["executed_shares"], 0)
+                    self._reported.add(("fill", oid, f["match_number"]))
+                else:
+                    st["leaves"] = f["shares"]
+                    self._reported.add(("replaced", oid, f["shares"]))
+
+    @staticmethod
+    def _event_key(ev: dict):
+        """Identity of an exchange event, as its stored report gives it back (see _recover)."""
+        t, oid = ev.get("type"), ev.get("order_id")
+        if t == "accepted":
+            return ("accepted", oid)
+        if t == "fill":
+            return ("fill", oid, ev.get("trade_id", 0))
+        if t in ("canceled", "expired"):
+            return ("done", oid)
+        if t == "replaced":
+            return ("replaced", oid, ev.get("leaves_qty", 0))
+        return None
+
+    def catch_up(self, events) -> int:
+        """Report the exchange's events (journal replay at start, ``EngineManager.recovered_events``) of
+        the users' accounts that no stored message reports: the hook for a crash between the exchange's
+        journal write and this acceptor's store. Returns how many were reported."""
+        by_account = {acct: user for user, (_, acct) in self.users.items()}
+        n = 0
+        for ev in events:
+            key = self._event_key(ev)
+            user = by_account.get(ev.get("account"))
+            if key is None or user is None or key in self._reported:
+                continue
+            st = self._by_oid.get(ev.get("order_id"))
+            if ev["type"] == "replaced" and st is not None:
+                new_tok = ev.get("request_client_order_id") or ""
+                if new_tok and new_tok != st["token"]:
+                    st["pending"] = ("replace", (new_tok, st["tif"], b" "))
+            self._on_event(user, ev)
+            if st is not None:
+                st.pop("pending", None)
+            self.stats["caught_up"] += 1
+            n += 1
+        return n
