@@ -417,6 +417,7 @@ DELEGATED = {
     "exchange": ("engine.exchange:main", "run the exchange: gateway, engines, FIX/OUCH acceptors"),
     "bot": ("engine.bot:main", "a demo trading bot against the exchange"),
     "shard-server": ("engine.shard_server:main", "an engine shard reachable over ZeroMQ (for EngineManager(remote=...))"),
+    "bench": ("feedhandler.bench_cli:main", "run the benchmarks of bench/ next to their peers (from a source checkout)"),
 }
 
 
