@@ -111,7 +111,7 @@ def _udp_packets(n=300, seed=7, vlan=None):
     return out
 
 
-@pytest.mark.parametrize("variant", ["pcapng", "pcapng_gzip", "pcapng_be_us", "pcap_gzip", "pcap_us",
+@pytest.mark.parametrize("variant", ["pcapng", "pcapng_simple", "pcapng_gzip", "pcapng_be_us", "pcap_gzip", "pcap_us",
                                      "pcap_be", "vlan", "qinq", "sll", "port_filter"])
 def test_generated_variants(tmp_path, variant):
     pk = _udp_packets(vlan=100 if variant == "vlan" else [100, 200] if variant == "qinq" else None)
@@ -124,7 +124,7 @@ def test_generated_variants(tmp_path, variant):
     kw = {}
     if variant.startswith("pcapng"):
         pw.write_pcapng(p, pk, big_endian="be" in variant, tsresol=6 if "us" in variant else 9,
-                        gzip="gzip" in variant)
+                        gzip="gzip" in variant, simple=variant == "pcapng_simple")
     elif variant == "sll":
         pw.write_pcap(p, [(t, pw.build_sll_frame(f[14:])) for t, f in pk], linktype=113)
     else:
@@ -138,7 +138,9 @@ def test_generated_variants(tmp_path, variant):
         assert 0 < len(native) < 300
     else:
         assert len(native) == 300
-    if "us" in variant:
+    if variant == "pcapng_simple":
+        assert all(t == 0 for t, _, _ in native)  # Simple Packet Blocks carry no time
+    elif "us" in variant:
         assert all(t % 1000 == 0 for t, _, _ in native)
     else:
         assert native[0][0] % 1000 != 0  # nanoseconds kept exactly

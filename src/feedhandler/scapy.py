@@ -39,8 +39,8 @@ Ports: ``bind_moldudp64(port)`` and ``bind_soupbintcp(port, ouch="auto"|"4.2"|"5
 OUCH 4.2 and 5.0 share their type characters; on a port bound with ``ouch="auto"`` (the default) a
 message takes the version whose decoder (``ouch42.decode`` / ``ouch50_spec.decode``) accepts its length
 and layout, 5.0 when both do. SoupBinTCP packets split across TCP segments need the stream: use
-:func:`soup_messages` (or scapy's ``sniff(offline=..., session=TCPSession)``, which calls
-``SoupBinTCP.tcp_reassemble``).
+:func:`soup_messages`, which reassembles each direction by sequence number (scapy's own
+``TCPSession`` is not supported: on these captures it dropped data).
 
 scapy is an optional dependency: ``pip install 'feedhandler[scapy]'``.
 """
@@ -459,16 +459,6 @@ class SoupBinTCP(Packet):
 
     def guess_payload_class(self, payload):
         return SoupBinTCP if len(payload) >= 3 else Raw
-
-    @classmethod
-    def tcp_reassemble(cls, data, metadata, *args):
-        """scapy TCPSession hook: a packet once ``data`` holds at least one whole SoupBinTCP packet."""
-        if len(data) < 2:
-            return None
-        ln = struct.unpack("!H", data[:2])[0]
-        if len(data) < 2 + ln:
-            return None
-        return cls(data)
 
 
 # ---- binding ------------------------------------------------------------------------------------------

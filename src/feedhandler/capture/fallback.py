@@ -96,13 +96,19 @@ def _pcapng_frames(f) -> Iterator[tuple[int, int, bytes]]:
                 if opt.code == dpkt.pcapng.PCAPNG_OPT_IF_TSRESOL:
                     res = opt.data[0]
             ifaces.append((idb.linktype, res))
-        elif btype == dpkt.pcapng.PCAPNG_BT_EPB:
-            epb = (dpkt.pcapng.EnhancedPacketBlockLE if le else dpkt.pcapng.EnhancedPacketBlock)(buf)
-            lt, res = ifaces[epb.iface_id]
-            ts = (epb.ts_high << 32) | epb.ts_low
+        elif btype in (dpkt.pcapng.PCAPNG_BT_EPB, dpkt.pcapng.PCAPNG_BT_PB):
+            if btype == dpkt.pcapng.PCAPNG_BT_EPB:
+                blk = (dpkt.pcapng.EnhancedPacketBlockLE if le else dpkt.pcapng.EnhancedPacketBlock)(buf)
+            else:  # the obsolete Packet Block
+                blk = (dpkt.pcapng.PacketBlockLE if le else dpkt.pcapng.PacketBlock)(buf)
+            lt, res = ifaces[blk.iface_id]
+            ts = (blk.ts_high << 32) | blk.ts_low
             ns = (ts * 1_000_000_000) >> (res & 0x7F) if res & 0x80 else ts * 10 ** (9 - res) if res <= 9 \
                 else ts // 10 ** (res - 9)
-            yield ns, lt, bytes(epb.pkt_data)
+            yield ns, lt, bytes(blk.pkt_data)
+        elif btype == dpkt.pcapng.PCAPNG_BT_SPB:  # Simple Packet Block: interface 0, no timestamp
+            origlen = struct.unpack("<I" if le else ">I", buf[8:12])[0]
+            yield 0, ifaces[0][0], bytes(buf[12:12 + min(origlen, blen - 16)])
 
 
 def _ip_of(frame: bytes, linktype: int):
