@@ -37,7 +37,9 @@ def test_list_names_every_script_with_its_peer():
 def test_runs_one_small_benchmark_and_prints_its_ratio_table(tmp_path):
     if importlib.util.find_spec("simplefix") is None:
         pytest.skip("simplefix (the FIX benchmark's peer) is not installed: pip install 'feedhandler[bench]'")
-    r = _fh("fix", "--messages", "2000", "--baseline-messages", "500", "--repeat", "1", cwd=tmp_path)
+    # from outside the checkout, pointed at it (a non-editable install cannot find it by itself)
+    r = _fh("--bench-dir", str(ROOT / "bench"), "fix", "--messages", "2000", "--baseline-messages", "500",
+            "--repeat", "1", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "FIX 4.4, 2000 messages" in r.stdout
     assert "simplefix" in r.stdout and "ratio streams" in r.stdout

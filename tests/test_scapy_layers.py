@@ -100,6 +100,7 @@ def test_craft_itch_and_moldudp64_equal_the_encoders():
     assert back.count == 2 and [type(m) for m in back.messages] == [fs.ItchAddOrder, fs.ItchOrderDelete]
     assert back.messages[0].stock == b"AAPL    " and back.messages[0].price == 1_890_000
     assert "189.0000" in a.show(dump=True)  # prices print with their implied decimals
+    assert "MoldUDP64 b'000010059B' seq=9 count=2" in mold.summary()
     # heartbeat and end of session: no messages, whatever follows
     assert fs.MoldUDP64(build_moldudp64(b"S", 5, [], count=0)).messages == []
     assert fs.MoldUDP64(build_moldudp64(b"S", 5, [], count=0xFFFF)).messages == []
@@ -272,8 +273,16 @@ def test_real_ouch50_captures():
     if not d.is_dir():
         pytest.skip(f"{d} (real OUCH 5.0 captures) is absent")
     seen = {}
-    for f in sorted(d.glob("*.pcap")):
-        for pkt in rdpcap(str(f)):
+    assert 8003 not in fs.SOUP_PORTS  # common ports are not bound by default
+    fs.bind_soupbintcp(8001, ouch="5.0")
+    fs.bind_soupbintcp(8003, ouch="5.0")
+    try:
+        pkts = {f: rdpcap(str(f)) for f in sorted(d.glob("*.pcap"))}
+    finally:
+        fs.unbind_soupbintcp(8001)
+        fs.unbind_soupbintcp(8003)
+    for f, ps in pkts.items():
+        for pkt in ps:
             soup = pkt[fs.SoupBinTCP]
             seen[f.stem] = soup
             dirn = fs._direction(soup.packet_type)
@@ -297,20 +306,16 @@ def test_bind_other_ports():
     try:
         assert Ether(frame)[fs.ItchOrderDelete].order_reference_number == 5
     finally:
-        from scapy.packet import split_layers
-        split_layers(UDP, fs.MoldUDP64, dport=31337)
-        split_layers(UDP, fs.MoldUDP64, sport=31337)
-        fs.MOLD_PORTS.discard(31337)
+        fs.unbind_moldudp64(31337)
+    assert fs.MoldUDP64 not in Ether(frame)
     enc = soupbintcp.sequenced(ouch42.encode("system_event", timestamp=5, event_code="S"))
     fs.bind_soupbintcp(31338, ouch="4.2")
     try:
         p = Ether(raw(Ether() / IP() / TCP(sport=31338, dport=40000) / enc))
         assert isinstance(p[fs.SoupBinTCP].payload_msg, fs.Ouch42SystemEvent)
     finally:
-        from scapy.packet import split_layers
-        split_layers(TCP, fs.SoupBinTCP, dport=31338)
-        split_layers(TCP, fs.SoupBinTCP, sport=31338)
-        fs.SOUP_PORTS.pop(31338)
+        fs.unbind_soupbintcp(31338)
+    assert 31338 not in fs.SOUP_PORTS
     with pytest.raises(ValueError, match="ouch must be"):
         fs.bind_soupbintcp(1, ouch="4.1")
 

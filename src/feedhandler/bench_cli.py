@@ -107,11 +107,8 @@ def _run(name: str, path: Path, args: Sequence[str]) -> int:
     checkout = path.parent.parent
     print(f"# feedhandler bench {name}: {sys.executable} {path.relative_to(checkout)} {' '.join(args)}".rstrip(),
           file=sys.stderr, flush=True)
-    env = dict(os.environ)
-    src = checkout / "src"
-    if src.is_dir():  # the scripts import feedhandler / engine: prefer the checkout's own build
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(src), env.get("PYTHONPATH", "")) if p)
-    return subprocess.run([sys.executable, str(path), *args], cwd=str(checkout), env=env).returncode
+    # the scripts import feedhandler / engine from this interpreter's installation (built extensions)
+    return subprocess.run([sys.executable, str(path), *args], cwd=str(checkout)).returncode
 
 
 def main(argv: Sequence[str] | None = None) -> int:

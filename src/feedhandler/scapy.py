@@ -13,6 +13,8 @@ layers             built from                                             bound 
 ``Ouch50*``        ``protocols.ouch50_spec.TABLE`` (+ TagValue appendages)  SoupBinTCP 'U' / 'S'
 =================  =====================================================  ==========================
 
+(``MOLD_PORTS``: UDP 26477; ``SOUP_PORTS``: TCP 15000, the ports of the shipped samples.)
+
 Class names are the table names in CamelCase: ``ItchAddOrder`` (``add_order``), ``ItchAddOrderMpid``,
 ``ItchNoii``, ``Ouch42EnterOrder``, ``Ouch42Accepted``, ``Ouch50OrderAccepted``, ... The dictionaries
 ``ITCH_LAYERS`` / ``OUCH42_LAYERS`` / ``OUCH50_LAYERS`` map type characters to classes.
@@ -54,7 +56,7 @@ try:
                               ShortField, SignedIntField, SignedLongField, StrField, StrFixedLenField,
                               StrLenField)
     from scapy.layers.inet import TCP, UDP
-    from scapy.packet import Packet, Raw, bind_layers
+    from scapy.packet import Packet, Raw, bind_layers, split_layers
 except ImportError as _e:  # pragma: no cover - exercised by tests/test_scapy_layers.py in a subprocess
     raise ImportError(
         f"feedhandler.scapy needs scapy ({_e}); install it with: pip install 'feedhandler[scapy]'") from _e
@@ -65,14 +67,16 @@ from feedhandler.protocols import itch50_spec, ouch42, ouch50_spec, soupbintcp
 __all__ = [
     "MoldUDP64", "MoldUDP64Block", "ItchMessage", "SoupBinTCP", "Ouch42Message", "Ouch50Message",
     "Ouch50Appendage", "ITCH_LAYERS", "OUCH42_LAYERS", "OUCH50_LAYERS", "SOUP_LAYERS", "MOLD_PORTS",
-    "SOUP_PORTS", "bind_moldudp64", "bind_soupbintcp", "soup_messages", "itch_messages",
+    "SOUP_PORTS", "bind_moldudp64", "bind_soupbintcp", "unbind_moldudp64", "unbind_soupbintcp", "soup_messages", "itch_messages",
 ]
 
 # Ports of the project's own captures: pcaps/make_samples.sh -> `feedhandler synth` (ITCH: UDP 26477,
 # synth/day.py; OUCH 4.2 and 5.0: TCP 15000, protocols/ouch_events.synth). The real NASDAQ ITCH 5.0
-# captures in ../shared/data/itch50 use UDP 26477 too; the real OUCH 5.0 sessions there TCP 8001/8003.
+# captures in ../shared/data/itch50 use UDP 26477 too; the real OUCH 5.0 sessions there use TCP 8001
+# and 8003, common ports for other services, so they are not bound by default:
+# ``bind_soupbintcp(8003, ouch="5.0")``.
 DEFAULT_MOLD_PORTS = (26477,)
-DEFAULT_SOUP_PORTS = {15000: "auto", 8001: "5.0", 8003: "5.0"}
+DEFAULT_SOUP_PORTS = {15000: "auto"}
 
 MOLD_PORTS: set[int] = set()
 SOUP_PORTS: dict[int, str] = {}
@@ -483,11 +487,37 @@ def bind_soupbintcp(port: int, ouch: str = "auto") -> None:
     SOUP_PORTS[port] = ouch
 
 
+def unbind_moldudp64(port: int) -> None:
+    """Undo :func:`bind_moldudp64`."""
+    port = int(port)
+    if port in MOLD_PORTS:
+        split_layers(UDP, MoldUDP64, dport=port)
+        split_layers(UDP, MoldUDP64, sport=port)
+        MOLD_PORTS.discard(port)
+
+
+def unbind_soupbintcp(port: int) -> None:
+    """Undo :func:`bind_soupbintcp`."""
+    port = int(port)
+    if port in SOUP_PORTS:
+        split_layers(TCP, SoupBinTCP, dport=port)
+        split_layers(TCP, SoupBinTCP, sport=port)
+        del SOUP_PORTS[port]
+
+
 for _p in DEFAULT_MOLD_PORTS:
     bind_moldudp64(_p)
 for _p, _v in DEFAULT_SOUP_PORTS.items():
     bind_soupbintcp(_p, _v)
 del _p, _v
+
+
+def _mold_summary(self):
+    count = len(self.messages) if self.count is None else self.count
+    return f"MoldUDP64 {self.session!r} seq={self.sequence} count={count}"
+
+
+MoldUDP64.mysummary = _mold_summary
 
 
 # ---- helpers ------------------------------------------------------------------------------------------
