@@ -387,3 +387,32 @@ def test_soup_messages_reassembles_packets_split_across_segments(tmp_path):
     assert mine == native
     for d, body in mine:
         assert fs.ouch_layer(body, d).spec_name == ouch50_spec.decode(body, d)[0]
+
+
+# ---- any bytes dissect, and build back to the same bytes ---------------------------------------------------
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(min_size=20, max_size=300))
+def test_any_moldudp64_bytes_round_trip(b):
+    assert raw(fs.MoldUDP64(b)) == b
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.one_of(st.binary(max_size=60), st.sampled_from(sorted(fs.ITCH_LAYERS)).map(
+    lambda t: itch50_codec.random_message(t.decode(), random.Random(len(t))))), max_size=8),
+       st.integers(0, 0xFFFF))
+def test_moldudp64_with_any_blocks_and_count_round_trips(msgs, count):
+    b = build_moldudp64(b"S", 1, msgs, count=count)
+    m = fs.MoldUDP64(b)
+    assert raw(m) == b
+    assert len(m.messages) <= min(len(msgs), count if count != 0xFFFF else 0)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(min_size=3, max_size=200), st.booleans())
+def test_any_soupbintcp_segment_round_trips(b, to_server):
+    tcp = TCP(sport=40000, dport=15000) if to_server else TCP(sport=15000, dport=40000)
+    frame = raw(Ether() / IP() / tcp / b)
+    assert raw(Ether(frame)) == frame
