@@ -274,8 +274,8 @@ def test_real_ouch50_captures():
         pytest.skip(f"{d} (real OUCH 5.0 captures) is absent")
     seen = {}
     assert 8003 not in fs.SOUP_PORTS  # common ports are not bound by default
-    fs.bind_soupbintcp(8001, ouch="5.0")
-    fs.bind_soupbintcp(8003, ouch="5.0")
+    fs.bind_soupbintcp(8001, protocol="ouch50")
+    fs.bind_soupbintcp(8003, protocol="ouch50")
     try:
         pkts = {f: rdpcap(str(f)) for f in sorted(d.glob("*.pcap"))}
     finally:
@@ -309,15 +309,25 @@ def test_bind_other_ports():
         fs.unbind_moldudp64(31337)
     assert fs.MoldUDP64 not in Ether(frame)
     enc = soupbintcp.sequenced(ouch42.encode("system_event", timestamp=5, event_code="S"))
-    fs.bind_soupbintcp(31338, ouch="4.2")
+    fs.bind_soupbintcp(31338, protocol="ouch42")
     try:
         p = Ether(raw(Ether() / IP() / TCP(sport=31338, dport=40000) / enc))
         assert isinstance(p[fs.SoupBinTCP].payload_msg, fs.Ouch42SystemEvent)
     finally:
         fs.unbind_soupbintcp(31338)
     assert 31338 not in fs.SOUP_PORTS
-    with pytest.raises(ValueError, match="ouch must be"):
-        fs.bind_soupbintcp(1, ouch="4.1")
+    with pytest.raises(ValueError, match="protocol must be one of ouch, ouch42, ouch50, itch50"):
+        fs.bind_soupbintcp(1, protocol="ouch41")
+    # TotalView-ITCH over SoupBinTCP: sequenced packets hold ITCH messages
+    add = itch50_codec.encode("A", order_reference_number=7, stock="MSFT", price=4_000_000)
+    fs.bind_soupbintcp(31339, protocol="itch50")
+    try:
+        seg = raw(Ether() / IP() / TCP(sport=31339, dport=40000) / (soupbintcp.sequenced(add) + soupbintcp.packet(b"H")))
+        p = Ether(seg)
+        _assert_itch_equal(p[fs.ItchAddOrder], add)
+        assert p[fs.SoupBinTCP:2].packet_type == b"H"
+    finally:
+        fs.unbind_soupbintcp(31339)
 
 
 def test_malformed_input_dissects_without_raising():

@@ -37,8 +37,9 @@ MWCB levels; ``show()`` prints them as decimals), timestamps are ns since midnig
 space-padded bytes. A message whose type the table does not know, or that is shorter than its layout,
 dissects as :class:`ItchMessage` (type + raw ``data``), so malformed input stays visible.
 
-Ports: ``bind_moldudp64(port)`` and ``bind_soupbintcp(port, ouch="auto"|"4.2"|"5.0")`` add ports.
-OUCH 4.2 and 5.0 share their type characters; on a port bound with ``ouch="auto"`` (the default) a
+Ports: ``bind_moldudp64(port)`` and ``bind_soupbintcp(port, protocol="ouch"|"ouch42"|"ouch50"|"itch50")``
+add ports (``itch50``: NASDAQ's TotalView-ITCH over SoupBinTCP, sequenced packets hold ITCH layers).
+OUCH 4.2 and 5.0 share their type characters; on a port bound with ``protocol="ouch"`` (the default) a
 message takes the version whose decoder (``ouch42.decode`` / ``ouch50_spec.decode``) accepts its length
 and layout, 5.0 when both do. SoupBinTCP packets split across TCP segments need the stream: use
 :func:`soup_messages`, which reassembles each direction by sequence number (scapy's own
@@ -74,9 +75,10 @@ __all__ = [
 # synth/day.py; OUCH 4.2 and 5.0: TCP 15000, protocols/ouch_events.synth). The real NASDAQ ITCH 5.0
 # captures in ../shared/data/itch50 use UDP 26477 too; the real OUCH 5.0 sessions there use TCP 8001
 # and 8003, common ports for other services, so they are not bound by default:
-# ``bind_soupbintcp(8003, ouch="5.0")``.
+# ``bind_soupbintcp(8003, protocol="ouch50")``.
 DEFAULT_MOLD_PORTS = (26477,)
-DEFAULT_SOUP_PORTS = {15000: "auto"}
+DEFAULT_SOUP_PORTS = {15000: "ouch"}
+SOUP_PROTOCOLS = {"ouch": "auto", "ouch42": "4.2", "ouch50": "5.0", "itch50": None}  # -> OUCH version
 
 MOLD_PORTS: set[int] = set()
 SOUP_PORTS: dict[int, str] = {}
@@ -419,7 +421,10 @@ class _SoupBody(StrLenField):
         ptype = pkt.packet_type
         d = _direction(ptype)
         if d is not None and m:
-            return ouch_layer(m, d, pkt.ouch_version_hint())
+            proto = pkt.port_protocol()
+            if proto == "itch50":
+                return ItchMessage(m) if d == "out" else Raw(m)
+            return ouch_layer(m, d, SOUP_PROTOCOLS[proto])
         cls = SOUP_LAYERS.get(ptype)
         if cls is not None and len(m) == sum(w for _, _, w in soupbintcp.PAYLOADS[ptype][1]):
             return cls(m)
@@ -453,13 +458,14 @@ class SoupBinTCP(Packet):
                    _Alpha("packet_type", soupbintcp.SEQUENCED_DATA, 1),
                    _SoupBody("payload_msg", None, length_from=lambda p: max((p.length or 1) - 1, 0))]
 
-    def ouch_version_hint(self) -> str:
+    def port_protocol(self) -> str:
+        """What the data packets carry: the protocol bound to the TCP port below ("ouch" if none)."""
         u = self.underlayer
         while u is not None and not isinstance(u, TCP):
             u = u.underlayer
         if u is None:
-            return "auto"
-        return SOUP_PORTS.get(u.dport, SOUP_PORTS.get(u.sport, "auto"))
+            return "ouch"
+        return SOUP_PORTS.get(u.dport, SOUP_PORTS.get(u.sport, "ouch"))
 
     def guess_payload_class(self, payload):
         return SoupBinTCP if len(payload) >= 3 else Raw
@@ -475,16 +481,16 @@ def bind_moldudp64(port: int) -> None:
         MOLD_PORTS.add(port)
 
 
-def bind_soupbintcp(port: int, ouch: str = "auto") -> None:
-    """Dissect TCP segments to or from ``port`` as SoupBinTCP; ``ouch`` is the OUCH version of its
-    data packets ("4.2", "5.0", or "auto": per message, by which decoder accepts it)."""
-    if ouch not in ("auto", "4.2", "5.0"):
-        raise ValueError(f"ouch must be 'auto', '4.2' or '5.0', not {ouch!r}")
+def bind_soupbintcp(port: int, protocol: str = "ouch") -> None:
+    """Dissect TCP segments to or from ``port`` as SoupBinTCP whose data packets carry ``protocol``:
+    "ouch42", "ouch50", "ouch" (the version per message, by which decoder accepts it) or "itch50"."""
+    if protocol not in SOUP_PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(SOUP_PROTOCOLS)}, not {protocol!r}")
     port = int(port)
     if port not in SOUP_PORTS:
         bind_layers(TCP, SoupBinTCP, dport=port)
         bind_layers(TCP, SoupBinTCP, sport=port)
-    SOUP_PORTS[port] = ouch
+    SOUP_PORTS[port] = protocol
 
 
 def unbind_moldudp64(port: int) -> None:
