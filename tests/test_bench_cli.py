@@ -79,3 +79,9 @@ def test_missing_required_peer_names_the_extra(monkeypatch, capsys):
     monkeypatch.setitem(bench_cli.PEERS, "fix", ("simplefix", "no_such_module_for_the_test", True, ""))
     assert bench_cli.main(["--bench-dir", str(ROOT / "bench"), "fix"]) == 1
     assert "pip install 'feedhandler[bench]'" in capsys.readouterr().err
+
+
+def test_list_into_a_closed_pipe_is_quiet():
+    r = subprocess.run(f"{sys.executable} -m feedhandler.cli bench --list | head -1", shell=True, cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.stdout.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr

@@ -141,7 +141,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     bench = benchmarks(d)
     if do_list:
-        return _list(bench)
+        try:
+            return _list(bench)
+        except BrokenPipeError:  # `feedhandler bench --list | head`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_OK
     if i < len(argv):
         name, args = argv[i], argv[i + 1:]
         if name not in bench:
