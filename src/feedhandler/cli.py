@@ -558,6 +558,7 @@ DELEGATED = {
     "shard-server": ("engine.shard_server:main", "an engine shard reachable over ZeroMQ (for EngineManager(remote=...))"),
     "ptp-slave": ("feedhandler.time.slave:slave_main",
                   "measure clock offset and path delay to a PTP master (never steers the clock)"),
+    "bench": ("feedhandler.bench_cli:main", "run the benchmarks of bench/ next to their peers (from a source checkout)"),
 }
 
 

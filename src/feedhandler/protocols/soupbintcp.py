@@ -30,6 +30,18 @@ DEBUG = b"+"
 REJECT_NOT_AUTHORIZED = b"A"
 REJECT_SESSION_UNAVAILABLE = b"S"
 
+# Payload layouts of the session packets: type -> (name, ((field, kind, width), ...)); kind "alpha" is
+# left-justified, "alpha_right" right-justified (session names, as ``login_request`` writes them),
+# "numeric" right-justified ASCII digits; all space padded. ``feedhandler.scapy`` builds its layers
+# from this table; the encoders and parsers below use the same widths (tests/test_scapy_layers.py).
+PAYLOADS: dict[bytes, tuple[str, tuple[tuple[str, str, int], ...]]] = {
+    LOGIN_REQUEST: ("login_request", (("username", "alpha", 6), ("password", "alpha", 10),
+                                      ("requested_session", "alpha_right", 10),
+                                      ("requested_sequence", "numeric", 20))),
+    LOGIN_ACCEPTED: ("login_accepted", (("session", "alpha_right", 10), ("sequence", "numeric", 20))),
+    LOGIN_REJECTED: ("login_rejected", (("reject_reason_code", "alpha", 1),)),
+}
+
 MAX_PACKET = 0xFFFF
 _LEN = struct.Struct(">H")
 
