@@ -572,7 +572,14 @@ def _delegate(name: str, argv: Sequence[str]) -> int:
     except (ImportError, AttributeError) as e:
         print(f"feedhandler: error: '{name}' is not available in this build: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
-    return int(fn(list(argv)) or 0)
+    try:
+        return int(fn(list(argv)) or 0)
+    except BrokenPipeError:   # e.g. `feedhandler bench --list | head`: the reader left, not an error
+        try:
+            sys.stdout = open(os.devnull, "w")   # no second BrokenPipe when the interpreter flushes
+        except OSError:
+            pass
+        return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
