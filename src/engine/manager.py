@@ -23,10 +23,8 @@ import hashlib
 import json
 import multiprocessing
 import os
-import queue
 import struct
 import threading
-from collections.abc import Iterator
 
 import numpy as np
 
@@ -467,7 +465,7 @@ class EngineManager:
     def __init__(self, symbols: list[str], *, journal_dir: str | None = None, fsync: str = "batch",
                  fsync_interval_ms: int = 10, shards: int = 1, processes: bool = False,
                  stp: str = "cancel_newest", post_only_mode: str = "reject", tick_size: int = 1,
-                 trade_log=None, portfolio=None, queue_size: int = 65536, remote: list[str] | None = None,
+                 trade_log=None, portfolio=None, remote: list[str] | None = None,
                  remote_timeout_s: float = 30.0, _shard: ShardEngine | None = None):
         if stp not in O.STP or stp == "none":
             raise ValueError(f"stp must be cancel_newest, cancel_oldest or cancel_both, not {stp!r}")
@@ -509,10 +507,6 @@ class EngineManager:
             evs = sh.take_replayed()
             self._downstream(evs)
             self._replayed.extend(evs)
-        self._inq: queue.Queue = queue.Queue(maxsize=queue_size)
-        self._outq: queue.Queue = queue.Queue()
-        self._thread = None
-        self._running = False
         self._closed = False
 
     def take_replayed(self) -> list[dict]:
@@ -606,83 +600,9 @@ class EngineManager:
             for sh in self._shards:
                 sh.call("snapshot")
 
-    # ---- asynchronous mode -------------------------------------------------------------------------------
-    def start(self) -> None:
-        """Start the engine thread consuming the input queue (submit_nowait -> events())."""
-        if self._thread is not None:
-            return
-        self._running = True
-        self._thread = threading.Thread(target=self._engine_loop, name="engine", daemon=True)
-        self._thread.start()
-
-    def _engine_loop(self) -> None:
-        while True:
-            try:
-                item = self._inq.get(timeout=0.05)
-            except queue.Empty:
-                if not self._running:
-                    break
-                continue
-            if item is None:
-                break
-            batch = [item]
-            while len(batch) < 1024:  # drain what is there: one journal commit per batch
-                try:
-                    nxt = self._inq.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._running = False
-                    break
-                batch.append(nxt)
-            reqs = [b[0] for b in batch]
-            tokens = [b[1] for b in batch]
-            try:
-                results = self.submit_many(reqs, tokens)
-            except Exception as e:  # a failing shard: answer every request instead of dropping it
-                results = [[dict(reject_event(r if isinstance(r, dict) else {}, "engine_error", repr(e)),
-                                 token=t)] for r, t in zip(reqs, tokens)]
-            for evs, tok in zip(results, tokens):
-                for ev in evs:
-                    ev.setdefault("token", tok)
-                    self._outq.put(ev)
-            if not self._running and self._inq.empty():
-                break
-        self._outq.put(None)
-
-    def submit_nowait(self, req: dict, token: object = None) -> bool:
-        """Enqueue for the engine thread; False when the queue is full (answer "busy")."""
-        if self._thread is None:
-            raise RuntimeError("start() the engine thread first")
-        try:
-            self._inq.put_nowait((req, token))
-            return True
-        except queue.Full:
-            return False
-
-    def events(self, timeout: float | None = None) -> Iterator[dict]:
-        """Events from the engine thread; stops after `timeout` s with nothing new, or after stop()."""
-        while True:
-            try:
-                ev = self._outq.get(timeout=timeout)
-            except queue.Empty:
-                return
-            if ev is None:
-                return
-            yield ev
-
-    def stop(self) -> None:
-        """Drain the queue and stop the engine thread."""
-        if self._thread is None:
-            return
-        self._inq.put(None)
-        self._thread.join()
-        self._thread = None
-
     def close(self) -> None:
         if self._closed:
             return
-        self.stop()
         for sh in self._shards:
             sh.close()
         if self.trade_log is not None and hasattr(self.trade_log, "flush"):
