@@ -416,3 +416,23 @@ def _encodable(r) -> bool:
         return True
     except (TypeError, ValueError, OverflowError):
         return False
+
+
+def test_gateway_snapshot_then_journal_rebuilds_the_same_state(tmp_path):
+    limits = dict(max_position=10, price_band_bps=1_000)
+    pipe = _pipe(tmp_path, **limits)
+    _trade_setup(pipe)
+    pipe.snapshot()
+    assert pipe.handle("MM2", None, _new("mm-9", "S", 103 * PX, 2))["status"] == "ack"
+    live = pipe.state_hash()
+    pipe.engine.close()
+    pipe2 = _pipe(tmp_path, **limits)
+    assert pipe2.rebuilt == 1                  # only the request after the snapshot was replayed
+    assert pipe2.state_hash() == live
+    assert pipe2.handle("ACC-A", None, _new("a-1", "B", 100 * PX, 10)).get("dup") is True
+    assert pipe2.handle("ACC-A", None, _new("a-2", "B", 100 * PX, 1))["reason"] == "position_limit"
+    pipe2.engine.close()
+    # an engine snapshot without the gateway's is refused with a reason, never a silent partial state
+    os.remove(tmp_path / "gateway-snapshot.json")
+    with pytest.raises(ValueError, match="gateway-snapshot.json"):
+        _pipe(tmp_path, **limits)

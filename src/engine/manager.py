@@ -474,6 +474,7 @@ class EngineManager:
         if shards < 1:
             raise ValueError("shards must be >= 1")
         self.symbols = list(symbols)
+        self.journal_dir = journal_dir
         if len(set(self.symbols)) != len(self.symbols) or not self.symbols:
             raise ValueError("symbols must be a non-empty list of distinct names")
         shards = min(shards, len(self.symbols))

@@ -208,6 +208,28 @@ class RiskManager:
                 return "position_limit"
         return None
 
+    def export_state(self) -> dict:
+        """The state machine's part of the risk state as JSON-able data (gateway snapshots)."""
+        with self._lock:
+            return {"accounts": {n: {"open_orders": [[k, *v] for k, v in a.open_orders.items()],
+                                     "open_notional": a.open_notional, "position": a.position,
+                                     "open_qty": [[s, d, q] for (s, d), q in a.open_qty.items()]}
+                                 for n, a in self._accounts.items()},
+                    "last_trade": self._last_trade, "bbo": {k: list(v) for k, v in self._bbo.items()}}
+
+    def import_state(self, data: dict) -> None:
+        """Restore :meth:`export_state` (replaces the state machine's part; rate buckets untouched)."""
+        with self._lock:
+            self._accounts = {}
+            for n, a in data["accounts"].items():
+                acct = self._accounts[n] = _Account()
+                acct.open_orders = {row[0]: list(row[1:]) for row in a["open_orders"]}
+                acct.open_notional = a["open_notional"]
+                acct.position = dict(a["position"])
+                acct.open_qty = {(s, d): q for s, d, q in a["open_qty"]}
+            self._last_trade = dict(data["last_trade"])
+            self._bbo = {k: tuple(v) for k, v in data["bbo"].items()}
+
     def state_digest(self) -> bytes:
         """Canonical bytes of the state machine's part of the risk state (open orders, positions, last
         trades; not the rate buckets, which are time at the edge): what the state hash covers."""

@@ -22,6 +22,7 @@ Backpressure: at most ``max_pending`` orders queued or inside the engine; beyond
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import os
 import sys
@@ -160,8 +161,56 @@ class OrderPipeline:
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
         self._stopping = False
-        take = getattr(engine, "take_replayed", None)
-        self.rebuilt = self.state.rebuild(take()) if take is not None else 0
+        self.rebuilt = self._recover()
+
+    SNAPSHOT = "gateway-snapshot.json"
+
+    def _recover(self) -> int:
+        """Rebuild the state from the engine's journal recovery (after a gateway snapshot, if any)."""
+        take = getattr(self.engine, "take_replayed", None)
+        if take is None:
+            return 0
+        replayed = take()
+        jd = getattr(self.engine, "journal_dir", None)
+        path = os.path.join(jd, self.SNAPSHOT) if jd else None
+        n_markers = sum(1 for ev in replayed if ev.get("type") == "request")
+        if path and os.path.exists(path):
+            with open(path) as f:
+                snap = json.load(f)
+            if snap.get("version") != 1:
+                raise ValueError(f"{path}: gateway snapshot version {snap.get('version')!r} unknown (this build "
+                                 "reads version 1)")
+            if snap["seq"] + n_markers != self.engine.seq:
+                raise ValueError(f"{path} was taken at seq {snap['seq']}, but the engine's snapshot is at seq "
+                                 f"{self.engine.seq - n_markers}: snapshot the exchange with "
+                                 "OrderPipeline.snapshot(), which writes both")
+            self.state.load(snap["state"])
+        elif jd and n_markers != getattr(self.engine, "seq", n_markers) and n_markers >= 0:
+            raise ValueError(f"{jd}: the engine recovered from a snapshot but there is no {self.SNAPSHOT}: the "
+                             "gateway's state (risk, retry memory, names) cannot be rebuilt; snapshot with "
+                             "OrderPipeline.snapshot()")
+        return self.state.rebuild(replayed)
+
+    def snapshot(self) -> str:
+        """Snapshot the engine (journal_dir/snapshot.npz per shard) and the gateway's state at the same
+        sequence point (journal_dir/gateway-snapshot.json, atomically); recovery then replays only the
+        journal after them. Returns the gateway snapshot's path."""
+        jd = getattr(self.engine, "journal_dir", None)
+        if not jd:
+            raise ValueError("snapshot() needs an engine with a journal_dir")
+        path = os.path.join(jd, self.SNAPSHOT)
+
+        def both():
+            self.engine.snapshot()
+            data = json.dumps({"version": 1, "seq": self.engine.seq, "state": self.state.export()})
+            tmp = path + ".tmp"
+            with open(tmp, "w") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        self.in_engine(both)
+        return path
 
     @property
     def _owner_by_clid(self) -> dict:

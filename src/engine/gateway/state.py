@@ -49,6 +49,14 @@ class DedupMemory:
     def __len__(self) -> int:
         return len(self._d)
 
+    def items(self) -> list:
+        return [[a, k, b.decode()] for (a, k), b in self._d.items()]
+
+    def load(self, rows: list) -> None:
+        self._d = OrderedDict(((a, k), b.encode()) for a, k, b in rows)
+        while len(self._d) > self.size:
+            self._d.popitem(last=False)
+
     def digest(self, h) -> None:
         for (acct, key), body in self._d.items():
             h.update(acct.encode() + b"\0" + key.encode() + b"\0" + body + b"\n")
@@ -133,6 +141,16 @@ class OrderState:
         if key:
             acct = m.get("account", "")
             self.remember(acct, key, reply_core([e for e in evs if e.get("account") == acct]))
+
+    # ---- snapshots -----------------------------------------------------------------------------
+    def export(self) -> dict:
+        return {"risk": self.risk.export_state(), "dedup": self.dedup.items(),
+                "names": [[a, c, o] for (a, c), o in self.owner_by_clid.items()]}
+
+    def load(self, data: dict) -> None:
+        self.risk.import_state(data["risk"])
+        self.dedup.load(data["dedup"])
+        self.owner_by_clid = {(a, c): o for a, c, o in data["names"]}
 
     # ---- hash ------------------------------------------------------------------------------------
     def digest(self) -> str:
