@@ -436,3 +436,18 @@ def test_gateway_snapshot_then_journal_rebuilds_the_same_state(tmp_path):
     os.remove(tmp_path / "gateway-snapshot.json")
     with pytest.raises(ValueError, match="gateway-snapshot.json"):
         _pipe(tmp_path, **limits)
+
+
+def test_deeply_nested_json_is_bad_json_not_a_dead_burst(gateway):
+    gw, pipe = gateway
+    ctx = zmq.Context.instance()
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(gw.endpoint)
+    try:
+        s.send_multipart(_frames(b"alice", b"alice-secret", b"[" * 2000 + b"]" * 2000))
+        assert s.poll(3000)
+        assert loads(s.recv())["reason"] == "bad_json"
+    finally:
+        s.close(linger=0)
+    assert pipe.stats.errors == 0

@@ -121,6 +121,8 @@ class RiskManager:
         """Edge check: ``orders`` orders and ``nbytes`` request bytes from ``client``'s buckets (the API key:
         one budget across all its connections); ``"rate_limited"`` when either is empty."""
         lim = self.limits_for(account)
+        if (lim.rate_per_s <= 0 or orders <= 0) and (lim.bytes_per_s <= 0 or nbytes <= 0):
+            return None
         with self._lock:
             ok = ((lim.rate_per_s <= 0 or orders <= 0
                    or self._take_token(self._buckets, client, lim.rate_per_s, lim.burst, orders))
@@ -141,21 +143,36 @@ class RiskManager:
                 self.rejects[reason] = self.rejects.get(reason, 0) + 1
             return reason
 
+    def check_and_reserve(self, account: str, req: dict) -> str | None:
+        """:meth:`check_state`, then :meth:`reserve` when it passed (one lock: the engine thread's path)."""
+        lim = self.limits_for(account)
+        with self._lock:
+            reason = self._check_locked(account, req, lim)
+            if reason is not None:
+                self.rejects[reason] = self.rejects.get(reason, 0) + 1
+                return reason
+            if req.get("type") == "new":
+                self._reserve_locked(account, req)
+            return None
+
     def reserve(self, account: str, req: dict) -> None:
         """A new order passed :meth:`check_state` and goes to the engine in this batch: count it for the
         next checks of the same batch (until :meth:`clear_reservations`)."""
         if req.get("type") != "new":
             return
+        with self._lock:
+            self._reserve_locked(account, req)
+
+    def _reserve_locked(self, account: str, req: dict) -> None:
         qty = int(req.get("qty") or 0)
         price = req.get("price") or self.reference_price(req.get("symbol")) or 0
-        with self._lock:
-            r = self._reserved.get(account)
-            if r is None:
-                r = self._reserved[account] = _Reservation()
-            r.open_orders += 1
-            r.notional += price * qty
-            k = (req.get("symbol"), req.get("side"))
-            r.qty[k] = r.qty.get(k, 0) + qty
+        r = self._reserved.get(account)
+        if r is None:
+            r = self._reserved[account] = _Reservation()
+        r.open_orders += 1
+        r.notional += price * qty
+        k = (req.get("symbol"), req.get("side"))
+        r.qty[k] = r.qty.get(k, 0) + qty
 
     def clear_reservations(self) -> None:
         """The batch's events were applied (they carry the real state): forget its reservations."""

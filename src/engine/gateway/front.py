@@ -261,7 +261,7 @@ class Gateway:
                 req = loads(body)
                 if not isinstance(req, dict):
                     raise ValueError("body is not an object")
-            except ValueError:
+            except (ValueError, RecursionError):    # RecursionError: json's answer to deep nesting
                 st.bad_requests += 1
                 _send2(sock, ident, dumpb({"status": "rejected", "reason": "bad_json"}))
                 continue
@@ -279,8 +279,8 @@ class Gateway:
 
         replies = self.pipeline.handle_async(items, deliver)
         for ident, reply in zip(idents, replies):
-            if reply is None or reply.get("status") == "pending":
-                continue  # in the engine (the engine thread answers), or the first copy of a retry is
+            if reply is None:
+                continue  # in the engine: the engine thread answers
             stamps = reply.pop("_stamps", None)
             _send2(sock, ident, dumpb(reply))
             if stamps is not None:

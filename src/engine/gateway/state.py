@@ -91,11 +91,8 @@ class OrderState:
             if oid is None:
                 return "bad_request", f"unknown orig_client_order_id {orig!r}"
             ereq["order_id"] = oid
-        reason = self.risk.check_state(account, ereq)
-        if reason is not None:
-            return reason, ""
-        self.risk.reserve(account, ereq)
-        return None
+        reason = self.risk.check_and_reserve(account, ereq)
+        return None if reason is None else (reason, "")
 
     # ---- state changes (sequenced requests only) ---------------------------------------------------
     def note(self, events: list) -> None:
