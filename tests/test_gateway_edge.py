@@ -451,3 +451,20 @@ def test_deeply_nested_json_is_bad_json_not_a_dead_burst(gateway):
     finally:
         s.close(linger=0)
     assert pipe.stats.errors == 0
+
+
+def test_restart_with_two_shards_rebuilds_the_same_state(tmp_path):
+    def make():
+        return OrderPipeline(EngineManager(["AAPL", "MSFT"], shards=2, journal_dir=str(tmp_path)),
+                             RiskManager(RiskLimits(**dict(LOOSE, max_position=8))))
+    pipe = make()
+    for i in range(6):
+        sym = ("AAPL", "MSFT")[i % 2]
+        pipe.handle("MM", None, _new(f"m{i}", "S", 100 * PX, 2, sym=sym))
+        pipe.handle("ACC-A", None, _new(f"a{i}", "B", 100 * PX, 1, sym=sym))
+    live = pipe.state_hash()
+    pipe.engine.close()
+    again = make()
+    assert again.rebuilt == 12 and again.state_hash() == live
+    assert again.handle("ACC-A", None, _new("a3", "B", 100 * PX, 1, sym="MSFT")).get("dup") is True
+    again.engine.close()

@@ -58,7 +58,8 @@ class DedupMemory:
             self._d.popitem(last=False)
 
     def digest(self, h) -> None:
-        for (acct, key), body in self._d.items():
+        # sorted: with several shards the live order of entries interleaves shards, a replay does not
+        for (acct, key), body in sorted(self._d.items()):
             h.update(acct.encode() + b"\0" + key.encode() + b"\0" + body + b"\n")
 
 
