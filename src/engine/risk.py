@@ -78,6 +78,9 @@ class RiskManager:
         self.limits = limits or RiskLimits()
         self.per_account: dict[str, RiskLimits] = dict(per_account or {})
         self.clock = clock
+        #: any rate limit configured (the gateway skips :meth:`take` when not)
+        self.edge_limits = any(lim.rate_per_s > 0 or lim.bytes_per_s > 0
+                               for lim in (self.limits, *self.per_account.values()))
         self._lock = threading.Lock()
         self._buckets: dict[bytes | str, _Bucket] = {}
         self._byte_buckets: dict[bytes | str, _Bucket] = {}
@@ -143,15 +146,16 @@ class RiskManager:
                 self.rejects[reason] = self.rejects.get(reason, 0) + 1
             return reason
 
-    def check_and_reserve(self, account: str, req: dict) -> str | None:
-        """:meth:`check_state`, then :meth:`reserve` when it passed (one lock: the engine thread's path)."""
-        lim = self.limits_for(account)
+    def check_and_reserve(self, account: str, req: dict, reserve: bool = True) -> str | None:
+        """:meth:`check_state`, then (``reserve``: more requests follow in the batch) :meth:`reserve` when it
+        passed; one lock (the engine thread's path)."""
+        lim = self.per_account.get(account, self.limits) if self.per_account else self.limits
         with self._lock:
             reason = self._check_locked(account, req, lim)
             if reason is not None:
                 self.rejects[reason] = self.rejects.get(reason, 0) + 1
                 return reason
-            if req.get("type") == "new":
+            if reserve and req.get("type") == "new":
                 self._reserve_locked(account, req)
             return None
 
@@ -182,36 +186,39 @@ class RiskManager:
 
     def _check_locked(self, account, req, lim: RiskLimits) -> str | None:
         kind = req.get("type")
-        if kind not in ("new", "amend"):
+        if kind == "new":
+            qty = req.get("qty") or 0
+            price = None if req.get("order_type") == "market" else req.get("price")
+        elif kind == "amend":
+            qty = req.get("new_qty") or 0
+            price = req.get("new_price")
+        else:
             return None
-        qty = int(req.get("qty") if kind == "new" else (req.get("new_qty") or 0))
-        price = req.get("price") if kind == "new" else req.get("new_price")
-        if kind == "new" and req.get("order_type") == "market":
-            price = None
         symbol = req.get("symbol")
         if qty <= 0 and kind == "new":
             return "bad_qty"
         if qty > lim.max_order_qty:
             return "max_qty"
-        ref = self.reference_price(symbol)
-        px_for_notional = price if price is not None else ref
-        notional = (px_for_notional or 0) * qty
+        band = lim.price_band_bps
+        ref = self.reference_price(symbol) if band > 0 or price is None else None
+        notional = (price if price is not None else (ref or 0)) * qty
         if notional > lim.max_order_notional_raw:
             return "max_notional"
-        if price is not None and ref is not None and lim.price_band_bps > 0:
-            if abs(price - ref) * 10_000 > lim.price_band_bps * ref:
+        if band > 0 and price is not None and ref is not None:
+            if abs(price - ref) * 10_000 > band * ref:
                 return "price_band"
         if kind == "amend":
             return None
         acct = self._accounts.get(account)
-        res = self._reserved.get(account)
-        if lim.max_open_orders > 0:
+        res = self._reserved.get(account) if self._reserved else None
+        if lim.max_open_orders > 0 and (acct is not None or res is not None):
             n_open = (len(acct.open_orders) if acct else 0) + (res.open_orders if res else 0)
             if n_open >= lim.max_open_orders:
                 return "max_open_orders"
-        open_notional = (acct.open_notional if acct else 0) + (res.notional if res else 0)
-        if open_notional + notional > lim.credit_limit_raw:
-            return "credit_limit"
+        if lim.credit_limit_raw < UNLIMITED:
+            open_notional = (acct.open_notional if acct else 0) + (res.notional if res else 0)
+            if open_notional + notional > lim.credit_limit_raw:
+                return "credit_limit"
         if lim.max_position < UNLIMITED:
             pos = acct.position.get(symbol, 0) if acct else 0
             side = req.get("side")

@@ -19,7 +19,7 @@ import struct
 import time
 
 from engine.matching import REASONS
-from engine.limits import MAX_ACCOUNT_BYTES, MAX_ID_BYTES
+from engine import limits as _limits
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
@@ -37,6 +37,14 @@ cdef object MAX_QTY = 0x7FFFFFFF
 cdef object INT64_MIN = -(2 ** 63)
 cdef object INT64_END = 2 ** 63
 cdef object UINT64_END = 2 ** 64
+cdef Py_ssize_t MAX_ID_BYTES = _limits.MAX_ID_BYTES
+cdef Py_ssize_t MAX_ACCOUNT_BYTES = _limits.MAX_ACCOUNT_BYTES
+cdef Py_ssize_t MAX_KEY_BYTES = 2 * _limits.MAX_ID_BYTES
+
+
+cdef inline bint _too_long(str s, Py_ssize_t limit):
+    """UTF-8 length above limit (ASCII strings: no encoding)."""
+    return len(s) > limit or (not s.isascii() and len(s.encode()) > limit)
 cdef int64_t UNDEF_PRICE = 0x7FFFFFFFFFFFFFFF
 
 # string <-> code tables of the dict API (engine.orders holds the same, checked against fh/order.h by
@@ -147,10 +155,10 @@ cdef class ShardCore:
             clid = ""
         elif not isinstance(clid, str):
             clid = str(clid)
-        if len(clid) > MAX_ID_BYTES or len(clid.encode()) > MAX_ID_BYTES:
+        if _too_long(clid, MAX_ID_BYTES):
             raise BadRequest("bad_request", f"client_order_id longer than {MAX_ID_BYTES} bytes")
         key = req.get("dedup_key") or ""
-        if not isinstance(key, str) or len(key.encode()) > 2 * MAX_ID_BYTES:
+        if not isinstance(key, str) or _too_long(key, MAX_KEY_BYTES):
             raise BadRequest("bad_request", "dedup_key must be a str of at most 128 bytes")
         ts = _int(req, "ts_recv", 0)
         if not 0 <= ts < UINT64_END:
@@ -168,7 +176,7 @@ cdef class ShardCore:
         acct = req.get("account")
         if not isinstance(acct, str):
             raise BadRequest("bad_request", f"account must be a str, got {acct!r}")
-        if len(acct.encode()) > MAX_ACCOUNT_BYTES:
+        if _too_long(acct, MAX_ACCOUNT_BYTES):
             raise BadRequest("bad_request", f"account longer than {MAX_ACCOUNT_BYTES} bytes")
         if kind == FH_ORD_NEW:
             sym = req.get("symbol")

@@ -268,7 +268,7 @@ class Gateway:
             self._identities[account] = ident
             # the API key keys the rate limit (across connections); the signature names a request that
             # has neither client order id nor rid in the retry memory
-            items.append((account, key, req, ts_recv, len(body), sig.decode("ascii", "replace")))
+            items.append((account, key, req, ts_recv, len(body), sig))
             idents.append(ident)
         if not items:
             return

@@ -31,9 +31,9 @@ import time
 from typing import Callable
 
 from engine.gateway.codec import dumpb, loads
-from engine.gateway.state import OrderState, reply_core, sequenced
+from engine.gateway.state import OrderState, reply_core
 from engine.gateway.validation import BadRequest, check_rid, validate
-from engine.limits import MAX_BOOK_DEPTH, MAX_SYMBOL_BYTES
+from engine.limits import MAX_BOOK_DEPTH, MAX_RID_BYTES, MAX_SYMBOL_BYTES
 from engine.risk import RiskManager
 
 log = logging.getLogger("engine.gateway")
@@ -42,6 +42,7 @@ log = logging.getLogger("engine.gateway")
 EXIT_ENGINE_FAILURE = 70
 _CALL = object()   # engine-queue marker of a call (query) run by the engine thread
 _ORDER_KINDS = frozenset(("new", "cancel", "amend"))
+_RID_FAST = MAX_RID_BYTES // 4      # a str this short is within MAX_RID_BYTES of UTF-8 whatever it holds
 
 
 def exit_on_engine_failure(exc: BaseException) -> None:
@@ -427,7 +428,8 @@ class OrderPipeline:
             account, client, req, ts_recv = item[0], item[1], item[2], item[3]
             rid = req.get("rid") if isinstance(req, dict) else None
             try:
-                check_rid(rid)
+                if rid is not None and not (type(rid) is str and len(rid) <= _RID_FAST):
+                    check_rid(rid)
             except BadRequest as e:     # not echoed: a reply is never larger than the limits allow
                 st.bad_requests += 1
                 replies[i] = {"rid": None, "status": "rejected", "reason": e.reason, "text": str(e)}
@@ -441,7 +443,7 @@ class OrderPipeline:
                     raise BadRequest("type must be a string")
                 nbytes = item[4] if len(item) > 4 else 0
                 if kind not in _ORDER_KINDS:
-                    if nbytes and risk.take(client if client is not None else account, account, nbytes,
+                    if nbytes and risk.edge_limits and risk.take(client if client is not None else account, account, nbytes,
                                             orders=0) is not None:
                         st.rate_limited += 1
                         replies[i] = {"rid": rid, "status": "rejected", "reason": "rate_limited"}
@@ -452,8 +454,8 @@ class OrderPipeline:
                     else:
                         raise BadRequest(f"unknown request type {kind!r}"[:80])
                     continue
-                ereq = validate(account, req, item[5] if len(item) > 5 else None)
-                if risk.take(client if client is not None else account, account, nbytes) is not None:
+                ereq = validate(account, req, item[5] if len(item) > 5 else None, True)   # rid checked above
+                if risk.edge_limits and risk.take(client if client is not None else account, account, nbytes) is not None:
                     st.rate_limited += 1
                     st.rejects += 1
                     replies[i] = {"rid": rid, "status": "rejected", "reason": "rate_limited"}
@@ -495,22 +497,29 @@ class OrderPipeline:
         then ONE engine call for what passed. One outcome per entry: ``("events", events)``, ``("dup",
         encoded first outcome)``, ``("same", j)`` (a retry of entry j of this batch) or ``("reply", dict)``."""
         state = self.state
-        dedup = state.dedup
-        outcomes: list = [None] * len(batch)
+        memory = state.dedup._d         # read here, written by OrderState.remember (this thread only)
+        check = self.risk.check_and_reserve
+        n = len(batch)
+        outcomes: list = [None] * n
         reqs, idx = [], []
         first: dict = {}
         for j, b in enumerate(batch):
             account, key, ereq = b[1], b[3], b[4]
             if key is not None:
-                prev = dedup.get(account, key)
+                k = (account, key)
+                prev = memory.get(k)
                 if prev is not None:
                     outcomes[j] = ("dup", prev)
                     continue
-                f = first.get((account, key))
+                f = first.get(k)
                 if f is not None:
                     outcomes[j] = ("same", f)
                     continue
-            refused = state.decide(account, ereq)
+            if "orig_client_order_id" in ereq:
+                refused = state.decide(account, ereq, j + 1 < n)
+            else:                       # OrderState.decide without a name to resolve
+                reason = check(account, ereq, j + 1 < n)
+                refused = None if reason is None else (reason, "")
             if refused is not None:
                 out = {"status": "rejected", "reason": refused[0]}
                 if refused[1]:
@@ -545,7 +554,7 @@ class OrderPipeline:
         """Build each request's reply, remember sequenced outcomes, route other accounts' events, deliver."""
         st = self.stats
         lat = self.latency is not None
-        state = self.state
+        remember = self.state.remember
         for n, (i, account, rid, key, ereq, t_recv, t_risk, t_q) in enumerate(sub):
             j = k0 + n
             kind, value = outcomes[j]
@@ -559,8 +568,8 @@ class OrderPipeline:
                         st.execs_routed += 1
                         self.route(ev["account"], ev)
                 core = reply_core(own)
-                if key is not None and sequenced(value):
-                    state.remember(account, key, core)
+                if key is not None and (len(value) != 1 or value[0].get("seq") or value[0]["type"] != "rejected"):
+                    remember(account, key, core)        # sequenced (see state.sequenced)
                 if core["status"] == "ack":
                     st.acks += 1
                 else:

@@ -41,8 +41,7 @@ class DedupMemory:
 
     def put(self, account: str, key: str, body: bytes) -> None:
         d = self._d
-        d[(account, key)] = body
-        d.move_to_end((account, key))
+        d[(account, key)] = body      # a key is put once (a hit is answered, never put again): no reorder
         if len(d) > self.size:
             d.popitem(last=False)
 
@@ -82,17 +81,17 @@ class OrderState:
         self.owner_by_clid: dict[tuple[str, str], int] = {}
 
     # ---- decisions (engine thread, sequence order) -------------------------------------------------
-    def decide(self, account: str, ereq: dict) -> tuple[str, str] | None:
+    def decide(self, account: str, ereq: dict, more: bool = True) -> tuple[str, str] | None:
         """Resolve ``orig_client_order_id`` and run the stateful risk checks of one request about to be
-        sequenced; ``(reason, text)`` to refuse it, else None (the request is then reserved in risk for the
-        rest of its batch)."""
+        sequenced; ``(reason, text)`` to refuse it, else None (with ``more`` requests after it in the same
+        batch, the request is then reserved in risk for them)."""
         orig = ereq.pop("orig_client_order_id", None)
         if orig is not None:
             oid = self.owner_by_clid.get((account, orig))
             if oid is None:
                 return "bad_request", f"unknown orig_client_order_id {orig!r}"
             ereq["order_id"] = oid
-        reason = self.risk.check_and_reserve(account, ereq)
+        reason = self.risk.check_and_reserve(account, ereq, more)
         return None if reason is None else (reason, "")
 
     # ---- state changes (sequenced requests only) ---------------------------------------------------

@@ -17,6 +17,9 @@ ORDER_TYPES = ("limit", "market")
 TIFS = ("day", "gtc", "ioc", "fok")
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 ORDER_KINDS = ("new", "cancel", "amend")
+# a str of at most limit // 4 characters is within the limit in UTF-8 whatever it holds: the fast path
+_ID_FAST = MAX_ID_BYTES // 4
+_SYMBOL_FAST = MAX_SYMBOL_BYTES // 4
 
 
 class BadRequest(ValueError):
@@ -52,7 +55,7 @@ def _str(req: dict, key: str, max_bytes: int, required: bool = False) -> str | N
         return None
     if type(v) is not str:
         raise BadRequest(f"{key} must be a string, got {type(v).__name__}")
-    if len(v) > max_bytes or len(v.encode()) > max_bytes:
+    if len(v) > max_bytes or (not v.isascii() and len(v.encode()) > max_bytes):
         raise BadRequest(f"{key} longer than {max_bytes} bytes")
     return v
 
@@ -62,29 +65,38 @@ def check_rid(rid) -> None:
     if rid is None:
         return
     if type(rid) is str:
-        if len(rid) > MAX_RID_BYTES or len(rid.encode()) > MAX_RID_BYTES:
+        if len(rid) > MAX_RID_BYTES or (not rid.isascii() and len(rid.encode()) > MAX_RID_BYTES):
             raise BadRequest(f"rid longer than {MAX_RID_BYTES} bytes")
     elif type(rid) is not int or not INT64_MIN <= rid <= INT64_MAX:
         raise BadRequest("rid must be a string or an integer")
 
 
-def validate(account: str, req: dict, nonce: str | None = None) -> dict:
+def validate(account: str, req: dict, nonce: bytes | str | None = None, rid_checked: bool = False) -> dict:
     """The engine request for ``req`` (kinds new, cancel, amend), with its ``dedup_key``; raises BadRequest.
 
     The dedup key names the request in the account's retry memory: ``c:<client_order_id>`` for a new
     order that has one, else ``r:<rid>``, else ``s:<nonce>`` (the request's signature: a signed request
-    without either cannot be replayed as a second order), else none."""
+    without either cannot be replayed as a second order), else none.
+
+    (The common case, short ASCII strings and plain ints, is tested inline; anything else goes through
+    the general checks, which give the reasons.)"""
     kind = req.get("type")
     rid = req.get("rid")
-    check_rid(rid)
-    clid = _str(req, "client_order_id", MAX_ID_BYTES)
+    if not rid_checked and rid is not None:
+        check_rid(rid)
+    clid = req.get("client_order_id")
+    if clid is not None and not (type(clid) is str and len(clid) <= _ID_FAST):
+        clid = _str(req, "client_order_id", MAX_ID_BYTES)
     if kind == "new":
-        symbol = _str(req, "symbol", MAX_SYMBOL_BYTES, required=True)
+        symbol = req.get("symbol")
+        if not (type(symbol) is str and 0 < len(symbol) <= _SYMBOL_FAST):
+            symbol = _str(req, "symbol", MAX_SYMBOL_BYTES, required=True)
         side = req.get("side")
-        if type(side) is not str or side not in SIDES:
+        side = SIDES.get(side) if type(side) is str else None
+        if side is None:
             raise BadRequest(f"side must be one of {sorted(SIDES)}")
         order_type = req.get("order_type", "limit")
-        if type(order_type) is not str or order_type not in ORDER_TYPES:
+        if order_type != "limit" and (type(order_type) is not str or order_type not in ORDER_TYPES):
             raise BadRequest(f"order_type must be one of {ORDER_TYPES}")
         tif = req.get("tif", "day")
         if type(tif) is not str or tif not in TIFS:
@@ -92,20 +104,30 @@ def validate(account: str, req: dict, nonce: str | None = None) -> dict:
         post_only = req.get("post_only", False)
         if type(post_only) is not bool:
             raise BadRequest("post_only must be true or false")
-        qty = _int(req, "qty", 1, MAX_QTY)
+        qty = req.get("qty")
+        if type(qty) is not int or not 0 < qty <= MAX_QTY:
+            qty = _int(req, "qty", 1, MAX_QTY)
         if order_type == "market":
-            if req.get("price") not in (None, 0) or isinstance(req.get("price"), bool):
+            p = req.get("price")
+            if p is not None and (type(p) is not int or p != 0):
                 raise BadRequest("a market order has no price (0 or absent)")
             price = 0
         else:
-            price = _int(req, "price", INT64_MIN, INT64_MAX)
+            price = req.get("price")
+            if type(price) is not int or not INT64_MIN <= price <= INT64_MAX:
+                price = _int(req, "price", INT64_MIN, INT64_MAX)
         out = {"type": "new", "account": account, "client_order_id": clid or "", "symbol": symbol,
-               "side": SIDES[side], "price": price, "qty": qty, "order_type": order_type, "tif": tif,
+               "side": side, "price": price, "qty": qty, "order_type": order_type, "tif": tif,
                "post_only": post_only}
-    elif kind in ("cancel", "amend"):
+        if clid:
+            out["dedup_key"] = "c:" + clid
+            return out
+    elif kind == "cancel" or kind == "amend":
         out = {"type": kind, "account": account, "client_order_id": clid or ""}
         if req.get("order_id") is not None:
-            out["order_id"] = _int(req, "order_id", 1, (1 << 64) - 1)
+            oid = req["order_id"]
+            out["order_id"] = oid if type(oid) is int and 0 < oid < (1 << 64) else _int(req, "order_id", 1,
+                                                                                       (1 << 64) - 1)
         else:
             out["orig_client_order_id"] = _str(req, "orig_client_order_id", MAX_ID_BYTES, required=True)
         sym = _str(req, "symbol", MAX_SYMBOL_BYTES)
@@ -119,10 +141,10 @@ def validate(account: str, req: dict, nonce: str | None = None) -> dict:
                 raise BadRequest("amend needs new_price or new_qty")
     else:
         raise BadRequest(f"unknown request type {kind!r}"[:80])
-    if kind == "new" and clid:
-        out["dedup_key"] = "c:" + clid
-    elif rid is not None:
+    if rid is not None:
         out["dedup_key"] = "r:" + str(rid)
     elif nonce:
+        if type(nonce) is not str:
+            nonce = nonce.decode("ascii", "replace")
         out["dedup_key"] = "s:" + nonce[:MAX_RID_BYTES]
     return out
