@@ -31,7 +31,7 @@ import time
 from typing import Callable
 
 from engine.gateway.codec import dumpb, loads
-from engine.gateway.state import OrderState, reply_core
+from engine.gateway.state import ORDER_ENDS as _ORDER_ENDS, OrderState, reply_core
 from engine.gateway.validation import BadRequest, check_rid, validate
 from engine.limits import MAX_BOOK_DEPTH, MAX_RID_BYTES, MAX_SYMBOL_BYTES
 from engine.risk import RiskManager
@@ -425,7 +425,11 @@ class OrderPipeline:
         risk = self.risk
         for i, item in enumerate(items):
             st.requests += 1
-            account, client, req, ts_recv = item[0], item[1], item[2], item[3]
+            if len(item) == 6:       # the ZeroMQ front: request size and signature too
+                account, client, req, ts_recv, nbytes, nonce = item
+            else:
+                account, client, req, ts_recv = item
+                nbytes, nonce = 0, None
             rid = req.get("rid") if isinstance(req, dict) else None
             try:
                 if rid is not None and not (type(rid) is str and len(rid) <= _RID_FAST):
@@ -441,7 +445,6 @@ class OrderPipeline:
                 kind = req.get("type")
                 if type(kind) is not str:
                     raise BadRequest("type must be a string")
-                nbytes = item[4] if len(item) > 4 else 0
                 if kind not in _ORDER_KINDS:
                     if nbytes and risk.edge_limits and risk.take(client if client is not None else account, account, nbytes,
                                             orders=0) is not None:
@@ -454,7 +457,7 @@ class OrderPipeline:
                     else:
                         raise BadRequest(f"unknown request type {kind!r}"[:80])
                     continue
-                ereq = validate(account, req, item[5] if len(item) > 5 else None, True)   # rid checked above
+                ereq = validate(account, req, nonce, True)   # rid checked above
                 if risk.edge_limits and risk.take(client if client is not None else account, account, nbytes) is not None:
                     st.rate_limited += 1
                     st.rejects += 1
@@ -526,7 +529,7 @@ class OrderPipeline:
                     out["text"] = refused[1]
                 outcomes[j] = ("reply", out)
                 continue
-            if key is not None:
+            if key is not None and n > 1:
                 first[(account, key)] = j
             reqs.append(ereq)
             idx.append(j)
@@ -542,10 +545,23 @@ class OrderPipeline:
             results = [[{"type": "rejected", "account": r["account"], "reason": "engine_error", "text": repr(e)}]
                        for r in reqs]
         finally:
-            self.risk.clear_reservations()
-        note = state.note
+            if n > 1:
+                self.risk.clear_reservations()
+        # OrderState.note, inlined (the request path's cost counts): risk, then the name map
+        on_events = self.risk.on_events
+        owner = state.owner_by_clid
         for j, events in zip(idx, results):
-            note(events)
+            on_events(events)
+            for ev in events:
+                t = ev["type"]
+                if t == "accepted":
+                    clid = ev.get("client_order_id")
+                    if clid:
+                        owner[(ev["account"], clid)] = ev["order_id"]
+                elif t in _ORDER_ENDS and not ev.get("leaves_qty"):
+                    k = (ev.get("account"), ev.get("client_order_id"))
+                    if owner.get(k) == ev.get("order_id"):
+                        del owner[k]
             outcomes[j] = ("events", events)
         return outcomes
 

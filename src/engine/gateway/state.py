@@ -96,7 +96,8 @@ class OrderState:
 
     # ---- state changes (sequenced requests only) ---------------------------------------------------
     def note(self, events: list) -> None:
-        """Risk and the name map follow the events of one request."""
+        """Risk and the name map follow the events of one request (inlined in OrderPipeline._execute: keep
+        the two the same)."""
         self.risk.on_events(events)
         owner = self.owner_by_clid
         for ev in events:

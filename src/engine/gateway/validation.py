@@ -130,9 +130,11 @@ def validate(account: str, req: dict, nonce: bytes | str | None = None, rid_chec
                                                                                        (1 << 64) - 1)
         else:
             out["orig_client_order_id"] = _str(req, "orig_client_order_id", MAX_ID_BYTES, required=True)
-        sym = _str(req, "symbol", MAX_SYMBOL_BYTES)
+        sym = req.get("symbol")
         if sym is not None:
-            out["symbol"] = sym
+            sym = _str(req, "symbol", MAX_SYMBOL_BYTES)
+            if sym is not None:
+                out["symbol"] = sym
         if kind == "amend":
             np_, nq = req.get("new_price"), req.get("new_qty")
             out["new_price"] = None if np_ is None else _int(req, "new_price", INT64_MIN, INT64_MAX)
