@@ -22,6 +22,7 @@ Backpressure: at most ``max_pending`` orders queued or inside the engine; beyond
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import logging
 import os
@@ -186,7 +187,7 @@ class OrderPipeline:
                                  f"{self.engine.seq - n_markers}: snapshot the exchange with "
                                  "OrderPipeline.snapshot(), which writes both")
             self.state.load(snap["state"])
-        elif jd and n_markers != getattr(self.engine, "seq", n_markers) and n_markers >= 0:
+        elif jd and n_markers != getattr(self.engine, "seq", n_markers):
             raise ValueError(f"{jd}: the engine recovered from a snapshot but there is no {self.SNAPSHOT}: the "
                              "gateway's state (risk, retry memory, names) cannot be rebuilt; snapshot with "
                              "OrderPipeline.snapshot()")
@@ -220,8 +221,6 @@ class OrderPipeline:
     def state_hash(self) -> str:
         """sha256 over the engine's state hash and the gateway's state (risk, retry memory, name map):
         equal to the hash of a pipeline rebuilt offline from the same journal."""
-        import hashlib
-
         def both():
             return self.engine.state_hash() + self.state.digest()
         return hashlib.sha256(self.in_engine(both).encode()).hexdigest()
