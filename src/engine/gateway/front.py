@@ -210,6 +210,16 @@ class Gateway:
                 sock.send_multipart(out.recv_multipart(), zmq.NOBLOCK)
         except zmq.Again:
             pass
+        except Exception as e:
+            if self._stop.is_set() and isinstance(e, zmq.ContextTerminated):
+                pass
+            elif owner:      # the engine thread itself is gone: nothing would answer any more
+                self.pipeline.stats.errors += 1
+                if self.pipeline.failed is None:
+                    self.pipeline._fatal(e)
+            else:
+                self.pipeline.stats.errors += 1
+                log.exception("gateway worker %d stopped: %r", k, e)
         finally:
             if owner and self.pipeline._owner is threading.current_thread():
                 self.pipeline.detach()
