@@ -310,12 +310,12 @@ def test_signed_order_without_ids_cannot_be_replayed_as_a_second_order(gateway):
 
 def test_rate_limit_is_per_api_key_across_connections(tmp_path):
     eng = EngineManager(["AAPL"])
-    pipe = OrderPipeline(eng, RiskManager(RiskLimits(price_band_bps=0, rate_per_s=5, burst=5)))
+    pipe = OrderPipeline(eng, RiskManager(RiskLimits(price_band_bps=0, rate_per_s=1, burst=3)))
     gw = Gateway(pipe, Authenticator(KeyStore(KEYS)), "tcp://127.0.0.1:*").start()
     clients = [Client(gw.endpoint, "alice", b"alice-secret", timeout=3, retries=0) for _ in range(5)]
     try:
         reasons = [c.submit("AAPL", "B", PX, 1).get("reason") for c in clients for _ in range(2)]
-        assert reasons.count("rate_limited") >= 4          # 10 orders, one bucket of 5 (+ refill)
+        assert reasons.count("rate_limited") >= 4          # 10 orders, one bucket of 3 (+ 1/s refill)
         with Client(gw.endpoint, "bob", b"bob-secret", timeout=3, retries=0) as b:   # another key: its own
             assert b.submit("AAPL", "B", PX, 1)["status"] == "ack"
     finally:
