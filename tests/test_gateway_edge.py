@@ -378,7 +378,7 @@ def test_fuzzed_requests_never_break_the_pipeline_and_replay_equals_live(tmp_pat
             assert r["reason"] != "internal_error", r
         json.dumps(pipe.finish(r))      # every reply encodes
     assert pipe.failed is None and pipe.stats.errors == 0
-    assert len(pipe.state.dedup) <= 16
+    assert all(len(m) <= 16 for m in pipe.state.dedup._by.values()) and len(pipe.state.dedup) <= 3 * 16
     assert pipe.handle("ACC-A", None, {"type": "hello"})["status"] == "ok"
     live = pipe.state_hash()
     pipe.engine.close()
@@ -468,3 +468,14 @@ def test_restart_with_two_shards_rebuilds_the_same_state(tmp_path):
     assert again.rebuilt == 12 and again.state_hash() == live
     assert again.handle("ACC-A", None, _new("a3", "B", 100 * PX, 1, sym="MSFT")).get("dup") is True
     again.engine.close()
+
+
+def test_retry_memory_is_per_account(tmp_path):
+    """One account's flood never pushes another account's outcome out of the retry memory."""
+    pipe = OrderPipeline(EngineManager(["AAPL"]), RiskManager(RiskLimits(**LOOSE)), dedup_size=4)
+    first = pipe.handle("ACC-B", None, _new("b-keep", "B", PX, 1))
+    for i in range(20):
+        pipe.handle("ACC-A", None, _new(f"flood-{i}", "S", 200 * PX, 1))
+    again = pipe.handle("ACC-B", None, _new("b-keep", "B", PX, 1))
+    assert again.get("dup") is True and again["events"] == first["events"]
+    assert pipe.handle("ACC-A", None, _new("flood-0", "S", 200 * PX, 1)).get("dup") is None   # forgotten

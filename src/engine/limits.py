@@ -24,7 +24,8 @@ Abuse limits with configurable values (``[risk]`` of the exchange configuration,
 ``rate_per_s``/``burst`` (orders per second per API key, across all its connections), ``bytes_per_s``/
 ``burst_bytes`` (request bytes per second per API key), ``max_open_orders`` (resting orders per account),
 ``reference_prices`` (price-band reference per symbol until the symbol trades) and the dedup memory
-(``OrderPipeline(dedup_size=...)``, outcomes kept per account for idempotent retries).
+(``OrderPipeline(dedup_size=...)``: outcomes kept per account, oldest forgotten first; the memory is
+bounded by dedup_size times the number of accounts).
 """
 from __future__ import annotations
 

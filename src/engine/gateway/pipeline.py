@@ -124,7 +124,7 @@ class OrderPipeline:
     max_pending : int
         Orders allowed in the engine input queue (or inside the engine) before ``busy``.
     dedup_size : int
-        Outcomes remembered for idempotent retries (engine.gateway.state.DedupMemory).
+        Outcomes remembered per account for idempotent retries (engine.gateway.state.DedupMemory).
     portfolio : engine.portfolio.PortfolioManager, optional
         Answers ``{"type": "query", "what": "position"}`` (marked to the book first).
     latency : engine.latency.LatencyMonitor, optional
@@ -499,7 +499,7 @@ class OrderPipeline:
         then ONE engine call for what passed. One outcome per entry: ``("events", events)``, ``("dup",
         encoded first outcome)``, ``("same", j)`` (a retry of entry j of this batch) or ``("reply", dict)``."""
         state = self.state
-        memory = state.dedup._d         # read here, written by OrderState.remember (this thread only)
+        memory = state.dedup._by        # read here, written by OrderState.remember (this thread only)
         check = self.risk.check_and_reserve
         n = len(batch)
         outcomes: list = [None] * n
@@ -508,11 +508,12 @@ class OrderPipeline:
         for j, b in enumerate(batch):
             account, key, ereq = b[1], b[3], b[4]
             if key is not None:
-                k = (account, key)
-                prev = memory.get(k)
+                m = memory.get(account)
+                prev = m.get(key) if m is not None else None
                 if prev is not None:
                     outcomes[j] = ("dup", prev)
                     continue
+                k = (account, key)
                 f = first.get(k)
                 if f is not None:
                     outcomes[j] = ("same", f)

@@ -27,39 +27,45 @@ ORDER_ENDS = ("fill", "canceled", "expired")   # with leaves_qty 0: the order le
 
 
 class DedupMemory:
-    """Bounded (``size`` entries, oldest forgotten first) map (account, dedup key) -> encoded outcome.
+    """The retry memory: per account, the last ``size`` outcomes by dedup key (oldest forgotten first), so
+    one account's flood never pushes another account's in-flight retry out. Bounded by ``size`` times the
+    number of accounts (configured API keys and sessions).
 
     Outcomes are kept as bytes: the cyclic garbage collector never walks them (dicts and lists of
     100k replies made every full collection walk all of them: ~25% of the request path's time)."""
 
     def __init__(self, size: int = 100_000):
         self.size = size
-        self._d: OrderedDict = OrderedDict()
+        self._by: dict[str, OrderedDict] = {}
 
     def get(self, account: str, key: str) -> bytes | None:
-        return self._d.get((account, key))
+        m = self._by.get(account)
+        return None if m is None else m.get(key)
 
     def put(self, account: str, key: str, body: bytes) -> None:
-        d = self._d
-        d[(account, key)] = body      # a key is put once (a hit is answered, never put again): no reorder
-        if len(d) > self.size:
-            d.popitem(last=False)
+        m = self._by.get(account)
+        if m is None:
+            m = self._by[account] = OrderedDict()
+        m[key] = body      # a key is put once (a hit is answered, never put again): no reorder
+        if len(m) > self.size:
+            m.popitem(last=False)
 
     def __len__(self) -> int:
-        return len(self._d)
+        return sum(len(m) for m in self._by.values())
 
     def items(self) -> list:
-        return [[a, k, b.decode()] for (a, k), b in self._d.items()]
+        return [[a, k, b.decode()] for a, m in self._by.items() for k, b in m.items()]
 
     def load(self, rows: list) -> None:
-        self._d = OrderedDict(((a, k), b.encode()) for a, k, b in rows)
-        while len(self._d) > self.size:
-            self._d.popitem(last=False)
+        self._by = {}
+        for a, k, b in rows:
+            self.put(a, k, b.encode())
 
     def digest(self, h) -> None:
         # sorted: with several shards the live order of entries interleaves shards, a replay does not
-        for (acct, key), body in sorted(self._d.items()):
-            h.update(acct.encode() + b"\0" + key.encode() + b"\0" + body + b"\n")
+        for acct in sorted(self._by):
+            for key, body in sorted(self._by[acct].items()):
+                h.update(acct.encode() + b"\0" + key.encode() + b"\0" + body + b"\n")
 
 
 def reply_core(own: list) -> dict:
