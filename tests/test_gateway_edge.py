@@ -479,3 +479,20 @@ def test_retry_memory_is_per_account(tmp_path):
     again = pipe.handle("ACC-B", None, _new("b-keep", "B", PX, 1))
     assert again.get("dup") is True and again["events"] == first["events"]
     assert pipe.handle("ACC-A", None, _new("flood-0", "S", 200 * PX, 1)).get("dup") is None   # forgotten
+
+
+def test_shard_timeout_is_an_unknown_outcome_not_a_reject(tmp_path):
+    from engine.manager import ShardTimeout
+
+    class Stalled(EngineManager):
+        stall = True
+
+        def submit_many(self, reqs, tokens=None):
+            if self.stall:
+                raise ShardTimeout("engine shard tcp://x: no answer to submit_many in 10 ms")
+            return super().submit_many(reqs, tokens)
+    pipe = OrderPipeline(Stalled(["AAPL"]), RiskManager(RiskLimits(**LOOSE)))
+    r = pipe.handle("ACC-A", None, _new("u-1"))
+    assert (r["status"], r["reason"]) == ("unknown", "outcome_unknown") and pipe.failed is None
+    pipe.engine.stall = False      # not remembered: the retry is decided again (settling is the router's)
+    assert pipe.handle("ACC-A", None, _new("u-1"))["status"] == "ack"

@@ -540,10 +540,13 @@ class OrderPipeline:
                 results = self.engine.submit_many(reqs)
             else:
                 results = [self.engine.submit(r) for r in reqs]
-        except self._isolated as e:   # this call's outcome is unknown, the engine itself is fine
+        except self._isolated as e:
+            # a remote shard did not answer in time: the outcome is unknown (it may have been journaled and
+            # applied), so it is neither a reject nor remembered; the sender is told so
             self.stats.engine_errors += 1
-            results = [[{"type": "rejected", "account": r["account"], "reason": "engine_error", "text": repr(e)}]
-                       for r in reqs]
+            for j in idx:
+                outcomes[j] = ("reply", {"status": "unknown", "reason": "outcome_unknown", "text": repr(e)[:200]})
+            return outcomes
         finally:
             if n > 1:
                 self.risk.clear_reservations()
