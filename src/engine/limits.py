@@ -5,7 +5,9 @@ limit                  value       where it is enforced (and what the sender get
 =====================  ==========  =====================================================================
 MAX_FRAME_BYTES        65,536      ZeroMQ gateway: ``ZMQ_MAXMSGSIZE`` on the ROUTER. libzmq checks the
                                    length in the frame header and disconnects the peer before reading
-                                   the frame (no reply: the frame is never read).
+                                   the frame (no reply: the frame is never read). It bounds each frame:
+                                   a message of many small frames is still received whole before it is
+                                   answered ``bad_frames`` (a known limit of this transport).
 MAX_BODY_BYTES         4,096       ZeroMQ gateway: a JSON body longer than this is answered
                                    ``message_too_large`` before it is verified or decoded.
 MAX_ID_BYTES           64          client_order_id, orig_client_order_id (UTF-8 bytes): longer is
