@@ -32,7 +32,7 @@ import time
 from typing import Callable
 
 from engine.gateway.codec import dumpb, loads
-from engine.gateway.state import ORDER_ENDS as _ORDER_ENDS, OrderState, reply_core
+from engine.gateway.state import ORDER_ENDS as _ORDER_ENDS, OrderState
 from engine.gateway.validation import BadRequest, check_rid, validate
 from engine.limits import MAX_BOOK_DEPTH, MAX_RID_BYTES, MAX_SYMBOL_BYTES
 from engine.risk import RiskManager
@@ -573,7 +573,7 @@ class OrderPipeline:
         """Build each request's reply, remember sequenced outcomes, route other accounts' events, deliver."""
         st = self.stats
         lat = self.latency is not None
-        remember = self.state.remember
+        put = self.state.dedup.put
         for n, (i, account, rid, key, ereq, t_recv, t_risk, t_q) in enumerate(sub):
             j = k0 + n
             kind, value = outcomes[j]
@@ -586,14 +586,15 @@ class OrderPipeline:
                     else:
                         st.execs_routed += 1
                         self.route(ev["account"], ev)
-                core = reply_core(own)
-                if key is not None and (len(value) != 1 or value[0].get("seq") or value[0]["type"] != "rejected"):
-                    remember(account, key, core)        # sequenced (see state.sequenced)
-                if core["status"] == "ack":
-                    st.acks += 1
-                else:
+                # state.reply_core, with the rid (the retry memory's copy is normalised by its digest)
+                if own and own[0]["type"] == "rejected":
                     st.rejects += 1
-                reply = {"rid": rid, **core}
+                    reply = {"rid": rid, "status": "rejected", "reason": own[0].get("reason", ""), "events": own}
+                else:
+                    st.acks += 1
+                    reply = {"rid": rid, "status": "ack", "events": own}
+                if key is not None and (len(value) != 1 or value[0].get("seq") or value[0]["type"] != "rejected"):
+                    put(account, key, dumpb(reply))        # sequenced (see state.sequenced)
                 stamps = (t_recv, t_risk, t_q, t_match) if lat else None
             elif kind == "dup" or kind == "same":
                 st.dups += 1

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 
-from engine.gateway.codec import dumpb
+from engine.gateway.codec import dumpb, loads
 
 ORDER_ENDS = ("fill", "canceled", "expired")   # with leaves_qty 0: the order left the book
 
@@ -62,17 +62,21 @@ class DedupMemory:
             self.put(a, k, b.encode())
 
     def digest(self, h) -> None:
-        # sorted: with several shards the live order of entries interleaves shards, a replay does not
+        # sorted: with several shards the live order of entries interleaves shards, a replay does not; the
+        # rid of the first request is in the live copy only (the journal keeps the dedup key): left out
         for acct in sorted(self._by):
             for key, body in sorted(self._by[acct].items()):
-                h.update(acct.encode() + b"\0" + key.encode() + b"\0" + body + b"\n")
+                obj = loads(body)
+                obj["rid"] = None
+                h.update(acct.encode() + b"\0" + key.encode() + b"\0" + dumpb(obj) + b"\n")
 
 
-def reply_core(own: list) -> dict:
-    """The outcome of a sequenced request from its requester's own events (the reply without ``rid``)."""
+def reply_core(own: list, rid=None) -> dict:
+    """The reply to a sequenced request from its requester's own events (OrderPipeline._complete builds
+    the same inline)."""
     if own and own[0]["type"] == "rejected":
-        return {"status": "rejected", "reason": own[0].get("reason", ""), "events": own}
-    return {"status": "ack", "events": own}
+        return {"rid": rid, "status": "rejected", "reason": own[0].get("reason", ""), "events": own}
+    return {"rid": rid, "status": "ack", "events": own}
 
 
 def sequenced(events: list) -> bool:
