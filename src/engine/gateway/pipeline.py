@@ -456,7 +456,8 @@ class OrderPipeline:
                     else:
                         raise BadRequest(f"unknown request type {kind!r}"[:80])
                     continue
-                ereq = validate(account, req, nonce, True)   # rid checked above
+                t_recv = ts_recv if ts_recv is not None else time.time_ns()
+                ereq = validate(account, req, nonce, True, t_recv)   # rid checked above
                 if risk.edge_limits and risk.take(client if client is not None else account, account, nbytes) is not None:
                     st.rate_limited += 1
                     st.rejects += 1
@@ -472,9 +473,7 @@ class OrderPipeline:
                 replies[i] = {"rid": rid, "status": "rejected",
                               "reason": "internal_error", "text": type(e).__name__}
                 continue
-            t_recv = ts_recv if ts_recv is not None else time.time_ns()
-            ereq["ts_recv"] = t_recv
-            batch.append([i, account, rid, ereq.get("dedup_key"), ereq, t_recv, time.time_ns(), 0])
+            batch.append([i, account, rid, ereq["dedup_key"], ereq, t_recv, time.time_ns(), 0])
         if not batch:
             return replies, batch
         with self._pending_lock:     # a counter, held for two integer operations

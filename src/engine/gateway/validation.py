@@ -71,10 +71,11 @@ def check_rid(rid) -> None:
         raise BadRequest("rid must be a string or an integer")
 
 
-def validate(account: str, req: dict, nonce: bytes | str | None = None, rid_checked: bool = False) -> dict:
+def validate(account: str, req: dict, nonce: bytes | str | None = None, rid_checked: bool = False,
+             ts_recv: int = 0) -> dict:
     """The engine request for ``req`` (kinds new, cancel, amend), with its ``dedup_key``; raises BadRequest.
 
-    The dedup key names the request in the account's retry memory: ``c:<client_order_id>`` for a new
+    ``ts_recv`` (ns, 0: the engine stamps it) goes into the request. The dedup key names the request in the account's retry memory: ``c:<client_order_id>`` for a new
     order that has one, else ``r:<rid>``, else ``s:<nonce>`` (the request's signature: a signed request
     without either cannot be replayed as a second order), else none.
 
@@ -116,14 +117,15 @@ def validate(account: str, req: dict, nonce: bytes | str | None = None, rid_chec
             price = req.get("price")
             if type(price) is not int or not INT64_MIN <= price <= INT64_MAX:
                 price = _int(req, "price", INT64_MIN, INT64_MAX)
+        # one literal with every key (an insert past the literal's size would grow the dict)
         out = {"type": "new", "account": account, "client_order_id": clid or "", "symbol": symbol,
                "side": side, "price": price, "qty": qty, "order_type": order_type, "tif": tif,
-               "post_only": post_only}
+               "post_only": post_only, "ts_recv": ts_recv, "dedup_key": "c:" + clid if clid else None}
         if clid:
-            out["dedup_key"] = "c:" + clid
             return out
     elif kind == "cancel" or kind == "amend":
-        out = {"type": kind, "account": account, "client_order_id": clid or ""}
+        out = {"type": kind, "account": account, "client_order_id": clid or "", "ts_recv": ts_recv,
+               "dedup_key": None}
         if req.get("order_id") is not None:
             oid = req["order_id"]
             out["order_id"] = oid if type(oid) is int and 0 < oid < (1 << 64) else _int(req, "order_id", 1,
