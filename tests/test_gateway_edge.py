@@ -496,3 +496,23 @@ def test_shard_timeout_is_an_unknown_outcome_not_a_reject(tmp_path):
     assert (r["status"], r["reason"]) == ("unknown", "outcome_unknown") and pipe.failed is None
     pipe.engine.stall = False      # not remembered: the retry is decided again (settling is the router's)
     assert pipe.handle("ACC-A", None, _new("u-1"))["status"] == "ack"
+
+
+def test_journal_failure_on_the_engine_thread_is_fatal_and_fail_stop(tmp_path):
+    pipe = _pipe(tmp_path)
+    seen = []
+    pipe.on_fatal = seen.append           # in a process: the default logs and exits 70 (tested above)
+    assert pipe.handle("ACC-A", None, _new("j-0"))["status"] == "ack"
+    shard = pipe.engine._shards[0].shard
+
+    def broken():
+        raise OSError(5, "Input/output error")
+    shard.journal.commit = broken
+    r = pipe.handle("ACC-A", None, _new("j-1"))
+    assert (r["status"], r["reason"]) == ("rejected", "engine_failed")
+    assert isinstance(seen[0], JournalWriteFailed) and pipe.engine.seq == 1
+    # never a live pipeline answering as if nothing happened
+    assert pipe.handle("ACC-A", None, {"type": "hello"})["reason"] == "engine_failed"
+    del shard.journal.commit
+    pipe.engine.close()
+    assert EngineManager(["AAPL", "MSFT"], journal_dir=str(tmp_path)).seq == 1
