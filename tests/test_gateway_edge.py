@@ -516,3 +516,21 @@ def test_journal_failure_on_the_engine_thread_is_fatal_and_fail_stop(tmp_path):
     del shard.journal.commit
     pipe.engine.close()
     assert EngineManager(["AAPL", "MSFT"], journal_dir=str(tmp_path)).seq == 1
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(messages=st.lists(st.lists(st.binary(max_size=80), min_size=1, max_size=7), min_size=1, max_size=6))
+def test_fuzzed_raw_multipart_messages_are_answered(gateway, messages):
+    gw, pipe = gateway
+    ctx = zmq.Context.instance()
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(gw.endpoint)
+    try:
+        for frames in messages:
+            s.send_multipart(frames)
+            assert s.poll(5000), frames
+            assert loads(s.recv())["status"] == "rejected"     # bad_frames or an authentication reason
+    finally:
+        s.close(linger=0)
+    assert pipe.failed is None and pipe.engine.seq == 0
