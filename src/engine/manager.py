@@ -509,6 +509,9 @@ class EngineManager:
             self._downstream(evs)
             self._replayed.extend(evs)
         self._closed = False
+        # one in-process shard: its submit_many is called directly (the request path's cost counts)
+        sh = self._shards[0] if len(self._shards) == 1 else None
+        self._local = sh.shard.submit_many if type(sh) is _LocalShard else None
 
     def take_replayed(self) -> list[dict]:
         """The events of the journal recovery (each request's preceded by a ``request`` marker), once."""
@@ -560,7 +563,9 @@ class EngineManager:
                     break
             else:   # the common case: one engine, nothing to expand or route
                 with self._lock:
-                    out = self._shards[0].call("submit_many", reqs, tokens)
+                    local = self._local
+                    out = local(reqs, tokens) if local is not None else self._shards[0].call("submit_many", reqs,
+                                                                                              tokens)
                     if self.trade_log is not None or self.portfolio is not None:
                         for evs in out:
                             self._downstream(evs)

@@ -167,6 +167,15 @@ class OrderPipeline:
 
     SNAPSHOT = "gateway-snapshot.json"
 
+    @property
+    def engine(self):
+        return self._engine
+
+    @engine.setter
+    def engine(self, engine) -> None:
+        self._engine = engine
+        self._submit_many = getattr(engine, "submit_many", None)   # looked up once, not per batch
+
     def _recover(self) -> int:
         """Rebuild the state from the engine's journal recovery (after a gateway snapshot, if any)."""
         take = getattr(self.engine, "take_replayed", None)
@@ -535,8 +544,9 @@ class OrderPipeline:
         if not reqs:
             return outcomes
         try:
-            if len(reqs) > 1 and hasattr(self.engine, "submit_many"):
-                results = self.engine.submit_many(reqs)
+            submit_many = self._submit_many
+            if submit_many is not None:
+                results = submit_many(reqs)
             else:
                 results = [self.engine.submit(r) for r in reqs]
         except self._isolated as e:
