@@ -534,3 +534,30 @@ def test_fuzzed_raw_multipart_messages_are_answered(gateway, messages):
     finally:
         s.close(linger=0)
     assert pipe.failed is None and pipe.engine.seq == 0
+
+
+def test_a_standby_can_keep_the_gateway_state_and_hand_it_over(tmp_path):
+    """What a hot standby needs (engine.manager.StandbyEngine belongs to the failover work): follow the
+    journal, feed the replayed events to an OrderState as it goes, take over with that state."""
+    from engine.gateway import OrderState
+    from engine.manager import StandbyEngine
+
+    limits = dict(max_position=10, price_band_bps=1_000)
+    pipe = _pipe(tmp_path, **limits)
+    sb = StandbyEngine(["AAPL", "MSFT"], str(tmp_path))
+    state = OrderState(RiskManager(RiskLimits(**dict(LOOSE, **limits))))
+
+    def follow():
+        sb.shard.replay_payloads(sb.follower.poll(), source="primary")
+        state.rebuild(sb.shard.take_replayed())
+    _trade_setup(pipe)
+    follow()
+    assert pipe.handle("MM2", None, _new("mm-7", "S", 104 * PX, 1))["status"] == "ack"
+    follow()
+    live = pipe.state_hash()
+    pipe.engine.close()                  # the primary is gone (a takeover never runs beside it)
+    taken = OrderPipeline(sb.take_over(), state=state)
+    assert taken.state_hash() == live
+    assert taken.handle("ACC-A", None, _new("a-1", "B", 100 * PX, 10)).get("dup") is True
+    assert taken.handle("ACC-A", None, _new("a-9", "B", 100 * PX, 1))["reason"] == "position_limit"
+    taken.engine.close()

@@ -130,6 +130,9 @@ class OrderPipeline:
     latency : engine.latency.LatencyMonitor, optional
         Gets the stage stamps gateway_recv, risk_done, ring_enqueue, match_done (and ack_sent, added by
         the transport through :meth:`finish`) of every order that reached the engine.
+    state : engine.gateway.state.OrderState, optional
+        The gateway's state, kept up to date elsewhere (a hot standby feeds the events of the journal it
+        follows to ``OrderState.rebuild`` as it goes); ``risk`` and ``dedup_size`` are then its own.
 
     Construction rebuilds the state machine's gateway part from ``engine.take_replayed()`` (the events of
     the engine's journal recovery) when the engine has it.
@@ -139,13 +142,18 @@ class OrderPipeline:
     on_fatal: Callable[[BaseException], None] = staticmethod(exit_on_engine_failure)
 
     def __init__(self, engine, risk: RiskManager | None = None, marketdata=None,
-                 max_pending: int = 1024, dedup_size: int = 100_000, portfolio=None, latency=None):
+                 max_pending: int = 1024, dedup_size: int = 100_000, portfolio=None, latency=None,
+                 state: OrderState | None = None):
         self.engine = engine
         self.latency = latency
         self._stamp_buf: list = []
         self._stamp_lock = threading.Lock()
-        self.risk = risk or RiskManager()
-        self.state = OrderState(self.risk, dedup_size)
+        if state is not None:    # built elsewhere (a hot standby follows the journal with one): taken over
+            self.risk = state.risk
+            self.state = state
+        else:
+            self.risk = risk or RiskManager()
+            self.state = OrderState(self.risk, dedup_size)
         self.marketdata = marketdata
         self.portfolio = portfolio
         self.max_pending = max_pending
