@@ -561,3 +561,12 @@ def test_a_standby_can_keep_the_gateway_state_and_hand_it_over(tmp_path):
     assert taken.handle("ACC-A", None, _new("a-1", "B", 100 * PX, 10)).get("dup") is True
     assert taken.handle("ACC-A", None, _new("a-9", "B", 100 * PX, 1))["reason"] == "position_limit"
     taken.engine.close()
+
+
+def test_a_request_that_is_not_an_object_is_a_bad_request(tmp_path):
+    pipe = _pipe(tmp_path)
+    for req in ([1, 2], "new", 7, None):
+        r = pipe.handle("ACC-A", None, req)
+        assert (r["status"], r["reason"]) == ("rejected", "bad_request"), r
+    assert pipe.stats.errors == 0
+    pipe.engine.close()

@@ -458,12 +458,14 @@ class OrderPipeline:
                 if self.failed is not None:
                     replies[i] = {"rid": rid, "status": "rejected", "reason": "engine_failed"}
                     continue
+                if not isinstance(req, dict):
+                    raise BadRequest("a request is a JSON object")
                 kind = req.get("type")
                 if type(kind) is not str:
                     raise BadRequest("type must be a string")
+                payer = client if client is not None else account      # the rate limit's key
                 if kind not in _ORDER_KINDS:
-                    if nbytes and risk.edge_limits and risk.take(client if client is not None else account, account, nbytes,
-                                            orders=0) is not None:
+                    if nbytes and risk.edge_limits and risk.take(payer, account, nbytes, orders=0) is not None:
                         st.rate_limited += 1
                         replies[i] = {"rid": rid, "status": "rejected", "reason": "rate_limited"}
                     elif kind == "hello":
@@ -475,7 +477,7 @@ class OrderPipeline:
                     continue
                 t_recv = ts_recv if ts_recv is not None else time.time_ns()
                 ereq = validate(account, req, nonce, True, t_recv)   # rid checked above
-                if risk.edge_limits and risk.take(client if client is not None else account, account, nbytes) is not None:
+                if risk.edge_limits and risk.take(payer, account, nbytes) is not None:
                     st.rate_limited += 1
                     st.rejects += 1
                     replies[i] = {"rid": rid, "status": "rejected", "reason": "rate_limited"}

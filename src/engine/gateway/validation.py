@@ -75,11 +75,12 @@ def validate(account: str, req: dict, nonce: bytes | str | None = None, rid_chec
              ts_recv: int = 0) -> dict:
     """The engine request for ``req`` (kinds new, cancel, amend), with its ``dedup_key``; raises BadRequest.
 
-    ``ts_recv`` (ns, 0: the engine stamps it) goes into the request. The dedup key names the request in the account's retry memory: ``c:<client_order_id>`` for a new
-    order that has one, else ``r:<rid>``, else ``s:<nonce>`` (the request's signature: a signed request
-    without either cannot be replayed as a second order), else none.
+    ``ts_recv`` (ns, 0: the engine stamps it) goes into the request. The dedup key names the request in
+    the account's retry memory: ``c:<client_order_id>`` for a new order that has one, else ``r:<rid>``,
+    else ``s:<nonce>`` (the request's signature: a signed request without either cannot be replayed as a
+    second order), else none. ``rid_checked``: the caller already ran :func:`check_rid`.
 
-    (The common case, short ASCII strings and plain ints, is tested inline; anything else goes through
+    (The common case, short strings and plain ints, is tested inline; anything else goes through
     the general checks, which give the reasons.)"""
     kind = req.get("type")
     rid = req.get("rid")
