@@ -570,3 +570,22 @@ def test_a_request_that_is_not_an_object_is_a_bad_request(tmp_path):
         assert (r["status"], r["reason"]) == ("rejected", "bad_request"), r
     assert pipe.stats.errors == 0
     pipe.engine.close()
+
+
+def test_an_unknown_outcome_event_is_answered_unknown_and_not_remembered(tmp_path):
+    """An engine layer that reports a request's outcome as unknown (one ``unknown`` event; the shard router
+    settles it later) gets status unknown, never an ack, and a retry is not answered from memory."""
+    class Router(EngineManager):
+        stall = True
+
+        def submit_many(self, reqs, tokens=None):
+            if self.stall:
+                return [[{"type": "unknown", "account": r["account"], "client_order_id": r["client_order_id"],
+                          "reason": "shard_timeout", "seq": 0}] for r in reqs]
+            return super().submit_many(reqs, tokens)
+    pipe = OrderPipeline(Router(["AAPL"]), RiskManager(RiskLimits(**LOOSE)))
+    r = pipe.handle("ACC-A", None, _new("k-1"))
+    assert (r["status"], r["reason"]) == ("unknown", "shard_timeout")
+    assert pipe.stats.acks == 0 and pipe.state.dedup.get("ACC-A", "c:k-1") is None
+    pipe.engine.stall = False
+    assert pipe.handle("ACC-A", None, _new("k-1"))["status"] == "ack"

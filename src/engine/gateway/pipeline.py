@@ -106,11 +106,15 @@ class GatewayStats:
 
 def _isolated_engine_errors() -> tuple:
     """Engine exceptions that concern one call only (a remote shard that did not answer in time)."""
-    try:
-        from engine.manager import ShardTimeout
-        return (ShardTimeout,)
-    except ImportError:   # pragma: no cover
-        return ()
+    out = []
+    for mod in ("engine.shards", "engine.manager"):      # where the shard transports live
+        try:
+            cls = getattr(__import__(mod, fromlist=["ShardTimeout"]), "ShardTimeout", None)
+        except ImportError:
+            continue
+        if cls is not None and cls not in out:
+            out.append(cls)
+    return tuple(out)
 
 
 class OrderPipeline:
@@ -609,6 +613,18 @@ class OrderPipeline:
                 if own and own[0]["type"] == "rejected":
                     st.rejects += 1
                     reply = {"rid": rid, "status": "rejected", "reason": own[0].get("reason", ""), "events": own}
+                elif own and own[0]["type"] == "unknown":
+                    # the engine layer could not learn the outcome (a shard that did not answer in time): it
+                    # settles it later; never an ack or a reject, never remembered as one
+                    replies[j] = reply = {"rid": rid, "status": "unknown", "reason": own[0].get("reason", ""),
+                                          "events": own}
+                    reply["_stamps"] = None
+                    try:
+                        deliver(i, reply)
+                    except Exception as e:
+                        st.sink_errors += 1
+                        log.error("delivering a reply to %s failed: %r", account, e)
+                    continue
                 else:
                     st.acks += 1
                     reply = {"rid": rid, "status": "ack", "events": own}
