@@ -153,7 +153,7 @@ def bench_exchange(workers, null_engine=False):
                              "gateway.endpoint": "tcp://127.0.0.1:*", "marketdata.endpoint": "tcp://127.0.0.1:*",
                              "gateway.workers": workers, "engine.fsync": "none", "engine.journal": False})
     cfg["symbols"] = ["AAPL", "MSFT"]
-    cfg["risk"] = {"rate_per_s": 0, "price_band_bps": 0}
+    cfg["risk"] = {"rate_per_s": 0, "bytes_per_s": 0, "price_band_bps": 0}
     ex = Exchange(cfg)
     if null_engine:
         ex.pipeline.engine = NullEngine()
@@ -188,7 +188,7 @@ def inprocess(null_engine, n, gap_s):
     risk, engine, reply, market data) on signed new/cancel requests, one at a time, in this thread (made
     the engine thread). With ``gap_s`` > 0 the thread sleeps that long before every request, as a server
     does between the round trips of the latency phase: the code then runs on cold caches."""
-    import engine.gateway as G
+    import engine.gateway.front as G
     from engine.auth import sign
 
     ex = bench_exchange(1, null_engine)

@@ -169,7 +169,7 @@ def read_until_ack(proc, at_least: int) -> int:
 def journaled_ids(jdir) -> set[str]:
     ids = set()
     for p in read_journal(str(jdir / "journal.bin"))[0]:
-        if p[:1] == b"R":
+        if p[:1] in (b"R", b"Q"):
             _acct, pos = _unpack_str(p, 1 + REQ_DTYPE.itemsize)
             ids.add(_unpack_str(p, pos)[0])
     return ids

@@ -117,13 +117,10 @@ def test_engine_thread_tokens_over_remote_shards():
         want = [[strip(e) for e in evs] for evs in ref.submit_many(flow)]
     with ShardServers(2) as srv:
         m = EngineManager(SYMS, remote=srv.endpoints)
-        m.start()
-        for i, req in enumerate(flow):
-            assert m.submit_nowait(req, token=("tok", i))
-        m.stop()
         got: dict = {}
-        for ev in m.events(timeout=5):
-            got.setdefault(ev["token"][1], []).append(strip(ev))
+        for evs in m.submit_many(flow, [("tok", i) for i in range(len(flow))]):
+            for ev in evs:
+                got.setdefault(ev["token"][1], []).append(strip(ev))
         m.close()
     assert [got.get(i, []) for i in range(len(flow))] == want
 

@@ -23,17 +23,15 @@ import hashlib
 import json
 import multiprocessing
 import os
-import queue
 import struct
 import threading
-from collections.abc import Iterator
 
 import numpy as np
 
 from engine import orders as O
 from engine.journal import JournalWriter, read_journal
 from engine.matching import Engine
-from engine.shard_core import ShardCore, reject_event
+from engine.shard_core import REC_V1, REC_V2, JournalWriteFailed, ShardCore, reject_event  # noqa: F401
 
 ID_SHIFT = 40
 #: events of each shard's journal tail kept after recovery for the FIX/OUCH acceptors' catch_up (fixouch, issue 10)
@@ -116,14 +114,19 @@ class ShardEngine(ShardCore):
         batch, metas = [], []
         applied = 0
         for p in payloads:
-            if p[:1] == b"C":
+            tag = p[:1]
+            if tag == b"C":
                 cfg = json.loads(p[1:])
                 if cfg != self._config():
                     raise ValueError(f"{source} was written with another configuration: {cfg}")
                 continue
+            if tag not in (REC_V1, REC_V2):
+                raise ValueError(f"{source}: unknown journal record type {tag!r} (written by a newer version of "
+                                 "feedhandler? this one reads record types R and Q)")
             rec = np.frombuffer(p, dtype=O.REQ_DTYPE, count=1, offset=1)[0]
             acct, pos = _unpack_str(p, 1 + O.REQ_DTYPE.itemsize)
-            clid, _ = _unpack_str(p, pos)
+            clid, pos = _unpack_str(p, pos)
+            key = _unpack_str(p, pos)[0] if tag == REC_V2 else ""
             seq = int(rec["seq"])
             if seq <= self.seq:
                 continue  # already in the snapshot
@@ -141,7 +144,7 @@ class ShardEngine(ShardCore):
                 inst = int(rec["instrument_id"])
                 self.next_n[inst] = max(self.next_n[inst], int(rec["order_id"]) & ID_MASK)
             batch.append(rec)
-            metas.append((acct, clid))
+            metas.append((acct, clid, key))
             applied += 1
             if len(batch) >= 4096:
                 self._replay(batch, metas)
@@ -151,9 +154,14 @@ class ShardEngine(ShardCore):
         return applied
 
     def _replay(self, batch, metas) -> None:
+        """Apply journaled records; each request's events in replayed_events are preceded by a ``request``
+        marker (seq, account, client order id, dedup key, kind) from which the gateway rebuilds its state."""
         recs = np.array(batch, dtype=O.REQ_DTYPE)
-        for evs in self.apply_records(recs, metas):
-            self.replayed_events.extend(evs)
+        out = self.replayed_events
+        for rec, (acct, clid, key), evs in zip(batch, metas, self.apply_records(recs, metas)):
+            out.append({"type": "request", "seq": int(rec["seq"]), "account": acct, "client_order_id": clid,
+                        "dedup_key": key, "kind": O.KIND_NAME.get(int(rec["kind"]), "")})
+            out.extend(evs)
 
     def snapshot(self) -> str:
         """Write journal_dir/snapshot.npz atomically; recovery then replays only later journal records."""
@@ -188,8 +196,12 @@ class ShardEngine(ShardCore):
 
     # ---- queries --------------------------------------------------------------------------------------------
     def state_hash(self) -> str:
+        """sha256 over the books, priorities, trade counters, the sequence, order counters, accounts, the
+        client order ids of live orders and the last trades: equal on a replay of the same journal."""
         h = hashlib.sha256(self.engine.state_hash().encode())
-        h.update(json.dumps([self.seq, self.next_n, self.account_names, self.symbols]).encode())
+        h.update(json.dumps([self.seq, self.next_n, self.account_names, self.symbols,
+                             sorted(self.clordid.items()),
+                             sorted((k, list(v)) for k, v in self.last_trades.items())]).encode())
         return h.hexdigest()
 
     def book(self, symbol: str, depth: int = 10):
@@ -254,7 +266,7 @@ class EngineManager:
     def __init__(self, symbols: list[str], *, journal_dir: str | None = None, fsync: str = "batch",
                  fsync_interval_ms: int = 10, shards: int = 1, processes: bool = False,
                  stp: str = "cancel_newest", post_only_mode: str = "reject", tick_size: int = 1,
-                 trade_log=None, portfolio=None, queue_size: int = 65536, remote: list[str] | None = None,
+                 trade_log=None, portfolio=None, remote: list[str] | None = None,
                  remote_timeout_s: float = 30.0, _shard: ShardEngine | None = None,
                  on_settled=None):
         if stp not in O.STP or stp == "none":
@@ -266,6 +278,7 @@ class EngineManager:
         if shards < 1:
             raise ValueError("shards must be >= 1")
         self.symbols = list(symbols)
+        self.journal_dir = journal_dir
         if len(set(self.symbols)) != len(self.symbols) or not self.symbols:
             raise ValueError("symbols must be a non-empty list of distinct names")
         shards = min(shards, len(self.symbols))
@@ -292,25 +305,34 @@ class EngineManager:
             else:
                 self._shards.append(cls(([self.symbols[i] for i in ids], ids), kwargs))
         self._lock = threading.Lock()
-        # the tail of the events regenerated by journal replay, for the FIX/OUCH acceptors' catch_up() (reports
-        # lost in a crash between the journal write and the acceptor's store: at most the requests in flight;
-        # fixouch, issue 10). Bounded so that a long journal does not stay in memory.
+        # events regenerated by the recovery, with a ``request`` marker before each request's events: the
+        # trade log and portfolio get them now, the gateway's OrderPipeline takes them (take_replayed) to
+        # rebuild its state (risk, dedup memory, client order id map) from the same journal. Their tail also
+        # stays as recovered_events for the FIX/OUCH acceptors' catch_up() (reports lost in a crash between
+        # the journal write and the acceptor's store: at most the requests in flight), bounded so that a
+        # long journal does not stay in memory twice.
+        self._replayed: list[dict] = []
         self.recovered_events: list[dict] = []
         for sh in self._shards:
             evs = sh.take_replayed()
-            self.recovered_events.extend(evs[-RECOVERED_EVENTS_KEPT:])     # per shard
             self._downstream(evs)
+            self._replayed.extend(evs)
+            self.recovered_events.extend(evs[-RECOVERED_EVENTS_KEPT:])     # per shard
         self._parallel = any(not isinstance(sh, _LocalShard) for sh in self._shards)
         self._executor = None
         self.settled = 0
         self._settle_q: list = []
         self._settle_ev = threading.Event()
         self._settler: threading.Thread | None = None
-        self._inq: queue.Queue = queue.Queue(maxsize=queue_size)
-        self._outq: queue.Queue = queue.Queue()
-        self._thread = None
-        self._running = False
         self._closed = False
+        # one in-process shard: its submit_many is called directly (the request path's cost counts)
+        sh = self._shards[0] if len(self._shards) == 1 else None
+        self._local = sh if type(sh) is _LocalShard else None
+
+    def take_replayed(self) -> list[dict]:
+        """The events of the journal recovery (each request's preceded by a ``request`` marker), once."""
+        evs, self._replayed = self._replayed, []
+        return evs
 
     # ---- routing -------------------------------------------------------------------------------------------
     def symbol_of(self, order_id: int) -> str:
@@ -356,7 +378,12 @@ class EngineManager:
                 if isinstance(req, dict) and req.get("type") == "eod" and req.get("symbol") is None:
                     break
             else:   # the common case: one engine, nothing to expand or route
-                out = self._call_group(0, reqs, tokens)
+                sh = self._local
+                if sh is not None:   # in-process: the shard's own lock, no settlement, no timeout
+                    with sh.lock:
+                        out = sh.shard.submit_many(reqs, tokens)
+                else:
+                    out = self._call_group(0, reqs, tokens)
                 if self.trade_log is not None or self.portfolio is not None:
                     with self._lock:
                         for evs in out:
@@ -463,86 +490,11 @@ class EngineManager:
         for sh in self._shards:
             sh.call("snapshot")
 
-    # ---- asynchronous mode -------------------------------------------------------------------------------
-    def start(self) -> None:
-        """Start the engine thread consuming the input queue (submit_nowait -> events())."""
-        if self._thread is not None:
-            return
-        self._running = True
-        self._thread = threading.Thread(target=self._engine_loop, name="engine", daemon=True)
-        self._thread.start()
-
-    def _engine_loop(self) -> None:
-        while True:
-            try:
-                item = self._inq.get(timeout=0.05)
-            except queue.Empty:
-                if not self._running:
-                    break
-                continue
-            if item is None:
-                break
-            batch = [item]
-            while len(batch) < 1024:  # drain what is there: one journal commit per batch
-                try:
-                    nxt = self._inq.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._running = False
-                    break
-                batch.append(nxt)
-            reqs = [b[0] for b in batch]
-            tokens = [b[1] for b in batch]
-            try:
-                results = self.submit_many(reqs, tokens)
-            except Exception as e:  # a failing shard: answer every request instead of dropping it
-                results = [[dict(reject_event(r if isinstance(r, dict) else {}, "engine_error", repr(e)),
-                                 token=t)] for r, t in zip(reqs, tokens)]
-            for evs, tok in zip(results, tokens):
-                for ev in evs:
-                    ev.setdefault("token", tok)
-                    self._outq.put(ev)
-            if not self._running and self._inq.empty():
-                break
-        self._outq.put(None)
-
-    def submit_nowait(self, req: dict, token: object = None) -> bool:
-        """Enqueue for the engine thread; False when the queue is full (answer "busy")."""
-        if self._thread is None:
-            raise RuntimeError("start() the engine thread first")
-        try:
-            self._inq.put_nowait((req, token))
-            return True
-        except queue.Full:
-            return False
-
-    def events(self, timeout: float | None = None) -> Iterator[dict]:
-        """Events from the engine thread; stops after `timeout` s with nothing new, or after stop()."""
-        while True:
-            try:
-                ev = self._outq.get(timeout=timeout)
-            except queue.Empty:
-                return
-            if ev is None:
-                return
-            yield ev
-
-    def stop(self) -> None:
-        """Drain the queue and stop the engine thread."""
-        if self._thread is None:
-            return
-        self._inq.put(None)
-        self._thread.join()
-        self._thread = None
-
     def close(self, shutdown_remote: bool = False) -> None:
-        """Stop the engine thread and close every shard: in-process and spawned ones end; shard servers
-        (``remote=``) get their journal flushed and keep running (this router did not start them) unless
-        ``shutdown_remote``."""
+        """Close every shard: in-process and spawned ones end; shard servers (``remote=``) get their journal
+        flushed and keep running (this router did not start them) unless ``shutdown_remote``."""
         if self._closed:
             return
-        self.stop()
         for sh in self._shards:
             sh.close(shutdown=shutdown_remote) if isinstance(sh, _ZmqShard) else sh.close()
         if self._executor is not None:

@@ -19,6 +19,7 @@ import struct
 import time
 
 from engine.matching import REASONS
+from engine import limits as _limits
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
@@ -36,6 +37,14 @@ cdef object MAX_QTY = 0x7FFFFFFF
 cdef object INT64_MIN = -(2 ** 63)
 cdef object INT64_END = 2 ** 63
 cdef object UINT64_END = 2 ** 64
+cdef Py_ssize_t MAX_ID_BYTES = _limits.MAX_ID_BYTES
+cdef Py_ssize_t MAX_ACCOUNT_BYTES = _limits.MAX_ACCOUNT_BYTES
+cdef Py_ssize_t MAX_KEY_BYTES = 2 * _limits.MAX_ID_BYTES
+
+
+cdef inline bint _too_long(str s, Py_ssize_t limit):
+    """UTF-8 length above limit (ASCII strings: no encoding)."""
+    return len(s) > limit or (not s.isascii() and len(s.encode()) > limit)
 cdef int64_t UNDEF_PRICE = 0x7FFFFFFFFFFFFFFF
 
 # string <-> code tables of the dict API (engine.orders holds the same, checked against fh/order.h by
@@ -52,6 +61,17 @@ cdef list LIQ_NAME = [O.LIQUIDITY_NAME.get(i, "") for i in range(256)]
 cdef list REASON_NAME = [REASONS[i] if i < len(REASONS) else "" for i in range(256)]
 cdef list SIDE_STR = [chr(i) for i in range(256)]
 _STR = struct.Struct("<H")
+
+
+#: journal record types: b"R" (version 1: record, account, client order id) and b"Q" (version 2: the same
+#: plus the request's dedup key, which replay needs to rebuild the gateway's duplicate-request memory)
+REC_V1 = b"R"
+REC_V2 = b"Q"
+
+
+class JournalWriteFailed(RuntimeError):
+    """The journal could not take a batch: nothing of it was sequenced or applied (the state is rolled
+    back), but the file may hold part of it, so the owner must stop (recovery decides what was written)."""
 
 
 class BadRequest(ValueError):
@@ -131,8 +151,15 @@ cdef class ShardCore:
         cdef Py_ssize_t inst
         cdef bint reprice
         clid = req.get("client_order_id", "")
-        if not isinstance(clid, str):
+        if clid is None:
+            clid = ""
+        elif not isinstance(clid, str):
             clid = str(clid)
+        if _too_long(clid, MAX_ID_BYTES):
+            raise BadRequest("bad_request", f"client_order_id longer than {MAX_ID_BYTES} bytes")
+        key = req.get("dedup_key") or ""
+        if not isinstance(key, str) or _too_long(key, MAX_KEY_BYTES):
+            raise BadRequest("bad_request", "dedup_key must be a str of at most 128 bytes")
         ts = _int(req, "ts_recv", 0)
         if not 0 <= ts < UINT64_END:
             raise BadRequest("bad_request", "ts_recv out of range")
@@ -144,11 +171,13 @@ cdef class ShardCore:
             r.instrument_id = self.inst[sym]
             r.kind = kind
             r.side = b"B"
-            metas.append(("", clid))
+            metas.append(("", clid, key))
             return 0
         acct = req.get("account")
         if not isinstance(acct, str):
             raise BadRequest("bad_request", f"account must be a str, got {acct!r}")
+        if _too_long(acct, MAX_ACCOUNT_BYTES):
+            raise BadRequest("bad_request", f"account longer than {MAX_ACCOUNT_BYTES} bytes")
         if kind == FH_ORD_NEW:
             sym = req.get("symbol")
             if not isinstance(sym, str) or sym not in self.inst:
@@ -188,7 +217,7 @@ cdef class ShardCore:
             r.tif = tif
             r.flags = flags
             r.stp = stp
-            metas.append((acct, clid))
+            metas.append((acct, clid, key))
             return 0
         oid = _int(req, "order_id", None)
         li = self.local_of_global.get((oid >> ID_SHIFT) - 1)
@@ -218,16 +247,24 @@ cdef class ShardCore:
         r.instrument_id = li
         r.kind = kind
         r.side = b"B"
-        metas.append((acct, clid))
+        metas.append((acct, clid, key))
         return 0
 
     def submit_many(self, list reqs, tokens=None):
-        """Validate, sequence, journal (one commit), apply. Events per request, in order."""
+        """Validate, sequence, journal (one commit), apply. Events per request, in order.
+
+        Sequence numbers (and the per-symbol order counters and account numbers the batch created)
+        become the shard's state only once the journal took the batch: if writing it fails, they are
+        rolled back and :class:`JournalWriteFailed` is raised (the caller must stop; nothing applied)."""
         cdef Py_ssize_t n = len(reqs), i, k = 0, j
         cdef list out = [None] * n
         cdef list metas = []
         cdef list index = []
         cdef fh_order_req *r
+        cdef unsigned long long seq0 = self.seq
+        cdef Py_ssize_t n_names = len(self.account_names)
+        journal = self.journal
+        next_n0 = list(self.next_n) if journal is not None else None
         self._reserve(n if n else 1)
         for i in range(n):
             req = reqs[i]
@@ -243,20 +280,30 @@ cdef class ShardCore:
                     ev["token"] = tokens[i]
                 out[i] = [ev]
                 continue
-            self.seq += 1
-            r.seq = self.seq
+            r.seq = seq0 + <unsigned long long>k + 1
             index.append(i)
             k += 1
         if k == 0:
             return out
-        journal = self.journal
         if journal is not None:
             append = journal.append
-            for j in range(k):
-                acct, clid = metas[j]
-                append(b"R" + PyBytes_FromStringAndSize(<char *>&self.buf[j], sizeof(fh_order_req))
-                       + pack_str(acct or "") + pack_str(clid))
-            journal.commit()  # durable per policy BEFORE the engine applies anything
+            try:
+                for j in range(k):
+                    acct, clid, key = metas[j]
+                    append(REC_V2 + PyBytes_FromStringAndSize(<char *>&self.buf[j], sizeof(fh_order_req))
+                           + pack_str(acct or "") + pack_str(clid) + pack_str(key))
+                journal.commit()  # durable per policy BEFORE the engine applies anything
+            except BaseException as e:
+                pending = getattr(journal, "_pending", None)
+                if pending is not None:
+                    journal.records -= len(pending)
+                    pending.clear()
+                self.next_n[:] = next_n0
+                for name in self.account_names[n_names:]:
+                    self.accounts.pop(name, None)
+                del self.account_names[n_names:]
+                raise JournalWriteFailed(f"journal write failed at seq {seq0 + 1}: {e!r}") from e
+        self.seq = seq0 + <unsigned long long>k
         sub_tokens = [tokens[i] for i in index] if tokens is not None else None
         per = self._apply(self.buf, k, metas, sub_tokens)
         for j in range(k):
@@ -274,7 +321,7 @@ cdef class ShardCore:
                 raise ValueError("request buffer is not a whole number of fh_order_req records")
             n = <size_t>view.len // sizeof(fh_order_req)
             if n != <size_t>len(metas):
-                raise ValueError("one (account, client order id) per record")
+                raise ValueError("one (account, client order id, dedup key) per record")
             return self._apply(<const fh_order_req *>view.buf, n, metas, None)
         finally:
             PyBuffer_Release(&view)
@@ -310,7 +357,7 @@ cdef class ShardCore:
         for j in range(n_out):
             e = &eng.out[j]
             i = <size_t>(e.seq - first_seq)
-            req_acct, req_clid = metas[i]
+            req_clid = metas[i][1]
             sym = symbols[e.instrument_id]
             tid = e.trade_id
             if tid:
