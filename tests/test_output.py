@@ -101,7 +101,7 @@ def test_dbn_read_back_every_field(capture, npy_records, tmp_path):
     assert len(body) == 56 * len(recs)
     for i, r in enumerate(recs):
         assert int(r.rtype) == records.RTYPE["mbo"]
-        assert r.publisher_id == src["publisher_id"][i]
+        assert r.publisher_id == 2 and src["publisher_id"][i] == 0   # XNAS.ITCH's Databento publisher
         assert r.instrument_id == src["instrument_id"][i]
         assert r.ts_event == src["ts_event"][i]
         if is_trade[i]:
@@ -116,8 +116,10 @@ def test_dbn_read_back_every_field(capture, npy_records, tmp_path):
             assert (r.order_id, r.price, r.size, r.flags, r.channel_id) == (
                 m["order_id"], m["price"], m["size"], m["flags"], m["channel_id"])
             assert (r.ts_recv, r.ts_in_delta, r.sequence) == (m["ts_recv"], m["ts_in_delta"], m["sequence"])
-            # MBO records are written unchanged: the first 56 bytes of the slot
-            assert bytes(body[56 * i : 56 * (i + 1)]) == src[i : i + 1].tobytes()[:56]
+            # MBO records are written unchanged but for the publisher: the first 56 bytes of the slot
+            slot = bytearray(src[i : i + 1].tobytes()[:56])
+            slot[2:4] = (2).to_bytes(2, "little")
+            assert bytes(body[56 * i : 56 * (i + 1)]) == bytes(slot)
     assert meta.start == int(src["ts_event"].min()) and meta.end == int(src["ts_event"].max()) + 1
 
 

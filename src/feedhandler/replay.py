@@ -390,9 +390,9 @@ def _summary(path, opts, feed, books, handle: _Batches, writer, elapsed: float, 
 
 def _check_out_format(opts: ReplayOptions) -> None:
     """--out-format and --out's extension must not disagree (Parquet written as x.dbn helps nobody)."""
-    from feedhandler.output import FORMATS
+    from feedhandler.output import FORMATS, extension
 
-    ext = os.path.splitext(os.fspath(opts.out))[1].lower()
+    ext = extension(os.fspath(opts.out))
     if opts.out_format and ext in FORMATS and FORMATS[ext] != opts.out_format.lower():
         raise ValueError(f"--out {os.fspath(opts.out)} names a {FORMATS[ext]} file but --out-format is "
                          f"{opts.out_format}: give the file a .{opts.out_format} name (or drop --out-format)")
