@@ -501,7 +501,7 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--idle-stop", type=float, default=None, help="stop after this many idle seconds")
     p.add_argument("--status-interval", type=float, default=1.0, help="seconds between status lines (0: off)")
     p.add_argument("--retransmit", default=None, metavar="HOST:PORT", help="MoldUDP64 retransmission server")
-    p.add_argument("--out", default=None, help="write records (.dbn, .parquet, .npy)")
+    p.add_argument("--out", default=None, help="write records (.dbn, .dbn.zst, .parquet, .npy)")
     p.add_argument("--xdp-mode", choices=("auto", "native", "skb"), default=None, help="AF_XDP attach mode")
     p.add_argument("--busy-poll-us", type=int, default=None, help="AF_XDP preferred busy polling budget (us)")
     p.add_argument("--xdp-rx-timestamp", choices=("auto", "on", "off"), default=None,
