@@ -90,7 +90,8 @@ def _eta(seconds: float) -> str:
 
 
 def format_bbo_table(rows: list[dict]) -> list[str]:
-    """The BBO table of ``replay`` and ``run`` (rows as ``replay.summary["bbo"]``)."""
+    """The BBO table of ``replay`` and ``run`` (rows as ``replay.summary["bbo"]``; ``run`` keeps no
+    per-instrument record counts: its ``records`` are None, shown as ``-``)."""
     if not rows:
         return []
     lines = ["", f"  {'symbol':<10} {'id':>8} {'book':>4} {'records':>8} {'bid size':>10} {'bid':>12} {'ask':>12} "
@@ -98,7 +99,7 @@ def format_bbo_table(rows: list[dict]) -> list[str]:
     for r in rows:
         spread = "-" if r["bid"] is None or r["ask"] is None else f"{r['ask'] - r['bid']:.4f}"
         lines.append(f"  {(r['symbol'] or '?'):<10} {r['instrument_id']:>8} {r.get('book', 'mbo'):>4} "
-                     f"{_n(r['records']):>8} {_n(r['bid_sz']):>10} {_px(r['bid']):>12} {_px(r['ask']):>12} "
+                     f"{'-' if r['records'] is None else _n(r['records']):>8} {_n(r['bid_sz']):>10} {_px(r['bid']):>12} {_px(r['ask']):>12} "
                      f"{_n(r['ask_sz']):>10} {spread:>8}" + ("  STALE" if r["stale"] else ""))
     return lines
 
