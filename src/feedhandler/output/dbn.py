@@ -180,8 +180,11 @@ def mbp1_path(path: str) -> str:
 def stamp_publisher(b: np.ndarray, publisher_id: int) -> None:
     """Set the publisher_id (bytes 2..4 of each DBN record of ``b``, (n, length) uint8) where it is 0."""
     if publisher_id and b.shape[0]:
-        pid = b[:, 2:4].view("<u2")
-        pid[pid == 0] = publisher_id
+        pid = b[:, 2:4].view("<u2")[:, 0]
+        if pid.any():
+            pid[...] = np.where(pid == 0, np.uint16(publisher_id), pid)
+        else:
+            pid[...] = publisher_id     # the usual case (our decoders leave it 0): a strided fill
 
 
 class _Mbp1File(SpoolWriter):
