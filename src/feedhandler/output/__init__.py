@@ -1,4 +1,5 @@
-"""Record outputs of ``feedhandler replay --out``: DBN (MBO schema), Parquet, raw ``.npy``.
+"""Record outputs of ``feedhandler replay --out``: DBN (MBO schema; ``.dbn.zst`` zstd-compressed),
+Parquet (typed columns: ``feedhandler.frames.to_arrow``), raw ``.npy``.
 
 Every writer has ``write(batch) -> int`` (a TICK_DTYPE batch, already enriched by the book and
 filtered), ``close()`` and ``abort()``, and counts ``records``. :func:`open_writer` picks one by the
