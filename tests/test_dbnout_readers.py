@@ -193,3 +193,20 @@ def test_nautilus_loads_mdp3_quote_ticks(mdp3_out):
         assert x.bid_price.as_double() == pytest.approx(r.levels[0].bid_px / 1e9)
         assert x.ask_price.as_double() == pytest.approx(r.levels[0].ask_px / 1e9)
         assert int(x.ts_event) == r.ts_recv or int(x.ts_event) == r.ts_event
+
+
+def test_zst_writer_abort_leaves_nothing(tmp_path):
+    """A failed replay leaves no .dbn.zst (nor its MBP-1 sibling, nor a temporary)."""
+    from feedhandler.protocols.mdp3.pcap import decode_pcap
+
+    ref, _ = decode_pcap(MDP3, channels={14310: 0, 15310: 0})
+    w = DbnWriter(tmp_path / "a.dbn.zst", dataset="GLBX.MDP3")
+    assert w.write(ref) > 0 and "mbp-1" in w.files
+    w.abort()
+    assert os.listdir(tmp_path) == []
+    w = DbnWriter(tmp_path / "b.dbn.zst", dataset="GLBX.MDP3")
+    w.write(ref)
+    w.close()
+    assert sorted(os.listdir(tmp_path)) == ["b.dbn.zst", "b.mbp-1.dbn.zst"]
+    meta, recs = _decode(_unzstd(tmp_path / "b.mbp-1.dbn.zst"))
+    assert str(meta.schema) in ("mbp-1", "Schema.MBP_1") and {r.publisher_id for r in recs} == {1}
