@@ -101,7 +101,7 @@ def test_dbn_read_back_every_field(capture, npy_records, tmp_path):
     assert len(body) == 56 * len(recs)
     for i, r in enumerate(recs):
         assert int(r.rtype) == records.RTYPE["mbo"]
-        assert r.publisher_id == src["publisher_id"][i]
+        assert r.publisher_id == 2 and src["publisher_id"][i] == 0   # XNAS.ITCH's Databento publisher
         assert r.instrument_id == src["instrument_id"][i]
         assert r.ts_event == src["ts_event"][i]
         if is_trade[i]:
@@ -116,8 +116,10 @@ def test_dbn_read_back_every_field(capture, npy_records, tmp_path):
             assert (r.order_id, r.price, r.size, r.flags, r.channel_id) == (
                 m["order_id"], m["price"], m["size"], m["flags"], m["channel_id"])
             assert (r.ts_recv, r.ts_in_delta, r.sequence) == (m["ts_recv"], m["ts_in_delta"], m["sequence"])
-            # MBO records are written unchanged: the first 56 bytes of the slot
-            assert bytes(body[56 * i : 56 * (i + 1)]) == src[i : i + 1].tobytes()[:56]
+            # MBO records are written unchanged but for the publisher: the first 56 bytes of the slot
+            slot = bytearray(src[i : i + 1].tobytes()[:56])
+            slot[2:4] = (2).to_bytes(2, "little")
+            assert bytes(body[56 * i : 56 * (i + 1)]) == bytes(slot)
     assert meta.start == int(src["ts_event"].min()) and meta.end == int(src["ts_event"].max()) + 1
 
 
@@ -133,14 +135,31 @@ def test_dbn_symbol_filter(capture, tmp_path):
 
 
 def test_parquet_tables(capture, npy_records, tmp_path):
+    """Real types (timestamps, exact decimals with nulls, strings, symbols), every record kind, read back
+    with pyarrow and with pandas."""
+    pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
+    from decimal import Decimal
+
     day, p = capture
     out = _replay(p, tmp_path / "t.parquet")
     t = pq.read_table(out)
     mbo = records.view(npy_records[npy_records["rtype"] == records.RTYPE["mbo"]], "mbo")
     assert t.num_rows == mbo.shape[0]
-    for name in ("instrument_id", "ts_event", "order_id", "price", "size", "flags", "ts_recv", "sequence"):
+    sch = t.schema
+    assert sch.field("ts_event").type == pa.timestamp("ns", tz="UTC") == sch.field("ts_recv").type
+    assert sch.field("price").type == pa.decimal128(38, 9)
+    assert sch.field("symbol").type == pa.string() and t.column_names.index("symbol") == \
+        t.column_names.index("instrument_id") + 1
+    for name in ("instrument_id", "order_id", "size", "flags", "sequence"):
         assert np.array_equal(t.column(name).to_numpy(), mbo[name]), name
+    for name in ("ts_event", "ts_recv"):
+        assert np.array_equal(t.column(name).cast(pa.int64()).to_numpy(), mbo[name].astype(np.int64)), name
+    # exact prices: the decimal's unscaled integer is the record's fixed-point value; no price -> null
+    undef = mbo["price"] == records.UNDEF_PRICE
+    px = t.column("price").to_pylist()
+    assert [v is None for v in px] == undef.tolist()
+    assert all(v == Decimal(int(r)).scaleb(-9) for v, r in zip(px, mbo["price"].tolist()) if v is not None)
     assert t.column("action").to_pylist() == [a.decode() for a in mbo["action"].tolist()]
     sym = t.column("symbol").to_pylist()
     assert sym == [day.symbols[i - 1] for i in mbo["instrument_id"].tolist()]
@@ -150,8 +169,43 @@ def test_parquet_tables(capture, npy_records, tmp_path):
     for kind in kinds - {"mbo"}:
         side = pq.read_table(str(out).replace(".parquet", f".{kind}.parquet"))
         assert side.num_rows == int((npy_records["rtype"] == records.RTYPE[kind]).sum()), kind
+        assert side.schema.field("ts_recv").type == pa.timestamp("ns", tz="UTC"), kind
+        assert not any(n.startswith("_") for n in side.column_names), kind
     sd = pq.read_table(str(out).replace(".parquet", ".stock_directory.parquet"))
     assert sorted(sd.column("symbol").to_pylist()) == day.symbols
+    # the same file in pandas: datetime64[ns, UTC], Decimal prices, None for no price
+    pd = pytest.importorskip("pandas")
+    df = pd.read_parquet(out)
+    assert str(df["ts_event"].dtype) in ("datetime64[ns, UTC]",)
+    assert df["ts_event"].iloc[0] == pd.Timestamp(int(mbo["ts_event"][0]), unit="ns", tz="UTC")
+    first = int(np.flatnonzero(~undef)[0])
+    assert df["price"].iloc[first] == Decimal(int(mbo["price"][first])).scaleb(-9)
+    if undef.any():
+        assert df["price"].iloc[int(np.flatnonzero(undef)[0])] is None
+    assert df["symbol"].iloc[0] == day.symbols[int(mbo["instrument_id"][0]) - 1]
+
+
+def test_parquet_is_frames_to_arrow(capture, npy_records, tmp_path):
+    """One conversion: the Parquet table equals frames.to_arrow of the same records."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    from feedhandler import frames
+
+    day, p = capture
+    out = _replay(p, tmp_path / "u.parquet")
+    want = frames.to_arrow(npy_records, "mbo", symbols=frames.symbols_of(npy_records))
+    assert pq.read_table(out).equals(want)
+    # many row groups, batches cut anywhere: the same table
+    from feedhandler.output.parquet import ParquetWriter
+
+    sm = SymbolMap()
+    w = ParquetWriter(tmp_path / "v.parquet", symbols=sm, row_group=500)
+    for i in range(0, npy_records.shape[0], 777):
+        sm.update(npy_records[i: i + 777])
+        w.write(npy_records[i: i + 777])
+    w.close()
+    f = pq.ParquetFile(tmp_path / "v.parquet")
+    assert f.metadata.num_row_groups > 5
+    assert f.read().combine_chunks().equals(want.combine_chunks())
 
 
 def test_parquet_missing_pyarrow_is_a_clear_error(capture, tmp_path, monkeypatch, capsys):

@@ -1,7 +1,7 @@
 """The ``feedhandler`` command.
 
     feedhandler replay FILE [--protocol auto|itch50|mdp3|fix|ouch42|ouch50] [--symbols AAPL,MSFT]
-                            [--out t.dbn|t.parquet|t.npy] [--json] [--top N] [--mode single|pipelined]
+                            [--out t.dbn|t.dbn.zst|t.parquet|t.npy] [--json] [--top N] [--mode single|pipelined]
                             [--date YYYY-MM-DD] [--strict] [--channel PORT=N ...]
     feedhandler synth OUT [--protocol itch50|mdp3|fix|ouch42|ouch50] --messages N --seed S
                           [--symbols K --format pcap|pcapng|binaryfile --gzip]   (ITCH)
@@ -71,6 +71,37 @@ def printable(name: str) -> str:
 
 def _px(p) -> str:
     return "-" if p is None else f"{p:,.4f}"
+
+
+# Order-book counters that mean the stream and the book disagreed (engine.book.BookSet.counters()).
+BOOK_ERRORS = ("unknown_order", "duplicate_add", "size_underflow", "zero_size_add", "bad_price", "bad_side",
+               "replace_without_delete", "instrument_mismatch", "crossed", "bad_action", "no_memory")
+
+
+def book_errors_text(counters: dict | None) -> str:
+    """``"; book errors: unknown order 3, crossed 1"`` or ``""`` when the books saw none."""
+    errs = [(k, int(v)) for k, v in (counters or {}).items() if k in BOOK_ERRORS and v]
+    return ("; book errors: " + ", ".join(f"{k.replace('_', ' ')} {_n(v)}" for k, v in errs)) if errs else ""
+
+
+def _eta(seconds: float) -> str:
+    s = int(seconds + 0.5)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def format_bbo_table(rows: list[dict]) -> list[str]:
+    """The BBO table of ``replay`` and ``run`` (rows as ``replay.summary["bbo"]``; ``run`` keeps no
+    per-instrument record counts: its ``records`` are None, shown as ``-``)."""
+    if not rows:
+        return []
+    lines = ["", f"  {'symbol':<10} {'id':>8} {'book':>4} {'records':>8} {'bid size':>10} {'bid':>12} {'ask':>12} "
+                 f"{'ask size':>10} {'spread':>8}"]
+    for r in rows:
+        spread = "-" if r["bid"] is None or r["ask"] is None else f"{r['ask'] - r['bid']:.4f}"
+        lines.append(f"  {(r['symbol'] or '?'):<10} {r['instrument_id']:>8} {r.get('book', 'mbo'):>4} "
+                     f"{'-' if r['records'] is None else _n(r['records']):>8} {_n(r['bid_sz']):>10} {_px(r['bid']):>12} {_px(r['ask']):>12} "
+                     f"{_n(r['ask_sz']):>10} {spread:>8}" + ("  STALE" if r["stale"] else ""))
+    return lines
 
 
 def format_summary(s: dict) -> str:
@@ -162,15 +193,7 @@ def _tail_lines(s: dict) -> list[str]:
         if o.get("not_written"):
             lines.append("    not representable in this format (use .parquet or .npy): "
                          + ", ".join(f"{k} {_n(v)}" for k, v in o["not_written"].items()))
-    if s["bbo"]:
-        lines.append("")
-        lines.append(f"  {'symbol':<10} {'id':>8} {'book':>4} {'records':>8} {'bid size':>10} {'bid':>12} {'ask':>12} "
-                     f"{'ask size':>10} {'spread':>8}")
-        for r in s["bbo"]:
-            spread = "-" if r["bid"] is None or r["ask"] is None else f"{r['ask'] - r['bid']:.4f}"
-            lines.append(f"  {(r['symbol'] or '?'):<10} {r['instrument_id']:>8} {r.get('book', 'mbo'):>4} "
-                         f"{_n(r['records']):>8} {_n(r['bid_sz']):>10} {_px(r['bid']):>12} {_px(r['ask']):>12} "
-                         f"{_n(r['ask_sz']):>10} {spread:>8}" + ("  STALE" if r["stale"] else ""))
+    lines += format_bbo_table(s["bbo"])
     return lines
 
 
@@ -210,7 +233,8 @@ def _format_mdp3(s: dict) -> str:
                  f"{_n(s['link_rejects'])}")
     lines += file_damage_lines(s)
     lines.append(f"  books: MBO {_n(s['books'])} instruments, {_n(s['live_orders'])} live orders; MBP "
-                 f"{_n(s['mbp_books'])} instruments, {len(s['mbp_stale'])} stale")
+                 f"{_n(s['mbp_books'])} instruments, {len(s['mbp_stale'])} stale"
+                 + book_errors_text(s.get("book_counters")))
     return "\n".join(lines + _tail_lines(s))
 
 
@@ -222,10 +246,15 @@ def _format_tcp(s: dict) -> str:
         lines.append("  sessions: " + ", ".join(f"{k} (last seq {v.get('last_seq')}, logins {v.get('logins')}, "
                                                 f"gaps {len(v.get('gaps', []))})" for k, v in s["sessions"].items()))
     if s["messages_by_type"]:
-        lines.append("  by type: " + "  ".join(f"{k} {_n(v)}" for k, v in s["messages_by_type"].items()))
+        names = s.get("message_type_names") or {}   # FIX: MsgType -> name from the FIX dictionary
+        lines.append("  by type: " + "  ".join(f"{k} {names[k]} {_n(v)}" if names.get(k) else f"{k} {_n(v)}"
+                                               for k, v in s["messages_by_type"].items()))
     oe = s["order_events"]
-    lines.append(f"  order events {_n(oe['events'])} (client {_n(oe['from_client'])}, exchange "
-                 f"{_n(oe['from_exchange'])}): " + "  ".join(f"{k} {_n(v)}" for k, v in oe["by_kind"].items()))
+    if oe["events"]:
+        lines.append(f"  order events {_n(oe['events'])} (client {_n(oe['from_client'])}, exchange "
+                     f"{_n(oe['from_exchange'])}): " + "  ".join(f"{k} {_n(v)}" for k, v in oe["by_kind"].items()))
+    else:
+        lines.append("  order events: none")
     lat = oe["latency_ns"]
     if lat:
         lines.append(f"  order->ack latency (us, {_n(lat['count'])}): min {lat['min'] / 1e3:.1f}  p50 "
@@ -235,8 +264,10 @@ def _format_tcp(s: dict) -> str:
     lines.append(f"  sequencing: gaps {_n(s['gaps'])}, duplicates {_n(s['duplicates'])}{extra}; damage: malformed "
                  f"{_n(s['malformed'])}{(' ' + str(s['malformed_by_reason'])) if s['malformed_by_reason'] else ''}, truncated {_n(s['truncated'])}")
     lines += file_damage_lines(s)
-    lines.append(f"  books: MBO {_n(s['books'])} instruments, {_n(s['live_orders'])} live orders; MBP "
-                 f"{_n(s['mbp_books'])} instruments")
+    if s["protocol"] == "fix" or s["books"] or s["mbp_books"]:
+        # OUCH carries a firm's orders, not market data: no books to speak of
+        lines.append(f"  books: MBO {_n(s['books'])} instruments, {_n(s['live_orders'])} live orders; MBP "
+                     f"{_n(s['mbp_books'])} instruments" + book_errors_text(s.get("book_counters")))
     return "\n".join(lines + _tail_lines(s))
 
 
@@ -268,10 +299,8 @@ def _format_itch(s: dict) -> str:
     lines.append(f"  damage: malformed {_n(s['malformed'])}, unknown {_n(s['unknown'])}, bad length "
                  f"{_n(s['bad_length'])}, truncated {_n(s['truncated'])}, link rejects {_n(s['link_rejects'])}")
     lines += file_damage_lines(s)
-    bc = s["book_counters"]
-    errs = {k: bc[k] for k in ("unknown_order", "duplicate_add", "size_underflow", "crossed") if bc.get(k)}
     lines.append(f"  books: {_n(s['books'])} instruments, {_n(s['live_orders'])} live orders, "
-                 f"{_n(s['stale_books'])} stale" + (f"; book errors {errs}" if errs else ""))
+                 f"{_n(s['stale_books'])} stale" + book_errors_text(s["book_counters"]))
     if s["symbols"] is not None:
         nf = s["symbols"]["not_found"]
         lines.append(f"  symbols: {', '.join(s['symbols']['requested'])}"
@@ -279,24 +308,18 @@ def _format_itch(s: dict) -> str:
     if s["output"]:
         o = s["output"]
         lines.append(f"  output: {o['path']} ({o['format']}, {_n(o['records'])} records)")
-    if s["bbo"]:
-        lines.append("")
-        lines.append(f"  {'symbol':<8} {'id':>6} {'records':>10} {'bid size':>10} {'bid':>12} {'ask':>12} "
-                     f"{'ask size':>10} {'spread':>8}")
-        for r in s["bbo"]:
-            spread = "-" if r["bid"] is None or r["ask"] is None else f"{r['ask'] - r['bid']:.4f}"
-            lines.append(f"  {(r['symbol'] or '?'):<8} {r['instrument_id']:>6} {_n(r['records']):>10} "
-                         f"{_n(r['bid_sz']):>10} {_px(r['bid']):>12} {_px(r['ask']):>12} {_n(r['ask_sz']):>10} "
-                         f"{spread:>8}" + ("  STALE" if r["stale"] else ""))
+    lines += format_bbo_table(s["bbo"])
     return "\n".join(lines)
 
 
 class _ProgressLine:
     """A ``\\r`` status line on stderr (only when stderr is a terminal and the run lasts > 1 s)."""
 
-    def __init__(self, stream=None):
+    def __init__(self, stream=None, what: str = "replay"):
         self.stream = stream or sys.stderr
+        self.what = what
         self.shown = False
+        self.width = 0
 
     def __call__(self, p: dict) -> None:
         if p["elapsed_s"] < 1.0:
@@ -304,13 +327,17 @@ class _ProgressLine:
         done, total = p["bytes_read"], p["total_bytes"]
         pct = f"{100.0 * done / total:5.1f}%" if total else "  ?  "
         rate = p["records"] / p["elapsed_s"] / 1e6
-        self.stream.write(f"\rreplay {pct}  {_bytes(done)}  {_n(p['records'])} records  {rate:.2f} M rec/s ")
+        # ETA where the input's size is known (a file; gzip: compressed bytes read of the compressed size)
+        eta = (f"  ETA {_eta(p['elapsed_s'] * (total - done) / done)}" if total and 0 < done < total else "")
+        line = f"{self.what} {pct}  {_bytes(done)}  {_n(p['records'])} records  {rate:.2f} M rec/s{eta} "
+        self.width = max(self.width, len(line))
+        self.stream.write("\r" + line.ljust(self.width))
         self.stream.flush()
         self.shown = True
 
     def done(self) -> None:
         if self.shown:
-            self.stream.write("\r" + " " * 78 + "\r")
+            self.stream.write("\r" + " " * self.width + "\r")
             self.stream.flush()
 
 
@@ -502,8 +529,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mdp3: UDP port PORT belongs to sequencing channel N (repeat; default: ports that "
                         "differ by 1000, CME's A/B feeds, share a channel)")
     r.add_argument("--symbols", help="comma-separated tickers to keep (outputs and the BBO table)")
-    r.add_argument("--out", help="write the enriched records: .dbn (DBN MBO; MDP3 price levels also to "
-                                 "OUT.mbp-1.dbn), .parquet (every record kind), .npy")
+    r.add_argument("--out", help="write the enriched records: .dbn or .dbn.zst (DBN MBO, zstd-compressed for "
+                                 ".zst; price levels also to OUT.mbp-1.dbn[.zst]), .parquet (every record kind, "
+                                 "typed columns), .npy")
     r.add_argument("--out-format", choices=("dbn", "parquet", "npy"), help="output format (default: from --out)")
     r.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     r.add_argument("--top", type=int, default=10, help="rows of the BBO table (busiest symbols, default 10)")

@@ -222,9 +222,11 @@ def run(opts: LiveOptions) -> dict:
         ring = Ring(RING_CAPACITY, overflow="block")
         book_lat = _BookLatency()
         writer = None
+        from feedhandler.output import SymbolMap
+        symmap = SymbolMap()       # learned from the records when they enter Python (--out, on_batch)
         if opts.out:
-            from feedhandler.output import SymbolMap, open_writer
-            writer = open_writer(opts.out, None, symbols=SymbolMap(), date=_day_of(midnight_ns))
+            from feedhandler.output import open_writer
+            writer = open_writer(opts.out, None, symbols=symmap, date=_day_of(midnight_ns))
         consumed = [0]
         consumer_error: list[BaseException] = []
         # Python is entered per batch only when something needs the records there (retransmission
@@ -237,6 +239,7 @@ def run(opts: LiveOptions) -> dict:
             if opts.on_batch is not None:
                 opts.on_batch(batch)
             if writer is not None:
+                symmap.update(batch)
                 writer.write(batch)
 
         def drain_only():
@@ -327,6 +330,8 @@ def run(opts: LiveOptions) -> dict:
         if consumer_error:
             raise consumer_error[0]
         summary = _summary(opts, sel, feed, source, ring, books, book_lat, elapsed, consumed[0])
+        if opts.apply_books:
+            summary["bbo"] = _bbo_rows(books, symmap, opts, replaying, opts.top)
         if retx is not None:
             summary["retransmission"] = retx.stats()
         summary["signal"] = signal.Signals(signalled[0]).name if signalled else None
@@ -385,6 +390,107 @@ def _status_line(backend, iface, st, src, ring, elapsed) -> str:
 _NO_WIRE_CLOCK = "file replay as fast as possible: ts_recv is the capture's clock (--pace to measure)"
 
 
+def _file_symbols(path: str, limit: int = 1 << 20) -> dict[int, str]:
+    """{instrument_id: symbol} of the stock directory at the start of a capture file (ITCH sends it
+    before the open): reads until the first book record after the directory, at most ``limit`` records."""
+    from feedhandler import frames, records
+    from feedhandler.pipeline import Feed
+
+    feed, batch, out, n_read = Feed(path, "itch50"), records.empty(1 << 15), {}, 0
+    book = (records.RTYPE["mbo"], records.RTYPE["trade"])
+    while n_read < limit and (n := feed.read(batch)):
+        n_read += n
+        out.update(frames.symbols_of(batch[:n]))
+        if out and np.isin(batch["rtype"][:n], book).any():
+            break
+    return out
+
+
+def _bbo_rows(books, symmap, opts: LiveOptions, replaying: bool, top: int) -> list[dict]:
+    """The BBO table rows of ``replay`` for the books of a run: the ``top`` books with the most live
+    orders (a run keeps no per-instrument record counts on its hot path: ``records`` is None).
+    Symbols: from the records when they entered Python (``--out``), else, for a capture file, from
+    its stock directory; a live join after the directory was sent has none ("?")."""
+    from feedhandler.replay import _bbo_row
+
+    summ = books.bbo_all()
+    if not summ.shape[0] or top <= 0:
+        return []
+    summ = summ[np.argsort(-summ["live_orders"].astype(np.int64), kind="stable")]
+    summ = summ[(summ["bid_sz"] > 0) | (summ["ask_sz"] > 0)][:top]
+    if replaying and opts.file and not symmap.by_id and summ.shape[0]:
+        symmap.by_id.update(_file_symbols(opts.file))
+    rows = []
+    for r in summ:
+        row = _bbo_row(symmap, int(r["instrument_id"]), 0, "mbo", r["bid_px"], r["bid_sz"], r["ask_px"],
+                       r["ask_sz"], bool(r["stale"]))
+        row["records"] = None
+        row["live_orders"] = int(r["live_orders"])
+        rows.append(row)
+    return rows
+
+
+def _no_latency_reason(opts: LiveOptions, st: dict, replaying: bool) -> str:
+    """Why a run measured no wire->book latency (it is measured on book records: MBO and trades)."""
+    if not st["records"]:
+        return "no records arrived"
+    why = (f"none of the {st['records']:,} records was an order-book record (MBO or trade): latency is "
+           "measured to book changes")
+    if replaying and opts.file and opts.speed:
+        lead = _first_book_lead_s(opts.file)
+        if lead is not None:
+            why += (f"; in this capture they start {lead:,.0f} s (capture time) after its first packet, "
+                    f"{lead / opts.speed:,.0f} s at --pace {opts.speed:g}: run longer (--duration) or pace faster")
+    return why
+
+
+def _ts_recv(ticks: np.ndarray) -> np.ndarray:
+    """ts_recv of each record (its offset depends on the kind; 0 for kinds without one)."""
+    from feedhandler import records
+
+    out = np.zeros(ticks.shape[0], np.uint64)
+    for rt in np.unique(ticks["rtype"]).tolist():
+        kind = records.RTYPE_NAME.get(rt)
+        if kind and "ts_recv" in records.DTYPES[kind].names:
+            sel = ticks["rtype"] == rt
+            out[sel] = ticks[sel].view(records.DTYPES[kind])["ts_recv"]
+    return out
+
+
+def _first_book_lead_s(path: str, limit: int = 1 << 22) -> float | None:
+    """Capture seconds (``ts_recv``: what ``--pace`` follows) from a file's first record to its first
+    book record (None: none in the first ``limit`` records)."""
+    from feedhandler import records
+    from feedhandler.pipeline import Feed
+
+    feed, batch, first, n_read = Feed(path, "itch50"), records.empty(1 << 16), None, 0
+    book = (records.RTYPE["mbo"], records.RTYPE["trade"])
+    while n_read < limit and (n := feed.read(batch)):
+        n_read += n
+        b = batch[:n]
+        ts = _ts_recv(b)
+        if first is None and (ts > 0).any():
+            first = int(ts[ts > 0][0])
+        hit = np.flatnonzero(np.isin(b["rtype"], book))
+        if hit.size and first is not None:
+            return max(int(ts[hit[0]]) - first, 0) / 1e9
+    return None
+
+
+def _latency(opts, sel, feed, book_lat, st) -> dict:
+    if sel.backend == "pcap" and not opts.speed:
+        return {"wire_to_ring": {"count": 0, "not_measured": _NO_WIRE_CLOCK},
+                "wire_to_book": {"count": 0, "not_measured": _NO_WIRE_CLOCK}}
+    lat = {"wire_to_ring": latency_percentiles(feed.latency_hist()),
+           "wire_to_book": latency_percentiles(book_lat.hist)}
+    if not lat["wire_to_ring"].get("count"):
+        why = _no_latency_reason(opts, st, sel.backend == "pcap")
+        for v in lat.values():
+            if not v.get("count"):
+                v["not_measured"] = why
+    return lat
+
+
 def _summary(opts, sel, feed, source, ring, books, book_lat, elapsed, consumed) -> dict:
     from feedhandler.replay import _sequencing_warnings
     st = feed.stats()
@@ -419,11 +525,7 @@ def _summary(opts, sel, feed, source, ring, books, book_lat, elapsed, consumed) 
                   "nic": src.get("rx_dropped", 0), "ring": ring.stats().get("dropped", 0), "ours": 0},
         "framing": st,
         # an unpaced file replay keeps the capture's stamps: wire -> now would be the capture's age
-        "latency_ns": ({"wire_to_ring": {"count": 0, "not_measured": _NO_WIRE_CLOCK},
-                        "wire_to_book": {"count": 0, "not_measured": _NO_WIRE_CLOCK}}
-                       if sel.backend == "pcap" and not opts.speed else
-                       {"wire_to_ring": latency_percentiles(feed.latency_hist()),
-                        "wire_to_book": latency_percentiles(book_lat.hist)}),
+        "latency_ns": _latency(opts, sel, feed, book_lat, st),
         "books": int(books.instrument_count),
         "live_orders": int(books.live_orders),
         "book_counters": {k: int(v) for k, v in books.counters().items()},
@@ -438,7 +540,7 @@ def _summary(opts, sel, feed, source, ring, books, book_lat, elapsed, consumed) 
 
 
 def format_summary(s: dict) -> str:
-    from feedhandler.cli import file_damage_lines, printable
+    from feedhandler.cli import book_errors_text, file_damage_lines, format_bbo_table, printable
 
     lw, lb = s["latency_ns"]["wire_to_ring"], s["latency_ns"]["wire_to_book"]
 
@@ -459,7 +561,8 @@ def format_summary(s: dict) -> str:
         "  drops: " + ", ".join(f"{k} {v}" for k, v in s["drops"].items()),
         (f"  latency: not measured ({lw['not_measured']})" if lw.get("not_measured") else
          f"  latency wire->ring: {pct(lw)}; wire->book: {pct(lb)} (host clock; medians and p99 matter here)"),
-        f"  books: {s['books']} instruments, {s['live_orders']:,} live orders",
+        f"  books: {s['books']} instruments, {s['live_orders']:,} live orders"
+        + book_errors_text(s.get("book_counters")),
     ]
     lines += [f"  WARNING: {w}" for w in s.get("warnings") or ()]
     lines += file_damage_lines(s)
@@ -472,6 +575,7 @@ def format_summary(s: dict) -> str:
             lines.append(f"  XDP RX metadata timestamps: off ({cap.get('rx_timestamp_reason') or 'not asked'})")
     for k, v in s.get("backend_skipped", {}).items():
         lines.append(f"  ({k} not used: {v})")
+    lines += format_bbo_table(s.get("bbo") or [])
     return "\n".join(lines)
 
 
@@ -501,7 +605,7 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--idle-stop", type=float, default=None, help="stop after this many idle seconds")
     p.add_argument("--status-interval", type=float, default=1.0, help="seconds between status lines (0: off)")
     p.add_argument("--retransmit", default=None, metavar="HOST:PORT", help="MoldUDP64 retransmission server")
-    p.add_argument("--out", default=None, help="write records (.dbn, .parquet, .npy)")
+    p.add_argument("--out", default=None, help="write records (.dbn, .dbn.zst, .parquet, .npy)")
     p.add_argument("--xdp-mode", choices=("auto", "native", "skb"), default=None, help="AF_XDP attach mode")
     p.add_argument("--busy-poll-us", type=int, default=None, help="AF_XDP preferred busy polling budget (us)")
     p.add_argument("--xdp-rx-timestamp", choices=("auto", "on", "off"), default=None,
@@ -513,6 +617,8 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--rx-cpu", type=int, default=None, help="pin the receive thread to this CPU")
     p.add_argument("--book-cpu", type=int, default=None, help="pin the book thread to this CPU")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--top", type=int, default=10,
+                   help="rows of the BBO table (the books with the most live orders; 0: none; default 10)")
     return p
 
 
@@ -550,7 +656,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
                        date=args.date, reorder_window=args.reorder_window, duration=args.duration,
                        count=args.count, idle_stop=args.idle_stop, until_end_of_session=args.until_eos, apply_books=not args.no_books, status_interval=args.status_interval,
                        out=args.out, retransmit=args.retransmit, rx_cpu=args.rx_cpu, book_cpu=args.book_cpu,
-                       protocol="itch50", sequencing=not args.no_sequencing)
+                       protocol="itch50", sequencing=not args.no_sequencing, top=args.top)
     if args.iface and not os.path.exists(f"/sys/class/net/{args.iface}"):
         print(f"feedhandler run: no interface {args.iface!r} in this network namespace", file=sys.stderr)
         return EXIT_NO_IFACE

@@ -390,9 +390,9 @@ def _summary(path, opts, feed, books, handle: _Batches, writer, elapsed: float, 
 
 def _check_out_format(opts: ReplayOptions) -> None:
     """--out-format and --out's extension must not disagree (Parquet written as x.dbn helps nobody)."""
-    from feedhandler.output import FORMATS
+    from feedhandler.output import FORMATS, extension
 
-    ext = os.path.splitext(os.fspath(opts.out))[1].lower()
+    ext = extension(os.fspath(opts.out))
     if opts.out_format and ext in FORMATS and FORMATS[ext] != opts.out_format.lower():
         raise ValueError(f"--out {os.fspath(opts.out)} names a {FORMATS[ext]} file but --out-format is "
                          f"{opts.out_format}: give the file a .{opts.out_format} name (or drop --out-format)")
@@ -665,11 +665,14 @@ def _replay_tcp(path: str, opts: ReplayOptions, protocol: str) -> dict:
         f = st["fix"]
         messages = int(f["messages"])
         by_type = {str(k): int(v) for k, v in f.get("by_msg_type", {}).items()}   # MsgType (35) -> messages
+        from feedhandler.protocols.fix_msgtypes import msg_type_name
+
+        type_names = {k: msg_type_name(k) for k in by_type}     # "D" -> "NewOrderSingle" (None: not in FIX)
         gaps, dups = int(f["seq_gaps"]), int(f["duplicates"])
         malformed = {k: int(f[k]) for k in ("bad_field", "garbled", "bad_body_length", "bad_checksum") if f[k]}
         truncated = int(f["truncated_tail"])
         sessions = None
-        extra = {"fix": {k: int(v) for k, v in f.items() if k != "by_msg_type"},
+        extra = {"message_type_names": type_names, "fix": {k: int(v) for k, v in f.items() if k != "by_msg_type"},
                  "seq_gap_messages": int(f["seq_gap_messages"]),
                  "bad_checksums": int(f["bad_checksum"]), "possdup": int(f["possdup"]),
                  "groups": st.get("groups"), "reference": st.get("reference", {})}

@@ -1,4 +1,5 @@
-"""Record outputs of ``feedhandler replay --out``: DBN (MBO schema), Parquet, raw ``.npy``.
+"""Record outputs of ``feedhandler replay --out``: DBN (MBO schema; ``.dbn.zst`` zstd-compressed),
+Parquet (typed columns: ``feedhandler.frames.to_arrow``), raw ``.npy``.
 
 Every writer has ``write(batch) -> int`` (a TICK_DTYPE batch, already enriched by the book and
 filtered), ``close()`` and ``abort()``, and counts ``records``. :func:`open_writer` picks one by the
@@ -13,9 +14,17 @@ import numpy as np
 
 from feedhandler import records
 
-__all__ = ["FORMATS", "SymbolMap", "format_for", "open_writer"]
+__all__ = ["FORMATS", "SymbolMap", "extension", "format_for", "open_writer"]
 
-FORMATS = {".dbn": "dbn", ".parquet": "parquet", ".pq": "parquet", ".npy": "npy"}
+FORMATS = {".dbn": "dbn", ".dbn.zst": "dbn", ".parquet": "parquet", ".pq": "parquet", ".npy": "npy"}
+
+
+def extension(path: str) -> str:
+    """The output extension of ``path``, lower case: ``.dbn.zst`` counts as one."""
+    p = os.fspath(path).lower()
+    if p.endswith(".dbn.zst"):
+        return ".dbn.zst"
+    return os.path.splitext(p)[1]
 
 
 class SymbolMap:
@@ -49,16 +58,17 @@ class SymbolMap:
 
 
 def format_for(path: str, fmt: str | None = None) -> str:
-    """The output format: ``fmt`` when given, else from the extension (.dbn, .parquet/.pq, .npy)."""
+    """The output format: ``fmt`` when given, else from the extension (.dbn or .dbn.zst, .parquet/.pq,
+    .npy)."""
     if fmt:
         fmt = fmt.lower()
         if fmt not in set(FORMATS.values()):
             raise ValueError(f"unknown output format {fmt!r} (dbn, parquet, npy)")
         return fmt
-    ext = os.path.splitext(path)[1].lower()
+    ext = extension(path)
     if ext not in FORMATS:
         raise ValueError(f"cannot tell the output format of {path!r} from its extension "
-                         "(.dbn, .parquet, .npy); use --out-format")
+                         "(.dbn, .dbn.zst, .parquet, .npy); use --out-format")
     return FORMATS[ext]
 
 

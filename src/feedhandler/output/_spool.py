@@ -9,6 +9,8 @@ the previous file (or none) or a complete one.
 system has it: nothing is left behind even by ``kill -9``) as batches arrive; ``close()`` writes the
 header (now that the record count, time range and symbols are known) and the spooled body to the
 temporary name and renames it. ``abort()`` removes what was written (used when the replay fails).
+A path ending in ``.zst`` is written zstd-compressed (header and body in one frame, compressed while
+copied: memory stays bounded); that needs the ``zstandard`` package, checked when the writer opens.
 """
 from __future__ import annotations
 
@@ -17,7 +19,21 @@ import shutil
 import tempfile
 from typing import BinaryIO
 
-__all__ = ["SpoolWriter", "check_output_dir", "temp_path", "publish", "discard"]
+__all__ = ["SpoolWriter", "check_output_dir", "temp_path", "publish", "discard", "zstd_compressor"]
+
+ZSTD_LEVEL = 3   # zstd's default: fast, and within a few per cent of level 9 on tick records
+
+
+def zstd_compressor():
+    """A ``zstandard.ZstdCompressor`` (a clear MissingDependency error when zstandard is missing)."""
+    try:
+        import zstandard
+    except ImportError as e:
+        from feedhandler.output.parquet import MissingDependency
+
+        raise MissingDependency("zstd-compressed output (.zst) needs zstandard (a core dependency of "
+                                "feedhandler): pip install zstandard") from e
+    return zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True)
 
 
 def check_output_dir(path: str) -> None:
@@ -53,6 +69,7 @@ class SpoolWriter:
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
         check_output_dir(self.path)
+        self._zstd = zstd_compressor() if self.path.lower().endswith(".zst") else None
         # anonymous: O_TMPFILE on Linux where the file system supports it, else created and unlinked at once
         self._spool: BinaryIO | None = tempfile.TemporaryFile(dir=os.path.dirname(os.path.abspath(self.path)))
         self.records = 0
@@ -75,10 +92,17 @@ class SpoolWriter:
         tmp = temp_path(self.path)
         try:
             spool.flush()
+            size = spool.seek(0, os.SEEK_END)
             spool.seek(0)
-            with open(tmp, "wb") as out:
-                out.write(self.header())
-                shutil.copyfileobj(spool, out, 4 << 20)
+            header = self.header()
+            with open(tmp, "wb") as raw:
+                if self._zstd is None:
+                    raw.write(header)
+                    shutil.copyfileobj(spool, raw, 4 << 20)
+                else:
+                    with self._zstd.stream_writer(raw, size=len(header) + size, closefd=False) as out:
+                        out.write(header)
+                        shutil.copyfileobj(spool, out, 4 << 20)
             publish(tmp, self.path)
         except BaseException:
             discard(tmp)

@@ -27,6 +27,23 @@ What goes in
   symbol mappings instead (raw symbol -> instrument_id for the trading day), for the instruments that
   have records in the file only (``--symbols`` AAPL lists AAPL, not the whole directory).
 
+Publisher and compression
+-------------------------
+Every record's ``publisher_id`` (0 in our records: the decoders do not know Databento's numbering) is
+filled with the Databento publisher of the dataset, as Databento numbers them (:data:`PUBLISHER_ID`:
+``XNAS.ITCH`` -> 2 "Nasdaq TotalView-ITCH", ``GLBX.MDP3`` -> 1 "CME Globex MDP 3.0"; tests check the
+numbers against NautilusTrader's copy of Databento's publisher table). Readers such as NautilusTrader's
+``DatabentoDataLoader`` derive the venue of an instrument from it (``AAPL.XNAS``, ``ESZ0.GLBX``) and
+refuse records with publisher 0. FIX and OUCH replays are a private session, not a Databento dataset:
+their files are named ``FH.FIX`` / ``FH.OUCH`` and keep publisher_id 0 (claiming a Databento
+publisher would be a lie about where the data came from); give such readers the instrument id
+yourself (NautilusTrader: ``from_dbn_file(path, instrument_id=InstrumentId.from_str("IBM.XNYS"))``).
+
+``OUT.dbn.zst`` is written zstd-compressed (one zstd frame, as Databento delivers its files; the
+MBP-1 sibling is then ``OUT.mbp-1.dbn.zst``); it uses the ``zstandard`` package (a core
+dependency). Records are spooled uncompressed as they arrive and compressed in one pass at
+close, streaming (bounded memory), into the temporary name that is renamed when complete.
+
 The metadata header (DBN version 3 by default; version 2 has the same layout) is written by
 :func:`encode_metadata` following the DBN specification; tests check it equals
 ``databento_dbn.Metadata.encode()`` and that ``databento_dbn.DBNDecoder`` reads every record back.
@@ -43,7 +60,7 @@ import numpy as np
 from feedhandler import records
 from feedhandler.output._spool import SpoolWriter
 
-__all__ = ["DbnWriter", "encode_metadata", "mbp1_path", "SCHEMA_MBO", "SCHEMA_MBP1", "STYPE_INSTRUMENT_ID",
+__all__ = ["DbnWriter", "PUBLISHER_ID", "encode_metadata", "mbp1_path", "SCHEMA_MBO", "SCHEMA_MBP1", "STYPE_INSTRUMENT_ID",
            "STYPE_RAW_SYMBOL"]
 
 DBN_VERSION = 3
@@ -55,6 +72,8 @@ NULL_SCHEMA = 0xFFFF
 STYPE_INSTRUMENT_ID = 0
 STYPE_RAW_SYMBOL = 1
 UNDEF_TIMESTAMP = 2**64 - 1
+# Databento's publisher ids (dataset + venue) of the datasets we write; other datasets get 0 (none).
+PUBLISHER_ID = {"GLBX.MDP3": 1, "XNAS.ITCH": 2}
 MBO_BYTES = records.DBN_LENGTH["mbo"]   # 56
 
 Mapping = tuple  # (raw_symbol, [(start yyyymmdd int, end yyyymmdd int, symbol str), ...])
@@ -150,9 +169,22 @@ def to_mbo_bytes(ticks: np.ndarray) -> np.ndarray:
 
 
 def mbp1_path(path: str) -> str:
-    """Where the MBP-1 records of an MBO file ``OUT.dbn`` go: ``OUT.mbp-1.dbn``."""
-    stem = path[: -len(".dbn")] if path.endswith(".dbn") else path
-    return f"{stem}.mbp-1.dbn"
+    """Where the MBP-1 records of an MBO file ``OUT.dbn`` go: ``OUT.mbp-1.dbn`` (``OUT.dbn.zst``:
+    ``OUT.mbp-1.dbn.zst``)."""
+    zst = path.endswith(".zst")
+    stem = path[: -len(".zst")] if zst else path
+    stem = stem[: -len(".dbn")] if stem.endswith(".dbn") else stem
+    return f"{stem}.mbp-1.dbn" + (".zst" if zst else "")
+
+
+def stamp_publisher(b: np.ndarray, publisher_id: int) -> None:
+    """Set the publisher_id (bytes 2..4 of each DBN record of ``b``, (n, length) uint8) where it is 0."""
+    if publisher_id and b.shape[0]:
+        pid = b[:, 2:4].view("<u2")[:, 0]
+        if pid.any():
+            pid[...] = np.where(pid == 0, np.uint16(publisher_id), pid)
+        else:
+            pid[...] = publisher_id     # the usual case (our decoders leave it 0): a strided fill
 
 
 class _Mbp1File(SpoolWriter):
@@ -178,11 +210,16 @@ class DbnWriter(SpoolWriter):
     date : the trading day for the symbol mapping intervals (default: from the first ts_event, UTC).
     dataset : DBN dataset code.
     version : DBN version byte (2 or 3).
+    publisher_id : Databento publisher id put in records that have none (default: the dataset's, from
+        :data:`PUBLISHER_ID`; 0 for datasets that are not Databento's).
+
+    A path ending in ``.zst`` is written zstd-compressed.
     """
 
     def __init__(self, path: str | os.PathLike, *, symbols=None, date: _dt.date | None = None,
-                 dataset: str = "XNAS.ITCH", version: int = DBN_VERSION):
+                 dataset: str = "XNAS.ITCH", version: int = DBN_VERSION, publisher_id: int | None = None):
         super().__init__(path)
+        self.publisher_id = PUBLISHER_ID.get(dataset, 0) if publisher_id is None else int(publisher_id)
         self._symbols = symbols or (lambda: {})
         self.date = date
         self.dataset = dataset
@@ -221,6 +258,7 @@ class DbnWriter(SpoolWriter):
     def write(self, ticks: np.ndarray) -> int:
         b = to_mbo_bytes(ticks)
         n = b.shape[0]
+        stamp_publisher(b, self.publisher_id)
         if n:
             self._span(self, b)
             self._append(b)
@@ -235,6 +273,7 @@ class DbnWriter(SpoolWriter):
                 self._conv = Mbp1Converter()
             mb = self._conv.convert(ticks)
             m = mb.shape[0]
+            stamp_publisher(mb, self.publisher_id)
             if m:
                 if self._mbp1 is None:
                     self._mbp1 = _Mbp1File(mbp1_path(self.path), self)

@@ -4,12 +4,24 @@ feedhandler[parquet]``).
 Layout: ``OUT.parquet`` holds the MBO records; every other record kind present in the stream goes to
 a sibling file ``OUT.<kind>.parquet`` (``OUT.trade.parquet``, ``OUT.stock_directory.parquet``,
 ``OUT.gap.parquet``, ...), one table per kind with that kind's fields (``feedhandler.records.DTYPES``).
-Integers keep their widths; prices stay int64 fixed point (1e-9 units, ``UNDEF_PRICE`` = no price);
-times stay uint64 ns since the epoch; character fields become strings (trailing spaces/NULs
-removed). MBO and trade tables get a ``symbol`` column from the stock directory. Rows are written in
-row groups of about ``row_group`` records. Each file is written under a temporary name
-(``.NAME.part-PID``) and renamed when ``close()`` has written its footer, so a final name always holds
-a complete, readable file; ``abort()`` removes the temporaries.
+
+Column types are those of :func:`feedhandler.frames.to_arrow` (one conversion for the Python API and
+the files, done once per row group in numpy/Arrow):
+
+- ``ts_event`` / ``ts_recv``: ``timestamp[ns, UTC]``;
+- prices and the other 1e-9 fixed-point fields: ``decimal128(38, 9)``, null where the wire has no
+  price (``UNDEF_PRICE``). Decimal because it is exact: the column's unscaled integer *is* our int64
+  fixed-point value (no division, no rounding: ``0.1`` stays ``0.1`` and a 19-digit price keeps every
+  digit), every Parquet reader (pyarrow, pandas, polars, DuckDB, Spark) knows the logical type, and
+  ``float`` is one cast away for whoever wants it; float64 would round most prices on the way in;
+- day counts (``trade_date``, ``trading_date``): ``date32``, null for the wire's 65535;
+- character fields: strings (trailing spaces/NULs removed); other integers keep their widths;
+- a ``symbol`` column after ``instrument_id`` (null when unknown) from the stream's own stock
+  directory / instrument definitions, for every kind that has no symbol field of its own.
+
+Rows are written in row groups of about ``row_group`` records. Each file is written under a temporary
+name (``.NAME.part-PID``) and renamed when ``close()`` has written its footer, so a final name always
+holds a complete, readable file; ``abort()`` removes the temporaries.
 """
 from __future__ import annotations
 
@@ -31,12 +43,11 @@ class MissingDependency(FeedhandlerError, ImportError):
 def _pyarrow():
     try:
         import pyarrow as pa
-        import pyarrow.compute as pc
         import pyarrow.parquet as pq
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise MissingDependency("Parquet output needs pyarrow: pip install 'feedhandler[parquet]' "
                                 "(or pip install pyarrow)") from e
-    return pa, pc, pq
+    return pa, pq
 
 
 def sibling_path(path: str, kind: str) -> str:
@@ -51,7 +62,7 @@ class ParquetWriter:
     """Streaming Parquet writer, one file per record kind (``write(batch)``, then ``close()``)."""
 
     def __init__(self, path: str | os.PathLike, *, symbols=None, row_group: int = 262_144, **_ignored):
-        self.pa, self.pc, self.pq = _pyarrow()
+        self.pa, self.pq = _pyarrow()
         self.path = os.fspath(path)
         check_output_dir(self.path)
         self._symbols = symbols or (lambda: {})
@@ -70,7 +81,7 @@ class ParquetWriter:
             kind = records.RTYPE_NAME.get(r)
             if kind is None:
                 continue
-            rows = ticks[rt == r].view(records.DTYPES[kind])
+            rows = ticks[rt == r]
             self._pending.setdefault(kind, []).append(rows)
             self._pending_n[kind] = self._pending_n.get(kind, 0) + rows.shape[0]
             n += rows.shape[0]
@@ -80,47 +91,21 @@ class ParquetWriter:
         return n
 
     def _table(self, kind: str, rows: np.ndarray):
-        pa, pc = self.pa, self.pc
-        cols, names = [], []
-        dt = records.DTYPES[kind]
-        for name in dt.names:
-            col = rows[name]
-            if col.dtype.kind == "S":
-                w = col.dtype.itemsize
-                raw = np.ascontiguousarray(col).view(np.uint8).reshape(-1, w).copy()
-                if kind == "mbo" and name == "attribution":
-                    # the union's other view (the match number of fills): attribution is an add's
-                    raw[rows["action"] != b"A"] = 0
-                raw[raw >= 0x80] = ord("?")  # character fields are ASCII on the wire; never fail on damage
-                arr = pa.array(raw.view(f"S{w}").ravel(), type=pa.binary()).cast(pa.string())
-                arr = pc.utf8_rtrim(arr, characters=" \0")
-            elif col.ndim > 1:
-                continue
-            else:
-                arr = pa.array(col)
-            names.append(name)
-            cols.append(arr)
-        if kind in ("mbo", "trade"):
-            sym = self._symbols()
-            keys = sorted(sym)
-            vals = pa.array([sym[k] for k in keys] + [None], type=pa.string())
-            ids = rows["instrument_id"].astype(np.int64)
-            pos = np.full(ids.shape[0], len(keys), np.int64)        # -> None: no stock directory entry
-            if keys:
-                k = np.array(keys, dtype=np.int64)
-                i = np.minimum(np.searchsorted(k, ids), len(keys) - 1)
-                hit = k[i] == ids
-                pos[hit] = i[hit]
-            names.insert(5, "symbol")
-            cols.insert(5, vals.take(pa.array(pos)))
-        return pa.Table.from_arrays(cols, names=names)
+        from feedhandler import frames
+
+        has_own = "symbol" in records.DTYPES[kind].names
+        return frames.to_arrow(rows, kind, symbols=None if has_own else self._symbols(), prices="decimal")
 
     def _flush(self, kind: str) -> None:
         parts = self._pending.pop(kind, [])
         self._pending_n[kind] = 0
         if not parts:
             return
-        rows = np.concatenate(parts)
+        rows = np.empty(sum(x.shape[0] for x in parts), records.TICK_DTYPE)   # np.concatenate would drop
+        at = 0                                                                  # the dtype's overlapping view
+        for x in parts:
+            rows[at: at + x.shape[0]] = x
+            at += x.shape[0]
         table = self._table(kind, rows)
         w = self._writers.get(kind)
         if w is None:
@@ -144,7 +129,7 @@ class ParquetWriter:
                 w.close()
             if "mbo" not in self._writers:
                 # an empty MBO table, so that OUT.parquet always exists
-                t = self._table("mbo", np.zeros(0, records.DTYPES["mbo"]))
+                t = self._table("mbo", np.zeros(0, records.TICK_DTYPE))
                 self.pq.write_table(t, temp_path(self.path), compression="zstd")
                 self.files["mbo"] = self.path
         except BaseException:
