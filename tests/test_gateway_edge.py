@@ -215,8 +215,12 @@ def test_restart_rebuilds_retry_memory_risk_band_and_names(tmp_path, how):
     live_hash = pipe.state_hash()
     if how == "graceful":
         pipe.engine.close()
-    # "crash": the old engine is simply abandoned (journal writes are os.write: nothing buffered in
-    # the process), like a SIGKILL; the durability suite kills a real process
+    else:
+        # "crash": the old engine is simply abandoned (journal writes are os.write: nothing buffered in
+        # the process), like a SIGKILL, which also drops the journal's writer lock (the kernel closes the
+        # lock file); the durability suite kills a real process
+        for sh in pipe.engine._shards:
+            sh.shard.journal.lock.release()
     pipe2 = _pipe(tmp_path, **limits)
     assert pipe2.rebuilt == 4
     assert pipe2.state_hash() == live_hash

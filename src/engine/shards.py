@@ -296,6 +296,8 @@ class ZmqShard:
         its recovery replayed (found by account and client order id), or as not entered."""
         by_key: dict[tuple, list] = {}
         for ev in replayed:
+            if ev.get("type") == "request":     # recovery's marker before each request's events, not an event
+                continue
             by_key.setdefault((ev.get("account"), ev.get("request_client_order_id") or ev.get("client_order_id")),
                               []).append(ev)
         for cid, (name, args) in list(self.unsettled.items()):
