@@ -131,19 +131,28 @@ typedef struct fh_ladder_block {
     uint32_t lvl[FH_LADDER_B];
 } fh_ladder_block;
 
-/* A side's directory entry: a block and its first (lowest) key. */
+/* A side's directory entry: a block and its first (lowest) key (not kept up to date for the top
+ * block, whose first key is read from the block itself). */
 typedef struct fh_ladder_dir {
     int64_t min;
     uint32_t blk;
     uint32_t _reserved;
 } fh_ladder_dir;
 
+/* A side's directory: its blocks in ascending key order (the best level is at the end of the last). */
+typedef struct fh_ladder_dirs {
+    uint32_t nb, cap;   /* blocks in use, capacity */
+    fh_ladder_dir e[];
+} fh_ladder_dirs;
+static fh_ladder_dirs fh_no_dirs;   /* the directory of a side that never had a level (never written) */
+
 typedef struct fh_book_side {
-    fh_ladder_dir *dir; /* the side's blocks in ascending key order; best level at the end of the last */
-    uint32_t nb, cap;   /* blocks in use, directory capacity */
-    uint32_t top_blk;   /* dir[nb - 1].blk (0 when empty): the block where most events land */
+    fh_ladder_dirs *d;  /* never NULL: &fh_no_dirs until the first level */
+    int64_t top_key;    /* key of the best level (valid when top != 0) */
+    uint32_t top_blk;   /* the block holding the best level (0 when empty): most events land there */
     uint32_t top;       /* the best level (0 when empty) */
 } fh_book_side;
+_Static_assert(sizeof(fh_book_side) == 24, "two sides, the live count and the id share the book's first line");
 
 typedef struct fh_book {
     /* first cache line: what every event touches */
@@ -366,6 +375,7 @@ static uint32_t fh_book_create(fh_bookset *bs, uint32_t instrument_id) {
     }
     fh_book *b = &bs->books[bs->nbooks];
     memset(b, 0, sizeof *b);
+    b->side[0].d = b->side[1].d = &fh_no_dirs;
     b->instrument_id = instrument_id;
     b->stale = (uint8_t)bs->all_stale;
     b->ev_bid_px = b->ev_ask_px = FH_UNDEF_PRICE;
@@ -462,24 +472,28 @@ static inline void fh_block_free(fh_bookset *bs, uint32_t k) {
 
 /* Room for one more directory entry. */
 static int fh_dir_reserve(fh_book_side *s, uint32_t hint) {
-    if (s->nb < s->cap) return 0;
-    uint32_t cap = s->cap ? s->cap * 2 : (hint ? hint : 4);
-    fh_ladder_dir *d = realloc(s->dir, (size_t)cap * sizeof *d);
-    if (!d) return -1;
-    s->dir = d;
-    s->cap = cap;
+    fh_ladder_dirs *d = s->d;
+    if (d->nb < d->cap) return 0;
+    uint32_t cap = d->cap ? d->cap * 2 : (hint ? hint : 4);
+    if (cap > 0x3FFFFFFFu) return -1;
+    fh_ladder_dirs *nd = realloc(d == &fh_no_dirs ? NULL : d, sizeof *nd + (size_t)cap * sizeof nd->e[0]);
+    if (!nd) return -1;
+    if (d == &fh_no_dirs) nd->nb = 0;
+    nd->cap = cap;
+    s->d = nd;
     return 0;
 }
 
-/* Directory index of the block where key is or belongs (side not empty). */
+/* Directory index of the block where key is or belongs (side not empty), or FH_LADDER_TOP for the top
+ * block (found without reading the directory). */
+#define FH_LADDER_TOP UINT32_MAX
 static inline uint32_t fh_side_block(const fh_bookset *bs, const fh_book_side *s, int64_t key) {
-    uint32_t top = s->nb - 1;
-    if (FH_LIKELY(key >= bs->blocks[s->top_blk].key[0])) return top;
+    if (FH_LIKELY(key >= bs->blocks[s->top_blk].key[0])) return FH_LADDER_TOP;
     /* the last block whose first key is <= key, or block 0 */
-    uint32_t lo = 0, hi = top;   /* answer in [lo, hi) ... or 0 */
+    uint32_t lo = 0, hi = s->d->nb - 1;
     while (hi - lo > 1) {
         uint32_t mid = lo + (hi - lo) / 2;
-        if (s->dir[mid].min <= key) lo = mid;
+        if (s->d->e[mid].min <= key) lo = mid;
         else hi = mid;
     }
     return lo;
@@ -505,37 +519,49 @@ static inline uint32_t fh_block_find(const fh_ladder_block *k, int64_t key, int 
     return lo;
 }
 
-/* The side's best level and top block after its last block changed. */
-static inline void fh_side_retop(fh_bookset *bs, fh_book_side *s) {
-    if (s->nb == 0) {
-        s->top_blk = 0;
-        s->top = 0;
-        return;
-    }
-    uint32_t k = s->dir[s->nb - 1].blk;
-    s->top_blk = k;
-    s->top = bs->blocks[k].lvl[bs->blocks[k].n - 1];
+/* The side's best level after its top block (still the top block) changed. */
+static inline void fh_side_retop_block(fh_bookset *bs, fh_book_side *s) {
+    const fh_ladder_block *k = &bs->blocks[s->top_blk];
+    s->top = k->lvl[k->n - 1];
+    s->top_key = k->key[k->n - 1];
 }
 
-/* Insert (key, l) at position pos of the block at directory index i (pos from fh_block_find).
- * Returns 0, or -1 when a block or the directory cannot grow (nothing changed then). */
+/* The side's top block and best level after its directory changed. */
+static inline void fh_side_retop(fh_bookset *bs, fh_book_side *s) {
+    if (s->d->nb == 0) {
+        s->top_blk = 0;
+        s->top = 0;
+        s->top_key = 0;
+        return;
+    }
+    s->top_blk = s->d->e[s->d->nb - 1].blk;
+    fh_side_retop_block(bs, s);
+}
+
+/* Insert (key, l) at position pos of the block at directory index i (FH_LADDER_TOP: the top block,
+ * whose index is then read only when needed). Returns 0, or -1 when a block or the directory cannot
+ * grow (nothing changed then). */
 static int fh_ladder_insert(fh_bookset *bs, fh_book_side *s, uint32_t i, uint32_t pos, int64_t key, uint32_t l) {
-    uint32_t k = s->dir[i].blk;
+    uint32_t k = i == FH_LADDER_TOP ? s->top_blk : s->d->e[i].blk;
+    uint32_t split = FH_LADDER_TOP;   /* directory index of the block split in two */
     if (FH_UNLIKELY(bs->blocks[k].n == FH_LADDER_B)) {
         /* split: the upper half moves to a new block right after this one */
         if (fh_dir_reserve(s, bs->dir_hint)) return -1;
         uint32_t k2 = fh_block_alloc(bs);
         if (!k2) return -1;
+        fh_ladder_dirs *d = s->d;
+        if (i == FH_LADDER_TOP) i = d->nb - 1;
+        split = i;
         fh_ladder_block *a = &bs->blocks[k], *b = &bs->blocks[k2];
         const uint32_t h = FH_LADDER_B / 2;
         memcpy(b->key, a->key + h, (FH_LADDER_B - h) * sizeof *a->key);
         memcpy(b->lvl, a->lvl + h, (FH_LADDER_B - h) * sizeof *a->lvl);
         b->n = FH_LADDER_B - h;
         a->n = h;
-        memmove(&s->dir[i + 2], &s->dir[i + 1], (size_t)(s->nb - i - 1) * sizeof *s->dir);
-        s->dir[i + 1].min = b->key[0];
-        s->dir[i + 1].blk = k2;
-        s->nb++;
+        memmove(&d->e[i + 2], &d->e[i + 1], (size_t)(d->nb - i - 1) * sizeof d->e[0]);
+        d->e[i + 1].min = b->key[0];
+        d->e[i + 1].blk = k2;
+        d->nb++;
         if (pos > h) {
             i++;
             pos -= h;
@@ -548,71 +574,97 @@ static int fh_ladder_insert(fh_bookset *bs, fh_book_side *s, uint32_t i, uint32_
     a->key[pos] = key;
     a->lvl[pos] = l;
     a->n++;
-    if (pos == 0) s->dir[i].min = key;
-    if (i + 1 >= s->nb - 1) fh_side_retop(bs, s);   /* the top block, or the one just split off it */
+    if (FH_UNLIKELY(split != FH_LADDER_TOP)) {
+        fh_ladder_dirs *d = s->d;
+        d->e[split].min = bs->blocks[d->e[split].blk].key[0];
+        d->e[split + 1].min = bs->blocks[d->e[split + 1].blk].key[0];
+        fh_side_retop(bs, s);
+    } else if (k == s->top_blk) {
+        fh_side_retop_block(bs, s);   /* the top block's min is not kept: fh_side_block reads key[0] */
+    } else if (pos == 0) {
+        s->d->e[i].min = key;
+    }
     return 0;
 }
 
-/* Remove the entry at position pos of the block at directory index i. */
+/* Remove the entry at position pos of the block at directory index i (FH_LADDER_TOP: the top
+ * block). */
 static void fh_ladder_remove(fh_bookset *bs, fh_book_side *s, uint32_t i, uint32_t pos) {
-    uint32_t k = s->dir[i].blk;
+    uint32_t k = i == FH_LADDER_TOP ? s->top_blk : s->d->e[i].blk;
     fh_ladder_block *a = &bs->blocks[k];
     memmove(&a->key[pos], &a->key[pos + 1], (size_t)(a->n - pos - 1) * sizeof *a->key);
     memmove(&a->lvl[pos], &a->lvl[pos + 1], (size_t)(a->n - pos - 1) * sizeof *a->lvl);
     a->n--;
-    uint32_t was_top = i == s->nb - 1;
+    /* the common case: the top block (never merged into another while it is the top), or a block
+     * that keeps a quarter of its keys */
+    if (FH_LIKELY(a->n && (k == s->top_blk || a->n >= FH_LADDER_B / 4))) {
+        if (k == s->top_blk) fh_side_retop_block(bs, s);
+        else if (pos == 0) s->d->e[i].min = a->key[0];
+        return;
+    }
+    fh_ladder_dirs *d = s->d;
+    if (i == FH_LADDER_TOP) i = d->nb - 1;
     if (a->n == 0) {
         fh_block_free(bs, k);
-        memmove(&s->dir[i], &s->dir[i + 1], (size_t)(s->nb - i - 1) * sizeof *s->dir);
-        s->nb--;
+        memmove(&d->e[i], &d->e[i + 1], (size_t)(d->nb - i - 1) * sizeof d->e[0]);
+        d->nb--;
     } else {
-        if (pos == 0) s->dir[i].min = a->key[0];
-        if (FH_UNLIKELY(a->n < FH_LADDER_B / 4) && s->nb > 1) {
-            /* merge with a neighbour when both fit in 3/4 of a block: the right one into the left */
-            uint32_t j = i + 1 < s->nb ? i + 1 : i - 1;
-            uint32_t lft = j < i ? j : i, rgt = j < i ? i : j;
-            fh_ladder_block *L = &bs->blocks[s->dir[lft].blk], *R = &bs->blocks[s->dir[rgt].blk];
-            if (L->n + R->n <= FH_LADDER_B * 3 / 4) {
-                memcpy(&L->key[L->n], R->key, (size_t)R->n * sizeof *R->key);
-                memcpy(&L->lvl[L->n], R->lvl, (size_t)R->n * sizeof *R->lvl);
-                L->n += R->n;
-                fh_block_free(bs, s->dir[rgt].blk);
-                memmove(&s->dir[rgt], &s->dir[rgt + 1], (size_t)(s->nb - rgt - 1) * sizeof *s->dir);
-                s->nb--;
-                was_top |= rgt == s->nb;   /* the old top block merged into the one below it */
-            }
+        if (pos == 0) d->e[i].min = a->key[0];
+        /* merge with a neighbour when both fit in 3/4 of a block: the right one into the left */
+        uint32_t j = i + 1 < d->nb ? i + 1 : i - 1;
+        uint32_t lft = j < i ? j : i, rgt = j < i ? i : j;
+        fh_ladder_block *L = &bs->blocks[d->e[lft].blk], *R = &bs->blocks[d->e[rgt].blk];
+        if (L->n + R->n <= FH_LADDER_B * 3 / 4) {
+            memcpy(&L->key[L->n], R->key, (size_t)R->n * sizeof *R->key);
+            memcpy(&L->lvl[L->n], R->lvl, (size_t)R->n * sizeof *R->lvl);
+            L->n += R->n;
+            fh_block_free(bs, d->e[rgt].blk);
+            memmove(&d->e[rgt], &d->e[rgt + 1], (size_t)(d->nb - rgt - 1) * sizeof d->e[0]);
+            d->nb--;
         }
     }
-    if (was_top || i >= s->nb) fh_side_retop(bs, s);
+    fh_side_retop(bs, s);
+}
+
+static inline uint32_t fh_side_blk(const fh_book_side *s, uint32_t i) {
+    return i == FH_LADDER_TOP ? s->top_blk : s->d->e[i].blk;
 }
 
 /* Level for (book, side, price), created when missing; 0 when out of memory. */
 static inline uint32_t fh_level_get(fh_bookset *bs, uint32_t b, int side, int64_t price) {
     fh_book_side *s = &bs->books[b].side[side];
     int64_t key = fh_key(side, price);
-    uint32_t i = 0, pos = 0;
-    if (FH_LIKELY(s->nb)) {
-        int found;
-        i = fh_side_block(bs, s, key);
-        const fh_ladder_block *k = &bs->blocks[s->dir[i].blk];
-        pos = fh_block_find(k, key, &found);
-        if (found) return k->lvl[pos];
+    uint32_t i = FH_LADDER_TOP, pos;
+    if (FH_LIKELY(s->top)) {
+        /* the best level, or a new best level: no search, no block read (the book's line) */
+        if (key == s->top_key) return s->top;
+        if (key > s->top_key) {
+            pos = bs->blocks[s->top_blk].n;
+        } else {
+            int found;
+            i = fh_side_block(bs, s, key);
+            const fh_ladder_block *k = &bs->blocks[fh_side_blk(s, i)];
+            pos = fh_block_find(k, key, &found);
+            if (found) return k->lvl[pos];
+        }
     } else {
         /* the side's first block */
         if (fh_dir_reserve(s, bs->dir_hint)) return 0;
         uint32_t k = fh_block_alloc(bs);
         if (!k) return 0;
-        s->dir[0].min = key;
-        s->dir[0].blk = k;
-        s->nb = 1;
+        s->d->e[0].min = key;
+        s->d->e[0].blk = k;
+        s->d->nb = 1;
         s->top_blk = k;
+        i = 0;
+        pos = 0;
     }
     uint32_t l = fh_level_alloc(bs);
     if (!l || fh_ladder_insert(bs, s, i, pos, key, l)) {
         if (l) fh_level_free(bs, l);
-        if (bs->blocks[s->dir[0].blk].n == 0 && s->nb == 1) {   /* the empty first block */
-            fh_block_free(bs, s->dir[0].blk);
-            s->nb = 0;
+        if (s->d->nb == 1 && bs->blocks[s->d->e[0].blk].n == 0) {   /* the empty first block */
+            fh_block_free(bs, s->d->e[0].blk);
+            s->d->nb = 0;
             fh_side_retop(bs, s);
         }
         return 0;
@@ -632,11 +684,11 @@ static void fh_level_remove(fh_bookset *bs, uint32_t l) {
     fh_book_side *s = &bs->books[lv->owner >> 1].side[side];
     int64_t key = fh_key(side, lv->price);
     if (FH_LIKELY(s->top == l)) {   /* the best level: the end of the top block */
-        fh_ladder_remove(bs, s, s->nb - 1, bs->blocks[s->top_blk].n - 1);
-    } else if (s->nb) {
+        fh_ladder_remove(bs, s, FH_LADDER_TOP, bs->blocks[s->top_blk].n - 1);
+    } else if (s->top) {
         int found;
         uint32_t i = fh_side_block(bs, s, key);
-        uint32_t pos = fh_block_find(&bs->blocks[s->dir[i].blk], key, &found);
+        uint32_t pos = fh_block_find(&bs->blocks[fh_side_blk(s, i)], key, &found);
         if (found) fh_ladder_remove(bs, s, i, pos);   /* always: the level is in its side */
     }
     fh_level_free(bs, l);
@@ -698,15 +750,16 @@ static inline void fh_book_top(const fh_bookset *bs, const fh_book *bk, fh_bbo *
 
 static inline void fh_check_crossed(fh_bookset *bs, uint32_t b) {
     const fh_book *bk = &bs->books[b];
-    uint32_t bid = bk->side[0].top, ask = bk->side[1].top;
-    if (bid && ask && bs->levels[bid].price >= bs->levels[ask].price) bs->counters[FH_BOOK_C_CROSSED]++;
+    /* the best keys (bid price, ~ask price) live in the book's line: no level is read */
+    if (bk->side[0].top && bk->side[1].top && bk->side[0].top_key >= ~bk->side[1].top_key)
+        bs->counters[FH_BOOK_C_CROSSED]++;
 }
 
 static void fh_book_clear(fh_bookset *bs, uint32_t b) {
     for (int side = 0; side < 2; side++) {
         fh_book_side *s = &bs->books[b].side[side];
-        for (uint32_t i = 0; i < s->nb; i++) {
-            const fh_ladder_block *k = &bs->blocks[s->dir[i].blk];
+        for (uint32_t i = 0; i < s->d->nb; i++) {
+            const fh_ladder_block *k = &bs->blocks[s->d->e[i].blk];
             for (uint32_t j = 0; j < k->n; j++) {
                 uint32_t l = k->lvl[j];
                 for (uint32_t n = bs->levels[l].head; n;) {
@@ -719,9 +772,9 @@ static void fh_book_clear(fh_bookset *bs, uint32_t b) {
                 }
                 fh_level_free(bs, l);
             }
-            fh_block_free(bs, s->dir[i].blk);
+            fh_block_free(bs, s->d->e[i].blk);
         }
-        s->nb = 0;
+        if (s->d != &fh_no_dirs) s->d->nb = 0;
         fh_side_retop(bs, s);
     }
     bs->books[b].live = 0;
@@ -1131,8 +1184,8 @@ fh_bookset *fh_bookset_new(uint32_t max_instruments, uint32_t depth_hint, int tr
 void fh_bookset_free(fh_bookset *bs) {
     if (!bs) return;
     for (uint32_t b = 0; b < bs->nbooks; b++) {
-        free(bs->books[b].side[0].dir);
-        free(bs->books[b].side[1].dir);
+        for (int side = 0; side < 2; side++)
+            if (bs->books[b].side[side].d != &fh_no_dirs) free(bs->books[b].side[side].d);
     }
     free(bs->books);
     fh_big_free(bs->nodes, (size_t)bs->nodes_cap * sizeof *bs->nodes);
@@ -1190,8 +1243,8 @@ size_t fh_bookset_depth(const fh_bookset *bs, uint32_t instrument_id, int side, 
     if (b == UINT32_MAX || (side != FH_BOOK_BID && side != FH_BOOK_ASK)) return 0;
     const fh_book_side *s = &bs->books[b].side[side];
     size_t k = 0;
-    for (uint32_t i = s->nb; i > 0 && k < n; i--) {
-        const fh_ladder_block *blk = &bs->blocks[s->dir[i - 1].blk];
+    for (uint32_t i = s->d->nb; i > 0 && k < n; i--) {
+        const fh_ladder_block *blk = &bs->blocks[s->d->e[i - 1].blk];
         for (uint32_t j = blk->n; j > 0 && k < n; j--, k++) {
             const fh_book_level *lv = &bs->levels[blk->lvl[j - 1]];
             out[k].price = lv->price;
@@ -1207,10 +1260,10 @@ size_t fh_bookset_level_orders(const fh_bookset *bs, uint32_t instrument_id, int
     uint32_t b = fh_book_find(bs, instrument_id);
     if (b == UINT32_MAX || (side != FH_BOOK_BID && side != FH_BOOK_ASK)) return 0;
     const fh_book_side *s = &bs->books[b].side[side];
-    if (!s->nb) return 0;
+    if (!s->top) return 0;
     int64_t key = fh_key(side, price);
     int found;
-    const fh_ladder_block *blk = &bs->blocks[s->dir[fh_side_block(bs, s, key)].blk];
+    const fh_ladder_block *blk = &bs->blocks[fh_side_blk(s, fh_side_block(bs, s, key))];
     uint32_t pos = fh_block_find(blk, key, &found);
     if (!found) return 0;
     const fh_book_level *lv = &bs->levels[blk->lvl[pos]];
@@ -1271,7 +1324,9 @@ size_t fh_bookset_memory(const fh_bookset *bs) {
     m += (size_t)bs->books_cap * sizeof *bs->books;
     m += (size_t)bs->blocks_cap * sizeof *bs->blocks;
     for (uint32_t b = 0; b < bs->nbooks; b++)
-        m += (size_t)(bs->books[b].side[0].cap + bs->books[b].side[1].cap) * sizeof(fh_ladder_dir);
+        for (int side = 0; side < 2; side++)
+            if (bs->books[b].side[side].d != &fh_no_dirs)
+                m += sizeof(fh_ladder_dirs) + (size_t)bs->books[b].side[side].d->cap * sizeof(fh_ladder_dir);
     m += (size_t)bs->max_instruments * sizeof *bs->direct;
     if (bs->imap) m += ((size_t)bs->imap_mask + 1) * sizeof *bs->imap;
     m += bs->events_cap * sizeof *bs->events;
@@ -1289,12 +1344,14 @@ int fh_bookset_check(const fh_bookset *bs) {
             int have_prev = 0;
             int64_t prev_key = 0;
             uint32_t last_lvl = 0;
-            for (uint32_t i = 0; i < s->nb; i++) {
-                uint32_t kb = s->dir[i].blk;
+            const fh_ladder_dirs *d = s->d;
+            if (!d) return 23;
+            for (uint32_t i = 0; i < d->nb; i++) {
+                uint32_t kb = d->e[i].blk;
                 if (kb == 0 || kb >= bs->blocks_used) return 16;
                 const fh_ladder_block *blk = &bs->blocks[kb];
                 if (blk->n == 0 || blk->n > FH_LADDER_B) return 17;
-                if (s->dir[i].min != blk->key[0]) return 18;
+                if (i + 1 < d->nb && d->e[i].min != blk->key[0]) return 18;   /* the top block's is not kept */
                 nblocks++;
                 for (uint32_t j = 0; j < blk->n; j++) {
                     if (have_prev && prev_key >= blk->key[j]) return 2;   /* strictly ascending */
@@ -1324,8 +1381,9 @@ int fh_bookset_check(const fh_bookset *bs) {
                     last_lvl = l;
                 }
             }
-            if (s->nb > s->cap) return 19;
-            if (s->top != last_lvl || s->top_blk != (s->nb ? s->dir[s->nb - 1].blk : 0)) return 20;
+            if (d->nb > d->cap || (d == &fh_no_dirs && d->nb)) return 19;
+            if (s->top != last_lvl || s->top_blk != (d->nb ? d->e[d->nb - 1].blk : 0)) return 20;
+            if (s->top && s->top_key != fh_key(side, bs->levels[s->top].price)) return 22;
         }
         if (blive != bk->live) return 11;
         live += blive;
