@@ -32,6 +32,7 @@ time divided by ours (> 1: we are faster), from the medians of all rounds; the s
 
     .venv/bin/python bench/bench_itch.py                              # 3 shapes, 5 rounds
     .venv/bin/python bench/bench_itch.py --shapes deep --rounds 3 --json
+    .venv/bin/python bench/bench_itch.py --messages 2000000 --symbols 2000 --rounds 3   # another shape
 """
 from __future__ import annotations
 
@@ -174,8 +175,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--messages", type=int, default=10_000_000)
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--shapes", default="deep,wide,verydeep", help="comma-separated: " + ", ".join(SHAPES))
-    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (every contender once per round)")
+    ap.add_argument("--shapes", default=None, help="comma-separated: " + ", ".join(SHAPES) + " (default: all)")
+    ap.add_argument("--symbols", type=int, default=None,
+                    help="a day of another shape ('custom'): this many symbols, with --concentration and "
+                         "--depth-profile (instead of --shapes unless both are given)")
+    ap.add_argument("--concentration", type=float, default=0.9, help="custom shape: Zipf exponent (default 0.9)")
+    ap.add_argument("--depth-profile", default="normal", help="custom shape: shallow, normal, deep (default normal)")
+    ap.add_argument("--rounds", "--repeat", type=int, default=5,
+                    help="interleaved rounds (every contender once per round; default 5)")
     ap.add_argument("--only", default="", help="comma-separated contender names")
     ap.add_argument("--pcap", action="store_true", help="also the MoldUDP64 pcap contenders")
     ap.add_argument("--json", action="store_true")
@@ -184,7 +191,9 @@ def main(argv=None) -> int:
     if a.child:
         child(*a.child)
         return 0
-    shapes = [s for s in a.shapes.split(",") if s]
+    if a.symbols:
+        SHAPES["custom"] = {"symbols": a.symbols, "concentration": a.concentration, "depth_profile": a.depth_profile}
+    shapes = [s for s in (a.shapes or ("custom" if a.symbols else ",".join(SHAPES))).split(",") if s]
     for s in shapes:
         if s not in SHAPES:
             ap.error(f"unknown shape {s!r} (one of {', '.join(SHAPES)})")
