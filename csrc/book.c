@@ -126,7 +126,7 @@ typedef struct fh_book_slot {
 _Static_assert(FH_LADDER_B >= 8 && FH_LADDER_B % 4 == 0, "ladder blocks split in halves and merge at quarters");
 typedef struct fh_ladder_block {
     uint32_t n;
-    uint32_t _reserved;
+    uint32_t side_nb;   /* in a side's top block: the side's block count (no directory read) */
     int64_t key[FH_LADDER_B];
     uint32_t lvl[FH_LADDER_B];
 } fh_ladder_block;
@@ -490,7 +490,8 @@ static int fh_dir_reserve(fh_book_side *s, uint32_t hint) {
 static inline uint32_t fh_side_block(const fh_bookset *bs, const fh_book_side *s, int64_t key) {
     if (FH_LIKELY(key >= bs->blocks[s->top_blk].key[0])) return FH_LADDER_TOP;
     /* the last block whose first key is <= key, or block 0 */
-    uint32_t lo = 0, hi = s->d->nb - 1;
+    uint32_t lo = 0, hi = bs->blocks[s->top_blk].side_nb - 1;   /* the line just read */
+    if (hi == 0) return FH_LADDER_TOP;   /* the only block: below its first key, still in it */
     while (hi - lo > 1) {
         uint32_t mid = lo + (hi - lo) / 2;
         if (s->d->e[mid].min <= key) lo = mid;
@@ -535,6 +536,7 @@ static inline void fh_side_retop(fh_bookset *bs, fh_book_side *s) {
         return;
     }
     s->top_blk = s->d->e[s->d->nb - 1].blk;
+    bs->blocks[s->top_blk].side_nb = s->d->nb;
     fh_side_retop_block(bs, s);
 }
 
@@ -656,6 +658,7 @@ static inline uint32_t fh_level_get(fh_bookset *bs, uint32_t b, int side, int64_
         s->d->e[0].blk = k;
         s->d->nb = 1;
         s->top_blk = k;
+        bs->blocks[k].side_nb = 1;
         i = 0;
         pos = 0;
     }
@@ -1384,6 +1387,7 @@ int fh_bookset_check(const fh_bookset *bs) {
             if (d->nb > d->cap || (d == &fh_no_dirs && d->nb)) return 19;
             if (s->top != last_lvl || s->top_blk != (d->nb ? d->e[d->nb - 1].blk : 0)) return 20;
             if (s->top && s->top_key != fh_key(side, bs->levels[s->top].price)) return 22;
+            if (d->nb && bs->blocks[s->top_blk].side_nb != d->nb) return 25;
         }
         if (blive != bk->live) return 11;
         live += blive;
