@@ -6,7 +6,7 @@ What is timed (each contender in its own fresh subprocess, runs interleaved, bes
                      (decode time excluded; the records are copied back before every run because
                      apply enriches them in place). records/s = MBO/trade/gap records per second.
   fh.decode          Feed.read of the same BinaryFILE into batches, no books (framing + ITCH decode)
-  itchbook.binaryfile  itch-book's C++ Session (tables=["bbo"]) fed the BinaryFILE in 4 MiB chunks:
+  itchbook.binaryfile  itch-book's C++ Session with no table (books only) fed the BinaryFILE in 4 MiB chunks:
                      parse AND book, for context (it cannot apply pre-decoded records)
 
 The day is the one bench_itch.py uses (`feedhandler synth`, cached under bench/out/).
@@ -83,7 +83,7 @@ def _run_decode(path: str, batch: int) -> dict:
 def _run_itchbook(path: str) -> dict:
     from itch_book import Session
 
-    s = Session(["bbo"], 0, [])
+    s = Session([], 0, [])   # no table: parse + books only
     t = time.perf_counter()
     c = time.thread_time()
     with open(path, "rb") as f:
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     if a.child:
         child(a.child[0], a.child[1], a.batch, a.cpu)
         return 0
-    path = day_files(a.messages, a.symbols, a.seed)["binaryfile"]
+    path = day_files(a.messages, a.symbols, a.seed, pcap=False)["binaryfile"]
     names = [n for n in CONTENDERS if not a.only or n in a.only.split(",")]
     try:
         import itch_book  # noqa: F401

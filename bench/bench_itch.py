@@ -1,21 +1,38 @@
-"""ITCH 5.0 day -> full L3 books for every symbol: feedhandler next to itch-book, same file, same run.
+"""ITCH 5.0 day -> full L3 books for every symbol: feedhandler next to itch-book, same file, same run,
+on days of several shapes.
 
-Contenders (each run in its own fresh subprocess so peak RSS is its own; runs interleaved):
+Shapes (`feedhandler synth` days, cached under bench/out/; --shapes picks some):
 
-  itchbook.binaryfile    itch-book's C++ Session (tables=["bbo"], the least it does while keeping books)
-                         fed the BinaryFILE in 4 MiB chunks
-  fh.single.binaryfile   Feed.read -> BookSet.apply on ONE thread (parse and apply), 64k-record batches
-  fh.pipelined.binaryfile  native producer thread (read+frame+decode) -> ring -> BookSet.consume thread
-  fh.single.pcap         the same day as a MoldUDP64 pcap (Ethernet/IPv4/UDP framing + sequencing)
-  fh.pipelined.pcap
+  deep       300 symbols, concentration 0.9, depth profile normal: a few hundred busy books with
+             50-300 price levels a side (the issue's "deep" day)
+  wide       8000 symbols, concentration 0.9, normal: thousands of mostly shallow books
+  verydeep   30 symbols, concentration 0.9, depth profile deep: a few books with up to ~1000+
+             levels a side
 
-The day comes from `feedhandler synth` (cached under bench/out/). Messages/s = ITCH messages in the file
-divided by wall time from opening the file to the last book update (file already in the page cache);
-M msg/cpu-s divides by the CPU time of the whole process over the same span (all its threads: for
-the pipelined contenders that is both threads, waits included).
+Contenders (each run in its own fresh subprocess; runs interleaved: every round runs every contender
+of every shape once, in order, so the load of the moment is shared):
 
-    .venv/bin/python bench/bench_itch.py                       # 10 M messages, 3 runs each
-    .venv/bin/python bench/bench_itch.py --messages 2000000 --repeat 1 --json
+  itchbook            itch-book's C++ Session with NO table (`Session([], 0, [])`): it parses and
+                      maintains its books, nothing else (no BBO rows: our replay emits none either);
+                      fed the BinaryFILE in 4 MiB chunks
+  fh.single           Feed.read -> BookSet.apply on ONE thread, 64k-record batches
+  fh.pipelined        native producer thread (read + frame + decode) -> Ring(65536) -> BookSet.consume
+  fh.replay.single    the `feedhandler replay FILE --mode single` command (whole process only)
+  fh.replay.pipelined `feedhandler replay FILE --mode pipelined`
+  (--pcap adds fh.single.pcap / fh.pipelined.pcap: the same day as a MoldUDP64 pcap)
+
+Two times per run, both reported:
+  in-process     from opening the file to the last book update, inside the child (the interpreter
+                 start and the imports are outside it); not available for the replay command
+  whole process  the child's wall time as the parent sees it: start, imports, work, exit (what the
+                 issue's "0.89 s against 0.63 s" measured)
+Every contender gets the same bytes (the BinaryFILE; the page cache is warm after the first round)
+and does the same work: parse + book for every symbol, no output. Ratios are itch-book's median
+time divided by ours (> 1: we are faster), from the medians of all rounds; the spread is min..max.
+
+    .venv/bin/python bench/bench_itch.py                              # 3 shapes, 5 rounds
+    .venv/bin/python bench/bench_itch.py --shapes deep --rounds 3 --json
+    .venv/bin/python bench/bench_itch.py --messages 2000000 --symbols 2000 --rounds 3   # another shape
 """
 from __future__ import annotations
 
@@ -24,33 +41,47 @@ import json
 import os
 import platform
 import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "out")
-CONTENDERS = ["itchbook.binaryfile", "fh.single.binaryfile", "fh.pipelined.binaryfile",
-              "fh.single.pcap", "fh.pipelined.pcap"]
+SHAPES = {
+    "deep": {"symbols": 300, "concentration": 0.9, "depth_profile": "normal"},
+    "wide": {"symbols": 8000, "concentration": 0.9, "depth_profile": "normal"},
+    "verydeep": {"symbols": 30, "concentration": 0.9, "depth_profile": "deep"},
+}
+CONTENDERS = ["itchbook", "fh.single", "fh.pipelined", "fh.replay.single", "fh.replay.pipelined"]
+PCAP_CONTENDERS = ["fh.single.pcap", "fh.pipelined.pcap"]
 
 # numpy's OpenBLAS starts a thread per core that busy-waits for a while after import: on a 2-core
 # machine it steals the core a contender runs on. Nothing here uses BLAS.
 CHILD_ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
 
-def day_files(messages: int, symbols: int, seed: int) -> dict:
+
+def day_files(messages: int, symbols: int, seed: int, concentration: float = 0.9,
+              depth_profile: str = "normal", pcap: bool = True) -> dict:
+    """The day's BinaryFILE (and pcap) under bench/out/, generated once (same arguments, same bytes)."""
     os.makedirs(OUT, exist_ok=True)
-    stem = os.path.join(OUT, f"itch_{messages}_{symbols}_{seed}")
+    shape = "" if (concentration, depth_profile) == (0.9, "normal") else f"_c{concentration:g}_{depth_profile}"
+    stem = os.path.join(OUT, f"itch_{messages}_{symbols}_{seed}{shape}")
     files = {"binaryfile": stem + ".bin", "pcap": stem + ".pcap"}
-    if not all(os.path.exists(p) for p in files.values()):
+    if not all(os.path.exists(p) for k, p in files.items() if pcap or k == "binaryfile"):
         from feedhandler.synth import generate_day
 
         t = time.perf_counter()
-        day = generate_day(messages=messages, symbols=symbols, seed=seed)
+        day = generate_day(messages=messages, symbols=symbols, seed=seed, concentration=concentration,
+                           depth_profile=depth_profile)
         day.write_binaryfile(files["binaryfile"] + ".tmp")
-        day.write_pcap(files["pcap"] + ".tmp")
         os.replace(files["binaryfile"] + ".tmp", files["binaryfile"])
-        os.replace(files["pcap"] + ".tmp", files["pcap"])
-        print(f"# generated {messages} messages, {symbols} symbols in {time.perf_counter() - t:.1f}s", file=sys.stderr)
+        if pcap:
+            day.write_pcap(files["pcap"] + ".tmp")
+            os.replace(files["pcap"] + ".tmp", files["pcap"])
+        print(f"# generated {messages} messages, {symbols} symbols (concentration {concentration:g}, "
+              f"{depth_profile} depth) in {time.perf_counter() - t:.1f}s", file=sys.stderr)
     return files
 
 
@@ -61,17 +92,10 @@ def _cpu_s() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def _pin(cpu: int) -> None:
-    """--pin: bind the calling thread to one CPU (Linux: sched_setaffinity(0) is per thread)."""
-    if os.environ.get("FH_BENCH_PIN") == "1" and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {cpu % (os.cpu_count() or 1)})
-
-
 def _run_itchbook(path: str) -> dict:
     from itch_book import Session
 
-    _pin(0)
-    s = Session(["bbo"], 0, [])
+    s = Session([], 0, [])          # no table: parse + books only
     t, c = time.perf_counter(), _cpu_s()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 22):
@@ -90,7 +114,6 @@ def _run_fh(path: str, mode: str) -> dict:
     t, c = time.perf_counter(), _cpu_s()
     feed = Feed(path)
     if mode == "single":
-        _pin(0)
         buf = records.empty(65536)
         while n := feed.read(buf):
             books.apply(buf[:n])
@@ -98,9 +121,7 @@ def _run_fh(path: str, mode: str) -> dict:
         from feedhandler.ring import Ring
 
         ring = Ring(1 << 16, overflow="block")
-        _pin(0)                      # the producer thread inherits CPU 0
         feed.start(ring)
-        _pin(1)                      # the book thread (this one) moves to CPU 1
         books.consume(ring, max_batch=4096)
         feed.join()
     elapsed, cpu = time.perf_counter() - t, _cpu_s() - c
@@ -110,84 +131,132 @@ def _run_fh(path: str, mode: str) -> dict:
 
 
 def child(name: str, path: str) -> None:
-    if name.startswith("itchbook"):
-        r = _run_itchbook(path)
-    else:
-        r = _run_fh(path, name.split(".")[1])
-    # VmHWM, not ru_maxrss: ru_maxrss survives execve, so a child would report its parent's peak.
-    with open("/proc/self/status") as f:
-        hwm_kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-    r["maxrss_mb"] = hwm_kb / 1024
+    r = _run_itchbook(path) if name == "itchbook" else _run_fh(path, name.split(".")[1])
     print(json.dumps(r))
+
+
+def _feedhandler_cmd() -> list[str]:
+    exe = shutil.which("feedhandler", path=os.path.dirname(sys.executable))
+    if exe:
+        return [exe]
+    return [sys.executable, "-c", "import sys; from feedhandler.cli import main; sys.exit(main(sys.argv[1:]))"]
+
+
+def run_one(name: str, files: dict) -> dict:
+    """One run of one contender in a fresh process: its in-process figures and its whole wall time."""
+    path = files["pcap" if name.endswith(".pcap") else "binaryfile"]
+    if name.startswith("fh.replay."):
+        cmd = _feedhandler_cmd() + ["replay", path, "--mode", name.rsplit(".", 1)[1], "--no-progress", "--json"]
+    else:
+        cmd = [sys.executable, __file__, "--child", name, path]
+    t = time.perf_counter()
+    out = subprocess.run(cmd, env=CHILD_ENV, capture_output=True, text=True)
+    whole = time.perf_counter() - t
+    if out.returncode != 0:
+        print(out.stderr, file=sys.stderr)
+        raise SystemExit(f"{name} failed ({out.returncode})")
+    if name.startswith("fh.replay."):
+        s = json.loads(out.stdout)
+        return {"whole_s": whole, "elapsed_s": None, "cpu_s": None, "messages": s["messages"],
+                "live_orders": s["live_orders"], "replay_elapsed_s": s["elapsed_s"]}
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    r["whole_s"] = whole
+    return r
+
+
+def _stats(xs: list) -> dict | None:
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return None
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n": len(xs)}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--messages", type=int, default=10_000_000)
-    ap.add_argument("--symbols", type=int, default=8000)
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--shapes", default=None, help="comma-separated: " + ", ".join(SHAPES) + " (default: all)")
+    ap.add_argument("--symbols", type=int, default=None,
+                    help="a day of another shape ('custom'): this many symbols, with --concentration and "
+                         "--depth-profile (instead of --shapes unless both are given)")
+    ap.add_argument("--concentration", type=float, default=0.9, help="custom shape: Zipf exponent (default 0.9)")
+    ap.add_argument("--depth-profile", default="normal", help="custom shape: shallow, normal, deep (default normal)")
+    ap.add_argument("--rounds", "--repeat", type=int, default=5,
+                    help="interleaved rounds (every contender once per round; default 5)")
     ap.add_argument("--only", default="", help="comma-separated contender names")
-    ap.add_argument("--pin", action="store_true",
-                    help="pin threads: single-threaded contenders to CPU 0; pipelined: producer CPU 0, book CPU 1")
+    ap.add_argument("--pcap", action="store_true", help="also the MoldUDP64 pcap contenders")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
         child(*a.child)
         return 0
-    if a.pin:
-        CHILD_ENV["FH_BENCH_PIN"] = "1"
-    files = day_files(a.messages, a.symbols, a.seed)
-    names = [n for n in CONTENDERS if not a.only or n in a.only.split(",")]
+    if a.symbols:
+        SHAPES["custom"] = {"symbols": a.symbols, "concentration": a.concentration, "depth_profile": a.depth_profile}
+    shapes = [s for s in (a.shapes or ("custom" if a.symbols else ",".join(SHAPES))).split(",") if s]
+    for s in shapes:
+        if s not in SHAPES:
+            ap.error(f"unknown shape {s!r} (one of {', '.join(SHAPES)})")
+    names = CONTENDERS + (PCAP_CONTENDERS if a.pcap else [])
+    names = [n for n in names if not a.only or n in a.only.split(",")]
     try:
-        import itch_book  # noqa: F401
+        import itch_book
+        itchbook_version = getattr(itch_book, "__version__", "?")
     except ImportError:
         print("# itch-book not installed (pip install itch-book): skipping the peer", file=sys.stderr)
-        names = [n for n in names if not n.startswith("itchbook")]
-    runs: dict[str, list] = {n: [] for n in names}
-    load = os.getloadavg()
-    for _ in range(a.repeat):
-        for n in names:
-            path = files[n.rsplit(".", 1)[1]]
-            out = subprocess.run([sys.executable, __file__, "--child", n, path], env=CHILD_ENV, capture_output=True,
-                                 text=True)
-            if out.returncode != 0:
-                print(out.stderr, file=sys.stderr)
-                raise SystemExit(f"{n} failed")
-            runs[n].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        names = [n for n in names if n != "itchbook"]
+        itchbook_version = None
+    files = {s: day_files(a.messages, SHAPES[s]["symbols"], a.seed, SHAPES[s]["concentration"],
+                          SHAPES[s]["depth_profile"], pcap=a.pcap) for s in shapes}
+    runs: dict = {s: {n: [] for n in names} for s in shapes}
+    loads = [os.getloadavg()]
+    for _ in range(a.rounds):
+        for s in shapes:
+            for n in names:
+                runs[s][n].append(run_one(n, files[s]))
+        loads.append(os.getloadavg())
+    try:
+        uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        uptime = ""
     result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                          "load_average_before": load, "load_average_after": os.getloadavg()},
-              "messages": a.messages, "symbols": a.symbols, "pinned": a.pin, "contenders": {}}
-    for n, rs in runs.items():
-        best = min(rs, key=lambda r: r["elapsed_s"])
-        result["contenders"][n] = {
-            "best_msgs_per_s": best["messages"] / best["elapsed_s"],
-            "median_msgs_per_s": sorted(r["messages"] / r["elapsed_s"] for r in rs)[len(rs) // 2],
-            "best_msgs_per_cpu_s": max(r["messages"] / r["cpu_s"] for r in rs if r["cpu_s"] > 0),
-            "messages": best["messages"], "live_orders": best["live_orders"],
-            "maxrss_mb": max(r["maxrss_mb"] for r in rs),
-        }
-    c = result["contenders"]
-    ref = c.get("itchbook.binaryfile")
-    if ref:
-        for n, v in c.items():
-            v["ratio_vs_itchbook"] = v["best_msgs_per_s"] / ref["best_msgs_per_s"]
-    if "fh.single.binaryfile" in c and "fh.single.pcap" in c:
-        result["pcap_vs_binaryfile_single"] = c["fh.single.pcap"]["best_msgs_per_s"] / c["fh.single.binaryfile"]["best_msgs_per_s"]
+                          "itch_book": itchbook_version, "load_average_per_round": loads, "uptime_after": uptime},
+              "messages": a.messages, "rounds": a.rounds, "shapes": {}}
+    for s in shapes:
+        res = {"day": dict(SHAPES[s], file=os.path.basename(files[s]["binaryfile"])), "contenders": {}}
+        for n, rs in runs[s].items():
+            res["contenders"][n] = {
+                "in_process_s": _stats([r["elapsed_s"] for r in rs]),
+                "cpu_s": _stats([r["cpu_s"] for r in rs]),
+                "whole_process_s": _stats([r["whole_s"] for r in rs]),
+                "messages": rs[0]["messages"], "live_orders": rs[0]["live_orders"],
+            }
+        c = res["contenders"]
+        ref = c.get("itchbook")
+        if ref:
+            for n, v in c.items():
+                for k in ("in_process_s", "whole_process_s"):
+                    if v[k] and ref[k]:
+                        v["x_" + k] = ref[k]["median"] / v[k]["median"]
+        result["shapes"][s] = res
     if a.json:
         print(json.dumps(result, indent=2))
-    else:
-        print(f"# {a.messages} messages, {a.symbols} symbols, best of {a.repeat}; load average before {load[0]:.2f}, "
-              f"after {os.getloadavg()[0]:.2f}")
-        print(f"{'contender':26s} {'M msg/s':>9s} {'median':>9s} {'vs itch-book':>12s} {'M msg/cpu-s':>12s} "
-              f"{'peak RSS MB':>12s} {'live orders':>12s}")
-        for n, v in c.items():
-            ratio = f"{v['ratio_vs_itchbook']:.2f}x" if "ratio_vs_itchbook" in v else "-"
-            print(f"{n:26s} {v['best_msgs_per_s'] / 1e6:9.2f} {v['median_msgs_per_s'] / 1e6:9.2f} {ratio:>12s} "
-                  f"{v['best_msgs_per_cpu_s'] / 1e6:12.2f} {v['maxrss_mb']:12.0f} {v['live_orders']:12d}")
-        if "pcap_vs_binaryfile_single" in result:
-            print(f"pcap / BinaryFILE (single thread): {result['pcap_vs_binaryfile_single']:.2f}x")
+        return 0
+    print(f"# {a.messages:,} messages per day, {a.rounds} interleaved rounds; medians (min..max), seconds; "
+          f"x = itch-book median / ours (> 1: faster)")
+    print(f"# load average per round (1 min): {', '.join(f'{x[0]:.1f}' for x in loads)}; {uptime}")
+    for s in shapes:
+        res = result["shapes"][s]
+        print(f"\n## {s}: {res['day']['symbols']} symbols, concentration {res['day']['concentration']}, "
+              f"{res['day']['depth_profile']} depth ({res['day']['file']})")
+        print(f"{'contender':22s} {'in-process s':>24s} {'x':>6s} {'whole process s':>24s} {'x':>6s} {'live orders':>12s}")
+        for n, v in res["contenders"].items():
+            def f(st):
+                return f"{st['median']:.3f} ({st['min']:.3f}..{st['max']:.3f})" if st else "-"
+            xi = f"{v['x_in_process_s']:.2f}" if "x_in_process_s" in v else "-"
+            xw = f"{v['x_whole_process_s']:.2f}" if "x_whole_process_s" in v else "-"
+            print(f"{n:22s} {f(v['in_process_s']):>24s} {xi:>6s} {f(v['whole_process_s']):>24s} {xw:>6s} "
+                  f"{v['live_orders'] if v['live_orders'] is not None else '-':>12}")
     return 0
 
 

@@ -9,10 +9,12 @@
  *   FH_BOOK_MAX_PROBE switches the table to multiplicative hashing once (adversarial or strided ids).
  *   Grows at load 1/2.
  * - level pool: 32-byte levels (price, total shares, orders, FIFO head/tail, owner = book<<1|side).
- * - per book and side: a sorted array of keys (bid: price, ask: ~price, so both sides ascend and the
- *   best level is at the END) with the level index beside it. Most activity is near the top, so
- *   lookups scan FH_BOOK_SCAN levels from the top before a binary search, and inserts/removes move
- *   only the few entries above them.
+ * - per book and side: a price ladder (see "price ladder" below): the levels' keys (bid: price, ask:
+ *   ~price, so both sides ascend and the best level is at the END) in blocks of FH_LADDER_B keys
+ *   with their level indices, and a directory of the side's blocks. An insert or a removal moves at
+ *   most one block's entries, however far from the top the level is (a flat sorted array moved every
+ *   level between it and the top: deep books paid for it on every event far from the top). The side
+ *   keeps its best level and top block, so BBO queries and the crossed check read no block.
  * - books: a dense array; instrument ids below max_instruments map through a direct table of dense
  *   index + 1, larger ids through a small open-addressing map.
  * Allocation happens only when a pool or table must grow; a failure is counted (no_memory) and the
@@ -116,11 +118,41 @@ typedef struct fh_book_slot {
     uint32_t node;
 } fh_book_slot;
 
+/* A block of a side's price ladder: up to FH_LADDER_B keys (bid: price, ask: ~price) ascending, with
+ * their level indices; free blocks are chained through n. */
+#ifndef FH_LADDER_B
+#define FH_LADDER_B 32
+#endif
+_Static_assert(FH_LADDER_B >= 8 && FH_LADDER_B % 4 == 0, "ladder blocks split in halves and merge at quarters");
+typedef struct fh_ladder_block {
+    uint32_t n;
+    uint32_t side_nb;   /* in a side's top block: the side's block count (no directory read) */
+    int64_t key[FH_LADDER_B];
+    uint32_t lvl[FH_LADDER_B];
+} fh_ladder_block;
+
+/* A side's directory entry: a block and its first (lowest) key (not kept up to date for the top
+ * block, whose first key is read from the block itself). */
+typedef struct fh_ladder_dir {
+    int64_t min;
+    uint32_t blk;
+    uint32_t _reserved;
+} fh_ladder_dir;
+
+/* A side's directory: its blocks in ascending key order (the best level is at the end of the last). */
+typedef struct fh_ladder_dirs {
+    uint32_t nb, cap;   /* blocks in use, capacity */
+    fh_ladder_dir e[];
+} fh_ladder_dirs;
+static fh_ladder_dirs fh_no_dirs;   /* the directory of a side that never had a level (never written) */
+
 typedef struct fh_book_side {
-    int64_t *key;       /* ascending; best at [n-1] */
-    uint32_t *lvl;
-    uint32_t n, cap;
+    fh_ladder_dirs *d;  /* never NULL: &fh_no_dirs until the first level */
+    int64_t top_key;    /* key of the best level (valid when top != 0) */
+    uint32_t top_blk;   /* the block holding the best level (0 when empty): most events land there */
+    uint32_t top;       /* the best level (0 when empty) */
 } fh_book_side;
+_Static_assert(sizeof(fh_book_side) == 24, "two sides, the live count and the id share the book's first line");
 
 typedef struct fh_book {
     /* first cache line: what every event touches */
@@ -151,6 +183,9 @@ struct fh_bookset {
     /* levels */
     fh_book_level *levels;
     uint32_t levels_cap, levels_used, level_free;
+    /* price ladder blocks (all sides) */
+    fh_ladder_block *blocks;
+    uint32_t blocks_cap, blocks_used, block_free, blocks_live;
     /* books */
     fh_book *books;
     uint32_t nbooks, books_cap;
@@ -158,7 +193,7 @@ struct fh_bookset {
     uint32_t max_instruments;
     fh_inst_slot *imap; /* ids >= max_instruments */
     uint32_t imap_mask, imap_used;
-    uint32_t depth_hint;
+    uint32_t dir_hint;  /* initial directory entries (blocks) of a side */
     int all_stale;      /* a gap lost events: books created from now on start stale */
     /* replace: the side and book of the order removed by the previous record (whole-order cancel) */
     int pending_side;   /* -1: none */
@@ -340,6 +375,7 @@ static uint32_t fh_book_create(fh_bookset *bs, uint32_t instrument_id) {
     }
     fh_book *b = &bs->books[bs->nbooks];
     memset(b, 0, sizeof *b);
+    b->side[0].d = b->side[1].d = &fh_no_dirs;
     b->instrument_id = instrument_id;
     b->stale = (uint8_t)bs->all_stale;
     b->ev_bid_px = b->ev_ask_px = FH_UNDEF_PRICE;
@@ -395,55 +431,247 @@ static inline uint32_t fh_book_get(fh_bookset *bs, uint32_t id) {
     return b;
 }
 
-/* Position of key in the side: *found = 1 and its index, or the insertion index. */
-static inline uint32_t fh_side_find(const fh_book_side *s, int64_t key, int *found) {
-    uint32_t n = s->n;
-    uint32_t stop = n > FH_BOOK_SCAN ? n - FH_BOOK_SCAN : 0;
-    for (uint32_t j = n; j > stop; j--) {
-        int64_t k = s->key[j - 1];
-        if (k == key) { *found = 1; return j - 1; }
-        if (k < key) { *found = 0; return j; }
+/* ---------------------------------------------------------------------------------------------- */
+/* price ladder: one per book side
+ *
+ * A side's levels, in ascending key order (bid: price, ask: ~price, so the best level is the LAST
+ * key of the LAST block), are spread over fixed blocks of up to FH_LADDER_B keys; the side's
+ * directory lists its blocks in order with each block's first key. Finding a key reads the top
+ * block's first key (most activity is in the top block), otherwise binary-searches the directory;
+ * an insert or a removal moves at most FH_LADDER_B entries inside one block, wherever the level is,
+ * instead of every level between it and the top. A full block splits in two (a directory insert,
+ * once per FH_LADDER_B / 2 inserts into it at most); a block that drops under FH_LADDER_B / 4 keys
+ * merges with a neighbour when both fit in 3/4 of a block, so a side of L levels has at most about
+ * 4 L / FH_LADDER_B blocks and the directory moves stay rare and short. */
+
+static uint32_t fh_block_alloc(fh_bookset *bs) {
+    if (bs->block_free) {
+        uint32_t k = bs->block_free;
+        bs->block_free = bs->blocks[k].n;   /* free list through n */
+        bs->blocks[k].n = 0;
+        bs->blocks_live++;
+        return k;
     }
-    /* binary search in [0, stop) */
-    uint32_t lo = 0, hi = stop;
-    while (lo < hi) {
+    if (FH_UNLIKELY(bs->blocks_used == bs->blocks_cap)) {
+        if (bs->blocks_cap >= 0x7FFFFFFFu / 2) return 0;
+        uint32_t cap = bs->blocks_cap * 2;
+        fh_ladder_block *p = fh_big_grow(bs->blocks, (size_t)bs->blocks_cap * sizeof *p, (size_t)cap * sizeof *p);
+        if (!p) return 0;
+        bs->blocks = p;
+        bs->blocks_cap = cap;
+    }
+    bs->blocks_live++;
+    return bs->blocks_used++;
+}
+
+static inline void fh_block_free(fh_bookset *bs, uint32_t k) {
+    bs->blocks[k].n = bs->block_free;
+    bs->block_free = k;
+    bs->blocks_live--;
+}
+
+/* Room for one more directory entry. */
+static int fh_dir_reserve(fh_book_side *s, uint32_t hint) {
+    fh_ladder_dirs *d = s->d;
+    if (d->nb < d->cap) return 0;
+    uint32_t cap = d->cap ? d->cap * 2 : (hint ? hint : 4);
+    if (cap > 0x3FFFFFFFu) return -1;
+    fh_ladder_dirs *nd = realloc(d == &fh_no_dirs ? NULL : d, sizeof *nd + (size_t)cap * sizeof nd->e[0]);
+    if (!nd) return -1;
+    if (d == &fh_no_dirs) nd->nb = 0;
+    nd->cap = cap;
+    s->d = nd;
+    return 0;
+}
+
+/* Directory index of the block where key is or belongs (side not empty), or FH_LADDER_TOP for the top
+ * block (found without reading the directory). */
+#define FH_LADDER_TOP UINT32_MAX
+static inline uint32_t fh_side_block(const fh_bookset *bs, const fh_book_side *s, int64_t key) {
+    if (FH_LIKELY(key >= bs->blocks[s->top_blk].key[0])) return FH_LADDER_TOP;
+    /* the last block whose first key is <= key, or block 0 */
+    uint32_t lo = 0, hi = bs->blocks[s->top_blk].side_nb - 1;   /* the line just read */
+    if (hi == 0) return FH_LADDER_TOP;   /* the only block: below its first key, still in it */
+    while (hi - lo > 1) {
         uint32_t mid = lo + (hi - lo) / 2;
-        if (s->key[mid] < key) lo = mid + 1;
+        if (s->d->e[mid].min <= key) lo = mid;
         else hi = mid;
     }
-    *found = lo < stop && s->key[lo] == key;
     return lo;
 }
 
-static int fh_side_reserve(fh_book_side *s, uint32_t hint) {
-    if (s->n < s->cap) return 0;
-    uint32_t cap = s->cap ? s->cap * 2 : (hint ? hint : 16);
-    int64_t *k = realloc(s->key, (size_t)cap * sizeof *k);
-    if (!k) return -1;
-    s->key = k;
-    uint32_t *l = realloc(s->lvl, (size_t)cap * sizeof *l);
-    if (!l) return -1;   /* key keeps its larger block; cap stays, so nothing is inconsistent */
-    s->lvl = l;
-    s->cap = cap;
+/* Position of key in a block: *found = 1 and its index, or the insertion index. Scans a few keys
+ * down from the end (the top of the book is at the end of the top block), then binary search. */
+static inline uint32_t fh_block_find(const fh_ladder_block *k, int64_t key, int *found) {
+    uint32_t n = k->n;
+    uint32_t stop = n > FH_BOOK_SCAN ? n - FH_BOOK_SCAN : 0;
+    for (uint32_t j = n; j > stop; j--) {
+        int64_t x = k->key[j - 1];
+        if (x == key) { *found = 1; return j - 1; }
+        if (x < key) { *found = 0; return j; }
+    }
+    uint32_t lo = 0, hi = stop;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (k->key[mid] < key) lo = mid + 1;
+        else hi = mid;
+    }
+    *found = lo < stop && k->key[lo] == key;
+    return lo;
+}
+
+/* The side's best level after its top block (still the top block) changed. */
+static inline void fh_side_retop_block(fh_bookset *bs, fh_book_side *s) {
+    const fh_ladder_block *k = &bs->blocks[s->top_blk];
+    s->top = k->lvl[k->n - 1];
+    s->top_key = k->key[k->n - 1];
+}
+
+/* The side's top block and best level after its directory changed. */
+static inline void fh_side_retop(fh_bookset *bs, fh_book_side *s) {
+    if (s->d->nb == 0) {
+        s->top_blk = 0;
+        s->top = 0;
+        s->top_key = 0;
+        return;
+    }
+    s->top_blk = s->d->e[s->d->nb - 1].blk;
+    bs->blocks[s->top_blk].side_nb = s->d->nb;
+    fh_side_retop_block(bs, s);
+}
+
+/* Insert (key, l) at position pos of the block at directory index i (FH_LADDER_TOP: the top block,
+ * whose index is then read only when needed). Returns 0, or -1 when a block or the directory cannot
+ * grow (nothing changed then). */
+static int fh_ladder_insert(fh_bookset *bs, fh_book_side *s, uint32_t i, uint32_t pos, int64_t key, uint32_t l) {
+    uint32_t k = i == FH_LADDER_TOP ? s->top_blk : s->d->e[i].blk;
+    uint32_t split = FH_LADDER_TOP;   /* directory index of the block split in two */
+    if (FH_UNLIKELY(bs->blocks[k].n == FH_LADDER_B)) {
+        /* split: the upper half moves to a new block right after this one */
+        if (fh_dir_reserve(s, bs->dir_hint)) return -1;
+        uint32_t k2 = fh_block_alloc(bs);
+        if (!k2) return -1;
+        fh_ladder_dirs *d = s->d;
+        if (i == FH_LADDER_TOP) i = d->nb - 1;
+        split = i;
+        fh_ladder_block *a = &bs->blocks[k], *b = &bs->blocks[k2];
+        const uint32_t h = FH_LADDER_B / 2;
+        memcpy(b->key, a->key + h, (FH_LADDER_B - h) * sizeof *a->key);
+        memcpy(b->lvl, a->lvl + h, (FH_LADDER_B - h) * sizeof *a->lvl);
+        b->n = FH_LADDER_B - h;
+        a->n = h;
+        memmove(&d->e[i + 2], &d->e[i + 1], (size_t)(d->nb - i - 1) * sizeof d->e[0]);
+        d->e[i + 1].min = b->key[0];
+        d->e[i + 1].blk = k2;
+        d->nb++;
+        if (pos > h) {
+            i++;
+            pos -= h;
+            k = k2;
+        }
+    }
+    fh_ladder_block *a = &bs->blocks[k];
+    memmove(&a->key[pos + 1], &a->key[pos], (size_t)(a->n - pos) * sizeof *a->key);
+    memmove(&a->lvl[pos + 1], &a->lvl[pos], (size_t)(a->n - pos) * sizeof *a->lvl);
+    a->key[pos] = key;
+    a->lvl[pos] = l;
+    a->n++;
+    if (FH_UNLIKELY(split != FH_LADDER_TOP)) {
+        fh_ladder_dirs *d = s->d;
+        d->e[split].min = bs->blocks[d->e[split].blk].key[0];
+        d->e[split + 1].min = bs->blocks[d->e[split + 1].blk].key[0];
+        fh_side_retop(bs, s);
+    } else if (k == s->top_blk) {
+        fh_side_retop_block(bs, s);   /* the top block's min is not kept: fh_side_block reads key[0] */
+    } else if (pos == 0) {
+        s->d->e[i].min = key;
+    }
     return 0;
+}
+
+/* Remove the entry at position pos of the block at directory index i (FH_LADDER_TOP: the top
+ * block). */
+static void fh_ladder_remove(fh_bookset *bs, fh_book_side *s, uint32_t i, uint32_t pos) {
+    uint32_t k = i == FH_LADDER_TOP ? s->top_blk : s->d->e[i].blk;
+    fh_ladder_block *a = &bs->blocks[k];
+    memmove(&a->key[pos], &a->key[pos + 1], (size_t)(a->n - pos - 1) * sizeof *a->key);
+    memmove(&a->lvl[pos], &a->lvl[pos + 1], (size_t)(a->n - pos - 1) * sizeof *a->lvl);
+    a->n--;
+    /* the common case: the top block (never merged into another while it is the top), or a block
+     * that keeps a quarter of its keys */
+    if (FH_LIKELY(a->n && (k == s->top_blk || a->n >= FH_LADDER_B / 4))) {
+        if (k == s->top_blk) fh_side_retop_block(bs, s);
+        else if (pos == 0) s->d->e[i].min = a->key[0];
+        return;
+    }
+    fh_ladder_dirs *d = s->d;
+    if (i == FH_LADDER_TOP) i = d->nb - 1;
+    if (a->n == 0) {
+        fh_block_free(bs, k);
+        memmove(&d->e[i], &d->e[i + 1], (size_t)(d->nb - i - 1) * sizeof d->e[0]);
+        d->nb--;
+    } else {
+        if (pos == 0) d->e[i].min = a->key[0];
+        /* merge with a neighbour when both fit in 3/4 of a block: the right one into the left */
+        uint32_t j = i + 1 < d->nb ? i + 1 : i - 1;
+        uint32_t lft = j < i ? j : i, rgt = j < i ? i : j;
+        fh_ladder_block *L = &bs->blocks[d->e[lft].blk], *R = &bs->blocks[d->e[rgt].blk];
+        if (L->n + R->n <= FH_LADDER_B * 3 / 4) {
+            memcpy(&L->key[L->n], R->key, (size_t)R->n * sizeof *R->key);
+            memcpy(&L->lvl[L->n], R->lvl, (size_t)R->n * sizeof *R->lvl);
+            L->n += R->n;
+            fh_block_free(bs, d->e[rgt].blk);
+            memmove(&d->e[rgt], &d->e[rgt + 1], (size_t)(d->nb - rgt - 1) * sizeof d->e[0]);
+            d->nb--;
+        }
+    }
+    fh_side_retop(bs, s);
+}
+
+static inline uint32_t fh_side_blk(const fh_book_side *s, uint32_t i) {
+    return i == FH_LADDER_TOP ? s->top_blk : s->d->e[i].blk;
 }
 
 /* Level for (book, side, price), created when missing; 0 when out of memory. */
 static inline uint32_t fh_level_get(fh_bookset *bs, uint32_t b, int side, int64_t price) {
     fh_book_side *s = &bs->books[b].side[side];
     int64_t key = fh_key(side, price);
-    int found;
-    uint32_t pos = fh_side_find(s, key, &found);
-    if (found) return s->lvl[pos];
-    if (fh_side_reserve(s, bs->depth_hint)) return 0;
+    uint32_t i = FH_LADDER_TOP, pos;
+    if (FH_LIKELY(s->top)) {
+        /* the best level, or a new best level: no search, no block read (the book's line) */
+        if (key == s->top_key) return s->top;
+        if (key > s->top_key) {
+            pos = bs->blocks[s->top_blk].n;
+        } else {
+            int found;
+            i = fh_side_block(bs, s, key);
+            const fh_ladder_block *k = &bs->blocks[fh_side_blk(s, i)];
+            pos = fh_block_find(k, key, &found);
+            if (found) return k->lvl[pos];
+        }
+    } else {
+        /* the side's first block */
+        if (fh_dir_reserve(s, bs->dir_hint)) return 0;
+        uint32_t k = fh_block_alloc(bs);
+        if (!k) return 0;
+        s->d->e[0].min = key;
+        s->d->e[0].blk = k;
+        s->d->nb = 1;
+        s->top_blk = k;
+        bs->blocks[k].side_nb = 1;
+        i = 0;
+        pos = 0;
+    }
     uint32_t l = fh_level_alloc(bs);
-    if (!l) return 0;
-    s = &bs->books[b].side[side];
-    memmove(&s->key[pos + 1], &s->key[pos], (size_t)(s->n - pos) * sizeof *s->key);
-    memmove(&s->lvl[pos + 1], &s->lvl[pos], (size_t)(s->n - pos) * sizeof *s->lvl);
-    s->key[pos] = key;
-    s->lvl[pos] = l;
-    s->n++;
+    if (!l || fh_ladder_insert(bs, s, i, pos, key, l)) {
+        if (l) fh_level_free(bs, l);
+        if (s->d->nb == 1 && bs->blocks[s->d->e[0].blk].n == 0) {   /* the empty first block */
+            fh_block_free(bs, s->d->e[0].blk);
+            s->d->nb = 0;
+            fh_side_retop(bs, s);
+        }
+        return 0;
+    }
     fh_book_level *lv = &bs->levels[l];
     lv->price = price;
     lv->total = 0;
@@ -455,13 +683,16 @@ static inline uint32_t fh_level_get(fh_bookset *bs, uint32_t b, int side, int64_
 
 static void fh_level_remove(fh_bookset *bs, uint32_t l) {
     fh_book_level *lv = &bs->levels[l];
-    fh_book_side *s = &bs->books[lv->owner >> 1].side[lv->owner & 1];
-    int found;
-    uint32_t pos = fh_side_find(s, fh_key((int)(lv->owner & 1), lv->price), &found);
-    if (found) {   /* always: the level is in its side */
-        memmove(&s->key[pos], &s->key[pos + 1], (size_t)(s->n - pos - 1) * sizeof *s->key);
-        memmove(&s->lvl[pos], &s->lvl[pos + 1], (size_t)(s->n - pos - 1) * sizeof *s->lvl);
-        s->n--;
+    int side = (int)(lv->owner & 1);
+    fh_book_side *s = &bs->books[lv->owner >> 1].side[side];
+    int64_t key = fh_key(side, lv->price);
+    if (FH_LIKELY(s->top == l)) {   /* the best level: the end of the top block */
+        fh_ladder_remove(bs, s, FH_LADDER_TOP, bs->blocks[s->top_blk].n - 1);
+    } else if (s->top) {
+        int found;
+        uint32_t i = fh_side_block(bs, s, key);
+        uint32_t pos = fh_block_find(&bs->blocks[fh_side_blk(s, i)], key, &found);
+        if (found) fh_ladder_remove(bs, s, i, pos);   /* always: the level is in its side */
     }
     fh_level_free(bs, l);
 }
@@ -504,16 +735,16 @@ static inline void fh_order_remove(fh_bookset *bs, uint32_t slot, uint32_t n) {
 }
 
 static inline void fh_book_top(const fh_bookset *bs, const fh_book *bk, fh_bbo *o) {
-    const fh_book_side *s = &bk->side[FH_BOOK_BID];
-    if (s->n) {
-        const fh_book_level *lv = &bs->levels[s->lvl[s->n - 1]];
+    uint32_t l = bk->side[FH_BOOK_BID].top;
+    if (l) {
+        const fh_book_level *lv = &bs->levels[l];
         o->bid_px = lv->price; o->bid_sz = lv->total; o->bid_count = lv->count;
     } else {
         o->bid_px = FH_UNDEF_PRICE; o->bid_sz = 0; o->bid_count = 0;
     }
-    s = &bk->side[FH_BOOK_ASK];
-    if (s->n) {
-        const fh_book_level *lv = &bs->levels[s->lvl[s->n - 1]];
+    l = bk->side[FH_BOOK_ASK].top;
+    if (l) {
+        const fh_book_level *lv = &bs->levels[l];
         o->ask_px = lv->price; o->ask_sz = lv->total; o->ask_count = lv->count;
     } else {
         o->ask_px = FH_UNDEF_PRICE; o->ask_sz = 0; o->ask_count = 0;
@@ -522,27 +753,32 @@ static inline void fh_book_top(const fh_bookset *bs, const fh_book *bk, fh_bbo *
 
 static inline void fh_check_crossed(fh_bookset *bs, uint32_t b) {
     const fh_book *bk = &bs->books[b];
-    /* the best keys: bid price, ~ask price (the key arrays are hot; the levels may not be) */
-    if (bk->side[0].n && bk->side[1].n && bk->side[0].key[bk->side[0].n - 1] >= ~bk->side[1].key[bk->side[1].n - 1])
+    /* the best keys (bid price, ~ask price) live in the book's line: no level is read */
+    if (bk->side[0].top && bk->side[1].top && bk->side[0].top_key >= ~bk->side[1].top_key)
         bs->counters[FH_BOOK_C_CROSSED]++;
 }
 
 static void fh_book_clear(fh_bookset *bs, uint32_t b) {
     for (int side = 0; side < 2; side++) {
         fh_book_side *s = &bs->books[b].side[side];
-        for (uint32_t i = 0; i < s->n; i++) {
-            uint32_t l = s->lvl[i];
-            for (uint32_t n = bs->levels[l].head; n;) {
-                uint32_t next = bs->nodes[n].next;
-                uint32_t slot = fh_table_find(bs, bs->nodes[n].order_id);
-                if (slot != UINT32_MAX) fh_table_erase(bs, slot);
-                fh_node_free(bs, n);
-                bs->live--;
-                n = next;
+        for (uint32_t i = 0; i < s->d->nb; i++) {
+            const fh_ladder_block *k = &bs->blocks[s->d->e[i].blk];
+            for (uint32_t j = 0; j < k->n; j++) {
+                uint32_t l = k->lvl[j];
+                for (uint32_t n = bs->levels[l].head; n;) {
+                    uint32_t next = bs->nodes[n].next;
+                    uint32_t slot = fh_table_find(bs, bs->nodes[n].order_id);
+                    if (slot != UINT32_MAX) fh_table_erase(bs, slot);
+                    fh_node_free(bs, n);
+                    bs->live--;
+                    n = next;
+                }
+                fh_level_free(bs, l);
             }
-            fh_level_free(bs, l);
+            fh_block_free(bs, s->d->e[i].blk);
         }
-        s->n = 0;
+        if (s->d != &fh_no_dirs) s->d->nb = 0;
+        fh_side_retop(bs, s);
     }
     bs->books[b].live = 0;
 }
@@ -760,40 +996,36 @@ static inline void fh_prefetch_slot(const fh_bookset *bs, const fh_tick *t, uint
  * `node != 0` ones). So both kinds of hint are issued for every MBO record: for an add the home slot
  * is usually empty (node 0: the never-used node 0 and level 0, one cached line), for an order event
  * the top of its book's side is what removing a level touches anyway. */
-static const uint32_t fh_zero_lvl = 0;
+static const fh_book_side fh_empty_side;   /* top_blk 0, top 0: the never-used block 0 and level 0 */
 
-/* The top entry of the side of its book an add goes to (bid unless side 'A'): its key and level
- * index addresses, or those of a zero when the book or the side is missing/empty. */
-static inline const uint32_t *fh_prefetch_top(const fh_bookset *bs, const fh_tick *t, const int64_t **key) {
+/* The side of its book an add goes to (bid unless side 'A'), or an empty side when the book is
+ * missing. */
+static inline const fh_book_side *fh_prefetch_side(const fh_bookset *bs, const fh_tick *t) {
     uint32_t id = t->hd.instrument_id;
     uint32_t b = id < bs->max_instruments ? bs->direct[id] - 1 : fh_book_find(bs, id);
-    static const int64_t zero_key = 0;
-    *key = &zero_key;
-    if (FH_UNLIKELY(b == UINT32_MAX)) return &fh_zero_lvl;
-    const fh_book_side *s = &bs->books[b].side[t->mbo.side == FH_SIDE_ASK];
-    uint32_t n = s->n;
-    const uint32_t *lvl = n ? s->lvl + (n - 1) : &fh_zero_lvl;   /* a select (cmov), not a branch */
-    *key = n ? s->key + (n - 1) : &zero_key;
-    return lvl;
+    if (FH_UNLIKELY(b == UINT32_MAX)) return &fh_empty_side;
+    return &bs->books[b].side[t->mbo.side == FH_SIDE_ASK];
 }
 
-/* Stage 2: the order node the home slot names, and the top of the add side's key/level arrays. */
+/* Stage 2: the order node the home slot names; the add side's top block (its count and first keys)
+ * and best level (both named by the book's line, fetched in stage 1). */
 static inline void fh_prefetch_node(const fh_bookset *bs, const fh_tick *t, uint32_t home) {
     if (t->hd.rtype != FH_RTYPE_MBO) return;
-    const int64_t *key;
-    const uint32_t *lvl = fh_prefetch_top(bs, t, &key);
-    __builtin_prefetch(key);
-    __builtin_prefetch(lvl);
+    const fh_book_side *s = fh_prefetch_side(bs, t);
+    __builtin_prefetch(&bs->blocks[s->top_blk]);
+    __builtin_prefetch(&bs->levels[s->top]);
     __builtin_prefetch(&bs->nodes[bs->table[home].node]);
 }
 
-/* Stage 3: the price level of that node, and the add side's top level. An occupied slot names a
- * live node, whose level is live: valid indices even when the slot holds another order. */
+/* Stage 3: the price level of that node, and the top block's last keys and level indices. An
+ * occupied slot names a live node, whose level is live: valid indices even when the slot holds
+ * another order. */
 static inline void fh_prefetch_level(const fh_bookset *bs, const fh_tick *t, uint32_t home) {
     if (t->hd.rtype != FH_RTYPE_MBO) return;
-    const int64_t *key;
-    const uint32_t *lvl = fh_prefetch_top(bs, t, &key);
-    __builtin_prefetch(&bs->levels[*lvl]);
+    const fh_ladder_block *k = &bs->blocks[fh_prefetch_side(bs, t)->top_blk];
+    uint32_t last = k->n ? k->n - 1 : 0;   /* a select (cmov), not a branch */
+    __builtin_prefetch(&k->key[last]);
+    __builtin_prefetch(&k->lvl[last]);
     __builtin_prefetch(&bs->levels[bs->nodes[bs->table[home].node].level]);
 }
 
@@ -925,7 +1157,9 @@ fh_bookset *fh_bookset_new(uint32_t max_instruments, uint32_t depth_hint, int tr
     fh_bookset *bs = calloc(1, sizeof *bs);
     if (!bs) return NULL;
     bs->max_instruments = max_instruments;
-    bs->depth_hint = depth_hint ? depth_hint : 16;
+    /* a side of depth_hint levels fills its blocks about half (splits leave halves) */
+    uint32_t half = FH_LADDER_B / 2;
+    bs->dir_hint = depth_hint > 2 * half ? (depth_hint + half - 1) / half : 2;
     bs->track_bbo = track_bbo_events != 0;
     bs->pending_side = -1;
     bs->defer_book = UINT32_MAX;
@@ -939,8 +1173,11 @@ fh_bookset *fh_bookset_new(uint32_t max_instruments, uint32_t depth_hint, int tr
     bs->levels_cap = 256;
     bs->levels = fh_big_alloc((size_t)bs->levels_cap * sizeof *bs->levels);
     bs->levels_used = 1;  /* level 0 = none */
+    bs->blocks_cap = 64;
+    bs->blocks = fh_big_alloc((size_t)bs->blocks_cap * sizeof *bs->blocks);
+    bs->blocks_used = 1;  /* block 0 = none (n 0: what the prefetch of an empty side reads) */
     bs->direct = max_instruments ? calloc(max_instruments, sizeof *bs->direct) : NULL;
-    if (!bs->nodes || !bs->table || !bs->levels || (max_instruments && !bs->direct)) {
+    if (!bs->nodes || !bs->table || !bs->levels || !bs->blocks || (max_instruments && !bs->direct)) {
         fh_bookset_free(bs);
         return NULL;
     }
@@ -950,13 +1187,14 @@ fh_bookset *fh_bookset_new(uint32_t max_instruments, uint32_t depth_hint, int tr
 void fh_bookset_free(fh_bookset *bs) {
     if (!bs) return;
     for (uint32_t b = 0; b < bs->nbooks; b++) {
-        free(bs->books[b].side[0].key); free(bs->books[b].side[0].lvl);
-        free(bs->books[b].side[1].key); free(bs->books[b].side[1].lvl);
+        for (int side = 0; side < 2; side++)
+            if (bs->books[b].side[side].d != &fh_no_dirs) free(bs->books[b].side[side].d);
     }
     free(bs->books);
     fh_big_free(bs->nodes, (size_t)bs->nodes_cap * sizeof *bs->nodes);
     if (bs->table) fh_big_free(bs->table, ((size_t)bs->table_mask + 1) * sizeof *bs->table);
     fh_big_free(bs->levels, (size_t)bs->levels_cap * sizeof *bs->levels);
+    fh_big_free(bs->blocks, (size_t)bs->blocks_cap * sizeof *bs->blocks);
     free(bs->direct);
     free(bs->imap);
     free(bs->events);
@@ -1008,11 +1246,14 @@ size_t fh_bookset_depth(const fh_bookset *bs, uint32_t instrument_id, int side, 
     if (b == UINT32_MAX || (side != FH_BOOK_BID && side != FH_BOOK_ASK)) return 0;
     const fh_book_side *s = &bs->books[b].side[side];
     size_t k = 0;
-    for (uint32_t j = s->n; j > 0 && k < n; j--, k++) {
-        const fh_book_level *lv = &bs->levels[s->lvl[j - 1]];
-        out[k].price = lv->price;
-        out[k].size = lv->total;
-        out[k].count = lv->count;
+    for (uint32_t i = s->d->nb; i > 0 && k < n; i--) {
+        const fh_ladder_block *blk = &bs->blocks[s->d->e[i - 1].blk];
+        for (uint32_t j = blk->n; j > 0 && k < n; j--, k++) {
+            const fh_book_level *lv = &bs->levels[blk->lvl[j - 1]];
+            out[k].price = lv->price;
+            out[k].size = lv->total;
+            out[k].count = lv->count;
+        }
     }
     return k;
 }
@@ -1022,10 +1263,13 @@ size_t fh_bookset_level_orders(const fh_bookset *bs, uint32_t instrument_id, int
     uint32_t b = fh_book_find(bs, instrument_id);
     if (b == UINT32_MAX || (side != FH_BOOK_BID && side != FH_BOOK_ASK)) return 0;
     const fh_book_side *s = &bs->books[b].side[side];
+    if (!s->top) return 0;
+    int64_t key = fh_key(side, price);
     int found;
-    uint32_t pos = fh_side_find(s, fh_key(side, price), &found);
+    const fh_ladder_block *blk = &bs->blocks[fh_side_blk(s, fh_side_block(bs, s, key))];
+    uint32_t pos = fh_block_find(blk, key, &found);
     if (!found) return 0;
-    const fh_book_level *lv = &bs->levels[s->lvl[pos]];
+    const fh_book_level *lv = &bs->levels[blk->lvl[pos]];
     size_t k = 0;
     for (uint32_t n = lv->head; n; n = bs->nodes[n].next, k++) {
         if (k < cap) {
@@ -1081,8 +1325,11 @@ size_t fh_bookset_memory(const fh_bookset *bs) {
     m += ((size_t)bs->table_mask + 1) * sizeof *bs->table;
     m += (size_t)bs->levels_cap * sizeof *bs->levels;
     m += (size_t)bs->books_cap * sizeof *bs->books;
+    m += (size_t)bs->blocks_cap * sizeof *bs->blocks;
     for (uint32_t b = 0; b < bs->nbooks; b++)
-        m += (size_t)(bs->books[b].side[0].cap + bs->books[b].side[1].cap) * (sizeof(int64_t) + sizeof(uint32_t));
+        for (int side = 0; side < 2; side++)
+            if (bs->books[b].side[side].d != &fh_no_dirs)
+                m += sizeof(fh_ladder_dirs) + (size_t)bs->books[b].side[side].d->cap * sizeof(fh_ladder_dir);
     m += (size_t)bs->max_instruments * sizeof *bs->direct;
     if (bs->imap) m += ((size_t)bs->imap_mask + 1) * sizeof *bs->imap;
     m += bs->events_cap * sizeof *bs->events;
@@ -1090,37 +1337,57 @@ size_t fh_bookset_memory(const fh_bookset *bs) {
 }
 
 int fh_bookset_check(const fh_bookset *bs) {
-    uint64_t live = 0, nlevels = 0;
+    uint64_t live = 0, nlevels = 0, nblocks = 0;
     for (uint32_t b = 0; b < bs->nbooks; b++) {
         const fh_book *bk = &bs->books[b];
         if (fh_book_find(bs, bk->instrument_id) != b) return 1;
         uint64_t blive = 0;
         for (int side = 0; side < 2; side++) {
             const fh_book_side *s = &bk->side[side];
-            for (uint32_t j = 0; j < s->n; j++) {
-                if (j && s->key[j - 1] >= s->key[j]) return 2;   /* strictly ascending */
-                uint32_t l = s->lvl[j];
-                if (l == 0 || l >= bs->levels_used) return 3;
-                const fh_book_level *lv = &bs->levels[l];
-                if (lv->owner != (b << 1 | (uint32_t)side)) return 4;
-                if (fh_key(side, lv->price) != s->key[j]) return 5;
-                if (lv->count == 0) return 6;
-                uint64_t total = 0, count = 0;
-                uint32_t prev = 0;
-                for (uint32_t n = lv->head; n; n = bs->nodes[n].next) {
-                    const fh_book_node *o = &bs->nodes[n];
-                    if (o->prev != prev || o->level != l || o->price != lv->price || o->size == 0) return 7;
-                    uint32_t slot = fh_table_find(bs, o->order_id);
-                    if (slot == UINT32_MAX || bs->table[slot].node != n) return 8;
-                    total += o->size;
-                    count++;
-                    prev = n;
-                    if (count > bs->nodes_used) return 9;   /* a cycle */
+            int have_prev = 0;
+            int64_t prev_key = 0;
+            uint32_t last_lvl = 0;
+            const fh_ladder_dirs *d = s->d;
+            if (!d) return 23;
+            for (uint32_t i = 0; i < d->nb; i++) {
+                uint32_t kb = d->e[i].blk;
+                if (kb == 0 || kb >= bs->blocks_used) return 16;
+                const fh_ladder_block *blk = &bs->blocks[kb];
+                if (blk->n == 0 || blk->n > FH_LADDER_B) return 17;
+                if (i + 1 < d->nb && d->e[i].min != blk->key[0]) return 18;   /* the top block's is not kept */
+                nblocks++;
+                for (uint32_t j = 0; j < blk->n; j++) {
+                    if (have_prev && prev_key >= blk->key[j]) return 2;   /* strictly ascending */
+                    have_prev = 1;
+                    prev_key = blk->key[j];
+                    uint32_t l = blk->lvl[j];
+                    if (l == 0 || l >= bs->levels_used) return 3;
+                    const fh_book_level *lv = &bs->levels[l];
+                    if (lv->owner != (b << 1 | (uint32_t)side)) return 4;
+                    if (fh_key(side, lv->price) != blk->key[j]) return 5;
+                    if (lv->count == 0) return 6;
+                    uint64_t total = 0, count = 0;
+                    uint32_t prev = 0;
+                    for (uint32_t n = lv->head; n; n = bs->nodes[n].next) {
+                        const fh_book_node *o = &bs->nodes[n];
+                        if (o->prev != prev || o->level != l || o->price != lv->price || o->size == 0) return 7;
+                        uint32_t slot = fh_table_find(bs, o->order_id);
+                        if (slot == UINT32_MAX || bs->table[slot].node != n) return 8;
+                        total += o->size;
+                        count++;
+                        prev = n;
+                        if (count > bs->nodes_used) return 9;   /* a cycle */
+                    }
+                    if (prev != lv->tail || total != lv->total || count != lv->count) return 10;
+                    blive += count;
+                    nlevels++;
+                    last_lvl = l;
                 }
-                if (prev != lv->tail || total != lv->total || count != lv->count) return 10;
-                blive += count;
-                nlevels++;
             }
+            if (d->nb > d->cap || (d == &fh_no_dirs && d->nb)) return 19;
+            if (s->top != last_lvl || s->top_blk != (d->nb ? d->e[d->nb - 1].blk : 0)) return 20;
+            if (s->top && s->top_key != fh_key(side, bs->levels[s->top].price)) return 22;
+            if (d->nb && bs->blocks[s->top_blk].side_nb != d->nb) return 25;
         }
         if (blive != bk->live) return 11;
         live += blive;
@@ -1136,6 +1403,7 @@ int fh_bookset_check(const fh_bookset *bs) {
         if (bs->table[i].tag != fh_tag(bs->nodes[bs->table[i].node].order_id)) return 14;
     }
     if (used != bs->table_used) return 15;
+    if (nblocks != bs->blocks_live) return 21;
     (void)nlevels;
     return 0;
 }

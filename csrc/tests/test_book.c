@@ -173,9 +173,174 @@ static void test_random(void) {
     fh_bookset_free(bs);
 }
 
+/* Deep books: two instruments with thousands of price levels a side. Adds land anywhere from the top
+ * to 4000 ticks away, deletes/fills/partial cancels/replaces hit orders at any depth, whole ranges
+ * of levels are swept empty (every block of the ladder emptied, neighbours merged) and refilled,
+ * modifies move orders across the book. After every batch the invariant check runs and the FULL
+ * depth of both sides is compared with a plain model: shares and orders per (instrument, side,
+ * price tick), kept by this test from the same events. */
+enum { DEEP_TICKS = 4096, DEEP_INST = 2, DEEP_MAXLIVE = 60000 };
+typedef struct { uint64_t id; uint32_t inst; int side; int64_t px; uint32_t size; } deep_order;
+static uint64_t deep_total[DEEP_INST][2][DEEP_TICKS];
+static uint32_t deep_count[DEEP_INST][2][DEEP_TICKS];
+
+static int deep_compare(fh_bookset *bs, fh_book_depth_level *d) {
+    for (uint32_t inst = 0; inst < DEEP_INST; inst++) {
+        for (int side = 0; side < 2; side++) {
+            size_t n = fh_bookset_depth(bs, inst + 1, side, d, DEEP_TICKS + 1);
+            size_t k = 0;
+            for (int j = 0; j < DEEP_TICKS; j++) {
+                int t = side == FH_BOOK_BID ? DEEP_TICKS - 1 - j : j;   /* best first */
+                if (!deep_count[inst][side][t]) continue;
+                if (k >= n || d[k].price != 100 * (int64_t)t || d[k].size != deep_total[inst][side][t] ||
+                    d[k].count != deep_count[inst][side][t])
+                    return -1;
+                k++;
+            }
+            if (k != n) return -1;
+        }
+    }
+    return 0;
+}
+
+static void test_deep_ladder(void) {
+    const char *scale = getenv("FH_TEST_SCALE");
+    size_t batches = scale && strcmp(scale, "small") == 0 ? 150 : 1200;
+    enum { B = 128 };
+    memset(deep_total, 0, sizeof deep_total);
+    memset(deep_count, 0, sizeof deep_count);
+    fh_bookset *bs = fh_bookset_new(16, 0, 1);
+    deep_order *live = malloc(DEEP_MAXLIVE * sizeof *live);
+    fh_book_depth_level *d = malloc((DEEP_TICKS + 1) * sizeof *d);
+    size_t nlive = 0, max_levels = 0;
+    uint64_t next_id = 1;
+    fh_tick batch[B];
+    int64_t mid = DEEP_TICKS / 2;
+    for (size_t it = 0; it < batches && !failures; it++) {
+        size_t k = 0;
+        /* every 100 batches: sweep a band of levels of one side (every order in it deleted) */
+        int sweep = it % 100 == 50;
+        int64_t lo = (int64_t)(rnd() % (DEEP_TICKS - 600)), hi = lo + 500;
+        while (k < B) {
+            uint64_t r = rnd();
+            unsigned op = (unsigned)(r % 100);
+            if (sweep) {   /* delete every order of the band, as many as fit in this batch */
+                size_t j = 0;
+                while (j < nlive && k < B) {
+                    deep_order *o = &live[j];
+                    if (o->px / 100 < lo || o->px / 100 >= hi) { j++; continue; }
+                    batch[k++] = mbo(o->inst, 'C', 'N', o->id, FH_UNDEF_PRICE, 0, FH_F_WHOLE_ORDER);
+                    deep_total[o->inst - 1][o->side][o->px / 100] -= o->size;
+                    deep_count[o->inst - 1][o->side][o->px / 100]--;
+                    *o = live[--nlive];
+                }
+                break;
+            }
+            if (op < 47 || nlive < 100) {
+                if (nlive >= DEEP_MAXLIVE) continue;
+                int side = (r >> 8) & 1;
+                /* a third at the top, the rest anywhere (uniform) up to 2000 ticks away */
+                int64_t dist = (r >> 9) % 3 == 0 ? (int64_t)((r >> 12) % 4) : (int64_t)((r >> 12) % 2000);
+                int64_t t = side == FH_BOOK_BID ? mid - 1 - dist : mid + dist;
+                if (t < 1) t = 1;
+                if (t >= DEEP_TICKS) t = DEEP_TICKS - 1;
+                uint32_t size = 1 + (uint32_t)((r >> 32) % 500);
+                batch[k] = mbo(1 + (uint32_t)((r >> 40) & 1), 'A', side ? 'A' : 'B', next_id, 100 * t, size, 0);
+                deep_order *o = &live[nlive++];
+                o->id = next_id++; o->inst = batch[k].mbo.hd.instrument_id; o->side = side; o->px = 100 * t;
+                o->size = size;
+                deep_total[o->inst - 1][side][t] += size;
+                deep_count[o->inst - 1][side][t]++;
+                k++;
+                continue;
+            }
+            size_t j = (size_t)(r >> 20) % nlive;
+            deep_order *o = &live[j];
+            uint32_t inst = o->inst - 1;
+            int64_t t = o->px / 100;
+            if (op < 57) {            /* fill or partial cancel: partial or the whole rest */
+                uint32_t q = (r >> 50) & 1 ? o->size : 1 + (uint32_t)((r >> 52) % o->size);
+                batch[k] = mbo(o->inst, op < 52 ? 'F' : 'C', 'N', o->id, FH_UNDEF_PRICE, q, 0);
+                deep_total[inst][o->side][t] -= q;
+                o->size -= q;
+                if (!o->size) deep_count[inst][o->side][t]--;
+            } else if (op < 85 || k + 1 == B) {   /* delete */
+                batch[k] = mbo(o->inst, 'C', 'N', o->id, FH_UNDEF_PRICE, 0, FH_F_WHOLE_ORDER);
+                deep_total[inst][o->side][t] -= o->size;
+                deep_count[inst][o->side][t]--;
+                o->size = 0;
+            } else if (op < 97) {     /* replace (ITCH U): up to 300 ticks away, same side */
+                int64_t nt = t + (int64_t)((r >> 40) % 601) - 300;
+                if (nt < 1) nt = 1;
+                if (nt >= DEEP_TICKS) nt = DEEP_TICKS - 1;
+                uint32_t size = 1 + (uint32_t)((r >> 32) % 300);
+                batch[k++] = mbo(o->inst, 'C', 'N', o->id, FH_UNDEF_PRICE, 0, FH_F_WHOLE_ORDER);
+                batch[k] = mbo(o->inst, 'A', 'N', next_id, 100 * nt, size, 0);
+                deep_total[inst][o->side][t] -= o->size;
+                deep_count[inst][o->side][t]--;
+                deep_total[inst][o->side][nt] += size;
+                deep_count[inst][o->side][nt]++;
+                o->id = next_id++; o->px = 100 * nt; o->size = size;
+            } else {                  /* modify to another price (loses priority) */
+                int64_t nt = t + (int64_t)((r >> 40) % 2001) - 1000;
+                if (nt < 1) nt = 1;
+                if (nt >= DEEP_TICKS) nt = DEEP_TICKS - 1;
+                batch[k] = mbo(o->inst, 'M', 'N', o->id, 100 * nt, o->size, 0);
+                deep_total[inst][o->side][t] -= o->size;
+                deep_count[inst][o->side][t]--;
+                deep_total[inst][o->side][nt] += o->size;
+                deep_count[inst][o->side][nt]++;
+                o->px = 100 * nt;
+            }
+            if (!o->size) *o = live[--nlive];
+            k++;
+        }
+        if (k) fh_bookset_apply(bs, batch, k);
+        int rc = fh_bookset_check(bs);
+        if (rc) { printf("FAIL deep invariant %d after batch %zu\n", rc, it); failures++; break; }
+        if (deep_compare(bs, d)) { printf("FAIL deep depth differs after batch %zu\n", it); failures++; break; }
+        size_t levels = fh_bookset_depth(bs, 1, FH_BOOK_BID, d, DEEP_TICKS + 1);
+        if (levels > max_levels) max_levels = levels;
+        fh_bookset_bbo_events_drain(bs);
+    }
+    const uint64_t *c = fh_bookset_counters(bs);
+    /* nothing was rejected: the model and the books saw the same consistent stream */
+    CHECK(c[FH_BOOK_C_UNKNOWN_ORDER] == 0 && c[FH_BOOK_C_SIZE_UNDERFLOW] == 0 && c[FH_BOOK_C_NO_MEMORY] == 0);
+    CHECK(max_levels > (batches > 500 ? 1000u : 250u));   /* deep: the ladder split into dozens of blocks */
+    /* empty every level of instrument 1 by deletes, then refill: blocks freed and reused */
+    size_t j = 0;
+    while (j < nlive) {
+        if (live[j].inst != 1) { j++; continue; }
+        fh_tick t = mbo(1, 'C', 'N', live[j].id, FH_UNDEF_PRICE, 0, FH_F_WHOLE_ORDER);
+        one(bs, &t);
+        deep_total[0][live[j].side][live[j].px / 100] -= live[j].size;
+        deep_count[0][live[j].side][live[j].px / 100]--;
+        live[j] = live[--nlive];
+    }
+    fh_book_depth_level top;
+    CHECK(fh_bookset_depth(bs, 1, FH_BOOK_BID, &top, 1) == 0 && fh_bookset_depth(bs, 1, FH_BOOK_ASK, &top, 1) == 0);
+    CHECK(fh_bookset_check(bs) == 0 && deep_compare(bs, d) == 0);
+    for (int64_t t = 1; t < DEEP_TICKS; t += 3) {
+        int side = t < mid ? FH_BOOK_BID : FH_BOOK_ASK;
+        fh_tick a = mbo(1, 'A', side ? 'A' : 'B', next_id++, 100 * t, 7, 0);
+        one(bs, &a);
+        deep_total[0][side][t] += 7;
+        deep_count[0][side][t]++;
+    }
+    CHECK(fh_bookset_check(bs) == 0 && deep_compare(bs, d) == 0);
+    fh_bbo b;
+    CHECK(fh_bookset_bbo(bs, 1, &b) == 1 && b.bid_px == 100 * 2047 && b.ask_px == 100 * 2050 && b.bid_sz == 7);
+    printf("test_book: deep ladder: %zu levels at most on a side, %zu live orders, %zu bytes\n", max_levels,
+           (size_t)fh_bookset_live_orders(bs), fh_bookset_memory(bs));
+    free(live);
+    free(d);
+    fh_bookset_free(bs);
+}
+
 int main(void) {
     test_actions();
     test_random();
+    test_deep_ladder();
     printf("test_book: %d failures\n", failures);
     return failures != 0;
 }

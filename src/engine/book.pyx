@@ -246,7 +246,8 @@ cdef class BookSet:
     track_bbo_events : bool
         Record every change of an instrument's best bid/offer for :meth:`bbo_events`.
     depth_hint : int
-        Initial price levels per side of a new book.
+        Price levels a side of a new book is expected to hold (sizes its price ladder's directory;
+        any depth works: inserting or removing a level costs the same however far from the top).
 
     Notes
     -----

@@ -5,6 +5,7 @@
                             [--date YYYY-MM-DD] [--strict] [--channel PORT=N ...]
     feedhandler synth OUT [--protocol itch50|mdp3|fix|ouch42|ouch50] --messages N --seed S
                           [--symbols K --format pcap|pcapng|binaryfile --gzip]   (ITCH)
+                          [--concentration S --depth-profile shallow|normal|deep]   (ITCH day shape)
                           [--ab] (MDP3: B feed too)  [--fix-version 42|44] (FIX)
 
 ``--protocol auto`` (the default) tells the protocol from the file's bytes (feedhandler.detect):
@@ -448,8 +449,15 @@ def _damaged(s: dict) -> bool:
 
 def _cmd_synth(args) -> int:
     if args.protocol != "itch50":
+        if args.concentration is not None or args.depth_profile is not None:
+            raise _Fail("--concentration/--depth-profile apply to itch50 only")
         return _synth_other(args)
-    from feedhandler.synth import generate_day
+    from feedhandler.synth import DEFAULT_CONCENTRATION, DEFAULT_DEPTH_PROFILE, generate_day
+
+    if args.concentration is None:
+        args.concentration = DEFAULT_CONCENTRATION
+    if args.depth_profile is None:
+        args.depth_profile = DEFAULT_DEPTH_PROFILE
 
     if args.messages is None:
         args.messages = 1_000_000
@@ -463,14 +471,16 @@ def _cmd_synth(args) -> int:
         raise _Fail(f"--date {args.date!r} is not YYYY-MM-DD") from None
     t0 = time.perf_counter()
     try:
-        day = generate_day(args.messages, args.symbols, args.seed, date=args.date)
+        day = generate_day(args.messages, args.symbols, args.seed, date=args.date, concentration=args.concentration,
+                           depth_profile=args.depth_profile)
     except ValueError as e:
         raise _Fail(str(e)) from None
     t1 = time.perf_counter()
     day.write(args.out, args.format, gzip=args.gzip)
     t2 = time.perf_counter()
     if not args.quiet:
-        print(f"{args.out}: {_n(day.n_messages)} ITCH 5.0 messages, {len(day.symbols)} symbols, seed {args.seed}, "
+        print(f"{args.out}: {_n(day.n_messages)} ITCH 5.0 messages, {len(day.symbols)} symbols "
+              f"(concentration {args.concentration:g}, {args.depth_profile} depth), seed {args.seed}, "
               f"{args.format}{' (gzip)' if args.gzip else ''}, {_bytes(os.path.getsize(args.out))} "
               f"(generated in {t1 - t0:.2f} s, written in {t2 - t1:.2f} s)")
     return EXIT_OK
@@ -504,6 +514,16 @@ def _synth_other(args) -> int:
         print(f"{args.out}: {_n(n)} messages, {what}, seed {args.seed}, pcap, {_bytes(os.path.getsize(args.out))} "
               f"(in {t1 - t0:.2f} s)")
     return EXIT_OK
+
+
+def _concentration(v: str) -> float:
+    try:
+        x = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{v!r} is not a number") from None
+    if not 0.0 <= x < 100.0:
+        raise argparse.ArgumentTypeError(f"{v} is not in [0, 100)")
+    return x
 
 
 def _positive(v: str) -> int:
@@ -562,6 +582,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reference-data", action="store_true",
                    help="fix: a SecurityList and a SecurityDefinition after the logon")
     s.add_argument("--symbols", type=_positive, default=100, help="number of symbols (default 100)")
+    s.add_argument("--concentration", type=_concentration, default=None, metavar="S",
+                   help="itch50: how the order flow concentrates on the busiest symbols: symbol k (0 = busiest) "
+                        "gets a share proportional to 1/(k+1)**S; 0 = all equally busy, higher = a few symbols "
+                        "take most of the flow and their books get deep (default 0.9, close to a real day)")
+    s.add_argument("--depth-profile", choices=("shallow", "normal", "deep"), default=None,
+                   help="itch50: how far from the top of the book new orders go: shallow (95%% within a few "
+                        "ticks, at most 100), normal (75%% near the top, 25%% 49 ticks away on average, at most "
+                        "2000), deep (half of them 300 ticks away on average, at most 5000); default normal. "
+                        "Deep books: few symbols (--symbols 300) and/or --depth-profile deep; shallow: "
+                        "thousands of symbols")
     s.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     s.add_argument("--format", choices=("pcap", "pcapng", "binaryfile"), default="pcap",
                    help="MoldUDP64 in a nanosecond pcap (default), pcapng, or a NASDAQ BinaryFILE")

@@ -123,8 +123,12 @@ typedef struct fh_bbo_event {
 } fh_bbo_event;
 
 /* max_instruments: instrument ids below it are looked up in a direct table (4 bytes an id); others
- * go through a hash map. depth_hint: initial price levels per side (levels). track_bbo_events: record
- * fh_bbo_event rows. Returns NULL when out of memory. */
+ * go through a hash map. depth_hint: price levels a side is expected to hold (sizes the directory of
+ * its price ladder; any depth works). track_bbo_events: record fh_bbo_event rows. Returns NULL when
+ * out of memory.
+ * Cost: an event at or above a side's best price reads no other part of the side; elsewhere an insert
+ * or a removal of a price level moves at most one block of the side's ladder (book.c), however far
+ * from the top the level is. */
 fh_bookset *fh_bookset_new(uint32_t max_instruments, uint32_t depth_hint, int track_bbo_events);
 void fh_bookset_free(fh_bookset *bs);
 

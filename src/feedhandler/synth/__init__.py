@@ -5,8 +5,11 @@
     day.write_pcap("day.pcap")            # MoldUDP64 over UDP multicast, nanosecond pcap
     day.write_binaryfile("day.bin.gz", gzip=True)
 
-Command line: ``feedhandler synth OUT --messages N --symbols K --seed S --format pcap|pcapng|binaryfile``.
+Command line: ``feedhandler synth OUT --messages N --symbols K --seed S --format pcap|pcapng|binaryfile
+[--concentration S] [--depth-profile shallow|normal|deep]``.
 """
-from feedhandler.synth.day import DEFAULT_MIX, SynthDay, encode_columns, generate_day, midnight_ns_of, wire_dtype
+from feedhandler.synth.day import (DEFAULT_CONCENTRATION, DEFAULT_DEPTH_PROFILE, DEFAULT_MIX, DEPTH_PROFILES, SynthDay,
+                                   encode_columns, generate_day, midnight_ns_of, wire_dtype)
 
-__all__ = ["DEFAULT_MIX", "SynthDay", "encode_columns", "generate_day", "midnight_ns_of", "wire_dtype"]
+__all__ = ["DEFAULT_CONCENTRATION", "DEFAULT_DEPTH_PROFILE", "DEFAULT_MIX", "DEPTH_PROFILES", "SynthDay",
+           "encode_columns", "generate_day", "midnight_ns_of", "wire_dtype"]

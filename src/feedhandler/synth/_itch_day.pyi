@@ -13,6 +13,7 @@ def simulate(
     o_ref: npt.NDArray[np.uint64], o_ref2: npt.NDArray[np.uint64], o_side: npt.NDArray[np.uint8],
     o_shares: npt.NDArray[np.uint32], o_price: npt.NDArray[np.uint32], o_match: npt.NDArray[np.uint64],
     o_aux: npt.NDArray[np.uint64], o_flag: npt.NDArray[np.uint8],
+    near_share: float = ..., near_mean: float = ..., deep_mean: float = ..., max_ticks: int = ...,
 ) -> tuple[int, int, int, int]: ...
 def bulk_times(seed: int, n: int, bounds: npt.NDArray[np.uint64], weights: npt.NDArray[np.float64],
                burst: float = ...) -> npt.NDArray[np.uint64]: ...

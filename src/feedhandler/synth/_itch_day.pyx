@@ -319,12 +319,21 @@ cdef inline uint32_t lot(fh_synth_rng *r) noexcept nogil:
     return 100 * k
 
 
-cdef inline int64_t distance(fh_synth_rng *r) noexcept nogil:
-    """Ticks away from the fair value: most orders at or near the top of the book (geometric, mean 3),
-    a quarter of them deep in the book (geometric, mean 50), as resting limit orders are."""
+ctypedef struct depth_t:
+    # where new orders go (see distance): the depth profile of feedhandler.synth.day.DEPTH_PROFILES
+    double near_share   # share of orders near the top of the book
+    double p_near       # geometric continuation probability near the top (mean p / (1 - p) ticks)
+    double p_deep       # the same for the others, deep in the book
+    int64_t max_ticks   # cap on the distance
+
+
+cdef inline int64_t distance(fh_synth_rng *r, const depth_t *dp) noexcept nogil:
+    """Ticks away from the fair value: most orders at or near the top of the book, the rest deep in
+    the book, as resting limit orders are (geometric laws; by default 75 % with mean 3 ticks, 25 %
+    with mean 49 ticks, at most 2000)."""
     cdef int64_t d = 0
-    cdef double p = 0.75 if fh_synth_uniform(r) < 0.75 else 0.98
-    while fh_synth_uniform(r) < p and d < 2000:
+    cdef double p = dp.p_near if fh_synth_uniform(r) < dp.near_share else dp.p_deep
+    while fh_synth_uniform(r) < p and d < dp.max_ticks:
         d += 1
     return d
 
@@ -351,7 +360,8 @@ def simulate(uint64_t seed, const uint64_t[::1] ts, const int32_t[::1] inst_of, 
              uint64_t first_match, uint8_t n_mpids,
              uint8_t[::1] o_type, int32_t[::1] o_inst, uint64_t[::1] o_ts, uint64_t[::1] o_ref,
              uint64_t[::1] o_ref2, uint8_t[::1] o_side, uint32_t[::1] o_shares, uint32_t[::1] o_price,
-             uint64_t[::1] o_match, uint64_t[::1] o_aux, uint8_t[::1] o_flag):
+             uint64_t[::1] o_match, uint64_t[::1] o_aux, uint8_t[::1] o_flag,
+             double near_share=0.75, double near_mean=3.0, double deep_mean=49.0, int64_t max_ticks=2000):
     """Run the order flow of one day.
 
     Parameters
@@ -362,6 +372,9 @@ def simulate(uint64_t seed, const uint64_t[::1] ts, const int32_t[::1] inst_of, 
     mix : probabilities of ACTIONS (sum 1).
     sched_* : scheduled crosses / NOII (sorted by time), emitted with the fair value of their time.
     o_* : output columns, len(ts) + len(sched_ts) rows.
+    near_share, near_mean, deep_mean, max_ticks : where new orders go: a share ``near_share`` of them
+        a geometric number of ticks from the fair value with mean ``near_mean``, the others with mean
+        ``deep_mean``, at most ``max_ticks`` (the depth of the books).
 
     Returns (n_events, last_ref, last_match, live_orders).
     """
@@ -389,6 +402,13 @@ def simulate(uint64_t seed, const uint64_t[::1] ts, const int32_t[::1] inst_of, 
             raise ValueError("output columns too short")
     if n_mpids == 0:
         raise ValueError("n_mpids must be positive")
+    if not (0.0 <= near_share <= 1.0) or near_mean < 0 or deep_mean < 0 or max_ticks < 0:
+        raise ValueError("depth: near_share in [0, 1], near_mean, deep_mean and max_ticks >= 0")
+    cdef depth_t dp
+    dp.near_share = near_share
+    dp.p_near = near_mean / (near_mean + 1.0)
+    dp.p_deep = deep_mean / (deep_mean + 1.0)
+    dp.max_ticks = max_ticks
     # the loop runs without bounds checks: validate every index it will use
     for a in range(n):
         if inst_of[a] < 0 or inst_of[a] >= ni:
@@ -475,9 +495,9 @@ def simulate(uint64_t seed, const uint64_t[::1] ts, const int32_t[::1] inst_of, 
                 if act <= 1:                                   # A / F: add
                     side = <int>fh_synth_below(&rng, 2)
                     if side == 0:
-                        px = it.fv - distance(&rng) * TICK
+                        px = it.fv - distance(&rng, &dp) * TICK
                     else:
-                        px = it.fv + TICK + distance(&rng) * TICK
+                        px = it.fv + TICK + distance(&rng, &dp) * TICK
                     px = place(&s, it, side, px)
                     oid = order_new(&s)
                     o = &s.o[oid]

@@ -53,7 +53,8 @@ from feedhandler.protocols.itch50_spec import BY_TYPE, LENGTH
 from feedhandler.synth import _itch_day
 from feedhandler.synth.symbols import MPIDS, REAL_TICKERS, directory_fields, make_tickers
 
-__all__ = ["SynthDay", "generate_day", "DEFAULT_MIX", "wire_dtype", "encode_columns"]
+__all__ = ["SynthDay", "generate_day", "DEFAULT_MIX", "DEPTH_PROFILES", "DEFAULT_DEPTH_PROFILE",
+           "DEFAULT_CONCENTRATION", "wire_dtype", "encode_columns"]
 
 NS = 1_000_000_000
 MOLD_HEADER = 20                 # bytes: session (10) + sequence (8) + count (2)
@@ -78,6 +79,23 @@ DEFAULT_MIX = {
     "P": 0.0100,
     "B": 0.00001,
 }
+
+# Depth of the books: where new orders go, in ticks from the fair value (see _itch_day.distance): a
+# share `near_share` of them a geometric number of ticks away with mean `near_mean`, the others with
+# mean `deep_mean`, at most `max_ticks`. With the day's concentration (below) and its order lifetimes
+# this sets how many price levels a book has. "normal" is the generator's historical law (the same
+# seed gives the same bytes as before the profiles existed).
+DEPTH_PROFILES = {
+    "shallow": {"near_share": 0.95, "near_mean": 2.0, "deep_mean": 10.0, "max_ticks": 100},
+    "normal": {"near_share": 0.75, "near_mean": 3.0, "deep_mean": 49.0, "max_ticks": 2000},
+    "deep": {"near_share": 0.50, "near_mean": 5.0, "deep_mean": 300.0, "max_ticks": 5000},
+}
+DEFAULT_DEPTH_PROFILE = "normal"
+# Concentration: symbol k (by rank of activity, 0 = busiest) gets a share of the order flow
+# proportional to 1 / (k + 1) ** concentration (Zipf). 0 spreads the flow evenly; 0.9 (default) is
+# close to a real day, where a few dozen names carry a large part of the messages; above 1 a handful
+# of symbols take nearly everything, so their books are deep.
+DEFAULT_CONCENTRATION = 0.9
 
 # Time of day (ns since midnight, US/Eastern).
 T_START_MESSAGES = 3 * HOUR + 2 * MINUTE
@@ -393,7 +411,9 @@ def _schedule(k: int, busy: list[int]):
 
 
 def generate_day(messages: int = 100_000, symbols: int = 50, seed: int = 1, *,
-                 date: str | _dt.date = "2024-03-15", mix: dict | None = None) -> SynthDay:
+                 date: str | _dt.date = "2024-03-15", mix: dict | None = None,
+                 concentration: float = DEFAULT_CONCENTRATION,
+                 depth_profile: str | dict = DEFAULT_DEPTH_PROFILE) -> SynthDay:
     """Generate one realistic ITCH 5.0 day.
 
     Parameters
@@ -404,6 +424,10 @@ def generate_day(messages: int = 100_000, symbols: int = 50, seed: int = 1, *,
     seed : the same seed gives the same bytes.
     date : the trading day (sets ``midnight_ns`` and pcap capture times).
     mix : share of each bulk order-flow type (keys of ``DEFAULT_MIX``).
+    concentration : Zipf exponent of the symbols' activity (``DEFAULT_CONCENTRATION``): 0 = every
+        symbol equally busy; higher = the flow concentrates on the busiest symbols (deeper books).
+    depth_profile : a name of ``DEPTH_PROFILES`` (shallow, normal, deep) or a dict with the same keys:
+        how far from the top of the book new orders go.
 
     Returns
     -------
@@ -413,6 +437,16 @@ def generate_day(messages: int = 100_000, symbols: int = 50, seed: int = 1, *,
         raise ValueError("need at least one symbol")
     if isinstance(date, str):
         date = _dt.date.fromisoformat(date)
+    if not (concentration >= 0.0 and concentration < 100.0):
+        raise ValueError(f"concentration must be in [0, 100), got {concentration!r}")
+    if isinstance(depth_profile, str):
+        if depth_profile not in DEPTH_PROFILES:
+            raise ValueError(f"unknown depth profile {depth_profile!r} (one of {', '.join(DEPTH_PROFILES)})")
+        depth = DEPTH_PROFILES[depth_profile]
+    else:
+        depth = dict(depth_profile)
+        if set(depth) != set(DEPTH_PROFILES[DEFAULT_DEPTH_PROFILE]):
+            raise ValueError(f"depth profile keys: {sorted(DEPTH_PROFILES[DEFAULT_DEPTH_PROFILE])}; got {sorted(depth)}")
     rng = random.Random(seed)
     tickers = make_tickers(symbols, rng)
     k = len(tickers)
@@ -424,7 +458,7 @@ def generate_day(messages: int = 100_000, symbols: int = 50, seed: int = 1, *,
     ranks = [0] * k
     for r, ix in enumerate(real_first):
         ranks[ix] = r
-    weights = np.array([1.0 / (ranks[ix] + 1) ** 0.9 for ix in range(k)])
+    weights = np.array([1.0 / (ranks[ix] + 1) ** concentration for ix in range(k)])
     busy = sorted(range(k), key=lambda ix: ranks[ix])
     # starting prices: lognormal around $60, $2 .. $900, on the cent grid (price4)
     fv0 = np.array([int(min(900.0, max(2.0, rng.lognormvariate(4.1, 0.9))) * 100) * 100 for _ in range(k)],
@@ -458,7 +492,8 @@ def generate_day(messages: int = 100_000, symbols: int = 50, seed: int = 1, *,
     n_ev, last_ref, last_match, live = _itch_day.simulate(
         seed64, b_ts, b_inst, fv0, mixv, s_ts, s_kind, s_inst, s_flag, 1, 1, len(MPIDS),
         col["type"], col["inst"], col["ts"], col["ref"], col["ref2"], col["side"], col["shares"], col["price"],
-        col["match"], col["aux"], col["flag"])
+        col["match"], col["aux"], col["flag"], float(depth["near_share"]), float(depth["near_mean"]),
+        float(depth["deep_mean"]), int(depth["max_ticks"]))
     assert n_ev == n_core
 
     # ---- merge reference messages (first at equal times) with the order flow, then lay out bytes
