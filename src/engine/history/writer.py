@@ -240,8 +240,9 @@ class HistoryWriter:
         return [self.source.journal_seq(k) for k in range(len(self.source.shards))]
 
     def lag(self) -> int:
-        """Journal sequence minus stored sequence, summed over the shards."""
-        return sum(j - s for j, s in zip(self.journal_seqs(), self.stored))
+        """Journal sequence minus stored sequence, summed over the shards (of what the writer has read: a writer
+        resuming counts the journal from its start as it replays it)."""
+        return sum(max(j - s, 0) for j, s in zip(self.journal_seqs(), self.stored))
 
     def status_line(self) -> str:
         return (f"history: stored seq {'/'.join(map(str, self.stored))} of {'/'.join(map(str, self.journal_seqs()))}"
