@@ -1,9 +1,9 @@
 """The production history store: PostgreSQL through psycopg 3.
 
 Same schema as the SQLite store (the same migration files). Per batch, one transaction: append-only rows
-(order events, trades, position changes) go in with ``COPY ... FROM STDIN``; orders are upserted with
-pipelined batched statements (one row per order per batch: :class:`engine.history.rows.Rows` collapses an
-order's events). The shard's ``history_position`` row is written in the same transaction, so a writer
+(order events, trades, position changes) go in with ``COPY ... FROM STDIN``; orders (one row per order per
+batch: :class:`engine.history.rows.Rows` collapses an order's events) are COPYed into session-local staging
+tables and merged with one set-based INSERT ... ON CONFLICT / UPDATE ... FROM each. The shard's ``history_position`` row is written in the same transaction, so a writer
 killed mid-batch stores none of it and resumes from the stored position.
 """
 from __future__ import annotations
@@ -24,21 +24,33 @@ def _insert(table: str) -> str:
     return f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))})"
 
 
-_UPSERT_ORDER = (_insert("orders") + " ON CONFLICT (order_id) DO UPDATE SET "
-                 + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS["orders"]
-                             if c not in ("order_id", "created_seq", "created_ns")))
-_INSERT_REJECTED = _insert("orders") + " ON CONFLICT (order_id) DO NOTHING"
+_ORDER_COLS = ", ".join(COLUMNS["orders"])
+# orders go through session-local staging tables (COPY in, then one set-based statement each)
+_STAGES = (
+    "CREATE TEMP TABLE IF NOT EXISTS fh_orders_new (LIKE orders) ON COMMIT DELETE ROWS",
+    "CREATE TEMP TABLE IF NOT EXISTS fh_orders_rejected (LIKE orders) ON COMMIT DELETE ROWS",
+    "CREATE TEMP TABLE IF NOT EXISTS fh_orders_update (status TEXT, leaves_qty BIGINT, cum_qty BIGINT, price BIGINT, "
+    "qty BIGINT, reason TEXT, updated_seq BIGINT, updated_ns BIGINT, order_id BIGINT) ON COMMIT DELETE ROWS",
+)
+_UPSERT_ORDERS = (f"INSERT INTO orders ({_ORDER_COLS}) SELECT {_ORDER_COLS} FROM fh_orders_new "
+                  "ON CONFLICT (order_id) DO UPDATE SET "
+                  + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS["orders"]
+                              if c not in ("order_id", "created_seq", "created_ns")))
+_INSERT_REJECTED = (f"INSERT INTO orders ({_ORDER_COLS}) SELECT {_ORDER_COLS} FROM fh_orders_rejected "
+                    "ON CONFLICT (order_id) DO NOTHING")
+_UPDATE_ORDERS = ("UPDATE orders o SET status = u.status, leaves_qty = u.leaves_qty, cum_qty = u.cum_qty, "
+                  "price = COALESCE(u.price, o.price), qty = COALESCE(u.qty, o.qty), "
+                  "reason = COALESCE(u.reason, o.reason), updated_seq = u.updated_seq, updated_ns = u.updated_ns "
+                  "FROM fh_orders_update u WHERE o.order_id = u.order_id")
+_UPDATE_COLS = ("status", "leaves_qty", "cum_qty", "price", "qty", "reason", "updated_seq", "updated_ns", "order_id")
 _INSERT_ACCOUNT = _insert("accounts") + " ON CONFLICT (account) DO NOTHING"
-_UPDATE_ORDER = ("UPDATE orders SET status = %s, leaves_qty = %s, cum_qty = %s, price = COALESCE(%s, price), "
-                 "qty = COALESCE(%s, qty), reason = COALESCE(%s, reason), updated_seq = %s, updated_ns = %s "
-                 "WHERE order_id = %s")
 _POSITION = ("INSERT INTO history_position (shard, seq, updated_ns) VALUES (%s, %s, %s) "
              "ON CONFLICT (shard) DO UPDATE SET seq = excluded.seq, updated_ns = excluded.updated_ns")
 
 
-def copy_rows(cur, table: str, rows: list[tuple]) -> None:
+def copy_rows(cur, table: str, rows: list[tuple], columns: tuple[str, ...] | None = None) -> None:
     """``COPY table (columns) FROM STDIN`` of the rows (text format)."""
-    with cur.copy(f"COPY {table} ({', '.join(COLUMNS[table])}) FROM STDIN") as cp:
+    with cur.copy(f"COPY {table} ({', '.join(columns or COLUMNS[table])}) FROM STDIN") as cp:
         for r in rows:
             cp.write_row(r)
 
@@ -54,6 +66,9 @@ class PostgresStore:
         self.url = url
         self.conn = psycopg.connect(url, autocommit=True)   # transactions: conn.transaction() blocks
         self.applied = self.migrate()
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            for st in _STAGES:
+                cur.execute(st)
 
     def migrate(self) -> list[int]:
         c = self.conn
@@ -88,11 +103,14 @@ class PostgresStore:
             if rows.order_events:
                 copy_rows(cur, "order_events", rows.order_events)
             if rows.new_orders:
-                cur.executemany(_UPSERT_ORDER, rows.order_rows())
+                copy_rows(cur, "fh_orders_new", rows.order_rows(), COLUMNS["orders"])
+                cur.execute(_UPSERT_ORDERS)
             if rows.rejected_new:
-                cur.executemany(_INSERT_REJECTED, rows.rejected_rows())
+                copy_rows(cur, "fh_orders_rejected", rows.rejected_rows(), COLUMNS["orders"])
+                cur.execute(_INSERT_REJECTED)
             if rows.updates:
-                cur.executemany(_UPDATE_ORDER, rows.update_rows())
+                copy_rows(cur, "fh_orders_update", rows.update_rows(), _UPDATE_COLS)
+                cur.execute(_UPDATE_ORDERS)
             if rows.trades:
                 copy_rows(cur, "trades", rows.trades)
             if rows.position_changes:
