@@ -14,6 +14,7 @@ Then, in each repetition, into a fresh database:
   per table in one transaction (``psycopg`` text COPY, no indexes dropped): the floor for storing these rows
   from Python.
 * ``sqlite``: the writer into a SQLite file (for information: the default store).
+* ``no database``: the writer storing nothing (journal read, engine replay, rows): its own share.
 
 The ratio is writer time / copy time for the same number of rows (the target of issue 11 is not set; 1.0
 would mean the writer costs nothing beyond the COPY). Without ``--postgres`` (or FH_TEST_POSTGRES_URL) only
@@ -64,6 +65,36 @@ def run_writer(d: Path, url: str, batch_inputs: int) -> tuple[float, int]:
     from engine.history import HistoryWriter, open_store
 
     w = HistoryWriter(str(d), open_store(url, str(d)), batch_inputs=batch_inputs)
+    t0 = time.perf_counter()
+    w.step()
+    dt = time.perf_counter() - t0
+    rows = w.rows
+    w.close()
+    return dt, rows
+
+
+class NullStore:
+    """Stores nothing: the writer's own work (journal read, replay, rows) without a database."""
+
+    kind = "null"
+
+    def positions(self) -> dict:
+        return {}
+
+    def known_accounts(self) -> set:
+        return set()
+
+    def write(self, rows, positions) -> None:
+        self.last = positions
+
+    def close(self) -> None:
+        self.last = None
+
+
+def run_null(d: Path, batch_inputs: int) -> tuple[float, int]:
+    from engine.history import HistoryWriter
+
+    w = HistoryWriter(str(d), NullStore(), batch_inputs=batch_inputs)
     t0 = time.perf_counter()
     w.step()
     dt = time.perf_counter() - t0
@@ -147,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
             (tmp / f"h{i}.sqlite").unlink()
         res["rows"] = rows
         res["sqlite_rows_per_s"] = statistics.median(sq)
+        res["no_db_rows_per_s"] = statistics.median([r / dt for dt, r in (run_null(d, a.batch_inputs)
+                                                                           for _ in range(a.repeat))])
         if a.postgres:
             dbs = Databases(a.postgres)
             try:
@@ -172,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"journal: {res['inputs']} inputs ({a.rounds} rounds), {res['rows']} rows per run, "
           f"batches of {a.batch_inputs} inputs, median of {a.repeat}")
+    print(f"  no database         {res['no_db_rows_per_s']:>12,.0f} rows/s  (journal replay + rows only)")
     print(f"  sqlite  writer      {res['sqlite_rows_per_s']:>12,.0f} rows/s")
     if "ratio" in res:
         print(f"  postgres writer     {res['writer_rows_per_s']:>12,.0f} rows/s  (journal replay + rows + COPY/upserts)")

@@ -77,9 +77,9 @@ def new(sym, side, px, qty, clid, account):
 
 
 def make_data_dir(d: Path, n_rounds: int, symbols=SYMS) -> list[dict]:
-    """An exchange data dir (manifest + one shard journal) holding n_rounds of: a resting sell, a buy crossing it
-    partly, an amend, a cancel of the rest (4 journaled inputs), and a cancel of an unknown order (rejected at the
-    edge, never journaled); returns the events the engine answered (the edge reject's with seq 0)."""
+    """An exchange data dir (manifest + one shard journal) holding n_rounds of 6 journaled inputs: a resting sell,
+    a buy crossing it partly, a post-only buy that would cross (rejected by the engine), an amend of the sell, its
+    cancel and a second cancel (rejected: unknown order); returns the engine's events."""
     d.mkdir(parents=True, exist_ok=True)
     (d / "exchange.json").write_text(json.dumps({"symbols": symbols, "shards": 1, "tick_size": 1,
                                                  "stp": "cancel_newest", "journal": True}))
@@ -89,13 +89,14 @@ def make_data_dir(d: Path, n_rounds: int, symbols=SYMS) -> list[dict]:
         for i in range(n_rounds):
             sym = symbols[i % len(symbols)]
             px = (100 + i % 7) * PX
-            reqs = [new(sym, "S", px, 10, f"s{i}", "MM"), new(sym, "B", px, 4, f"b{i}", f"T{i % 3}")]
+            reqs = [new(sym, "S", px, 10, f"s{i}", "MM"), new(sym, "B", px, 4, f"b{i}", f"T{i % 3}"),
+                    dict(new(sym, "B", px, 1, f"p{i}", "PO"), post_only=True)]
             out = sh.submit_many(reqs)
             sell_id = out[0][0]["order_id"]
             out2 = sh.submit_many([{"type": "amend", "account": "MM", "order_id": sell_id, "new_price": px + PX,
                                     "new_qty": 5},
                                    {"type": "cancel", "account": "MM", "order_id": sell_id},
-                                   {"type": "cancel", "account": "MM", "order_id": 999}])
+                                   {"type": "cancel", "account": "MM", "order_id": sell_id}])
             for evs in out + out2:
                 events.extend(evs)
     finally:
@@ -125,6 +126,7 @@ def all_tables(store) -> dict:
 # ---- rows ------------------------------------------------------------------------------------------------------
 def test_rows_follow_each_order_through_its_status_changes(tmp_path):
     events = make_data_dir(tmp_path / "d", 3)
+    assert all(e["seq"] for e in events)
     rows = Rows()
     rows.add(0, events)
     assert rows.events == len(events)
@@ -138,12 +140,13 @@ def test_rows_follow_each_order_through_its_status_changes(tmp_path):
     assert sell[8] == "CANCELED" and sell[4] == 101 * PX and sell[7] == 4 and sell[6] == 0
     buy = next(r for r in rows.order_rows() if r[9] == "b0")
     assert buy[8] == "FILLED" and buy[5] == 4
-    # a cancel of an unknown order is an event, never an order row
-    assert any(r[3] == "rejected" and r[4] == 999 for r in rows.order_events)
-    assert not any(r[0] == 999 for r in rows.order_rows() + rows.rejected_rows())
+    # a refused second cancel is an event and leaves the order as it was; a refused new order is a REJECTED row
+    assert [r[15] for r in rows.order_events if r[3] == "rejected"] == ["would_cross", "unknown_order"] * 3
+    po = [r for r in rows.rejected_rows()]
+    assert [(r[9], r[8], r[10], r[2]) for r in po] == [(f"p{i}", "REJECTED", "would_cross", "PO") for i in range(3)]
     t = rows.trades[0]
     assert t[4] == "B" and t[7] == "T0" and t[8] == "MM" and t[3] == 4
-    assert {a[0] for a in rows.accounts} == {"MM", "T0", "T1", "T2"}
+    assert {a[0] for a in rows.accounts} == {"MM", "T0", "T1", "T2", "PO"}
     # position changes net to zero per trade
     per = {}
     for pc in rows.position_changes:
@@ -192,22 +195,25 @@ def test_writer_stores_what_the_journal_holds_and_resumes(tmp_path, backend, req
     d = tmp_path / "d"
     events = make_data_dir(d, 20)
     w = HistoryWriter(str(d), open_store(url, str(d)), batch_inputs=7)
-    events = [e for e in events if e["seq"]]
     w.step()
-    assert w.stored == [80] and w.lag() == 0 and w.batches == 12      # 81 records (config + 80 inputs) by 7
+    assert w.stored == [120] and w.lag() == 0 and w.batches == 18      # 121 records (config + 120 inputs) by 7
     got = all_tables(w.store)
     assert len(got["order_events"]) == len(events)
     assert [(r[1], r[3], r[4]) for r in got["order_events"]] == [(e["seq"], e["type"], e["order_id"]) for e in events]
     assert len(got["trades"]) == 20
+    status = {}
+    for r in got["orders"]:
+        status[r[9][0] + r[8]] = status.get(r[9][0] + r[8], 0) + 1
+    assert status == {"sCANCELED": 20, "bFILLED": 20, "pREJECTED": 20}
     w.close()
     # the exchange journals more; a new writer resumes after the stored sequence
     sh = ShardEngine(SYMS, journal_dir=str(d / "journal"))
     more = sh.submit_many([new("AAPL", "S", 50 * PX, 3, "late-s", "MM"), new("AAPL", "B", 50 * PX, 3, "late-b", "X")])
     sh.close()
     w = HistoryWriter(str(d), open_store(url, str(d)), batch_inputs=7)
-    assert w.stored == [80] and w.lag() == 0      # nothing read yet
+    assert w.stored == [120] and w.lag() == 0      # nothing read yet
     w.step()
-    assert w.stored == [82]
+    assert w.stored == [122]
     got2 = all_tables(w.store)
     assert got2["order_events"][:len(events)] == got["order_events"]
     assert len(got2["order_events"]) == len(events) + sum(len(x) for x in more)
@@ -248,8 +254,8 @@ def test_writer_killed_mid_batch_resumes_without_a_row_twice(tmp_path, backend, 
     the tables equal those of one uninterrupted run (nothing lost, nothing twice)."""
     url = request.getfixturevalue("pg_url") if backend == "postgres" else str(tmp_path / "h.sqlite")
     d = tmp_path / "d"
-    events = [e for e in make_data_dir(d, 1500) if e["seq"]]
-    n_inputs = 1500 * 4
+    events = make_data_dir(d, 1500)
+    n_inputs = 1500 * 6
     p = subprocess.Popen(_history_cmd(d, "--db", url, "--batch-inputs", "5"), stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     probe = open_store(url, str(d))

@@ -22,8 +22,11 @@ COLUMNS = {
                "seller", "shard", "seq", "ts_event"),
     "position_changes": ("trade_id", "order_id", "account", "symbol", "qty", "price", "shard", "seq", "ts_event"),
 }
-#: the columns an update of an existing order sets (price and qty only when the event carries new ones)
+#: the columns an update of an existing order sets (price and qty only when the event carries new ones, reason
+#: only for a cancel/expiry: None keeps the stored value)
 UPDATE_COLUMNS = ("status", "leaves_qty", "cum_qty", "price", "qty", "reason", "updated_seq", "updated_ns")
+
+_STATUS = {"canceled": "CANCELED", "expired": "EXPIRED", "rejected": "REJECTED"}
 
 #: rejects that refer to an order other than a new one (a cancel or amend of an unknown or foreign order):
 #: they never create an order row
@@ -56,7 +59,7 @@ class Rows:
         self.trades: list[tuple] = []
         self.position_changes: list[tuple] = []
         self.new_orders: dict[int, list] = {}     # order id -> full row (first seen in this batch)
-        self.updates: dict[int, dict] = {}        # order id -> columns of UPDATE_COLUMNS (seen before)
+        self.updates: dict[int, list] = {}        # order id -> UPDATE_COLUMNS + order id (order seen before)
         self.rejected_new: dict[int, list] = {}   # rejects that create a row unless the order exists
         self.events = 0
 
@@ -70,72 +73,81 @@ class Rows:
             self.accounts.append((name, shard, seq, now))
 
     def add(self, shard: int, events: list[dict], now: int | None = None) -> None:
-        """Add the events of one shard (in journal order)."""
+        """Add the events of one shard (in journal order). The events are the engine's dicts (every key
+        present, integers already Python ints)."""
         now = now if now is not None else time.time_ns()
+        known = self.known_accounts
+        new_orders, updates, rejected = self.new_orders, self.updates, self.rejected_new
+        oe_append = self.order_events.append
         last_seq, n = -1, 0
         for ev in events:
-            seq = int(ev["seq"])
+            seq = ev["seq"]
             if seq != last_seq:
                 last_seq, n = seq, 0
             else:
                 n += 1
-            t = ev["type"]
-            oid = int(ev["order_id"])
-            status = status_of(ev)
-            ts = int(ev.get("ts_event") or 0)
-            account = ev.get("account") or ""
-            self._account(account, shard, seq, now)
             self.events += 1
-            self.order_events.append((shard, seq, n, t, oid, ev["symbol"], account, ev.get("side") or "",
-                                      int(ev["price"]), int(ev["qty"]), int(ev["leaves_qty"]), int(ev["cum_qty"]),
-                                      status, int(ev.get("trade_id") or 0), ev.get("liquidity") or "",
-                                      ev.get("reason") or "", ev.get("client_order_id") or "", ts))
-            if t == "accepted":
-                self.new_orders[oid] = [oid, ev["symbol"], account, ev.get("side") or "", int(ev["price"]),
-                                        int(ev["leaves_qty"]) + int(ev["cum_qty"]), int(ev["leaves_qty"]),
-                                        int(ev["cum_qty"]), status, ev.get("client_order_id") or "", "", shard,
-                                        seq, seq, now, now]
-                self.updates.pop(oid, None)
-            elif t == "rejected":
-                if ev.get("reason") in _NOT_A_NEW_ORDER or oid in self.new_orders or oid in self.updates:
-                    continue        # a refused cancel/amend: the order (if any) keeps its state
-                self.rejected_new[oid] = [oid, ev["symbol"], account, ev.get("side") or "", int(ev["price"]),
-                                          int(ev["qty"]), 0, 0, status, ev.get("client_order_id") or "",
-                                          ev.get("reason") or "", shard, seq, seq, now, now]
-            else:
-                price = int(ev["price"]) if t == "replaced" else None
-                qty = int(ev["leaves_qty"]) + int(ev["cum_qty"]) if t == "replaced" else None
-                reason = (ev.get("reason") or "") if t in ("canceled", "expired") else None
-                row = self.new_orders.get(oid)
-                if row is not None:
-                    row[8], row[6], row[7], row[13], row[15] = status, int(ev["leaves_qty"]), int(ev["cum_qty"]), seq, now
-                    if price is not None:
-                        row[4], row[5] = price, qty
-                    if reason is not None:
-                        row[10] = reason
-                else:
-                    u = self.updates.get(oid)
-                    if u is None:
-                        u = self.updates[oid] = {"price": None, "qty": None, "reason": None}
-                    u.update(status=status, leaves_qty=int(ev["leaves_qty"]), cum_qty=int(ev["cum_qty"]),
-                             updated_seq=seq, updated_ns=now)
-                    if price is not None:
-                        u["price"], u["qty"] = price, qty
-                    if reason is not None:
-                        u["reason"] = reason
+            t = ev["type"]
+            oid = ev["order_id"]
+            leaves, cum = ev["leaves_qty"], ev["cum_qty"]
             if t == "fill":
-                side = ev.get("side") or ""
-                qty = int(ev["qty"])
-                self.position_changes.append((int(ev["trade_id"]), oid, account, ev["symbol"],
-                                              qty if side == "B" else -qty, int(ev["price"]), shard, seq, ts))
-                if ev.get("liquidity") == "taker":
-                    contra = int(ev.get("contra_order_id") or 0)
-                    contra_acct = ev.get("contra_account") or ""
-                    self._account(contra_acct, shard, seq, now)
-                    buy, sell = (oid, contra) if side == "B" else (contra, oid)
-                    buyer, seller = (account, contra_acct) if side == "B" else (contra_acct, account)
-                    self.trades.append((int(ev["trade_id"]), ev["symbol"], int(ev["price"]), qty, side, buy, sell,
-                                        buyer, seller, shard, seq, ts))
+                status = "FILLED" if leaves == 0 else "PARTIALLY_FILLED"
+            elif t == "accepted" or t == "replaced":
+                status = "PARTIALLY_FILLED" if cum > 0 else "NEW"
+            else:
+                status = _STATUS.get(t) or t.upper()
+            account = ev["account"]
+            if account not in known and account:
+                known.add(account)
+                self.accounts.append((account, shard, seq, now))
+            sym, side, price, qty = ev["symbol"], ev["side"], ev["price"], ev["qty"]
+            clid = ev["client_order_id"] or ""
+            oe_append((shard, seq, n, t, oid, sym, account, side, price, qty, leaves, cum, status, ev["trade_id"],
+                       ev["liquidity"], ev["reason"], clid, ev["ts_event"]))
+            if t == "accepted":
+                new_orders[oid] = [oid, sym, account, side, price, leaves + cum, leaves, cum, status, clid, "",
+                                   shard, seq, seq, now, now]
+                updates.pop(oid, None)
+            elif t == "rejected":
+                if ev["reason"] in _NOT_A_NEW_ORDER or oid in new_orders or oid in updates:
+                    continue        # a refused cancel/amend: the order (if any) keeps its state
+                rejected[oid] = [oid, sym, account, side, price, qty, 0, 0, status, clid, ev["reason"], shard, seq,
+                                 seq, now, now]
+            else:
+                row = new_orders.get(oid)
+                if row is not None:
+                    row[8], row[6], row[7], row[13], row[15] = status, leaves, cum, seq, now
+                    if t == "replaced":
+                        row[4], row[5] = price, leaves + cum
+                    elif t != "fill":
+                        row[10] = ev["reason"]
+                else:
+                    u = updates.get(oid)
+                    if u is None:
+                        u = updates[oid] = [status, leaves, cum, None, None, None, seq, now, oid]
+                    else:
+                        u[0], u[1], u[2], u[6], u[7] = status, leaves, cum, seq, now
+                    if t == "replaced":
+                        u[3], u[4] = price, leaves + cum
+                    elif t != "fill":
+                        u[5] = ev["reason"]
+                if t == "fill":
+                    ts = ev["ts_event"]
+                    tid = ev["trade_id"]
+                    self.position_changes.append((tid, oid, account, sym, qty if side == "B" else -qty, price, shard,
+                                                  seq, ts))
+                    if ev["liquidity"] == "taker":
+                        contra = ev["contra_order_id"]
+                        contra_acct = ev["contra_account"]
+                        if contra_acct not in known and contra_acct:
+                            known.add(contra_acct)
+                            self.accounts.append((contra_acct, shard, seq, now))
+                        if side == "B":
+                            self.trades.append((tid, sym, price, qty, side, oid, contra, account, contra_acct, shard,
+                                                seq, ts))
+                        else:
+                            self.trades.append((tid, sym, price, qty, side, contra, oid, contra_acct, account, shard,
+                                                seq, ts))
 
     def order_rows(self) -> list[tuple]:
         return [tuple(r) for r in self.new_orders.values()]
@@ -145,5 +157,4 @@ class Rows:
 
     def update_rows(self) -> list[tuple]:
         """(status, leaves_qty, cum_qty, price|None, qty|None, reason|None, updated_seq, updated_ns, order_id)"""
-        return [(u["status"], u["leaves_qty"], u["cum_qty"], u["price"], u["qty"], u["reason"], u["updated_seq"],
-                 u["updated_ns"], oid) for oid, u in self.updates.items()]
+        return [tuple(u) for u in self.updates.values()]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import queue
 import sys
 import threading
 import time
@@ -176,41 +177,78 @@ class HistoryWriter:
         stored = store.positions() if store is not None else {}
         self.stored = [int(stored.get(k, 0)) for k in range(n)]
         self.known_accounts = store.known_accounts() if store is not None else set()
+        self.resume = list(self.stored)     # events of inputs up to here were stored by an earlier writer
+        self.replayed = [0] * n             # input sequence replayed per shard
         self.rows = 0           # rows written by this writer
         self.batches = 0
         self.events = 0
         self._lock = threading.Lock()
+        # the database writes run in a storer thread, one batch behind the replay (psycopg and sqlite3 release
+        # the GIL while the database works): batches are still committed one at a time, in journal order
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._store_error: BaseException | None = None
+        self._storer = None
+        if store is not None:
+            self._storer = threading.Thread(target=self._store_loop, name="history-store", daemon=True)
+            self._storer.start()
 
     # ---- one pass -----------------------------------------------------------------------------------------
     def step(self) -> int:
-        """Read every shard journal and store what it gained; returns the number of inputs applied."""
+        """Read every shard journal and store what it gained (returns when it is stored); returns the number
+        of inputs applied. A database error is raised here (nothing after the failed batch is stored)."""
         applied = 0
         for k in range(len(self.source.shards)):
             self.source.read(k)
             while self.source.pending[k]:
+                self._check()
                 applied += self._batch(k, self.source.take(k, self.batch_inputs))
+        if self._storer is not None:
+            self._queue.join()
+        self._check()
         return applied
+
+    def _check(self) -> None:
+        if self._store_error is not None:
+            raise self._store_error
 
     def _batch(self, k: int, payloads: list[bytes]) -> int:
         shard = self.source.shards[k]
         n = shard.replay_payloads(payloads, source=self.source.followers[k].path)
         events = shard.take_replayed()
-        stored = self.stored[k]
-        if shard.seq > stored:
-            if stored:
-                events = [e for e in events if e["seq"] > stored]
+        resume = self.resume[k]
+        if shard.seq > resume:
+            if resume:
+                events = [e for e in events if e["seq"] > resume]
             if self.store is not None:
                 rows = Rows(self.known_accounts)
                 rows.add(k, events)
-                self.store.write(rows, {k: shard.seq})
-                with self._lock:
-                    self.rows += len(rows)
-                    self.batches += 1
-                    self.events += rows.events
-            self.stored[k] = shard.seq
+                self._queue.put((k, shard.seq, rows))
+            else:
+                self.stored[k] = shard.seq
+        self.replayed[k] = shard.seq
         if self.redis_book is not None:
             self.redis_book.update(shard, events)
         return n
+
+    def _store_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                if self._store_error is not None:
+                    continue                    # after a failure nothing later is stored (order kept)
+                k, seq, rows = item
+                self.store.write(rows, {k: seq})
+                with self._lock:
+                    self.stored[k] = seq
+                    self.rows += len(rows)
+                    self.batches += 1
+                    self.events += rows.events
+            except BaseException as e:  # noqa: BLE001 - handed to the replay thread, raised by step()
+                self._store_error = e
+            finally:
+                self._queue.task_done()
 
     # ---- loop ---------------------------------------------------------------------------------------------
     def run(self, stop: threading.Event, *, follow: bool = True, poll_s: float = 0.005,
@@ -237,6 +275,7 @@ class HistoryWriter:
             on_progress(self)
 
     def journal_seqs(self) -> list[int]:
+        """Per shard: the sequence of the last input read from its journal (replayed or waiting to be)."""
         return [self.source.journal_seq(k) for k in range(len(self.source.shards))]
 
     def lag(self) -> int:
@@ -249,6 +288,10 @@ class HistoryWriter:
                 f" lag={self.lag()} rows={self.rows} batches={self.batches}")
 
     def close(self) -> None:
+        if self._storer is not None:
+            self._queue.put(None)
+            self._storer.join()
+            self._storer = None
         self.source.close()
         if self.store is not None:
             self.store.close()
