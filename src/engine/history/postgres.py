@@ -2,8 +2,9 @@
 
 Same schema as the SQLite store (the same migration files). Per batch, one transaction: append-only rows
 (order events, trades, position changes) go in with ``COPY ... FROM STDIN``; orders (one row per order per
-batch: :class:`engine.history.rows.Rows` collapses an order's events) are COPYed into session-local staging
-tables and merged with one set-based INSERT ... ON CONFLICT / UPDATE ... FROM each. The shard's ``history_position`` row is written in the same transaction, so a writer
+batch: :class:`engine.history.rows.Rows` collapses an order's events) accepted in the batch are COPYed too
+(new order ids); changes of orders stored by earlier batches and refused new orders go through session-local
+staging tables, merged with one set-based UPDATE ... FROM / INSERT ... ON CONFLICT DO NOTHING each. The shard's ``history_position`` row is written in the same transaction, so a writer
 killed mid-batch stores none of it and resumes from the stored position.
 """
 from __future__ import annotations
@@ -27,15 +28,10 @@ def _insert(table: str) -> str:
 _ORDER_COLS = ", ".join(COLUMNS["orders"])
 # orders go through session-local staging tables (COPY in, then one set-based statement each)
 _STAGES = (
-    "CREATE TEMP TABLE IF NOT EXISTS fh_orders_new (LIKE orders) ON COMMIT DELETE ROWS",
     "CREATE TEMP TABLE IF NOT EXISTS fh_orders_rejected (LIKE orders) ON COMMIT DELETE ROWS",
     "CREATE TEMP TABLE IF NOT EXISTS fh_orders_update (status TEXT, leaves_qty BIGINT, cum_qty BIGINT, price BIGINT, "
     "qty BIGINT, reason TEXT, updated_seq BIGINT, updated_ns BIGINT, order_id BIGINT) ON COMMIT DELETE ROWS",
 )
-_UPSERT_ORDERS = (f"INSERT INTO orders ({_ORDER_COLS}) SELECT {_ORDER_COLS} FROM fh_orders_new "
-                  "ON CONFLICT (order_id) DO UPDATE SET "
-                  + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS["orders"]
-                              if c not in ("order_id", "created_seq", "created_ns")))
 _INSERT_REJECTED = (f"INSERT INTO orders ({_ORDER_COLS}) SELECT {_ORDER_COLS} FROM fh_orders_rejected "
                     "ON CONFLICT (order_id) DO NOTHING")
 _UPDATE_ORDERS = ("UPDATE orders o SET status = u.status, leaves_qty = u.leaves_qty, cum_qty = u.cum_qty, "
@@ -102,9 +98,8 @@ class PostgresStore:
                 cur.executemany(_INSERT_ACCOUNT, rows.accounts)
             if rows.order_events:
                 copy_rows(cur, "order_events", rows.order_events)
-            if rows.new_orders:
-                copy_rows(cur, "fh_orders_new", rows.order_rows(), COLUMNS["orders"])
-                cur.execute(_UPSERT_ORDERS)
+            if rows.new_orders:       # orders accepted in this batch: new ids (the primary key says so)
+                copy_rows(cur, "orders", rows.order_rows())
             if rows.rejected_new:
                 copy_rows(cur, "fh_orders_rejected", rows.rejected_rows(), COLUMNS["orders"])
                 cur.execute(_INSERT_REJECTED)
