@@ -507,3 +507,66 @@ def test_redis_live_book_bbo_and_trades(tmp_path, redis_url):
     w.close()
     assert r.xlen("fh:trades:AAPL") == 2
     r.close()
+
+
+def test_history_follows_several_shards(tmp_path):
+    """An exchange with two shards: the writer follows both journals (one position per shard)."""
+    from engine.exchange import Exchange, load_config
+
+    cfg = load_config(None, {"symbols": SYMS, "data_dir": str(tmp_path / "data"), "engine.shards": 2,
+                             "gateway.endpoint": "tcp://127.0.0.1:*", "marketdata.endpoint": "tcp://127.0.0.1:*"})
+    ex = Exchange(cfg).start()
+    try:
+        from engine.client import Client
+
+        with Client(ex.gateway.endpoint, "demo-mm", "demo-mm-secret", timeout=10) as mm, \
+                Client(ex.gateway.endpoint, "demo-taker", "demo-taker-secret", timeout=10) as tk:
+            for sym in SYMS:
+                assert mm.submit(sym, "S", 100 * PX, 5, tif="gtc")["status"] == "ack"
+                assert tk.submit(sym, "B", 100 * PX, 5, tif="gtc")["status"] == "ack"
+        assert wait_for(lambda: ex.history_stats()["stored_seq"] == [2, 2])
+    finally:
+        ex.stop()
+    s = SqliteStore(str(tmp_path / "data" / "history.sqlite"))
+    try:
+        assert s.positions() == {0: 2, 1: 2}
+        assert sorted(r[1] for r in table(s, "trades", "trade_id")) == sorted(SYMS)
+    finally:
+        s.close()
+
+
+def test_history_command_follows_until_sigterm(tmp_path):
+    d = tmp_path / "d"
+    make_data_dir(d, 2)
+    p = subprocess.Popen(_history_cmd(d, "--follow"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        s = SqliteStore(str(d / "history.sqlite")) if wait_for(lambda: (d / "history.sqlite").exists()) else None
+        assert s is not None
+        assert wait_for(lambda: s.positions().get(0) == 12)
+        sh = ShardEngine(SYMS, journal_dir=str(d / "journal"))
+        sh.submit_many([new("MSFT", "S", 70 * PX, 3, "f-s", "MM"), new("MSFT", "B", 70 * PX, 3, "f-b", "F")])
+        sh.close()
+        assert wait_for(lambda: s.positions().get(0) == 14)
+        assert s.count("trades") == 3
+        s.close()
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=30)
+        assert p.returncode == 0, err
+        assert "stored seq 14 of 14 lag=0" in out
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+
+
+def test_psycopg_and_redis_are_core_dependencies():
+    """`pip install .` brings what --db postgresql:// and --redis need (the README's commands work after it)."""
+    try:
+        import tomllib
+    except ImportError:
+        pytest.skip("tomllib needs Python >= 3.11")
+    root = Path(__file__).resolve().parents[1]
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=!~ \[]", d, maxsplit=1)[0].lower() for d in deps}
+    assert {"psycopg", "redis"} <= names, deps
+    assert any(d.startswith("psycopg[binary]") for d in deps), deps     # libpq included: no system library needed
