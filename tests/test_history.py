@@ -570,3 +570,41 @@ def test_psycopg_and_redis_are_core_dependencies():
     names = {re.split(r"[<>=!~ \[]", d, maxsplit=1)[0].lower() for d in deps}
     assert {"psycopg", "redis"} <= names, deps
     assert any(d.startswith("psycopg[binary]") for d in deps), deps     # libpq included: no system library needed
+
+
+def test_a_dead_writer_is_started_again_and_resumes(tmp_path):
+    from engine.exchange import Exchange, load_config
+
+    cfg = load_config(None, {"symbols": SYMS, "data_dir": str(tmp_path / "data"),
+                             "gateway.endpoint": "tcp://127.0.0.1:*", "marketdata.endpoint": "tcp://127.0.0.1:*"})
+    out = []
+
+    class Out:
+        def write(self, s):
+            out.append(s)
+
+        def flush(self):
+            return None
+
+    ex = Exchange(cfg).start()
+    try:
+        ex.history.out = Out()
+        trade_round(ex.gateway.endpoint, "a", 2)
+        assert wait_for(lambda: ex.history_stats()["stored_seq"] == [4])
+        old = ex.history.proc
+        os.kill(old.pid, signal.SIGKILL)
+        old.join(10)
+        assert not ex.history_stats()["alive"]
+        trade_round(ex.gateway.endpoint, "b", 2)            # journaled while no writer runs
+        ex.history.check()                                  # what the exchange's main loop does
+        assert ex.history.proc is not old and ex.history.proc.is_alive()
+        assert "history writer exited (code -9); starting it again" in "".join(out)
+        assert wait_for(lambda: ex.history_stats()["stored_seq"] == [8] and ex.history_stats()["lag"] == 0)
+        assert ex.history_stats()["restarts"] == 1
+    finally:
+        ex.stop()
+    s = SqliteStore(str(tmp_path / "data" / "history.sqlite"))
+    try:
+        assert s.count("trades") == 4 and s.count("orders") == 8
+    finally:
+        s.close()

@@ -66,6 +66,10 @@ def child_main(data_dir: str, h: dict, conn, stored, journal, stop, parent_pid: 
         w.run(ev, follow=True, poll_s=max(int(h.get("poll_ms", 5)), 1) / 1000, on_progress=progress,
               parent_pid=parent_pid)
         print(w.status_line(), flush=True)
+    except Exception as e:  # noqa: BLE001 - the writer's error boundary: one line; the exchange restarts it
+        print(f"history writer: error: {type(e).__name__}: {one_line(e)} (stored seq "
+              f"{'/'.join(map(str, w.stored))}; it resumes there)", file=sys.stderr, flush=True)
+        sys.exit(1)
     finally:
         w.close()
 
