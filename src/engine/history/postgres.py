@@ -60,7 +60,8 @@ class PostgresStore:
         if psycopg is None:
             raise RuntimeError("--db postgresql:// needs psycopg 3 (pip install 'psycopg[binary]')")
         self.url = url
-        self.conn = psycopg.connect(url, autocommit=True)   # transactions: conn.transaction() blocks
+        # autocommit: each batch is one explicit conn.transaction() block
+        self.conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
         self.applied = self.migrate()
         with self.conn.transaction(), self.conn.cursor() as cur:
             for st in _STAGES:

@@ -64,7 +64,7 @@ def child_main(data_dir: str, h: dict, conn, stored, journal, stop, parent_pid: 
     watcher.start()
     try:
         w.run(ev, follow=True, poll_s=max(int(h.get("poll_ms", 5)), 1) / 1000, on_progress=progress,
-              parent_pid=parent_pid)
+              parent_pid=parent_pid, log_every_s=60.0)      # the exchange prints history_lag every 10 s
         print(w.status_line(), flush=True)
     except Exception as e:  # noqa: BLE001 - the writer's error boundary: one line; the exchange restarts it
         print(f"history writer: error: {type(e).__name__}: {one_line(e)} (stored seq "
@@ -89,8 +89,9 @@ class HistoryService:
         self.restarts = 0
         self._next_restart = 0.0
         self._stop = None
+        self._pending = None          # the pipe of a restarted writer until it says ready (or fails)
 
-    def start(self, timeout: float = 60.0) -> "HistoryService":
+    def _spawn(self):
         import os
 
         self._stop = self._ctx.Event()
@@ -100,14 +101,20 @@ class HistoryService:
                                             os.getpid()))
         self.proc.start()
         child.close()
-        if not parent.poll(timeout):
-            self._kill()
-            raise StartupError(f"history writer: not ready after {timeout:.0f} s")
+        return parent
+
+    def start(self, timeout: float = 60.0) -> "HistoryService":
+        """Start the writer and wait until it opened the database (StartupError, one line, when it cannot)."""
+        parent = self._spawn()
         try:
-            kind, info = parent.recv()
-        except EOFError:
-            self.proc.join(5)
-            raise StartupError(f"history writer: exited at start (code {self.proc.exitcode})") from None
+            if not parent.poll(timeout):
+                self._kill()
+                raise StartupError(f"history writer: not ready after {timeout:.0f} s")
+            try:
+                kind, info = parent.recv()
+            except EOFError:
+                self.proc.join(5)
+                raise StartupError(f"history writer: exited at start (code {self.proc.exitcode})") from None
         finally:
             parent.close()
         if kind == "error":
@@ -122,16 +129,34 @@ class HistoryService:
             self.proc.join(5)
 
     def check(self) -> None:
-        """From the exchange's main loop: a writer that died is logged and started again (every 5 s at most)."""
+        """From the exchange's main loop, never blocking it (its heartbeat goes on): a writer that died is
+        logged and started again, at most every 5 s; a restarted writer's startup error is logged."""
+        if self._pending is not None:
+            self._read_pending()
         if self.proc is None or self.proc.is_alive() or time.monotonic() < self._next_restart:
             return
         print(f"history writer exited (code {self.proc.exitcode}); starting it again", file=self.out, flush=True)
         self._next_restart = time.monotonic() + 5.0
         self.restarts += 1
+        self._pending = self._spawn()
+
+    def _read_pending(self) -> None:
+        conn = self._pending
         try:
-            self.start()
-        except StartupError as e:
-            print(f"history writer: {e}; retrying in 5 s", file=self.out, flush=True)
+            if not conn.poll(0):
+                if self.proc is not None and self.proc.is_alive():
+                    return
+                msg = ("exited", None)
+            else:
+                msg = conn.recv()
+        except (EOFError, OSError):
+            msg = ("exited", None)
+        conn.close()
+        self._pending = None
+        if msg[0] == "error":
+            print(f"history writer: {msg[1]}; retrying in 5 s", file=self.out, flush=True)
+        elif msg[0] == "exited":
+            print("history writer: exited at start; retrying in 5 s", file=self.out, flush=True)
 
     def lag(self, engine_seq: int | None = None) -> int:
         """Sequences journaled but not yet stored: ``engine_seq`` (the exchange's, summed over shards) or the
@@ -147,6 +172,9 @@ class HistoryService:
 
     def stop(self, timeout: float = 60.0) -> None:
         """Ask the writer to store what the journals hold and exit; killed after ``timeout`` seconds."""
+        if self._pending is not None:
+            self._pending.close()
+            self._pending = None
         if self.proc is None:
             return
         if self._stop is not None:
