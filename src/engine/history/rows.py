@@ -26,27 +26,13 @@ COLUMNS = {
 #: only for a cancel/expiry: None keeps the stored value)
 UPDATE_COLUMNS = ("status", "leaves_qty", "cum_qty", "price", "qty", "reason", "updated_seq", "updated_ns")
 
+#: order status after an event (the REST API's SCREAMING_CASE names); fill, accepted and replaced depend on
+#: the quantities (FILLED / PARTIALLY_FILLED / NEW), see Rows.add
 _STATUS = {"canceled": "CANCELED", "expired": "EXPIRED", "rejected": "REJECTED"}
 
 #: rejects that refer to an order other than a new one (a cancel or amend of an unknown or foreign order):
 #: they never create an order row
 _NOT_A_NEW_ORDER = {"unknown_order", "not_owner"}
-
-
-def status_of(ev: dict) -> str:
-    """The order status after one event (the SCREAMING_CASE names of the REST API)."""
-    t = ev["type"]
-    if t == "fill":
-        return "FILLED" if ev["leaves_qty"] == 0 else "PARTIALLY_FILLED"
-    if t in ("accepted", "replaced"):
-        return "PARTIALLY_FILLED" if ev.get("cum_qty", 0) > 0 else "NEW"
-    if t == "canceled":
-        return "CANCELED"
-    if t == "expired":
-        return "EXPIRED"
-    if t == "rejected":
-        return "REJECTED"
-    return t.upper()
 
 
 class Rows:
@@ -73,8 +59,8 @@ class Rows:
             self.accounts.append((name, shard, seq, now))
 
     def add(self, shard: int, events: list[dict], now: int | None = None) -> None:
-        """Add the events of one shard (in journal order). The events are the engine's dicts (every key
-        present, integers already Python ints)."""
+        """Add the events of one shard (in journal order): the engine's dicts (integers already Python ints;
+        the keys beyond type/seq/order/account/symbol/side/price/quantities may be missing)."""
         now = now if now is not None else time.time_ns()
         known = self.known_accounts
         new_orders, updates, rejected = self.new_orders, self.updates, self.rejected_new
@@ -101,17 +87,18 @@ class Rows:
                 known.add(account)
                 self.accounts.append((account, shard, seq, now))
             sym, side, price, qty = ev["symbol"], ev["side"], ev["price"], ev["qty"]
-            clid = ev["client_order_id"] or ""
-            oe_append((shard, seq, n, t, oid, sym, account, side, price, qty, leaves, cum, status, ev["trade_id"],
-                       ev["liquidity"], ev["reason"], clid, ev["ts_event"]))
+            clid = ev.get("client_order_id") or ""
+            reason = ev.get("reason") or ""
+            oe_append((shard, seq, n, t, oid, sym, account, side, price, qty, leaves, cum, status,
+                       ev.get("trade_id") or 0, ev.get("liquidity") or "", reason, clid, ev.get("ts_event") or 0))
             if t == "accepted":
                 new_orders[oid] = [oid, sym, account, side, price, leaves + cum, leaves, cum, status, clid, "",
                                    shard, seq, seq, now, now]
                 updates.pop(oid, None)
             elif t == "rejected":
-                if ev["reason"] in _NOT_A_NEW_ORDER or oid in new_orders or oid in updates:
+                if reason in _NOT_A_NEW_ORDER or oid in new_orders or oid in updates:
                     continue        # a refused cancel/amend: the order (if any) keeps its state
-                rejected[oid] = [oid, sym, account, side, price, qty, 0, 0, status, clid, ev["reason"], shard, seq,
+                rejected[oid] = [oid, sym, account, side, price, qty, 0, 0, status, clid, reason, shard, seq,
                                  seq, now, now]
             else:
                 row = new_orders.get(oid)
@@ -120,7 +107,7 @@ class Rows:
                     if t == "replaced":
                         row[4], row[5] = price, leaves + cum
                     elif t != "fill":
-                        row[10] = ev["reason"]
+                        row[10] = reason
                 else:
                     u = updates.get(oid)
                     if u is None:
@@ -130,15 +117,15 @@ class Rows:
                     if t == "replaced":
                         u[3], u[4] = price, leaves + cum
                     elif t != "fill":
-                        u[5] = ev["reason"]
+                        u[5] = reason
                 if t == "fill":
-                    ts = ev["ts_event"]
-                    tid = ev["trade_id"]
+                    ts = ev.get("ts_event") or 0
+                    tid = ev.get("trade_id") or 0
                     self.position_changes.append((tid, oid, account, sym, qty if side == "B" else -qty, price, shard,
                                                   seq, ts))
-                    if ev["liquidity"] == "taker":
-                        contra = ev["contra_order_id"]
-                        contra_acct = ev["contra_account"]
+                    if ev.get("liquidity") == "taker":
+                        contra = ev.get("contra_order_id") or 0
+                        contra_acct = ev.get("contra_account") or ""
                         if contra_acct not in known and contra_acct:
                             known.add(contra_acct)
                             self.accounts.append((contra_acct, shard, seq, now))
