@@ -10,7 +10,7 @@ killed mid-batch stores none of it and resumes from the stored position.
 from __future__ import annotations
 
 from engine.history import schema
-from engine.history.rows import COLUMNS, Rows
+from engine.history.rows import COLUMNS, UPDATE_COLUMNS, Rows
 
 try:
     import psycopg
@@ -38,7 +38,7 @@ _UPDATE_ORDERS = ("UPDATE orders o SET status = u.status, leaves_qty = u.leaves_
                   "price = COALESCE(u.price, o.price), qty = COALESCE(u.qty, o.qty), "
                   "reason = COALESCE(u.reason, o.reason), updated_seq = u.updated_seq, updated_ns = u.updated_ns "
                   "FROM fh_orders_update u WHERE o.order_id = u.order_id")
-_UPDATE_COLS = ("status", "leaves_qty", "cum_qty", "price", "qty", "reason", "updated_seq", "updated_ns", "order_id")
+_UPDATE_COLS = UPDATE_COLUMNS + ("order_id",)
 _INSERT_ACCOUNT = _insert("accounts") + " ON CONFLICT (account) DO NOTHING"
 _POSITION = ("INSERT INTO history_position (shard, seq, updated_ns) VALUES (%s, %s, %s) "
              "ON CONFLICT (shard) DO UPDATE SET seq = excluded.seq, updated_ns = excluded.updated_ns")
