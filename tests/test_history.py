@@ -607,3 +607,35 @@ def test_a_dead_writer_is_started_again_and_resumes(tmp_path):
         assert s.count("trades") == 4 and s.count("orders") == 8
     finally:
         s.close()
+
+
+@pytest.mark.slow
+def test_ci_services_start_answer_and_leave_nothing_running():
+    """.ci/services.sh (sourced by .ci/run): a PostgreSQL and a Redis in a temporary directory, their URLs
+    exported, both stopped and the directory removed by stop_services; nothing left running."""
+    import shutil
+
+    root = Path(__file__).resolve().parents[1]
+    if not shutil.which("redis-server") or not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
+        pytest.skip("Debian's postgresql and redis-server are not installed (.ci/run installs them)")
+    script = (f". {root}/.ci/services.sh\nstart_services\n"
+              'echo "PG=$FH_TEST_POSTGRES_URL"; echo "REDIS=$FH_TEST_REDIS_URL"; echo "DIR=$FH_SERVICES_DIR"\n'
+              f"{sys.executable} -c \"import os, psycopg, redis; "
+              "psycopg.connect(os.environ['FH_TEST_POSTGRES_URL']).execute('select 1'); "
+              "print('REDIS_PING', redis.Redis.from_url(os.environ['FH_TEST_REDIS_URL']).ping())\"\n"
+              "stop_services\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FH_TEST_") and k != "TMPDIR"}
+    r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=180, env=env)
+    assert r.returncode == 0, r.stderr
+    out = dict(ln.split("=", 1) for ln in r.stdout.splitlines() if "=" in ln)
+    assert out["PG"].startswith("postgresql://") and out["REDIS"].startswith("unix://"), (r.stdout, r.stderr)
+    assert "REDIS_PING True" in r.stdout
+    assert not Path(out["DIR"]).exists()
+    port = out["PG"].rsplit(":", 1)[1].split("/")[0]
+    sock = out["REDIS"][len("unix://"):]
+    for st in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            cmd = st.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        assert out["DIR"] not in cmd and f"-p {port}" not in cmd and sock not in cmd, cmd
