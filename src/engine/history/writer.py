@@ -178,6 +178,7 @@ class HistoryWriter:
         stored = store.positions() if store is not None else {}
         self.stored = [int(stored.get(k, 0)) for k in range(n)]
         self.known_accounts = store.known_accounts() if store is not None else set()
+        self.parent_pid: int | None = None     # run(parent_pid=...): stop when that process is gone
         self.resume = list(self.stored)     # events of inputs up to here were stored by an earlier writer
         self.replayed = [0] * n             # input sequence replayed per shard
         self.rows = 0           # rows written by this writer
@@ -202,6 +203,8 @@ class HistoryWriter:
             self.source.read(k)
             while self.source.pending[k]:
                 self._check()
+                if self.parent_gone():
+                    break                   # a long catch-up ends at a batch boundary when the exchange dies
                 applied += self._batch(k, self.source.take(k, self.batch_inputs))
         if self._storer is not None:
             self._queue.join()
@@ -258,13 +261,14 @@ class HistoryWriter:
         After ``stop``, what the journals hold is stored before returning. ``parent_pid``: also return when
         that process is gone (a writer started by an exchange that was killed)."""
         last_log = time.monotonic()
+        self.parent_pid = parent_pid
         while True:
             self.step()
             if on_progress is not None:
                 on_progress(self)
             if not follow or stop.is_set():
                 break
-            if parent_pid is not None and os.getppid() != parent_pid:
+            if self.parent_gone():
                 print("history: the exchange is gone; stopping", file=out, flush=True)
                 break
             if time.monotonic() - last_log >= log_every_s:
@@ -274,6 +278,9 @@ class HistoryWriter:
         self.step()
         if on_progress is not None:
             on_progress(self)
+
+    def parent_gone(self) -> bool:
+        return self.parent_pid is not None and os.getppid() != self.parent_pid
 
     def journal_seqs(self) -> list[int]:
         """Per shard: the sequence of the last input read from its journal (replayed or waiting to be)."""
