@@ -77,7 +77,7 @@ _fh_start_redis() {
 
 start_services() {
     FH_SERVICES_DIR=$(mktemp -d "${TMPDIR:-/tmp}/fh-ci-services.XXXXXX") || return 0
-    chmod 755 "$FH_SERVICES_DIR"
+    chmod 755 "$FH_SERVICES_DIR" || true     # PostgreSQL runs as postgres: it must reach its directory
     _fh_start_postgres || true
     _fh_start_redis || true
 }
