@@ -50,6 +50,15 @@ Configuration (every key optional; shown with its default)::
     port = 15000
     users = {ouch1 = {password = "pw", account = "O1"}}
 
+    [history]                                  # engine.history: what the journal sequenced, in a database
+    enabled = true                             # a writer process follows the journal (false / --no-history: off)
+    db = ""                                    # "" = <data_dir>/history.sqlite; postgresql://... (--db)
+    redis = ""                                 # redis://host:port/0 or unix:///path: live book there (--redis)
+    batch_inputs = 2000                        # journaled inputs per database transaction
+    poll_ms = 5                                # how often the writer reads the journal
+    redis_levels = 10                          # book levels per side kept in Redis
+    redis_trades = 1000                        # recent trades kept per symbol in Redis (about)
+
     [standby]                                  # run as hot standby (same as --standby-of; engine.standby)
     of = "/var/lib/exch/primary-data"          # the primary's data dir (or journal dir)
     heartbeat_ms = 2000                        # optional: take over from a primary whose heartbeat stopped
@@ -76,6 +85,7 @@ import threading
 import time
 from pathlib import Path
 
+from engine.history.service import DEFAULTS as HISTORY_DEFAULTS
 from engine.journal import JournalError, JournalLocked
 from engine.errors import (EXIT_INTERRUPTED, EXIT_OK, ConfigError, DataDirError, StartupError, nearest,
                            one_line, run_command)
@@ -103,6 +113,7 @@ DEFAULTS = {
     "ouch": {},
     "latency": {"interval_s": 5.0},
     "standby": {},
+    "history": dict(HISTORY_DEFAULTS),
 }
 #: Where ``feedhandler bot`` looks for a running exchange when it is given no --endpoint.
 DEFAULT_GATEWAY = DEFAULTS["gateway"]["endpoint"]
@@ -431,6 +442,7 @@ class Exchange:
             self.engine.on_settled = self._on_settled
         self.fix = None
         self.ouch = None
+        self.history = None
         self._started: list[str] = []
         self._stopped = threading.Event()
 
@@ -458,6 +470,7 @@ class Exchange:
             o = self.cfg.get("ouch") or {}
             if o.get("port") is not None:
                 self.ouch = self._start_ouch(o)
+            self.history = self._start_history()
         except BaseException:
             self.stop()
             raise
@@ -479,6 +492,30 @@ class Exchange:
             raise StartupError(f"{what} {host}:{port}: {err.strerror or err}") from None
         finally:
             s.close()
+
+    def _start_history(self):
+        """The history writer process (engine.history.service), when [history] asks for a database or Redis.
+        It follows the journal files, so it needs local journals: with remote shards or without a journal it
+        is off (said once)."""
+        from engine.history.service import HistoryService
+
+        h = self.cfg.get("history") or {}
+        if not h.get("enabled", True) and not h.get("redis"):
+            return None
+        e = self.cfg["engine"]
+        if e.get("remote") or not e.get("journal", True):
+            print("history: off (" + ("the shards journal on their own hosts: run feedhandler history there"
+                                      if e.get("remote") else "engine.journal = false: nothing to follow") + ")",
+                  file=sys.stderr, flush=True)
+            return None
+        n = min(int(e["shards"]), len(self.cfg["symbols"]))
+        return HistoryService(str(self.data_dir), h, n).start()
+
+    def history_stats(self) -> dict | None:
+        """The history writer's stored and journal sequences and its lag (None when it is off)."""
+        if self.history is None:
+            return None
+        return self.history.stats(self.engine.seq)
 
     def _start_fix(self, f: dict):
         from engine.fix.acceptor import FixAcceptor, OrderApplication, SessionConfig
@@ -558,6 +595,8 @@ class Exchange:
         self.pipeline.flush_latency()
         self.marketdata.stop()
         self.engine.close()          # journal flushed and fsynced
+        if self.history is not None:
+            self.history.stop()      # after storing what the journal holds
         self.trade_log.close()
         if "latency" in self._started:
             self.latency.stop()
@@ -594,6 +633,11 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--heartbeat-ms", type=int, default=None,
                    help="standby: a primary on this host whose heartbeat has not changed for this many ms is "
                         "hung: kill it and take over (default: off; only on the primary's exit or SIGUSR1)")
+    p.add_argument("--db", metavar="URL",
+                   help="history database: postgresql://user@host:port/db (default: <data dir>/history.sqlite)")
+    p.add_argument("--redis", metavar="URL", help="keep the live book (top levels, BBO, recent trades) in Redis: "
+                                                  "redis://host:port/0 or unix:///path.sock")
+    p.add_argument("--no-history", action="store_true", help="do not run the history writer")
     p.add_argument("--debug", action="store_true", help="print the traceback of an error")
     return p
 
@@ -615,6 +659,12 @@ def config_from_args(a) -> dict:
         ov["standby.of"] = a.standby_of
     if getattr(a, "heartbeat_ms", None) is not None:
         ov["standby.heartbeat_ms"] = a.heartbeat_ms
+    if getattr(a, "db", None):
+        ov["history.db"] = a.db
+    if getattr(a, "redis", None):
+        ov["history.redis"] = a.redis
+    if getattr(a, "no_history", False):
+        ov["history.enabled"] = False
     return load_config(a.config, ov)
 
 
@@ -637,6 +687,8 @@ def serve(ex: Exchange, duration: float | None, stop: threading.Event, out=sys.s
         if not _engine_alive(ex):
             raise RuntimeError("a gateway/engine thread died; stopping (the journal holds every acknowledged "
                                "input: a restart recovers)")
+        if ex.history is not None:
+            ex.history.check()
         beats += 1
         try:
             beat.write_text(f"{os.getpid()} {beats}\n")
@@ -645,8 +697,10 @@ def serve(ex: Exchange, duration: float | None, stop: threading.Event, out=sys.s
         if time.monotonic() - last >= 10:
             last = time.monotonic()
             s = ex.pipeline.stats.as_dict()
+            h = ex.history_stats()
             print(f"requests={s['requests']} acks={s['acks']} rejects={s['rejects']} busy={s['busy']} "
-                  f"auth_failures={s['auth_failures']} trades={ex.trade_log.rows}", file=out, flush=True)
+                  f"auth_failures={s['auth_failures']} trades={ex.trade_log.rows}"
+                  + (f" history_lag={h['lag']}" if h is not None else ""), file=out, flush=True)
 
 
 def _main(argv: list[str]) -> int:

@@ -613,6 +613,7 @@ DELEGATED = {
     "doctor": ("feedhandler.doctor:doctor_main", "which capture backends work here, and why not"),
     "exchange": ("engine.exchange:main", "run the exchange: gateway, engines, FIX/OUCH acceptors"),
     "bot": ("engine.bot:main", "a demo trading bot against the exchange"),
+    "history": ("engine.history.service:main", "store an exchange's journal in SQLite/PostgreSQL, its live book in Redis"),
     "shard-server": ("engine.shard_server:main", "an engine shard reachable over ZeroMQ (for EngineManager(remote=...))"),
     "ptp-slave": ("feedhandler.time.slave:slave_main",
                   "measure clock offset and path delay to a PTP master (never steers the clock)"),
