@@ -67,6 +67,8 @@ class Rows:
         oe_append = self.order_events.append
         last_seq, n = -1, 0
         for ev in events:
+            if ev["type"] == "request":     # recovery's marker before each request's events (gateway state)
+                continue
             seq = ev["seq"]
             if seq != last_seq:
                 last_seq, n = seq, 0
