@@ -231,6 +231,9 @@ def validate_config(cfg: dict, source: str = "config") -> dict:
         for name in ("max_body", "ws_queue", "jwt_ttl_s"):
             if name in h and h[name] < 1:
                 raise ConfigError(f"{source}: http.{name} must be >= 1, not {h[name]}")
+        if h.get("jwt_secret") and len(h["jwt_secret"].encode()) < 32:
+            raise ConfigError(f"{source}: http.jwt_secret must be at least 32 bytes (an HS256 key), or empty "
+                              "for a random one")
     return cfg
 
 

@@ -397,8 +397,8 @@ class HttpGateway:
         return web.Response(text=json.dumps(document()), content_type="application/json")
 
     async def h_metrics(self, request: web.Request) -> web.Response:
-        return web.Response(text=self.metrics_text(), content_type="text/plain", charset="utf-8",
-                            headers={"X-Content-Type": "text/plain; version=0.0.4"})
+        return web.Response(body=self.metrics_text().encode(),
+                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
     def metrics_text(self) -> str:
         pl = self.pipeline
@@ -443,7 +443,7 @@ class HttpGateway:
     async def h_ws(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=self.cfg.max_body)
         await ws.prepare(request)
-        conn = Conn(ws, self.cfg.ws_queue)
+        conn = Conn(ws, self.cfg.ws_queue, request.transport)
         self.hub.add(conn)
         try:
             async for msg in ws:

@@ -66,10 +66,11 @@ def _levels(rows) -> dict:
 
 
 class Conn:
-    __slots__ = ("ws", "account", "queue", "writer", "subs", "closed", "reason", "sent")
+    __slots__ = ("ws", "transport", "account", "queue", "writer", "subs", "closed", "reason", "sent")
 
-    def __init__(self, ws, queue_size: int):
+    def __init__(self, ws, queue_size: int, transport=None):
         self.ws = ws
+        self.transport = transport
         self.account: str | None = None
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=queue_size)
         self.writer: asyncio.Task | None = None
@@ -227,8 +228,7 @@ class WsHub:
         except (asyncio.TimeoutError, ConnectionError, RuntimeError):
             pass
         finally:
-            req = getattr(conn.ws, "_req", None)
-            tr = getattr(req, "transport", None) if req is not None else None
+            tr = conn.transport
             if tr is not None and not tr.is_closing():
                 tr.abort()          # a peer that does not read even the close frame
 
