@@ -152,13 +152,13 @@ def start_bare(code: str):
     return p, port
 
 
-def start_exchange(tmp: str):
+def start_exchange(tmp: str, fsync: str = "batch"):
     cfg = Path(tmp) / "bench.toml"
     cfg.write_text('symbols = ["AAPL"]\n[risk]\nrate_per_s = 0\nmax_order_qty = 1000000\n'
                    '[http]\nquery_rate_per_s = 0\nws_queue = 100000\n')
     exe = Path(sys.executable).parent / "feedhandler"
     p = subprocess.Popen([str(exe), "exchange", "--config", str(cfg), "--port", "0", "--md-port", "0",
-                          "--http-port", "0", "--data-dir", str(Path(tmp) / "data")],
+                          "--http-port", "0", "--fsync", fsync, "--data-dir", str(Path(tmp) / "data")],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env=dict(os.environ, PYTHONUNBUFFERED="1"))
     line = p.stdout.readline()
@@ -236,6 +236,8 @@ def main(argv=None):
     ap.add_argument("--conns", type=int, default=8)
     ap.add_argument("--subscribers", type=int, default=100)
     ap.add_argument("--trades", type=int, default=200)
+    ap.add_argument("--fsync", default="batch,none",
+                    help="journal fsync policies to run the order part with (comma-separated; default batch,none)")
     a = ap.parse_args(argv)
     out = {}
     p, port = start_bare(BARE_AIOHTTP)
@@ -254,16 +256,19 @@ def main(argv=None):
     except ImportError:
         out["starlette_uvicorn_bare"] = "not installed"
     if not a.libs:
-        with tempfile.TemporaryDirectory() as tmp:
-            p, port = start_exchange(tmp)
-            try:
-                out["create_order"] = asyncio.run(measure(port, order_request(), a.orders, a.conns))
-                out["ws_fanout"] = asyncio.run(fanout(port, a.subscribers, a.trades))
-            finally:
-                stop(p)
-        b, o = out["aiohttp_bare"], out["create_order"]
-        out["ratio_rtt_p50"] = o["rtt_p50_us"] / b["rtt_p50_us"]
-        out["ratio_throughput"] = b["per_s"] / o["per_s"]
+        for k, fsync in enumerate(a.fsync.split(",")):
+            with tempfile.TemporaryDirectory() as tmp:
+                p, port = start_exchange(tmp, fsync)
+                try:
+                    o = out[f"create_order_fsync_{fsync}"] = asyncio.run(
+                        measure(port, order_request(), a.orders, a.conns))
+                    if k == 0:
+                        out["ws_fanout"] = asyncio.run(fanout(port, a.subscribers, a.trades))
+                finally:
+                    stop(p)
+            b = out["aiohttp_bare"]
+            out[f"ratio_rtt_p50_fsync_{fsync}"] = o["rtt_p50_us"] / b["rtt_p50_us"]
+            out[f"ratio_throughput_fsync_{fsync}"] = b["per_s"] / o["per_s"]
     print(json.dumps(out, indent=1, default=lambda x: round(x, 2) if isinstance(x, float) else str(x)))
 
 
