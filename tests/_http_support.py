@@ -33,6 +33,7 @@ def running_exchange(tmp_path, **http):
     ex.start()
     try:
         yield ex
+        assert ex.http.listener_errors == 0, ex.http.last_listener_error
     finally:
         ex.stop()
 

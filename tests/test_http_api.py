@@ -238,3 +238,22 @@ def test_port_in_use_is_a_startup_error(tmp_path):
             ex.start()
     finally:
         s.close()
+
+
+def test_cli_flags_reach_the_http_table(tmp_path):
+    from engine.exchange import build_parser, config_from_args
+    a = build_parser().parse_args(["--http-port", "0", "--insecure-dev-auth", "--jwt-secret", "k" * 32,
+                                   "--data-dir", str(tmp_path)])
+    h = config_from_args(a)["http"]
+    assert h["port"] == 0 and h["insecure_dev_auth"] is True and h["jwt_secret"] == "k" * 32
+    assert "http" not in config_from_args(build_parser().parse_args(["--data-dir", str(tmp_path)])) or \
+        not config_from_args(build_parser().parse_args(["--data-dir", str(tmp_path)]))["http"]
+
+
+def test_signature_binds_the_raw_target(ex):
+    """The query string is signed: the same signature on another query is refused."""
+    h = signed_headers("MM", "GET", "/api/v1/orders?status=open")
+    r = httpx.get(ex.http.url + "/api/v1/orders?status=all", headers=h)
+    assert r.status_code == 401 and r.json()["code"] == "INVALID_SIGNATURE"
+    h = signed_headers("MM", "GET", "/api/v1/orders?status=open")
+    assert httpx.get(ex.http.url + "/api/v1/orders?status=open", headers=h).status_code == 200

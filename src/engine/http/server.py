@@ -49,9 +49,12 @@ class HttpGateway:
         self.views = OrderView(self.cfg.max_closed_orders, self.cfg.max_trades)
         self.hub = WsHub(pipeline.engine, self.symbols, self.cfg.ws_queue)
         self.query_bucket = TokenBucket(self.cfg.query_rate_per_s, self.cfg.query_burst)
-        self.hist = {name: Histogram() for name in ("create_order", "cancel_order", "amend_order", "query")}
+        self.hist = {name: Histogram() for name in ("create_order", "cancel_order", "amend_order")}
+        self._lat: dict[str, list] = {name: [] for name in self.hist}
         self.counts: dict[tuple[str, int], int] = {}
         self.errors: dict[str, int] = {}
+        self.listener_errors = 0
+        self.last_listener_error = ""
         self.port: int | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -63,8 +66,13 @@ class HttpGateway:
     # ---- engine side ---------------------------------------------------------------------------------
     def on_events(self, events: list[dict]) -> None:
         """Engine thread (EventTap listener): the views, then the WebSocket streams."""
-        self.views.apply(events)
-        self.hub.on_events(events)
+        try:
+            self.views.apply(events)
+            self.hub.on_events(events)
+        except Exception as e:   # noqa: BLE001 - counted and exposed; the engine thread goes on
+            self.listener_errors += 1
+            self.last_listener_error = repr(e)[:200]
+            raise
 
     def seed(self, events: list[dict]) -> None:
         """Before start: the events the journal replay regenerated (orders and trades from before a restart)."""
@@ -73,7 +81,6 @@ class HttpGateway:
     # ---- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> "HttpGateway":
         """Bind and serve in a thread of its own; raises OSError when the address cannot be bound."""
-        self.pipeline.in_engine(self.hub.seed)
         ready = threading.Event()
         failure: list = []
 
@@ -188,7 +195,7 @@ class HttpGateway:
         return obj
 
     async def _account(self, request: web.Request, body: bytes = b"", query: bool = True) -> str:
-        account = self.auth.account_of(request.headers, request.method, request.path_qs, body)
+        account = self.auth.account_of(request.headers, request.method, request.raw_path, body)
         if query:
             wait = self.query_bucket.take(account)
             if wait:
@@ -207,6 +214,13 @@ class HttpGateway:
         if reply is None:
             reply = await fut
         self.pipeline.finish(reply)
+        events = reply.get("events")
+        if events and not self.views.caught_up(events):
+            # the engine thread publishes right after the replies of its batch: microseconds
+            for i in range(20_000):
+                await asyncio.sleep(0 if i < 100 else 0.0005)
+                if self.views.caught_up(events):
+                    break
         return reply
 
     def _check_reply(self, reply: dict) -> list:
@@ -269,7 +283,7 @@ class HttpGateway:
                 "accepted_at": int(acc.get("ts_event") or t0) // 1_000_000}
         if reply.get("dup"):
             data["duplicate"] = True
-        self.hist["create_order"].record(time.time_ns() - t0)
+        self._record("create_order", time.time_ns() - t0)
         return self._json(data, 202)
 
     def _target(self, account: str, b: dict) -> dict:
@@ -292,7 +306,7 @@ class HttpGateway:
         reply = await self._submit(account, req, t0)
         events = self._check_reply_order(reply)
         ev = events[0] if events else {}
-        self.hist["cancel_order"].record(time.time_ns() - t0)
+        self._record("cancel_order", time.time_ns() - t0)
         return self._json({"order_id": str(ev.get("order_id", req.get("order_id", ""))), "status": "CANCELED"})
 
     async def h_amend_order(self, request: web.Request) -> web.Response:
@@ -309,7 +323,7 @@ class HttpGateway:
         reply = await self._submit(account, req, t0)
         events = self._check_reply_order(reply)
         ev = events[0] if events else {}
-        self.hist["amend_order"].record(time.time_ns() - t0)
+        self._record("amend_order", time.time_ns() - t0)
         return self._json({"order_id": str(ev.get("order_id", "")), "status": "REPLACED",
                            "price": codec.price_str(ev["price"]) if ev.get("price") else None,
                            "leaves_qty": str(ev.get("leaves_qty", ""))})
@@ -321,6 +335,18 @@ class HttpGateway:
             if e.code in ("UNKNOWN_ORDER", "NOT_FOUND") or "unknown orig_client_order_id" in e.msg:
                 raise ApiError("UNKNOWN_ORDER", e.msg) from None
             raise
+
+    def _record(self, name: str, ns: int) -> None:
+        buf = self._lat[name]
+        buf.append(ns)
+        if len(buf) >= 256:          # one vectorized histogram update per 256 requests
+            self._flush_latency()
+
+    def _flush_latency(self) -> None:
+        for name, buf in self._lat.items():
+            if buf:
+                self._lat[name] = []
+                self.hist[name].record_many(buf)
 
     # ---- queries -----------------------------------------------------------------------------------
     async def h_get_order(self, request: web.Request) -> web.Response:
@@ -352,6 +378,7 @@ class HttpGateway:
         sym = self._symbol(request.match_info["symbol"])
         levels = _int_param(request.query.get("levels"), "levels", 10, 1, 100)
         if levels <= DEPTH_LEVELS:
+            await self.hub.ensure_watched(sym, self.pipeline.in_engine)
             b, a, seq = self.hub.books.get(sym, ({}, {}, 0))
             bids = sorted(b.items(), reverse=True)[:levels]
             asks = sorted(a.items())[:levels]
@@ -401,6 +428,7 @@ class HttpGateway:
                             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
     def metrics_text(self) -> str:
+        self._flush_latency()
         pl = self.pipeline
         counters = {
             "exchange_pipeline_total": ("order pipeline counters (every door)",
@@ -411,6 +439,8 @@ class HttpGateway:
                                            {label(code=c): n for c, n in self.errors.items()}),
             "exchange_http_auth_failures_total": ("failed authentications by code",
                                                   {label(code=c): n for c, n in self.auth.failures.items()}),
+            "exchange_http_event_errors_total": ("engine events the HTTP views/streams failed to take (a bug)",
+                                                 {"": self.listener_errors}),
             "exchange_ws_messages_sent_total": ("WebSocket frames written", {"": self.hub.stats["messages_sent"]}),
             "exchange_ws_slow_consumer_disconnects_total": ("WebSocket connections closed as slow consumers",
                                                             {"": self.hub.stats["slow_disconnects"]}),
@@ -450,7 +480,7 @@ class HttpGateway:
                 if conn.closed:
                     break
                 if msg.type == WSMsgType.TEXT:
-                    self._ws_message(conn, msg.data)
+                    await self._ws_message(conn, msg.data)
                 elif msg.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
                     break
                 else:
@@ -459,7 +489,7 @@ class HttpGateway:
             self.hub.remove(conn)
         return ws
 
-    def _ws_message(self, conn: Conn, text: str) -> None:
+    async def _ws_message(self, conn: Conn, text: str) -> None:
         def answer(kind: str, data=None, error: ApiError | None = None):
             msg = {"type": kind, "code": 0, "msg": "ok", "data": data} if error is None else \
                 {"type": kind, "code": error.code, "msg": error.msg, "data": data}
@@ -491,6 +521,10 @@ class HttpGateway:
                     raise ApiError("INVALID_PARAMETER", "channels must be a non-empty list (at most 100)")
                 if op == "unsubscribe":
                     return answer("unsubscribed", {"channels": self.hub.unsubscribe(conn, chans)})
+                for ch in chans:      # books followed before the subscription: the snapshot is current
+                    if isinstance(ch, str) and ch.partition(".")[0] in ("depth", "bbo") and \
+                            ch.partition(".")[2] in self.symbols:
+                        await self.hub.ensure_watched(ch.partition(".")[2], self.pipeline.in_engine)
                 good, bad = self.hub.subscribe(conn, chans)
                 if bad:
                     answer("subscribed", {"channels": good, "refused": [{"channel": c, "code": k} for c, k in bad]},

@@ -29,6 +29,7 @@ class OrderView:
         self.max_closed = max_closed
         self.max_trades = max_trades
         self.events = 0
+        self.applied: dict[str, int] = {}      # symbol -> highest engine sequence applied (read-your-writes)
 
     # ---- engine thread ----------------------------------------------------------------------------
     def apply(self, events: list[dict]) -> None:
@@ -38,6 +39,11 @@ class OrderView:
 
     def _apply(self, ev: dict) -> None:
         t = ev.get("type")
+        seq = ev.get("seq") or 0
+        if seq:
+            sym = ev.get("symbol", "")
+            if seq > self.applied.get(sym, 0):
+                self.applied[sym] = seq
         oid = ev.get("order_id")
         self.events += 1
         if t == "accepted":
@@ -91,6 +97,16 @@ class OrderView:
         q.append({"trade_id": str(ev.get("trade_id", 0)), "symbol": sym, "price": price_str(ev["price"]),
                   "qty": str(ev["qty"]), "taker_side": SIDE_NAME.get(ev.get("side"), ev.get("side")),
                   "ts": _ms(ev.get("ts_event")), "seq": ev.get("seq", 0)})
+
+    def caught_up(self, events: list[dict]) -> bool:
+        """True once every event of a reply is applied here (the reply reaches the HTTP loop before the
+        engine thread publishes the same events to the views: a 202 must not precede its own order)."""
+        applied = self.applied
+        for ev in events:
+            seq = ev.get("seq") or 0
+            if seq and applied.get(ev.get("symbol", ""), 0) < seq:
+                return False
+        return True
 
     # ---- HTTP event loop ---------------------------------------------------------------------------
     def order(self, account: str, oid: int) -> dict | None:

@@ -103,17 +103,32 @@ class WsHub:
         self._acct_seq: dict[str, int] = {}
         # loop-side mirrors (consistent with the last dispatched update): snapshots for new subscribers
         self.books: dict[str, tuple[dict, dict, int]] = {}
+        self._ready: dict[str, asyncio.Event] = {}
         self.stats = {"connections": 0, "messages_sent": 0, "slow_disconnects": 0, "dispatch_batches": 0,
                       "auth_failures": 0}
 
     # ---- engine thread -----------------------------------------------------------------------------
-    def seed(self) -> None:
-        """Engine thread (through ``pipeline.in_engine``): the first book mirrors."""
-        for sym in self.symbols:
-            bids, asks = self.engine.book(sym, DEPTH_LEVELS)
-            self._eng_books[sym] = (_levels(bids), _levels(asks))
-            self._depth_seq[sym] = 0
-            self.books[sym] = (dict(self._eng_books[sym][0]), dict(self._eng_books[sym][1]), 0)
+    def _watch(self, sym: str) -> None:
+        """Engine thread (through ``pipeline.in_engine``): start following ``sym``'s book. Its snapshot goes
+        into the same ordered hand-off as the updates, so the loop's mirror never sees them out of order."""
+        if sym in self._eng_books:
+            return
+        bids, asks = self.engine.book(sym, DEPTH_LEVELS)
+        nb, na = _levels(bids), _levels(asks)
+        self._eng_books[sym] = (nb, na)
+        seq = self._depth_seq.setdefault(sym, 0)
+        self._hand_off([("s", sym, seq, dict(nb), dict(na))])
+
+    async def ensure_watched(self, sym: str, in_engine) -> None:
+        """Event loop: make sure the engine thread follows ``sym`` and the loop's mirror of it is current.
+        Books are only followed once someone asked for one (the engine thread pays per followed symbol)."""
+        if sym in self.books:
+            return
+        ev = self._ready.get(sym)
+        if ev is None:
+            ev = self._ready[sym] = asyncio.Event()
+            await asyncio.get_running_loop().run_in_executor(None, in_engine, lambda: self._watch(sym))
+        await ev.wait()
 
     def on_events(self, events: list[dict]) -> None:
         """Engine thread: number the messages of one request's events (engine order), hand them to the loop."""
@@ -147,7 +162,11 @@ class WsHub:
                 self._depth_seq[sym] = seq
                 bbo_changed = _top(ob, True) != _top(nb, True) or _top(oa, False) != _top(na, False)
                 out.append(("d", sym, seq, db, da, (_top(nb, True), _top(na, False)) if bbo_changed else None))
-        if not out or self.loop is None:
+        if out:
+            self._hand_off(out)
+
+    def _hand_off(self, out: list) -> None:
+        if self.loop is None:
             return
         with self._pending_lock:
             self._pending.extend(out)
@@ -183,9 +202,17 @@ class WsHub:
                 c = self.subs.get("trades." + sym)
                 if c:
                     self._fan(c, {"channel": "trades." + sym, "seq": sseq, "data": data})
+            elif kind == "s":
+                _, sym, seq, b, a = it
+                self.books[sym] = (b, a, seq)
+                ev = self._ready.get(sym)
+                if ev is not None:
+                    ev.set()
             else:
                 _, sym, seq, db, da, bbo = it
-                b, a, _ = self.books.get(sym, ({}, {}, 0))
+                if sym not in self.books or self.books[sym][2] >= seq:
+                    continue
+                b, a, _ = self.books[sym]
                 _apply(b, db)
                 _apply(a, da)
                 self.books[sym] = (b, a, seq)
