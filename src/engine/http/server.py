@@ -54,6 +54,8 @@ class HttpGateway:
         self.counts: dict[tuple[str, int], int] = {}
         self.errors: dict[str, int] = {}
         self.listener_errors = 0
+        self._view_waiters: list = []
+        self.hub.after_dispatch = self._wake_view_waiters
         self.last_listener_error = ""
         self.port: int | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -208,7 +210,9 @@ class HttpGateway:
         fut = loop.create_future()
 
         def deliver(i: int, reply: dict) -> None:      # engine thread
-            loop.call_soon_threadsafe(_resolve, fut, reply)
+            # through the hub's hand-off: the reply and the events the engine thread publishes right after
+            # it usually reach this loop in one wake-up
+            self.hub.hand_off([("r", fut, reply)])
 
         reply = self.pipeline.handle_async([(account, account, req, t0)], deliver)[0]
         if reply is None:
@@ -216,12 +220,28 @@ class HttpGateway:
         self.pipeline.finish(reply)
         events = reply.get("events")
         if events and not self.views.caught_up(events):
-            # the engine thread publishes right after the replies of its batch: microseconds
-            for i in range(20_000):
-                await asyncio.sleep(0 if i < 100 else 0.0005)
-                if self.views.caught_up(events):
-                    break
+            # the engine thread publishes (views, then the WebSocket hand-off) right after the replies of its
+            # batch; the hand-off's dispatch on this loop wakes us (no polling)
+            w = loop.create_future()
+            self._view_waiters.append((events, w))
+            try:
+                await asyncio.wait_for(w, 5.0)
+            except asyncio.TimeoutError:
+                self.errors["VIEW_LAG"] = self.errors.get("VIEW_LAG", 0) + 1
         return reply
+
+    def _wake_view_waiters(self) -> None:
+        """Loop (after each hand-off from the engine thread): answer the requests whose events are applied."""
+        if self._view_waiters:
+            keep = []
+            for events, w in self._view_waiters:
+                if w.done():
+                    continue
+                if self.views.caught_up(events):
+                    w.set_result(None)
+                else:
+                    keep.append((events, w))
+            self._view_waiters = keep
 
     def _check_reply(self, reply: dict) -> list:
         status = reply.get("status")
@@ -541,11 +561,6 @@ class HttpGateway:
                 self.hub.stats["auth_failures"] += 1
                 self.auth.failures[e.code] = self.auth.failures.get(e.code, 0) + 1
             return answer(op if isinstance(op, str) and len(op) < 20 else "error", error=e)
-
-
-def _resolve(fut: asyncio.Future, reply: dict) -> None:
-    if not fut.done():
-        fut.set_result(reply)
 
 
 def _copy_hist(h) -> Histogram:

@@ -104,6 +104,7 @@ class WsHub:
         # loop-side mirrors (consistent with the last dispatched update): snapshots for new subscribers
         self.books: dict[str, tuple[dict, dict, int]] = {}
         self._ready: dict[str, asyncio.Event] = {}
+        self.after_dispatch = None          # called on the loop after each hand-off is dispatched
         self.stats = {"connections": 0, "messages_sent": 0, "slow_disconnects": 0, "dispatch_batches": 0,
                       "auth_failures": 0}
 
@@ -117,7 +118,7 @@ class WsHub:
         nb, na = _levels(bids), _levels(asks)
         self._eng_books[sym] = (nb, na)
         seq = self._depth_seq.setdefault(sym, 0)
-        self._hand_off([("s", sym, seq, dict(nb), dict(na))])
+        self.hand_off([("s", sym, seq, dict(nb), dict(na))])
 
     async def ensure_watched(self, sym: str, in_engine) -> None:
         """Event loop: make sure the engine thread follows ``sym`` and the loop's mirror of it is current.
@@ -163,9 +164,10 @@ class WsHub:
                 bbo_changed = _top(ob, True) != _top(nb, True) or _top(oa, False) != _top(na, False)
                 out.append(("d", sym, seq, db, da, (_top(nb, True), _top(na, False)) if bbo_changed else None))
         if out:
-            self._hand_off(out)
+            self.hand_off(out)
 
-    def _hand_off(self, out: list) -> None:
+    def hand_off(self, out: list) -> None:
+        """Any thread: items for :meth:`_dispatch` on the loop, in order (one wake-up per burst)."""
         if self.loop is None:
             return
         with self._pending_lock:
@@ -184,9 +186,20 @@ class WsHub:
             items, self._pending = self._pending, []
             self._scheduled = False
         self.stats["dispatch_batches"] += 1
+        try:
+            self._dispatch_items(items)
+        finally:
+            if self.after_dispatch is not None:
+                self.after_dispatch()
+
+    def _dispatch_items(self, items: list) -> None:
         for it in items:
             kind = it[0]
-            if kind == "o":
+            if kind == "r":                 # a reply for an HTTP request (engine.http.server)
+                fut = it[1]
+                if not fut.done():
+                    fut.set_result(it[2])
+            elif kind == "o":
                 _, acct, seq, ev = it
                 conns = self.acct_subs.get(acct)
                 if conns:
