@@ -58,6 +58,15 @@ Configuration (every key optional; shown with its default)::
     poll_ms = 5                                # how often the writer reads the journal
     redis_levels = 10                          # book levels per side kept in Redis
     redis_trades = 1000                        # recent trades kept per symbol in Redis (about)
+    [http]                                     # HTTP/WebSocket gateway (off unless port is set; engine.http)
+    port = 8080                                # same as --http-port (0 = any free port)
+    host = "127.0.0.1"
+    insecure_dev_auth = false                  # accept X-User-ID (same as --insecure-dev-auth): never in production
+    jwt_secret = ""                            # key signing the login JWTs (same as --jwt-secret); "" = random
+    jwt_ttl_s = 300
+    max_body = 16384                           # bytes; larger: 413 PAYLOAD_TOO_LARGE
+    ws_queue = 1024                            # frames per WebSocket before a slow consumer is disconnected
+    query_rate_per_s = 1000                    # non-order requests per account (orders: [risk] rate_per_s)
 
     [standby]                                  # run as hot standby (same as --standby-of; engine.standby)
     of = "/var/lib/exch/primary-data"          # the primary's data dir (or journal dir)
@@ -114,6 +123,7 @@ DEFAULTS = {
     "latency": {"interval_s": 5.0},
     "standby": {},
     "history": dict(HISTORY_DEFAULTS),
+    "http": {},
 }
 #: Where ``feedhandler bot`` looks for a running exchange when it is given no --endpoint.
 DEFAULT_GATEWAY = DEFAULTS["gateway"]["endpoint"]
@@ -151,6 +161,9 @@ def _section_defaults(section: str) -> dict:
         return {**extra, **{k: None for k in (_FIX_KEYS if section == "fix" else _OUCH_KEYS)}}
     if section == "standby":
         return {"of": "", "heartbeat_ms": 0, "poll_ms": 1}
+    if section == "http":
+        from engine.http.config import config_defaults
+        return config_defaults()
     return dict(DEFAULTS[section])
 
 
@@ -222,6 +235,15 @@ def validate_config(cfg: dict, source: str = "config") -> dict:
             raise ConfigError(f"{source}: keys[{i}] needs {', '.join(missing)} (non-empty strings)")
     _validate_fix(cfg.get("fix") or {}, source)
     _validate_ouch(cfg.get("ouch") or {}, source)
+    h = cfg.get("http") or {}
+    if h:
+        _check_listener("http", h, source)
+        for name in ("max_body", "ws_queue", "jwt_ttl_s"):
+            if name in h and h[name] < 1:
+                raise ConfigError(f"{source}: http.{name} must be >= 1, not {h[name]}")
+        if h.get("jwt_secret") and len(h["jwt_secret"].encode()) < 32:
+            raise ConfigError(f"{source}: http.jwt_secret must be at least 32 bytes (an HS256 key), or empty "
+                              "for a random one")
     return cfg
 
 
@@ -443,6 +465,10 @@ class Exchange:
         self.fix = None
         self.ouch = None
         self.history = None
+        self.http = None
+        h = cfg.get("http") or {}
+        if h.get("port") is not None:
+            self.http = self._make_http(h, keys)
         self._started: list[str] = []
         self._stopped = threading.Event()
 
@@ -471,6 +497,14 @@ class Exchange:
             if o.get("port") is not None:
                 self.ouch = self._start_ouch(o)
             self.history = self._start_history()
+            if self.http is not None:
+                self._check_tcp_port("HTTP gateway", self.http.cfg.host, self.http.cfg.port)
+                try:
+                    self.http.start()
+                except OSError as err:
+                    raise StartupError(f"HTTP gateway {self.http.cfg.host}:{self.http.cfg.port}: "
+                                       f"{err.strerror or err}") from None
+                self._started.append("http")
         except BaseException:
             self.stop()
             raise
@@ -516,6 +550,22 @@ class Exchange:
         if self.history is None:
             return None
         return self.history.stats(self.engine.seq)
+    def _make_http(self, h: dict, keys):
+        """The HTTP/WebSocket gateway on the same pipeline; it sees every event through a tap in the market
+        data slot, and the orders/trades the journal replay regenerated."""
+        try:
+            from engine.http import HttpConfig, HttpGateway
+            from engine.http.views import EventTap
+        except ImportError as err:
+            raise StartupError(f"the HTTP gateway needs aiohttp and PyJWT ({one_line(err)}): pip install "
+                               "aiohttp PyJWT (both are dependencies of feedhandler)") from None
+        from engine.auth import Authenticator
+        hc = HttpConfig(**h)
+        auth = Authenticator(keys, int(self.cfg["gateway"]["recv_window_ms"]) * 1_000_000)
+        gw = HttpGateway(self.pipeline, auth, list(self.cfg["symbols"]), hc)
+        gw.seed(list(getattr(self.engine, "recovered_events", []) or []))
+        self.pipeline.marketdata = EventTap(self.pipeline.marketdata, [gw.on_events])
+        return gw
 
     def _start_fix(self, f: dict):
         from engine.fix.acceptor import FixAcceptor, OrderApplication, SessionConfig
@@ -579,6 +629,8 @@ class Exchange:
             out["fix"] = f"tcp://127.0.0.1:{self.fix.port}"
         if self.ouch is not None:
             out["ouch"] = f"tcp://127.0.0.1:{self.ouch.port}"
+        if self.http is not None and self.http.port is not None:
+            out["http"] = self.http.url
         return out
 
     def stop(self) -> None:
@@ -587,7 +639,7 @@ class Exchange:
         if self._stopped.is_set():
             return
         self._stopped.set()
-        for part in (self.fix, self.ouch):
+        for part in (self.fix, self.ouch, self.http):
             if part is not None:
                 part.stop()
         if "gateway" in self._started:
@@ -623,6 +675,10 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--md-port", type=int, help="market-data PUB port (default 5556; 0 = any free port)")
     p.add_argument("--fix-port", type=int, help="FIX acceptor port (needs [fix] sessions in the config; 0 = any)")
     p.add_argument("--ouch-port", type=int, help="OUCH/SoupBinTCP port (needs [ouch] users in the config; 0 = any)")
+    p.add_argument("--http-port", type=int, help="HTTP/WebSocket gateway port (0 = any free port; default: off)")
+    p.add_argument("--insecure-dev-auth", action="store_true", default=None,
+                   help="HTTP gateway: accept the X-User-ID header as authentication (development only)")
+    p.add_argument("--jwt-secret", help="HTTP gateway: key signing login JWTs (default: random per process)")
     p.add_argument("--workers", type=int, help="gateway worker threads (default 2)")
     p.add_argument("--data-dir", help="journal, trade log, latency CSV (default ./exchange-data)")
     p.add_argument("--fsync", choices=list(_FSYNC), help="journal fsync policy (default batch)")
@@ -655,6 +711,14 @@ def config_from_args(a) -> dict:
         ov["fix.port"] = a.fix_port
     if a.ouch_port is not None:
         ov["ouch.port"] = a.ouch_port
+    if getattr(a, "http_port", None) is not None:
+        ov["http.port"] = a.http_port
+        if a.host:
+            ov["http.host"] = a.host
+    if getattr(a, "insecure_dev_auth", None):
+        ov["http.insecure_dev_auth"] = True
+    if getattr(a, "jwt_secret", None):
+        ov["http.jwt_secret"] = a.jwt_secret
     if getattr(a, "standby_of", None):
         ov["standby.of"] = a.standby_of
     if getattr(a, "heartbeat_ms", None) is not None:

@@ -1,0 +1,276 @@
+"""HTTP/WebSocket gateway benchmark (engine.http), everything measured in the same run.
+
+    python bench/bench_http.py                 # all parts
+    python bench/bench_http.py --libs          # only: aiohttp vs Starlette/uvicorn, constant endpoint
+    python bench/bench_http.py --orders 5000 --conns 8 --subscribers 100 --trades 300
+
+Parts
+1. libs: a constant endpoint (``GET /ping`` -> ``{"code":0,"msg":"ok","data":1}``) served by aiohttp and by
+   Starlette on uvicorn (when installed), each in its own process: sequential round trip (one keep-alive
+   connection) and requests/s (``--conns`` concurrent keep-alive connections).
+2. orders: ``feedhandler exchange --http-port`` (its own process, HMAC-signed requests, risk rate limit off)
+   ``POST /api/v1/create_order`` -> 202: round trip and orders/s, against the bare aiohttp endpoint of part 1
+   measured with the same client (target: within 1.5x). Orders alternate BUY/SELL at one price, so they trade
+   and the book stays small.
+3. fan-out: ``--subscribers`` WebSocket clients on ``trades``; ``--trades`` crossing pairs posted one at a time;
+   latency from the taker's POST to each subscriber's receipt, and frames delivered per second.
+
+The client is a raw-socket HTTP/1.1 keep-alive client (asyncio streams): its own cost is small and the same
+for both sides of each comparison. Figures: bench/README.md "HTTP gateway".
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from engine.http.auth import sign_request  # noqa: E402
+
+BARE_AIOHTTP = textwrap.dedent("""
+    import sys
+    from aiohttp import web
+    BODY = b'{"code":0,"msg":"ok","data":1}'
+    async def ping(request):
+        return web.Response(body=BODY, content_type="application/json")
+    app = web.Application()
+    app.router.add_get("/ping", ping)
+    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+""")
+BARE_STARLETTE = textwrap.dedent("""
+    import sys, uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+    BODY = b'{"code":0,"msg":"ok","data":1}'
+    async def ping(request):
+        return Response(BODY, media_type="application/json")
+    app = Starlette(routes=[Route("/ping", ping)])
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="error", access_log=False)
+""")
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(port: int, proc, timeout=20.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.communicate()[1][-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} did not open")
+
+
+class Conn:
+    """One keep-alive HTTP/1.1 connection (asyncio streams)."""
+
+    def __init__(self, port: int):
+        self.port = port
+
+    async def open(self):
+        self.r, self.w = await asyncio.open_connection("127.0.0.1", self.port)
+        return self
+
+    async def request(self, method: str, target: str, body: bytes = b"", headers: dict | None = None):
+        h = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        self.w.write(f"{method} {target} HTTP/1.1\r\nHost: b\r\nContent-Length: {len(body)}\r\n{h}\r\n".encode() + body)
+        head = await self.r.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        m = re.search(rb"(?i)content-length: *(\d+)", head)
+        n = int(m.group(1)) if m else 0
+        return status, await self.r.readexactly(n)
+
+    def close(self):
+        self.w.close()
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] if xs else 0
+
+
+async def measure(port: int, make_request, n: int, conns: int) -> dict:
+    """Sequential round trips on one connection (n // 4 of them), then n requests over ``conns`` connections."""
+    c = await Conn(port).open()
+    for i in range(200):                                   # warm up
+        await c.request(*make_request(i))
+    rtts = []
+    for i in range(n // 4):
+        args = make_request(10_000_000 + i)
+        t = time.perf_counter_ns()
+        st, _ = await c.request(*args)
+        rtts.append(time.perf_counter_ns() - t)
+        assert st in (200, 202), st
+    c.close()
+    cs = [await Conn(port).open() for _ in range(conns)]
+    statuses: dict[int, int] = {}
+
+    async def worker(k: int, cc: Conn):
+        for i in range(k, n, conns):
+            st, _ = await cc.request(*make_request(20_000_000 + i))
+            statuses[st] = statuses.get(st, 0) + 1
+    t = time.perf_counter()
+    await asyncio.gather(*(worker(k, cc) for k, cc in enumerate(cs)))
+    dt = time.perf_counter() - t
+    for cc in cs:
+        cc.close()
+    return {"rtt_p50_us": pct(rtts, 50) / 1e3, "rtt_p99_us": pct(rtts, 99) / 1e3, "per_s": n / dt,
+            "statuses": statuses}
+
+
+def ping_request(i):
+    return ("GET", "/ping", b"", None)
+
+
+def start_bare(code: str):
+    port = free_port()
+    p = subprocess.Popen([sys.executable, "-c", code, str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True)
+    wait_port(port, p)
+    return p, port
+
+
+def start_exchange(tmp: str, fsync: str = "batch"):
+    cfg = Path(tmp) / "bench.toml"
+    cfg.write_text('symbols = ["AAPL"]\n[risk]\nrate_per_s = 0\nmax_order_qty = 1000000\n'
+                   '[http]\nquery_rate_per_s = 0\nws_queue = 100000\n')
+    exe = Path(sys.executable).parent / "feedhandler"
+    p = subprocess.Popen([str(exe), "exchange", "--config", str(cfg), "--port", "0", "--md-port", "0",
+                          "--http-port", "0", "--fsync", fsync, "--data-dir", str(Path(tmp) / "data")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    line = p.stdout.readline()
+    m = re.search(r"http=http://127.0.0.1:(\d+)", line)
+    if not m:
+        p.kill()
+        raise RuntimeError(f"exchange did not start: {line} {p.communicate()[1][-2000:]}")
+    return p, int(m.group(1))
+
+
+def order_request(account_key=("demo-mm", "demo-mm-secret")):
+    key, secret = account_key
+
+    def make(i):
+        body = json.dumps({"symbol": "AAPL", "side": "BUY" if i % 2 else "SELL", "type": "LIMIT",
+                           "price": "100", "qty": "1"}).encode()
+        ts = time.time_ns()
+        nonce = secrets.token_hex(8)
+        return ("POST", "/api/v1/create_order", body,
+                {"X-API-KEY": key, "X-TIMESTAMP": ts, "X-NONCE": nonce,
+                 "X-SIGNATURE": sign_request(secret, ts, "POST", "/api/v1/create_order", nonce, body),
+                 "Content-Type": "application/json"})
+    return make
+
+
+def stop(p):
+    p.terminate()
+    try:
+        p.wait(10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
+async def fanout(port: int, subscribers: int, trades: int) -> dict:
+    import websockets
+    subs = []
+    for _ in range(subscribers):
+        ws = await websockets.connect(f"ws://127.0.0.1:{port}/ws", max_queue=None)
+        await ws.send(json.dumps({"op": "subscribe", "channels": ["trades"]}))
+        assert json.loads(await ws.recv())["code"] == 0
+        subs.append(ws)
+    recv_at: list[list[int]] = [[] for _ in subs]
+
+    async def reader(k, ws):
+        while len(recv_at[k]) < trades:
+            json.loads(await ws.recv())
+            recv_at[k].append(time.perf_counter_ns())
+    readers = [asyncio.ensure_future(reader(k, ws)) for k, ws in enumerate(subs)]
+    c = await Conn(port).open()
+    mk_s, mk_b = order_request(), order_request(("demo-taker", "demo-taker-secret"))
+    sent = []
+    t0 = time.perf_counter()
+    for i in range(trades):
+        await c.request(*mk_s(0))                        # resting SELL (i=0: SELL)
+        sent.append(time.perf_counter_ns())
+        await c.request(*mk_b(1))                        # crossing BUY: one trade to every subscriber
+        await asyncio.sleep(0)
+    await asyncio.wait_for(asyncio.gather(*readers), 60)
+    dt = time.perf_counter() - t0
+    lat = [recv_at[k][i] - sent[i] for k in range(len(subs)) for i in range(trades)]
+    for ws in subs:
+        await ws.close()
+    c.close()
+    return {"subscribers": subscribers, "trades": trades, "frames": subscribers * trades,
+            "frames_per_s": subscribers * trades / dt, "lat_p50_ms": pct(lat, 50) / 1e6,
+            "lat_p99_ms": pct(lat, 99) / 1e6}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--libs", action="store_true", help="only part 1")
+    ap.add_argument("--requests", type=int, default=8000)
+    ap.add_argument("--orders", type=int, default=8000)
+    ap.add_argument("--conns", type=int, default=8)
+    ap.add_argument("--subscribers", type=int, default=100)
+    ap.add_argument("--trades", type=int, default=200)
+    ap.add_argument("--fsync", default="batch,none",
+                    help="journal fsync policies to run the order part with (comma-separated; default batch,none)")
+    a = ap.parse_args(argv)
+    out = {}
+    p, port = start_bare(BARE_AIOHTTP)
+    try:
+        out["aiohttp_bare"] = asyncio.run(measure(port, ping_request, a.requests, a.conns))
+    finally:
+        stop(p)
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+        p, port = start_bare(BARE_STARLETTE)
+        try:
+            out["starlette_uvicorn_bare"] = asyncio.run(measure(port, ping_request, a.requests, a.conns))
+        finally:
+            stop(p)
+    except ImportError:
+        out["starlette_uvicorn_bare"] = "not installed"
+    if not a.libs:
+        for k, fsync in enumerate(a.fsync.split(",")):
+            with tempfile.TemporaryDirectory() as tmp:
+                p, port = start_exchange(tmp, fsync)
+                try:
+                    o = out[f"create_order_fsync_{fsync}"] = asyncio.run(
+                        measure(port, order_request(), a.orders, a.conns))
+                    if k == 0:
+                        out["ws_fanout"] = asyncio.run(fanout(port, a.subscribers, a.trades))
+                finally:
+                    stop(p)
+            b = out["aiohttp_bare"]
+            out[f"ratio_rtt_p50_fsync_{fsync}"] = o["rtt_p50_us"] / b["rtt_p50_us"]
+            out[f"ratio_throughput_fsync_{fsync}"] = b["per_s"] / o["per_s"]
+    print(json.dumps(out, indent=1, default=lambda x: round(x, 2) if isinstance(x, float) else str(x)))
+
+
+if __name__ == "__main__":
+    main()
