@@ -39,6 +39,8 @@ class OrderView:
 
     def _apply(self, ev: dict) -> None:
         t = ev.get("type")
+        if t == "request":        # recovery's marker before each request's events (gateway state), no event
+            return
         seq = ev.get("seq") or 0
         if seq:
             sym = ev.get("symbol", "")
