@@ -20,7 +20,7 @@ from feedhandler.capture.live.vethpair import VethPair, veth_unavailable_reason
 
 ROOT = Path(__file__).resolve().parents[1]
 MDP3 = ROOT / "pcaps" / "mdp3_sample.pcap"
-GROUPS = ["224.0.31.1:14310", "224.0.32.1:15310"]
+GROUPS = ["224.0.31.1:14310", "224.0.32.1:15310", "224.0.31.43:14320"]    # A, B, snapshots
 
 pytestmark = [
     pytest.mark.skipif(veth_unavailable_reason() is not None, reason=str(veth_unavailable_reason())),
@@ -43,8 +43,17 @@ def _without_capture_time(ticks: np.ndarray) -> np.ndarray:
     return raw
 
 
-@pytest.mark.parametrize("capture", ["afpacket"])
+@pytest.mark.parametrize("capture", ["afpacket", "afxdp"])
 def test_mdp3_ab_live_equals_replay(capture):
+    if capture == "afxdp":
+        from feedhandler.capture.live import afxdp
+        why = afxdp.unavailable_reason(None)
+        if why is None:
+            from feedhandler.capture.live._afxdp_source import bpf_object_path
+            if bpf_object_path() is None:
+                why = "the XDP filter program is not compiled (needs clang at build time)"
+        if why:
+            pytest.skip(why)
     from engine.book import BookSet
     from engine.mbp_book import MbpBookSet
     from feedhandler.live import LiveOptions, run
