@@ -91,8 +91,10 @@ cdef class Feed(Producer):
     midnight_ns : int, optional
         Overrides ``date``: ns since the epoch of the trading day's midnight.
     reorder_window : int
-        MoldUDP64 packets held while waiting for a hole to fill (0..4096); a hole not filled when the
-        window overflows (or at end of input) is reported lost.
+        Packets held while waiting for a hole to fill (0..4096); a hole not filled when the window
+        overflows (or at end of input) is reported lost. MDP3: packets ahead of their channel's
+        MsgSeqNum wait for the other line's copy (``framing.cme_packets``; 0: only the decoder's
+        look-ahead within a batch, so the result depends on the batching).
     sequencing : bool
         False: no MoldUDP64 sequencing (every message in arrival order, numbered on per session), for
         streams whose sequence numbers carry nothing (e.g. all 0; ``stats()["zero_sequence_packets"]``).
@@ -141,7 +143,8 @@ cdef class Feed(Producer):
                 raise ValueError("channel_filter, sequencing and reorder_window_messages are MoldUDP64 "
                                  "options: the MDP3 decoder sequences its channels itself")
             from feedhandler.framing.cme_packets import CmePacketFramer
-            framer = CmePacketFramer(channels=channels, ab_offset=ab_offset, udp_port=udp_port, group=group)
+            framer = CmePacketFramer(channels=channels, ab_offset=ab_offset, udp_port=udp_port, group=group,
+                                     window=reorder_window)
         else:
             if channels is not None:
                 raise ValueError("channels (port -> channel) applies to mdp3 only")

@@ -111,7 +111,8 @@ cdef class LiveFeed(Producer):
             if not sequencing:
                 raise ValueError("sequencing=False is a MoldUDP64 option: the MDP3 decoder sequences itself")
             from feedhandler.framing.cme_packets import CmePacketFramer
-            framer = CmePacketFramer(channels=channels, ab_offset=ab_offset, udp_port=udp_port, group=group)
+            framer = CmePacketFramer(channels=channels, ab_offset=ab_offset, udp_port=udp_port, group=group,
+                                     window=reorder_window)
         else:
             from feedhandler.framing.moldudp64 import MoldUdp64Framer
             framer = MoldUdp64Framer(reorder_window=reorder_window, sequencing=sequencing, udp_port=udp_port,
