@@ -164,6 +164,21 @@ def test_feed_protocol_options_are_checked():
         Feed(ITCH, "itch50", channels={1: 0})
 
 
+def test_replay_mdp3_reorder_window(ab_capture, tmp_path):
+    """--reorder-window applies to MDP3's A/B hold as to MoldUDP64's: 0 is the decoder's look-ahead alone."""
+    from feedhandler.pipeline import Feed
+
+    s0, r0 = _replay_npy(ab_capture, "single", tmp_path, reorder_window=0)
+    s64, r64 = _replay_npy(ab_capture, "single", tmp_path)
+    from engine.book import BookSet
+
+    for recs, window in ((r0, 0), (r64, 64)):
+        ref = Feed(ab_capture, "mdp3", reorder_window=window).read_all()
+        BookSet().apply(ref)        # replay's records are enriched by the books
+        np.testing.assert_array_equal(recs, raw(ref))
+    assert s0["gaps"] >= s64["gaps"] and not np.array_equal(r0, r64)
+
+
 def _replay_npy(path, mode, tmp_path, **kw):
     from feedhandler.replay import ReplayOptions, replay
 

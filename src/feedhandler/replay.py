@@ -523,8 +523,10 @@ def _replay_mdp3(path: str, opts: ReplayOptions) -> dict:
     if opts.batch < 1024:
         raise ValueError("batch must be at least 1024 records for mdp3 (a packet pair's records)")
     # the feed core: file -> CME packet framing (A/B ports share a channel) -> Mdp3Decoder, in nogil C
-    src = Feed(path, "mdp3", channels=opts.channels, ab_offset=opts.ab_offset, udp_port=opts.udp_port,
-               **opts.feed_kw)
+    kw = dict(opts.feed_kw)
+    if opts.reorder_window is not None:
+        kw["reorder_window"] = opts.reorder_window      # packets held for the other line's copy
+    src = Feed(path, "mdp3", channels=opts.channels, ab_offset=opts.ab_offset, udp_port=opts.udp_port, **kw)
     dec = src.decoder
     books, mbp = BookSet(), MbpBookSet()
     symmap = SymbolMap()
