@@ -83,13 +83,20 @@ def test_strict_clean_captures(capsys):
     capsys.readouterr()
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["--protocol", "sbe"], "invalid choice"),
-    (["--mode", "pipelined"], "itch50 only"),
+@pytest.mark.parametrize("sample,argv,needle", [
+    ("mdp3_sample.pcap", ["--protocol", "sbe"], "invalid choice"),
+    ("fix44_sample.pcap", ["--mode", "pipelined"], "itch50 and mdp3"),
 ])
-def test_bad_options_exit_2(capsys, argv, needle):
-    assert main(["replay", str(PCAPS / "mdp3_sample.pcap"), *argv]) == 2
+def test_bad_options_exit_2(capsys, sample, argv, needle):
+    assert main(["replay", str(PCAPS / sample), *argv]) == 2
     assert needle in capsys.readouterr().err
+
+
+def test_mdp3_pipelined_replay(capsys):
+    assert main(["replay", str(PCAPS / "mdp3_sample.pcap"), "--mode", "pipelined", "--strict", "--no-progress",
+                 "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["mode"] == "pipelined" and s["protocol"] == "mdp3" and s["records"] == 364
 
 
 def test_undetectable_and_unreadable(capsys, tmp_path):

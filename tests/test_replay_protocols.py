@@ -1,6 +1,6 @@
-"""Replay of MDP3, FIX and OUCH captures (feedhandler.replay): the native batched MDP3 path
-(framing.udp.UdpBatches + Mdp3Decoder.decode_buffer) against the pure-Python decode_pcap path record
-for record, A/B channel mapping, and the FIX/OUCH order-event statistics against the records."""
+"""Replay of MDP3, FIX and OUCH captures (feedhandler.replay): the native batched MDP3 reader
+(framing.udp.UdpBatches + Mdp3Decoder.decode_buffer; replay itself goes through the feed core's Feed,
+tests/test_feedcore.py) against the pure-Python decode_pcap path record for record, A/B channel mapping, and the FIX/OUCH order-event statistics against the records."""
 import gzip
 import struct
 from pathlib import Path
@@ -152,8 +152,12 @@ def test_tcp_replay_summary(name, protocol, forced):
         assert s["sessions"]["SESSION01"]["last_seq"] > 0
 
 
-def test_pipelined_mode_is_itch_only():
-    with pytest.raises(ValueError, match="itch50 only"):
-        replay(MDP3, ReplayOptions(mode="pipelined"))
+def test_pipelined_mode_is_itch_and_mdp3_only():
+    # MDP3 runs through the same feed core as ITCH, so both modes give the same replay
+    single, piped = replay(MDP3, ReplayOptions()), replay(MDP3, ReplayOptions(mode="pipelined"))
+    assert piped["mode"] == "pipelined" and piped["records"] == single["records"] > 300
+    assert piped["bbo"] == single["bbo"] and piped["mdp3"] == single["mdp3"]
+    with pytest.raises(ValueError, match="itch50 and mdp3"):
+        replay(PCAPS / "fix44_sample.pcap", ReplayOptions(mode="pipelined"))
     with pytest.raises(ValueError, match="unknown protocol"):
         replay(MDP3, ReplayOptions(protocol="sbe"))

@@ -52,7 +52,7 @@ class LiveOptions:
 
     iface: str
     capture: str | None = None                   # auto|afxdp|dpdk|afpacket (None: $FEEDHANDLER_CAPTURE/auto)
-    protocol: str = "itch50"
+    protocol: str = "itch50"                     # itch50 | mdp3 | auto (--file: from the bytes; live: itch50)
     groups: Sequence[str] = ()                   # "ADDR:PORT" multicast groups to join
     udp_port: int | None = None                  # keep only this destination port
     date: str | None = None                      # trading day (default: today, America/New_York; for --file
@@ -184,6 +184,7 @@ def run(opts: LiveOptions) -> dict:
     from feedhandler.capture.live._live import LiveFeed
     from feedhandler.ring import Ring
 
+    protocol = _protocol(opts)
     requested = opts.capture
     if opts.iface and opts.file and (requested or "").lower() != "pcap":
         raise ValueError("give --iface (capture live) or --file (replay a capture), not both")
@@ -208,7 +209,7 @@ def run(opts: LiveOptions) -> dict:
         source_kw.setdefault("groups", dsts)
     if replaying:
         source_kw = {"file": opts.file, "speed": opts.speed}
-    midnight_ns, date_source = _trading_day(opts, replaying)
+    midnight_ns, date_source = _trading_day(opts, replaying, protocol)
     source = backends.open_source(sel.backend, opts.iface, **source_kw)
     where = opts.iface or opts.file
     socks = []
@@ -216,9 +217,13 @@ def run(opts: LiveOptions) -> dict:
     retx = None
     try:
         socks = [] if replaying else join_groups(opts.iface, opts.groups)
-        feed = LiveFeed(source, opts.protocol, midnight_ns=midnight_ns, reorder_window=opts.reorder_window,
+        feed = LiveFeed(source, protocol, midnight_ns=midnight_ns, reorder_window=opts.reorder_window,
                         udp_port=udp_port, group=group, sequencing=opts.sequencing)
         books = opts.books if opts.books is not None else BookSet()
+        mbp = None
+        if protocol == "mdp3":      # CME price-level books beside the order books
+            from engine.mbp_book import MbpBookSet
+            mbp = MbpBookSet()
         ring = Ring(RING_CAPACITY, overflow="block")
         book_lat = _BookLatency()
         writer = None
@@ -226,14 +231,17 @@ def run(opts: LiveOptions) -> dict:
         symmap = SymbolMap()       # learned from the records when they enter Python (--out, on_batch)
         if opts.out:
             from feedhandler.output import open_writer
-            writer = open_writer(opts.out, None, symbols=symmap, date=_day_of(midnight_ns))
+            writer = open_writer(opts.out, None, symbols=symmap, date=_day_of(midnight_ns),
+                                 **({"dataset": "GLBX.MDP3"} if protocol == "mdp3" else {}))
         consumed = [0]
         consumer_error: list[BaseException] = []
         # Python is entered per batch only when something needs the records there (retransmission
         # requests, the caller's on_batch, --out); the wire->book histogram is filled natively.
-        need_batches = bool(opts.retransmit) or opts.on_batch is not None or writer is not None
+        need_batches = bool(opts.retransmit) or opts.on_batch is not None or writer is not None or mbp is not None
 
         def on_batch(batch):
+            if mbp is not None:
+                mbp.apply(batch)
             if retx is not None:
                 retx.handle_batch(batch)
             if opts.on_batch is not None:
@@ -330,6 +338,10 @@ def run(opts: LiveOptions) -> dict:
         if consumer_error:
             raise consumer_error[0]
         summary = _summary(opts, sel, feed, source, ring, books, book_lat, elapsed, consumed[0])
+        summary["protocol"] = protocol
+        if mbp is not None:
+            summary["mbp_books"] = len(mbp.instruments())
+            summary["channels"] = {str(p): ch for p, ch in sorted(feed.channels().items())}
         if opts.apply_books:
             summary["bbo"] = _bbo_rows(books, symmap, opts, replaying, opts.top)
         if retx is not None:
@@ -359,7 +371,27 @@ def _day_of(midnight_ns: int | None):
     return _dt.datetime.fromtimestamp(midnight_ns / 1e9, ZoneInfo("America/New_York")).date()
 
 
-def _trading_day(opts: LiveOptions, replaying: bool) -> tuple[int, str | None]:
+def _protocol(opts: LiveOptions) -> str:
+    """The protocol to decode: ``opts.protocol``, or for "auto" the capture file's (from its bytes,
+    :func:`feedhandler.detect.detect`) or ITCH 5.0 on a live interface."""
+    p = (opts.protocol or "auto").lower()
+    if p == "itch":
+        p = "itch50"
+    if p == "auto":
+        if not opts.file:
+            return "itch50"
+        from feedhandler.detect import detect
+        p = detect(opts.file)
+    if p not in ("itch50", "mdp3"):
+        raise ValueError(f"run decodes itch50 and mdp3 (UDP feeds), not {p}: use `feedhandler replay` for it")
+    if p == "mdp3" and opts.retransmit:
+        raise ValueError("--retransmit is MoldUDP64's: CME MDP 3.0 has no UDP retransmission")
+    if p == "mdp3" and not opts.sequencing:
+        raise ValueError("--no-sequencing applies to itch50 (MoldUDP64) only")
+    return p
+
+
+def _trading_day(opts: LiveOptions, replaying: bool, protocol: str = "itch50") -> tuple[int, str | None]:
     """(midnight_ns, where the day came from) of the run: ``--date``; for a capture file its first time
     stamp, else its NASDAQ file name (MMDDYYYY.NASDAQ_ITCH50), else unknown (0: outputs are refused);
     live, today in New York."""
@@ -370,7 +402,7 @@ def _trading_day(opts: LiveOptions, replaying: bool) -> tuple[int, str | None]:
         return midnight_ns_for_date(check_date(opts.date)), "--date"
     if not replaying:
         return midnight_ns_for_ts(time.time_ns()), "today"
-    m = int(Feed(opts.file, "itch50").midnight_ns or 0)     # reads the first batch only
+    m = int(Feed(opts.file, protocol).midnight_ns or 0)     # reads the first batch only
     if m:
         return m, "capture time stamps"
     named = date_from_filename(opts.file)
@@ -590,7 +622,10 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
                         "stamped with the replay's schedule")
     p.add_argument("--capture", choices=("auto", "afxdp", "dpdk", "afpacket", "pcap"), default=None,
                    help="capture backend (default: $FEEDHANDLER_CAPTURE or auto; pcap when only --file is given)")
-    p.add_argument("--protocol", choices=("itch", "itch50"), default="itch50")
+    p.add_argument("--protocol", choices=("auto", "itch", "itch50", "mdp3"), default="auto",
+                   help="feed protocol (default auto: --file from the capture's bytes; an interface: itch50). "
+                        "mdp3: CME MDP 3.0, A/B lines as two --group ADDR:PORT (ports sharing a channel when "
+                        "they differ by 1000, CME's convention)")
     p.add_argument("--group", action="append", default=[], metavar="ADDR:PORT",
                    help="multicast group to join (repeat for A/B lines)")
     p.add_argument("--port", type=int, default=None, help="keep only this UDP destination port")
@@ -656,7 +691,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
                        date=args.date, reorder_window=args.reorder_window, duration=args.duration,
                        count=args.count, idle_stop=args.idle_stop, until_end_of_session=args.until_eos, apply_books=not args.no_books, status_interval=args.status_interval,
                        out=args.out, retransmit=args.retransmit, rx_cpu=args.rx_cpu, book_cpu=args.book_cpu,
-                       protocol="itch50", sequencing=not args.no_sequencing, top=args.top)
+                       protocol=args.protocol, sequencing=not args.no_sequencing, top=args.top)
     if args.iface and not os.path.exists(f"/sys/class/net/{args.iface}"):
         print(f"feedhandler run: no interface {args.iface!r} in this network namespace", file=sys.stderr)
         return EXIT_NO_IFACE

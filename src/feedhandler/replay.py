@@ -6,16 +6,16 @@ bytes, never the file name):
 
 - ``itch50``: NASDAQ TotalView-ITCH 5.0 (MoldUDP64 pcap/pcapng, or BinaryFILE) through the native
   ``Feed`` into ``engine.book.BookSet`` (the two modes below).
-- ``mdp3``: CME MDP 3.0 (SBE over UDP): ``framing.udp.UdpBatches`` reads the file natively and hands
-  batches of thousands of UDP payloads to ``Mdp3Decoder.decode_buffer`` (one Python call per batch);
-  MBO records go to ``BookSet``, MBP (price-level) records to ``engine.mbp_book.MbpBookSet``. A and B
-  feeds of a channel share a sequencing channel: ports listed in ``channels`` {port: channel}, else
-  ports that differ by 1000 (CME's A/B convention 14310/15310) -- see ``framing/udp.pyx``.
+- ``mdp3``: CME MDP 3.0 (SBE over UDP): the same native ``Feed`` with the CME packet framer
+  (``framing/cme_packets.pyx``) and ``Mdp3Decoder``, in either mode; MBO records go to ``BookSet``,
+  MBP (price-level) records to ``engine.mbp_book.MbpBookSet``. A and B feeds of a channel share a
+  sequencing channel: ports listed in ``channels`` {port: channel}, else ports that differ by 1000
+  (CME's A/B convention 14310/15310).
 - ``fix`` / ``ouch42`` / ``ouch50`` / ``ouch``: TCP captures through ``fix_stream.replay_stream`` /
   ``ouch_events.replay_stream`` (reassembly, FIX or SoupBinTCP framing, order lifecycles); the
   summary adds TCP, session and order-event statistics (events by kind, order->ack latency).
 
-ITCH has two modes, same results:
+ITCH and MDP3 have two modes, same results:
 
 - ``single``: one thread. ``Feed.read`` fills a batch, ``BookSet.apply`` enriches it in place, then
   the batch goes to the outputs. Python runs once per batch (65536 records by default).
@@ -51,7 +51,6 @@ from feedhandler.output import SymbolMap, open_writer
 __all__ = ["ReplayOptions", "replay", "Interrupted", "SUMMARY_KEYS", "COMMON_KEYS", "PROTOCOLS"]
 
 PROTOCOLS = ("auto", "itch50", "mdp3", "fix", "ouch42", "ouch50", "ouch")
-MDP3_BATCH_PACKETS = 8192   # UDP payloads per decode_buffer call
 
 BATCH = 65536          # records per batch (single mode) / most records per consume batch (pipelined)
 RING_CAPACITY = 1 << 17  # records (8 MiB of slots)
@@ -183,8 +182,8 @@ def replay(path: str | os.PathLike, opts: ReplayOptions | None = None) -> dict:
         raise ValueError(f"--channel applies to mdp3 captures only (this one is {protocol})")
     if not opts.sequencing and protocol != "itch50":
         raise ValueError(f"--no-sequencing applies to itch50 (MoldUDP64) captures only (this one is {protocol})")
-    if protocol != "itch50" and opts.mode != "single":
-        raise ValueError(f"--mode {opts.mode} is implemented for itch50 only ({protocol} replays in one thread)")
+    if protocol not in ("itch50", "mdp3") and opts.mode != "single":
+        raise ValueError(f"--mode {opts.mode} is implemented for itch50 and mdp3 ({protocol} replays in one thread)")
     if protocol == "itch50":
         s = _replay_itch(path, opts)
     elif protocol == "mdp3":
@@ -516,12 +515,19 @@ def _run_writer(writer, fn):
 def _replay_mdp3(path: str, opts: ReplayOptions) -> dict:
     from engine.book import BookSet
     from engine.mbp_book import MbpBookSet
-    from feedhandler.framing.udp import UdpBatches
-    from feedhandler.protocols.mdp3 import REJECT_COUNTERS, Mdp3Decoder
+    from feedhandler.pipeline import Feed
+    from feedhandler.protocols.mdp3 import REJECT_COUNTERS
 
-    src = UdpBatches(path, batch_packets=MDP3_BATCH_PACKETS, channels=opts.channels, ab_offset=opts.ab_offset,
-                     udp_port=opts.udp_port)
-    dec = Mdp3Decoder()
+    if opts.mode not in ("single", "pipelined"):
+        raise ValueError(f"unknown mode {opts.mode!r} (single, pipelined)")
+    if opts.batch < 1024:
+        raise ValueError("batch must be at least 1024 records for mdp3 (a packet pair's records)")
+    # the feed core: file -> CME packet framing (A/B ports share a channel) -> Mdp3Decoder, in nogil C
+    kw = dict(opts.feed_kw)
+    if opts.reorder_window is not None:
+        kw["reorder_window"] = opts.reorder_window      # packets held for the other line's copy
+    src = Feed(path, "mdp3", channels=opts.channels, ab_offset=opts.ab_offset, udp_port=opts.udp_port, **kw)
+    dec = src.decoder
     books, mbp = BookSet(), MbpBookSet()
     symmap = SymbolMap()
     writer = open_writer(opts.out, opts.out_format, symbols=symmap, dataset="GLBX.MDP3") if opts.out else None
@@ -531,26 +537,53 @@ def _replay_mdp3(path: str, opts: ReplayOptions) -> dict:
 
     interrupted = [None]
 
+    def progress():
+        now = time.perf_counter()
+        if opts.progress is not None and now - last[0] >= 0.2:
+            last[0] = now
+            done, total = src.progress()
+            opts.progress({"bytes_read": done, "total_bytes": total, "records": handle.records,
+                           "elapsed_s": now - t0})
+
+    def pump():
+        if opts.mode == "single":
+            buf = records.empty(opts.batch)
+            while True:
+                n = src.read(buf)        # framing and decoding of thousands of packets (native, nogil)
+                if n == 0:
+                    break
+                ticks = buf[:n]
+                books.apply(ticks)
+                mbp.apply(ticks)
+                handle(ticks)
+                progress()
+            return
+        from feedhandler.ring import Ring
+
+        ring = Ring(RING_CAPACITY, overflow="block")
+
+        def on_batch(ticks):
+            mbp.apply(ticks)
+            handle(ticks)
+            progress()
+
+        src.start(ring)
+        try:
+            books.consume(ring, opts.batch, on_batch)
+        except BaseException:
+            src.stop()
+            _drain(ring)
+            raise
+        finally:
+            src.join()
+
     def run():
-        with src:
-            try:
-                while True:
-                    b = src.read()       # one batch of UDP payloads (native, nogil)
-                    if b is None:
-                        break
-                    ticks = dec.decode_buffer(*b)
-                    books.apply(ticks)
-                    mbp.apply(ticks)
-                    handle(ticks)
-                    now = time.perf_counter()
-                    if opts.progress is not None and now - last[0] >= 0.2:
-                        last[0] = now
-                        done, total = src.progress()
-                        opts.progress({"bytes_read": done, "total_bytes": total, "records": handle.records,
-                                       "elapsed_s": now - t0})
-            except KeyboardInterrupt as e:   # SIGINT / SIGTERM: a partial replay, complete outputs
-                interrupted[0] = _signal_name(e)
-            return src.stats(), src.channels()
+        try:
+            pump()
+        except KeyboardInterrupt as e:   # SIGINT / SIGTERM: a partial replay, complete outputs
+            interrupted[0] = _signal_name(e)
+        st = src.stats()
+        return {**st, "frames": st["framing"]["frames"], "tcp_frames": st["framing"]["tcp_frames"]}, src.channels()
 
     st, channels = _run_writer(writer, run)
     elapsed = time.perf_counter() - t0
@@ -568,7 +601,7 @@ def _replay_mdp3(path: str, opts: ReplayOptions) -> dict:
                              for v, u in sorted(usage.items()) if u["decoded_as"] != v],
         # MDP3 over TCP (CME's TCP replay / recovery) is not decoded by replay: counted and said
         "tcp_frames": int(st.get("tcp_frames", 0)),
-        "file": path, "protocol": "mdp3", "format": st["format"], "gzip": bool(st["gzip"]), "mode": "single",
+        "file": path, "protocol": "mdp3", "format": st["format"], "gzip": bool(st["gzip"]), "mode": opts.mode,
         "file_bytes": int(st["total_bytes"]), "packets": int(c["packets"]), "frames": int(st["frames"]),
         "channels": {str(p): ch for p, ch in sorted(channels.items())},
         "messages": messages, "messages_by_type": by_type,

@@ -1,0 +1,13 @@
+from typing import Any, Iterable
+
+from feedhandler.core.producer import Framer
+
+DEFAULT_REORDER_WINDOW: int
+
+class MoldUdp64Framer(Framer):
+    def __init__(self, *, reorder_window: int = 64, reorder_window_messages: int | None = None,
+                 sequencing: bool = True, udp_port: int | None = None, group: str | None = None,
+                 channel_filter: Iterable[int | str | bytes] | None = None, publisher_id: int = 0) -> None: ...
+    def missing_ranges(self) -> list[tuple[str, int, int]]: ...
+    def sessions(self) -> list[str]: ...
+    def stats(self) -> dict[str, Any]: ...
