@@ -745,6 +745,16 @@ def serve(ex: Exchange, duration: float | None, stop: threading.Event, out=sys.s
     last = t0
     beat = ex.data_dir / "heartbeat"        # a standby with heartbeat_ms watches it change
     beats = 0
+
+    def heartbeat() -> None:
+        nonlocal beats
+        beats += 1
+        try:
+            beat.write_text(f"{os.getpid()} {beats}\n")
+        except OSError:
+            pass            # a read-only data dir: the standby's heartbeat check then never fires
+
+    heartbeat()             # at once: a primary that hangs in its first 0.2 s must still be seen to stop
     while not stop.wait(0.2):
         if duration is not None and time.monotonic() - t0 >= duration:
             break
@@ -753,11 +763,7 @@ def serve(ex: Exchange, duration: float | None, stop: threading.Event, out=sys.s
                                "input: a restart recovers)")
         if ex.history is not None:
             ex.history.check()
-        beats += 1
-        try:
-            beat.write_text(f"{os.getpid()} {beats}\n")
-        except OSError:
-            pass            # a read-only data dir: the standby's heartbeat check then never fires
+        heartbeat()
         if time.monotonic() - last >= 10:
             last = time.monotonic()
             s = ex.pipeline.stats.as_dict()
