@@ -50,6 +50,15 @@ Configuration (every key optional; shown with its default)::
     port = 15000
     users = {ouch1 = {password = "pw", account = "O1"}}
 
+    [accounts]                                 # balances (engine.accounts); off by default
+    enabled = true
+    quote = "USD"                              # the quote asset; amounts in price units (1e-9) x qty
+    base = {AAPL = "AAPL"}                     # symbol -> base asset (default: the symbol's name)
+    maker_fee_bps = 1                          # fees in basis points, floor per fill, to fee_account
+    taker_fee_bps = 2
+    fee_account = "fees"
+    admins = ["OPS"]                           # accounts (of [[keys]]) allowed admin requests
+
     [standby]                                  # run as hot standby (same as --standby-of; engine.standby)
     of = "/var/lib/exch/primary-data"          # the primary's data dir (or journal dir)
     heartbeat_ms = 2000                        # optional: take over from a primary whose heartbeat stopped
@@ -103,6 +112,8 @@ DEFAULTS = {
     "ouch": {},
     "latency": {"interval_s": 5.0},
     "standby": {},
+    "accounts": {"enabled": False, "quote": "USD", "base": {}, "maker_fee_bps": 0, "taker_fee_bps": 0,
+                 "fee_account": "fees", "admins": []},
 }
 #: Where ``feedhandler bot`` looks for a running exchange when it is given no --endpoint.
 DEFAULT_GATEWAY = DEFAULTS["gateway"]["endpoint"]
@@ -211,7 +222,33 @@ def validate_config(cfg: dict, source: str = "config") -> dict:
             raise ConfigError(f"{source}: keys[{i}] needs {', '.join(missing)} (non-empty strings)")
     _validate_fix(cfg.get("fix") or {}, source)
     _validate_ouch(cfg.get("ouch") or {}, source)
+    _validate_accounts(cfg, source)
     return cfg
+
+
+def _validate_accounts(cfg: dict, source: str) -> None:
+    a = cfg.get("accounts") or {}
+    if not a.get("enabled", False):
+        return
+    from engine.accounts import AccountsConfigError
+    if not all(isinstance(x, str) and x for x in a.get("admins", [])):
+        raise ConfigError(f"{source}: accounts.admins must be an array of account names")
+    if not all(isinstance(v, str) and v for v in (a.get("base") or {}).values()):
+        raise ConfigError(f"{source}: accounts.base maps symbols to asset names (strings)")
+    try:
+        make_accounts(cfg)
+    except AccountsConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def make_accounts(cfg: dict):
+    """The engine.accounts.Accounts of cfg's [accounts] table, or None when balances are off."""
+    a = {**DEFAULTS["accounts"], **(cfg.get("accounts") or {})}
+    if not a["enabled"]:
+        return None
+    from engine.accounts import Accounts
+    return Accounts(list(cfg["symbols"]), quote=a["quote"], base=a["base"], maker_fee_bps=a["maker_fee_bps"],
+                    taker_fee_bps=a["taker_fee_bps"], fee_account=a["fee_account"])
 
 
 def _check_listener(section: str, t: dict, source: str) -> None:
@@ -418,9 +455,15 @@ class Exchange:
         os.replace(tmp, self.data_dir / MANIFEST)
         self.marketdata = MarketDataPublisher(list(cfg["symbols"]), cfg["marketdata"]["endpoint"])
         self.risk = risk if risk is not None else RiskManager(RiskLimits(**cfg.get("risk", {})))
-        self.pipeline = OrderPipeline(self.engine, self.risk, marketdata=self.marketdata,
-                                      max_pending=int(cfg["gateway"]["max_pending"]), portfolio=self.portfolio,
-                                      latency=self.latency)
+        try:
+            self.pipeline = OrderPipeline(self.engine, self.risk, marketdata=self.marketdata,
+                                          max_pending=int(cfg["gateway"]["max_pending"]), portfolio=self.portfolio,
+                                          latency=self.latency, accounts=make_accounts(cfg),
+                                          admins=(cfg.get("accounts") or {}).get("admins", ()))
+        except ValueError as err:      # a gateway snapshot or journal that this configuration cannot rebuild
+            self.engine.close()
+            self.trade_log.close()
+            raise DataDirError(f"data dir {self.data_dir}: {one_line(err)}") from err
         keys = KeyStore()
         for k in cfg["keys"]:
             keys.add(k["api_key"], k["secret"], k["account"])
