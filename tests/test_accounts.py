@@ -84,6 +84,35 @@ def test_an_order_that_cannot_be_covered_is_rejected_and_never_sequenced(tmp_pat
     pipe.engine.close()
 
 
+def test_prices_at_or_below_zero_are_refused(tmp_path):
+    """A fill at a negative price would pay the buyer: refused on both sides, new and amend."""
+    pipe = _pipe(tmp_path)
+    _fund(pipe, "A", USD=10**6, AAPL=10)
+    assert pipe.handle("A", None, _new("b0", "B", 0, 1))["reason"] == "bad_price"
+    assert pipe.handle("A", None, _new("s0", "S", -5, 1))["reason"] == "bad_price"
+    oid = pipe.handle("A", None, _new("s1", "S", 5, 1))["events"][0]["order_id"]
+    assert pipe.handle("A", None, {"type": "amend", "order_id": oid, "new_price": -1})["reason"] == "bad_price"
+    pipe.engine.close()
+
+
+@pytest.mark.parametrize("processes", [False, True])
+def test_admin_records_in_an_engine_process_are_replayed(tmp_path, processes):
+    eng = EngineManager(SYMS, journal_dir=str(tmp_path), shards=2, processes=processes)
+    pipe = OrderPipeline(eng, RiskManager(RiskLimits(**LOOSE)), admins=["OPS"],
+                         accounts=Accounts(SYMS, maker_fee_bps=MAKER_BPS, taker_fee_bps=TAKER_BPS))
+    _fund(pipe, "A", USD=10**6, MSFT=10)
+    _fund(pipe, "B", USD=10**6)
+    assert pipe.handle("A", None, _new("s1", "S", 100, 10, sym="MSFT"))["status"] == "ack"
+    assert pipe.handle("B", None, _new("b1", "B", 100, 4, sym="MSFT"))["status"] == "ack"
+    live, bal = pipe.state_hash(), {a: _bal(pipe, a) for a in ("A", "B", "fees")}
+    eng.close()
+    eng = EngineManager(SYMS, journal_dir=str(tmp_path), shards=2, processes=processes)
+    again = OrderPipeline(eng, RiskManager(RiskLimits(**LOOSE)), admins=["OPS"],
+                          accounts=Accounts(SYMS, maker_fee_bps=MAKER_BPS, taker_fee_bps=TAKER_BPS))
+    assert {a: _bal(again, a) for a in ("A", "B", "fees")} == bal and again.state_hash() == live
+    eng.close()
+
+
 def test_two_orders_of_one_batch_share_the_balance(tmp_path):
     """The check reserves within an engine batch: two buys that each fit but not together."""
     pipe = _pipe(tmp_path)

@@ -151,7 +151,7 @@ class Accounts:
                 return None      # not the owner's order: the engine rejects it
             new_price = ereq.get("new_price")
             new_price = price if new_price is None else new_price
-            if side == "B" and new_price <= 0:
+            if new_price <= 0:
                 return "bad_price"
             new_qty = ereq.get("new_qty")
             # the worst case: the new quantity becomes the leaves (the engine may reduce it by what filled)
