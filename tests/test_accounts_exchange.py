@@ -124,3 +124,23 @@ def test_an_exchange_process_killed_with_sigkill_keeps_the_balances(tmp_path):
         p.communicate(timeout=30)
     total_usd = sum(acked[a]["USD"]["available"] + acked[a]["USD"]["locked"] for a in acked)
     assert total_usd == 10**6 * PX - 5 * PX            # conservation across the crash
+
+
+def test_a_settled_outcome_moves_balances_and_tells_the_account(tmp_path):
+    """A request answered "unknown" (a remote shard past its timeout) gets its events later through
+    Exchange._on_settled: the balances follow them and the account gets its balance event."""
+    with Exchange(_cfg(tmp_path)) as ex:
+        pl = ex.pipeline
+        assert pl.handle("OPS", None, {"type": "admin", "op": "create_account", "account": "MM"})["status"] == "ack"
+        assert pl.handle("OPS", None, {"type": "admin", "op": "deposit", "account": "MM", "asset": "AAPL",
+                                       "amount": 10})["status"] == "ack"
+        got = []
+        pl.register_sink("MM", got.append)
+        req = {"type": "new", "account": "MM", "symbol": "AAPL", "side": "S", "price": 5, "qty": 4,
+               "dedup_key": "c:x"}
+        ev = {"type": "accepted", "seq": 99, "order_id": (1 << 40) | 77, "client_order_id": "x", "account": "MM",
+              "symbol": "AAPL", "side": "S", "price": 5, "qty": 4, "leaves_qty": 4, "cum_qty": 0}
+        ex._on_settled([(req, [ev])])
+        assert pl.state.accounts.balances("MM")["AAPL"] == {"available": 6, "locked": 4}
+        assert [(e["asset"], e["available"], e["locked"], e["seq"]) for e in got if e["type"] == "balance"] == \
+            [("AAPL", 6, 4, 99)]

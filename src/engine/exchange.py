@@ -573,6 +573,10 @@ class Exchange:
                     remember((acct, req["client_order_id"]), dict(core, rid=None))
                 for ev in evs:
                     pl.route(ev.get("account", ""), ev)
+                acc = getattr(state, "accounts", None)
+                if acc is not None:        # the settled events' balance changes (engine.gateway.balances)
+                    for ev in acc.take_changes(evs[0].get("seq", 0) if evs else 0):
+                        pl.route(ev["account"], ev)
                 if pl.marketdata is not None:
                     pl.marketdata.publish(evs)
 
