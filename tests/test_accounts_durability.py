@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from engine.accounts import Accounts
 from engine.gateway import OrderPipeline
-from engine.manager import EngineManager, StandbyEngine
+from engine.manager import EngineManager, StandbyEngine, StandbyShards
 from engine.risk import RiskLimits, RiskManager
 
 SYMS = ["AAPL", "MSFT"]
@@ -157,13 +157,16 @@ def test_sigkill_then_restart_gives_the_balances_of_an_offline_replay(tmp_path, 
     again.engine.close()
 
 
-def test_a_standby_takeover_keeps_the_balances(tmp_path):
-    pipe = _pipe(tmp_path)
-    sb = StandbyEngine(SYMS, str(tmp_path))
+@pytest.mark.parametrize("shards", [1, 2])
+def test_a_standby_takeover_keeps_the_balances(tmp_path, shards):
+    pipe = _pipe(tmp_path, shards)
+    sb = StandbyEngine(SYMS, str(tmp_path)) if shards == 1 else StandbyShards(SYMS, str(tmp_path), shards=shards)
     sb.start()
     _run(pipe, [("deposit", "A", "USD", 100_000), ("deposit", "B", "AAPL", 50),
                 ("new", "B", "AAPL", "S", 100, 30, "gtc"), ("new", "A", "AAPL", "B", 101, 10, "day"),
-                ("new", "A", "AAPL", "B", 99, 5, "gtc"), ("withdraw", "A", "USD", 1_000)])
+                ("new", "A", "AAPL", "B", 99, 5, "gtc"), ("withdraw", "A", "USD", 1_000),
+                ("deposit", "C", "MSFT", 9), ("new", "C", "MSFT", "S", 100, 9, "gtc"),
+                ("new", "A", "MSFT", "B", 100, 3, "gtc")])
     live = pipe.state_hash()
     bal = {a: pipe.state.accounts.balances(a) for a in [*ACCTS, "fees"]}
     pipe.engine.close()                      # the primary is gone (a takeover never runs beside it)
@@ -178,6 +181,6 @@ def test_a_standby_takeover_keeps_the_balances(tmp_path):
     assert r["status"] == "ack", r
     after = taken.state_hash()
     taken.engine.close()
-    again = _pipe(tmp_path)
+    again = _pipe(tmp_path, shards)
     assert again.state_hash() == after
     again.engine.close()
