@@ -193,6 +193,10 @@ def test_admin_operations_need_an_admin_are_journaled_and_replayed(tmp_path):
     r = _admin(pipe, "deposit", "A", "USD", 500, rid="dep-1")
     assert r["status"] == "ack" and r["events"][0]["seq"] == seq + 1
     assert _admin(pipe, "deposit", "A", "USD", 500, rid="dep-1").get("dup") is True   # a retry: applied once
+    assert _admin(pipe, "deposit", "A", "USD", 0, rid=7)["reason"] == "bad_request"
+    assert _admin(pipe, "deposit", "A", "USD", 100, rid=7)["status"] == "ack"
+    assert _admin(pipe, "deposit", "A", "USD", 100, rid=7).get("dup") is True       # an int rid too
+    assert _admin(pipe, "withdraw", "A", "USD", 100)["status"] == "ack"
     assert _admin(pipe, "withdraw", "A", "USD", 501)["reason"] == "insufficient_balance"
     assert _admin(pipe, "withdraw", "A", "USD", 200)["status"] == "ack"
     assert _bal(pipe, "A") == {"USD": (300, 0)}

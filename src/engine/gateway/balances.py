@@ -44,7 +44,8 @@ def admin_request(pipe, account: str, rid, req: dict) -> dict:
     except AdminRequestError as e:
         pipe.stats.bad_requests += 1
         return _reject(rid, e.reason, str(e))
-    key = ("a:" + rid) if type(rid) is str and rid and len(rid) <= MAX_RID_BYTES else None
+    # the retry memory's key: the rid (a str or an int, its size checked at the edge); no rid, no retry safety
+    key = None if rid is None or rid == "" else "a:" + str(rid)[:MAX_RID_BYTES]
     state = pipe.state
 
     def on_engine() -> dict:
