@@ -144,3 +144,34 @@ def test_a_settled_outcome_moves_balances_and_tells_the_account(tmp_path):
         assert pl.state.accounts.balances("MM")["AAPL"] == {"available": 6, "locked": 4}
         assert [(e["asset"], e["available"], e["locked"], e["seq"]) for e in got if e["type"] == "balance"] == \
             [("AAPL", 6, 4, 99)]
+
+
+def test_balances_cannot_be_switched_on_or_off_for_a_written_data_dir(tmp_path):
+    from engine.errors import DataDirError
+    off = _cfg(tmp_path / "a", enabled=False)
+    with Exchange(off):
+        pass
+    with pytest.raises(DataDirError, match="accounts off \\(now on\\)"):
+        Exchange(_cfg(tmp_path / "a"))
+    with Exchange(_cfg(tmp_path / "b")):
+        pass
+    with pytest.raises(DataDirError, match="accounts on \\(now off\\)"):
+        Exchange(_cfg(tmp_path / "b", enabled=False))
+    with Exchange(_cfg(tmp_path / "b")):       # the same configuration again: fine
+        pass
+
+
+def test_admin_requests_with_hostile_fields_are_refused_and_nothing_is_written(tmp_path):
+    with Exchange(_cfg(tmp_path)) as ex:
+        pl = ex.pipeline
+        seq = pl.engine.seq
+        for req in ({"op": "drop_table"}, {"op": "create_account", "account": "x" * 65},
+                    {"op": "create_account", "account": ""}, {"op": "create_account", "account": 7},
+                    {"op": "deposit", "account": "A'; DROP TABLE users; --", "asset": "USD", "amount": True},
+                    {"op": "deposit", "account": "A", "asset": "USD", "amount": "100"},
+                    {"op": "deposit", "account": "A", "asset": "USD", "amount": -1},
+                    {"op": "deposit", "account": "A", "asset": "USD", "amount": 2 ** 97},
+                    {"op": "withdraw", "account": "A", "asset": ["USD"], "amount": 1}):
+            r = pl.handle("OPS", None, dict(req, type="admin"))
+            assert (r["status"], r["reason"]) == ("rejected", "bad_request"), (req, r)
+        assert pl.engine.seq == seq and pl.stats.errors == 0

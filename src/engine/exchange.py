@@ -387,6 +387,8 @@ def check_data_dir(cfg: dict) -> dict:
     n_shards = len(e["remote"]) if e.get("remote") else min(int(e["shards"]), len(cfg["symbols"]))
     want = {"symbols": list(cfg["symbols"]), "shards": n_shards, "tick_size": int(e["tick_size"]),
             "stp": e["stp"], "journal": bool(e.get("journal", True))}
+    if (cfg.get("accounts") or {}).get("enabled", False):
+        want["accounts"] = True      # balances are rebuilt from the whole journal: on from its start or never
     path = data_dir / MANIFEST
     if path.exists():
         try:
@@ -399,6 +401,9 @@ def check_data_dir(cfg: dict) -> dict:
             return want
         have = {"shards": layout}      # a data dir from before the manifest: its layout at least
     diff = [f"{k} {have[k]!r} (now {want[k]!r})" for k in want if k in have and have[k] != want[k]]
+    if path.exists() and have.get("accounts", False) != want.get("accounts", False):
+        diff.append(f"accounts {'on' if have.get('accounts') else 'off'} "
+                    f"(now {'on' if want.get('accounts') else 'off'})")
     if diff:
         raise DataDirError(f"data dir {data_dir} was written with another configuration: {'; '.join(diff)}; "
                            "use that configuration or another --data-dir")
