@@ -52,7 +52,10 @@ def _check_invariants(pipe) -> None:
             assert locked == need.get((name, asset), 0), (name, asset)
 
 
+new_order = st.tuples(st.just("new"), st.sampled_from(ACCTS), st.sampled_from(SYMS), st.sampled_from("BS"),
+                      st.integers(95, 105), st.integers(1, 40), st.sampled_from(["day", "ioc", "gtc"]))
 action = st.one_of(
+    new_order, new_order, new_order,
     st.tuples(st.just("deposit"), st.sampled_from(ACCTS), st.sampled_from(["USD", *SYMS]),
               st.integers(1, 200_000)),
     st.tuples(st.just("withdraw"), st.sampled_from(ACCTS), st.sampled_from(["USD", *SYMS]),
@@ -62,13 +65,17 @@ action = st.one_of(
     st.tuples(st.just("cancel"), st.integers(0, 50)),
     st.tuples(st.just("amend"), st.integers(0, 50), st.integers(90, 110), st.integers(1, 60)),
     st.tuples(st.just("eod"),),
+    st.tuples(st.just("snapshot"),),
 )
 
 
 def _run(pipe, actions) -> None:
     live: list = []
-    for a in ACCTS:
+    for a in ACCTS:      # funded so that orders cross and fill; the flow's withdrawals can still drain them
         pipe.handle("OPS", None, {"type": "admin", "op": "create_account", "account": a})
+        for asset, amount in (("USD", 30_000), ("AAPL", 150), ("MSFT", 150)):
+            pipe.handle("OPS", None, {"type": "admin", "op": "deposit", "account": a, "asset": asset,
+                                      "amount": amount})
     for i, act in enumerate(actions):
         kind = act[0]
         if kind in ("deposit", "withdraw"):
@@ -89,6 +96,8 @@ def _run(pipe, actions) -> None:
                 req.update(new_price=act[2], new_qty=act[3])
             r = pipe.handle(acct, None, req)
             assert r["status"] in ("ack", "rejected"), r
+        elif kind == "snapshot":          # recovery then starts from the snapshots (engine + gateway state)
+            pipe.snapshot()
         elif kind == "eod":
             for evs in pipe.engine.submit_many([{"type": "eod"}]):
                 pipe.state.note(evs)
@@ -96,8 +105,8 @@ def _run(pipe, actions) -> None:
 
 
 @pytest.mark.parametrize("shards", [1, 2])
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(actions=st.lists(action, min_size=1, max_size=40))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(actions=st.lists(action, min_size=20, max_size=80))
 def test_conservation_under_random_flow_and_after_restart(shards, actions):
     d = tempfile.mkdtemp(prefix="acct-")
     try:
