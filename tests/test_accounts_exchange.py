@@ -44,6 +44,9 @@ def test_config_keys_are_checked():
         cfg = dict(base, accounts=bad)
         with pytest.raises(ConfigError, match=msg):
             validate_config(cfg)
+    remote = dict(base, accounts={"enabled": True}, engine=dict(base["engine"], remote=["tcp://127.0.0.1:7001"]))
+    with pytest.raises(ConfigError, match="not supported with engine.remote"):
+        validate_config(remote)
 
 
 def test_balances_over_zeromq_with_events_and_restart(tmp_path):

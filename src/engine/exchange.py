@@ -231,6 +231,11 @@ def _validate_accounts(cfg: dict, source: str) -> None:
     if not a.get("enabled", False):
         return
     from engine.accounts import AccountsConfigError
+    if (cfg.get("engine") or {}).get("remote"):
+        # an admin record's outcome must be known when it is answered; a remote shard past its timeout
+        # leaves it unknown (settled later), and shard servers do not take admin records
+        raise ConfigError(f"{source}: [accounts] is not supported with engine.remote shard servers (in-process "
+                          "and engine.processes shards are)")
     if not all(isinstance(x, str) and x for x in a.get("admins", [])):
         raise ConfigError(f"{source}: accounts.admins must be an array of account names")
     if not all(isinstance(v, str) and v for v in (a.get("base") or {}).values()):
