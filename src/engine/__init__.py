@@ -6,7 +6,8 @@ import warnings as _warnings
 #: Pure-Python modules of the order-entry request path that the build also compiles with Cython (see
 #: setup.py, COMPILED_PY). Where the compiled module exists it is the one Python imports.
 COMPILED_PY = ("gateway/front", "gateway/pipeline", "gateway/state", "gateway/validation", "gateway/codec",
-               "manager", "shards", "risk", "auth", "marketdata", "latency", "zmqio")
+               "manager", "shards", "risk", "auth", "marketdata", "latency", "zmqio", "accounts",
+               "gateway/balances")
 
 
 def _warn_stale_builds() -> None:

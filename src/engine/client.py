@@ -218,6 +218,41 @@ class Client:
             reply["portfolio"] = money_report(reply["portfolio"])
         return reply
 
+    # ---- balances (an exchange with [accounts] enabled; engine.accounts) ----------------------------
+    def balances(self, account: str | None = None, **kw) -> dict:
+        """This account's balances: the reply's ``balances`` is ``{asset: {"available": int, "locked":
+        int}}`` (integers: base assets in qty, the quote asset in price units (1e-9) x qty). Another
+        account's (``account=``) for admin accounts only. ``reason`` ``accounts_disabled`` when the
+        exchange runs without balances."""
+        req = {"type": "query", "what": "balances"}
+        if account is not None:
+            req["account"] = account
+        return self.request(req, **kw)
+
+    def create_account(self, account: str, **kw) -> dict:
+        """Admin: create ``account`` (journaled; ``account_exists`` if it does)."""
+        return self.request({"type": "admin", "op": "create_account", "account": account}, **kw)
+
+    def deposit(self, account: str, asset: str, amount: int, **kw) -> dict:
+        """Admin: credit ``amount`` (an integer in the asset's units) of ``asset`` to ``account``'s available
+        balance (journaled; a retry of the same request - same rid - is applied once)."""
+        return self.request({"type": "admin", "op": "deposit", "account": account, "asset": asset,
+                             "amount": amount}, **kw)
+
+    def withdraw(self, account: str, asset: str, amount: int, **kw) -> dict:
+        """Admin: debit ``amount`` of ``asset`` from ``account``'s available balance (journaled;
+        ``insufficient_balance`` when it does not have it)."""
+        return self.request({"type": "admin", "op": "withdraw", "account": account, "asset": asset,
+                             "amount": amount}, **kw)
+
+    def balance_updates(self, timeout: float = 0.0) -> list[dict]:
+        """The balance events among the unsolicited messages received so far (``"type": "exec",
+        "exec_type": "balance"``, with account, asset, available, locked, seq; see :meth:`executions`,
+        where the other events stay)."""
+        evs = self.executions(timeout)
+        self._execs.extend(e for e in evs if e.get("exec_type") != "balance")
+        return [e for e in evs if e.get("exec_type") == "balance"]
+
     # ---- executions and market data ------------------------------------------------------------
     def executions(self, timeout: float = 0.0) -> list[dict]:
         """Unsolicited execution reports received so far (waits up to ``timeout`` s for the first)."""

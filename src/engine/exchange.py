@@ -67,6 +67,14 @@ Configuration (every key optional; shown with its default)::
     max_body = 16384                           # bytes; larger: 413 PAYLOAD_TOO_LARGE
     ws_queue = 1024                            # frames per WebSocket before a slow consumer is disconnected
     query_rate_per_s = 1000                    # non-order requests per account (orders: [risk] rate_per_s)
+    [accounts]                                 # balances (engine.accounts); off by default
+    enabled = true
+    quote = "USD"                              # the quote asset; amounts in price units (1e-9) x qty
+    base = {AAPL = "AAPL"}                     # symbol -> base asset (default: the symbol's name)
+    maker_fee_bps = 1                          # fees in basis points, floor per fill, to fee_account
+    taker_fee_bps = 2
+    fee_account = "fees"
+    admins = ["OPS"]                           # accounts (of [[keys]]) allowed admin requests
 
     [standby]                                  # run as hot standby (same as --standby-of; engine.standby)
     of = "/var/lib/exch/primary-data"          # the primary's data dir (or journal dir)
@@ -124,6 +132,8 @@ DEFAULTS = {
     "standby": {},
     "history": dict(HISTORY_DEFAULTS),
     "http": {},
+    "accounts": {"enabled": False, "quote": "USD", "base": {}, "maker_fee_bps": 0, "taker_fee_bps": 0,
+                 "fee_account": "fees", "admins": []},
 }
 #: Where ``feedhandler bot`` looks for a running exchange when it is given no --endpoint.
 DEFAULT_GATEWAY = DEFAULTS["gateway"]["endpoint"]
@@ -244,7 +254,38 @@ def validate_config(cfg: dict, source: str = "config") -> dict:
         if h.get("jwt_secret") and len(h["jwt_secret"].encode()) < 32:
             raise ConfigError(f"{source}: http.jwt_secret must be at least 32 bytes (an HS256 key), or empty "
                               "for a random one")
+    _validate_accounts(cfg, source)
     return cfg
+
+
+def _validate_accounts(cfg: dict, source: str) -> None:
+    a = cfg.get("accounts") or {}
+    if not a.get("enabled", False):
+        return
+    from engine.accounts import AccountsConfigError
+    if (cfg.get("engine") or {}).get("remote"):
+        # an admin record's outcome must be known when it is answered; a remote shard past its timeout
+        # leaves it unknown (settled later), and shard servers do not take admin records
+        raise ConfigError(f"{source}: [accounts] is not supported with engine.remote shard servers (in-process "
+                          "and engine.processes shards are)")
+    if not all(isinstance(x, str) and x for x in a.get("admins", [])):
+        raise ConfigError(f"{source}: accounts.admins must be an array of account names")
+    if not all(isinstance(v, str) and v for v in (a.get("base") or {}).values()):
+        raise ConfigError(f"{source}: accounts.base maps symbols to asset names (strings)")
+    try:
+        make_accounts(cfg)
+    except AccountsConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def make_accounts(cfg: dict):
+    """The engine.accounts.Accounts of cfg's [accounts] table, or None when balances are off."""
+    a = {**DEFAULTS["accounts"], **(cfg.get("accounts") or {})}
+    if not a["enabled"]:
+        return None
+    from engine.accounts import Accounts
+    return Accounts(list(cfg["symbols"]), quote=a["quote"], base=a["base"], maker_fee_bps=a["maker_fee_bps"],
+                    taker_fee_bps=a["taker_fee_bps"], fee_account=a["fee_account"])
 
 
 def _check_listener(section: str, t: dict, source: str) -> None:
@@ -383,6 +424,8 @@ def check_data_dir(cfg: dict) -> dict:
     n_shards = len(e["remote"]) if e.get("remote") else min(int(e["shards"]), len(cfg["symbols"]))
     want = {"symbols": list(cfg["symbols"]), "shards": n_shards, "tick_size": int(e["tick_size"]),
             "stp": e["stp"], "journal": bool(e.get("journal", True))}
+    if (cfg.get("accounts") or {}).get("enabled", False):
+        want["accounts"] = True      # balances are rebuilt from the whole journal: on from its start or never
     path = data_dir / MANIFEST
     if path.exists():
         try:
@@ -395,6 +438,9 @@ def check_data_dir(cfg: dict) -> dict:
             return want
         have = {"shards": layout}      # a data dir from before the manifest: its layout at least
     diff = [f"{k} {have[k]!r} (now {want[k]!r})" for k in want if k in have and have[k] != want[k]]
+    if path.exists() and have.get("accounts", False) != want.get("accounts", False):
+        diff.append(f"accounts {'on' if have.get('accounts') else 'off'} "
+                    f"(now {'on' if want.get('accounts') else 'off'})")
     if diff:
         raise DataDirError(f"data dir {data_dir} was written with another configuration: {'; '.join(diff)}; "
                            "use that configuration or another --data-dir")
@@ -451,9 +497,15 @@ class Exchange:
         os.replace(tmp, self.data_dir / MANIFEST)
         self.marketdata = MarketDataPublisher(list(cfg["symbols"]), cfg["marketdata"]["endpoint"])
         self.risk = risk if risk is not None else RiskManager(RiskLimits(**cfg.get("risk", {})))
-        self.pipeline = OrderPipeline(self.engine, self.risk, marketdata=self.marketdata,
-                                      max_pending=int(cfg["gateway"]["max_pending"]), portfolio=self.portfolio,
-                                      latency=self.latency)
+        try:
+            self.pipeline = OrderPipeline(self.engine, self.risk, marketdata=self.marketdata,
+                                          max_pending=int(cfg["gateway"]["max_pending"]), portfolio=self.portfolio,
+                                          latency=self.latency, accounts=make_accounts(cfg),
+                                          admins=(cfg.get("accounts") or {}).get("admins", ()))
+        except ValueError as err:      # a gateway snapshot or journal that this configuration cannot rebuild
+            self.engine.close()
+            self.trade_log.close()
+            raise DataDirError(f"data dir {self.data_dir}: {one_line(err)}") from err
         keys = KeyStore()
         for k in cfg["keys"]:
             keys.add(k["api_key"], k["secret"], k["account"])
@@ -617,6 +669,10 @@ class Exchange:
                     remember((acct, req["client_order_id"]), dict(core, rid=None))
                 for ev in evs:
                     pl.route(ev.get("account", ""), ev)
+                acc = getattr(state, "accounts", None)
+                if acc is not None:        # the settled events' balance changes (engine.gateway.balances)
+                    for ev in acc.take_changes(evs[0].get("seq", 0) if evs else 0):
+                        pl.route(ev["account"], ev)
                 if pl.marketdata is not None:
                     pl.marketdata.publish(evs)
 

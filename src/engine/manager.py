@@ -31,6 +31,7 @@ import numpy as np
 from engine import orders as O
 from engine.journal import JournalWriter, read_journal
 from engine.matching import Engine
+REC_ADMIN = b"A"     # an admin operation of engine.accounts (JSON), see ShardEngine.submit_admin
 from engine.shard_core import REC_V1, REC_V2, JournalWriteFailed, ShardCore, reject_event  # noqa: F401
 
 ID_SHIFT = 40
@@ -120,9 +121,23 @@ class ShardEngine(ShardCore):
                 if cfg != self._config():
                     raise ValueError(f"{source} was written with another configuration: {cfg}")
                 continue
+            if tag == REC_ADMIN:
+                op = json.loads(p[1:])
+                seq = op["seq"]
+                if seq <= self.seq:
+                    continue  # already in the snapshot
+                if seq != self.seq + 1:
+                    raise ValueError(f"{source}: sequence gap {self.seq} -> {seq}")
+                if batch:      # sequence order: the orders before it first
+                    self._replay(batch, metas)
+                    batch, metas = [], []
+                self.seq = seq
+                self.replayed_events.extend(admin_events(op))
+                applied += 1
+                continue
             if tag not in (REC_V1, REC_V2):
                 raise ValueError(f"{source}: unknown journal record type {tag!r} (written by a newer version of "
-                                 "feedhandler? this one reads record types R and Q)")
+                                 "feedhandler? this one reads record types R, Q and A)")
             rec = np.frombuffer(p, dtype=O.REQ_DTYPE, count=1, offset=1)[0]
             acct, pos = _unpack_str(p, 1 + O.REQ_DTYPE.itemsize)
             clid, pos = _unpack_str(p, pos)
@@ -226,6 +241,24 @@ class ShardEngine(ShardCore):
     def get_seq(self) -> int:
         return self.seq
 
+    def submit_admin(self, op: dict) -> list[dict]:
+        """Sequence and journal an admin operation of engine.accounts (record ``A``: JSON with its seq, the
+        requesting admin ``by`` and its ``dedup_key``); returns its replay form: a ``request`` marker and
+        the ``admin`` event. The books do not change; the gateway's state machine applies the event."""
+        rec = dict(op, seq=self.seq + 1)
+        if self.journal is not None:
+            try:
+                self.journal.append(REC_ADMIN + json.dumps(rec, sort_keys=True).encode())
+                self.journal.commit()
+            except BaseException as e:
+                pending = getattr(self.journal, "_pending", None)
+                if pending is not None:
+                    self.journal.records -= len(pending)
+                    pending.clear()
+                raise JournalWriteFailed(f"journal write failed at seq {self.seq + 1}: {e!r}") from e
+        self.seq += 1
+        return admin_events(rec)
+
     def take_replayed(self) -> list[dict]:
         evs, self.replayed_events = self.replayed_events, []
         return evs
@@ -250,6 +283,14 @@ from engine.shards import (LocalShard as _LocalShard, ProcessShard as _ProcessSh
 
 
 from engine.standby import StandbyEngine, StandbyShards  # noqa: E402,F401  (moved; imported back)
+
+
+def admin_events(rec: dict) -> list[dict]:
+    """The replay form of an admin record (see ShardEngine.submit_admin)."""
+    ev = {k: rec[k] for k in sorted(rec) if k not in ("by", "dedup_key")}   # one key order, live and replayed
+    ev["type"] = "admin"
+    return [{"type": "request", "seq": rec["seq"], "account": rec.get("by", ""), "client_order_id": "",
+             "dedup_key": rec.get("dedup_key") or "", "kind": "admin"}, ev]
 
 
 def unknown_event(req, reason: str, text: str) -> dict:
@@ -423,6 +464,11 @@ class EngineManager:
             for evs in out:
                 self._downstream(evs)
         return out
+
+    def submit_admin(self, op: dict) -> list[dict]:
+        """Sequence and journal an admin operation (engine.accounts) in shard 0's journal: the admin
+        records' home whatever the number of shards (see engine.accounts on replay order)."""
+        return self._shards[0].call("submit_admin", op)
 
     def _call_group(self, k: int, reqs: list, toks: list | None) -> list:
         """One shard's part of a batch. A shard that does not answer in time: every request of the part is

@@ -31,6 +31,7 @@ import threading
 import time
 from typing import Callable
 
+from engine.gateway import balances
 from engine.gateway.codec import dumpb, loads
 from engine.gateway.state import ORDER_ENDS as _ORDER_ENDS, OrderState
 from engine.gateway.validation import BadRequest, check_rid, validate
@@ -136,7 +137,15 @@ class OrderPipeline:
         the transport through :meth:`finish`) of every order that reached the engine.
     state : engine.gateway.state.OrderState, optional
         The gateway's state, kept up to date elsewhere (a hot standby feeds the events of the journal it
-        follows to ``OrderState.rebuild`` as it goes); ``risk`` and ``dedup_size`` are then its own.
+        follows to ``OrderState.rebuild`` as it goes); ``risk``, ``dedup_size`` and ``accounts`` are then
+        its own.
+    accounts : engine.accounts.Accounts, optional
+        Balances (off by default): orders are checked against them, fills/cancels/amends move them, admin
+        requests (``{"type": "admin", "op": ...}`` from an account in ``admins``) change them through the
+        journal; ``{"type": "query", "what": "balances"}`` reads them, and every change is routed to its
+        account as a ``balance`` event (see engine.gateway.balances).
+    admins : iterable of str
+        The accounts allowed to send admin requests.
 
     Construction rebuilds the state machine's gateway part from ``engine.take_replayed()`` (the events of
     the engine's journal recovery) when the engine has it.
@@ -147,7 +156,7 @@ class OrderPipeline:
 
     def __init__(self, engine, risk: RiskManager | None = None, marketdata=None,
                  max_pending: int = 1024, dedup_size: int = 100_000, portfolio=None, latency=None,
-                 state: OrderState | None = None):
+                 state: OrderState | None = None, accounts=None, admins=()):
         self.engine = engine
         self.latency = latency
         self._stamp_buf: list = []
@@ -157,7 +166,8 @@ class OrderPipeline:
             self.state = state
         else:
             self.risk = risk or RiskManager()
-            self.state = OrderState(self.risk, dedup_size)
+            self.state = OrderState(self.risk, dedup_size, accounts)
+        self.admins = frozenset(admins)
         self.marketdata = marketdata
         self.portfolio = portfolio
         self.max_pending = max_pending
@@ -175,6 +185,7 @@ class OrderPipeline:
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
         self._stopping = False
+        self._balance_out: list = []     # balance events of the current engine batch (engine thread)
         self.rebuilt = self._recover()
 
     SNAPSHOT = "gateway-snapshot.json"
@@ -415,6 +426,8 @@ class OrderPipeline:
                 m = len(sub)
                 self._complete(sub, outcomes, k, replies, t_enq, t_match, deliver)
                 k += m
+            if self._balance_out:
+                balances.flush(self)     # after the replies: each account's balance changes
         except Exception as e:
             if self.failed is None:
                 self._fatal(e)      # the state may be half noted: stop
@@ -476,6 +489,8 @@ class OrderPipeline:
                         replies[i] = {"rid": rid, "status": "ok", "account": account}
                     elif kind == "query":
                         replies[i] = self._query(account, rid, req)
+                    elif kind == "admin":
+                        replies[i] = balances.admin_request(self, account, rid, req)
                     else:
                         raise BadRequest(f"unknown request type {kind!r}"[:80])
                     continue
@@ -523,6 +538,7 @@ class OrderPipeline:
         state = self.state
         memory = state.dedup._by        # read here, written by OrderState.remember (this thread only)
         check = self.risk.check_and_reserve
+        acc = state.accounts
         n = len(batch)
         outcomes: list = [None] * n
         reqs, idx = [], []
@@ -540,7 +556,7 @@ class OrderPipeline:
                 if f is not None:
                     outcomes[j] = ("same", f)
                     continue
-            if "orig_client_order_id" in ereq:
+            if "orig_client_order_id" in ereq or acc is not None:
                 refused = state.decide(account, ereq, j + 1 < n)
             else:                       # OrderState.decide without a name to resolve
                 reason = check(account, ereq, j + 1 < n)
@@ -573,11 +589,16 @@ class OrderPipeline:
         finally:
             if n > 1:
                 self.risk.clear_reservations()
+            if acc is not None:
+                acc.clear_reservations()
         # OrderState.note, inlined (the request path's cost counts): risk, then the name map
         on_events = self.risk.on_events
         owner = state.owner_by_clid
         for j, events in zip(idx, results):
             on_events(events)
+            if acc is not None:           # OrderState.note's balance part
+                acc.on_events(events)
+                balances.after_events(self, acc, events)
             for ev in events:
                 t = ev["type"]
                 if t == "accepted":
@@ -718,4 +739,6 @@ class OrderPipeline:
                 return {"rid": rid, "status": "ok", "portfolio": self.in_engine(report)}
             sym = req.get("symbol")
             return {"rid": rid, "status": "ok", "position": self.risk.position(account, sym)}
+        if what == "balances":
+            return balances.query(self, account, rid, req)
         raise BadRequest(f"unknown query {what!r}"[:80])

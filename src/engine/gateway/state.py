@@ -7,7 +7,9 @@ thread, in sequence order:
   key: client order id, rid or signature), so a retry or a replayed signed request is answered with the
   first outcome and never entered twice;
 - the client-order-id -> order map of live orders (cancel/amend by ``orig_client_order_id``);
-- the risk state (engine.risk.RiskManager: positions, open orders, reference prices).
+- the risk state (engine.risk.RiskManager: positions, open orders, reference prices);
+- with ``[accounts]`` on, the balances (engine.accounts.Accounts: available/locked per account and asset,
+  locks per live order, the fee account), changed by fills/cancels/amends and by journaled admin records.
 
 It changes only through the events of sequenced (journaled) requests, through :meth:`OrderState.note` and
 :meth:`OrderState.remember`. A restart rebuilds it with :meth:`OrderState.rebuild` from the events that the
@@ -85,8 +87,9 @@ def sequenced(events: list) -> bool:
 
 
 class OrderState:
-    def __init__(self, risk, dedup_size: int = 100_000):
+    def __init__(self, risk, dedup_size: int = 100_000, accounts=None):
         self.risk = risk
+        self.accounts = accounts          # engine.accounts.Accounts, or None (balances off: the default)
         self.dedup = DedupMemory(dedup_size)
         self.owner_by_clid: dict[tuple[str, str], int] = {}
 
@@ -101,7 +104,14 @@ class OrderState:
             if oid is None:
                 return "bad_request", f"unknown orig_client_order_id {orig!r}"
             ereq["order_id"] = oid
+        acc = self.accounts
+        if acc is not None:
+            reason = acc.check(account, ereq)
+            if reason is not None:
+                return reason, ""
         reason = self.risk.check_and_reserve(account, ereq, more)
+        if reason is not None and acc is not None:
+            acc.undo_last()
         return None if reason is None else (reason, "")
 
     # ---- state changes (sequenced requests only) ---------------------------------------------------
@@ -109,6 +119,8 @@ class OrderState:
         """Risk and the name map follow the events of one request (inlined in OrderPipeline._execute: keep
         the two the same)."""
         self.risk.on_events(events)
+        if self.accounts is not None:
+            self.accounts.on_events(events)
         owner = self.owner_by_clid
         for ev in events:
             t = ev["type"]
@@ -141,24 +153,52 @@ class OrderState:
             self._replayed(marker, evs)
             n += 1
         self.risk.clear_reservations()
+        if self.accounts is not None:
+            self.accounts.clear_reservations()
+            self.accounts.take_changes()      # a replay's balance changes are not news
         return n
 
     def _replayed(self, m: dict, evs: list) -> None:
-        self.note(evs)
+        if m.get("kind") == "admin":
+            self.apply_admin(evs)
+            own = evs
+        else:
+            self.note(evs)
+            own = None
         key = m.get("dedup_key")
         if key:
             acct = m.get("account", "")
-            self.remember(acct, key, reply_core([e for e in evs if e.get("account") == acct]))
+            if own is None:
+                own = [e for e in evs if e.get("account") == acct]
+            self.remember(acct, key, reply_core(own))
+
+    def apply_admin(self, evs: list) -> None:
+        """The events of one journaled admin operation (engine.accounts), live or replayed."""
+        if self.accounts is None:
+            raise ValueError("the journal holds account admin records (deposits, withdrawals) but this "
+                             "exchange runs without [accounts]: enable it to use this data dir")
+        for ev in evs:
+            if ev.get("type") == "admin":
+                self.accounts.apply_admin(ev)
 
     # ---- snapshots -----------------------------------------------------------------------------
     def export(self) -> dict:
-        return {"risk": self.risk.export_state(), "dedup": self.dedup.items(),
-                "names": [[a, c, o] for (a, c), o in self.owner_by_clid.items()]}
+        out = {"risk": self.risk.export_state(), "dedup": self.dedup.items(),
+               "names": [[a, c, o] for (a, c), o in self.owner_by_clid.items()]}
+        if self.accounts is not None:
+            out["accounts"] = self.accounts.export()
+        return out
 
     def load(self, data: dict) -> None:
         self.risk.import_state(data["risk"])
         self.dedup.load(data["dedup"])
         self.owner_by_clid = {(a, c): o for a, c, o in data["names"]}
+        if self.accounts is not None:
+            if "accounts" not in data:
+                raise ValueError("the gateway snapshot was taken without [accounts]: balances cannot be rebuilt")
+            self.accounts.load(data["accounts"])
+        elif "accounts" in data:
+            raise ValueError("the gateway snapshot holds balances but this exchange runs without [accounts]")
 
     # ---- hash ------------------------------------------------------------------------------------
     def digest(self) -> str:
@@ -166,4 +206,6 @@ class OrderState:
         h.update(self.risk.state_digest())
         h.update(repr(sorted(self.owner_by_clid.items())).encode())
         self.dedup.digest(h)
+        if self.accounts is not None:
+            self.accounts.digest(h)
         return h.hexdigest()
