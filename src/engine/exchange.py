@@ -45,10 +45,13 @@ Configuration (every key optional; shown with its default)::
     port = 9878
     spec_dir = "../shared/data/fix/spec"       # QuickFIX FIX42.xml / FIX44.xml
     sessions = [{begin_string = "FIX.4.4", our_comp_id = "EXCH", their_comp_id = "CLIENT1", account = "C1"}]
+    # optional: logon_timeout_s, max_prelogon_bytes, max_message_bytes, max_clordid_bytes, reset_on_logon,
+    # fsync (default: fsync the session stores unless engine.fsync = "none")
 
     [ouch]                                     # OUCH 4.2 over SoupBinTCP (off unless port is set)
     port = 15000
     users = {ouch1 = {password = "pw", account = "O1"}}
+    # optional: login_timeout_s, max_packet_bytes, heartbeat_s, timeout_s
 
     [standby]                                  # run as hot standby (same as --standby-of; engine.standby)
     of = "/var/lib/exch/primary-data"          # the primary's data dir (or journal dir)
@@ -485,6 +488,10 @@ class Exchange:
         sessions = [SessionConfig(**s) for s in f["sessions"]]
         app = OrderApplication(self.pipeline, {s.their_comp_id: s.account or s.their_comp_id for s in sessions})
         extra = {k: v for k, v in f.items() if k not in _FIX_KEYS}
+        # the session stores follow the journal's durability: a report the journal keeps must not lose its
+        # MsgSeqNum in a power loss (a message sent, then missing from the store, would have its number
+        # reused). Any policy but "none" fsyncs each stored message before it is sent; fix.fsync overrides.
+        extra.setdefault("fsync", self.cfg["engine"]["fsync"] != "none")
         host, port = f.get("host", "127.0.0.1"), int(f["port"])
         self._check_tcp_port("FIX acceptor", host, port)
         try:
