@@ -542,6 +542,33 @@ class Exchange:
 
         pl.in_engine(apply)
 
+    def state_hash(self) -> str:
+        """sha256 over everything that decides the exchange's answers: the pipeline's hash (books, risk,
+        retry memory, client order id map) and the state of the FIX and OUCH acceptors (orders, ClOrdIDs /
+        tokens, ExecID counter, events reported, stream positions), each read on its acceptor's loop.
+        A restart from the same data dir (journal + session stores) rebuilds the same hash."""
+        import hashlib
+
+        parts = ["pipeline:" + self.pipeline.state_hash()]
+        if self.fix is not None:
+            parts.append("fix:" + self._on_loop(self.fix, self.fix.app.state_hash))
+        if self.ouch is not None:
+            parts.append("ouch:" + self._on_loop(self.ouch, self.ouch.state_hash))
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+    @staticmethod
+    def _on_loop(acceptor, fn):
+        """``fn()`` on the acceptor's event loop (the only thread that changes its state) when it runs."""
+        import asyncio
+
+        loop = getattr(acceptor, "loop", None)
+        if loop is None or not loop.is_running():
+            return fn()
+
+        async def call():
+            return fn()
+        return asyncio.run_coroutine_threadsafe(call(), loop).result(timeout=30)
+
     @property
     def endpoints(self) -> dict:
         out = {"gateway": self.gateway.endpoint, "marketdata": self.marketdata.endpoint}
