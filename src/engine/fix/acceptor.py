@@ -165,6 +165,11 @@ class FixAcceptor:
     max_message_bytes : int
         Largest FIX message of a logged-on session (``engine.fix.session.MAX_MESSAGE_BYTES``); a longer
         one ends the connection.
+    max_clordid_bytes : int
+        Longest ClOrdID / OrigClOrdID the order application takes (``MAX_CLORDID_BYTES``); longer is
+        refused with a reject.
+    fsync : bool
+        fsync the session stores on every write (the Exchange sets it from the journal's policy).
 
     ``stats`` counts the connections closed by each limit.
     """
@@ -172,8 +177,10 @@ class FixAcceptor:
     def __init__(self, sessions: list[SessionConfig], app, spec_dir, store_dir=None, host="127.0.0.1",
                  port=0, reset_on_disconnect=False, max_latency_s=120, fsync=False, reset_on_logon=False,
                  logon_timeout_s: float = LOGON_TIMEOUT_S, max_prelogon_bytes: int = MAX_PRELOGON_BYTES,
-                 max_message_bytes: int = MAX_MESSAGE_BYTES):
+                 max_message_bytes: int = MAX_MESSAGE_BYTES, max_clordid_bytes: int = MAX_CLORDID_BYTES):
         self.app = app
+        if hasattr(app, "max_clordid_bytes"):
+            app.max_clordid_bytes = max_clordid_bytes
         self.host, self.port = host, port
         self.logon_timeout_s = logon_timeout_s
         self.max_prelogon_bytes = max_prelogon_bytes

@@ -134,8 +134,10 @@ class OrderApplication:
     SIDE_OUT = {"B": "1", "S": "2"}
     TIF_IN = {b"0": "day", b"1": "gtc", b"3": "ioc", b"4": "fok"}
 
-    def __init__(self, pipeline, accounts: dict[str, str], loop_call=None):
+    def __init__(self, pipeline, accounts: dict[str, str], loop_call=None,
+                 max_clordid_bytes: int = MAX_CLORDID_BYTES):
         self.pipeline = pipeline
+        self.max_clordid_bytes = max_clordid_bytes     # ClOrdID / OrigClOrdID: longer is refused
         self.accounts = accounts          # their_comp_id -> account
         self._exec_n = 0
         self._orders: dict[int, _Order] = {}
@@ -381,10 +383,9 @@ class OrderApplication:
             else:
                 self._cancel_reject(s, m, e.order, e.kind, e.text)
 
-    @staticmethod
-    def _check_id(v: bytes, tag: int) -> None:
-        if len(v) > MAX_CLORDID_BYTES:
-            raise RequestRefused("too_long", f"{ID_REFUSED}tag {tag} longer than {MAX_CLORDID_BYTES} bytes "
+    def _check_id(self, v: bytes, tag: int) -> None:
+        if len(v) > self.max_clordid_bytes:
+            raise RequestRefused("too_long", f"{ID_REFUSED}tag {tag} longer than {self.max_clordid_bytes} bytes "
                                              f"({len(v)})")
         try:
             v.decode("ascii")
@@ -517,7 +518,7 @@ class OrderApplication:
 
     def _reject_new(self, s, m, kind: str, text: str):
         self.stats["rejects"] += 1
-        clid = m.get(11, b"")[:MAX_CLORDID_BYTES]
+        clid = m.get(11, b"")[:self.max_clordid_bytes]
         body = [(37, "NONE"), (11, clid), (17, self._exec_id())]
         if s.begin == b"FIX.4.2":
             body.append((20, "0"))

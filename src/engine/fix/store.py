@@ -69,6 +69,7 @@ class FileStore(MemoryStore):
         self._write_seq()
 
     def _load(self) -> None:
+        reset_seen = False
         if self.body_path.exists():
             data = self.body_path.read_bytes()
             pos = 0
@@ -84,6 +85,7 @@ class FileStore(MemoryStore):
                     break
                 if seq == 0 and n == 0:
                     MemoryStore.reset(self)      # a reset record: what came before is history
+                    reset_seen = True
                 else:
                     self._msgs[seq] = data[nl + 1 : nl + 1 + n]
                 pos = nl + 1 + n + 1
@@ -91,6 +93,16 @@ class FileStore(MemoryStore):
             parts = self.seq_path.read_text().split()
             if len(parts) == 2:
                 self.next_sender, self.next_target = int(parts[0]), int(parts[1])
+        # The log is written before the sequence file (save, then set_seqnums; a reset record, then the
+        # numbers): a crash between the two leaves the file one step behind. The next sender number is
+        # therefore never below what the log says was sent, else a stored message's MsgSeqNum would be
+        # reused for another message (the first one lost from resends, and its report counted again by
+        # the application's catch-up after the next restart). After a reset record only the log counts.
+        log_next = max(self._msgs) + 1 if self._msgs else 1
+        if reset_seen:
+            self.next_sender = log_next
+        elif log_next > self.next_sender:
+            self.next_sender = log_next
 
     def _write_seq(self) -> None:
         self._seq_f.seek(0)
