@@ -35,6 +35,10 @@ _STATUS = {"canceled": "CANCELED", "expired": "EXPIRED", "rejected": "REJECTED"}
 _NOT_A_NEW_ORDER = {"unknown_order", "not_owner"}
 
 
+#: events of the replay that are not about an order: the gateway's ``request`` markers, the accounts'
+#: ``admin`` operations and ``balance`` changes (balances are not stored here yet)
+_NOT_ORDER_EVENTS = frozenset({"request", "admin", "balance"})
+
 class Rows:
     """The rows of one batch of events (one transaction of the writer)."""
 
@@ -67,7 +71,7 @@ class Rows:
         oe_append = self.order_events.append
         last_seq, n = -1, 0
         for ev in events:
-            if ev["type"] == "request":     # recovery's marker before each request's events (gateway state)
+            if ev["type"] in _NOT_ORDER_EVENTS:   # recovery's request markers, admin ops, balance changes
                 continue
             seq = ev["seq"]
             if seq != last_seq:

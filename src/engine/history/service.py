@@ -44,6 +44,23 @@ def _open(data_dir: str, h: dict, lock_wait_s: float = 0.0):
         raise
 
 
+class _SharedFlag:
+    """The exchange's stop request as the Event-like object ``HistoryWriter.run`` polls: one byte of shared
+    memory. Not a multiprocessing.Event: a writer that dies while waiting on one leaves the Event's condition
+    expecting a waiter that never wakes, and the exchange's ``set()`` then blocks forever (seen in CI)."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def is_set(self) -> bool:
+        return bool(self.value.value)
+
+    def wait(self, timeout: float) -> bool:
+        if not self.is_set():
+            time.sleep(timeout)
+        return self.is_set()
+
+
 def child_main(data_dir: str, h: dict, conn, stored, journal, stop, parent_pid: int) -> None:
     """Entry point of the writer process (multiprocessing, spawn)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C reaches the exchange; it stops us in order
@@ -59,11 +76,8 @@ def child_main(data_dir: str, h: dict, conn, stored, journal, stop, parent_pid: 
         stored[:n] = wr.stored
         journal[:n] = wr.journal_seqs()
 
-    ev = threading.Event()
-    watcher = threading.Thread(target=lambda: (stop.wait(), ev.set()), daemon=True)
-    watcher.start()
     try:
-        w.run(ev, follow=True, poll_s=max(int(h.get("poll_ms", 5)), 1) / 1000, on_progress=progress,
+        w.run(_SharedFlag(stop), follow=True, poll_s=max(int(h.get("poll_ms", 5)), 1) / 1000, on_progress=progress,
               parent_pid=parent_pid, log_every_s=60.0)      # the exchange prints history_lag every 10 s
         print(w.status_line(), flush=True)
     except Exception as e:  # noqa: BLE001 - the writer's error boundary: one line; the exchange restarts it
@@ -94,7 +108,7 @@ class HistoryService:
     def _spawn(self):
         import os
 
-        self._stop = self._ctx.Event()
+        self._stop = self._ctx.Value("b", 0, lock=False)     # see _SharedFlag
         parent, child = self._ctx.Pipe(duplex=False)
         self.proc = self._ctx.Process(target=child_main, name="history-writer", daemon=True,
                                       args=(self.data_dir, self.h, child, self.stored, self.journal, self._stop,
@@ -178,7 +192,7 @@ class HistoryService:
         if self.proc is None:
             return
         if self._stop is not None:
-            self._stop.set()
+            self._stop.value = 1
         self.proc.join(timeout)
         if self.proc.is_alive():
             print(f"history writer: still busy after {timeout:.0f} s; killed (it resumes where it stopped)",
