@@ -620,6 +620,7 @@ class Exchange:
         gw = HttpGateway(self.pipeline, auth, list(self.cfg["symbols"]), hc)
         gw.seed(list(getattr(self.engine, "recovered_events", []) or []))
         self.pipeline.marketdata = EventTap(self.pipeline.marketdata, [gw.on_events])
+        self.pipeline.balance_listeners.append(gw.on_balance)
         return gw
 
     def _start_fix(self, f: dict):

@@ -179,6 +179,9 @@ class OrderPipeline:
         self._pending_lock = threading.Lock()
         self._sinks: dict[str, Callable[[dict], None]] = {}
         self.zmq_route: Callable[[str, dict], bool] | None = None
+        # engine thread: also given every ``balance`` event (the HTTP gateway's balance_updates), without
+        # taking it from the account's sink / ZeroMQ connection
+        self.balance_listeners: list[Callable[[dict], None]] = []
         self._inq: collections.deque = collections.deque()
         self._owner: threading.Thread | None = None
         self._bell: Callable[[], None] | None = None
@@ -266,6 +269,13 @@ class OrderPipeline:
             self._sinks[account] = sink
 
     def route(self, account: str, event: dict) -> bool:
+        if self.balance_listeners and event.get("type") == "balance":
+            for fn in self.balance_listeners:
+                try:
+                    fn(event)
+                except Exception as e:   # noqa: BLE001 - a listener never stops the delivery or the engine
+                    self.stats.sink_errors += 1
+                    log.error("a balance listener failed: %r", e)
         try:
             sink = self._sinks.get(account)
             if sink is not None:

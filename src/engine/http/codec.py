@@ -33,6 +33,10 @@ ERRORS: dict[str, tuple[int, str]] = {
     "DUPLICATE_CID": (409, "the cid is in use by another request of this account"),
     "PAYLOAD_TOO_LARGE": (413, "the body exceeds the size limit"),
     "ORDER_REJECTED": (422, "the engine or risk rejected the request (code: the reason, upper-cased)"),
+    "INSUFFICIENT_BALANCE": (422, "the account's available balance does not cover the order, amend or withdrawal"),
+    "ACCOUNT_EXISTS": (422, "admin create_user: the account already exists"),
+    "UNKNOWN_ACCOUNT": (422, "admin deposit/withdraw: no such account (create it first)"),
+    "AMOUNT_TOO_LARGE": (422, "admin deposit: the asset's net deposits would exceed 2**62"),
     "RATE_LIMITED": (429, "too many requests for this account; see Retry-After"),
     "INTERNAL_ERROR": (500, "the request failed inside the exchange; nothing was acknowledged"),
     "UNSUPPORTED": (501, "not provided by this exchange build"),
@@ -107,6 +111,33 @@ def price_str(raw: int) -> str:
     if not frac:
         return str(ip)
     return f"{ip}.{frac:09d}".rstrip("0")
+
+
+def parse_amount(value, quote: bool, field: str = "amount") -> int:
+    """An admin amount: the quote asset as a decimal of at most 9 fractional digits (-> 1e-9 units, the
+    engine's price x qty units), a base asset as a whole quantity; positive; else INVALID_PARAMETER."""
+    ip, frac = _decimal(value, field)
+    if quote:
+        if frac[PRICE_DIGITS:].strip("0"):
+            raise ApiError("INVALID_PARAMETER", f"{field} {value!r} has more than {PRICE_DIGITS} decimals")
+        raw = int(ip) * PRICE_SCALE + int(frac[:PRICE_DIGITS].ljust(PRICE_DIGITS, "0"))
+    else:
+        if frac.strip("0"):
+            raise ApiError("INVALID_PARAMETER", f"{field} {value!r} is not a whole number of units")
+        raw = int(ip)
+    if raw <= 0:
+        raise ApiError("INVALID_PARAMETER", f"{field} {value!r} must be positive")
+    return raw
+
+
+def amount_str(raw: int, quote: bool) -> str:
+    """A balance amount as a decimal string: quote amounts in units of the quote asset (1e-9 scale), base
+    amounts as quantities."""
+    if not quote:
+        return str(int(raw))
+    if raw < 0:
+        return "-" + price_str(-raw)
+    return price_str(raw)
 
 
 def ident(value, field: str, required: bool = False) -> str | None:

@@ -22,6 +22,13 @@ _TRADE = {"type": "object", "properties": {"trade_id": {"type": "string"}, "symb
                                            "ts": {"type": "integer"}}}
 
 
+_AMOUNT_BODY = {"type": "object", "required": ["account", "asset", "amount"], "additionalProperties": False,
+                "properties": {"account": _ID, "asset": {"type": "string"}, "amount": _DEC,
+                               "rid": {**_ID, "description": "retry key: a repeated rid is answered, not redone"}}}
+_BALANCES = {"type": "object", "properties": {"account": {"type": "string"}, "balances": {"type": "array", "items": {
+    "type": "object", "properties": {"asset": {"type": "string"}, "available": _DEC, "locked": _DEC}}}}}
+
+
 def _q(name, schema, required=False, desc=""):
     return {"name": name, "in": "query", "required": required, "schema": schema, "description": desc}
 
@@ -30,7 +37,7 @@ def _p(name, schema, desc=""):
     return {"name": name, "in": "path", "required": True, "schema": schema, "description": desc}
 
 
-#: (method, path, handler name, auth ("none" | "account"), summary, parameters, request body schema, 2xx)
+#: (method, path, handler name, auth ("none" | "account" | "admin"), summary, parameters, request body schema, 2xx)
 ROUTES = [
     ("POST", "/api/v1/login", "login", "none", "Exchange an API key and its secret for a short-lived JWT",
      [], {"type": "object", "required": ["api_key", "secret"],
@@ -60,8 +67,19 @@ ROUTES = [
                                                       "default": 10})], None, 200),
     ("GET", "/api/v1/symbols", "get_symbols", "none", "Traded symbols and their number formats", [], None, 200),
     ("GET", "/api/v1/balances", "get_balances", "account",
-     "Balances: UNSUPPORTED (501) in this build: accounts and balances are not yet journaled state", [],
-     None, 501),
+     "The caller's balances (decimal strings: the quote asset in its units, base assets as quantities); "
+     "UNSUPPORTED (501) when the exchange runs without [accounts]",
+     [_q("account", _ID, False, "another account's (admins only)")], None, 200),
+    ("POST", "/api/v1/admin/create_user", "admin_create_user", "admin",
+     "Admin: create an account (journaled); an [accounts] admins account's signed API key only",
+     [], {"type": "object", "required": ["account"], "additionalProperties": False,
+          "properties": {"account": _ID, "rid": _ID}}, 200),
+    ("POST", "/api/v1/admin/deposit", "admin_deposit", "admin",
+     "Admin: credit an account (journaled); amount: the quote asset to 9 decimals, a base asset whole",
+     [], _AMOUNT_BODY, 200),
+    ("POST", "/api/v1/admin/withdraw", "admin_withdraw", "admin",
+     "Admin: debit an account's available balance (journaled); INSUFFICIENT_BALANCE if it does not cover it",
+     [], _AMOUNT_BODY, 200),
     ("GET", "/health", "health", "none", "Liveness and the engine's sequence", [], None, 200),
     ("GET", "/metrics", "metrics", "none", "Prometheus text format: counters, latency histograms, lags",
      [], None, 200),
@@ -73,7 +91,7 @@ _DATA = {"create_order": {"type": "object", "properties": {
     "order_id": _OID, "cid": {"type": "string"}, "status": {"enum": ["ACCEPTED"]},
     "accepted_at": {"type": "integer", "description": "ms since the epoch"}, "duplicate": {"type": "boolean"}}},
          "get_order": _ORDER, "get_orders": {"type": "array", "items": _ORDER},
-         "get_trades": {"type": "array", "items": _TRADE}}
+         "get_trades": {"type": "array", "items": _TRADE}, "get_balances": _BALANCES}
 
 
 def document(server_url: str = "/") -> dict:
@@ -85,6 +103,8 @@ def document(server_url: str = "/") -> dict:
                                                    "data": _DATA.get(handler, {})}}}}},
                             "default": {"description": "an error envelope", "content": {"application/json": {
                                 "schema": {"$ref": "#/components/schemas/Error"}}}}}}
+        if auth == "admin":
+            op["security"] = [{"apiKey": [], "timestamp": [], "nonce": [], "signature": []}]
         if auth == "account":
             op["security"] = [{"apiKey": [], "timestamp": [], "nonce": [], "signature": []}, {"bearer": []},
                               {"devUser": []}]

@@ -48,6 +48,8 @@ class HttpGateway:
         self.auth = HttpAuth(authenticator, self.cfg.insecure_dev_auth, self.cfg.jwt_secret, self.cfg.jwt_ttl_s)
         self.views = OrderView(self.cfg.max_closed_orders, self.cfg.max_trades)
         self.hub = WsHub(pipeline.engine, self.symbols, self.cfg.ws_queue)
+        accounts = getattr(getattr(pipeline, "state", None), "accounts", None)
+        self.hub.balance_quote = accounts.quote if accounts is not None else None
         self.query_bucket = TokenBucket(self.cfg.query_rate_per_s, self.cfg.query_burst)
         self.hist = {name: Histogram() for name in ("create_order", "cancel_order", "amend_order")}
         self._lat: dict[str, list] = {name: [] for name in self.hist}
@@ -71,6 +73,15 @@ class HttpGateway:
         try:
             self.views.apply(events)
             self.hub.on_events(events)
+        except Exception as e:   # noqa: BLE001 - counted and exposed; the engine thread goes on
+            self.listener_errors += 1
+            self.last_listener_error = repr(e)[:200]
+            raise
+
+    def on_balance(self, ev: dict) -> None:
+        """Engine thread (``pipeline.balance_listeners``): a balance event for the balance_updates streams."""
+        try:
+            self.hub.on_balance(ev)
         except Exception as e:   # noqa: BLE001 - counted and exposed; the engine thread goes on
             self.listener_errors += 1
             self.last_listener_error = repr(e)[:200]
@@ -417,9 +428,75 @@ class HttpGateway:
         return self._json([{"symbol": s, "price_decimals": codec.PRICE_DIGITS, "qty_step": "1",
                             "status": "TRADING"} for s in self.symbols])
 
+    def _accounts(self):
+        acc = self.pipeline.state.accounts
+        if acc is None:
+            raise ApiError("UNSUPPORTED", "balances are off: this exchange runs without [accounts] enabled = true")
+        return acc
+
+    def balance_row(self, asset: str, available: int, locked: int) -> dict:
+        q = asset == self.pipeline.state.accounts.quote
+        return {"asset": asset, "available": codec.amount_str(available, q), "locked": codec.amount_str(locked, q)}
+
     async def h_get_balances(self, request: web.Request) -> web.Response:
-        await self._account(request)
-        raise ApiError("UNSUPPORTED", "balances are not part of this build's journaled state yet")
+        caller = await self._account(request)
+        acc = self._accounts()
+        account = request.query.get("account", caller)
+        if account != caller:
+            codec.ident(account, "account", required=True)
+            if caller not in self.pipeline.admins:
+                raise ApiError("UNAUTHORIZED", "another account's balances: admins only")
+        loop = asyncio.get_running_loop()
+        bal = await loop.run_in_executor(None, self.pipeline.in_engine, lambda: acc.balances(account))
+        return self._json({"account": account,
+                           "balances": [self.balance_row(a, c["available"], c["locked"]) for a, c in bal.items()]})
+
+    # ---- admin (an account of [accounts] admins, signed with its API key; journaled like orders) -------
+    async def _admin(self, request: web.Request, op: str) -> web.Response:
+        body = await self._body(request)
+        if request.headers.get("X-API-KEY") is None:
+            self.auth.failures["UNAUTHORIZED"] = self.auth.failures.get("UNAUTHORIZED", 0) + 1
+            raise ApiError("UNAUTHORIZED", "admin endpoints take an admin account's signed API key only")
+        account = await self._account(request, body, query=False)
+        acc = self._accounts()
+        if account not in self.pipeline.admins:
+            self.auth.failures["UNAUTHORIZED"] = self.auth.failures.get("UNAUTHORIZED", 0) + 1
+            raise ApiError("UNAUTHORIZED", f"{account} is not an admin account ([accounts] admins)")
+        b = self._object(body)
+        req = {"type": "admin", "op": op}
+        if op == "create_account":
+            codec.check_keys(b, ("account", "rid"))
+        else:
+            codec.check_keys(b, ("account", "asset", "amount", "rid"))
+            asset = b.get("asset")
+            if not isinstance(asset, str) or asset not in acc.assets:
+                raise ApiError("INVALID_PARAMETER", "asset must be one of " + ", ".join(acc.assets))
+            req["asset"] = asset
+            req["amount"] = codec.parse_amount(b.get("amount"), asset == acc.quote)
+        req["account"] = codec.ident(b.get("account"), "account", required=True)
+        req["rid"] = codec.ident(b.get("rid"), "rid")
+        loop = asyncio.get_running_loop()
+        reply = await loop.run_in_executor(None, self.pipeline.handle, account, account, req)
+        events = self._check_reply(reply)
+        ev = next((e for e in events if e.get("type") == "admin"), None)
+        if ev is None:
+            raise ApiError("INTERNAL_ERROR", "the engine acknowledged without an admin event")
+        data = {"op": ev["op"], "account": ev["account"], "seq": ev.get("seq")}
+        if op != "create_account":
+            data["asset"] = ev["asset"]
+            data["amount"] = codec.amount_str(ev["amount"], ev["asset"] == acc.quote)
+        if reply.get("dup"):
+            data["duplicate"] = True
+        return self._json(data)
+
+    async def h_admin_create_user(self, request: web.Request) -> web.Response:
+        return await self._admin(request, "create_account")
+
+    async def h_admin_deposit(self, request: web.Request) -> web.Response:
+        return await self._admin(request, "deposit")
+
+    async def h_admin_withdraw(self, request: web.Request) -> web.Response:
+        return await self._admin(request, "withdraw")
 
     def _symbol(self, sym) -> str:
         if not isinstance(sym, str) or not sym:

@@ -16,11 +16,14 @@ Protocol (JSON text frames)::
 Public channels (no auth needed): ``trades`` (every symbol), ``trades.{symbol}``, ``depth.{symbol}``
 (top :data:`DEPTH_LEVELS` levels: a snapshot, then changed levels, quantity "0" = level gone) and
 ``bbo.{symbol}``. Private: ``order_updates`` (the account's own order events, whichever door sent them).
-``balance_updates`` is answered UNSUPPORTED: balances are not part of this build's state machine.
+``balance_updates`` (the account's balance changes: ``{"asset", "available", "locked", "engine_seq"}``,
+absolute values after the request that changed them, decimal strings: the quote asset in its units, base
+assets as quantities; one message per changed (account, asset) per request, after that request's
+replies) when ``[accounts]`` is enabled, else answered UNSUPPORTED.
 
 Sequence numbers: one counter per stream (``trades``: all trades; ``trades.S``, ``depth.S``, ``bbo.S`` per
-symbol; ``order_updates`` per account), assigned in engine order; consecutive numbers on a connection mean
-nothing was missed (a gap means resubscribe; a depth gap: take the new snapshot).
+symbol; ``order_updates`` and ``balance_updates`` per account), assigned in engine order; consecutive
+numbers on a connection mean nothing was missed (a gap means resubscribe; a depth gap: take the new snapshot).
 
 Backpressure: each connection has a bounded queue of encoded frames (``queue_size``). A consumer that lets
 it fill is disconnected with close code 1008 and the reason ``slow consumer``; nothing is buffered without
@@ -32,7 +35,7 @@ import asyncio
 import threading
 
 from engine.gateway import dumpb
-from engine.http.codec import SIDE_NAME, price_str
+from engine.http.codec import SIDE_NAME, amount_str, price_str
 
 DEPTH_LEVELS = 20
 _STATUS = {"accepted": "ACCEPTED", "canceled": "CANCELED", "expired": "EXPIRED", "replaced": "REPLACED",
@@ -92,6 +95,9 @@ class WsHub:
         self.conns: set[Conn] = set()
         self.subs: dict[str, set[Conn]] = {}
         self.acct_subs: dict[str, set[Conn]] = {}
+        self.bal_subs: dict[str, set[Conn]] = {}
+        self.balance_quote: str | None = None      # the quote asset when balances are on (engine.accounts)
+        self._bal_seq: dict[str, int] = {}
         # engine-thread state: mirrors of the top levels and the stream counters
         self._eng_books: dict[str, tuple[dict, dict]] = {}
         self._pending: list = []
@@ -166,6 +172,13 @@ class WsHub:
         if out:
             self.hand_off(out)
 
+    def on_balance(self, ev: dict) -> None:
+        """Engine thread: number one account's balance event (engine order) and hand it to the loop."""
+        acct = ev.get("account")
+        s = self._bal_seq.get(acct, 0) + 1
+        self._bal_seq[acct] = s
+        self.hand_off([("b", acct, s, ev)])
+
     def hand_off(self, out: list) -> None:
         """Any thread: items for :meth:`_dispatch` on the loop, in order (one wake-up per burst)."""
         if self.loop is None:
@@ -204,6 +217,14 @@ class WsHub:
                 conns = self.acct_subs.get(acct)
                 if conns:
                     self._fan(conns, {"channel": "order_updates", "seq": seq, "data": order_update(ev)})
+            elif kind == "b":
+                _, acct, seq, ev = it
+                conns = self.bal_subs.get(acct)
+                if conns:
+                    q = ev["asset"] == self.balance_quote
+                    self._fan(conns, {"channel": "balance_updates", "seq": seq, "data": {
+                        "asset": ev["asset"], "available": amount_str(ev["available"], q),
+                        "locked": amount_str(ev["locked"], q), "engine_seq": ev.get("seq", 0)}})
             elif kind == "t":
                 _, sym, seq, sseq, ev = it
                 data = {"trade_id": str(ev["trade_id"]), "symbol": sym, "price": price_str(ev["price"]),
@@ -296,6 +317,8 @@ class WsHub:
         for ch in conn.subs:
             if ch == "order_updates":
                 self.acct_subs.get(conn.account, set()).discard(conn)
+            elif ch == "balance_updates":
+                self.bal_subs.get(conn.account, set()).discard(conn)
             else:
                 self.subs.get(ch, set()).discard(conn)
         conn.subs = set()
@@ -315,8 +338,13 @@ class WsHub:
                     continue
                 self.acct_subs.setdefault(conn.account, set()).add(conn)
             elif ch == "balance_updates":
-                bad.append((ch, "UNSUPPORTED"))
-                continue
+                if self.balance_quote is None:
+                    bad.append((ch, "UNSUPPORTED"))
+                    continue
+                if conn.account is None:
+                    bad.append((ch, "UNAUTHORIZED"))
+                    continue
+                self.bal_subs.setdefault(conn.account, set()).add(conn)
             elif ch == "trades" or (name in ("trades", "depth", "bbo") and sym):
                 if sym and sym not in self.symbols:
                     bad.append((ch, "UNKNOWN_SYMBOL"))
@@ -348,6 +376,8 @@ class WsHub:
                 conn.subs.discard(ch)
                 if ch == "order_updates":
                     self.acct_subs.get(conn.account, set()).discard(conn)
+                elif ch == "balance_updates":
+                    self.bal_subs.get(conn.account, set()).discard(conn)
                 else:
                     self.subs.get(ch, set()).discard(conn)
                 out.append(ch)
