@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-MESSAGES = 6_000_000
+MESSAGES = 15_000_000     # ~2.5 s of replay with DBN output on a quiet machine: the 1 s progress line comes first (6 M ended first in CI)
 
 
 @pytest.fixture(scope="module")
