@@ -45,7 +45,7 @@ def _cpu(cpu: int | None) -> None:
 def _run_apply(path: str, batch: int) -> dict:
     import numpy as np
 
-    from engine.book import BookSet
+    from feedhandler.books import BookSet
     from feedhandler.pipeline import Feed
 
     ticks = Feed(path).read_all()

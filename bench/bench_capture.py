@@ -475,7 +475,7 @@ def consumer_main(a) -> int:
 
     import numpy as np
 
-    from engine.book import LATENCY_BUCKETS, BookSet
+    from feedhandler.books import LATENCY_BUCKETS, BookSet
     from feedhandler import live, records
     from feedhandler.pipeline import Feed
     from feedhandler.ring import Ring

@@ -106,7 +106,7 @@ def _run_itchbook(path: str) -> dict:
 
 
 def _run_fh(path: str, mode: str) -> dict:
-    from engine.book import BookSet
+    from feedhandler.books import BookSet
     from feedhandler import records
     from feedhandler.pipeline import Feed
 

@@ -8,7 +8,7 @@ book updates with order entries, order-book updates, trade summaries with fills,
 statistics. Timed:
 
 * ``native``: ``Mdp3Decoder.decode_buffer`` over every payload (one call, one nogil loop) -> records;
-* ``native+books``: the same, then ``MbpBookSet.apply`` and the L3 ``engine.book.BookSet.apply``;
+* ``native+books``: the same, then ``MbpBookSet.apply`` and the L3 ``feedhandler.books.mbo.BookSet.apply``;
 * ``sbedecoder``: ``SBEParser.parse`` over each payload, touching every field of every group entry
   (``.value`` of each field: what a consumer needs). It decodes a prefix of the packets
   (``--baseline-messages``) because it is slow; rates are per message either way.
@@ -50,7 +50,7 @@ def main(argv=None):
     ap.add_argument("--baseline-messages", type=int, default=20_000)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--no-l3", action="store_true", help="leave out engine.book (the L3 books)")
+    ap.add_argument("--no-l3", action="store_true", help="leave out feedhandler.books.mbo (the L3 books)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -72,12 +72,12 @@ def main(argv=None):
 
     t_native, ticks = best(native, args.repeat)
 
-    from engine.mbp_book import MbpBookSet
+    from feedhandler.books import MbpBookSet
 
     BookSet = None
     if not args.no_l3:
         try:
-            from engine.book import BookSet
+            from feedhandler.books import BookSet
         except ImportError:  # the L3 books are another module; measure what exists
             BookSet = None
 

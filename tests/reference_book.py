@@ -1,4 +1,4 @@
-"""A simple, obviously-correct pure-Python L3 book with the semantics and counters of engine.book.
+"""A simple, obviously-correct pure-Python L3 book with the semantics and counters of feedhandler.books.mbo.
 
 Used only by the tests, as the independent reference of a differential test. Books are dicts of
 price -> list of order ids (FIFO); orders are one dict keyed by order id. Nothing here is fast.
@@ -280,7 +280,7 @@ class ReferenceBookSet:
             mbo["side"][is_mbo] = [r["side"].encode("latin-1") for r, m in zip(rows, is_mbo) if m]
         return n
 
-    # ---- queries, same shapes as engine.book.BookSet ----
+    # ---- queries, same shapes as feedhandler.books.mbo.BookSet ----
     def bbo(self, inst):
         book = self.books.get(inst)
         if book is None:

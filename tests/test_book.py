@@ -1,4 +1,4 @@
-"""engine.book.BookSet: every action, every reject reason, and differential runs against the
+"""feedhandler.books.mbo.BookSet: every action, every reject reason, and differential runs against the
 pure-Python reference in tests/reference_book.py (random order flows and hypothesis sequences)."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from feedhandler import records as R
 
-book_mod = pytest.importorskip("engine.book", reason="engine.book is not built (setup.py build_ext)")
+book_mod = pytest.importorskip("feedhandler.books.mbo", reason="feedhandler.books.mbo is not built (setup.py build_ext)")
 BookSet = book_mod.BookSet
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -1,4 +1,4 @@
-"""engine.book: the result of applying an ITCH day must not depend on where the batches split.
+"""feedhandler.books.mbo: the result of applying an ITCH day must not depend on where the batches split.
 
 The ring hands BookSet.consume runs that end anywhere (its wrap, the producer's pace), so a replace
 (a whole-order cancel then the add half) may straddle two apply calls. Books, counters and the BBO
@@ -15,7 +15,7 @@ import pytest
 
 from feedhandler import records as R
 
-book_mod = pytest.importorskip("engine.book", reason="engine.book is not built (setup.py build_ext)")
+book_mod = pytest.importorskip("feedhandler.books.mbo", reason="feedhandler.books.mbo is not built (setup.py build_ext)")
 itch50 = pytest.importorskip("feedhandler.protocols.itch50", reason="feedhandler.protocols.itch50 is not built")
 synth = pytest.importorskip("feedhandler.synth", reason="feedhandler.synth is not available")
 

@@ -1,4 +1,4 @@
-"""engine.book.BookSet on deep books (hundreds to thousands of price levels a side) against the
+"""feedhandler.books.mbo.BookSet on deep books (hundreds to thousands of price levels a side) against the
 pure-Python reference (tests/reference_book.py).
 
 The random flows of test_book.py stay within ten ticks of the top, where a side never has more than
@@ -19,7 +19,7 @@ import pytest
 
 from feedhandler import records as R
 
-book_mod = pytest.importorskip("engine.book", reason="engine.book is not built (setup.py build_ext)")
+book_mod = pytest.importorskip("feedhandler.books.mbo", reason="feedhandler.books.mbo is not built (setup.py build_ext)")
 BookSet = book_mod.BookSet
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

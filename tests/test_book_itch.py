@@ -1,4 +1,4 @@
-"""engine.book over a synthetic ITCH 5.0 day decoded by Itch50Decoder: differential against the
+"""feedhandler.books.mbo over a synthetic ITCH 5.0 day decoded by Itch50Decoder: differential against the
 pure-Python reference book, and against the itch-book package (an independent C++ ITCH book) as a
 second reference for the BBO stream."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-book_mod = pytest.importorskip("engine.book", reason="engine.book is not built (setup.py build_ext)")
+book_mod = pytest.importorskip("feedhandler.books.mbo", reason="feedhandler.books.mbo is not built (setup.py build_ext)")
 itch50 = pytest.importorskip("feedhandler.protocols.itch50", reason="feedhandler.protocols.itch50 is not built")
 synth = pytest.importorskip("feedhandler.synth", reason="feedhandler.synth is not available")
 

@@ -18,7 +18,7 @@ from feedhandler.capture import pcapwriter
 from feedhandler.synth import generate_day
 
 pytest.importorskip("feedhandler.pipeline", reason="feedhandler.pipeline not built")
-pytest.importorskip("engine.book", reason="engine.book not built")
+pytest.importorskip("feedhandler.books.mbo", reason="feedhandler.books.mbo not built")
 
 from feedhandler.cli import main  # noqa: E402
 from feedhandler.replay import SUMMARY_KEYS  # noqa: E402
@@ -219,7 +219,7 @@ def test_date_sets_ts_event(capsys, files, tmp_path):
 
 
 def test_pipelined_equals_single(capsys, files, tmp_path):
-    from engine.book import BookSet
+    from feedhandler.books import BookSet
     from feedhandler.ring import Ring
 
     probe = Ring(64)

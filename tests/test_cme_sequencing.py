@@ -18,7 +18,7 @@ from feedhandler import records as R
 from feedhandler.framing.cme import ChannelSequencer, FramingError, arbitrate, split_packet
 from feedhandler.protocols.mdp3 import Mdp3Decoder, encode_message, encode_packet, load_schemas
 from feedhandler.protocols.mdp3.synth import INCREMENTAL_A, INCREMENTAL_B, SNAPSHOT, generate, read_pcap
-from engine.mbp_book import MbpBookSet
+from feedhandler.books import MbpBookSet
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mdp3" / "schema"
 pytestmark = pytest.mark.skipif(not SCHEMA_DIR.exists(), reason=f"{SCHEMA_DIR} (shared reference data) is absent")
@@ -261,7 +261,7 @@ def test_rptseq_gap_marks_stale_and_snapshot_recovers(capture):
     assert books.counters()["recovered"] == len(stale)
     _assert_books_equal(books, summary)
     # the L3 books: a packet gap makes every MBO book stale until its SnapshotFullRefreshOrderBook
-    engine_book = pytest.importorskip("engine.book", reason="engine.book (L3 BookSet) is not built")
+    engine_book = pytest.importorskip("feedhandler.books.mbo", reason="feedhandler.books.mbo (L3 BookSet) is not built")
     bs = engine_book.BookSet()
     bs.apply(ticks)
     assert all(bs.stale(sid) for sid in summary["books"])
@@ -296,7 +296,7 @@ def test_mbp_books_equal_generator_model(capture):
 
 
 def test_mbo_books_match_mbp_books(capture):
-    engine_book = pytest.importorskip("engine.book", reason="engine.book (L3 BookSet) is not built")
+    engine_book = pytest.importorskip("feedhandler.books.mbo", reason="feedhandler.books.mbo (L3 BookSet) is not built")
     summary, pk = capture
     _, ticks = _decode([x for x in pk if x[1] == INCREMENTAL_A[1]])
     bs = engine_book.BookSet()

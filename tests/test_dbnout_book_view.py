@@ -10,7 +10,7 @@ from feedhandler import records
 from feedhandler.book_view import BBO, Books, Depth, Level, UnknownSymbol
 
 pytest.importorskip("feedhandler.pipeline", reason="feedhandler.pipeline not built")
-pytest.importorskip("engine.book", reason="engine.book not built")
+pytest.importorskip("feedhandler.books.mbo", reason="feedhandler.books.mbo not built")
 
 PCAPS = Path(__file__).resolve().parents[1] / "pcaps"
 

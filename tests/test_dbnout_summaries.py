@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("feedhandler.pipeline", reason="feedhandler.pipeline not built")
-pytest.importorskip("engine.book", reason="engine.book not built")
+pytest.importorskip("feedhandler.books.mbo", reason="feedhandler.books.mbo not built")
 
 from feedhandler import cli  # noqa: E402
 from feedhandler.replay import ReplayOptions, replay  # noqa: E402

@@ -170,7 +170,7 @@ def test_replay_mdp3_reorder_window(ab_capture, tmp_path):
 
     s0, r0 = _replay_npy(ab_capture, "single", tmp_path, reorder_window=0)
     s64, r64 = _replay_npy(ab_capture, "single", tmp_path)
-    from engine.book import BookSet
+    from feedhandler.books import BookSet
 
     for recs, window in ((r0, 0), (r64, 64)):
         ref = Feed(ab_capture, "mdp3", reorder_window=window).read_all()
@@ -202,7 +202,7 @@ def test_replay_mdp3_pipelined_equals_single(ab_capture, tmp_path):
 
 
 def _run_file(path, **kw):
-    from engine.book import BookSet
+    from feedhandler.books import BookSet
     from feedhandler.live import LiveOptions, run
 
     got = []

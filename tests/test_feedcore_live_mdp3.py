@@ -54,8 +54,8 @@ def test_mdp3_ab_live_equals_replay(capture):
                 why = "the XDP filter program is not compiled (needs clang at build time)"
         if why:
             pytest.skip(why)
-    from engine.book import BookSet
-    from engine.mbp_book import MbpBookSet
+    from feedhandler.books import BookSet
+    from feedhandler.books import MbpBookSet
     from feedhandler.live import LiveOptions, run
     from feedhandler.pipeline import Feed
 
@@ -110,7 +110,7 @@ def test_mdp3_lossy_b_line_live_equals_replay(lossy_capture, pps):
     """Line B drops and reorders packets and A loses a few: at 2,000 packets/s every packet arrives
     alone (the decoder's look-ahead within a batch sees nothing), so only the framer's A/B hold makes
     the live records equal the replay's."""
-    from engine.book import BookSet
+    from feedhandler.books import BookSet
     from feedhandler.live import LiveOptions, run
     from feedhandler.pipeline import Feed
 
@@ -143,7 +143,7 @@ def test_run_cli_mdp3_ab_groups(tmp_path, capture):
     import subprocess
     import sys
 
-    from engine.book import BookSet
+    from feedhandler.books import BookSet
     from feedhandler.pipeline import Feed
 
     if capture == "dpdk":

@@ -254,7 +254,7 @@ def test_tcp_hole_resyncs_and_opens_a_seq_gap():
 
 
 def test_snapshot_and_incrementals_build_an_mbp_book():
-    book_mod = pytest.importorskip("engine.mbp_book")
+    book_mod = pytest.importorskip("feedhandler.books.mbp")
     w = msg(b"W", 1, [(262, b"r"), (55, b"ESZ6"), (268, 4), (269, b"0"), (270, b"99.5"), (271, b"10"),
                       (269, b"0"), (270, b"99.25"), (271, b"20"), (269, b"1"), (270, b"100"), (271, b"5"),
                       (269, b"1"), (270, b"100.25"), (271, b"7")])

@@ -58,7 +58,7 @@ def _without_capture_time(ticks: np.ndarray) -> np.ndarray:
 
 
 def _replay_reference():
-    from engine.book import BookSet
+    from feedhandler.books import BookSet
     from feedhandler.pipeline import Feed
 
     ticks = Feed(SAMPLE, date=DATE).read_all()
@@ -70,7 +70,7 @@ def _replay_reference():
 def _live_run(capture: str, source_kw=None, sender_args=("--pps", "40000"), queues: int = 1):
     from feedhandler.live import LiveOptions, run
 
-    from engine.book import BookSet
+    from feedhandler.books import BookSet
 
     got = []
     lines = []

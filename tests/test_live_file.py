@@ -22,7 +22,7 @@ N_MESSAGES = 20000
 def _run(**kw):
     from feedhandler.live import LiveOptions, run
 
-    from engine.book import BookSet
+    from feedhandler.books import BookSet
     got, lines = [], []
     books = BookSet()
     opts = LiveOptions(iface=None, date=DATE, status_interval=0.05, status=lines.append,
@@ -35,7 +35,7 @@ def _run(**kw):
 
 
 def _reference(path=SAMPLE, date=DATE):
-    from engine.book import BookSet
+    from feedhandler.books import BookSet
     from feedhandler.pipeline import Feed
     ticks = Feed(path, date=date).read_all()
     books = BookSet()

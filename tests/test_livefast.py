@@ -13,11 +13,11 @@ import pytest
 
 from feedhandler import records as R
 
-book_mod = pytest.importorskip("engine.book", reason="engine.book is not built (setup.py build_ext)")
+book_mod = pytest.importorskip("feedhandler.books.mbo", reason="feedhandler.books.mbo is not built (setup.py build_ext)")
 ring_mod = pytest.importorskip("feedhandler.ring", reason="feedhandler.ring is not built")
 live_ext = pytest.importorskip("feedhandler.capture.live._live", reason="feedhandler.capture.live._live is not built")
 
-from engine.book import BookSet  # noqa: E402
+from feedhandler.books import BookSet  # noqa: E402
 from feedhandler.live import _BookLatency  # noqa: E402
 
 MBO, TRADE = R.RTYPE["mbo"], R.RTYPE["trade"]

@@ -14,7 +14,7 @@ from feedhandler.output.dbn import encode_metadata
 from feedhandler.synth import generate_day
 
 pytest.importorskip("feedhandler.pipeline", reason="feedhandler.pipeline not built")
-pytest.importorskip("engine.book", reason="engine.book not built")
+pytest.importorskip("feedhandler.books.mbo", reason="feedhandler.books.mbo not built")
 
 from feedhandler.cli import main  # noqa: E402
 
@@ -42,7 +42,7 @@ def npy_records(capture, tmp_path_factory):
 
 def test_npy_equals_feed_plus_book(capture, npy_records):
     """The .npy holds the records of Feed -> BookSet.apply, byte for byte (an independent run)."""
-    from engine.book import BookSet
+    from feedhandler.books import BookSet
     from feedhandler.pipeline import Feed
 
     _, p = capture

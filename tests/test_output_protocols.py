@@ -107,7 +107,7 @@ def test_mdp3_dbn_mbo_and_mbp1(tmp_path):
 
 
 def test_mbp1_converter_agrees_with_mbp_book_set():
-    from engine.mbp_book import MbpBookSet
+    from feedhandler.books import MbpBookSet
     from feedhandler.protocols.mdp3.pcap import decode_pcap
 
     ref, _ = decode_pcap(PCAPS / "mdp3_sample.pcap", channels={14310: 0, 15310: 0})

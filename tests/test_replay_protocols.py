@@ -91,7 +91,7 @@ def test_udpbatches_errors(tmp_path):
 
 
 def test_mdp3_replay_summary_and_books(tmp_path):
-    from engine.mbp_book import MbpBookSet
+    from feedhandler.books import MbpBookSet
 
     s = replay(MDP3, ReplayOptions(out=str(tmp_path / "all.npy")))
     assert set(COMMON_KEYS) <= set(s) and s["protocol"] == "mdp3"
@@ -99,7 +99,7 @@ def test_mdp3_replay_summary_and_books(tmp_path):
     c = rdec.counters()
     assert s["records"] == len(ref) and s["messages"] == c["messages"] and s["packets"] == c["packets"]
     assert s["duplicates"] == c["packet_duplicate"] and s["gaps"] == 0 and s["malformed"] == 0
-    from engine.book import BookSet
+    from feedhandler.books import BookSet
 
     enriched = records.concat([ref])     # what the replay writes: the records after the MBO book enriched them
     BookSet().apply(enriched)

@@ -95,7 +95,7 @@ def test_server_answers_from_capture():
 
 
 def _reference_books():
-    from engine.book import BookSet
+    from feedhandler.books import BookSet
     from feedhandler.pipeline import Feed
     ticks = Feed(SAMPLE, date=DATE).read_all()
     b = BookSet()
@@ -115,7 +115,7 @@ def _book_records(ticks):
 
 
 def _play_and_run(v: VethPair, pcap: Path, tmp_path, **live_kw):
-    from engine.book import BookSet
+    from feedhandler.books import BookSet
     from feedhandler.live import LiveOptions, run
     got = []
     books = BookSet()

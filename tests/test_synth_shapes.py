@@ -11,7 +11,7 @@ import pytest
 from feedhandler import synth
 from feedhandler.synth import day as day_mod
 
-book_mod = pytest.importorskip("engine.book", reason="engine.book is not built (setup.py build_ext)")
+book_mod = pytest.importorskip("feedhandler.books.mbo", reason="feedhandler.books.mbo is not built (setup.py build_ext)")
 
 
 def _books(d):

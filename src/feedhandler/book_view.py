@@ -1,12 +1,12 @@
 """Order books by symbol: ``books.bbo("AAPL")`` and ``books.depth("AAPL", 5)`` with named results.
 
-A thin layer over a book set (``engine.book.BookSet``, or anything with the same ``apply`` /
+A thin layer over a book set (``feedhandler.books.mbo.BookSet``, or anything with the same ``apply`` /
 ``bbo(instrument_id)`` / ``depth(instrument_id, n)``): it learns ``symbol -> instrument_id`` from the
 stream's own reference data as batches pass (ITCH stock directory, MDP3 and FIX instrument
 definitions: :func:`feedhandler.frames.symbols_of`) and answers by symbol or by instrument id.
 
     from feedhandler.book_view import Books
-    books = Books()                       # a new engine.book.BookSet inside (or Books(my_bookset))
+    books = Books()                       # a new feedhandler.books.mbo.BookSet inside (or Books(my_bookset))
     while n := feed.read(batch):
         books.apply(batch[:n])            # learns the symbols of the batch, then applies it
     books.bbo("AAPL")                     # BBO(symbol='AAPL', instrument_id=..., bid_px=..., ...)
@@ -92,13 +92,13 @@ class Books:
 
     Parameters
     ----------
-    bookset : the book set to wrap (default: a new ``engine.book.BookSet``).
+    bookset : the book set to wrap (default: a new ``feedhandler.books.mbo.BookSet``).
     symbols : an initial ``{instrument_id: symbol}`` map (the stream's own records add to it).
     """
 
     def __init__(self, bookset=None, symbols: dict[int, str] | None = None):
         if bookset is None:
-            from engine.book import BookSet   # the default book set; pass your own to avoid the import
+            from feedhandler.books import BookSet   # the default book set; pass your own to avoid the import
 
             bookset = BookSet()
         self.bookset = bookset

@@ -74,7 +74,7 @@ def _px(p) -> str:
     return "-" if p is None else f"{p:,.4f}"
 
 
-# Order-book counters that mean the stream and the book disagreed (engine.book.BookSet.counters()).
+# Order-book counters that mean the stream and the book disagreed (feedhandler.books.mbo.BookSet.counters()).
 BOOK_ERRORS = ("unknown_order", "duplicate_add", "size_underflow", "zero_size_add", "bad_price", "bad_side",
                "replace_without_delete", "instrument_mismatch", "crossed", "bad_action", "no_memory")
 

@@ -77,7 +77,7 @@ class LiveOptions:
     install_signals: bool = True                 # SIGINT/SIGTERM -> clean stop (main thread only)
     retransmit: str | None = None                # "HOST:PORT" of a MoldUDP64 retransmission server
     stop_event: threading.Event | None = None    # set by the caller to stop the run
-    books: object | None = None                  # an engine.book.BookSet to fill (default: a new one)
+    books: object | None = None                  # an feedhandler.books.mbo.BookSet to fill (default: a new one)
     apply_books: bool = True                     # False: records are released unread (capture benchmark)
     sequencing: bool = True                      # False: no MoldUDP64 sequencing (arrival order)
 
@@ -179,7 +179,7 @@ def run(opts: LiveOptions) -> dict:
     feedhandler.errors.CaptureError
         The interface cannot be opened (missing, no privilege).
     """
-    from engine.book import BookSet
+    from feedhandler.books import BookSet
     from feedhandler.capture import live as backends
     from feedhandler.capture.live._live import LiveFeed
     from feedhandler.ring import Ring
@@ -222,7 +222,7 @@ def run(opts: LiveOptions) -> dict:
         books = opts.books if opts.books is not None else BookSet()
         mbp = None
         if protocol == "mdp3":      # CME price-level books beside the order books
-            from engine.mbp_book import MbpBookSet
+            from feedhandler.books import MbpBookSet
             mbp = MbpBookSet()
         ring = Ring(RING_CAPACITY, overflow="block")
         book_lat = _BookLatency()

@@ -5,10 +5,10 @@ Protocols (``ReplayOptions.protocol``; "auto" asks :func:`feedhandler.detect.det
 bytes, never the file name):
 
 - ``itch50``: NASDAQ TotalView-ITCH 5.0 (MoldUDP64 pcap/pcapng, or BinaryFILE) through the native
-  ``Feed`` into ``engine.book.BookSet`` (the two modes below).
+  ``Feed`` into ``feedhandler.books.mbo.BookSet`` (the two modes below).
 - ``mdp3``: CME MDP 3.0 (SBE over UDP): the same native ``Feed`` with the CME packet framer
   (``framing/cme_packets.pyx``) and ``Mdp3Decoder``, in either mode; MBO records go to ``BookSet``,
-  MBP (price-level) records to ``engine.mbp_book.MbpBookSet``. A and B feeds of a channel share a
+  MBP (price-level) records to ``feedhandler.books.mbp.MbpBookSet``. A and B feeds of a channel share a
   sequencing channel: ports listed in ``channels`` {port: channel}, else ports that differ by 1000
   (CME's A/B convention 14310/15310).
 - ``fix`` / ``ouch42`` / ``ouch50`` / ``ouch``: TCP captures through ``fix_stream.replay_stream`` /
@@ -195,7 +195,7 @@ def replay(path: str | os.PathLike, opts: ReplayOptions | None = None) -> dict:
 
 
 def _replay_itch(path: str, opts: ReplayOptions) -> dict:
-    from engine.book import BookSet
+    from feedhandler.books import BookSet
     from feedhandler.pipeline import Feed
 
     if opts.mode not in ("single", "pipelined"):
@@ -513,8 +513,8 @@ def _run_writer(writer, fn):
 
 # ---- CME MDP 3.0 ---------------------------------------------------------------------------------
 def _replay_mdp3(path: str, opts: ReplayOptions) -> dict:
-    from engine.book import BookSet
-    from engine.mbp_book import MbpBookSet
+    from feedhandler.books import BookSet
+    from feedhandler.books import MbpBookSet
     from feedhandler.pipeline import Feed
     from feedhandler.protocols.mdp3 import REJECT_COUNTERS
 
@@ -657,8 +657,8 @@ def order_event_stats(recs: np.ndarray) -> dict:
 
 
 def _replay_tcp(path: str, opts: ReplayOptions, protocol: str) -> dict:
-    from engine.book import BookSet
-    from engine.mbp_book import MbpBookSet
+    from feedhandler.books import BookSet
+    from feedhandler.books import MbpBookSet
     from feedhandler.detect import container
 
     fmt, gz = container(path)

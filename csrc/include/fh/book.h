@@ -1,7 +1,7 @@
 /* fh/book.h - per-instrument order-by-order (L3) books fed by normalized fh_tick records.
  *
  * Why C under a Cython owner: the book is the hot path of the whole product and must be callable
- * from C capture loops, from Cython (engine.book.BookSet owns one fh_bookset) and from the C test
+ * from C capture loops, from Cython (feedhandler.books.mbo.BookSet owns one fh_bookset) and from the C test
  * harness that runs it under ASan/UBSan. Python never enters fh_bookset_apply.
  *
  * Threading: an fh_bookset is owned by exactly one thread. Nothing here locks; queries must come from

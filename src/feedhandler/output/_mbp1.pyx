@@ -4,7 +4,7 @@
 A DBN MBP-1 record carries the update (price, size, action, side, depth) AND the top of the book
 after it (``bid_px_00`` ... ``ask_ct_00``). The top after a Delete comes from level 2, so the
 converter keeps each instrument's outright book, ``DEPTH`` (10) levels per side, with the same level
-rules as ``engine.mbp_book.MbpBookSet`` ('A' insert and shift down, 'M' change, 'C' delete and shift
+rules as ``feedhandler.books.mbp.MbpBookSet`` ('A' insert and shift down, 'M' change, 'C' delete and shift
 up, 'D' DeleteThru empties the side, 'F' DeleteFrom removes levels 1..level, 'O' overlay, 'R' clear
 every side; a gap RESET for instrument 0 (ChannelReset) clears every book). That is a sequential
 state machine, so it is one nogil loop per batch here rather than numpy.

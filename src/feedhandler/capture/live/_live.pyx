@@ -40,7 +40,7 @@ import numpy as np
 
 from feedhandler.errors import CaptureError, CaptureFormatError, FeedError
 
-# latency histograms: the log-linear buckets of fh/latency.h (shared with engine.book's consumer)
+# latency histograms: the log-linear buckets of fh/latency.h (shared with feedhandler.books.mbo's consumer)
 from feedhandler.includes.latency cimport FH_LAT_SUB as LAT_SUB, FH_LAT_BUCKETS as LAT_BUCKETS
 from feedhandler.includes.latency cimport fh_lat_bucket_lower_ns
 

@@ -22,7 +22,7 @@ Sequencing done here, per channel (fh_msg.channel, 256 channels):
   book records carry FH_F_MAYBE_BAD_BOOK until a snapshot (SnapshotFullRefresh) recovers it (an
   FH_GAP_FILLED record; counted as a recovery). Snapshots of healthy instruments are ignored.
 - MBO books: MDIncrementalRefreshOrderBook carries no RptSeq, so any packet gap makes every MBO book
-  stale (as engine.book.BookSet does) until its SnapshotFullRefreshOrderBook (mbo_recoveries).
+  stale (as feedhandler.books.mbo.BookSet does) until its SnapshotFullRefreshOrderBook (mbo_recoveries).
 
 Records (feedhandler.records names; instrument_id = SecurityID, ts_event = TransactTime)
 - MDIncrementalRefreshBook: mbp_update per entry (implied flag for 'E'/'F'), then mbo per order entry

@@ -1,4 +1,4 @@
-"""Type stubs for engine.book (native module built from book.pyx)."""
+"""Type stubs for feedhandler.books.mbo (native module built from book.pyx)."""
 from typing import Any, Callable
 
 import numpy as np

@@ -1,4 +1,4 @@
-# engine.mbp_book: price-level (MBP, multi-depth) books per instrument, fed by fh_mbp_update records
+# feedhandler.books.mbp: price-level (MBP, multi-depth) books per instrument, fed by fh_mbp_update records
 # (CME MDP 3.0 MDIncrementalRefreshBook / SnapshotFullRefresh). Outright and implied books are kept
 # apart. One owner thread; apply() runs one nogil loop per batch.
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t

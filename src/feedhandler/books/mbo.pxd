@@ -1,4 +1,4 @@
-# engine.book: per-instrument L3 order books. The core is C (csrc/include/fh/book.h, csrc/book.c);
+# feedhandler.books.mbo: per-instrument L3 order books. The core is C (csrc/include/fh/book.h, csrc/book.c);
 # BookSet owns one fh_bookset. Other Cython code cimports this module and calls bookset_apply()
 # from nogil loops (the C lives in this extension, so callers need not link csrc/book.c).
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
