@@ -85,7 +85,8 @@ def test_login_place_see_in_ladder_and_orders_cancel(browser, tmp_path, request)
         assert _ladder(drv) == [("ask", "101", "3")]
         drv.save_screenshot(str(shots / "trader_order_canceled.png"))
         assert (shots / "trader_order_canceled.png").stat().st_size > 10_000
-        logs = [e for e in drv.get_log("browser") if e.get("level") == "SEVERE"]
+        # no script error (network answers such as balances' 501 UNSUPPORTED without [accounts] are expected)
+        logs = [e for e in drv.get_log("browser") if e.get("level") == "SEVERE" and e.get("source") != "network"]
         assert not logs, logs
 
 
@@ -142,4 +143,6 @@ def test_operator_page_shows_latency_and_sessions(browser, tmp_path):
         assert "n 5" in box.text
         wait_for(lambda: drv.find_element(By.ID, "total-requests").text.startswith("5"), what="request counter")
         assert drv.find_element(By.CSS_SELECTOR, '.histbox[data-name="engine.total"]')
-        assert "history lag" in drv.find_element(By.ID, "lags").text
+        # the history writer catches up: lag 0 (the value above its label)
+        wait_for(lambda: drv.find_element(By.ID, "history-lag").text.lower().split("\n") == ["0", "history lag (seq)"],
+                 what="history lag 0")
