@@ -143,17 +143,35 @@ def test_ops_figures_for_the_operator_page(tmp_path):
     with running_exchange(tmp_path) as ex:
         url = ex.http.url
         _cross(url, "100", "1")
-        ex.pipeline.flush_latency()
-        d = httpx.get(url + "/api/v1/ops").json()["data"]
+        d = httpx.get(url + "/api/v1/ops").json()["data"]        # current: it flushes the buffered stamps
         h = {(x["group"], x["name"]): x for x in d["histograms"]}
         co = h[("http", "create_order")]
         assert co["count"] == 2 and sum(co["counts"]) == 2 and len(co["counts"]) == len(d["bounds_s"]) + 1
         assert co["p50_us"] > 0
         assert ("engine", "total") in h and h[("engine", "total")]["count"] >= 2
+        assert ("engine", "match_done") in h and ("gateway", "risk_done") in h and ("gateway", "ack_sent") in h
         assert d["counters"]["acks"] >= 2 and d["counters"]["requests"] >= 2
         assert d["journal"]["seq"] >= 2 and d["journal"]["fsync"] == "batch"
         assert d["history"]["alive"] is True and "lag" in d["history"]
         assert d["sessions"] == []
+        # sessions: a WebSocket connection (authenticated) and an account on the ZeroMQ door
+        from websockets.sync.client import connect
+        from engine.client import Client
+        from _http_support import KEYS
+        tok = httpx.post(url + "/api/v1/login", json={"api_key": "demo-taker", "secret": "demo-taker-secret"})
+        c = Client(ex.gateway.endpoint, *KEYS["MM"])
+        try:
+            assert c.submit("AAPL", "B", 90_000_000_000, 1)["status"] == "ack"
+            with connect(url.replace("http", "ws") + "/ws") as ws:
+                ws.send('{"op": "auth", "token": "%s"}' % tok.json()["data"]["token"])
+                assert '"code":0' in ws.recv(5).replace(" ", "")
+                ws.send('{"op": "subscribe", "channels": ["trades", "order_updates"]}')
+                ws.recv(5)
+                sess = httpx.get(url + "/api/v1/ops").json()["data"]["sessions"]
+        finally:
+            c.close()
+        assert {"door": "websocket", "account": "TAKER", "channels": 2, "queued": 0} in sess
+        assert {"door": "zeromq", "account": "MM", "channels": None, "queued": None} in sess
 
 
 def test_openapi_documents_the_dashboard_endpoints(tmp_path):

@@ -136,7 +136,6 @@ def test_operator_page_shows_latency_and_sessions(browser, tmp_path):
         for i in range(5):
             assert mm.post("/api/v1/create_order", {"symbol": "AAPL", "side": "BUY", "type": "LIMIT",
                                                     "price": f"{90 + i}", "qty": "1"}).status_code == 202
-        ex.pipeline.flush_latency()
         drv.get(url + "/operator")
         box = wait_for(lambda: drv.find_element(By.CSS_SELECTOR, '.histbox[data-name="http.create_order"]'),
                        what="the create_order histogram")

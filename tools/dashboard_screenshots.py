@@ -3,8 +3,8 @@ run against `feedhandler exchange --http-port`, and during a paced replay served
 
     python tools/dashboard_screenshots.py [--out docs/img] [--bot-seconds 40]
 
-Needs Debian's chromium + chromium-driver and selenium (the test extra). PNGs are palette-quantized when Pillow
-is installed (smaller files)."""
+Needs Debian's chromium + chromium-driver and selenium (the test extra). PNGs are palette-quantized with Pillow or
+ImageMagick when one is installed (smaller files)."""
 from __future__ import annotations
 
 import argparse
@@ -51,9 +51,14 @@ def browser(width: int, height: int):
 
 
 def shrink(path: Path) -> None:
+    """A 64-colour palette PNG (Pillow, else ImageMagick's convert; else left as it is)."""
     try:
         from PIL import Image
     except ImportError:
+        if shutil.which("convert"):
+            r = subprocess.run(["convert", str(path), "-colors", "64", f"PNG8:{path}"], capture_output=True)
+            if r.returncode:
+                print(f"{path}: left unquantized (convert failed: {r.stderr.decode()[:100].strip()})")
         return
     im = Image.open(path).convert("RGB").quantize(colors=64)
     im.save(path, optimize=True)

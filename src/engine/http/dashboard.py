@@ -38,7 +38,10 @@ _STATIC_NAME = re.compile(r"^[a-z0-9_\-]+\.(js|css|html|png|svg)$")
 #: candle intervals accepted by /api/v1/candles (name -> seconds)
 INTERVALS = {"1s": 1, "5s": 5, "15s": 15, "1m": 60, "5m": 300, "15m": 900, "1h": 3600, "4h": 14400, "1d": 86400}
 MAX_CANDLES = 1000
-MAX_TRADE_ROWS = 2_000_000      # trades read for one candles request (beyond: the oldest candles are cut)
+MAX_TRADE_ROWS = 2_000_000
+#: engine.latency stages that the engine side spends (queue wait, journal, match) or that span the whole path;
+#: the others (risk_done, ring_enqueue, ack_sent) are the gateway's
+ENGINE_STAGES = ("match_done", "total")      # trades read for one candles request (beyond: the oldest candles are cut)
 
 _DEC = {"type": "string", "pattern": r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?$"}
 _CANDLE = {"type": "object", "properties": {
@@ -291,6 +294,8 @@ class Dashboard:
         gw = self.gw
         pl = gw.pipeline
         gw._flush_latency()
+        if hasattr(pl, "flush_latency"):          # the pipeline's buffered stage stamps (under its lock)
+            pl.flush_latency()
         hists = []
 
         def add(group: str, name: str, h) -> None:
@@ -317,8 +322,8 @@ class Dashboard:
             from engine.http.server import _copy_hist
             with lat._lock:
                 snap = {n: _copy_hist(h) for n, h in lat.hist.items()}
-            for n, h in snap.items():
-                add("engine", n, h)
+            for n, h in snap.items():        # the gateway's stages, the engine's (queue, journal, match), end to end
+                add("engine" if n in ENGINE_STAGES else "gateway", n, h)
         ex = getattr(gw, "exchange", None)
         hist_stats = None
         if ex is not None and hasattr(ex, "history_stats"):
@@ -333,10 +338,9 @@ class Dashboard:
             sessions += [{"door": "zeromq", "account": a, "channels": None, "queued": None}
                          for a in sorted(front.identities)]
         fix = getattr(ex, "fix", None) if ex is not None else None
-        for s in (getattr(fix, "sessions", None) or {}).values():
-            if getattr(s, "logged_on", False):
-                sessions.append({"door": "fix", "account": str(getattr(getattr(s, "cfg", None), "their_comp_id", "")
-                                                               or getattr(s, "account", "")),
+        for s in list((getattr(fix, "sessions", None) or {}).values()):
+            if getattr(s, "logged_on", False):       # the counterparty's CompID (the session's target)
+                sessions.append({"door": "fix", "account": bytes(getattr(s, "target", b"?")).decode("latin-1"),
                                  "channels": None, "queued": None})
         return {
             "ts": time.time_ns() // 1_000_000,

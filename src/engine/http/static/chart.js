@@ -63,7 +63,7 @@ class CandleChart {
       g.globalAlpha = 0.4; g.fillRect(x - bw / 2, h - padB - vh, bw, vh); g.globalAlpha = 1;
     });
     g.fillStyle = "#7d8a98";
-    const every = Math.ceil(data.length / 6);
+    const every = Math.max(1, Math.ceil(64 / step));            // a time label every 64 px at least
     data.forEach((c, i) => {
       if (i % every) return;
       const d = new Date(c.t);

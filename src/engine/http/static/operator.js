@@ -63,9 +63,10 @@
     } else {
       counter(lags, "history", h ? h.error : "off", "history-lag");
     }
-    for (const g of ["http", "engine"]) {
+    for (const g of ["gateway", "http", "engine"]) {
       const p = $("hist-" + g); p.textContent = "";
-      for (const x of d.histograms.filter(x => x.group === g)) histogram(p, x, d.bounds_s);
+      // HTTP handlers without samples (an exchange traded over ZeroMQ only) are left out
+      for (const x of d.histograms.filter(x => x.group === g && (x.count || g !== "http"))) histogram(p, x, d.bounds_s);
     }
     const body = $("sessions").tBodies[0]; body.textContent = "";
     for (const s of d.sessions) {
