@@ -10,6 +10,7 @@ import pytest
 from _http_support import Signed, httpx, running_exchange
 
 from engine.http.dashboard import candles_of, money_str
+from test_history import pg_url  # noqa: F401 - fixture: a fresh database on FH_TEST_POSTGRES_URL
 
 
 def _order(side, price, qty, sym="AAPL", **kw):
@@ -96,6 +97,25 @@ def test_candles_from_history_database_and_memory(tmp_path):
                         ("symbol=ZZZ", "UNKNOWN_SYMBOL"), ("symbol=AAPL&limit=0", "INVALID_PARAMETER"),
                         ("symbol=AAPL&since=x", "INVALID_PARAMETER")):
             assert httpx.get(url + "/api/v1/candles?" + q).json()["code"] == code, q
+
+
+def test_candles_from_postgresql_history(tmp_path, pg_url):  # noqa: F811 - the fixture
+    from _http_support import exchange_cfg
+    from engine.exchange import Exchange
+    cfg = exchange_cfg(tmp_path)
+    cfg["history"]["db"] = pg_url
+    ex = Exchange(cfg).start()
+    try:
+        _cross(ex.http.url, "10.5", "4")
+        _cross(ex.http.url, "11", "6")
+        _wait(lambda: ex.history_stats()["lag"] == 0)
+        d = httpx.get(ex.http.url + "/api/v1/candles?symbol=AAPL&interval=1d").json()["data"]
+        assert d["source"] == "history"
+        c = d["candles"]        # one day's candle (two if the trades straddle midnight UTC)
+        assert c[0]["open"] == "10.5" and c[-1]["close"] == "11" and sum(int(x["volume"]) for x in c) == 10
+        assert max(x["high"] for x in c) == "11" and min(x["low"] for x in c) == "10.5"
+    finally:
+        ex.stop()
 
 
 def test_candles_without_history_come_from_memory(tmp_path):

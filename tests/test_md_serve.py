@@ -260,6 +260,9 @@ def test_replay_serve_options_errors(tmp_path):
     r = subprocess.run([sys.executable, "-m", "feedhandler", "replay", str(PCAP), "--pace", "recorded",
                         "--mode", "pipelined"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--pace replays in --mode single" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "feedhandler", "replay", str(ROOT / "pcaps" / "mdp3_sample.pcap"),
+                        "--pace", "10"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "implemented for itch50" in r.stderr
     import socket
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

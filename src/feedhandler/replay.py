@@ -572,8 +572,7 @@ def _replay_mdp3(path: str, opts: ReplayOptions) -> dict:
 
     def pump():
         if opts.mode == "single":
-            # paced: small reads, so that the framer's counters (packets, gaps) keep close to the books
-            buf = records.empty(min(opts.batch, PACED_BATCH) if pacer is not None else opts.batch)
+            buf = records.empty(opts.batch)
             while True:
                 n = src.read(buf)        # framing and decoding of thousands of packets (native, nogil)
                 if n == 0:

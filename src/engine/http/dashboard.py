@@ -192,6 +192,11 @@ class Dashboard:
             app.router.add_get(path, self._page(name))
         app.router.add_get("/static/{name}", self.h_static)
 
+        async def close_reader(app) -> None:
+            if self._reader is not None:
+                self._reader.close()
+        app.on_cleanup.append(close_reader)
+
     def _page(self, name: str):
         from aiohttp import web
 
