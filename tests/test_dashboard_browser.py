@@ -145,3 +145,47 @@ def test_operator_page_shows_latency_and_sessions(browser, tmp_path):
         # the history writer catches up: lag 0 (the value above its label)
         wait_for(lambda: drv.find_element(By.ID, "history-lag").text.lower().split("\n") == ["0", "history lag (seq)"],
                  what="history lag 0")
+
+
+def test_balances_and_pnl_follow_orders_and_fills(browser, tmp_path):
+    """With [accounts]: the balances table follows balance_updates (a buy locks USD, a fill moves it), the PnL
+    table shows the position and its PnL as GET /api/v1/pnl does."""
+    from selenium.webdriver.common.by import By
+    from test_http_balances import _bal, _exchange, _fund
+
+    drv = browser
+    ex = _exchange(tmp_path).start()
+    try:
+        url = ex.http.url
+        _fund(url)                  # TAKER: 10000 USD; MM: 100 AAPL
+
+        def table():
+            return {r.get_attribute("data-asset"): tuple(td.text for td in r.find_elements(By.TAG_NAME, "td")[1:])
+                    for r in drv.find_elements(By.CSS_SELECTOR, "#balances tbody tr[data-asset]")}
+
+        drv.get(url + "/")
+        wait_for(lambda: drv.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1", what="page ready")
+        _login(drv, "demo-taker", "demo-taker-secret", "TAKER")
+        wait_for(lambda: table().get("USD") == _bal(url, "TAKER")["USD"], what="USD balance")
+        # a buy from the form locks its notional (and the fee it could pay)
+        qty, price = drv.find_element(By.ID, "o-qty"), drv.find_element(By.ID, "o-price")
+        qty.clear(), qty.send_keys("10")
+        price.clear(), price.send_keys("50")
+        drv.find_element(By.ID, "o-submit").click()
+        wait_for(lambda: drv.find_element(By.ID, "order-msg").text.startswith("accepted"), what="the 202")
+        locked = _bal(url, "TAKER")["USD"]
+        assert locked[1] != "0"
+        wait_for(lambda: table().get("USD") == locked, what="the lock in the balances table")
+        # MM sells into it: TAKER gets AAPL, pays USD; the PnL table shows the position at the mark
+        r = Signed(url, "MM").post("/api/v1/create_order", {"symbol": "AAPL", "side": "SELL", "type": "LIMIT",
+                                                            "price": "50", "qty": "4"})
+        assert r.status_code == 202, r.text
+        want = _bal(url, "TAKER")
+        wait_for(lambda: table() == want, what="balances after the fill")
+        pnl = Signed(url, "TAKER").get("/api/v1/pnl").json()["data"]["symbols"][0]
+        assert pnl["position"] == "4" and pnl["mark"] == "50"
+        cells = "return [...document.querySelectorAll('#pnl tr[data-symbol=\"AAPL\"] td')].map(td => td.textContent);"
+        wait_for(lambda: drv.execute_script(cells) ==
+                 ["AAPL", "4", pnl["avg_price"], "50", pnl["realized"], pnl["unrealized"]], what="PnL values")
+    finally:
+        ex.stop()
