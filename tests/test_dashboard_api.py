@@ -118,6 +118,17 @@ def test_candles_from_postgresql_history(tmp_path, pg_url):  # noqa: F811 - the 
         ex.stop()
 
 
+def test_candles_when_the_history_database_fails_come_from_memory(tmp_path):
+    with running_exchange(tmp_path) as ex:
+        ex.cfg["history"]["db"] = "postgresql://nobody@127.0.0.1:1/none"     # what the dashboard's reader opens
+        _cross(ex.http.url, "20", "2")
+        r = httpx.get(ex.http.url + "/api/v1/candles?symbol=AAPL&interval=1m")
+        assert r.status_code == 200, r.text
+        d = r.json()["data"]
+        assert d["source"] == "memory" and "history database" in d["history_error"]
+        assert d["candles"][0]["close"] == "20" and d["candles"][0]["volume"] == "2"
+
+
 def test_candles_without_history_come_from_memory(tmp_path):
     from _http_support import exchange_cfg
     from engine.exchange import Exchange

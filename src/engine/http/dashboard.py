@@ -76,7 +76,9 @@ ROUTES = [
 
 DATA_SCHEMAS = {
     "candles": {"type": "object", "properties": {
-        "symbol": {"type": "string"}, "interval": {"type": "string"}, "source": {"type": "string"},
+        "symbol": {"type": "string"}, "interval": {"type": "string"},
+        "source": {"enum": ["history", "history+memory", "memory"]},
+        "history_error": {"type": "string", "description": "why the history database was not read (then: memory)"},
         "candles": {"type": "array", "items": _CANDLE}}},
     "pnl": {"type": "object", "properties": {
         "account": {"type": "string"}, "realized": _DEC, "unrealized": _DEC,
@@ -150,17 +152,17 @@ class HistoryReader:
         """(ts_event, price, qty, highest trade_id) of a symbol's trades since ``since_ns``, at most the latest
         ``limit``."""
         with self._lock:
-            conn = self._connect()
-            ph = "%s" if self._pg else "?"
-            sql = (f"SELECT ts_event, price, qty, trade_id FROM trades WHERE symbol = {ph} AND ts_event >= {ph} "
-                   f"ORDER BY ts_event DESC, trade_id DESC LIMIT {int(limit)}")
             try:
+                conn = self._connect()
+                ph = "%s" if self._pg else "?"
+                sql = (f"SELECT ts_event, price, qty, trade_id FROM trades WHERE symbol = {ph} AND ts_event >= {ph} "
+                       f"ORDER BY ts_event DESC, trade_id DESC LIMIT {int(limit)}")
                 cur = conn.execute(sql, (symbol, int(since_ns)))
                 rows = cur.fetchall()
-            except (sqlite3.Error, Exception) as e:       # noqa: BLE001 - one line to the caller, reconnect next
+            except ApiError:
+                raise
+            except Exception as e:       # noqa: BLE001 - sqlite3 or psycopg: one line to the caller, reconnect next
                 self.close()
-                if isinstance(e, ApiError):
-                    raise
                 raise ApiError("UNSUPPORTED", f"history database: {type(e).__name__}: {str(e)[:120]}") from None
         if not rows:
             z = np.zeros(0, np.int64)
@@ -242,10 +244,14 @@ class Dashboard:
         source = "memory"
         ts = px = q = np.zeros(0, np.int64)
         top_id = 0
+        history_error = None
         if reader is not None:
             loop = asyncio.get_running_loop()
-            ts, px, q, top_id = await loop.run_in_executor(None, reader.trades, sym, since_ns, MAX_TRADE_ROWS)
-            source = "history"
+            try:
+                ts, px, q, top_id = await loop.run_in_executor(None, reader.trades, sym, since_ns, MAX_TRADE_ROWS)
+                source = "history"
+            except ApiError as e:        # the database is unreachable: the trades in memory, and why
+                history_error = e.msg
         # trades the writer has not stored yet (history lag), or every trade when history is off: memory
         mem = [t for t in gw.views.trade_list(sym, since_ms, gw.cfg.max_trades) if int(t["trade_id"]) > top_id]
         if mem:
@@ -255,7 +261,10 @@ class Dashboard:
             m_q = np.array([int(t["qty"]) for t in mem], np.int64)
             ts, px, q = np.r_[ts, m_ts], np.r_[px, m_px], np.r_[q, m_q]
         out = candles_of(ts, px, q, iv)[-limit:]
-        return gw._json({"symbol": sym, "interval": name, "source": source, "candles": out})
+        data = {"symbol": sym, "interval": name, "source": source, "candles": out}
+        if history_error is not None:
+            data["history_error"] = history_error
+        return gw._json(data)
 
     # ---- PnL -------------------------------------------------------------------------------------------
     async def h_pnl(self, request):

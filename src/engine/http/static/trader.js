@@ -168,7 +168,8 @@
       const d = await api("GET", "/api/v1/candles?symbol=" + encodeURIComponent(sym) + "&interval=" + S.interval + "&limit=120");
       if (sym !== S.symbol) return;
       S.chart.setCandles(d.candles, INTERVAL_MS[S.interval]);
-      $("chart-info").textContent = d.candles.length + " candles (" + d.source + ")";
+      $("chart-info").textContent = d.candles.length + " candles (" + d.source + ")" +
+        (d.history_error ? "; history database: " + d.history_error : "");
     } catch (e) {
       $("chart-info").textContent = "candles: " + e.message;
     }
