@@ -618,6 +618,7 @@ class Exchange:
         hc = HttpConfig(**h)
         auth = Authenticator(keys, int(self.cfg["gateway"]["recv_window_ms"]) * 1_000_000)
         gw = HttpGateway(self.pipeline, auth, list(self.cfg["symbols"]), hc)
+        gw.exchange = self          # the dashboard's history database, writer lag and sessions
         gw.seed(list(getattr(self.engine, "recovered_events", []) or []))
         self.pipeline.marketdata = EventTap(self.pipeline.marketdata, [gw.on_events])
         self.pipeline.balance_listeners.append(gw.on_balance)

@@ -377,6 +377,21 @@ def _cmd_replay(args) -> int:
             format_for(args.out, args.out_format)
         except ValueError as e:
             raise _Fail(str(e)) from None
+    try:
+        opts.pace = {"max": 0.0, "recorded": 1.0}[args.pace] if args.pace in ("max", "recorded") else float(args.pace)
+        if not 0 < opts.pace < 1e9 and args.pace != "max":
+            raise ValueError
+    except ValueError:
+        raise _Fail(f"--pace must be max, recorded or a positive speed factor, not {args.pace!r}") from None
+    page = None
+    if args.serve:      # the market-data page (feedhandler.serve)
+        from feedhandler.serve import open_page
+        try:
+            opts.watch, page = open_page(args.serve, symbols, source=f"replay {os.path.basename(args.file)}")
+        except ValueError as e:
+            raise _Fail(str(e)) from None
+        except OSError as e:
+            raise _Fail(f"--serve {args.serve}: {e.strerror or e}", 1) from None    # runtime failure
     restore = _stop_on_signals()
     try:
         s = replay(args.file, opts)
@@ -386,6 +401,8 @@ def _cmd_replay(args) -> int:
         raise _Fail(str(e)) from None
     finally:
         restore()
+        if page is not None:
+            page.stop()
         if bar is not None:
             bar.done()
     for w in s.get("warnings") or ():
@@ -564,6 +581,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-sequencing", action="store_true",
                    help="itch50: no MoldUDP64 sequencing: decode every message in arrival order (for streams "
                         "whose sequence numbers are all 0; gaps and duplicates cannot be seen then)")
+    r.add_argument("--pace", default="max", metavar="max|recorded|FACTOR",
+                   help="itch50: as fast as possible (max, default), at the recorded pace of the capture's time "
+                        "stamps (recorded), or FACTOR times faster (e.g. 10)")
+    r.add_argument("--serve", metavar="[HOST:]PORT",
+                   help="itch50: serve a live market-data page at http://[HOST:]PORT/ (BBO, depth and the feed's "
+                        "counters; default host 127.0.0.1; default: off)")
     g = r.add_mutually_exclusive_group()
     g.add_argument("--progress", action="store_true", default=None, help="always show the progress line")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="never show the progress line")

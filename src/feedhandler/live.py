@@ -80,6 +80,8 @@ class LiveOptions:
     books: object | None = None                  # an feedhandler.books.mbo.BookSet to fill (default: a new one)
     apply_books: bool = True                     # False: records are released unread (capture benchmark)
     sequencing: bool = True                      # False: no MoldUDP64 sequencing (arrival order)
+    watch: object | None = None                  # a feedhandler.serve.BookSampler (--serve): samples the books
+                                                 # on the book thread after each batch, at its own few Hz
 
 
 # ---- latency --------------------------------------------------------------------------------------
@@ -237,11 +239,22 @@ def run(opts: LiveOptions) -> dict:
         consumer_error: list[BaseException] = []
         # Python is entered per batch only when something needs the records there (retransmission
         # requests, the caller's on_batch, --out); the wire->book histogram is filled natively.
-        need_batches = bool(opts.retransmit) or opts.on_batch is not None or writer is not None or mbp is not None
+        need_batches = (bool(opts.retransmit) or opts.on_batch is not None or writer is not None or mbp is not None
+                        or opts.watch is not None)
+        watch = opts.watch
+        if watch is not None:
+            from feedhandler.serve.feeds import LiveCounters
+            watch.counters = LiveCounters(feed, source, ring, book_lat.hist, not (replaying and not opts.speed))
+            if replaying:
+                symmap.by_id.update(_file_symbols(opts.file))
 
         def on_batch(batch):
             if mbp is not None:
                 mbp.apply(batch)
+            if watch is not None:
+                if not replaying:
+                    symmap.update(batch)
+                watch.maybe_sample(books, consumed[0] + batch.shape[0], symmap.by_id)
             if retx is not None:
                 retx.handle_batch(batch)
             if opts.on_batch is not None:
@@ -333,6 +346,8 @@ def run(opts: LiveOptions) -> dict:
             for s, h in old.items():
                 signal.signal(s, h)
         elapsed = time.monotonic() - t0
+        if opts.watch is not None and opts.apply_books and not consumer_error:
+            opts.watch.finish(books, consumed[0], symmap.by_id)
         if writer is not None:
             writer.close()
         if consumer_error:
@@ -652,6 +667,9 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--rx-cpu", type=int, default=None, help="pin the receive thread to this CPU")
     p.add_argument("--book-cpu", type=int, default=None, help="pin the book thread to this CPU")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--serve", metavar="[HOST:]PORT", default=None,
+                   help="serve a live market-data page at http://[HOST:]PORT/ (BBO, depth and the feed's counters; "
+                        "default host 127.0.0.1; default: off)")
     p.add_argument("--top", type=int, default=10,
                    help="rows of the BBO table (the books with the most live orders; 0: none; default 10)")
     return p
@@ -698,6 +716,16 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     if args.file and not os.path.exists(args.file):
         print(f"feedhandler run: no capture file {args.file!r}", file=sys.stderr)
         return EXIT_NO_IFACE
+    page = None
+    if args.serve:      # the market-data page (feedhandler.serve)
+        from feedhandler.serve import open_page
+        try:
+            opts.watch, page = open_page(args.serve, None, source=f"run {args.iface or args.file}")
+        except ValueError as e:
+            parser.error(str(e))
+        except OSError as e:
+            print(f"feedhandler run: --serve {args.serve}: {e.strerror or e}", file=sys.stderr)
+            return 1
     try:
         s = run(opts)
     except BackendUnavailable as e:
@@ -709,6 +737,9 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     except (FeedhandlerError, OSError, ValueError) as e:
         print(f"feedhandler run: {e}", file=sys.stderr)
         return EXIT_NO_IFACE
+    finally:
+        if page is not None:
+            page.stop()
     if args.json:
         print(json.dumps(s, indent=2, default=int))
     else:

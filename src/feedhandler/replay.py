@@ -54,6 +54,7 @@ PROTOCOLS = ("auto", "itch50", "mdp3", "fix", "ouch42", "ouch50", "ouch")
 
 BATCH = 65536          # records per batch (single mode) / most records per consume batch (pipelined)
 RING_CAPACITY = 1 << 17  # records (8 MiB of slots)
+PACED_BATCH = 512      # records per read with --pace
 
 # Top-level keys of the summary (the ``--json`` schema); tests check them.
 SUMMARY_KEYS = (
@@ -104,6 +105,10 @@ class ReplayOptions:
     channels: dict | None = None                # MDP3: {udp_port: channel}; others paired by ab_offset
     ab_offset: int = 1000                       # MDP3: ports that differ by this share a channel (0: off)
     sequencing: bool = True                     # ITCH: False = no MoldUDP64 sequencing (arrival order)
+    pace: float = 0.0                           # ITCH, single mode: 0 = as fast as possible, 1 = the recorded
+                                                # pace (ts_event), x = x times faster (feedhandler.serve.pace)
+    watch: object | None = None                 # a feedhandler.serve.BookSampler: samples the books after
+                                                # each batch on this thread, at its own few Hz (--serve)
 
 
 class _Batches:
@@ -182,6 +187,8 @@ def replay(path: str | os.PathLike, opts: ReplayOptions | None = None) -> dict:
         raise ValueError(f"--channel applies to mdp3 captures only (this one is {protocol})")
     if not opts.sequencing and protocol != "itch50":
         raise ValueError(f"--no-sequencing applies to itch50 (MoldUDP64) captures only (this one is {protocol})")
+    if (opts.pace or opts.watch is not None) and protocol != "itch50":
+        raise ValueError(f"--pace and --serve are implemented for itch50 replays (this one is {protocol})")
     if protocol not in ("itch50", "mdp3") and opts.mode != "single":
         raise ValueError(f"--mode {opts.mode} is implemented for itch50 and mdp3 ({protocol} replays in one thread)")
     if protocol == "itch50":
@@ -242,17 +249,31 @@ def _replay_itch(path: str, opts: ReplayOptions) -> dict:
             opts.progress({"bytes_read": done, "total_bytes": total, "records": handle.records,
                            "elapsed_s": now - t0})
 
+    watch = opts.watch
+    pacer = None
+    if opts.pace:
+        if opts.mode != "single":
+            raise ValueError("--pace replays in --mode single")
+        from feedhandler.serve.pace import Pacer
+        pacer = Pacer(opts.pace)
+    if watch is not None:
+        from feedhandler.serve.feeds import ReplayCounters
+        watch.counters = ReplayCounters(feed, pacer)
+
     def pump():
         if opts.mode == "single":
-            buf = records.empty(opts.batch)
+            # paced: small reads, so that the framer's counters (packets, gaps) keep close to the books
+            buf = records.empty(min(opts.batch, PACED_BATCH) if pacer is not None else opts.batch)
             while True:
                 n = feed.read(buf)
                 if n == 0:
                     break
-                batch = buf[:n]
-                books.apply(batch)
-                handle(batch)
-                progress()
+                for batch in (pacer.parts(buf[:n]) if pacer is not None else (buf[:n],)):
+                    books.apply(batch)
+                    handle(batch)
+                    if watch is not None:
+                        watch.maybe_sample(books, handle.records, handle.symmap.by_id)
+                    progress()
         else:
             from feedhandler.ring import Ring
 
@@ -260,6 +281,8 @@ def _replay_itch(path: str, opts: ReplayOptions) -> dict:
 
             def on_batch(batch):
                 handle(batch)
+                if watch is not None:
+                    watch.maybe_sample(books, handle.records, handle.symmap.by_id)
                 progress()
 
             feed.start(ring)
@@ -288,6 +311,8 @@ def _replay_itch(path: str, opts: ReplayOptions) -> dict:
             else:
                 writer.abort()
     elapsed = time.perf_counter() - t0
+    if watch is not None:
+        watch.finish(books, handle.records, handle.symmap.by_id)
     s = _summary(path, opts, feed, books, handle, writer, elapsed, date_source)
     s["interrupted"] = interrupted
     s["bytes_read"] = int(feed.progress()[0])

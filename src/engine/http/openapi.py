@@ -6,6 +6,7 @@ also calls every documented path)."""
 from __future__ import annotations
 
 from engine.http.codec import ERRORS
+from engine.http.dashboard import DATA_SCHEMAS as _DASH_DATA, ROUTES as DASHBOARD_ROUTES
 
 _DEC = {"type": "string", "pattern": r"^(0|[1-9][0-9]*)(\.[0-9]+)?$"}
 _ID = {"type": "string", "pattern": r"^[A-Za-z0-9_.:\-]{1,64}$"}
@@ -86,12 +87,13 @@ ROUTES = [
     ("GET", "/docs", "docs", "none", "This OpenAPI description", [], None, 200),
     ("GET", "/ws", "ws", "none", "WebSocket (upgrade): auth, subscribe; see engine.http.ws", [], None, 101),
 ]
+ROUTES += DASHBOARD_ROUTES        # candles, pnl, ops: engine.http.dashboard
 
 _DATA = {"create_order": {"type": "object", "properties": {
     "order_id": _OID, "cid": {"type": "string"}, "status": {"enum": ["ACCEPTED"]},
     "accepted_at": {"type": "integer", "description": "ms since the epoch"}, "duplicate": {"type": "boolean"}}},
          "get_order": _ORDER, "get_orders": {"type": "array", "items": _ORDER},
-         "get_trades": {"type": "array", "items": _TRADE}, "get_balances": _BALANCES}
+         "get_trades": {"type": "array", "items": _TRADE}, "get_balances": _BALANCES, **_DASH_DATA}
 
 
 def document(server_url: str = "/") -> dict:

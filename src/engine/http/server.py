@@ -24,6 +24,7 @@ from engine.http import codec
 from engine.http.auth import HttpAuth, TokenBucket, retry_after
 from engine.http.codec import ApiError, ok
 from engine.http.config import HttpConfig
+from engine.http.dashboard import Dashboard
 from engine.http.metrics import label, render
 from engine.http.openapi import ROUTES, document
 from engine.http.views import OrderView
@@ -154,8 +155,10 @@ class HttpGateway:
     # ---- the application ------------------------------------------------------------------------------
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.cfg.max_body, middlewares=[self._envelope])
+        dash = Dashboard(self)        # the web dashboard's pages and read endpoints (engine.http.dashboard)
         for method, path, handler, *_ in ROUTES:
-            app.router.add_route(method, path, getattr(self, "h_" + handler))
+            app.router.add_route(method, path, getattr(self, "h_" + handler, None) or getattr(dash, "h_" + handler))
+        dash.add_pages(app)
         app.router.add_get("/openapi.json", self.h_docs)
         return app
 
