@@ -123,6 +123,18 @@ def test_bbo_records_saturate_sizes():
     assert (r["ask_px"] == records.UNDEF_PRICE).all() and (r["flags"] == 0x80).all()
 
 
+def test_wait_subscribers_counts_every_subscriber():
+    pub = TickPublisher("tcp://127.0.0.1:0").start()
+    subs = [_sub(pub.endpoint, "AAPL") for _ in range(3)]      # the same topic three times
+    try:
+        assert pub.wait_subscribers(3, 10) == 3
+        assert pub.wait_subscribers(1, 0.2) == 0                  # nobody else
+    finally:
+        for s in subs:
+            s.close(0)
+        pub.close()
+
+
 def test_bad_options_are_refused():
     with pytest.raises(ValueError, match="publish-what"):
         TickPublisher("tcp://127.0.0.1:0", "quotes")

@@ -125,6 +125,7 @@ class TickPublisher:
         # XPUB: PUB that also reads the subscriptions, so that wait_subscribers() can hold the feed until
         # the strategies listen (ZeroMQ's slow joiner); sending is the same as PUB's
         sock = self.ctx.socket(zmq.XPUB)
+        sock.setsockopt(zmq.XPUB_VERBOSE, 1)    # every subscriber's subscription, not only a topic's first
         sock.setsockopt(zmq.SNDHWM, self.hwm)
         sock.setsockopt(zmq.LINGER, 0)
         ep = self.endpoint
