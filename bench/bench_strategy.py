@@ -24,6 +24,11 @@
    what it received and the p99 of publish -> receive. N is sustained when every subscriber received at
    least 99.9 % of the records and its p99 stayed under 100 ms.
 
+3. **what --publish costs a replay** (``publish``): ``feedhandler.replay.replay`` of a synthetic ITCH day
+   (``--publish-messages``, 100 symbols, BinaryFILE) with no publisher, with ``--publish-what ticks``, with
+   ``bbo``, and with the bare floor (the whole batch as ONE message on a plain PUB, no grouping by symbol);
+   one subscriber process drains everything. Interleaved rounds, medians, ratios to no publishing.
+
 Machine: a 2-vCPU VM shared with other engineers' builds: absolute figures are noisy, rounds are
 interleaved, read the ratios. Every process here competes for the same 2 cores, so the fan-out
 figure is how many Python strategy processes 2 busy cores keep up with, not the publisher's limit.
@@ -318,6 +323,74 @@ def fanout_round(kind: str, n_subs: int, rate: int, seconds: float, tmp: Path) -
         _stop(*procs)
 
 
+# ---- 3: what --publish costs a replay ------------------------------------------------------------------
+def _day(messages: int, symbols: int) -> Path:
+    out = ROOT / "bench" / "out" / f"itch_{messages}_{symbols}_11.bin"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "feedhandler", "synth", str(out), "--format", "binaryfile", "--messages",
+                        str(messages), "--symbols", str(symbols), "--seed", "11", "-q"], env=ENV, check=True)
+    return out
+
+
+class _BarePublisher:
+    """The floor of publishing a batch at all: the whole batch as one message on a plain PUB."""
+    what = "ticks"
+
+    def __init__(self):
+        self.sock = zmq.Context.instance().socket(zmq.PUB)
+        self.sock.setsockopt(zmq.SNDHWM, 100_000)
+        self.endpoint = f"tcp://127.0.0.1:{self.sock.bind_to_random_port('tcp://127.0.0.1')}"
+        self.records = self.messages = 0
+
+    def publish(self, ticks, bbo_events=None):
+        self.sock.send_multipart([b"ALL", ticks.view(np.uint8)])     # copied: the feed reuses the buffer
+        self.records += ticks.shape[0]
+        self.messages += 1
+
+    def close(self):
+        self.sock.close(0)
+
+
+def publish_round(kind: str, path: Path) -> dict:
+    from feedhandler.publish import TickPublisher
+    from feedhandler.replay import ReplayOptions, replay
+
+    pub = None
+    if kind in ("ticks", "bbo"):
+        pub = TickPublisher("tcp://127.0.0.1:0", kind).start()
+    elif kind == "bare":
+        pub = _BarePublisher()
+    sub = None
+    if pub is not None:                        # one subscriber drains everything in its own process
+        sub = _me("--role", "bare-drain", pub.endpoint)
+        if hasattr(pub, "wait_subscribers"):
+            pub.wait_subscribers(1, 60)
+        else:
+            time.sleep(1.0)
+    try:
+        t0 = time.perf_counter()
+        s = replay(str(path), ReplayOptions(publisher=pub))
+        took = time.perf_counter() - t0
+    finally:
+        if pub is not None:
+            pub.close()
+        if sub is not None:
+            _stop(sub)
+    return {"kind": kind, "seconds": round(took, 4), "records": s["records"],
+            "published": getattr(pub, "records", None) if pub is not None else 0,
+            "messages": getattr(pub, "messages", None) if pub is not None else 0}
+
+
+def bare_drain(md: str) -> None:
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.RCVHWM, 0)
+    sub.connect(md)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    while True:
+        sub.recv_multipart(copy=False)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--role", nargs="*", help=argparse.SUPPRESS)
@@ -326,7 +399,9 @@ def main(argv=None):
     ap.add_argument("--fanout", default="1,2,4,8", help="subscriber counts (default 1,2,4,8)")
     ap.add_argument("--rate", type=int, default=5000, help="fan-out: records a second (default 5000)")
     ap.add_argument("--seconds", type=float, default=4.0, help="fan-out: seconds per point (default 4)")
-    ap.add_argument("--skip", choices=("latency", "fanout"), action="append", default=[])
+    ap.add_argument("--publish-messages", type=int, default=2_000_000,
+                    help="publish cost: messages of the synthetic ITCH day replayed (default 2,000,000)")
+    ap.add_argument("--skip", choices=("latency", "fanout", "publish"), action="append", default=[])
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     if a.role:
@@ -334,9 +409,12 @@ def main(argv=None):
         {"bare-strategy": bare_strategy, "bare-executor": bare_executor}.get(role, lambda *x: None)(*rest)
         if role == "bare-subscriber":
             bare_subscriber(rest[0], float(rest[1]), rest[2])
+        if role == "bare-drain":
+            bare_drain(rest[0])
         return 0
     out = {"machine": {"python": sys.version.split()[0], "zmq": zmq.zmq_version(), "pyzmq": zmq.__version__,
-                       "cpus": os.cpu_count(), "loadavg_start": os.getloadavg()}, "latency": [], "fanout": []}
+                       "cpus": os.cpu_count(), "loadavg_start": os.getloadavg()}, "latency": [], "fanout": [],
+           "publish": []}
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
         if "latency" not in a.skip:
@@ -357,6 +435,19 @@ def main(argv=None):
                         print(f"fanout {n:2d} {kind:5s}: sent {res['sent']:,} at {res['rate']:,}/s, worst subscriber "
                               f"got {res['delivered']:.2%}" + (f", p99 {res['p99_us']:.0f} us" if res['p99_us'] else "")
                               + ("  SUSTAINED" if res["sustained"] else "  NOT sustained"), flush=True)
+    if "publish" not in a.skip:
+        day = _day(a.publish_messages, 100)
+        kinds = ["none", "ticks", "bbo", "bare"]
+        for r in range(a.rounds):
+            for kind in kinds[r % 4:] + kinds[:r % 4]:
+                res = publish_round(kind, day)
+                res["round"] = r
+                out["publish"].append(res)
+                if not a.json:
+                    print(f"replay {day.name} publish={kind:5s}: {res['seconds']:.3f} s, {res['records']:,} records, "
+                          f"published {res['published'] or 0:,} in {res['messages'] or 0:,} messages", flush=True)
+        med = {k: statistics.median(x["seconds"] for x in out["publish"] if x["kind"] == k) for k in kinds}
+        out["publish_summary"] = {k: {"median_s": v, "x_none": round(v / med["none"], 3)} for k, v in med.items()}
     summ = {}
     for kind in ("ours", "bare"):
         rows = [x for x in out["latency"] if x["kind"] == kind and x["p50_us"] is not None]
@@ -379,6 +470,8 @@ def main(argv=None):
         if "p50_us" in summ.get("ours", {}) and "p50_us" in summ.get("bare", {}):
             print(f"ours/bare: p50 x{summ['ours']['p50_us'] / summ['bare']['p50_us']:.2f}, "
                   f"p99 x{summ['ours']['p99_us'] / summ['bare']['p99_us']:.2f}")
+        for k, v in out.get("publish_summary", {}).items():
+            print(f"replay with publish={k:5s}: median {v['median_s']:.3f} s, x{v['x_none']:.2f} of no publishing")
         print(f"load average {out['machine']['loadavg_start']} -> {out['machine']['loadavg_end']} (shared machine)")
     return 0
 

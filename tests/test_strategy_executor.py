@@ -200,3 +200,34 @@ def test_runner_signals_acks_and_backpressure():
     s = out[0]
     assert s["md_other_symbols"] == 2            # AAPLX (directory, BBO) matched the AAPL prefix: left out
     assert s["acks"] == 1 and s["resends"] >= 1 and len(s["unacknowledged"]) == 3
+
+
+class Recorder(__import__("engine.strategy", fromlist=["Strategy"]).Strategy):
+    """A strategy that only records what it sees (for the exchange market-data test)."""
+    PARAMS = {}
+    seen: list = []
+
+    def on_tick(self, tick):
+        Recorder.seen.append((tick.symbol, tick.kind, tick.price, tick.size, tick.side))
+
+
+def test_runner_reads_the_exchanges_own_market_data(exchange):
+    """The exchange's PUB (engine.marketdata) has the same wire as the feed's: a strategy subscribes to it;
+    a match is one trade tick (the maker's fill record of the same match is not counted twice)."""
+    Recorder.seen = []
+    opts = StrategyOptions("test_strategy_executor:Recorder", [exchange.marketdata.endpoint], "tcp://127.0.0.1:1",
+                           None, ["AAPL"], drain=0.0, name="rec")
+    runner = StrategyRunner(opts, ctx=zmq.Context.instance())
+    t = threading.Thread(target=runner.run)
+    t.start()
+    try:
+        time.sleep(0.5)                                 # the SUB connects (PUB drops what comes before)
+        with Client(exchange.gateway.endpoint, "demo-taker", "demo-taker-secret", timeout=5) as c:
+            assert c.submit("AAPL", "B", 101 * PX, 7, tif="ioc")["status"] == "ack"
+        deadline = time.monotonic() + 5
+        while not Recorder.seen and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        runner.stop_event.set()
+        t.join(10)
+    assert Recorder.seen == [("AAPL", "trade", 100 * PX, 7, "B")]

@@ -269,3 +269,23 @@ def test_base_strategy_needs_on_tick_and_a_runner():
         Bare([]).on_tick(_tick(1))
     with pytest.raises(RuntimeError):
         Mine([]).buy("A", 1, limit=1)
+
+
+def test_strategy_cli_exit_codes(capsys):
+    from engine.strategy.runner import main
+    assert main(["nosuch", "--md", "tcp://127.0.0.1:1", "--signals", "tcp://127.0.0.1:2"]) == 2
+    assert "unknown strategy" in capsys.readouterr().err
+    assert main(["breakout", "--md", "tcp://127.0.0.1:1", "--signals", "tcp://127.0.0.1:2", "--param", "window=x"]) == 2
+    assert main(["breakout", "--md", "nonsense", "--signals", "tcp://127.0.0.1:2", "--duration", "0.1"]) == 2
+    assert "bad endpoint" in capsys.readouterr().err
+    assert main(["breakout", "--md", "tcp://127.0.0.1:1", "--signals", "tcp://127.0.0.1:2", "--duration", "0.2",
+                 "--drain", "0", "--json"]) == 0
+
+
+def test_executor_cli_needs_a_secret_and_never_takes_it_on_the_command_line(monkeypatch, capsys, tmp_path):
+    from engine.strategy.executor import build_parser, main
+    monkeypatch.delenv("FEEDHANDLER_API_SECRET", raising=False)
+    assert main(["--signals", "tcp://127.0.0.1:*", "--api-key", "k", "--state", str(tmp_path / "l")]) == 2
+    assert "no API secret" in capsys.readouterr().err
+    assert not any("secret" in a.dest and a.dest != "secret_file" for a in build_parser()._actions)
+    assert main(["--signals", "tcp://127.0.0.1:*", "--api-key", "k", "--secret-file", str(tmp_path / "none")]) == 2

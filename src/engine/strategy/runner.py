@@ -62,6 +62,10 @@ def _ts_recv_of_last(recs: np.ndarray) -> int:
     return int(recs["raw"][-1, off:off + 8].view("<u8")[0])
 
 
+class EndpointError(ValueError):
+    """An endpoint ZeroMQ refuses (a usage error, exit 2)."""
+
+
 def load_strategy(spec: str) -> type:
     """A strategy class from a registered name (``breakout``) or ``module:Class``."""
     target = REGISTRY.get(spec, spec)
@@ -143,7 +147,7 @@ class StrategyRunner:
                 self.acks.connect(self.opts.acks)
         except zmq.ZMQError as e:
             self.close()
-            raise ValueError(f"bad endpoint: {e}") from None
+            raise EndpointError(f"bad endpoint: {e}") from None
 
     def close(self) -> None:
         for s in self._sockets:
@@ -343,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         s = runner.run()
-    except ValueError as e:
+    except EndpointError as e:
         print(f"feedhandler strategy: {e}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as e:          # the strategy's own code failed: say where, exit 1
