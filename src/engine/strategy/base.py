@@ -34,6 +34,7 @@ For speed a strategy may override ``on_batch(symbol, ticks)`` and read the recor
 """
 from __future__ import annotations
 
+import struct
 from typing import Callable
 
 import numpy as np
@@ -46,8 +47,6 @@ _RT_TRADE = records.RTYPE["trade"]
 _RT_MBO = records.RTYPE["mbo"]
 _RT_BBO = records.RTYPE["bbo"]
 _MBO = records.DTYPES["mbo"]
-_TRADE = records.DTYPES["trade"]
-_BBO = records.DTYPES["bbo"]
 _UNDEF = records.UNDEF_PRICE
 _FILL = ord("F")
 
@@ -80,45 +79,72 @@ class Tick:
                 f"ask={self.ask_px} ts_recv={self.ts_recv})")
 
 
-def ticks_of(symbol: str, recs: np.ndarray) -> list[Tick]:
-    """The price observations in one market-data message (records of one instrument, stream order).
+def _unpacker(kind: str, fields: tuple[str, ...]) -> struct.Struct:
+    """A little-endian struct reading ``fields`` (in this order) of a record kind at the offsets of the C
+    descriptor table (``feedhandler.records``): no layout typed by hand here."""
+    dt = records.DTYPES[kind]
+    codes = {("u", 1): "B", ("u", 2): "H", ("u", 4): "I", ("u", 8): "Q", ("i", 4): "i", ("i", 8): "q", ("S", 1): "c"}
+    fmt, pos = "<", 0
+    for off, name in sorted((dt.fields[f][1], f) for f in fields):
+        if off < pos:
+            raise ImportError(f"{kind}.{name} overlaps the previous field")
+        ft = dt.fields[name][0]
+        fmt += "x" * (off - pos) + codes[(ft.kind, ft.itemsize)]
+        pos = off + ft.itemsize
+    order = tuple(f for _, f in sorted((dt.fields[f][1], f) for f in fields))
+    if order != fields:
+        raise ImportError(f"{kind}: fields {fields} are not in record order {order} (record.h changed?)")
+    return struct.Struct(fmt)
+
+
+# fields in record order (checked above against record.h's descriptor table at import)
+_BBO_S = _unpacker("bbo", ("ts_event", "ts_recv", "bid_px", "ask_px", "bid_sz", "ask_sz"))
+_TRADE_S = _unpacker("trade", ("ts_event", "price", "size", "side", "ts_recv", "match_number"))
+_MBO_S = _unpacker("mbo", ("ts_event", "price", "size", "side", "ts_recv", "match_number"))
+_MBO_ACTION = _MBO.fields["action"][1]
+_SIZE = records.TICK_DTYPE.itemsize
+_OTHER = {b"B": "A", b"A": "B"}
+
+
+def ticks_of(symbol: str, recs) -> list[Tick]:
+    """The price observations in one market-data message (records of one instrument, stream order; a
+    ``TICK_DTYPE`` array or the message's bytes).
 
     Trades: trade records, and MBO fills (action F, price enriched by the books) unless a trade record of
     the same message carries the same match number (the exchange publishes both sides of a match; ITCH
-    executions arrive as fills only). BBO: ``bbo`` records (feedhandler ``--publish-what bbo``)."""
-    rt = recs["rtype"]
+    executions arrive as fills only). BBO: ``bbo`` records (feedhandler ``--publish-what bbo``).
+    One pass of ``struct`` reads over the bytes: a market-data message is mostly one record, where numpy's
+    per-call overhead would cost more than the record."""
+    buf = recs if isinstance(recs, (bytes, bytearray, memoryview)) else recs.tobytes()
     out: list[Tick] = []
-    is_trade = rt == _RT_TRADE
-    is_fill = rt == _RT_MBO
-    if is_fill.any():
-        mbo = recs.view(_MBO)
-        is_fill &= (mbo["action"].view(np.uint8) == _FILL) & (mbo["price"] != _UNDEF)
-        if is_fill.any() and is_trade.any():
-            trade_matches = recs[is_trade].view(_TRADE)["match_number"]
-            is_fill &= ~np.isin(mbo["match_number"], trade_matches)
-    is_bbo = rt == _RT_BBO
-    sel = np.flatnonzero(is_trade | is_fill | is_bbo)
-    if not sel.shape[0]:
-        return out
-    tr, mb, bb = recs.view(_TRADE), recs.view(_MBO), recs.view(_BBO)
-    kinds = rt[sel].tolist()
-    for i, k in zip(sel.tolist(), kinds):
-        if k == _RT_BBO:
-            b = bb[i]
-            bid, ask = int(b["bid_px"]), int(b["ask_px"])
-            both = bid != _UNDEF and ask != _UNDEF
-            out.append(Tick(symbol, "bbo", (bid + ask) // 2 if both else 0, 0, "N", bid, ask, int(b["bid_sz"]),
-                            int(b["ask_sz"]), int(b["ts_event"]), int(b["ts_recv"])))
-        elif k == _RT_TRADE:
-            t = tr[i]
-            out.append(Tick(symbol, "trade", int(t["price"]), int(t["size"]), t["side"].decode(), _UNDEF, _UNDEF,
-                            0, 0, int(t["ts_event"]), int(t["ts_recv"])))
-        else:
-            m = mb[i]
+    trades: set[int] | None = None
+    fills: list[tuple[int, int]] | None = None       # (index in out, match number)
+    for off in range(0, len(buf) - _SIZE + 1, _SIZE):
+        rt = buf[off + 1]
+        if rt == _RT_BBO:
+            ts_event, ts_recv, bid, ask, bid_sz, ask_sz = _BBO_S.unpack_from(buf, off)
+            mid = (bid + ask) // 2 if bid != _UNDEF and ask != _UNDEF else 0
+            out.append(Tick(symbol, "bbo", mid, 0, "N", bid, ask, bid_sz, ask_sz, ts_event, ts_recv))
+        elif rt == _RT_TRADE:
+            ts_event, price, size, side, ts_recv, match = _TRADE_S.unpack_from(buf, off)
+            out.append(Tick(symbol, "trade", price, size, side.decode(), _UNDEF, _UNDEF, 0, 0, ts_event, ts_recv))
+            if trades is None:
+                trades = set()
+            trades.add(match)
+        elif rt == _RT_MBO and buf[off + _MBO_ACTION] == _FILL:
+            ts_event, price, size, side, ts_recv, match = _MBO_S.unpack_from(buf, off)
+            if price == _UNDEF:
+                continue
             # the resting order's side was hit: the aggressor is the other side
-            agg = {b"B": "A", b"A": "B"}.get(bytes(m["side"]), "N")
-            out.append(Tick(symbol, "trade", int(m["price"]), int(m["size"]), agg, _UNDEF, _UNDEF, 0, 0,
-                            int(m["ts_event"]), int(m["ts_recv"])))
+            out.append(Tick(symbol, "trade", price, size, _OTHER.get(side, "N"), _UNDEF, _UNDEF, 0, 0, ts_event,
+                            ts_recv))
+            if fills is None:
+                fills = []
+            fills.append((len(out) - 1, match))
+    if trades and fills:
+        drop = {i for i, m in fills if m in trades}
+        if drop:
+            out = [t for i, t in enumerate(out) if i not in drop]
     return out
 
 
