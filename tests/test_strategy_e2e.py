@@ -166,8 +166,8 @@ def _start_executor(pr: Procs, p, name="executor"):
                     wait_for="executor up")
 
 
-def _feed(pr: Procs, p, span_s, nsubs):
-    pace = max(span_s / RUN_SECONDS, 1.0)
+def _feed(pr: Procs, p, span_s, nsubs, seconds=RUN_SECONDS):
+    pace = max(span_s / seconds, 1.0)
     return pr.start("feed", "run", "--file", str(SAMPLE), "--pace", f"{pace:g}", "--publish",
                     f"tcp://127.0.0.1:{p['feed_md']}", "--publish-what", "bbo", "--publish-wait-subs", str(nsubs),
                     "--status-interval", "0", "--json")
@@ -239,7 +239,7 @@ def test_capture_to_strategy_to_executor_to_exchange(procs, tmp_path):
 def test_executor_killed_and_exchange_stopped_mid_run(procs, tmp_path):
     ranges, span_s, syms, p, cfg = _setup(tmp_path)
     data = _start_trading(procs, tmp_path, ranges, syms, p, cfg)
-    _feed(procs, p, span_s, len(syms))
+    _feed(procs, p, span_s, len(syms), seconds=2 * RUN_SECONDS)     # room for both faults mid-run
 
     def wait_rows(n, timeout=60):
         deadline = time.monotonic() + timeout
