@@ -289,3 +289,17 @@ def test_executor_cli_needs_a_secret_and_never_takes_it_on_the_command_line(monk
     assert "no API secret" in capsys.readouterr().err
     assert not any("secret" in a.dest and a.dest != "secret_file" for a in build_parser()._actions)
     assert main(["--signals", "tcp://127.0.0.1:*", "--api-key", "k", "--secret-file", str(tmp_path / "none")]) == 2
+
+
+def test_layering_publisher_without_engine_strategy_without_client():
+    """feedhandler.publish imports nothing of engine (ARCHITECTURE.md); a strategy process never loads the
+    client library, the auth code or the executor (no credentials in a strategy process)."""
+    import subprocess
+    import sys
+    code = ("import sys, feedhandler.publish; bad = [m for m in sys.modules if m.split('.')[0] == 'engine'];"
+            "import engine.strategy.runner, engine.strategy.breakout;"
+            "bad += [m for m in ('engine.client', 'engine.auth', 'engine.strategy.executor') if m in sys.modules];"
+            "print(bad)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
