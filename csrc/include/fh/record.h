@@ -443,7 +443,7 @@ typedef struct fh_bbo_update {
     fh_record_header hd;    /* ts_event: of the record that changed the top */
     uint64_t ts_recv;       /* of that record (capture clock) */
     int64_t bid_px;         /* 1e-9 units; FH_UNDEF_PRICE: no bid */
-    int64_t ask_px;         /* FH_UNDEF_PRICE: no offer */
+    int64_t ask_px;         /* 1e-9 units; FH_UNDEF_PRICE: no offer */
     uint32_t bid_sz;        /* shares at the best bid (0: none) */
     uint32_t ask_sz;
     uint32_t sequence;      /* per publisher, counts BBO records */
