@@ -42,6 +42,7 @@ _RT_DIRECTORY = records.RTYPE["stock_directory"]
 _RT_INSTRUMENT_DEF = records.RTYPE["instrument_def"]
 _U32_MAX = np.uint64(0xFFFFFFFF)
 _F_LAST = 0x80
+_ROW = records.TICK_DTYPE.itemsize
 
 
 def _backend_send(zmq):
@@ -235,16 +236,20 @@ class TickPublisher:
                 iid = batch["instrument_id"]
                 if not batch.shape[0]:
                     return 0
-        if iid.shape[0] > 1 and (iid[1:] != iid[:-1]).any():
-            order = np.argsort(iid, kind="stable")      # stable: stream order within an instrument
-            batch = batch[order]
-            iid = iid[order]
-            ids, starts = np.unique(iid, return_index=True)
-            bounds = starts.tolist() + [iid.shape[0]]
-            ids = ids.tolist()
+        n = iid.shape[0]
+        rows = np.ascontiguousarray(batch).view(np.uint8).reshape(n, _ROW)
+        if n > 1 and (iid[1:] != iid[:-1]).any():
+            # stable: stream order within an instrument; ids below 2**16 (ITCH stock locates) sort by radix
+            key = iid.astype(np.uint16) if int(iid.max()) < 65536 else iid
+            order = np.argsort(key, kind="stable")
+            rows = np.take(rows, order, axis=0)          # whole 64-byte rows: ~20x a structured gather
+            sid = iid[order]
+            cuts = (np.flatnonzero(sid[1:] != sid[:-1]) + 1).tolist()
+            ids = sid[[0] + cuts].tolist()
+            bounds = [0] + cuts + [n]
         else:
-            ids, bounds = [int(iid[0])], [0, iid.shape[0]]
-        raw = memoryview(np.ascontiguousarray(batch).view(np.uint8)).cast("B")
+            ids, bounds = [int(iid[0])], [0, n]
+        raw = memoryview(rows.reshape(-1))
         sock = self._sock
         send = self._send
         more, last = self._flags
