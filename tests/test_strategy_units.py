@@ -303,3 +303,24 @@ def test_layering_publisher_without_engine_strategy_without_client():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def test_the_readmes_example_strategy_runs(tmp_path, monkeypatch):
+    """The README's "your own strategy" example, loaded as module:Class the way the CLI does."""
+    import re
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    import textwrap
+    block = re.search(r"```python\n(\s*from engine\.strategy import Strategy\n.*?)\s*```", text, re.S)
+    assert block, "the README's strategy example is gone"
+    code = textwrap.dedent(block.group(1))
+    (tmp_path / "readme_strategy.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cls = load_strategy("readme_strategy:Momentum")
+    s = cls(["AAPL"], coerce_params(cls, ["step_bps=50"]))
+    sink = _Sink()
+    s.bind(sink)
+    s.on_start()
+    for p in (100 * PX, 100 * PX + PX // 1000, 101 * PX):     # +0.1 %: no; +1 %: buy
+        s.on_tick(_tick(p))
+    assert sink.out == [("AAPL", "B", 100, 101 * PX, "ioc")]
