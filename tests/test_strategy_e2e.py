@@ -267,3 +267,28 @@ def test_executor_killed_and_exchange_stopped_mid_run(procs, tmp_path):
     ex2 = procs.json("executor2")
     assert ex2["retries"] > 0, ex2                     # it waited out the stalled exchange with backoff
     assert st["resends"] > 0 or st["hwm_blocked"] > 0 or ex2["repeated"] + ex2["resumed"] > 0, st
+
+
+def test_exchange_restarted_mid_run(procs, tmp_path):
+    """The exchange stops (SIGTERM: journal flushed) and starts again on the same data dir and port while
+    signals flow: the executor retries with backoff; the restarted exchange's retry memory (rebuilt from the
+    journal) and the ledger keep every signal to one order."""
+    ranges, span_s, syms, p, cfg = _setup(tmp_path)
+    data = _start_trading(procs, tmp_path, ranges, syms, p, cfg)
+    _feed(procs, p, span_s, len(syms), seconds=2 * RUN_SECONDS)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if len(_ledger_rows(tmp_path)) >= 5:
+                break
+        except sqlite3.Error:
+            pass
+        time.sleep(0.05)
+    assert procs.stop("exchange") == 0, procs.read("exchange", "err")
+    time.sleep(1.0)
+    procs.start("exchange", "exchange", "--config", str(cfg), "--data-dir", str(data), "--port", str(p["gw"]),
+                "--md-port", str(p["md_ex"]), wait_for="exchange up")
+    _finish(procs)
+    st, outcomes = _check(procs, tmp_path, data, ["executor"])
+    ex = procs.json("executor")
+    assert ex["retries"] > 0, ex
