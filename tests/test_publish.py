@@ -197,3 +197,9 @@ def test_cli_publish_refuses_tcp_protocols():
     p = _cli("replay", str(ROOT / "pcaps" / "fix44_sample.pcap"), "--publish", f"tcp://127.0.0.1:{_free_port()}")
     out, err = p.communicate(timeout=60)
     assert p.returncode == 2 and "--publish applies to market-data feeds" in err
+
+
+def test_cli_run_publish_needs_the_books():
+    p = _cli("run", "--file", str(SAMPLE), "--no-books", "--publish", f"tcp://127.0.0.1:{_free_port()}")
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 2 and "--no-books" in err

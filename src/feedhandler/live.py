@@ -735,6 +735,8 @@ def _publisher(args, opts: LiveOptions):
     the books' BBO events for --publish-what bbo); None without --publish."""
     from feedhandler.publish import from_args
 
+    if getattr(args, "publish", None) and args.no_books:
+        raise ValueError("--publish sends the records after the books enriched them: it cannot run with --no-books")
     pub = from_args(args)
     if pub is None:
         return None
