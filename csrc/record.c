@@ -158,6 +158,12 @@ static const fh_field_desc order_event_fields[] = {
     FLD(fh_order_event, flags, 'u'),
 };
 
+static const fh_field_desc bbo_fields[] = {
+    HEADER(fh_bbo_update), FLD(fh_bbo_update, ts_recv, 'u'), FLD(fh_bbo_update, bid_px, 'i'),
+    FLD(fh_bbo_update, ask_px, 'i'), FLD(fh_bbo_update, bid_sz, 'u'), FLD(fh_bbo_update, ask_sz, 'u'),
+    FLD(fh_bbo_update, sequence, 'u'), FLD(fh_bbo_update, flags, 'u'), PAD(fh_bbo_update, _reserved),
+};
+
 #define DESC(name, rtype, T, dbn, f) {name, rtype, (uint16_t)sizeof(T), dbn, f, N(f)}
 static const fh_record_desc descs[] = {
     DESC("mbo", FH_RTYPE_MBO, fh_mbo, 56, mbo_fields),
@@ -184,6 +190,7 @@ static const fh_record_desc descs[] = {
     DESC("security_status", FH_RTYPE_SECURITY_STATUS, fh_security_status, 0, security_status_fields),
     DESC("instrument_def", FH_RTYPE_INSTRUMENT_DEF, fh_instrument_def, 0, instrument_def_fields),
     DESC("order_event", FH_RTYPE_ORDER_EVENT, fh_order_event, 0, order_event_fields),
+    DESC("bbo", FH_RTYPE_BBO, fh_bbo_update, 0, bbo_fields),
 };
 
 const fh_record_desc *fh_record_descs(size_t *n) {

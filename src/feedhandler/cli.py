@@ -392,6 +392,12 @@ def _cmd_replay(args) -> int:
             raise _Fail(str(e)) from None
         except OSError as e:
             raise _Fail(f"--serve {args.serve}: {e.strerror or e}", 1) from None    # runtime failure
+    from feedhandler.publish import from_args as _publisher
+
+    try:
+        opts.publisher = _publisher(args, symbols)
+    except ValueError as e:
+        raise _Fail(str(e)) from None
     restore = _stop_on_signals()
     try:
         s = replay(args.file, opts)
@@ -405,6 +411,11 @@ def _cmd_replay(args) -> int:
             page.stop()
         if bar is not None:
             bar.done()
+        if opts.publisher is not None:
+            opts.publisher.close()
+    if opts.publisher is not None:
+        s["publish"] = opts.publisher.stats()
+        print(f"feedhandler: {opts.publisher.summary_line()}", file=sys.stderr)
     for w in s.get("warnings") or ():
         print(f"feedhandler: warning: {w}", file=sys.stderr)
     if not s.get("messages"):
@@ -587,6 +598,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--serve", metavar="[HOST:]PORT",
                    help="itch50: serve a live market-data page at http://[HOST:]PORT/ (BBO, depth and the feed's "
                         "counters; default host 127.0.0.1; default: off)")
+    from feedhandler.publish import add_arguments as _publish_options
+
+    _publish_options(r)
     g = r.add_mutually_exclusive_group()
     g.add_argument("--progress", action="store_true", default=None, help="always show the progress line")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="never show the progress line")
@@ -641,6 +655,10 @@ DELEGATED = {
     "ptp-slave": ("feedhandler.time.slave:slave_main",
                   "measure clock offset and path delay to a PTP master (never steers the clock)"),
     "bench": ("feedhandler.bench_cli:main", "run the benchmarks of bench/ next to their peers (from a source checkout)"),
+    "strategy": ("engine.strategy.runner:main",
+                 "run a trading strategy process: market data (SUB) in, signals (PUSH) to an executor"),
+    "executor": ("engine.strategy.executor:main",
+                 "send strategy signals (PULL) to the exchange as orders, each exactly once"),
 }
 
 

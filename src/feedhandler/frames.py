@@ -33,7 +33,7 @@ FIXED_POINT_FIELDS = frozenset({
     "price", "level1", "level2", "level3", "ipo_price", "reference_price", "upper_price", "lower_price",
     "current_reference_price", "far_price", "near_price", "near_execution_price", "minimum_allowable_price",
     "maximum_allowable_price", "lower_price_range_collar", "upper_price_range_collar", "min_price_increment",
-    "display_factor", "strike_price",
+    "display_factor", "strike_price", "bid_px", "ask_px",
 })
 TIME_FIELDS = frozenset({"ts_event", "ts_recv"})         # uint64 ns since the UNIX epoch
 DATE_FIELDS = frozenset({"trade_date", "trading_date"})  # uint16 days since the UNIX epoch, 65535 = null

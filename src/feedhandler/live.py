@@ -672,6 +672,9 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
                         "default host 127.0.0.1; default: off)")
     p.add_argument("--top", type=int, default=10,
                    help="rows of the BBO table (the books with the most live orders; 0: none; default 10)")
+    from feedhandler.publish import add_arguments as _publish_options
+
+    _publish_options(p)
     return p
 
 
@@ -727,6 +730,11 @@ def run_main(argv: Sequence[str] | None = None) -> int:
             print(f"feedhandler run: --serve {args.serve}: {e.strerror or e}", file=sys.stderr)
             return 1
     try:
+        publisher = _publisher(args, opts)
+    except (ValueError, OSError) as e:
+        print(f"feedhandler run: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
         s = run(opts)
     except BackendUnavailable as e:
         print(f"feedhandler run: {e}", file=sys.stderr)
@@ -740,11 +748,33 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     finally:
         if page is not None:
             page.stop()
+        if publisher is not None:
+            publisher.close()
+    if publisher is not None:
+        s["publish"] = publisher.stats()
+        print(f"feedhandler run: {publisher.summary_line()}", file=sys.stderr)
     if args.json:
         print(json.dumps(s, indent=2, default=int))
     else:
         print(format_summary(s))
     return {"SIGINT": EXIT_INTERRUPTED, "SIGTERM": EXIT_TERMINATED}.get(s.get("signal"), EXIT_OK)
+
+
+def _publisher(args, opts: LiveOptions):
+    """--publish: a started feedhandler.publish.TickPublisher fed from the book thread's batches (with
+    the books' BBO events for --publish-what bbo); None without --publish."""
+    from feedhandler.publish import from_args
+
+    if getattr(args, "publish", None) and args.no_books:
+        raise ValueError("--publish sends the records after the books enriched them: it cannot run with --no-books")
+    pub = from_args(args)
+    if pub is None:
+        return None
+    from engine.book import BookSet
+
+    books = opts.books = BookSet(track_bbo_events=pub.what == "bbo")
+    opts.on_batch = (lambda b: pub.publish(b, books.bbo_events())) if pub.what == "bbo" else pub.publish
+    return pub
 
 
 if __name__ == "__main__":  # pragma: no cover

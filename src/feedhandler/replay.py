@@ -109,6 +109,7 @@ class ReplayOptions:
                                                 # pace (ts_event), x = x times faster (feedhandler.serve.pace)
     watch: object | None = None                 # a feedhandler.serve.BookSampler: samples the books after
                                                 # each batch on this thread, at its own few Hz (--serve)
+    publisher: object | None = None             # a started feedhandler.publish.TickPublisher (--publish)
 
 
 class _Batches:
@@ -126,8 +127,11 @@ class _Batches:
         self.activity = np.zeros(1 << 16, np.int64)   # MBO + trade records per instrument_id
         self.records = 0
         self.kept = 0
+        self.publish: Callable[[np.ndarray], object] | None = None   # --publish: every enriched batch
 
     def __call__(self, ticks: np.ndarray) -> None:
+        if self.publish is not None:
+            self.publish(ticks)
         self.records += ticks.shape[0]
         self.by_rtype += np.bincount(ticks["rtype"], minlength=256)
         if self.symmap.update(ticks) and self.want is not None:
@@ -191,6 +195,10 @@ def replay(path: str | os.PathLike, opts: ReplayOptions | None = None) -> dict:
         raise ValueError(f"--pace and --serve are implemented for itch50 replays (this one is {protocol})")
     if protocol not in ("itch50", "mdp3") and opts.mode != "single":
         raise ValueError(f"--mode {opts.mode} is implemented for itch50 and mdp3 ({protocol} replays in one thread)")
+    if opts.publisher is not None and protocol not in ("itch50", "mdp3"):
+        raise ValueError(f"--publish applies to market-data feeds (itch50, mdp3), not {protocol}")
+    if _publishes_bbo(opts) and protocol != "itch50":
+        raise ValueError(f"--publish-what bbo needs order-by-order books (itch50); {protocol}: use ticks")
     if protocol == "itch50":
         s = _replay_itch(path, opts)
     elif protocol == "mdp3":
@@ -232,12 +240,13 @@ def _replay_itch(path: str, opts: ReplayOptions) -> dict:
                 feed = Feed(path, "itch50", **kw, date=named.isoformat())
                 date_source = "file name"
     require_day(path, bool(feed.midnight_ns), bool(opts.out))
-    books = BookSet()
+    books = BookSet(track_bbo_events=_publishes_bbo(opts))
     symmap = SymbolMap()
     writer = None
     if opts.out:
         writer = open_writer(opts.out, opts.out_format, symbols=symmap, date=_date_of(feed.midnight_ns))
     handle = _Batches(opts, symmap, writer)
+    handle.publish = _publish_hook(opts, books)
     t0 = time.perf_counter()
     last_progress = [t0]
 
@@ -317,6 +326,21 @@ def _replay_itch(path: str, opts: ReplayOptions) -> dict:
     s["interrupted"] = interrupted
     s["bytes_read"] = int(feed.progress()[0])
     return s
+
+
+def _publishes_bbo(opts: ReplayOptions) -> bool:
+    return opts.publisher is not None and getattr(opts.publisher, "what", "ticks") == "bbo"
+
+
+def _publish_hook(opts: ReplayOptions, books) -> Callable[[np.ndarray], object] | None:
+    """--publish: hand each enriched batch (and, for BBO, the BBO changes the books recorded while applying
+    it) to the publisher, on the thread that owns the batch."""
+    pub = opts.publisher
+    if pub is None:
+        return None
+    if _publishes_bbo(opts):
+        return lambda ticks: pub.publish(ticks, books.bbo_events())
+    return pub.publish
 
 
 def _drain(ring) -> None:
@@ -557,6 +581,7 @@ def _replay_mdp3(path: str, opts: ReplayOptions) -> dict:
     symmap = SymbolMap()
     writer = open_writer(opts.out, opts.out_format, symbols=symmap, dataset="GLBX.MDP3") if opts.out else None
     handle = _Batches(opts, symmap, writer, book_rtypes=("mbo", "trade", "mbp_update"))
+    handle.publish = _publish_hook(opts, books)
     t0 = time.perf_counter()
     last = [t0]
 

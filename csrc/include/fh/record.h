@@ -52,7 +52,8 @@
 #define FH_RTYPE_BROKEN_TRADE 0xF0     /* ITCH B */
 #define FH_RTYPE_ORDER_EVENT 0xF1      /* order entry (OUCH 4.2/5.0, FIX D/F/G/8/9): one lifecycle event */
 /* 0xF1-0xFF: reserved for the other protocols (OUCH, FIX, MDP3 reference data) */
-/* CME MDP 3.0 (taken from the top of the range down, to stay clear of OUCH/FIX taking 0xF1 up) */
+/* CME MDP 3.0 and the publisher (taken from the top of the range down, to stay clear of OUCH/FIX taking 0xF1 up) */
+#define FH_RTYPE_BBO 0xFB              /* top of book after a change (feedhandler run|replay --publish-what bbo) */
 #define FH_RTYPE_MBP_UPDATE 0xFC       /* one price-level change of an MBP book (MDP3 book entries) */
 #define FH_RTYPE_STATISTIC 0xFD        /* session/daily statistics, volume, price limits */
 #define FH_RTYPE_SECURITY_STATUS 0xFE  /* trading status of an instrument or a security group */
@@ -435,6 +436,21 @@ typedef struct fh_order_event {
     uint8_t flags;          /* FH_OE_F_* */
 } fh_order_event;
 
+/* Best bid and offer of one instrument after a change of its top of book (ours). Made from the books'
+ * BBO events (fh/book.h fh_bbo_event) by the market-data publisher (feedhandler/publish.py) for
+ * `--publish-what bbo`; not a decoder output. Sizes saturate at UINT32_MAX shares. */
+typedef struct fh_bbo_update {
+    fh_record_header hd;    /* ts_event: of the record that changed the top */
+    uint64_t ts_recv;       /* of that record (capture clock) */
+    int64_t bid_px;         /* 1e-9 units; FH_UNDEF_PRICE: no bid */
+    int64_t ask_px;         /* 1e-9 units; FH_UNDEF_PRICE: no offer */
+    uint32_t bid_sz;        /* shares at the best bid (0: none) */
+    uint32_t ask_sz;
+    uint32_t sequence;      /* per publisher, counts BBO records */
+    uint8_t flags;          /* FH_F_LAST on every record (one event each) */
+    uint8_t _reserved[3];
+} fh_bbo_update;
+
 /* One ring slot: any record. */
 typedef union fh_tick {
     fh_record_header hd;
@@ -462,6 +478,7 @@ typedef union fh_tick {
     fh_security_status security_status;
     fh_instrument_def instrument_def;
     fh_order_event order_event;
+    fh_bbo_update bbo;
     uint8_t raw[FH_TICK_SIZE];
 } fh_tick;
 
@@ -469,6 +486,7 @@ _Static_assert(sizeof(fh_record_header) == 16, "DBN RecordHeader is 16 bytes");
 _Static_assert(offsetof(fh_mbo, ext) == 56, "DBN MboMsg is 56 bytes");
 _Static_assert(offsetof(fh_trade, order_id) == 48, "DBN TradeMsg is 48 bytes");
 _Static_assert(sizeof(fh_tick) == FH_TICK_SIZE, "a tick is one 64-byte slot");
+_Static_assert(sizeof(fh_bbo_update) == 56, "a BBO update is 56 bytes of its slot");
 _Static_assert(sizeof(fh_mbp_update) == 64 && sizeof(fh_statistic) == 64, "MDP3 records fill a slot");
 _Static_assert(sizeof(fh_security_status) == 64 && sizeof(fh_instrument_def) == 64, "MDP3 records fill a slot");
 _Static_assert(sizeof(fh_order_event) == 64, "order events fill a slot");
