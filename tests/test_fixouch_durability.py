@@ -19,16 +19,14 @@ import sys
 import textwrap
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 simplefix = pytest.importorskip("simplefix")
 
-from engine.fix.message import utc_timestamp
-from test_fix_session import Initiator
+from _durability_fix import FixClient as Client, fix_logon as logon, fix_order as order  # noqa: E402,F401
+from _durability_support import SPEC  # noqa: E402
 
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "data" / "fix" / "spec"
 pytestmark = pytest.mark.skipif(not SPEC.is_dir(), reason=f"{SPEC} (shared reference data) not present")
 
 SERVER = textwrap.dedent("""
@@ -48,45 +46,12 @@ SERVER = textwrap.dedent("""
 """)
 
 
-class Client(Initiator):
-    """An initiator that keeps every message it receives and answers the acceptor's ResendRequests with a
-    GapFill (it never resends orders: an order without an answer is simply not acknowledged)."""
-
-    def __init__(self, port, sender, begin, seq):
-        super().__init__(port, sender, begin=begin, seq=seq)
-        self.got: list = []
-
-    def pump(self, timeout=0.3):
-        while True:
-            try:
-                m = self.recv(timeout=timeout)
-            except OSError:          # reset by the killed acceptor
-                return "EOF"
-            if m is None or m == "EOF":
-                return m
-            if m.get(35) == b"2":
-                self.send(b"4", [(123, "Y"), (36, self.seq)], seq=int(m.get(7)))
-                continue
-            self.got.append(m)
-
-
 def start(data):
     p = subprocess.Popen([sys.executable, "-c", SERVER, str(data), str(SPEC)], stdout=subprocess.PIPE,
                          text=True, start_new_session=True)
     line = p.stdout.readline().split()
     assert line, "server did not start"
     return p, int(line[0]), int(line[1])
-
-
-def logon(c):
-    c.send(b"A", [(98, 0), (108, 30)])
-    c.pump(timeout=0.5)
-    assert any(m.get(35) == b"A" for m in c.got), "no Logon answer"
-
-
-def order(c, clid, side, qty, tif):
-    c.send(b"D", [(11, clid), (21, "1"), (55, "AAPL"), (54, side), (38, qty), (40, "2"), (44, "100"),
-                  (59, tif), (60, utc_timestamp().decode())])
 
 
 def test_sigkill_under_fix_load_loses_no_report(tmp_path):

@@ -526,6 +526,8 @@ class Exchange:
             self.http = self._make_http(h, keys)
         self._started: list[str] = []
         self._stopped = threading.Event()
+        #: Exchange.state_hash() when stop() had stopped all input (printed by the command as it ends)
+        self.final_state_hash: str | None = None
 
     def start(self) -> "Exchange":
         """Open every listener. A listener that cannot be opened (port in use, address not available) raises
@@ -735,6 +737,10 @@ class Exchange:
                 part.stop()
         if "gateway" in self._started:
             self.gateway.stop()
+        try:        # no input any more: the state an offline replay of the journal must rebuild exactly
+            self.final_state_hash = self.state_hash()
+        except Exception as err:  # noqa: BLE001 - a shard server already gone: no hash, the stop goes on
+            self.final_state_hash = f"unavailable ({one_line(err)})"
         self.pipeline.flush_latency()
         self.marketdata.stop()
         self.engine.close()          # journal flushed and fsynced
@@ -896,7 +902,8 @@ def _main(argv: list[str]) -> int:
         for s, h in old.items():
             signal.signal(s, h)
     s = ex.pipeline.stats.as_dict()
-    print(f"exchange stopped: requests={s['requests']} trades={ex.trade_log.rows} journal flushed", flush=True)
+    print(f"exchange stopped: requests={s['requests']} trades={ex.trade_log.rows} journal flushed "
+          f"state_hash={getattr(ex, 'final_state_hash', None)}", flush=True)
     return EXIT_INTERRUPTED if why["signal"] == signal.SIGINT else EXIT_OK
 
 
