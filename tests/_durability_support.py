@@ -91,7 +91,8 @@ class Trader(threading.Thread):
     """One account: new orders around 100 (some outside a 10 % price band), cancels of its resting orders by
     original client order id; a request that got no answer (the exchange was down) is retried with the same
     rid and ids until it is answered, as the client library does. A reply "unknown" (a shard that did not
-    answer in time) is not retried: its outcome arrives later as an execution report (settlement)."""
+    answer in time) is asked about once more with the same request (it must never become a second order,
+    nor a reject of an order that then rests); its outcome arrives as an execution report (settlement)."""
 
     def __init__(self, endpoint: str, k: int, stop: threading.Event, account: str, symbols=("AAPL",),
                  seed: int = 0, pause: float = 0.0):
@@ -153,12 +154,14 @@ class Trader(threading.Thread):
                            "symbol": self.rng.choice(self.symbols), "side": self.rng.choice("BS"),
                            "price": self.rng.randint(85, 115) * PX, "qty": self.rng.randint(1, 4)}
                     r = self._request(c, req)
+                    if r["status"] == "unknown":
+                        self.unknown[clid] = r
+                        time.sleep(self.rng.uniform(0.0, 0.3))
+                        r = self._request(c, req)          # the same request again: its first outcome
                     self.retries = c.retries_done
                     if r["status"] == "ack":
                         self.acked[clid] = r
-                    elif r["status"] == "unknown":
-                        self.unknown[clid] = r
-                    else:
+                    elif r["status"] != "unknown":
                         self.rejected[clid] = r.get("reason")
                 if self.unknown:        # the settlements of what was answered "unknown"
                     end = time.monotonic() + 15

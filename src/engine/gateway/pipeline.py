@@ -17,6 +17,14 @@ on stderr, then the process exits with status 70, so a supervisor restarts it an
 the same state), and an in-process pipeline whose ``on_fatal`` returns answers ``engine_failed`` from
 then on instead of silently answering nothing.
 
+Per-shard lanes: with several shards that answer on their own (shard processes, shard servers:
+``engine.lanes_useful``), the engine thread hands each shard's part of a batch to that shard's lane
+(EngineManager.submit_lanes: one FIFO worker per shard) and waits at most ``lane_grace_s`` for it. A part
+still unanswered then (a stalled or dead shard) completes later on the engine thread (its replies, risk and
+retry memory); meanwhile that shard's later requests wait in ``_blocked`` (their decisions depend on its
+outcome) and the other shards' requests go on. Per shard, requests are decided, sequenced and answered in
+arrival order, as with one engine call per batch.
+
 Backpressure: at most ``max_pending`` orders queued or inside the engine; beyond that ``busy``.
 """
 from __future__ import annotations
