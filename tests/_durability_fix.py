@@ -46,3 +46,33 @@ def fix_logon(c):
 def fix_order(c, clid, side, qty, tif, price="100"):
     c.send(b"D", [(11, clid), (21, "1"), (55, "AAPL"), (54, side), (38, qty), (40, "2"), (44, price),
                   (59, tif), (60, utc_timestamp().decode())])
+
+
+def check_reports_against_journal(reports: list, events: list[dict], account: str, who: str) -> None:
+    """The ExecutionReports a session got (in MsgSeqNum order) against the journal replay's events of its
+    account: every order's New and every fill reported exactly once, nothing else; per order New first
+    and CumQty increasing."""
+    want = []
+    for ev in events:
+        if ev.get("account") != account:
+            continue
+        if ev["type"] == "accepted":
+            want.append((str(ev["order_id"]).encode(), "new", 0))
+        elif ev["type"] == "fill":
+            want.append((str(ev["order_id"]).encode(), "fill", ev["cum_qty"]))
+    got = []
+    for m in reports:
+        et = m.get(150)
+        if et == b"0":
+            got.append((m.get(37), "new", 0))
+        elif et in (b"F", b"1", b"2"):
+            got.append((m.get(37), "fill", int(m.get(14))))
+    missing = sorted(set(want) - set(got))
+    assert not missing, f"{who}: journal events never reported: {missing[:5]}"
+    assert sorted(got) == sorted(want), f"{who}: journal and reports differ"
+    per_order: dict = {}
+    for oid, kind, cum in got:
+        seen = per_order.setdefault(oid, [])
+        assert (kind == "new") == (not seen), f"{who}: order {oid} reports out of order"
+        assert not seen or cum > seen[-1], f"{who}: order {oid} CumQty not increasing"
+        seen.append(cum)

@@ -32,7 +32,7 @@ import pytest
 zmq = pytest.importorskip("zmq")
 simplefix = pytest.importorskip("simplefix")
 
-from _durability_fix import FixClient  # noqa: E402
+from _durability_fix import FixClient, check_reports_against_journal  # noqa: E402
 from _durability_support import (PX, SPEC, Trader, check_acknowledged, free_port, popen, read_until,  # noqa: E402
                                  stop as stop_process, wait_for)
 from engine.fix.message import utc_timestamp  # noqa: E402
@@ -203,30 +203,7 @@ class FixSession(threading.Thread):
         reports = [self.msgs[s] for s in sorted(self.msgs) if self.msgs[s].get(35) == b"8"]
         ids = [m.get(17) for m in reports]
         assert len(ids) == len(set(ids)), f"{self.sender}: ExecIDs repeated"
-        want = []
-        for ev in events:
-            if ev.get("account") != self.account:
-                continue
-            if ev["type"] == "accepted":
-                want.append((str(ev["order_id"]).encode(), "new", 0))
-            elif ev["type"] == "fill":
-                want.append((str(ev["order_id"]).encode(), "fill", ev["cum_qty"]))
-        got = []
-        for m in reports:
-            et = m.get(150)
-            if et == b"0":
-                got.append((m.get(37), "new", 0))
-            elif et in (b"F", b"1", b"2"):
-                got.append((m.get(37), "fill", int(m.get(14))))
-        missing = sorted(set(want) - set(got))
-        assert not missing, f"{self.sender}: journal events never reported: {missing[:5]}"
-        assert sorted(got) == sorted(want), f"{self.sender}: reports the journal does not hold, or twice"
-        per_order: dict = {}
-        for oid, kind, cum in got:                       # in MsgSeqNum order: New first, CumQty increasing
-            seen = per_order.setdefault(oid, [])
-            assert (kind == "new") == (not seen), f"{self.sender}: order {oid} reports out of order"
-            assert not seen or cum > seen[-1], f"{self.sender}: order {oid} CumQty not increasing"
-            seen.append(cum)
+        check_reports_against_journal(reports, events, self.account, self.sender)
 
 
 # ---- the exchange ---------------------------------------------------------------------------------------------
@@ -287,11 +264,20 @@ def end_load(stop, traders, sessions) -> None:
         assert t.error is None, t.error
 
 
-def check_run(traders, sessions, evs) -> int:
+def finish_and_check(p, load, data: str, tmp_path, logons: int) -> int:
+    """Let the load run on the last exchange a little, stop it, stop the exchange (its state hash) and check
+    everything against the journal; the number of acknowledged gateway orders."""
+    stop, traders, sessions = load
+    time.sleep(1.5)
+    end_load(stop, traders, sessions)
+    live_hash = stop_and_hash(p)
+    offline_hash, evs = offline_replay(data, tmp_path)
     _, n_acked = check_acknowledged(evs, traders, max_pos=MAX_POS, band_bps=BAND_BPS,
                                     ref_prices={s: 100 * PX for s in SYMS})
     for s in sessions:
         s.check(evs)
+        assert s.logons == logons, (s.sender, s.logons)
+    assert live_hash == offline_hash
     return n_acked
 
 
@@ -310,14 +296,20 @@ def procs():
             stop_process(p, signal.SIGKILL)
 
 
-def test_sigkill_at_random_points_under_gateway_and_fix_load(tmp_path, seed, procs):
-    rng = random.Random(seed)
+def start_primary(tmp_path, procs):
+    """An exchange with FIX on free ports: (config path, data dir, gateway port, FIX port, process)."""
     port, fix_port = free_port(), free_port()
     cfg = write_config(tmp_path / "exchange.toml", fix_port)
     data = str(tmp_path / "data")
     p = start_exchange(cfg, data, port)
     procs.append(p)
     wait_up(p)
+    return cfg, data, port, fix_port, p
+
+
+def test_sigkill_at_random_points_under_gateway_and_fix_load(tmp_path, seed, procs):
+    rng = random.Random(seed)
+    cfg, data, port, fix_port, p = start_primary(tmp_path, procs)
     stop, traders, sessions = run_load(port, fix_port)
     kills = 3
     for _ in range(kills):
@@ -328,16 +320,10 @@ def test_sigkill_at_random_points_under_gateway_and_fix_load(tmp_path, seed, pro
         p = start_exchange(cfg, data, port)
         procs.append(p)
         wait_up(p)
-    time.sleep(1.5)
-    end_load(stop, traders, sessions)
-    live_hash = stop_and_hash(p)
-    offline_hash, evs = offline_replay(data, tmp_path)
-    n_acked = check_run(traders, sessions, evs)
+    n_acked = finish_and_check(p, (stop, traders, sessions), data, tmp_path, logons=kills + 1)
     assert n_acked > 20
     assert sum(t.timeouts + t.retries for t in traders) > 0                 # it really crashed under load
-    assert all(s.logons == kills + 1 for s in sessions), [s.logons for s in sessions]
     assert sum(s.resend_requests for s in sessions) > 0                     # reports were missed, then resent
-    assert live_hash == offline_hash
     print(f"acked {n_acked} gateway orders, FIX reports {[len(s.msgs) for s in sessions]}, "
           f"re-sent ClOrdIDs {[len(s.retried) for s in sessions]}, gateway retries "
           f"{sum(t.timeouts + t.retries for t in traders)}")
@@ -345,12 +331,7 @@ def test_sigkill_at_random_points_under_gateway_and_fix_load(tmp_path, seed, pro
 
 def test_failover_kill_9_the_primary_under_load(tmp_path, seed, procs):
     rng = random.Random(seed + 1)
-    port, fix_port = free_port(), free_port()
-    cfg = write_config(tmp_path / "exchange.toml", fix_port)
-    data = str(tmp_path / "data")
-    primary = start_exchange(cfg, data, port)
-    procs.append(primary)
-    wait_up(primary)
+    cfg, data, port, fix_port, primary = start_primary(tmp_path, procs)
     standby = start_exchange(cfg, data, port, "--standby-of", data)         # same ports, bound at takeover
     procs.append(standby)
     read_until(standby, r"standby of .*following 1 shard journal")
@@ -360,14 +341,8 @@ def test_failover_kill_9_the_primary_under_load(tmp_path, seed, procs):
     primary.communicate(timeout=10)
     read_until(standby, r"taking over: .*; epoch (\d+), seq (\d+)", timeout=30)
     wait_up(standby)
-    time.sleep(1.5)
-    end_load(stop, traders, sessions)
-    live_hash = stop_and_hash(standby)
-    offline_hash, evs = offline_replay(data, tmp_path)
-    n_acked = check_run(traders, sessions, evs)
+    n_acked = finish_and_check(standby, (stop, traders, sessions), data, tmp_path, logons=2)
     assert n_acked > 10
-    assert all(s.logons == 2 for s in sessions), [s.logons for s in sessions]
-    assert live_hash == offline_hash
 
 
 def test_shard_stalled_past_the_router_timeout(tmp_path, seed, procs):

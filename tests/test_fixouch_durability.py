@@ -25,6 +25,7 @@ import pytest
 simplefix = pytest.importorskip("simplefix")
 
 from _durability_fix import FixClient as Client, fix_logon as logon, fix_order as order  # noqa: E402,F401
+from _durability_fix import check_reports_against_journal  # noqa: E402
 from _durability_support import SPEC  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not SPEC.is_dir(), reason=f"{SPEC} (shared reference data) not present")
@@ -133,28 +134,6 @@ def test_sigkill_under_fix_load_loses_no_report(tmp_path):
     eng.replay_payloads(payloads)
     events = eng.take_replayed()
     for who, acct in (("S1", "ACC-1"), ("S2", "ACC-2")):
-        want = []
-        for ev in events:
-            if ev["account"] != acct:
-                continue
-            if ev["type"] == "accepted":
-                want.append((str(ev["order_id"]).encode(), "new", 0))
-            elif ev["type"] == "fill":
-                want.append((str(ev["order_id"]).encode(), "fill", ev["cum_qty"]))
-        got = []
-        for seq in sorted(streams[who]):
-            m = streams[who][seq]
-            et = m.get(150)
-            if et == b"0":
-                got.append((m.get(37), "new", 0))
-            elif et in (b"F", b"1", b"2"):
-                got.append((m.get(37), "fill", int(m.get(14))))
-        assert sorted(got) == sorted(want), f"{who}: journal and reports differ"
-        per_order: dict = {}
-        for oid, kind, cum in got:                    # per order: New first, CumQty increasing
-            seen = per_order.setdefault(oid, [])
-            assert (kind == "new") == (not seen), f"{who}: order {oid} reports out of order"
-            assert not seen or cum > seen[-1], f"{who}: order {oid} CumQty not increasing"
-            seen.append(cum)
+        check_reports_against_journal([streams[who][seq] for seq in sorted(streams[who])], events, acct, who)
     assert n == 160
     print("caught up after kills:", caught_up)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,18 +15,11 @@ import pytest
 
 zmq = pytest.importorskip("zmq")
 
+from _durability_support import free_port, wait_for  # noqa: E402
 from engine.manager import EngineManager  # noqa: E402
 
 PX = 1_000_000_000
 SYMS = ["AAPL", "MSFT"]          # AAPL -> shard 0, MSFT -> shard 1
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Server:
@@ -88,18 +80,17 @@ def servers(request):
         s.close()
 
 
+def remote_exchange_config(tmp_path, servers, timeout_s: float) -> dict:
+    """An exchange (in-process, any free ports) whose shards are these shard servers."""
+    from engine.exchange import load_config
+    return load_config(None, {"data_dir": str(tmp_path / "d"), "gateway.endpoint": "tcp://127.0.0.1:*",
+                              "marketdata.endpoint": "tcp://127.0.0.1:*", "symbols": SYMS,
+                              "engine.remote": [s.endpoint for s in servers], "engine.remote_timeout_s": timeout_s})
+
+
 def new(sym, side, px, qty, clid, account="A", tif="gtc"):
     return {"type": "new", "account": account, "symbol": sym, "side": side, "price": px, "qty": qty, "tif": tif,
             "client_order_id": clid}
-
-
-def wait_for(cond, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_late_answer_is_unknown_then_settled(servers):
@@ -224,12 +215,10 @@ def test_settled_request_from_a_server_that_died_comes_from_its_journal(servers,
 
 def test_gateway_reports_unknown_and_delivers_the_settlement(servers, tmp_path):
     from engine.client import Client
-    from engine.exchange import Exchange, load_config
+    from engine.exchange import Exchange
 
     a, b = servers(), servers()
-    cfg = load_config(None, {"data_dir": str(tmp_path / "d"), "gateway.endpoint": "tcp://127.0.0.1:*",
-                             "marketdata.endpoint": "tcp://127.0.0.1:*", "symbols": SYMS,
-                             "engine.remote": [a.endpoint, b.endpoint], "engine.remote_timeout_s": 0.4})
+    cfg = remote_exchange_config(tmp_path, [a, b], 0.4)
     with Exchange(cfg) as ex, Client(ex.gateway.endpoint, "demo-mm", "demo-mm-secret", timeout=5,
                                      retries=0) as c:
         b.stall()
@@ -267,13 +256,11 @@ def test_gateway_answers_a_healthy_shard_while_another_is_stopped(servers, tmp_p
     are answered at once through the real gateway (not after the router's timeout), the stopped shard's
     orders are answered "unknown" once, then rejected at once, in their order; nothing is entered twice."""
     from engine.client import Client
-    from engine.exchange import Exchange, load_config
+    from engine.exchange import Exchange
 
     a, b = servers(), servers()
     timeout_s = 1.5
-    cfg = load_config(None, {"data_dir": str(tmp_path / "d"), "gateway.endpoint": "tcp://127.0.0.1:*",
-                             "marketdata.endpoint": "tcp://127.0.0.1:*", "symbols": SYMS,
-                             "engine.remote": [a.endpoint, b.endpoint], "engine.remote_timeout_s": timeout_s})
+    cfg = remote_exchange_config(tmp_path, [a, b], timeout_s)
     with Exchange(cfg) as ex, Client(ex.gateway.endpoint, "demo-mm", "demo-mm-secret", timeout=10,
                                      retries=0) as c, \
             Client(ex.gateway.endpoint, "demo-taker", "demo-taker-secret", timeout=10, retries=0) as t:
@@ -320,12 +307,10 @@ def test_retry_of_an_unknown_outcome_is_not_entered_twice(servers, tmp_path):
     router's timeout, sent while the outcome is still unknown, is answered "unknown" again (the first
     outcome's memory), never sequenced a second time when the shard is back."""
     from engine.client import Client
-    from engine.exchange import Exchange, load_config
+    from engine.exchange import Exchange
 
     a, b = servers(), servers()
-    cfg = load_config(None, {"data_dir": str(tmp_path / "d"), "gateway.endpoint": "tcp://127.0.0.1:*",
-                             "marketdata.endpoint": "tcp://127.0.0.1:*", "symbols": SYMS,
-                             "engine.remote": [a.endpoint, b.endpoint], "engine.remote_timeout_s": 0.4})
+    cfg = remote_exchange_config(tmp_path, [a, b], 0.4)
     with Exchange(cfg) as ex, Client(ex.gateway.endpoint, "demo-mm", "demo-mm-secret", timeout=5,
                                      retries=0) as c:
         req = {"type": "new", "rid": "r-1", "client_order_id": "u1", "symbol": "MSFT", "side": "S",

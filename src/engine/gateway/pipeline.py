@@ -774,9 +774,10 @@ class OrderPipeline:
                     # settles it later; never an ack or a reject, never remembered as one
                     replies[j] = reply = {"rid": rid, "status": "unknown", "reason": own[0].get("reason", ""),
                                           "events": own}
-                    if key is not None:
+                    if key is not None and self.state.dedup.get(account, key) is None:
                         # a retry meanwhile is told "unknown" again, never entered a second time; the
                         # settlement (engine.exchange.Exchange._on_settled) replaces it with the outcome
+                        # (and is kept when it came first)
                         put(account, key, dumpb(reply))
                     reply["_stamps"] = None
                     try:
