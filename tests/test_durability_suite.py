@@ -312,7 +312,8 @@ def test_sigkill_at_random_points_under_gateway_and_fix_load(tmp_path, seed, pro
     cfg, data, port, fix_port, p = start_primary(tmp_path, procs)
     stop, traders, sessions = run_load(port, fix_port)
     kills = 3
-    for _ in range(kills):
+    for n in range(kills):
+        assert wait_for(lambda: all(s.logons > n for s in sessions), 30), "a FIX session did not log on"
         time.sleep(rng.uniform(0.5, 1.5))
         p.kill()                                     # SIGKILL at a random point of the load
         p.communicate(timeout=10)
@@ -320,6 +321,7 @@ def test_sigkill_at_random_points_under_gateway_and_fix_load(tmp_path, seed, pro
         p = start_exchange(cfg, data, port)
         procs.append(p)
         wait_up(p)
+    assert wait_for(lambda: all(s.logons > kills for s in sessions), 30), "a FIX session did not log on"
     n_acked = finish_and_check(p, (stop, traders, sessions), data, tmp_path, logons=kills + 1)
     assert n_acked > 20
     assert sum(t.timeouts + t.retries for t in traders) > 0                 # it really crashed under load
@@ -336,11 +338,13 @@ def test_failover_kill_9_the_primary_under_load(tmp_path, seed, procs):
     procs.append(standby)
     read_until(standby, r"standby of .*following 1 shard journal")
     stop, traders, sessions = run_load(port, fix_port)
+    assert wait_for(lambda: all(s.logons for s in sessions), 30), "a FIX session did not log on"
     time.sleep(rng.uniform(1.0, 2.0))
     primary.kill()
     primary.communicate(timeout=10)
     read_until(standby, r"taking over: .*; epoch (\d+), seq (\d+)", timeout=30)
     wait_up(standby)
+    assert wait_for(lambda: all(s.logons == 2 for s in sessions), 30), "a FIX session did not log on again"
     n_acked = finish_and_check(standby, (stop, traders, sessions), data, tmp_path, logons=2)
     assert n_acked > 10
 

@@ -282,6 +282,10 @@ def test_gateway_answers_a_healthy_shard_while_another_is_stopped(servers, tmp_p
                 lat.append(time.monotonic() - s0)
                 assert r["status"] == "ack", r
             th.join(10)
+            # the stopped shard is known down now: a query of its book is refused at once, nothing else
+            bk = c.request({"type": "query", "what": "book", "symbol": "MSFT"})
+            assert bk["status"] == "rejected" and bk["reason"] == "shard_unavailable", bk
+            assert ex.pipeline.stats.errors == 0
         finally:
             b.resume()
         worst = max(lat)

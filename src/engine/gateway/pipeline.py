@@ -45,6 +45,10 @@ from engine.gateway.state import ORDER_ENDS as _ORDER_ENDS, OrderState
 from engine.gateway.validation import BadRequest, check_rid, validate
 from engine.limits import MAX_BOOK_DEPTH, MAX_RID_BYTES, MAX_SYMBOL_BYTES
 from engine.risk import RiskManager
+from engine.shards import ShardTimeout, ShardUnavailable
+
+#: a query of a symbol whose shard server is stalled or down: a reject of that query only
+_SHARD_ERRORS = (ShardTimeout, ShardUnavailable)
 
 log = logging.getLogger("engine.gateway")
 
@@ -869,6 +873,8 @@ class OrderPipeline:
                 bids, asks = self.in_engine(lambda: self.engine.book(sym, depth))
             except KeyError:
                 return {"rid": rid, "status": "rejected", "reason": "unknown_symbol", "text": sym}
+            except _SHARD_ERRORS as e:     # the symbol's shard server is stalled or down: this query only
+                return {"rid": rid, "status": "rejected", "reason": "shard_unavailable", "text": str(e)[:200]}
             return {"rid": rid, "status": "ok", "bids": bids, "asks": asks}
         if what == "position":
             if self.portfolio is not None:
