@@ -29,8 +29,8 @@ Configuration (every key optional; shown with its default)::
     remote = []                                # shard servers (feedhandler shard-server): one shard each
     remote_timeout_s = 1.0                     # a shard slower than this: the order's outcome is "unknown"
                                                # (settled when it answers), its later orders rejected at
-                                               # once until it answers again; short: it is the longest the
-                                               # engine thread waits for a stalled shard
+                                               # once until it answers again; only that shard's orders
+                                               # wait for it (per-shard lanes)
 
     [risk]                                     # engine.risk.RiskLimits fields
     max_order_qty = 1000000
