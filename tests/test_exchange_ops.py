@@ -16,18 +16,11 @@ import pytest
 
 zmq = pytest.importorskip("zmq")
 
+from _durability_support import free_port  # noqa: E402
 from feedhandler.cli import main as fh_main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PX = 1_000_000_000
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:

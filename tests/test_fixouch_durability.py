@@ -19,16 +19,15 @@ import sys
 import textwrap
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 simplefix = pytest.importorskip("simplefix")
 
-from engine.fix.message import utc_timestamp
-from test_fix_session import Initiator
+from _durability_fix import FixClient as Client, fix_logon as logon, fix_order as order  # noqa: E402,F401
+from _durability_fix import check_reports_against_journal  # noqa: E402
+from _durability_support import SPEC  # noqa: E402
 
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "data" / "fix" / "spec"
 pytestmark = pytest.mark.skipif(not SPEC.is_dir(), reason=f"{SPEC} (shared reference data) not present")
 
 SERVER = textwrap.dedent("""
@@ -48,45 +47,12 @@ SERVER = textwrap.dedent("""
 """)
 
 
-class Client(Initiator):
-    """An initiator that keeps every message it receives and answers the acceptor's ResendRequests with a
-    GapFill (it never resends orders: an order without an answer is simply not acknowledged)."""
-
-    def __init__(self, port, sender, begin, seq):
-        super().__init__(port, sender, begin=begin, seq=seq)
-        self.got: list = []
-
-    def pump(self, timeout=0.3):
-        while True:
-            try:
-                m = self.recv(timeout=timeout)
-            except OSError:          # reset by the killed acceptor
-                return "EOF"
-            if m is None or m == "EOF":
-                return m
-            if m.get(35) == b"2":
-                self.send(b"4", [(123, "Y"), (36, self.seq)], seq=int(m.get(7)))
-                continue
-            self.got.append(m)
-
-
 def start(data):
     p = subprocess.Popen([sys.executable, "-c", SERVER, str(data), str(SPEC)], stdout=subprocess.PIPE,
                          text=True, start_new_session=True)
     line = p.stdout.readline().split()
     assert line, "server did not start"
     return p, int(line[0]), int(line[1])
-
-
-def logon(c):
-    c.send(b"A", [(98, 0), (108, 30)])
-    c.pump(timeout=0.5)
-    assert any(m.get(35) == b"A" for m in c.got), "no Logon answer"
-
-
-def order(c, clid, side, qty, tif):
-    c.send(b"D", [(11, clid), (21, "1"), (55, "AAPL"), (54, side), (38, qty), (40, "2"), (44, "100"),
-                  (59, tif), (60, utc_timestamp().decode())])
 
 
 def test_sigkill_under_fix_load_loses_no_report(tmp_path):
@@ -168,28 +134,6 @@ def test_sigkill_under_fix_load_loses_no_report(tmp_path):
     eng.replay_payloads(payloads)
     events = eng.take_replayed()
     for who, acct in (("S1", "ACC-1"), ("S2", "ACC-2")):
-        want = []
-        for ev in events:
-            if ev["account"] != acct:
-                continue
-            if ev["type"] == "accepted":
-                want.append((str(ev["order_id"]).encode(), "new", 0))
-            elif ev["type"] == "fill":
-                want.append((str(ev["order_id"]).encode(), "fill", ev["cum_qty"]))
-        got = []
-        for seq in sorted(streams[who]):
-            m = streams[who][seq]
-            et = m.get(150)
-            if et == b"0":
-                got.append((m.get(37), "new", 0))
-            elif et in (b"F", b"1", b"2"):
-                got.append((m.get(37), "fill", int(m.get(14))))
-        assert sorted(got) == sorted(want), f"{who}: journal and reports differ"
-        per_order: dict = {}
-        for oid, kind, cum in got:                    # per order: New first, CumQty increasing
-            seen = per_order.setdefault(oid, [])
-            assert (kind == "new") == (not seen), f"{who}: order {oid} reports out of order"
-            assert not seen or cum > seen[-1], f"{who}: order {oid} CumQty not increasing"
-            seen.append(cum)
+        check_reports_against_journal([streams[who][seq] for seq in sorted(streams[who])], events, acct, who)
     assert n == 160
     print("caught up after kills:", caught_up)

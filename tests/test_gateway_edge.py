@@ -576,13 +576,18 @@ def test_a_request_that_is_not_an_object_is_a_bad_request(tmp_path):
     pipe.engine.close()
 
 
-def test_an_unknown_outcome_event_is_answered_unknown_and_not_remembered(tmp_path):
+def test_an_unknown_outcome_event_is_answered_unknown_and_a_retry_is_not_entered_again(tmp_path):
     """An engine layer that reports a request's outcome as unknown (one ``unknown`` event; the shard router
-    settles it later) gets status unknown, never an ack, and a retry is not answered from memory."""
+    settles it later) gets status unknown, never an ack. A retry (same client order id) before the
+    settlement is answered "unknown" again from the retry memory, never sent to the engine a second time
+    (the shard may have applied the first: a second order, or a reject of an order that then rests); the
+    settlement (engine.exchange.Exchange._on_settled: OrderState.remember) replaces it with the outcome."""
     class Router(EngineManager):
         stall = True
+        calls = 0
 
         def submit_many(self, reqs, tokens=None):
+            self.calls += 1
             if self.stall:
                 return [[{"type": "unknown", "account": r["account"], "client_order_id": r["client_order_id"],
                           "reason": "shard_timeout", "seq": 0}] for r in reqs]
@@ -590,6 +595,12 @@ def test_an_unknown_outcome_event_is_answered_unknown_and_not_remembered(tmp_pat
     pipe = OrderPipeline(Router(["AAPL"]), RiskManager(RiskLimits(**LOOSE)))
     r = pipe.handle("ACC-A", None, _new("k-1"))
     assert (r["status"], r["reason"]) == ("unknown", "shard_timeout")
-    assert pipe.stats.acks == 0 and pipe.state.dedup.get("ACC-A", "c:k-1") is None
+    assert pipe.stats.acks == 0 and pipe.engine.calls == 1
     pipe.engine.stall = False
-    assert pipe.handle("ACC-A", None, _new("k-1"))["status"] == "ack"
+    again = pipe.handle("ACC-A", None, _new("k-1"))
+    assert again["status"] == "unknown" and again.get("dup") is True and pipe.engine.calls == 1, again
+    settled = {"status": "ack", "events": [{"type": "accepted", "account": "ACC-A", "client_order_id": "k-1"}]}
+    pipe.state.remember("ACC-A", "c:k-1", settled)
+    r = pipe.handle("ACC-A", None, _new("k-1"))
+    assert r["status"] == "ack" and r.get("dup") is True and pipe.engine.calls == 1, r
+    assert pipe.handle("ACC-A", None, _new("k-2"))["status"] == "ack" and pipe.engine.calls == 2

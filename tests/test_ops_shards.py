@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,18 +15,11 @@ import pytest
 
 zmq = pytest.importorskip("zmq")
 
+from _durability_support import free_port, wait_for  # noqa: E402
 from engine.manager import EngineManager  # noqa: E402
 
 PX = 1_000_000_000
 SYMS = ["AAPL", "MSFT"]          # AAPL -> shard 0, MSFT -> shard 1
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Server:
@@ -88,18 +80,17 @@ def servers(request):
         s.close()
 
 
+def remote_exchange_config(tmp_path, servers, timeout_s: float) -> dict:
+    """An exchange (in-process, any free ports) whose shards are these shard servers."""
+    from engine.exchange import load_config
+    return load_config(None, {"data_dir": str(tmp_path / "d"), "gateway.endpoint": "tcp://127.0.0.1:*",
+                              "marketdata.endpoint": "tcp://127.0.0.1:*", "symbols": SYMS,
+                              "engine.remote": [s.endpoint for s in servers], "engine.remote_timeout_s": timeout_s})
+
+
 def new(sym, side, px, qty, clid, account="A", tif="gtc"):
     return {"type": "new", "account": account, "symbol": sym, "side": side, "price": px, "qty": qty, "tif": tif,
             "client_order_id": clid}
-
-
-def wait_for(cond, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_late_answer_is_unknown_then_settled(servers):
@@ -224,12 +215,10 @@ def test_settled_request_from_a_server_that_died_comes_from_its_journal(servers,
 
 def test_gateway_reports_unknown_and_delivers_the_settlement(servers, tmp_path):
     from engine.client import Client
-    from engine.exchange import Exchange, load_config
+    from engine.exchange import Exchange
 
     a, b = servers(), servers()
-    cfg = load_config(None, {"data_dir": str(tmp_path / "d"), "gateway.endpoint": "tcp://127.0.0.1:*",
-                             "marketdata.endpoint": "tcp://127.0.0.1:*", "symbols": SYMS,
-                             "engine.remote": [a.endpoint, b.endpoint], "engine.remote_timeout_s": 0.4})
+    cfg = remote_exchange_config(tmp_path, [a, b], 0.4)
     with Exchange(cfg) as ex, Client(ex.gateway.endpoint, "demo-mm", "demo-mm-secret", timeout=5,
                                      retries=0) as c:
         b.stall()
@@ -260,3 +249,88 @@ def test_router_that_cannot_reach_its_shard_fails_cleanly():
     time.sleep(0.3)
     left = {t.name for t in threading.enumerate()} - before
     assert not [n for n in left if n.startswith("shard-probe")], left
+
+
+def test_gateway_answers_a_healthy_shard_while_another_is_stopped(servers, tmp_path):
+    """Per-shard lanes (issue 10, item 7): with one shard server SIGSTOPped, orders for the healthy shard
+    are answered at once through the real gateway (not after the router's timeout), the stopped shard's
+    orders are answered "unknown" once, then rejected at once, in their order; nothing is entered twice."""
+    from engine.client import Client
+    from engine.exchange import Exchange
+
+    a, b = servers(), servers()
+    timeout_s = 1.5
+    cfg = remote_exchange_config(tmp_path, [a, b], timeout_s)
+    with Exchange(cfg) as ex, Client(ex.gateway.endpoint, "demo-mm", "demo-mm-secret", timeout=10,
+                                     retries=0) as c, \
+            Client(ex.gateway.endpoint, "demo-taker", "demo-taker-secret", timeout=10, retries=0) as t:
+        assert c.submit("MSFT", "S", 50 * PX, 1, client_order_id="m0")["status"] == "ack"
+        b.stall()
+        slow = {}
+        try:
+            def stalled():
+                slow["r"] = t.submit("MSFT", "S", 51 * PX, 1, client_order_id="m1")
+                slow["t"] = time.monotonic()
+            th = threading.Thread(target=stalled)
+            t0 = time.monotonic()
+            th.start()
+            time.sleep(0.1)                                  # the MSFT call is in flight now
+            lat = []
+            for i in range(10):
+                s0 = time.monotonic()
+                r = c.submit("AAPL", "S", (100 + i) * PX, 1, client_order_id=f"a{i}")
+                lat.append(time.monotonic() - s0)
+                assert r["status"] == "ack", r
+            th.join(10)
+            # the stopped shard is known down now: a query of its book is refused at once, nothing else
+            bk = c.request({"type": "query", "what": "book", "symbol": "MSFT"})
+            assert bk["status"] == "rejected" and bk["reason"] == "shard_unavailable", bk
+            assert ex.pipeline.stats.errors == 0
+        finally:
+            b.resume()
+        worst = max(lat)
+        assert worst < timeout_s / 5, f"healthy-shard orders waited {worst:.3f} s behind the stopped shard"
+        assert slow["r"]["status"] == "unknown", slow
+        assert slow["t"] - t0 >= timeout_s * 0.9           # the stalled shard's own order did wait
+        # the stopped shard's order settles; a retry of it is never a second order
+        assert wait_for(lambda: not ex.engine._shards[1].down)
+        got = []
+        end = time.monotonic() + 10
+        while not got and time.monotonic() < end:
+            got = [e for e in t.executions(timeout=0.5) if e.get("client_order_id") == "m1"]
+        assert got and got[0]["exec_type"] == "accepted", got
+        r2 = t.submit("MSFT", "S", 51 * PX, 1, client_order_id="m1")
+        assert r2.get("dup") and r2["status"] == "ack", r2
+        asks = c.book("MSFT")["asks"]
+        assert [x[:2] for x in asks] == [[50 * PX, 1], [51 * PX, 1]], asks
+        assert [x[:2] for x in c.book("AAPL")["asks"]] == [[(100 + i) * PX, 1] for i in range(10)]
+
+
+def test_retry_of_an_unknown_outcome_is_not_entered_twice(servers, tmp_path):
+    """A client-library retry (same rid and client order id) of an order whose shard stalled past the
+    router's timeout, sent while the outcome is still unknown, is answered "unknown" again (the first
+    outcome's memory), never sequenced a second time when the shard is back."""
+    from engine.client import Client
+    from engine.exchange import Exchange
+
+    a, b = servers(), servers()
+    cfg = remote_exchange_config(tmp_path, [a, b], 0.4)
+    with Exchange(cfg) as ex, Client(ex.gateway.endpoint, "demo-mm", "demo-mm-secret", timeout=5,
+                                     retries=0) as c:
+        req = {"type": "new", "rid": "r-1", "client_order_id": "u1", "symbol": "MSFT", "side": "S",
+               "price": 50 * PX, "qty": 3, "tif": "gtc"}
+        b.stall()
+        try:
+            first = c.request(dict(req))
+            assert first["status"] == "unknown", first
+            again = c.request(dict(req))                     # the shard still stopped
+            assert again["status"] == "unknown" and again.get("dup"), again
+        finally:
+            b.resume()
+        assert wait_for(lambda: not ex.engine._shards[1].down)
+        # the retry once the shard answers again: the settled outcome, not a second order
+        assert wait_for(lambda: c.request(dict(req)).get("status") == "ack", 10)
+        third = c.request(dict(req))
+        assert third.get("dup") and third["events"][0]["type"] == "accepted", third
+        assert [x[:2] for x in c.book("MSFT")["asks"]] == [[50 * PX, 3]]
+        assert ex.engine.seq == 1

@@ -5,10 +5,8 @@ sequence), follows a data dir and an exchange with several shards, and runs as `
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from engine.errors import DataDirError  # noqa: E402
 from engine.journal import JournalLocked, read_journal  # noqa: E402
 from engine.manager import EngineManager, StandbyEngine  # noqa: E402
 from engine.standby import StandbyShards  # noqa: E402
+from _durability_support import fh_script, popen, read_until, stop, wait_for  # noqa: E402,F401
 
 PX = 1_000_000_000
 SYMS = ["AAPL", "MSFT", "NVDA"]
@@ -28,15 +27,6 @@ SYMS = ["AAPL", "MSFT", "NVDA"]
 def new(sym, side, px, qty, clid, account="A"):
     return {"type": "new", "account": account, "symbol": sym, "side": side, "price": px, "qty": qty, "tif": "gtc",
             "client_order_id": clid}
-
-
-def wait_for(cond, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def test_take_over_while_the_primary_lives_is_refused(tmp_path):
@@ -133,52 +123,6 @@ def test_standby_of_a_sharded_exchange(tmp_path):
 
 
 # ---- the command ---------------------------------------------------------------------------------------------
-def fh_script() -> str:
-    exe = Path(sys.executable).parent / "feedhandler"
-    if not exe.exists():
-        pytest.skip("the feedhandler console script is not installed next to this Python")
-    return str(exe)
-
-
-def popen(*args):
-    return subprocess.Popen([fh_script(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
-
-
-def read_until(p, pattern: str, timeout: float = 30.0) -> re.Match:
-    import selectors
-    sel = selectors.DefaultSelector()
-    sel.register(p.stdout, selectors.EVENT_READ)
-    end = time.monotonic() + timeout
-    seen = []
-    while time.monotonic() < end:
-        if not sel.select(0.2):
-            if p.poll() is not None:
-                break
-            continue
-        line = p.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        m = re.search(pattern, line)
-        if m:
-            return m
-    raise AssertionError(f"no {pattern!r} in {seen}; stderr: {p.stderr.read() if p.poll() is not None else ''}")
-
-
-def stop(p, sig=signal.SIGTERM):
-    if p.poll() is None:
-        os.kill(p.pid, signal.SIGCONT)
-        p.send_signal(sig)
-        try:
-            p.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.communicate(timeout=10)
-    else:
-        p.communicate(timeout=10)
-
-
 @pytest.mark.parametrize("how", ["kill", "hung", "kill-2-shards"])
 def test_cli_failover_kill_9_the_primary(tmp_path, how):
     from engine.client import Client

@@ -29,8 +29,8 @@ Configuration (every key optional; shown with its default)::
     remote = []                                # shard servers (feedhandler shard-server): one shard each
     remote_timeout_s = 1.0                     # a shard slower than this: the order's outcome is "unknown"
                                                # (settled when it answers), its later orders rejected at
-                                               # once until it answers again; short: it is the longest the
-                                               # engine thread waits for a stalled shard
+                                               # once until it answers again; only that shard's orders
+                                               # wait for it (per-shard lanes)
 
     [risk]                                     # engine.risk.RiskLimits fields
     max_order_qty = 1000000
@@ -526,6 +526,8 @@ class Exchange:
             self.http = self._make_http(h, keys)
         self._started: list[str] = []
         self._stopped = threading.Event()
+        #: Exchange.state_hash() when stop() had stopped all input (printed by the command as it ends)
+        self.final_state_hash: str | None = None
 
     def start(self) -> "Exchange":
         """Open every listener. A listener that cannot be opened (port in use, address not available) raises
@@ -736,6 +738,10 @@ class Exchange:
                 part.stop()
         if "gateway" in self._started:
             self.gateway.stop()
+        try:        # no input any more: the state an offline replay of the journal must rebuild exactly
+            self.final_state_hash = self.state_hash()
+        except Exception as err:  # noqa: BLE001 - a shard server already gone: no hash, the stop goes on
+            self.final_state_hash = f"unavailable ({one_line(err)})"
         self.pipeline.flush_latency()
         self.marketdata.stop()
         self.engine.close()          # journal flushed and fsynced
@@ -897,7 +903,8 @@ def _main(argv: list[str]) -> int:
         for s, h in old.items():
             signal.signal(s, h)
     s = ex.pipeline.stats.as_dict()
-    print(f"exchange stopped: requests={s['requests']} trades={ex.trade_log.rows} journal flushed", flush=True)
+    print(f"exchange stopped: requests={s['requests']} trades={ex.trade_log.rows} journal flushed "
+          f"state_hash={getattr(ex, 'final_state_hash', None)}", flush=True)
     return EXIT_INTERRUPTED if why["signal"] == signal.SIGINT else EXIT_OK
 
 

@@ -360,7 +360,9 @@ class EngineManager:
             self._replayed.extend(evs)
             self.recovered_events.extend(evs[-RECOVERED_EVENTS_KEPT:])     # per shard
         self._parallel = any(not isinstance(sh, _LocalShard) for sh in self._shards)
-        self._executor = None
+        #: per-shard lanes (see submit_lanes): worth it when shards answer on their own (other processes)
+        self.lanes_useful = self._parallel and len(self._shards) > 1
+        self._lanes: list | None = None
         self.settled = 0
         self._settle_q: list = []
         self._settle_ev = threading.Event()
@@ -446,8 +448,8 @@ class EngineManager:
         results: list = [None] * len(expanded)
         items = sorted(groups.items())
         if len(items) > 1 and self._parallel:   # shards in other processes: each answers on its own
-            futs = [(idx, self._pool().submit(self._call_group, k, [expanded[j] for j in idx],
-                                              [tokens[owners[j]] for j in idx] if tokens is not None else None))
+            futs = [(idx, self._lane(k).submit(self._call_group, k, [expanded[j] for j in idx],
+                                               [tokens[owners[j]] for j in idx] if tokens is not None else None))
                     for k, idx in items]
             done = [(idx, f.result()) for idx, f in futs]
         else:
@@ -487,11 +489,60 @@ class EngineManager:
             out.append([ev])
         return out
 
-    def _pool(self):
-        if self._executor is None:
+    def _lane(self, k: int):
+        """Shard k's lane: one worker thread running that shard's calls in submission order (FIFO), so a
+        stalled shard holds up only the calls queued for it."""
+        lanes = self._lanes
+        if lanes is None:
             from concurrent.futures import ThreadPoolExecutor
-            self._executor = ThreadPoolExecutor(max_workers=len(self._shards), thread_name_prefix="shard-call")
-        return self._executor
+            with self._lock:
+                if self._lanes is None:
+                    self._lanes = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"shard-lane-{i}")
+                                   for i in range(len(self._shards))]
+                lanes = self._lanes
+        return lanes[k]
+
+    def route_shard(self, req) -> int:
+        """The shard a request goes to (shard 0 answers what cannot be routed, as in submit_many)."""
+        k = self._route(req)
+        return 0 if k is None else k
+
+    def _call_lane(self, k: int, reqs: list) -> list:
+        res = self._call_group(k, reqs, None)
+        if self.trade_log is not None or self.portfolio is not None:
+            with self._lock:
+                for evs in res:
+                    self._downstream(evs)
+        return res
+
+    def submit_lanes(self, reqs: list[dict], grace_s: float) -> tuple[list, list]:
+        """Per-shard dispatch without head-of-line blocking: each shard's part of ``reqs`` goes to its lane
+        (:meth:`_lane`, FIFO per shard, so a shard's journal sequence keeps the submission order), and the
+        caller waits at most ``grace_s`` for the parts. Returns ``(results, in_flight)``: ``results`` holds
+        each request's events (None where its shard has not answered yet); ``in_flight`` lists
+        ``(shard, positions in reqs, future)`` of the parts still running, whose future gives their events
+        (a shard that then times out answers "unknown", see _call_group). The caller must not send further
+        requests for a shard with a part in flight before it has that part's outcome when its decisions
+        depend on it (the gateway holds them back: engine.gateway.pipeline)."""
+        from concurrent.futures import wait
+
+        groups: dict[int, list[int]] = {}
+        for j, req in enumerate(reqs):
+            if isinstance(req, dict) and req.get("type") == "eod" and req.get("symbol") is None:
+                return self.submit_many(reqs), []     # end of day for every symbol: one synchronous call
+            groups.setdefault(self.route_shard(req), []).append(j)
+        futs = [(k, idx, self._lane(k).submit(self._call_lane, k, [reqs[j] for j in idx]))
+                for k, idx in sorted(groups.items())]
+        wait([f for _, _, f in futs], timeout=grace_s)
+        results: list = [None] * len(reqs)
+        in_flight = []
+        for k, idx, f in futs:
+            if f.done():
+                for j, evs in zip(idx, f.result()):
+                    results[j] = evs
+            else:
+                in_flight.append((k, idx, f))
+        return results, in_flight
 
     def _settle(self, name: str, args: tuple, outcome: tuple) -> None:
         """A shard's late answer (or its restarted journal) tells the outcome of requests reported unknown.
@@ -541,10 +592,11 @@ class EngineManager:
         flushed and keep running (this router did not start them) unless ``shutdown_remote``."""
         if self._closed:
             return
+        if self._lanes is not None:       # the calls queued for each shard end first (answer or timeout)
+            for lane in self._lanes:
+                lane.shutdown(wait=True)
         for sh in self._shards:
             sh.close(shutdown=shutdown_remote) if isinstance(sh, _ZmqShard) else sh.close()
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
         with self._lock:
             self._closed = True           # the settlement thread delivers what is queued, then ends
         self._settle_ev.set()

@@ -199,6 +199,12 @@ class EngineManager:
     def submit_many(self, reqs: list[dict], tokens: list | None = None) -> list[list[dict]]:
         """Several requests as one journal batch per shard (one fsync under "batch"); events per request.
         ``tokens`` (one per request) are copied into each event as "token"."""
+    lanes_useful: bool
+    def route_shard(self, req: dict) -> int:
+        """The shard a request goes to (0 for what cannot be routed)."""
+    def submit_lanes(self, reqs: list[dict], grace_s: float) -> tuple[list, list]:
+        """Per-shard lanes (FIFO per shard): ``(results, in_flight)``, results None where the shard has not
+        answered within ``grace_s``; in_flight ``[(shard, positions, future)]`` (see manager.py)."""
     def end_of_day(self, symbol: str | None = None) -> list[dict]:
         """Expire DAY orders (all symbols by default). Same as submit({"type": "eod", ...})."""
     def snapshot(self) -> None:

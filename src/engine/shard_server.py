@@ -163,6 +163,9 @@ def _main(argv: list[str]) -> int:
                                            "router gives)")
     ap.add_argument("--debug", action="store_true", help="print the traceback of an error")
     a = ap.parse_args(argv)
+    # the engine's modules (numpy, the native engine) are loaded before the server says it listens: the
+    # router's init is answered within its timeout (remote_timeout_s, 1 s by default) on a busy host too
+    import engine.manager  # noqa: F401
     srv = ShardServer(a.bind, a.journal_root)
     try:
         ep = srv.bind()

@@ -2,7 +2,8 @@
 
 Every handle has the same synchronous interface, ``call(name, *args)``, serialised by the handle's own
 lock, so a slow or dead shard holds up only the requests for its own symbols (the router,
-:class:`engine.manager.EngineManager`, takes no lock around shard calls).
+:class:`engine.manager.EngineManager`, takes no lock around shard calls and gives each shard a lane of
+its own: ``EngineManager.submit_lanes``, used by the gateway's engine thread).
 
 A shard server (:class:`ZmqShard`) can stall or die. The router's rules for it:
 

@@ -17,6 +17,14 @@ on stderr, then the process exits with status 70, so a supervisor restarts it an
 the same state), and an in-process pipeline whose ``on_fatal`` returns answers ``engine_failed`` from
 then on instead of silently answering nothing.
 
+Per-shard lanes: with several shards that answer on their own (shard processes, shard servers:
+``engine.lanes_useful``), the engine thread hands each shard's part of a batch to that shard's lane
+(EngineManager.submit_lanes: one FIFO worker per shard) and waits at most ``lane_grace_s`` for it. A part
+still unanswered then (a stalled or dead shard) completes later on the engine thread (its replies, risk and
+retry memory); meanwhile that shard's later requests wait in ``_blocked`` (their decisions depend on its
+outcome) and the other shards' requests go on. Per shard, requests are decided, sequenced and answered in
+arrival order, as with one engine call per batch.
+
 Backpressure: at most ``max_pending`` orders queued or inside the engine; beyond that ``busy``.
 """
 from __future__ import annotations
@@ -37,12 +45,17 @@ from engine.gateway.state import ORDER_ENDS as _ORDER_ENDS, OrderState
 from engine.gateway.validation import BadRequest, check_rid, validate
 from engine.limits import MAX_BOOK_DEPTH, MAX_RID_BYTES, MAX_SYMBOL_BYTES
 from engine.risk import RiskManager
+from engine.shards import ShardTimeout, ShardUnavailable
+
+#: a query of a symbol whose shard server is stalled or down: a reject of that query only
+_SHARD_ERRORS = (ShardTimeout, ShardUnavailable)
 
 log = logging.getLogger("engine.gateway")
 
 #: exit status of a process whose engine thread failed (see :func:`exit_on_engine_failure`)
 EXIT_ENGINE_FAILURE = 70
 _CALL = object()   # engine-queue marker of a call (query) run by the engine thread
+_LATE = object()   # engine-queue marker of a shard's answer that came after the lane grace (see _run_lanes)
 _ORDER_KINDS = frozenset(("new", "cancel", "amend"))
 _RID_FAST = MAX_RID_BYTES // 4      # a str this short is within MAX_RID_BYTES of UTF-8 whatever it holds
 
@@ -153,6 +166,9 @@ class OrderPipeline:
 
     #: called with the exception when the engine thread fails (see the module docstring)
     on_fatal: Callable[[BaseException], None] = staticmethod(exit_on_engine_failure)
+    #: with per-shard lanes: how long the engine thread waits for a shard's part of a batch before it goes
+    #: on with the other shards' requests (the part's answer is then handled when it comes)
+    lane_grace_s: float = 0.02
 
     def __init__(self, engine, risk: RiskManager | None = None, marketdata=None,
                  max_pending: int = 1024, dedup_size: int = 100_000, portfolio=None, latency=None,
@@ -189,6 +205,9 @@ class OrderPipeline:
         self._wake = threading.Event()
         self._stopping = False
         self._balance_out: list = []     # balance events of the current engine batch (engine thread)
+        # per-shard lanes (engine thread): shard -> requests held back while a call to it is in flight
+        self._blocked: dict[int, list] = {}
+        self._sync = False
         self.rebuilt = self._recover()
 
     SNAPSHOT = "gateway-snapshot.json"
@@ -201,6 +220,10 @@ class OrderPipeline:
     def engine(self, engine) -> None:
         self._engine = engine
         self._submit_many = getattr(engine, "submit_many", None)   # looked up once, not per batch
+        # several shards that answer on their own (other processes, shard servers): per-shard lanes
+        lanes = getattr(engine, "lanes_useful", False) is True
+        self._submit_lanes = getattr(engine, "submit_lanes", None) if lanes else None
+        self._route_shard = getattr(engine, "route_shard", None) if lanes else None
 
     def _recover(self) -> int:
         """Rebuild the state from the engine's journal recovery (after a gateway snapshot, if any)."""
@@ -302,7 +325,11 @@ class OrderPipeline:
             if self._owner is None or self._owner is threading.current_thread():
                 if self._inq and self._owner is not None:
                     self.drain()             # engine order: what was queued before goes first
-                self._run_inline([(batch, replies.__setitem__)])
+                self._sync = True            # the replies are returned here: no part left in flight
+                try:
+                    self._run_inline([(batch, replies.__setitem__)])
+                finally:
+                    self._sync = False
             else:
                 w = _Waiter(len(batch))
                 self._enqueue((batch, w.deliver))
@@ -352,7 +379,7 @@ class OrderPipeline:
             while q and n < max_batch:
                 it = q.popleft()
                 items.append(it)
-                n += 1 if it[0] is _CALL else len(it[0])
+                n += 1 if it[0] is _CALL or it[0] is _LATE else len(it[0])
             self._run(items)
             total += n
         return total
@@ -414,12 +441,20 @@ class OrderPipeline:
                     self._run_orders(pending)
                     pending = []
                 _run_call(it[1], it[2])
+            elif it[0] is _LATE:
+                if pending:
+                    self._run_orders(pending)
+                    pending = []
+                self._late_part(it[1], it[2], it[3])
             else:
                 pending.append(it)
         if pending:
             self._run_orders(pending)
 
     def _run_orders(self, items: list) -> None:
+        if self._submit_lanes is not None and not self._sync and self._owner is threading.current_thread():
+            self._run_lanes([(b, deliver) for sub, deliver in items for b in sub])
+            return
         batch = [b for it in items for b in it[0]]
         t_enq = batch[0][7]
         try:
@@ -541,10 +576,14 @@ class OrderPipeline:
         with self._pending_lock:
             self._pending -= n
 
-    def _execute(self, batch: list) -> list:
+    def _execute(self, batch: list, in_flight: list | None = None) -> list:
         """Engine owner only: the state machine's decisions in sequence order (retry memory, name map, risk),
         then ONE engine call for what passed. One outcome per entry: ``("events", events)``, ``("dup",
-        encoded first outcome)``, ``("same", j)`` (a retry of entry j of this batch) or ``("reply", dict)``."""
+        encoded first outcome)``, ``("same", j)`` (a retry of entry j of this batch) or ``("reply", dict)``.
+
+        With ``in_flight`` (a list: per-shard lanes, see :meth:`_run_lanes`) the engine call waits at most
+        ``lane_grace_s`` for each shard; the outcome of an entry whose shard has not answered yet is None,
+        and ``(shard, [entry index...], future)`` of each such part is appended to ``in_flight``."""
         state = self.state
         memory = state.dedup._by        # read here, written by OrderState.remember (this thread only)
         check = self.risk.check_and_reserve
@@ -585,7 +624,11 @@ class OrderPipeline:
             return outcomes
         try:
             submit_many = self._submit_many
-            if submit_many is not None:
+            if in_flight is not None:
+                results, parts = self._submit_lanes(reqs, self.lane_grace_s)
+                for k, pos, fut in parts:
+                    in_flight.append((k, [idx[p] for p in pos], fut))
+            elif submit_many is not None:
                 results = submit_many(reqs)
             else:
                 results = [self.engine.submit(r) for r in reqs]
@@ -601,10 +644,19 @@ class OrderPipeline:
                 self.risk.clear_reservations()
             if acc is not None:
                 acc.clear_reservations()
-        # OrderState.note, inlined (the request path's cost counts): risk, then the name map
+        self._note(idx, results, outcomes)
+        return outcomes
+
+    def _note(self, idx: list, results: list, outcomes: list) -> None:
+        """OrderState.note, inlined (the request path's cost counts): risk, then the name map; the outcome
+        of entry idx[n] is results[n] (None: its shard has not answered yet, noted when it does)."""
+        state = self.state
+        acc = state.accounts
         on_events = self.risk.on_events
         owner = state.owner_by_clid
         for j, events in zip(idx, results):
+            if events is None:
+                continue
             on_events(events)
             if acc is not None:           # OrderState.note's balance part
                 acc.on_events(events)
@@ -620,7 +672,84 @@ class OrderPipeline:
                     if owner.get(k) == ev.get("order_id"):
                         del owner[k]
             outcomes[j] = ("events", events)
-        return outcomes
+
+    # ---- per-shard lanes (several shards in other processes) ---------------------------------------
+    def _lane_of(self, b: list) -> int | None:
+        """The shard of a batch entry (None: not routable, refused by the decision anyway)."""
+        ereq = b[4]
+        orig = ereq.get("orig_client_order_id")
+        if orig is not None:
+            oid = self.state.owner_by_clid.get((b[1], orig))
+            return None if oid is None else self._route_shard({"type": "cancel", "order_id": oid})
+        return self._route_shard(ereq)
+
+    def _run_lanes(self, entries: list) -> None:
+        """Engine thread, several shards that answer on their own: a shard that does not answer within
+        ``lane_grace_s`` holds up only its own requests. Its part stays in flight (its lane, FIFO), and
+        until its outcome is known every later request for that shard waits in ``_blocked`` (its decisions,
+        risk and retry memory, depend on that outcome); requests for the other shards go on. When the part
+        answers (or times out: "unknown"), :meth:`_late_part` completes it on this thread and runs what
+        waited, in arrival order."""
+        blocked = self._blocked
+        run = []
+        for e in entries:
+            k = self._lane_of(e[0]) if blocked else None
+            if k is not None and k in blocked:
+                blocked[k].append(e)
+            else:
+                run.append(e)
+        if not run:
+            return
+        batch = [b for b, _ in run]
+        in_flight: list = []
+        try:
+            outcomes = self._execute(batch, in_flight)
+        except Exception as e:
+            outcomes = self._fail(batch, e)
+            in_flight = []
+        lane_of_j = {}
+        for k, js, fut in in_flight:
+            blocked.setdefault(k, [])
+            for j in js:
+                lane_of_j[j] = k
+        for j, out in enumerate(outcomes):
+            if out is not None and out[0] == "same" and out[1] in lane_of_j:
+                outcomes[j] = None        # a retry of a request in flight: decided again after its outcome
+                blocked[lane_of_j[out[1]]].append(run[j])
+        for k, js, fut in in_flight:
+            part = [run[j] for j in js]
+            fut.add_done_callback(lambda f, k=k, part=part: self._enqueue((_LATE, k, part, f)))
+        self._complete_lanes(run, outcomes, batch[0][7])
+
+    def _complete_lanes(self, run: list, outcomes: list, t_enq: int) -> None:
+        done = [j for j, out in enumerate(outcomes) if out is not None]
+        self._release(len(done))
+        t_match = time.time_ns()
+        replies: list = [None] * len(run)
+        try:
+            for j in done:
+                self._complete([run[j][0]], outcomes, j, replies, t_enq, t_match, run[j][1])
+            if self._balance_out:
+                balances.flush(self)
+        except Exception as e:
+            if self.failed is None:
+                self._fatal(e)
+            raise
+        self._publish([out for out in outcomes if out is not None])
+
+    def _late_part(self, k: int, part: list, fut) -> None:
+        """Engine thread: shard k's part answered after the grace: note and answer it, then run what waited
+        for that shard."""
+        try:
+            results = fut.result()
+            outcomes: list = [None] * len(part)
+            self._note(list(range(len(part))), results, outcomes)
+        except Exception as e:
+            outcomes = self._fail([b for b, _ in part], e)
+        self._complete_lanes(part, outcomes, part[0][0][7])
+        waiting = self._blocked.pop(k, [])
+        if waiting:
+            self._run_lanes(waiting)
 
     def _complete(self, sub: list, outcomes: list, k0: int, replies: list, t_enq: int, t_match: int,
                   deliver) -> None:
@@ -649,6 +778,11 @@ class OrderPipeline:
                     # settles it later; never an ack or a reject, never remembered as one
                     replies[j] = reply = {"rid": rid, "status": "unknown", "reason": own[0].get("reason", ""),
                                           "events": own}
+                    if key is not None and self.state.dedup.get(account, key) is None:
+                        # a retry meanwhile is told "unknown" again, never entered a second time; the
+                        # settlement (engine.exchange.Exchange._on_settled) replaces it with the outcome
+                        # (and is kept when it came first)
+                        put(account, key, dumpb(reply))
                     reply["_stamps"] = None
                     try:
                         deliver(i, reply)
@@ -739,6 +873,8 @@ class OrderPipeline:
                 bids, asks = self.in_engine(lambda: self.engine.book(sym, depth))
             except KeyError:
                 return {"rid": rid, "status": "rejected", "reason": "unknown_symbol", "text": sym}
+            except _SHARD_ERRORS as e:     # the symbol's shard server is stalled or down: this query only
+                return {"rid": rid, "status": "rejected", "reason": "shard_unavailable", "text": str(e)[:200]}
             return {"rid": rid, "status": "ok", "bids": bids, "asks": asks}
         if what == "position":
             if self.portfolio is not None:
