@@ -91,7 +91,7 @@ def test_help_text_and_defaults(name, capsys):
 def test_bad_usage_exits_2(name, capsys):
     assert main([name, "--no-such-option-x9"]) == exitcodes.EXIT_USAGE
     err = capsys.readouterr().err
-    assert "Traceback" not in err and "--no-such-option-x9" in err
+    assert "Traceback" not in err and f"feedhandler {name}: error:" in err
 
 
 def _required_args(p: argparse.ArgumentParser) -> list[str]:
@@ -229,22 +229,29 @@ def _free_port() -> int:
 
 
 def _sigint_after_line(argv: list[str], ready: str, cwd: Path, timeout: float = 60.0):
-    """Start the installed script, wait for ``ready`` on its stdout, SIGINT it; returns (rc, stderr)."""
-    p = subprocess.Popen([_script(), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
+    """Start the installed script, wait for ``ready`` on its stdout or stderr, SIGINT it; returns
+    (rc, stderr)."""
+    import selectors
+
+    p = subprocess.Popen([_script(), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
     try:
+        sel = selectors.DefaultSelector()
+        sel.register(p.stdout, selectors.EVENT_READ)
+        sel.register(p.stderr, selectors.EVENT_READ)
         t_end = time.monotonic() + timeout
-        seen = ""
-        while ready not in seen:
-            line = p.stdout.readline()
-            if not line:
-                if p.poll() is not None:
-                    raise AssertionError(f"{argv} exited {p.returncode} before {ready!r}: {p.stderr.read()}")
-            seen += line
-            assert time.monotonic() < t_end, f"{argv}: no {ready!r} in {seen!r}"
+        seen = b""
+        while ready.encode() not in seen:
+            assert time.monotonic() < t_end, f"{argv}: no {ready!r} in {seen[-2000:]!r}"
+            for key, _ in sel.select(0.2):
+                chunk = os.read(key.fileobj.fileno(), 65536)
+                seen += chunk
+            if p.poll() is not None and ready.encode() not in seen:
+                raise AssertionError(f"{argv} exited {p.returncode} before {ready!r}: {seen[-2000:]!r}")
+        sel.close()
         time.sleep(0.3)
         p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=60)
-        return p.returncode, err
+        return p.returncode, err.decode(errors="replace")
     finally:
         if p.poll() is None:
             p.kill()
@@ -260,9 +267,11 @@ def test_sigint_exits_130(cmd, tmp_path):
         argv, ready = ["shard-server", "--bind", "tcp://127.0.0.1:0", "--journal-root", str(tmp_path)], "listening"
     elif cmd == "run":   # 17 hours of capture time at the recorded pace: only SIGINT ends it
         argv, ready = ["run", "--file", str(SAMPLE), "--pace", "recorded", "--status-interval", "0.2"], "msgs"
-    else:
-        (tmp_path / "x").mkdir()
-        argv, ready = ["history", "--data-dir", str(tmp_path / "x"), "--follow"], "history:"
+    else:   # an exchange's data dir first (a second of it), then its history writer following it
+        r = subprocess.run([_script(), "exchange", "--port", "0", "--md-port", "0", "--data-dir", str(tmp_path / "x"),
+                            "--no-history", "--duration", "0.5"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        argv, ready = ["history", "--data-dir", str(tmp_path / "x"), "--follow"], "resuming after seq"
     rc, err = _sigint_after_line(argv, ready, tmp_path)
     assert rc == exitcodes.EXIT_INTERRUPTED, err
     assert "Traceback" not in err

@@ -673,6 +673,11 @@ def subcommand_parsers() -> dict[str, argparse.ArgumentParser]:
     return out
 
 
+def _local_commands() -> set[str]:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return set(sub.choices)
+
+
 def _delegate(name: str, argv: Sequence[str]) -> int:
     target, _ = DELEGATED[name]
     try:
@@ -701,7 +706,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     missing optional dependency) are usage errors (2)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     name = argv[0] if argv and not argv[0].startswith("-") else None
-    prog = f"feedhandler {name}" if name in DELEGATED or name in ("replay", "synth") else "feedhandler"
+    prog = f"feedhandler {name}" if name is not None and (name in DELEGATED or name in _local_commands()) \
+        else "feedhandler"
     return boundary(prog, lambda: _dispatch(argv), argv, usage_errors=(FeedhandlerError, OSError))
 
 

@@ -752,8 +752,12 @@ def damaged(s: dict) -> bool:
     """--strict: did the run lose messages (gaps not filled by retransmission), see duplicates, malformed
     or truncated messages, or a damaged capture file?"""
     fr = s.get("framing") or {}
+
+    def count(v) -> int:     # the framer's counters are ints or {reason: count}
+        return sum(v.values()) if isinstance(v, dict) else int(v or 0)
+
     return bool(s.get("lost_messages") or s.get("gaps", 0) > s.get("gaps_filled", 0) or s.get("duplicates")
-                or s.get("file_damage") or any(fr.get(k) for k in ("malformed", "truncated", "bad_length")))
+                or s.get("file_damage") or any(count(fr.get(k)) for k in ("malformed", "truncated", "bad_length")))
 
 
 if __name__ == "__main__":  # pragma: no cover
