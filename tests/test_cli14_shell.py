@@ -192,8 +192,8 @@ def test_shell_over_the_exchange(tmp_path, capsys):
     try:
         c = Client(ex.gateway.endpoint, "demo-mm", "demo-mm-secret", timeout=5)
         try:
-            assert c.submit("AAPL", "B", 101_250_000_000, 10, tif="day")["status"] == "ok"
-            assert c.submit("AAPL", "S", 101_500_000_000, 7, tif="day")["status"] == "ok"
+            assert c.submit("AAPL", "B", 101_250_000_000, 10, tif="day")["status"] == "ack"
+            assert c.submit("AAPL", "S", 101_500_000_000, 7, tif="day")["status"] == "ack"
         finally:
             c.close()
         rc = main(["shell", "--exchange", ex.gateway.endpoint, "-c", 'ladder("AAPL", 3)'])

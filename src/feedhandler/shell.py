@@ -240,7 +240,7 @@ class Session:
         """Filter step() and tape() by a symbol (and make it ladder()'s default); only() clears it."""
         if symbol is not None:
             symbol = symbol.upper()
-            if symbol not in self.books:
+            if self.position and symbol not in self.books:
                 self.out(f"note: {symbol} is not in the reference data seen so far")
         self.filter = symbol
 
