@@ -72,6 +72,8 @@ class Bot(threading.Thread):
         return r
 
     def _fill(self, ev):
+        if ev.get("symbol", self.symbol) != self.symbol:   # another bot's symbol on the same account
+            return
         self.fills.append(ev)
         if self.verbose:
             print(f"  fill  {self.name:<6} {ev['side']} {ev['qty']:>4} {ev['symbol']} @ {ev['price'] / PX:.2f} "
@@ -180,6 +182,7 @@ def _main(argv: list[str]) -> int:
             a.md_endpoint = f"tcp://127.0.0.1:{a.md_port}"
     stop = threading.Event()
     mm_c = tk_c = mm_c_md = None
+    extra_c: list = []
     summary: dict = {}
     try:
         if tmp is not None:
@@ -205,8 +208,14 @@ def _main(argv: list[str]) -> int:
         bots = []
         for i, sym in enumerate(a.symbols):
             sfx = "" if one else f":{sym}"
-            bots += [MarketMaker("mm" + sfx, mm_c, sym, stop, a.seed + 2 * i, verbose=not a.quiet),
-                     Taker("taker" + sfx, tk_c, sym, stop, a.seed + 2 * i + 1, verbose=not a.quiet)]
+            if i:   # a client (ZeroMQ socket) per bot thread: sockets are not shared between threads
+                extra_c.append(Client(a.endpoint, a.mm_key, a.mm_secret, timeout=a.timeout, retries=1))
+                extra_c.append(Client(a.endpoint, a.taker_key, a.taker_secret, timeout=a.timeout, retries=1))
+                m, t = extra_c[-2:]
+            else:
+                m, t = mm_c, tk_c
+            bots += [MarketMaker("mm" + sfx, m, sym, stop, a.seed + 2 * i, verbose=not a.quiet),
+                     Taker("taker" + sfx, t, sym, stop, a.seed + 2 * i + 1, verbose=not a.quiet)]
         print(f"trading {','.join(a.symbols)} for {a.duration:.0f} s ...", flush=True, file=info)
         for b in bots:
             b.start()
@@ -249,7 +258,7 @@ def _main(argv: list[str]) -> int:
             summary["trade_log"] = {"path": ex.trade_log.path, "rows": len(trades), "last": trades[-5:]}
     finally:
         stop.set()
-        for c in (mm_c_md, mm_c, tk_c):
+        for c in (mm_c_md, mm_c, tk_c, *extra_c):
             if c is not None:
                 c.close()
         if ex is not None:
