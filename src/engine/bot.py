@@ -278,7 +278,8 @@ def _main(argv: list[str]) -> int:
         print(f"  exchange stage {k:<13} p50 {v['p50'] / 1000:8.1f} us  p99 {v['p99'] / 1000:8.1f} us  n={v['count']}")
     for name, p in summary["pnl"].items():
         if isinstance(p, dict) and "realized" in p:
-            qty = "  ".join(f"{sym} {p.get('positions', {}).get(sym, {}).get('qty', 0):>6}" for sym in a.symbols)
+            q = {sym: p.get("positions", {}).get(sym, {}).get("qty", 0) for sym in a.symbols}
+            qty = f"{q[a.symbols[0]]:>6}" if len(q) == 1 else "  ".join(f"{sym} {v:>6}" for sym, v in q.items())
             print(f"PnL {name:<6} position {qty}  realized {_money(p['realized']):>12}  "
                   f"unrealized {_money(p['unrealized']):>12}")
         else:

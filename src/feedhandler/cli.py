@@ -683,7 +683,7 @@ def _delegate(name: str, argv: Sequence[str]) -> int:
     try:
         fn = _load(target)
     except (ImportError, AttributeError) as e:
-        raise RuntimeFailure(f"'{name}' is not available in this build: {one_line(e)}") from None
+        raise UsageError(f"'{name}' is not available in this build: {one_line(e)}") from None
     return int(fn(list(argv)) or 0)
 
 
