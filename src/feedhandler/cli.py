@@ -4,7 +4,7 @@
                             [--out t.dbn|t.dbn.zst|t.parquet|t.npy] [--json] [--top N] [--mode single|pipelined]
                             [--date YYYY-MM-DD] [--strict] [--channel PORT=N ...]
     feedhandler synth OUT [--protocol itch50|mdp3|fix|ouch42|ouch50] --messages N --seed S
-                          [--symbols K --format pcap|pcapng|binaryfile --gzip]   (ITCH)
+                          [--symbol-count K --format pcap|pcapng|binaryfile --gzip]   (ITCH)
                           [--concentration S --depth-profile shallow|normal|deep]   (ITCH day shape)
                           [--ab] (MDP3: B feed too)  [--fix-version 42|44] (FIX)
 
