@@ -228,7 +228,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _sigint_after_line(argv: list[str], ready: str, cwd: Path, timeout: float = 60.0):
+def _sigint_after_line(argv: list[str], ready: str, cwd: Path, timeout: float = 60.0, sig=signal.SIGINT):
     """Start the installed script, wait for ``ready`` on its stdout or stderr, SIGINT it; returns
     (rc, stderr)."""
     import selectors
@@ -249,7 +249,7 @@ def _sigint_after_line(argv: list[str], ready: str, cwd: Path, timeout: float = 
                 raise AssertionError(f"{argv} exited {p.returncode} before {ready!r}: {seen[-2000:]!r}")
         sel.close()
         time.sleep(0.3)
-        p.send_signal(signal.SIGINT)
+        p.send_signal(sig)
         _, err = p.communicate(timeout=60)
         return p.returncode, err.decode(errors="replace")
     finally:
@@ -275,6 +275,19 @@ def test_sigint_exits_130(cmd, tmp_path):
     rc, err = _sigint_after_line(argv, ready, tmp_path)
     assert rc == exitcodes.EXIT_INTERRUPTED, err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("cmd,code", [("run", exitcodes.EXIT_TERMINATED), ("exchange", exitcodes.EXIT_OK)])
+def test_sigterm(cmd, code, tmp_path):
+    """SIGTERM: a command with an end of its own (run) was cut short: 143; a service (exchange) is being
+    stopped by its supervisor, as it should be: 0."""
+    if cmd == "run":
+        argv, ready = ["run", "--file", str(SAMPLE), "--pace", "recorded", "--status-interval", "0.2"], "msgs"
+    else:
+        argv, ready = ["exchange", "--port", "0", "--md-port", "0", "--data-dir", str(tmp_path / "x"),
+                       "--no-history"], "exchange up"
+    rc, err = _sigint_after_line(argv, ready, tmp_path, sig=signal.SIGTERM)
+    assert rc == code, err
 
 
 def test_runtime_failures_exit_1(tmp_path, capsys):
