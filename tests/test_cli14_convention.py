@@ -85,6 +85,7 @@ def test_help_text_and_defaults(name, capsys):
     assert main([name, "--help"]) == 0
     out = capsys.readouterr().out
     assert f"feedhandler {name}" in out and "python -m" not in out.split("\n")[0]
+    assert "``" not in out and ":class:" not in out, f"feedhandler {name} --help shows raw reStructuredText"
 
 
 @pytest.mark.parametrize("name", NAMES)

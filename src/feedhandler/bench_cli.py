@@ -114,10 +114,11 @@ def _run(name: str, path: Path, args: Sequence[str]) -> int:
 def build_parser():
     import argparse
 
-    from feedhandler.cliopts import add_debug
+    from feedhandler.cliopts import add_debug, plain
 
-    p = argparse.ArgumentParser(prog="feedhandler bench", description=__doc__.split("\n\n", 1)[0].strip("`: \n"),
-                                epilog=__doc__.split("\n\n", 1)[1].strip(),
+    p = argparse.ArgumentParser(prog="feedhandler bench",
+                                description=plain(__doc__.split("\n\n", 1)[0]).split(": ", 1)[1].strip(),
+                                epilog=plain(__doc__.split("\n\n", 1)[1].strip()),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--list", action="store_true", help="list the benchmarks, their peers and whether those are "
                                                        "installed, and exit")

@@ -18,13 +18,21 @@ Deprecated spellings stay accepted for a while, hidden from ``--help``, with a o
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
-__all__ = ["symbols_list", "add_symbols", "add_udp_port", "add_date", "add_debug", "DATE_HELP",
+__all__ = ["plain", "symbols_list", "add_symbols", "add_udp_port", "add_date", "add_debug", "DATE_HELP",
            "deprecated_alias"]
 
 DATE_HELP = ("trading day YYYY-MM-DD (default: from the capture: its time stamps, else a NASDAQ file name "
              "MMDDYYYY.NASDAQ_ITCH50; live from an interface: today in New York)")
+
+
+def plain(text: str) -> str:
+    """A docstring made fit for ``--help``: reStructuredText literals (double backquotes) and roles
+    (:class:`x`) as plain text."""
+    text = re.sub(r":[a-z]+:`([^`]*)`", r"\1", text)
+    return text.replace("``", "")
 
 
 def symbols_list(text: str) -> list[str]:

@@ -278,9 +278,10 @@ def format_report(d: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from feedhandler.cliopts import add_debug
+    from feedhandler.cliopts import add_debug, plain
 
-    p = argparse.ArgumentParser(prog="feedhandler doctor", description=__doc__.strip().splitlines()[0])
+    p = argparse.ArgumentParser(prog="feedhandler doctor",
+                                description=plain(__doc__.strip().splitlines()[0].split(": ", 1)[1]))
     p.add_argument("--iface", default=None,
                    help="also check this network interface: link, driver, queues, timestamping and which "
                         "capture backends can open it (default: the host-wide checks only)")

@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from feedhandler.cliopts import add_debug, add_symbols
+from feedhandler.cliopts import add_debug, add_symbols, plain
 from feedhandler.exitcodes import EXIT_OK, RuntimeFailure, UsageError
 
 __all__ = ["Session", "CaptureSource", "RingSource", "ExchangeSource", "format_ladder", "format_record",
@@ -387,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="feedhandler shell", description="An interactive Python session (ptpython when installed) with "
         "order books loaded from a capture, a running `feedhandler run --ring NAME`, or the exchange.",
-        epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=plain(__doc__.split("\n\n", 2)[2]), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("capture", nargs="?", help="capture file to load (pcap, pcapng, BinaryFILE, gzip; default: "
                                               "none, then --attach-ring or --exchange)")
     p.add_argument("--protocol", choices=("auto", "itch50", "mdp3", "fix", "ouch42", "ouch50"), default="auto",
