@@ -201,7 +201,7 @@ def children_cpu_s() -> float:
 def make_traffic(tmp: Path, messages: int) -> tuple[Path, int]:
     out = tmp / "traffic.pcap"
     subprocess.run([sys.executable, "-m", "feedhandler.cli", "synth", str(out), "--messages", str(messages),
-                    "--symbols", "50", "--seed", "7", "--format", "pcap", "--date", "2024-03-15"],
+                    "--symbol-count", "50", "--seed", "7", "--format", "pcap", "--date", "2024-03-15"],
                    check=True, capture_output=True)
     from feedhandler.pipeline import Feed
     f = Feed(out, None)
@@ -220,7 +220,7 @@ def run_backend(backend: str, traffic: Path, n_packets: int, sender: Path, pps: 
     with VethPair(tag="fhb") as v:
         rx_veth_before(v, threaded)
         cmd = [sys.executable, "-m", "feedhandler.live", "--iface", v.host_if, "--capture", backend,
-               "--date", "2024-03-15", "--port", str(PORT), "--idle-stop", "2",
+               "--date", "2024-03-15", "--udp-port", str(PORT), "--idle-stop", "2",
                "--duration", "120", "--status-interval", "0.2", "--json", *extra]
         if rx_cpu >= 0:
             cmd = ["taskset", "-c", str(rx_cpu), *cmd]
@@ -483,7 +483,7 @@ def consumer_main(a) -> int:
     with tempfile.TemporaryDirectory(prefix="fh-bench-consumer-") as td:
         out = Path(td) / "traffic.pcap"
         subprocess.run([sys.executable, "-m", "feedhandler.cli", "synth", str(out), "--messages", str(a.messages),
-                        "--symbols", "50", "--seed", "7", "--format", "pcap", "--date", "2024-03-15"],
+                        "--symbol-count", "50", "--seed", "7", "--format", "pcap", "--date", "2024-03-15"],
                        check=True, capture_output=True)
         ticks = Feed(out, date="2024-03-15").read_all()
     n = ticks.shape[0]

@@ -8,7 +8,7 @@
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 fh=${1:-feedhandler}
-common="--messages 20000 --symbols 25 --seed 20240315 --date 2024-03-15"
+common="--messages 20000 --symbol-count 25 --seed 20240315 --date 2024-03-15"
 "$fh" synth "$here/itch50_sample.pcap" $common --format pcap
 "$fh" synth "$here/itch50_sample.bin.gz" $common --format binaryfile --gzip
 # The other protocols' samples (each generator is deterministic per seed; tests check these bytes):

@@ -134,7 +134,7 @@ def test_garbage_file(capsys, tmp_path, data):
     rc = main(["replay", str(p)])
     err = capsys.readouterr().err
     assert rc == 2, err
-    assert err.startswith("feedhandler: error:") and "Traceback" not in err
+    assert err.startswith("feedhandler replay: error:") and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
 
 
@@ -255,7 +255,7 @@ def test_progress_line(capsys, files, monkeypatch):
 @pytest.mark.parametrize("fmt,gz", [("pcap", False), ("pcapng", False), ("binaryfile", False), ("binaryfile", True)])
 def test_synth_command(capsys, tmp_path, fmt, gz):
     out = tmp_path / f"s.{fmt}{'.gz' if gz else ''}"
-    argv = ["synth", str(out), "--messages", "3000", "--symbols", "7", "--seed", "4", "--format", fmt]
+    argv = ["synth", str(out), "--messages", "3000", "--symbol-count", "7", "--seed", "4", "--format", fmt]
     if gz:
         argv.append("--gzip")
     assert main(argv) == 0
@@ -272,7 +272,7 @@ def test_synth_command(capsys, tmp_path, fmt, gz):
 def test_synth_bad_arguments(capsys, tmp_path):
     assert main(["synth", str(tmp_path / "x"), "--messages", "0"]) == 2
     assert main(["synth", str(tmp_path / "x"), "--format", "pcap", "--gzip"]) == 2
-    assert main(["synth", str(tmp_path / "x"), "--messages", "10", "--symbols", "50"]) == 2
+    assert main(["synth", str(tmp_path / "x"), "--messages", "10", "--symbol-count", "50"]) == 2
     assert "too few" in capsys.readouterr().err
     assert main(["bogus"]) == 2
     assert main([]) == 2
@@ -288,7 +288,7 @@ def test_installed_script_subprocess(files):
     assert json.loads(r.stdout)["messages"] == 12_000
     r = subprocess.run([exe, "replay", str(files["gz"]) + ".missing"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
-    assert r.stderr.startswith("feedhandler: error:") and "Traceback" not in r.stderr
+    assert r.stderr.startswith("feedhandler replay: error:") and "Traceback" not in r.stderr
 
 
 def test_real_capture_multiple_packets(capsys):

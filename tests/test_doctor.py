@@ -37,7 +37,7 @@ def test_veth_driver_and_hwtstamp():
 
 
 def test_missing_iface(capsys):
-    assert doctor.doctor_main(["--iface", "fhnosuch0"]) == 4
+    assert doctor.doctor_main(["--iface", "fhnosuch0"]) == 2   # usage / unreadable input (feedhandler.exitcodes)
     assert "does not exist" in capsys.readouterr().out
     why = backends.probe("afpacket", "fhnosuch0")
     assert why and "no interface" in why

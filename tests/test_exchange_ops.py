@@ -267,7 +267,7 @@ def readme_exchange_commands() -> list[list[str]]:
     block = re.search(r"```(?:sh|bash)?\n(.*?)```", sec, flags=re.S).group(1)
     cmds = []
     for ln in block.splitlines():
-        ln = ln.split("#", 1)[0].strip()
+        ln = ln.split("#", 1)[0].split(">", 1)[0].strip().rstrip("&").strip()   # no shell redirection / &
         if ln.startswith("feedhandler "):
             cmds.append(ln.split())
     return cmds
@@ -298,8 +298,9 @@ def test_readme_exchange_and_bot_commands_run_as_written(tmp_path):
         assert f"using the exchange at tcp://127.0.0.1:{gw_port}, market data tcp://127.0.0.1:{md_port}" in r.stdout
         m = re.search(r"orders sent: (\d+)\s+rejected: (\d+)", r.stdout)
         assert m and int(m.group(1)) > 10 and int(m.group(2)) == 0, r.stdout
-        pnl = re.findall(r"PnL (\w+)\s+position\s+(-?\d+)\s+realized\s+(\S+)", r.stdout)
-        assert len(pnl) == 2 and int(pnl[0][1]) == -int(pnl[1][1]), r.stdout
+        pnl = re.findall(r"PnL (\w+)\s+position\s+(.*?)\s+realized\s+(\S+)", r.stdout)   # one qty per symbol
+        qty = [[int(x) for x in re.findall(r"-?\d+", q)] for _, q, _ in pnl]
+        assert len(pnl) == 2 and qty[0] and qty[0] == [-x for x in qty[1]], r.stdout
         assert all(re.fullmatch(r"-?[\d,]+\.\d\d", x[2]) for x in pnl), pnl     # money, not fractions
     finally:
         p.send_signal(signal.SIGTERM)

@@ -23,7 +23,7 @@ MESSAGES = 15_000_000     # ~2.5 s of replay with DBN output on a quiet machine:
 def big(tmp_path_factory) -> Path:
     p = tmp_path_factory.mktemp("big") / "day.pcap"
     subprocess.run([sys.executable, "-m", "feedhandler.cli", "synth", str(p), "--messages", str(MESSAGES),
-                    "--symbols", "200", "-q"], check=True, timeout=600)
+                    "--symbol-count", "200", "-q"], check=True, timeout=600)
     return p
 
 

@@ -208,7 +208,7 @@ def test_run_main_cli_on_veth(capsys):
                                                        str(SAMPLE)], check=False))
         t.start()
         try:
-            rc = run_main(["--iface", v.host_if, "--capture", "afpacket", "--date", DATE, "--port", str(PORT),
+            rc = run_main(["--iface", v.host_if, "--capture", "afpacket", "--date", DATE, "--udp-port", str(PORT),
                            "--until-eos", "--duration", "30", "--json"])
         finally:
             t.join()
@@ -236,7 +236,7 @@ def test_dpdk_vdev_live_equals_replay(tmp_path):
     out_npy = tmp_path / "dpdk.npy"
     with VethPair(tag="fhk") as v:
         p = subprocess.Popen([sys.executable, "-m", "feedhandler.live", "--iface", v.host_if, "--capture", "dpdk",
-                              "--date", DATE, "--port", str(PORT), "--until-eos", "--duration", "30",
+                              "--date", DATE, "--udp-port", str(PORT), "--until-eos", "--duration", "30",
                               "--status-interval", "0.2", "--json", "--out", str(out_npy)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:

@@ -90,7 +90,7 @@ def test_pacer_speed_factor_and_bad_speed():
 
 # ---- sampler and server ---------------------------------------------------------------------------------
 class _Books:
-    """A stand-in for engine.book.BookSet's query side."""
+    """A stand-in for feedhandler.books.mbo.BookSet's query side."""
 
     def __init__(self):
         self.iid = 7
@@ -191,7 +191,7 @@ def _page_url(proc, timeout=30.0) -> str:
 
 def reference_bbo(path, n_records: int, iid: int):
     """The BBO of ``iid`` after the first ``n_records`` records of the capture (an independent replay)."""
-    from engine.book import BookSet
+    from feedhandler.books import BookSet
     from feedhandler.pipeline import Feed
 
     feed, books, buf, done = Feed(str(path), "itch50"), BookSet(), records.empty(8192), 0

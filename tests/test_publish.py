@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import zmq
 
-from engine.book import BookSet
+from feedhandler.books import BookSet
 from feedhandler import records
 from feedhandler.pipeline import Feed
 from feedhandler.publish import TickPublisher, bbo_records

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import zmq
 
-from engine.book import BookSet
+from feedhandler.books import BookSet
 from engine.client import Client
 from engine.strategy.signals import client_order_id
 from feedhandler import records

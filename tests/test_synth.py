@@ -268,7 +268,7 @@ def test_sample_captures_are_fresh():
     script = (here / "make_samples.sh").read_text()
     args = shlex.split(script.split('common="', 1)[1].split('"', 1)[0])
     opts = dict(zip(args[::2], args[1::2]))
-    d = generate_day(int(opts["--messages"]), int(opts["--symbols"]), int(opts["--seed"]), date=opts["--date"])
+    d = generate_day(int(opts["--messages"]), int(opts["--symbol-count"]), int(opts["--seed"]), date=opts["--date"])
     pcap = here / "itch50_sample.pcap"
     assert pcap.exists() and pcap.stat().st_size + (here / "itch50_sample.bin.gz").stat().st_size < 2 * 2**20
     frames = [(t, pcapwriter.build_udp_frame(pl, "206.200.43.72", "233.54.12.111", 18001, 26477))

@@ -93,7 +93,7 @@ def test_cli_knobs(tmp_path):
     assert "--concentration S" in text and "default 0.9" in text
     assert "--depth-profile {shallow,normal,deep}" in text and "default normal" in text
     out = tmp_path / "deep.bin"
-    r = _cli("synth", str(out), "--messages", "20000", "--symbols", "20", "--seed", "5", "--format", "binaryfile",
+    r = _cli("synth", str(out), "--messages", "20000", "--symbol-count", "20", "--seed", "5", "--format", "binaryfile",
              "--concentration", "1.5", "--depth-profile", "deep")
     assert r.returncode == 0, r.stderr
     assert "concentration 1.5, deep depth" in r.stdout

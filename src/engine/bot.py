@@ -29,6 +29,7 @@ import time
 from decimal import Decimal
 
 from engine.errors import EXIT_USAGE, CommandError, NoExchange, run_command
+from feedhandler.cliopts import add_symbols, deprecated_alias, symbols_list
 
 PX = 1_000_000_000
 
@@ -71,6 +72,8 @@ class Bot(threading.Thread):
         return r
 
     def _fill(self, ev):
+        if ev.get("symbol", self.symbol) != self.symbol:   # another bot's symbol on the same account
+            return
         self.fills.append(ev)
         if self.verbose:
             print(f"  fill  {self.name:<6} {ev['side']} {ev['qty']:>4} {ev['symbol']} @ {ev['price'] / PX:.2f} "
@@ -133,7 +136,8 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--start-exchange", action="store_true",
                    help="start an exchange in-process (temporary data dir, removed at the end) instead of "
                         "looking for a running one")
-    p.add_argument("--symbol", default="AAPL", help="symbol to trade (default AAPL)")
+    add_symbols(p, "the symbols to trade, a market maker and a taker on each", default=["AAPL"])
+    deprecated_alias(p, "--symbol", "--symbols", "symbols", type=symbols_list)
     p.add_argument("--duration", type=float, default=20.0, help="seconds of trading (default 20)")
     p.add_argument("--mm-key", default="demo-mm", help="API key of the market maker (default demo-mm)")
     p.add_argument("--mm-secret", default="demo-mm-secret", help="its secret (default demo-mm-secret)")
@@ -178,12 +182,13 @@ def _main(argv: list[str]) -> int:
             a.md_endpoint = f"tcp://127.0.0.1:{a.md_port}"
     stop = threading.Event()
     mm_c = tk_c = mm_c_md = None
+    extra_c: list = []
     summary: dict = {}
     try:
         if tmp is not None:
             cfg = load_config(None, {"data_dir": tmp, "gateway.endpoint": "tcp://127.0.0.1:*",
                                      "marketdata.endpoint": "tcp://127.0.0.1:*", "engine.fsync": "none",
-                                     "symbols": sorted({a.symbol, "AAPL", "MSFT"})})
+                                     "symbols": sorted({*a.symbols, "AAPL", "MSFT"})})
             ex = Exchange(cfg).start()
             a.endpoint, a.md_endpoint = ex.gateway.endpoint, ex.marketdata.endpoint
             print(f"started an in-process exchange: gateway {a.endpoint}, market data {a.md_endpoint}, data {tmp} "
@@ -198,10 +203,20 @@ def _main(argv: list[str]) -> int:
         md_records = 0
         if a.md_endpoint:
             mm_c_md = Client(a.endpoint, a.mm_key, a.mm_secret, md_endpoint=a.md_endpoint)
-            mm_c_md.subscribe([a.symbol])
-        bots = [MarketMaker("mm", mm_c, a.symbol, stop, a.seed, verbose=not a.quiet),
-                Taker("taker", tk_c, a.symbol, stop, a.seed + 1, verbose=not a.quiet)]
-        print(f"trading {a.symbol} for {a.duration:.0f} s ...", flush=True, file=info)
+            mm_c_md.subscribe(list(a.symbols))
+        one = len(a.symbols) == 1   # one symbol: the bots keep their plain names (mm, taker)
+        bots = []
+        for i, sym in enumerate(a.symbols):
+            sfx = "" if one else f":{sym}"
+            if i:   # a client (ZeroMQ socket) per bot thread: sockets are not shared between threads
+                extra_c.append(Client(a.endpoint, a.mm_key, a.mm_secret, timeout=a.timeout, retries=1))
+                extra_c.append(Client(a.endpoint, a.taker_key, a.taker_secret, timeout=a.timeout, retries=1))
+                m, t = extra_c[-2:]
+            else:
+                m, t = mm_c, tk_c
+            bots += [MarketMaker("mm" + sfx, m, sym, stop, a.seed + 2 * i, verbose=not a.quiet),
+                     Taker("taker" + sfx, t, sym, stop, a.seed + 2 * i + 1, verbose=not a.quiet)]
+        print(f"trading {','.join(a.symbols)} for {a.duration:.0f} s ...", flush=True, file=info)
         for b in bots:
             b.start()
         t_end = time.monotonic() + a.duration
@@ -231,7 +246,7 @@ def _main(argv: list[str]) -> int:
             "pnl": {},
         }
         for name, c in (("mm", mm_c), ("taker", tk_c)):
-            r = c.position(a.symbol)
+            r = c.position(a.symbols[0])
             summary["pnl"][name] = r.get("portfolio", r)
         if ex is not None:
             ex.pipeline.flush_latency()
@@ -243,7 +258,7 @@ def _main(argv: list[str]) -> int:
             summary["trade_log"] = {"path": ex.trade_log.path, "rows": len(trades), "last": trades[-5:]}
     finally:
         stop.set()
-        for c in (mm_c_md, mm_c, tk_c):
+        for c in (mm_c_md, mm_c, tk_c, *extra_c):
             if c is not None:
                 c.close()
         if ex is not None:
@@ -263,8 +278,9 @@ def _main(argv: list[str]) -> int:
         print(f"  exchange stage {k:<13} p50 {v['p50'] / 1000:8.1f} us  p99 {v['p99'] / 1000:8.1f} us  n={v['count']}")
     for name, p in summary["pnl"].items():
         if isinstance(p, dict) and "realized" in p:
-            pos = p.get("positions", {}).get(a.symbol, {})
-            print(f"PnL {name:<6} position {pos.get('qty', 0):>6}  realized {_money(p['realized']):>12}  "
+            q = {sym: p.get("positions", {}).get(sym, {}).get("qty", 0) for sym in a.symbols}
+            qty = f"{q[a.symbols[0]]:>6}" if len(q) == 1 else "  ".join(f"{sym} {v:>6}" for sym, v in q.items())
+            print(f"PnL {name:<6} position {qty}  realized {_money(p['realized']):>12}  "
                   f"unrealized {_money(p['unrealized']):>12}")
         else:
             print(f"PnL {name:<6} {p}")

@@ -150,9 +150,7 @@ _ALLOWED = frozenset({"submit_many", "sync", "snapshot", "state_hash", "book", "
                       "take_replayed", "close"})
 
 
-def _main(argv: list[str]) -> int:
-    from engine.errors import EXIT_INTERRUPTED, StartupError
-
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="feedhandler shard-server", description=__doc__.split("\n")[0],
         epilog="Exit codes: 0 ok or stopped by SIGTERM; 1 runtime failure (address in use); 2 bad arguments; "
@@ -162,7 +160,13 @@ def _main(argv: list[str]) -> int:
     ap.add_argument("--journal-root", help="directory for this host's shard journals (default: the path the "
                                            "router gives)")
     ap.add_argument("--debug", action="store_true", help="print the traceback of an error")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def _main(argv: list[str]) -> int:
+    from engine.errors import EXIT_INTERRUPTED, StartupError
+
+    a = build_parser().parse_args(argv)
     # the engine's modules (numpy, the native engine) are loaded before the server says it listens: the
     # router's init is answered within its timeout (remote_timeout_s, 1 s by default) on a busy host too
     import engine.manager  # noqa: F401

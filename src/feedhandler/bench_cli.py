@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Sequence
 
 ENV_DIR = "FEEDHANDLER_BENCH_DIR"
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+from feedhandler.exitcodes import EXIT_FAILURE as EXIT_FAIL, EXIT_OK, EXIT_USAGE  # noqa: E402
 
 # NAME -> (peer shown in the tables, module that provides it, required to run at all, other needs)
 PEERS: dict[str, tuple[str, str | None, bool, str]] = {
@@ -112,27 +112,32 @@ def _run(name: str, path: Path, args: Sequence[str]) -> int:
     return subprocess.run([sys.executable, str(path), *args], cwd=str(checkout)).returncode
 
 
+def build_parser():
+    import argparse
+
+    from feedhandler.cliopts import add_debug, plain
+
+    p = argparse.ArgumentParser(prog="feedhandler bench",
+                                description=plain(__doc__.split("\n\n", 1)[0]).split(": ", 1)[1].strip(),
+                                epilog=plain(__doc__.split("\n\n", 1)[1].strip()),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--list", action="store_true", help="list the benchmarks, their peers and whether those are "
+                                                       "installed, and exit")
+    p.add_argument("--bench-dir", metavar="DIR", default=None,
+                   help=f"the checkout's bench/ folder (default: ${ENV_DIR}, an editable install's source "
+                        "tree, or the current directory and its parents)")
+    add_debug(p)
+    p.add_argument("name", nargs="?", metavar="NAME",
+                   help="the benchmark to run (bench/bench_NAME.py; default: every one, at its published size)")
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="SCRIPT ARGS",
+                   help="arguments for the benchmark script, passed unchanged (NAME --help: its options)")
+    return p
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    bench_dir_arg, do_list, i = None, False, 0
-    while i < len(argv) and argv[i].startswith("-"):
-        a = argv[i]
-        if a in ("-h", "--help"):
-            print("usage: feedhandler bench [--list] [--bench-dir DIR] [NAME [SCRIPT ARGS...]]\n")
-            print(__doc__.split("\n\n", 1)[1].strip())
-            return EXIT_OK
-        if a == "--list":
-            do_list = True
-        elif a == "--bench-dir" and i + 1 < len(argv):
-            bench_dir_arg = argv[i + 1]
-            i += 1
-        elif a.startswith("--bench-dir="):
-            bench_dir_arg = a.split("=", 1)[1]
-        else:
-            print(f"feedhandler bench: error: unknown option {a} (options of a benchmark go after its NAME)",
-                  file=sys.stderr)
-            return EXIT_USAGE
-        i += 1
+    a = build_parser().parse_args(argv)
+    bench_dir_arg, do_list = a.bench_dir, a.list
     d = find_bench_dir(bench_dir_arg)
     if d is None:
         where = f"{bench_dir_arg} has no bench_*.py" if bench_dir_arg else "no bench/ folder found"
@@ -147,8 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BrokenPipeError:  # `feedhandler bench --list | head`
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return EXIT_OK
-    if i < len(argv):
-        name, args = argv[i], argv[i + 1:]
+    if a.name is not None:
+        name, args = a.name, a.args
         if name not in bench:
             print(f"feedhandler bench: error: no benchmark {name!r} in {d} (have: {', '.join(bench)})",
                   file=sys.stderr)

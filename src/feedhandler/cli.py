@@ -4,7 +4,7 @@
                             [--out t.dbn|t.dbn.zst|t.parquet|t.npy] [--json] [--top N] [--mode single|pipelined]
                             [--date YYYY-MM-DD] [--strict] [--channel PORT=N ...]
     feedhandler synth OUT [--protocol itch50|mdp3|fix|ouch42|ouch50] --messages N --seed S
-                          [--symbols K --format pcap|pcapng|binaryfile --gzip]   (ITCH)
+                          [--symbol-count K --format pcap|pcapng|binaryfile --gzip]   (ITCH)
                           [--concentration S --depth-profile shallow|normal|deep]   (ITCH day shape)
                           [--ab] (MDP3: B feed too)  [--fix-version 42|44] (FIX)
 
@@ -13,10 +13,12 @@ BinaryFILE or MoldUDP64 -> itch50, CME MDP 3.0 packets -> mdp3, TCP "8=FIX" -> f
 OUCH (4.2 or 5.0 from the messages). MDP3 A/B feeds: ports that differ by 1000 (CME's A/B convention,
 14310/15310) share a sequencing channel; ``--channel PORT=N`` sets it explicitly.
 
-Exit codes: 0 success; 2 bad arguments, or an input that is missing, unreadable or in no format we
-read, or an output that cannot be written (one line on stderr, no traceback); 3 with ``--strict``
-when the replay saw sequence gaps, duplicates or damaged input (message damage, or a damaged capture
-file: what was skipped and where is in the summary); 130 on Ctrl-C (SIGINT); 143 on SIGTERM.
+Exit codes (one table for every subcommand, defined in ``feedhandler.exitcodes``): 0 ok; 1 runtime
+failure; 2 bad arguments, or an input that is missing, unreadable or in no format we read, or an
+output that cannot be written; 3 with ``--strict`` when the replay saw sequence gaps, duplicates or
+damaged input (message damage, or a damaged capture file: what was skipped and where is in the
+summary); 130 on Ctrl-C (SIGINT); 143 on SIGTERM. Every error is one line on stderr; ``--debug``
+prints the traceback too.
 
 Interrupting a replay (SIGINT or SIGTERM): the replay stops at the end of the batch in hand, prints
 the partial summary (marked INTERRUPTED) and keeps its output: every output file is written under a
@@ -34,21 +36,17 @@ import time
 from typing import Sequence
 
 from feedhandler import __version__
-from feedhandler.errors import FeedhandlerError
+from feedhandler.cliopts import DATE_HELP, add_date, add_debug, add_symbols, add_udp_port, deprecated_alias
+from feedhandler.errors import FeedError, FeedhandlerError
+from feedhandler.exitcodes import (EXIT_DATA_QUALITY, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK,  # noqa: F401
+                                   EXIT_TERMINATED, EXIT_USAGE, RuntimeFailure, UsageError, boundary,
+                                   exit_code_table, one_line)
 
-EXIT_OK = 0
-EXIT_USAGE = 2        # argparse's own code for bad arguments; also bad input/output files
-EXIT_STRICT = 3       # --strict: the stream had gaps or damage
-EXIT_INTERRUPTED = 130   # SIGINT (128 + 2)
-EXIT_TERMINATED = 143    # SIGTERM (128 + 15)
+EXIT_STRICT = EXIT_DATA_QUALITY   # the old name
 
 
-class _Fail(Exception):
-    """A one-line error for the user (exit code attached)."""
-
-    def __init__(self, message: str, code: int = EXIT_USAGE):
-        super().__init__(message)
-        self.code = code
+class _Fail(UsageError):
+    """A one-line error for the user (exit 2 unless another code is given)."""
 
 
 # ---- formatting ----------------------------------------------------------------------------------
@@ -355,7 +353,7 @@ def _cmd_replay(args) -> int:
             check_date(args.date)
         except ValueError as e:
             raise _Fail(str(e)) from None
-    symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
+    symbols = args.symbols   # already a list of tickers (cliopts.symbols_list) or None
     bar = _ProgressLine() if (args.progress or (args.progress is None and sys.stderr.isatty())) else None
     channels = {}
     for spec in args.channel or ():
@@ -431,7 +429,7 @@ def _cmd_replay(args) -> int:
         return EXIT_TERMINATED if s["interrupted"] == "SIGTERM" else EXIT_INTERRUPTED
     if args.strict and _damaged(s):
         print("feedhandler: --strict: the stream had gaps, duplicates or damaged input", file=sys.stderr)
-        return EXIT_STRICT
+        return EXIT_DATA_QUALITY
     return EXIT_OK
 
 
@@ -499,7 +497,7 @@ def _cmd_synth(args) -> int:
         raise _Fail(f"--date {args.date!r} is not YYYY-MM-DD") from None
     t0 = time.perf_counter()
     try:
-        day = generate_day(args.messages, args.symbols, args.seed, date=args.date, concentration=args.concentration,
+        day = generate_day(args.messages, args.symbol_count, args.seed, date=args.date, concentration=args.concentration,
                            depth_profile=args.depth_profile)
     except ValueError as e:
         raise _Fail(str(e)) from None
@@ -562,33 +560,41 @@ def _positive(v: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="feedhandler", description="Exchange feed handler: captures to ticks to books.")
-    p.add_argument("--version", action="version", version=f"feedhandler {__version__}")
+    p = argparse.ArgumentParser(
+        prog="feedhandler", description="Exchange feed handler: captures to ticks to books, and a small exchange.",
+        epilog=exit_code_table() + "\n\nEvery error is one line on stderr; --debug (any subcommand) adds the "
+                                   "traceback. `feedhandler COMMAND --help` for a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"feedhandler {__version__}",
+                   help="print the version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
     r = sub.add_parser("replay", help="decode a capture (pcap, pcapng, BinaryFILE, gzip) into books",
                        description="Replay a capture file (format and protocol detected from its bytes) through "
-                                   "its decoder and the order books; print a summary and a BBO table.")
+                                   "its decoder and the order books; print a summary and a BBO table.",
+                       epilog=exit_code_table(), formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("file", help="pcap / pcapng / NASDAQ BinaryFILE, optionally gzip-compressed")
     r.add_argument("--protocol", choices=("auto", "itch50", "mdp3", "fix", "ouch42", "ouch50"), default="auto",
                    help="feed protocol (default auto: from the file's bytes)")
     r.add_argument("--channel", action="append", metavar="PORT=N",
                    help="mdp3: UDP port PORT belongs to sequencing channel N (repeat; default: ports that "
                         "differ by 1000, CME's A/B feeds, share a channel)")
-    r.add_argument("--symbols", help="comma-separated tickers to keep (outputs and the BBO table)")
+    add_symbols(r, "keep only these in the outputs and the BBO table")
     r.add_argument("--out", help="write the enriched records: .dbn or .dbn.zst (DBN MBO, zstd-compressed for "
                                  ".zst; price levels also to OUT.mbp-1.dbn[.zst]), .parquet (every record kind, "
-                                 "typed columns), .npy")
+                                 "typed columns), .npy (default: no output)")
     r.add_argument("--out-format", choices=("dbn", "parquet", "npy"), help="output format (default: from --out)")
     r.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     r.add_argument("--top", type=int, default=10, help="rows of the BBO table (busiest symbols, default 10)")
     r.add_argument("--mode", choices=("single", "pipelined"), default="single",
-                   help="single: one thread; pipelined: native producer thread + ring + book consumer")
-    r.add_argument("--date", help="trading day YYYY-MM-DD (default: from the capture; none for BinaryFILE)")
-    r.add_argument("--strict", action="store_true", help="exit 3 when the stream had gaps, duplicates or damage")
-    r.add_argument("--reorder-window", type=int, default=None, help="MoldUDP64 reorder window in packets")
-    r.add_argument("--udp-port", type=int, default=None, help="keep only UDP datagrams to this port")
+                   help="single: one thread (default); pipelined: native producer thread + ring + book consumer")
+    add_date(r, DATE_HELP.replace("; live from an interface: today in New York", "; none for BinaryFILE"))
+    r.add_argument("--strict", action="store_true",
+                   help="exit 3 when the stream had gaps, duplicates or damage (default: report them, exit 0)")
+    r.add_argument("--reorder-window", type=int, default=64, metavar="PACKETS",
+                   help="MoldUDP64 / MDP3 packets held while a sequence hole waits for its packet (default 64)")
+    add_udp_port(r)
     r.add_argument("--no-sequencing", action="store_true",
                    help="itch50: no MoldUDP64 sequencing: decode every message in arrival order (for streams "
                         "whose sequence numbers are all 0; gaps and duplicates cannot be seen then)")
@@ -602,13 +608,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     _publish_options(r)
     g = r.add_mutually_exclusive_group()
-    g.add_argument("--progress", action="store_true", default=None, help="always show the progress line")
+    g.add_argument("--progress", action="store_true", default=None,
+                   help="always show the progress line (default: when stderr is a terminal)")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="never show the progress line")
+    add_debug(r)
     r.set_defaults(func=_cmd_replay)
 
     s = sub.add_parser("synth", help="generate a synthetic capture of any protocol",
                        description="Generate a synthetic capture (deterministic per seed): a NASDAQ TotalView-ITCH "
-                                   "5.0 day, CME MDP 3.0, FIX 4.2/4.4 or OUCH 4.2/5.0 sessions.")
+                                   "5.0 day, CME MDP 3.0, FIX 4.2/4.4 or OUCH 4.2/5.0 sessions.",
+                       epilog=exit_code_table(), formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("out", help="output file")
     s.add_argument("--protocol", choices=("itch50", "mdp3", "fix", "ouch42", "ouch50"), default="itch50",
                    help="protocol (default itch50)")
@@ -618,7 +627,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fix-version", choices=("42", "44"), default="44", help="fix: FIX 4.2 or 4.4 (default 44)")
     s.add_argument("--reference-data", action="store_true",
                    help="fix: a SecurityList and a SecurityDefinition after the logon")
-    s.add_argument("--symbols", type=_positive, default=100, help="number of symbols (default 100)")
+    s.add_argument("--symbol-count", type=_positive, default=100, metavar="N",
+                   help="itch50: number of symbols (default 100)")
+    deprecated_alias(s, "--symbols", "--symbol-count", "symbol_count", type=_positive)
     s.add_argument("--concentration", type=_concentration, default=None, metavar="S",
                    help="itch50: how the order flow concentrates on the busiest symbols: symbol k (0 = busiest) "
                         "gets a share proportional to 1/(k+1)**S; 0 = all equally busy, higher = a few symbols "
@@ -627,18 +638,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="itch50: how far from the top of the book new orders go: shallow (95%% within a few "
                         "ticks, at most 100), normal (75%% near the top, 25%% 49 ticks away on average, at most "
                         "2000), deep (half of them 300 ticks away on average, at most 5000); default normal. "
-                        "Deep books: few symbols (--symbols 300) and/or --depth-profile deep; shallow: "
+                        "Deep books: few symbols (--symbol-count 300) and/or --depth-profile deep; shallow: "
                         "thousands of symbols")
     s.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     s.add_argument("--format", choices=("pcap", "pcapng", "binaryfile"), default="pcap",
-                   help="MoldUDP64 in a nanosecond pcap (default), pcapng, or a NASDAQ BinaryFILE")
+                   help="itch50: MoldUDP64 in a nanosecond pcap (default), pcapng, or a NASDAQ BinaryFILE")
     s.add_argument("--gzip", action="store_true", help="gzip the BinaryFILE")
-    s.add_argument("--date", default="2024-03-15", help="trading day (default 2024-03-15)")
+    s.add_argument("--date", default="2024-03-15", metavar="YYYY-MM-DD",
+                   help="itch50: the trading day to generate (default 2024-03-15)")
     s.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    add_debug(s)
     s.set_defaults(func=_cmd_synth)
 
     # Commands implemented elsewhere; main() hands their arguments over untouched (imported lazily so
-    # that replay does not pay for ZeroMQ or the capture backends).
+    # that replay does not pay for ZeroMQ or the capture backends). Their real parsers: PARSERS.
     for name, (_, help_text) in DELEGATED.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return p
@@ -659,58 +672,86 @@ DELEGATED = {
                  "run a trading strategy process: market data (SUB) in, signals (PUSH) to an executor"),
     "executor": ("engine.strategy.executor:main",
                  "send strategy signals (PULL) to the exchange as orders, each exactly once"),
+    "shell": ("feedhandler.shell:main", "an interactive session (ptpython) with a capture's books, a running "
+                                        "`run`'s ring or the exchange loaded"),
+}
+
+# command -> "module:function returning its argparse parser": what `--help` prints and what the
+# CLI-convention test walks (every DELEGATED command needs one).
+PARSERS = {
+    "run": "feedhandler.live:build_parser",
+    "doctor": "feedhandler.doctor:build_parser",
+    "exchange": "engine.exchange:build_parser",
+    "bot": "engine.bot:build_parser",
+    "history": "engine.history.service:build_parser",
+    "shard-server": "engine.shard_server:build_parser",
+    "ptp-slave": "feedhandler.time.slave:build_parser",
+    "bench": "feedhandler.bench_cli:build_parser",
+    "shell": "feedhandler.shell:build_parser",
+    "strategy": "engine.strategy.runner:build_parser",
+    "executor": "engine.strategy.executor:build_parser",
 }
 
 
-def _delegate(name: str, argv: Sequence[str]) -> int:
+def _load(target: str):
     import importlib
 
-    target, _ = DELEGATED[name]
     module, func = target.split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def subcommand_parsers() -> dict[str, argparse.ArgumentParser]:
+    """Every subcommand's real parser, discovered from the top-level parser (delegated commands through
+    PARSERS). A delegated command without a parser factory raises LookupError naming it."""
+    top = build_parser()
+    sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    out = {}
+    for name, sp in sub.choices.items():
+        if name in DELEGATED:
+            if name not in PARSERS:
+                raise LookupError(f"subcommand {name!r} has no parser factory in feedhandler.cli.PARSERS")
+            out[name] = _load(PARSERS[name])()
+        else:
+            out[name] = sp
+    return out
+
+
+def _local_commands() -> set[str]:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return set(sub.choices)
+
+
+def _delegate(name: str, argv: Sequence[str]) -> int:
+    target, _ = DELEGATED[name]
     try:
-        fn = getattr(importlib.import_module(module), func)
+        fn = _load(target)
     except (ImportError, AttributeError) as e:
-        print(f"feedhandler: error: '{name}' is not available in this build: {_one_line(e)}", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError(f"'{name}' is not available in this build: {one_line(e)}") from None
+    return int(fn(list(argv)) or 0)
+
+
+def _dispatch(argv: list[str]) -> int:
+    if argv and argv[0] in DELEGATED:
+        return _delegate(argv[0], argv[1:])
+    args = build_parser().parse_args(argv)
     try:
-        return int(fn(list(argv)) or 0)
-    except BrokenPipeError:   # e.g. `feedhandler bench --list | head`: the reader left, not an error
-        try:
-            sys.stdout = open(os.devnull, "w")   # no second BrokenPipe when the interpreter flushes
-        except OSError:
-            pass
-        return EXIT_OK
+        return args.func(args)
+    except FeedError as e:   # the pipeline failed while running: a runtime failure, not the input
+        raise RuntimeFailure(str(e)) from e
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``feedhandler`` script; returns the exit code (also when called in-process)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in DELEGATED:
-        return _delegate(argv[0], argv[1:])
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:  # argparse: --help/--version exit 0, bad arguments exit 2
-        return int(e.code or 0)
-    try:
-        return args.func(args)
-    except _Fail as e:
-        print(f"feedhandler: error: {e}", file=sys.stderr)
-        return e.code
-    except BrokenPipeError:  # pragma: no cover - e.g. `feedhandler replay x | head`
-        return EXIT_OK
-    except (FeedhandlerError, OSError) as e:
-        # typed errors of the input/output edges (missing, unreadable or unknown input, unwritable
-        # output, missing optional dependency): one line, no traceback
-        print(f"feedhandler: error: {_one_line(e)}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("feedhandler: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    """Entry point of the ``feedhandler`` script; returns the exit code (also when called in-process).
 
-def _one_line(e: BaseException) -> str:
-    msg = str(e) or type(e).__name__
-    return msg.splitlines()[0]
+    The one error boundary of every subcommand (``feedhandler.exitcodes.boundary``): whatever escapes a
+    command becomes one line on stderr and the exit code of the table; ``--debug`` adds the traceback.
+    Typed errors of the input/output edges (missing, unreadable or unknown input, unwritable output,
+    missing optional dependency) are usage errors (2)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    name = argv[0] if argv and not argv[0].startswith("-") else None
+    prog = f"feedhandler {name}" if name is not None and (name in DELEGATED or name in _local_commands()) \
+        else "feedhandler"
+    return boundary(prog, lambda: _dispatch(argv), argv, usage_errors=(FeedhandlerError, OSError))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -277,18 +277,31 @@ def format_report(d: dict) -> str:
     return "\n".join(l for l in L if l)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    from feedhandler.cliopts import add_debug, plain
+
+    p = argparse.ArgumentParser(prog="feedhandler doctor",
+                                description=plain(__doc__.strip().splitlines()[0].split(": ", 1)[1]))
+    p.add_argument("--iface", default=None,
+                   help="also check this network interface: link, driver, queues, timestamping and which "
+                        "capture backends can open it (default: the host-wide checks only)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    add_debug(p)
+    return p
+
+
 def doctor_main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``feedhandler doctor``: prints the report; exit 0, or 4 when --iface names a
-    missing interface."""
-    p = argparse.ArgumentParser(prog="feedhandler doctor", description=__doc__.splitlines()[0])
-    p.add_argument("--iface", default=None)
-    p.add_argument("--json", action="store_true")
-    a = p.parse_args(argv)
+    """Entry point of ``feedhandler doctor``: prints the report; exit 0, or 2 (usage / unreadable input,
+    feedhandler.exitcodes) when --iface names a missing interface."""
+    from feedhandler.exitcodes import EXIT_OK, EXIT_USAGE
+
+    a = build_parser().parse_args(argv)
     d = diagnose(a.iface)
     print(json.dumps(d, indent=2) if a.json else format_report(d))
     if a.iface and not d["iface"]["exists"]:
-        return 4
-    return 0
+        print(f"feedhandler doctor: error: no interface {a.iface!r} in this network namespace", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -30,20 +30,21 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from feedhandler.errors import FeedhandlerError
+from feedhandler.cliopts import add_date, add_debug, add_udp_port, deprecated_alias
+from feedhandler.errors import CaptureError, FeedhandlerError
 
 __all__ = ["LiveOptions", "run", "run_main", "latency_percentiles", "join_groups", "iface_ipv4", "EXIT_NO_IFACE"]
 
 RING_CAPACITY = 1 << 17          # records
+TEE_CAPACITY = 1 << 18           # records of the --ring tee (16 MiB of shared memory)
 BATCH = 4096                     # records per consume batch (small: books follow the wire closely)
 GATHER_US = 200.0                # with a per-batch Python callback: collect a batch this long at most
 IDLE_SLEEP_US = 20.0             # consumer: sleep between looks at an empty ring (no spinning: the
                                  # receive thread and the NAPI kthread need the cores)
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_NO_IFACE = 4                # interface missing, privilege missing, backend unusable
-EXIT_INTERRUPTED = 130           # SIGINT
-EXIT_TERMINATED = 143            # SIGTERM
+from feedhandler.exitcodes import EXIT_DATA_QUALITY, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE  # noqa: E402
+
+EXIT_NO_IFACE = EXIT_USAGE       # the interface (or --file) named does not exist: usage / unreadable input
+EXIT_BACKEND = EXIT_FAILURE      # privilege missing, backend unusable, capture failed while running
 
 
 @dataclass
@@ -643,9 +644,11 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
                         "they differ by 1000, CME's convention)")
     p.add_argument("--group", action="append", default=[], metavar="ADDR:PORT",
                    help="multicast group to join (repeat for A/B lines)")
-    p.add_argument("--port", type=int, default=None, help="keep only this UDP destination port")
-    p.add_argument("--date", default=None, help="trading day YYYY-MM-DD (default: today, New York)")
-    p.add_argument("--reorder-window", type=int, default=64, help="MoldUDP64 packets held while a hole waits")
+    add_udp_port(p)
+    deprecated_alias(p, "--port", "--udp-port", "udp_port", type=int)
+    add_date(p)
+    p.add_argument("--reorder-window", type=int, default=64, metavar="PACKETS",
+                   help="MoldUDP64 / MDP3 packets held while a sequence hole waits for its packet (default 64)")
     p.add_argument("--no-sequencing", action="store_true",
                    help="no MoldUDP64 sequencing: decode every message in arrival order (for streams whose "
                         "sequence numbers are all 0; gaps and duplicates cannot be seen then)")
@@ -653,7 +656,7 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--count", type=int, default=None, help="stop after this many messages")
     p.add_argument("--until-eos", action="store_true", help="stop at the MoldUDP64 end of session")
     p.add_argument("--idle-stop", type=float, default=None, help="stop after this many idle seconds")
-    p.add_argument("--status-interval", type=float, default=1.0, help="seconds between status lines (0: off)")
+    p.add_argument("--status-interval", type=float, default=1.0, help="seconds between status lines (0: off; default 1)")
     p.add_argument("--retransmit", default=None, metavar="HOST:PORT", help="MoldUDP64 retransmission server")
     p.add_argument("--out", default=None, help="write records (.dbn, .dbn.zst, .parquet, .npy)")
     p.add_argument("--xdp-mode", choices=("auto", "native", "skb"), default=None, help="AF_XDP attach mode")
@@ -675,6 +678,13 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     from feedhandler.publish import add_arguments as _publish_options
 
     _publish_options(p)
+    p.add_argument("--ring", metavar="NAME", default=None,
+                   help="also publish every enriched record batch to a shared-memory ring NAME (overflow: drop, "
+                        "so a slow or absent reader never holds up the feed), for `feedhandler shell "
+                        "--attach-ring NAME` or Ring.attach(NAME) (default: none)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 3 when the stream had gaps, duplicates or damage (default: report them, exit 0)")
+    add_debug(p)
     return p
 
 
@@ -708,16 +718,16 @@ def run_main(argv: Sequence[str] | None = None) -> int:
         source_kw["n_queues"] = args.queues
     if args.eal:
         source_kw["eal_args"] = ["feedhandler", *args.eal.split()]
-    opts = LiveOptions(iface=args.iface, file=args.file, speed=speed, source_kw=source_kw, capture=args.capture, groups=args.group, udp_port=args.port,
+    opts = LiveOptions(iface=args.iface, file=args.file, speed=speed, source_kw=source_kw, capture=args.capture, groups=args.group, udp_port=args.udp_port,
                        date=args.date, reorder_window=args.reorder_window, duration=args.duration,
                        count=args.count, idle_stop=args.idle_stop, until_end_of_session=args.until_eos, apply_books=not args.no_books, status_interval=args.status_interval,
                        out=args.out, retransmit=args.retransmit, rx_cpu=args.rx_cpu, book_cpu=args.book_cpu,
                        protocol=args.protocol, sequencing=not args.no_sequencing, top=args.top)
     if args.iface and not os.path.exists(f"/sys/class/net/{args.iface}"):
-        print(f"feedhandler run: no interface {args.iface!r} in this network namespace", file=sys.stderr)
+        print(f"feedhandler run: error: no interface {args.iface!r} in this network namespace", file=sys.stderr)
         return EXIT_NO_IFACE
     if args.file and not os.path.exists(args.file):
-        print(f"feedhandler run: no capture file {args.file!r}", file=sys.stderr)
+        print(f"feedhandler run: error: no capture file {args.file!r}", file=sys.stderr)
         return EXIT_NO_IFACE
     page = None
     if args.serve:      # the market-data page (feedhandler.serve)
@@ -732,32 +742,73 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     try:
         publisher = _publisher(args, opts)
     except (ValueError, OSError) as e:
-        print(f"feedhandler run: {e}", file=sys.stderr)
+        print(f"feedhandler run: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    tee = None
+    if args.ring:
+        from feedhandler.ring import Ring
+
+        try:
+            tee = Ring(TEE_CAPACITY, overflow="drop", shm_name=args.ring)
+        except (OSError, ValueError) as e:
+            print(f"feedhandler run: error: --ring {args.ring}: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        opts.on_batch = tee.push if opts.on_batch is None else _chain(opts.on_batch, tee.push)
     try:
         s = run(opts)
     except BackendUnavailable as e:
-        print(f"feedhandler run: {e}", file=sys.stderr)
-        return EXIT_NO_IFACE
+        print(f"feedhandler run: error: {e}", file=sys.stderr)
+        return EXIT_BACKEND
     except UnknownTradingDay as e:
-        print(f"feedhandler run: {e}", file=sys.stderr)
+        print(f"feedhandler run: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except CaptureError as e:   # the --file cannot be read or is in no format we read
+        print(f"feedhandler run: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except (FeedhandlerError, OSError, ValueError) as e:
-        print(f"feedhandler run: {e}", file=sys.stderr)
-        return EXIT_NO_IFACE
+        print(f"feedhandler run: error: {e}", file=sys.stderr)
+        return EXIT_BACKEND
     finally:
         if page is not None:
             page.stop()
         if publisher is not None:
             publisher.close()
+        if tee is not None:
+            tee.close()     # readers see the end; the name is unlinked when this Ring is destroyed
     if publisher is not None:
         s["publish"] = publisher.stats()
         print(f"feedhandler run: {publisher.summary_line()}", file=sys.stderr)
+    if tee is not None:
+        s["ring"] = {"name": args.ring, **tee.stats()}
     if args.json:
         print(json.dumps(s, indent=2, default=int))
     else:
         print(format_summary(s))
-    return {"SIGINT": EXIT_INTERRUPTED, "SIGTERM": EXIT_TERMINATED}.get(s.get("signal"), EXIT_OK)
+    code = {"SIGINT": EXIT_INTERRUPTED, "SIGTERM": EXIT_TERMINATED}.get(s.get("signal"), EXIT_OK)
+    if code == EXIT_OK and args.strict and damaged(s):
+        print("feedhandler run: --strict: the stream had gaps, duplicates or damaged input", file=sys.stderr)
+        return EXIT_DATA_QUALITY
+    return code
+
+
+def damaged(s: dict) -> bool:
+    """--strict: did the run lose messages (gaps not filled by retransmission), see duplicates, malformed
+    or truncated messages, or a damaged capture file?"""
+    fr = s.get("framing") or {}
+
+    def count(v) -> int:     # the framer's counters are ints or {reason: count}
+        return sum(v.values()) if isinstance(v, dict) else int(v or 0)
+
+    return bool(s.get("lost_messages") or s.get("gaps", 0) > s.get("gaps_filled", 0) or s.get("duplicates")
+                or s.get("file_damage") or any(count(fr.get(k)) for k in ("malformed", "truncated", "bad_length")))
+
+
+def _chain(first, second):
+    """One on_batch callback that calls two (--publish and --ring together)."""
+    def both(batch):
+        first(batch)
+        second(batch)
+    return both
 
 
 def _publisher(args, opts: LiveOptions):
@@ -770,7 +821,7 @@ def _publisher(args, opts: LiveOptions):
     pub = from_args(args)
     if pub is None:
         return None
-    from engine.book import BookSet
+    from feedhandler.books import BookSet
 
     books = opts.books = BookSet(track_bbo_events=pub.what == "bbo")
     opts.on_batch = (lambda b: pub.publish(b, books.bbo_events())) if pub.what == "bbo" else pub.publish

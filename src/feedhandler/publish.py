@@ -15,7 +15,7 @@ decoded with ``feedhandler.records``), all of one instrument, in stream order.
   subscriptions by prefix: a subscriber to ``AAPL`` also gets ``AAPLX``; compare the topic exactly.
 - ``what="ticks"``: every record of the batch with its instrument (MBO, trades, directory, status...).
 - ``what="bbo"``: one ``bbo`` record (rtype ``FH_RTYPE_BBO``, ``fh_bbo_update``) per change of an
-  instrument's best bid or offer, made from ``engine.book`` BBO events (the caller passes them: this
+  instrument's best bid or offer, made from ``feedhandler.books.mbo`` BBO events (the caller passes them: this
   module does not import ``engine``).
 
 Threading: one thread calls :meth:`publish` (the consumer thread that owns the batches); :meth:`stats`
@@ -57,7 +57,7 @@ def _backend_send(zmq):
 
 def bbo_records(events: np.ndarray, sequence_start: int = 0) -> np.ndarray:
     """BBO events (fields instrument_id, ts_event, ts_recv, bid_px, bid_sz, ask_px, ask_sz: the layout of
-    ``engine.book.BBO_EVENT_DTYPE``) as ``bbo`` tick records, vectorized. Sizes saturate at 2**32-1."""
+    ``feedhandler.books.mbo.BBO_EVENT_DTYPE``) as ``bbo`` tick records, vectorized. Sizes saturate at 2**32-1."""
     n = events.shape[0]
     out = records.empty(n)
     v = out.view(_BBO)

@@ -275,16 +275,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="feedhandler ptp-slave",
         description="Measure this host's clock offset and path delay to a PTP (IEEE 1588) master on an "
                     "interface, as an ordinary-clock slave that never steers the clock (software time stamps, "
-                    "UDP/IPv4 end-to-end delay mechanism).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "UDP/IPv4 end-to-end delay mechanism).")
     p.add_argument("--iface", required=True, help="interface the master is reached on")
-    p.add_argument("--domain", type=int, default=0, help="PTP domain number")
-    p.add_argument("--duration", type=float, default=10.0, help="seconds to measure")
+    p.add_argument("--domain", type=int, default=0, help="PTP domain number (default 0)")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds to measure (default 10)")
     p.add_argument("--delay-req-interval", type=float, default=None, metavar="S",
                    help="wanted seconds between Delay_Req messages; never below the master's "
                         "logMinDelayReqInterval (default: the master's)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--samples", action="store_true", help="include every sample in the JSON")
+    p.add_argument("--debug", action="store_true", help="print the traceback of an error")
     return p
 
 
@@ -294,6 +294,8 @@ def slave_main(argv: Sequence[str] | None = None) -> int:
     Exit codes as every feedhandler command: 0 ok, 2 usage or an unknown interface, 1 a runtime failure
     (a socket error), 130 interrupted.
     """
+    from feedhandler.exitcodes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE
+
     p = build_parser()
     try:
         a = p.parse_args(argv)
@@ -301,10 +303,10 @@ def slave_main(argv: Sequence[str] | None = None) -> int:
         return int(e.code or 0)
     if not os.path.exists(f"/sys/class/net/{a.iface}"):
         print(f"feedhandler ptp-slave: error: no interface {a.iface!r}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     if a.delay_req_interval is not None and not a.delay_req_interval > 0:
         print("feedhandler ptp-slave: error: --delay-req-interval must be > 0", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
         with PtpSlave(a.iface, a.domain, a.delay_req_interval) as s:
             s.run(a.duration)
@@ -313,10 +315,10 @@ def slave_main(argv: Sequence[str] | None = None) -> int:
                 out["sample_list"] = [asdict(x) for x in s.samples]
     except KeyboardInterrupt:
         print("feedhandler ptp-slave: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except OSError as e:
         print(f"feedhandler ptp-slave: error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
     if a.json:
         print(json.dumps(out))
     else:

@@ -1,0 +1,82 @@
+"""The options every ``feedhandler`` subcommand spells the same way (README, "One command line").
+
+A name means one thing in every subcommand; a subcommand that takes one of these adds it with the
+function here, so the spelling, the parsing, the help text and the shown default cannot drift apart:
+
+  --symbols A,B     a comma-separated list of tickers (never a count: ``synth --symbol-count N``)
+  --udp-port N      keep only UDP datagrams to this destination port (``--port`` is a TCP listener's or
+                    a gateway's port)
+  --date YYYY-MM-DD the trading day; default from the capture (its time stamps, else a NASDAQ file name),
+                    live: today in New York
+  --debug           print the traceback of an error (errors are one line otherwise)
+  --json            print the summary as JSON on stdout
+  --duration S      stop after S seconds
+
+Deprecated spellings stay accepted for a while, hidden from ``--help``, with a one-line warning
+(``deprecated_alias``).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+__all__ = ["plain", "symbols_list", "add_symbols", "add_udp_port", "add_date", "add_debug", "DATE_HELP",
+           "deprecated_alias"]
+
+DATE_HELP = ("trading day YYYY-MM-DD (default: from the capture: its time stamps, else a NASDAQ file name "
+             "MMDDYYYY.NASDAQ_ITCH50; live from an interface: today in New York)")
+
+
+def plain(text: str) -> str:
+    """A docstring made fit for ``--help``: reStructuredText literals (double backquotes) and roles
+    (:class:`x`) as plain text."""
+    text = re.sub(r":[a-z]+:`([^`]*)`", r"\1", text)
+    return text.replace("``", "")
+
+
+def symbols_list(text: str) -> list[str]:
+    """``"aapl, MSFT"`` -> ``["AAPL", "MSFT"]`` (argparse type of ``--symbols``)."""
+    out = [s.strip().upper() for s in text.split(",") if s.strip()]
+    if not out:
+        raise argparse.ArgumentTypeError(f"{text!r} names no ticker (comma-separated tickers, e.g. AAPL,MSFT)")
+    if any(s.isdigit() for s in out):
+        raise argparse.ArgumentTypeError(f"{text!r}: --symbols takes tickers (AAPL,MSFT), not a count")
+    return out
+
+
+def add_symbols(p: argparse.ArgumentParser, what: str, default: list[str] | None = None) -> None:
+    """``--symbols A,B``: ``what`` says what the list does here; ``default`` (a list) is shown."""
+    shown = f"default {','.join(default)}" if default else "default: every symbol"
+    p.add_argument("--symbols", type=symbols_list, default=default, metavar="A,B,...",
+                   help=f"comma-separated tickers: {what} ({shown})")
+
+
+def add_udp_port(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--udp-port", type=int, default=None, metavar="PORT",
+                   help="keep only UDP datagrams to this destination port (default: every port)")
+
+
+def add_date(p: argparse.ArgumentParser, help: str = DATE_HELP) -> None:
+    p.add_argument("--date", default=None, metavar="YYYY-MM-DD", help=help)
+
+
+def add_debug(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true",
+                   help="print the traceback of an error (errors are one line otherwise)")
+
+
+class _DeprecatedAlias(argparse.Action):
+    def __init__(self, option_strings, dest, new: str = "", **kw):
+        self.new = new
+        super().__init__(option_strings, dest, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{parser.prog}: warning: {option_string} is deprecated, use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def deprecated_alias(p: argparse.ArgumentParser, old: str, new: str, dest: str, **kw) -> None:
+    """Accept ``old`` as a hidden spelling of ``new`` (same ``dest``), with a warning when used."""
+    p.add_argument(old, dest=dest, action=_DeprecatedAlias, new=new, default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS, **kw)
