@@ -52,13 +52,13 @@ def test_no_feedhandler_module_imports_engine():
 
 def test_the_checker_sees_an_engine_import(tmp_path):
     """The scan above is not vacuous: it finds each form of import it claims to find."""
-    for text in ("import engine\n", "from feedhandler.books import BookSet\n", "import engine.journal as j\n",
+    for text in ("import engine\n", "from engine.exchange import Exchange\n", "import engine.journal as j\n",
                  "import importlib\nimportlib.import_module('engine.exchange')\n"):
         p = tmp_path / "m.py"
         p.write_text(text)
         assert _engine_imports(str(p)), text
     p = tmp_path / "m.pyx"
-    p.write_text("from feedhandler.books.mbo cimport BookSet\n")
+    p.write_text("from engine.matching cimport Engine\n")
     assert _engine_imports(str(p))
 
 
