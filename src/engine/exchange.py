@@ -598,6 +598,9 @@ class Exchange:
                   file=sys.stderr, flush=True)
             return None
         n = min(int(e["shards"]), len(self.cfg["symbols"]))
+        acc = make_accounts(self.cfg)
+        if acc is not None:          # the writer keeps its own balances for the balance_changes rows
+            h = dict(h, accounts=acc.config())
         return HistoryService(str(self.data_dir), h, n).start()
 
     def history_stats(self) -> dict | None:
