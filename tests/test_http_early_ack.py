@@ -36,8 +36,10 @@ def _hold_matching(ex):
 
 
 def test_202_before_matching(tmp_path):
-    with running_exchange(tmp_path) as ex:
-        assert ex.pipeline.early_acks
+    """With the engine on its own thread (engine_thread off; "auto" with the default fsync=batch) the matching
+    is held back after the journal commit: the 202 still arrives."""
+    with running_exchange(tmp_path, engine_thread="off") as ex:
+        assert ex.pipeline.early_acks and not ex.http.owns_engine
         mm = Signed(ex.http.url, "MM")
         size0 = journal_size(ex)
         gate, journaled, restore = _hold_matching(ex)
@@ -61,10 +63,13 @@ def test_202_before_matching(tmp_path):
         assert o["status"] == "ACCEPTED" and o["leaves_qty"] == "3" and o["cid"] == "early-1"
 
 
-def test_outcome_of_an_early_ack_arrives_on_order_updates(tmp_path):
+@pytest.mark.parametrize("engine_thread", ["on", "off"])
+def test_outcome_of_an_early_ack_arrives_on_order_updates(tmp_path, engine_thread):
     """A post-only BUY that would cross is journaled (202), then rejected by the matching: the rejection is on
-    order_updates (with the order id of the 202) and counted as a late reject."""
-    with running_exchange(tmp_path) as ex:
+    order_updates (with the order id of the 202) and counted as a late reject. With the engine on the event
+    loop (on) the 202 is decided at the same point (journal commit), written once the batch is matched."""
+    with running_exchange(tmp_path, engine_thread=engine_thread) as ex:
+        assert ex.http.owns_engine == (engine_thread == "on")
         url = ex.http.url
         mm = Signed(url, "MM")
 
@@ -112,7 +117,7 @@ def test_refused_before_sequencing_is_not_202(tmp_path):
 def test_cancel_right_after_202_finds_the_order(tmp_path):
     """A cancel sent as soon as the 202 arrives (matching held back meanwhile) waits for the order's events
     instead of answering UNKNOWN_ORDER."""
-    with running_exchange(tmp_path) as ex:
+    with running_exchange(tmp_path, engine_thread="off") as ex:
         mm = Signed(ex.http.url, "MM")
         gate, journaled, restore = _hold_matching(ex)
         out = {}
@@ -134,3 +139,37 @@ def test_cancel_right_after_202_finds_the_order(tmp_path):
         th.join(10)
         assert out["r"].status_code == 200, out["r"].text
         assert out["r"].json()["data"]["status"] == "CANCELED"
+
+
+@pytest.mark.parametrize("fsync,owns", [("none", True), ("interval", True), ("batch", False)])
+def test_engine_thread_auto_follows_the_fsync_policy(tmp_path, fsync, owns):
+    """engine_thread "auto": the event loop runs the engine unless each batch is fsynced (an fsync would stop
+    the loop); orders and queries work either way, and the ZeroMQ door still reaches the same engine."""
+    from _http_support import exchange_cfg
+    from engine.exchange import Exchange
+    cfg = exchange_cfg(tmp_path)
+    cfg["engine"] = dict(cfg["engine"], fsync=fsync)
+    ex = Exchange(cfg)
+    ex.start()
+    try:
+        assert ex.http.owns_engine == owns
+        mm = Signed(ex.http.url, "MM")
+        r = mm.post("/api/v1/create_order", _order("SELL", "100", "2", cid="a1"))
+        assert r.status_code == 202, r.text
+        assert mm.get(f"/api/v1/order/{r.json()['data']['order_id']}").json()["data"]["status"] == "ACCEPTED"
+        # another door (in-process, like the FIX/OUCH acceptors) is handed to whichever thread owns the engine
+        rep = ex.pipeline.handle("TAKER", None, {"type": "new", "client_order_id": "t1", "symbol": "AAPL",
+                                                 "side": "B", "price": 100_000_000_000, "qty": 2})
+        assert rep["status"] == "ack" and [e["type"] for e in rep["events"]][:2] == ["accepted", "fill"]
+        assert mm.get(f"/api/v1/order/{r.json()['data']['order_id']}").json()["data"]["status"] == "FILLED"
+    finally:
+        ex.stop()
+    assert ex.pipeline._owner is None
+
+
+def test_engine_thread_bad_value_is_a_config_error(tmp_path):
+    from engine.errors import ConfigError
+    from engine.exchange import Exchange
+    from _http_support import exchange_cfg
+    with pytest.raises(ConfigError, match="engine_thread must be auto, on or off"):
+        Exchange(exchange_cfg(tmp_path, engine_thread="sometimes"))

@@ -318,7 +318,7 @@ class OrderPipeline:
         return replies
 
     def handle_async(self, items: list[tuple], deliver: Callable[[int, dict], None],
-                     journaled: Callable[[int, int, int, int], None] | None = None) -> list:
+                     journaled: Callable[[int, int, int, int], None] | None = None, queue: bool = False) -> list:
         """Like :meth:`handle_many`, without waiting for the engine: ``None`` for requests queued for the
         engine thread, which calls ``deliver(index, reply)`` for each of them.
 
@@ -326,7 +326,11 @@ class OrderPipeline:
         the engine thread as soon as a request is sequenced and committed to the journal, BEFORE the engine
         matches it (``deliver`` follows with the outcome). Requests refused before sequencing (retry memory,
         risk, balances, validation) get no ``journaled`` call, only ``deliver``. It must be quick and must not
-        raise (an exception is counted in ``stats.sink_errors`` and logged)."""
+        raise (an exception is counted in ``stats.sink_errors`` and logged).
+
+        ``queue``: on the engine thread itself, queue the requests for its next :meth:`drain` (rung through
+        the bell) instead of running them now: an event loop that owns the engine gathers the requests of
+        one iteration into one engine batch (one journal commit)."""
         if self._owner is None:
             return self.handle_many(items)
         replies, batch = self._prepare(items)
@@ -334,7 +338,7 @@ class OrderPipeline:
             if journaled is not None and self.early_acks:
                 for b in batch:
                     b[8] = journaled
-            if self._owner is threading.current_thread():
+            if self._owner is threading.current_thread() and not queue:
                 if self._inq:
                     self.drain()
                 self._run([(batch, deliver)])

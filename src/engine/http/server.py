@@ -41,9 +41,14 @@ class HttpGateway:
     Wire it to the engine's events with ``EventTap(marketdata, [gateway.on_events])`` as the pipeline's
     ``marketdata`` (engine.exchange does), and give it the replayed events with :meth:`seed`."""
 
-    def __init__(self, pipeline, authenticator, symbols: list[str], config: HttpConfig | None = None):
+    def __init__(self, pipeline, authenticator, symbols: list[str], config: HttpConfig | None = None,
+                 journal_fsync: str | None = None):
         self.pipeline = pipeline
         self.cfg = config or HttpConfig()
+        #: the event loop becomes the engine thread at start (cfg.engine_thread; "auto": unless the journal
+        #: fsyncs per batch/record, ``journal_fsync``)
+        self.engine_thread = self.cfg.engine_thread == "on" or (
+            self.cfg.engine_thread == "auto" and journal_fsync not in ("batch", "every"))
         self.symbols = list(symbols)
         self.auth = HttpAuth(authenticator, self.cfg.insecure_dev_auth, self.cfg.jwt_secret, self.cfg.jwt_ttl_s)
         self.views = OrderView(self.cfg.max_closed_orders, self.cfg.max_trades)
@@ -68,6 +73,8 @@ class HttpGateway:
         self._stop: asyncio.Event | None = None
         self._rid = 0
         self.started_at = time.time()
+        self.owns_engine = False            # this gateway's event loop is the pipeline's engine thread
+        self._drain_scheduled = False
 
     # ---- engine side ---------------------------------------------------------------------------------
     def on_events(self, events: list[dict]) -> None:
@@ -104,12 +111,20 @@ class HttpGateway:
             asyncio.set_event_loop(loop)
             self.loop = loop
             self.hub.loop = loop
+            self.hub.loop_thread = threading.get_ident()
+            pl = self.pipeline
+            if self.engine_thread and pl._owner is None and getattr(pl, "_thread", None) is None:
+                pl.attach(self._bell)          # this loop is the engine thread from now on
+                self.owns_engine = True
             try:
                 loop.run_until_complete(self._serve(ready))
             except BaseException as e:  # noqa: BLE001 - handed to start()'s caller
                 failure.append(e)
                 ready.set()
             finally:
+                if self.owns_engine:
+                    self.owns_engine = False
+                    pl.detach()            # answers what is queued; later requests run inline again
                 self.hub.loop = None
                 loop.close()
 
@@ -120,6 +135,29 @@ class HttpGateway:
             self._thread.join()
             raise failure[0]
         return self
+
+    # ---- the engine thread (cfg.engine_thread) -----------------------------------------------------------
+    def _bell(self) -> None:
+        """Any thread, after a request was queued for the engine: one drain per loop iteration (coalesced).
+        The flag is cleared before the drain reads the queue, so an item queued after that rings again."""
+        if self._drain_scheduled:
+            return
+        self._drain_scheduled = True
+        loop = self.loop
+        if loop is None:
+            return
+        if threading.get_ident() == self.hub.loop_thread:
+            loop.call_soon(self._drain)
+        else:
+            try:
+                loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:        # the loop is closed: detach() answers what is queued
+                self._drain_scheduled = False
+
+    def _drain(self) -> None:
+        self._drain_scheduled = False
+        if self.owns_engine:
+            self.pipeline.drain()
 
     async def _serve(self, ready: threading.Event) -> None:
         self._stop = asyncio.Event()
@@ -244,7 +282,7 @@ class HttpGateway:
                 # after it usually reach this loop in one wake-up
                 self.hub.hand_off([("r", fut, reply)])
 
-        reply = self.pipeline.handle_async([(account, account, req, t0)], deliver, journaled)[0]
+        reply = self.pipeline.handle_async([(account, account, req, t0)], deliver, journaled, True)[0]
         if reply is None:
             reply = await fut
         if reply.get("status") == "journaled":

@@ -98,6 +98,7 @@ class WsHub:
         self.symbols = list(symbols)
         self.queue_size = queue_size
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.loop_thread: int | None = None         # threading.get_ident() of the loop's thread
         self.conns: set[Conn] = set()
         self.subs: dict[str, set[Conn]] = {}
         self.acct_subs: dict[str, set[Conn]] = {}
@@ -200,7 +201,10 @@ class WsHub:
                 return
             self._scheduled = True
         try:
-            self.loop.call_soon_threadsafe(self._dispatch)
+            if threading.get_ident() == self.loop_thread:     # the engine thread is the loop: no wake-up
+                self.loop.call_soon(self._dispatch)
+            else:
+                self.loop.call_soon_threadsafe(self._dispatch)
         except RuntimeError:        # the loop is closed (stopping)
             self._scheduled = False
 
