@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--postgres", default=os.environ.get("FH_TEST_POSTGRES_URL", ""),
                     help="a PostgreSQL URL whose user may CREATE DATABASE (default $FH_TEST_POSTGRES_URL)")
     ap.add_argument("--rounds", type=int, default=20_000)
-    ap.add_argument("--batch-inputs", type=int, default=2000)
+    ap.add_argument("--batch-inputs", type=int, default=10000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)

@@ -57,7 +57,7 @@ Configuration (every key optional; shown with its default)::
     enabled = true                             # a writer process follows the journal (false / --no-history: off)
     db = ""                                    # "" = <data_dir>/history.sqlite; postgresql://... (--db)
     redis = ""                                 # redis://host:port/0 or unix:///path: live book there (--redis)
-    batch_inputs = 2000                        # journaled inputs per database transaction
+    batch_inputs = 10000                       # journaled inputs per database transaction (catching up)
     poll_ms = 5                                # how often the writer reads the journal
     redis_levels = 10                          # book levels per side kept in Redis
     redis_trades = 1000                        # recent trades kept per symbol in Redis (about)

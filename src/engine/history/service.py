@@ -21,7 +21,7 @@ import time
 from engine.errors import EXIT_INTERRUPTED, EXIT_OK, CommandError, StartupError, one_line, run_command
 
 #: the ``[history]`` section of the exchange configuration, with its defaults
-DEFAULTS = {"enabled": True, "db": "", "redis": "", "batch_inputs": 2000, "poll_ms": 5, "redis_levels": 10,
+DEFAULTS = {"enabled": True, "db": "", "redis": "", "batch_inputs": 10000, "poll_ms": 5, "redis_levels": 10,
             "redis_trades": 1000}
 
 
@@ -34,7 +34,7 @@ def _open(data_dir: str, h: dict, lock_wait_s: float = 0.0):
         if h.get("redis"):
             from engine.redisbook import RedisBook
             rb = RedisBook(h["redis"], levels=int(h.get("redis_levels", 10)), trades=int(h.get("redis_trades", 1000)))
-        return HistoryWriter(data_dir, store, redis_book=rb, batch_inputs=int(h.get("batch_inputs", 2000)),
+        return HistoryWriter(data_dir, store, redis_book=rb, batch_inputs=int(h.get("batch_inputs", 10000)),
                              lock_wait_s=lock_wait_s, accounts=h.get("accounts"))
     except BaseException:
         if store is not None:

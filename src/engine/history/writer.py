@@ -164,7 +164,7 @@ class HistoryWriter:
     ``store`` None: no database (only the Redis book). ``batch_inputs``: journaled inputs per transaction.
     """
 
-    def __init__(self, data_dir: str, store=None, *, redis_book=None, batch_inputs: int = 2000,
+    def __init__(self, data_dir: str, store=None, *, redis_book=None, batch_inputs: int = 10000,
                  lock_wait_s: float = 0.0, accounts=None):
         self.lock = WriterLock(data_dir).acquire(lock_wait_s)
         try:
