@@ -11,8 +11,8 @@ Then, in each repetition, into a fresh database:
   replay, row building, one transaction per ``--batch-inputs`` inputs (COPY for the append-only tables,
   batched upserts for orders). Everything the exchange's writer process does.
 * ``copy``: the rows the writer stored, read back beforehand, written with one plain ``COPY ... FROM STDIN``
-  per table in one transaction (``psycopg`` text COPY, no indexes dropped): the floor for storing these rows
-  from Python.
+  per table in one transaction (``psycopg`` text COPY, no indexes dropped), and the same in binary COPY
+  (what the writer itself uses): the floor for storing these rows from Python.
 * ``sqlite``: the writer into a SQLite file (for information: the default store).
 * ``no database``: the writer storing nothing (journal read, engine replay, rows): its own share.
 
@@ -119,17 +119,21 @@ def read_rows(url: str) -> dict[str, list[tuple]]:
         return out
 
 
-def run_copy(url: str, rows: dict[str, list[tuple]]) -> float:
+def run_copy(url: str, rows: dict[str, list[tuple]], binary: bool = False) -> float:
     import psycopg
 
     from engine.history import COLUMNS, open_store
+    from engine.history.postgres import column_types
 
     open_store(url, "").close()         # the same schema (migrations), empty
     with psycopg.connect(url) as c:
         t0 = time.perf_counter()
         with c.transaction(), c.cursor() as cur:
             for t in TABLES:
-                with cur.copy(f"COPY {t} ({', '.join(COLUMNS[t])}) FROM STDIN") as cp:
+                fmt = " (FORMAT BINARY)" if binary else ""
+                with cur.copy(f"COPY {t} ({', '.join(COLUMNS[t])}) FROM STDIN{fmt}") as cp:
+                    if binary:
+                        cp.set_types(column_types(COLUMNS[t]))
                     for r in rows[t]:
                         cp.write_row(r)
         return time.perf_counter() - t0
@@ -162,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--postgres", default=os.environ.get("FH_TEST_POSTGRES_URL", ""),
                     help="a PostgreSQL URL whose user may CREATE DATABASE (default $FH_TEST_POSTGRES_URL)")
     ap.add_argument("--rounds", type=int, default=20_000)
-    ap.add_argument("--batch-inputs", type=int, default=2000)
+    ap.add_argument("--batch-inputs", type=int, default=10000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
@@ -183,19 +187,23 @@ def main(argv: list[str] | None = None) -> int:
         if a.postgres:
             dbs = Databases(a.postgres)
             try:
-                writer, copy, ratios = [], [], []
+                writer, copy, bcopy, ratios, bratios = [], [], [], [], []
                 for i in range(a.repeat):       # interleaved: load from other tenants hits both alike
                     url = dbs.new()
                     dt_w, rows = run_writer(d, url, a.batch_inputs)
                     stored = read_rows(url)
                     n = sum(len(v) for v in stored.values())
                     dt_c = run_copy(dbs.new(), stored)
+                    dt_b = run_copy(dbs.new(), stored, binary=True)
                     writer.append(rows / dt_w)
                     copy.append(n / dt_c)
+                    bcopy.append(n / dt_b)
                     ratios.append(dt_w / dt_c * n / rows)     # time per row, writer / copy
+                    bratios.append(dt_w / dt_b * n / rows)
                 res.update(pg_rows=rows, writer_rows_per_s=statistics.median(writer),
                            copy_rows_per_s=statistics.median(copy), ratio=statistics.median(ratios),
-                           ratios=ratios)
+                           ratios=ratios, binary_copy_rows_per_s=statistics.median(bcopy),
+                           ratio_binary=statistics.median(bratios))
             finally:
                 dbs.close()
     finally:
@@ -209,9 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  sqlite  writer      {res['sqlite_rows_per_s']:>12,.0f} rows/s")
     if "ratio" in res:
         print(f"  postgres writer     {res['writer_rows_per_s']:>12,.0f} rows/s  (journal replay + rows + COPY/upserts)")
-        print(f"  postgres plain COPY {res['copy_rows_per_s']:>12,.0f} rows/s  (the same rows, one COPY per table)")
+        print(f"  postgres plain COPY {res['copy_rows_per_s']:>12,.0f} rows/s  (the same rows, one text COPY per table)")
+        print(f"  postgres binary COPY{res['binary_copy_rows_per_s']:>12,.0f} rows/s  (the same, FORMAT BINARY)")
         print(f"  ratio writer/COPY (time per row): {res['ratio']:.2f}x  "
-              f"(each run: {', '.join(f'{r:.2f}' for r in res['ratios'])})")
+              f"(each run: {', '.join(f'{r:.2f}' for r in res['ratios'])}); "
+              f"against binary COPY {res['ratio_binary']:.2f}x")
     else:
         print("  postgres: skipped (no --postgres URL and no FH_TEST_POSTGRES_URL)")
     return 0

@@ -11,7 +11,8 @@ Parts
 2. orders: ``feedhandler exchange --http-port`` (its own process, HMAC-signed requests, risk rate limit off)
    ``POST /api/v1/create_order`` -> 202: round trip and orders/s, against the bare aiohttp endpoint of part 1
    measured with the same client (target: within 1.5x). Orders alternate BUY/SELL at one price, so they trade
-   and the book stays small.
+   and the book stays small. ``--repeat`` repetitions, each: the bare endpoint, then every (fsync policy,
+   engine_thread) variant, interleaved; medians and each run's ratios (the machine is shared: compare ratios).
 3. fan-out: ``--subscribers`` WebSocket clients on ``trades``; ``--trades`` crossing pairs posted one at a time;
    latency from the taker's POST to each subscriber's receipt, and frames delivered per second.
 
@@ -152,10 +153,11 @@ def start_bare(code: str):
     return p, port
 
 
-def start_exchange(tmp: str, fsync: str = "batch"):
+def start_exchange(tmp: str, fsync: str = "batch", engine_thread: str = "auto"):
     cfg = Path(tmp) / "bench.toml"
     cfg.write_text('symbols = ["AAPL"]\n[risk]\nrate_per_s = 0\nmax_order_qty = 1000000\n'
-                   '[http]\nquery_rate_per_s = 0\nws_queue = 100000\n')
+                   '[http]\nquery_rate_per_s = 0\nws_queue = 100000\n'
+                   f'engine_thread = "{engine_thread}"\n')
     exe = Path(sys.executable).parent / "feedhandler"
     p = subprocess.Popen([str(exe), "exchange", "--config", str(cfg), "--port", "0", "--md-port", "0",
                           "--http-port", "0", "--fsync", fsync, "--data-dir", str(Path(tmp) / "data")],
@@ -229,46 +231,75 @@ async def fanout(port: int, subscribers: int, trades: int) -> dict:
 
 
 def main(argv=None):
+    import statistics
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--libs", action="store_true", help="only part 1")
-    ap.add_argument("--requests", type=int, default=8000)
-    ap.add_argument("--orders", type=int, default=8000)
-    ap.add_argument("--conns", type=int, default=8)
-    ap.add_argument("--subscribers", type=int, default=100)
-    ap.add_argument("--trades", type=int, default=200)
+    ap.add_argument("--requests", type=int, default=8000, help="requests per bare measurement (default 8000)")
+    ap.add_argument("--orders", type=int, default=8000, help="orders per create_order measurement (default 8000)")
+    ap.add_argument("--conns", type=int, default=8, help="concurrent connections for orders/s (default 8)")
+    ap.add_argument("--subscribers", type=int, default=100, help="WebSocket fan-out subscribers (default 100)")
+    ap.add_argument("--trades", type=int, default=200, help="trades of the fan-out part (default 200)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="repetitions, each: bare, then every create_order variant (interleaved); medians")
     ap.add_argument("--fsync", default="batch,none",
                     help="journal fsync policies to run the order part with (comma-separated; default batch,none)")
+    ap.add_argument("--engine-thread", default="auto",
+                    help="[http] engine_thread values to run (comma-separated auto,on,off: off is the engine "
+                         "on the ZeroMQ gateway's worker, one thread hop each way; default auto)")
     a = ap.parse_args(argv)
-    out = {}
-    p, port = start_bare(BARE_AIOHTTP)
-    try:
-        out["aiohttp_bare"] = asyncio.run(measure(port, ping_request, a.requests, a.conns))
-    finally:
-        stop(p)
-    try:
-        import starlette  # noqa: F401
-        import uvicorn  # noqa: F401
-        p, port = start_bare(BARE_STARLETTE)
+    out: dict = {}
+    runs: dict[str, list] = {}
+
+    def bare():
+        p, port = start_bare(BARE_AIOHTTP)
         try:
-            out["starlette_uvicorn_bare"] = asyncio.run(measure(port, ping_request, a.requests, a.conns))
+            return asyncio.run(measure(port, ping_request, a.requests, a.conns))
         finally:
             stop(p)
-    except ImportError:
-        out["starlette_uvicorn_bare"] = "not installed"
-    if not a.libs:
-        for k, fsync in enumerate(a.fsync.split(",")):
+    if a.libs:
+        out["aiohttp_bare"] = bare()
+        try:
+            import starlette  # noqa: F401
+            import uvicorn  # noqa: F401
+            p, port = start_bare(BARE_STARLETTE)
+            try:
+                out["starlette_uvicorn_bare"] = asyncio.run(measure(port, ping_request, a.requests, a.conns))
+            finally:
+                stop(p)
+        except ImportError:
+            out["starlette_uvicorn_bare"] = "not installed"
+        print(json.dumps(out, indent=1, default=lambda x: round(x, 2) if isinstance(x, float) else str(x)))
+        return
+    variants = [(f, et.strip()) for f in a.fsync.split(",") for et in a.engine_thread.split(",")]
+    for r in range(a.repeat):
+        b = bare()
+        runs.setdefault("aiohttp_bare", []).append(b)
+        for fsync, et in variants:
+            name = f"create_order_fsync_{fsync}" + ("" if et == "auto" else f"_engine_thread_{et}")
             with tempfile.TemporaryDirectory() as tmp:
-                p, port = start_exchange(tmp, fsync)
+                p, port = start_exchange(tmp, fsync, et)
                 try:
-                    o = out[f"create_order_fsync_{fsync}"] = asyncio.run(
-                        measure(port, order_request(), a.orders, a.conns))
-                    if k == 0:
+                    o = asyncio.run(measure(port, order_request(), a.orders, a.conns))
+                    if r == 0 and "ws_fanout" not in out and a.subscribers > 0:
                         out["ws_fanout"] = asyncio.run(fanout(port, a.subscribers, a.trades))
                 finally:
                     stop(p)
-            b = out["aiohttp_bare"]
-            out[f"ratio_rtt_p50_fsync_{fsync}"] = o["rtt_p50_us"] / b["rtt_p50_us"]
-            out[f"ratio_throughput_fsync_{fsync}"] = b["per_s"] / o["per_s"]
+            o["ratio_rtt_p50"] = o["rtt_p50_us"] / b["rtt_p50_us"]
+            o["ratio_throughput"] = b["per_s"] / o["per_s"]
+            runs.setdefault(name, []).append(o)
+    for name, rs in runs.items():
+        med = {k: statistics.median(x[k] for x in rs) for k in rs[0] if k != "statuses"}
+        med["runs"] = len(rs)
+        st: dict = {}
+        for x in rs:
+            for k, v in x["statuses"].items():
+                st[k] = st.get(k, 0) + v
+        med["statuses"] = st
+        if name != "aiohttp_bare":
+            med["ratio_rtt_p50_each"] = [round(x["ratio_rtt_p50"], 2) for x in rs]
+            med["ratio_throughput_each"] = [round(x["ratio_throughput"], 2) for x in rs]
+        out[name] = med
     print(json.dumps(out, indent=1, default=lambda x: round(x, 2) if isinstance(x, float) else str(x)))
 
 

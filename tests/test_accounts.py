@@ -78,9 +78,10 @@ def test_an_order_that_cannot_be_covered_is_rejected_and_never_sequenced(tmp_pat
     # covered exactly: accepted, and the whole lock is taken
     assert pipe.handle("A", None, _new("s2", "S", 1000, 5))["status"] == "ack"
     assert _bal(pipe, "A")["AAPL"] == (0, 5)
-    # a market buy has no price to lock against: refused (documented rule)
-    r = pipe.handle("A", None, {"type": "new", "symbol": "AAPL", "side": "B", "qty": 1, "order_type": "market"})
-    assert r["reason"] == "market_buy_unsupported"
+    # a market buy with no ask to buy from (MSFT's book is empty): refused, nothing sequenced
+    seq = pipe.engine.seq
+    r = pipe.handle("A", None, {"type": "new", "symbol": "MSFT", "side": "B", "qty": 1, "order_type": "market"})
+    assert r["reason"] == "no_liquidity" and pipe.engine.seq == seq
     pipe.engine.close()
 
 

@@ -13,8 +13,15 @@ Rules (all integer arithmetic, deterministic):
 
 - a limit buy locks ``lock(price, leaves) = price*leaves + price*leaves*max(maker_bps, taker_bps) // 10000``
   of the quote asset (the notional plus the largest fee it could pay); a (limit or market) sell locks
-  ``leaves`` of the base asset. A market buy is refused with ``market_buy_unsupported`` (it has no price to
-  lock against); a limit order with a price <= 0 is refused with ``bad_price``.
+  ``leaves`` of the base asset. A limit order with a price <= 0 is refused with ``bad_price``.
+- a market buy has no price to lock against: it gets a protection price ``P`` when it is checked (engine
+  thread, in sequence order, before sequencing: :attr:`Accounts.protection_price`, by default the price of
+  the ask level at which the book's asks cover its quantity, capped at the risk price band's ceiling when
+  there is one) and is sequenced as a limit IOC (FOK stays FOK) at ``P``: it locks ``lock(P, qty)``, every
+  fill is at ``P`` or better and settles like a limit buy's, and what is not filled expires at once,
+  unlocking the rest. ``P`` is in the journaled record, so a replay locks exactly the same amount. No ask at
+  all: refused with ``no_liquidity`` (nothing to buy). Without a protection price source (an Accounts used
+  alone) a market buy is refused with ``market_buy_unsupported``.
 - a fill of ``q`` at ``px``: the buyer pays ``px*q + fee`` out of its order's lock (the lock shrinks to
   ``lock(price, leaves - q)``, the difference above what was paid goes back to ``available``) and receives
   ``q`` base; the seller's lock shrinks by ``q`` base and it receives ``px*q - fee`` quote. The fee of each
@@ -96,6 +103,16 @@ class Accounts:
         #: (account, asset) touched since the last take_changes()
         self._touched: set = set()
         self.deposits: dict[str, int] = {}      # asset -> sum of deposits minus withdrawals (conservation)
+        #: ``(account, symbol, qty) -> price | None``: a market buy's protection price (set by the order
+        #: pipeline, engine.gateway.balances.wire, from the live book and the risk band); None refuses them
+        self.protection_price = None
+        self.market_buys = 0        # market buys sequenced as limit IOC at their protection price
+
+    def config(self) -> dict:
+        """The keyword arguments (besides the symbols) that build an Accounts with the same rules (the history
+        writer's copy, engine.history)."""
+        return {"quote": self.quote, "base": dict(self.base), "maker_fee_bps": self.maker_bps,
+                "taker_fee_bps": self.taker_bps, "fee_account": self.fee_account}
 
     # ---- arithmetic -----------------------------------------------------------------------------
     def lock_for(self, side: str, price: int, leaves: int) -> int:
@@ -134,7 +151,9 @@ class Accounts:
                 return None      # the engine rejects it (unknown symbol), sequenced: nothing locked
             if side == "B":
                 if ereq.get("order_type", "limit") == "market":
-                    return "market_buy_unsupported"
+                    reason = self._protect(account, ereq)
+                    if reason is not None:
+                        return reason
                 asset = self.quote
             else:
                 asset = self.base[sym]
@@ -168,6 +187,21 @@ class Accounts:
             return "insufficient_balance"
         self._reserved[k] = reserved + need
         self._last = (k, need)
+        return None
+
+    def _protect(self, account: str, ereq: dict) -> str | None:
+        """A market buy -> a limit IOC (FOK kept) at its protection price, in place (see the module docs)."""
+        source = self.protection_price
+        if source is None:
+            return "market_buy_unsupported"
+        price = source(account, ereq.get("symbol"), ereq.get("qty", 0))
+        if price is None or price <= 0:
+            return "no_liquidity"
+        ereq["order_type"] = "limit"
+        ereq["price"] = int(price)
+        if ereq.get("tif") != "fok":
+            ereq["tif"] = "ioc"
+        self.market_buys += 1
         return None
 
     def undo_last(self) -> None:

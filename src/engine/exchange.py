@@ -57,7 +57,7 @@ Configuration (every key optional; shown with its default)::
     enabled = true                             # a writer process follows the journal (false / --no-history: off)
     db = ""                                    # "" = <data_dir>/history.sqlite; postgresql://... (--db)
     redis = ""                                 # redis://host:port/0 or unix:///path: live book there (--redis)
-    batch_inputs = 2000                        # journaled inputs per database transaction
+    batch_inputs = 10000                       # journaled inputs per database transaction (catching up)
     poll_ms = 5                                # how often the writer reads the journal
     redis_levels = 10                          # book levels per side kept in Redis
     redis_trades = 1000                        # recent trades kept per symbol in Redis (about)
@@ -540,6 +540,8 @@ class Exchange:
             except zmq.ZMQError as err:
                 raise StartupError(f"market data endpoint {self.marketdata.endpoint}: {err.strerror}") from None
             self._started.append("marketdata")
+            if self.http is not None and self.http.engine_thread:
+                self._start_http()      # before the ZeroMQ gateway: its event loop becomes the engine thread
             try:
                 self.gateway.start()
             except zmq.ZMQError as err:
@@ -554,18 +556,21 @@ class Exchange:
             if o.get("port") is not None:
                 self.ouch = self._start_ouch(o)
             self.history = self._start_history()
-            if self.http is not None:
-                self._check_tcp_port("HTTP gateway", self.http.cfg.host, self.http.cfg.port)
-                try:
-                    self.http.start()
-                except OSError as err:
-                    raise StartupError(f"HTTP gateway {self.http.cfg.host}:{self.http.cfg.port}: "
-                                       f"{err.strerror or err}") from None
-                self._started.append("http")
+            if self.http is not None and "http" not in self._started:
+                self._start_http()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _start_http(self) -> None:
+        self._check_tcp_port("HTTP gateway", self.http.cfg.host, self.http.cfg.port)
+        try:
+            self.http.start()
+        except OSError as err:
+            raise StartupError(f"HTTP gateway {self.http.cfg.host}:{self.http.cfg.port}: "
+                               f"{err.strerror or err}") from None
+        self._started.append("http")
 
     @staticmethod
     def _check_tcp_port(what: str, host: str, port: int) -> None:
@@ -600,6 +605,9 @@ class Exchange:
                   file=sys.stderr, flush=True)
             return None
         n = min(int(e["shards"]), len(self.cfg["symbols"]))
+        acc = make_accounts(self.cfg)
+        if acc is not None:          # the writer keeps its own balances for the balance_changes rows
+            h = dict(h, accounts=acc.config())
         return HistoryService(str(self.data_dir), h, n).start()
 
     def history_stats(self) -> dict | None:
@@ -617,9 +625,14 @@ class Exchange:
             raise StartupError(f"the HTTP gateway needs aiohttp and PyJWT ({one_line(err)}): pip install "
                                "aiohttp PyJWT (both are dependencies of feedhandler)") from None
         from engine.auth import Authenticator
-        hc = HttpConfig(**h)
+        try:
+            hc = HttpConfig(**h)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         auth = Authenticator(keys, int(self.cfg["gateway"]["recv_window_ms"]) * 1_000_000)
-        gw = HttpGateway(self.pipeline, auth, list(self.cfg["symbols"]), hc)
+        e = self.cfg["engine"]
+        gw = HttpGateway(self.pipeline, auth, list(self.cfg["symbols"]), hc,
+                         journal_fsync=e["fsync"] if e.get("journal", True) else None)
         gw.exchange = self          # the dashboard's history database, writer lag and sessions
         gw.seed(list(getattr(self.engine, "recovered_events", []) or []))
         self.pipeline.marketdata = EventTap(self.pipeline.marketdata, [gw.on_events])

@@ -377,6 +377,15 @@ class EngineManager:
         evs, self._replayed = self._replayed, []
         return evs
 
+    def set_journaled_hook(self, fn) -> bool:
+        """``fn(rows)`` is called between the journal commit of a batch and its matching (see
+        ``ShardCore.on_journaled``; request indices are those of ``submit_many``'s list). Only one in-process
+        shard can promise that ordering per request list: returns False (and sets nothing) otherwise."""
+        if self._local is None:
+            return False
+        self._local.shard.on_journaled = fn
+        return True
+
     # ---- routing -------------------------------------------------------------------------------------------
     def symbol_of(self, order_id: int) -> str:
         idx = (int(order_id) >> ID_SHIFT) - 1

@@ -120,6 +120,12 @@ cdef int _enum(dict req, str key, dict table, str default) except -1:
 cdef class ShardCore:
     """Typed state of one shard's request path (see the module docstring); subclassed by ShardEngine."""
 
+    #: ``on_journaled(rows)``, set on an instance (None: off): called by :meth:`submit_many` once the batch is
+    #: sequenced and committed to the journal and BEFORE the engine applies it, with one ``(request index,
+    #: seq, order_id, ts_ns)`` per sequenced request (``ts_ns``: the commit time). The HTTP gateway answers
+    #: 202 from it (engine.gateway.pipeline ``journaled``). It must not touch the shard.
+    on_journaled = None
+
     def __dealloc__(self):
         free(self.buf)
 
@@ -304,6 +310,10 @@ cdef class ShardCore:
                 del self.account_names[n_names:]
                 raise JournalWriteFailed(f"journal write failed at seq {seq0 + 1}: {e!r}") from e
         self.seq = seq0 + <unsigned long long>k
+        hook = self.on_journaled
+        if hook is not None:
+            ts = time.time_ns()
+            hook([(index[j], self.buf[j].seq, self.buf[j].order_id, ts) for j in range(k)])
         sub_tokens = [tokens[i] for i in index] if tokens is not None else None
         per = self._apply(self.buf, k, metas, sub_tokens)
         for j in range(k):

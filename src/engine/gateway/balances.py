@@ -17,11 +17,14 @@
 """
 from __future__ import annotations
 
+import logging
+
 from engine.accounts import AdminRequestError, validate_admin
 from engine.gateway.codec import dumpb, loads
 from engine.gateway.state import reply_core
-from engine.limits import MAX_ACCOUNT_BYTES, MAX_RID_BYTES
+from engine.limits import MAX_ACCOUNT_BYTES, MAX_BOOK_DEPTH, MAX_RID_BYTES
 
+pipe_log = logging.getLogger("engine.gateway")
 MAX_TOTAL = 2 ** 62     # net deposits per asset: every balance then fits a signed 64-bit integer
 
 
@@ -30,6 +33,43 @@ def _reject(rid, reason: str, text: str = "") -> dict:
     if text:
         out["text"] = text
     return out
+
+
+def wire(pipe) -> None:
+    """Give the pipeline's accounts (if any) their source of market-buy protection prices (engine thread:
+    the engine's live book and the risk price band; see engine.accounts)."""
+    acc = pipe.state.accounts
+    if acc is None:
+        return
+
+    def protection_price(account: str, symbol, qty: int):
+        return market_buy_price(pipe, account, symbol, qty)
+    acc.protection_price = protection_price
+
+
+def market_buy_price(pipe, account: str, symbol, qty: int) -> int | None:
+    """Engine thread: the price of the ask level at which the book's asks cover ``qty`` (the deepest level
+    when they do not); with the risk price band on and a reference price known, only levels at or below the
+    band's ceiling (reference + ``price_band_bps``) count. None when no ask qualifies. Always a price of the
+    book: on the tick grid."""
+    try:
+        asks = pipe.engine.book(symbol, MAX_BOOK_DEPTH)[1]
+    except KeyError:
+        return None
+    risk = pipe.risk
+    band = risk.limits_for(account).price_band_bps
+    ref = risk.reference_price(symbol) if band > 0 else None
+    ceiling = ref + ref * band // 10_000 if ref else None
+    cum, price = 0, None
+    for row in asks:
+        px = int(row[0])
+        if ceiling is not None and px > ceiling:
+            break
+        price = px
+        cum += int(row[1])
+        if cum >= qty:
+            break
+    return price
 
 
 def admin_request(pipe, account: str, rid, req: dict) -> dict:
@@ -98,3 +138,32 @@ def flush(pipe) -> None:
     out, pipe._balance_out = pipe._balance_out, []
     for ev in out:
         pipe.route(ev["account"], ev)
+
+
+def publish_with_balances(pipe, outcomes: list) -> None:
+    """Engine thread, after the replies of a batch: for each request in engine order, its events to market
+    data (and the HTTP views/streams tapping it), then the balance changes it caused to their accounts. A
+    consumer of both (the WebSocket ``order_updates`` and ``balance_updates`` of one account, numbered by
+    one per-account counter) thus sees every balance after the order event that caused it and before the
+    next request's. Market-data failures are counted, never fatal (as ``OrderPipeline._publish``)."""
+    out, pipe._balance_out = pipe._balance_out, []
+    md = pipe.marketdata
+    n, k = len(out), 0
+    for kind, value in outcomes:
+        if kind != "events":
+            continue
+        if md is not None:
+            try:
+                md.publish(value)
+            except Exception as e:    # noqa: BLE001 - public data is not state: counted, go on
+                pipe.stats.sink_errors += 1
+                pipe_log.error("market data publish failed: %r", e)
+        seq = value[0].get("seq") or 0 if value else 0
+        while k < n and out[k]["seq"] <= seq:
+            ev = out[k]
+            pipe.route(ev["account"], ev)
+            k += 1
+    while k < n:            # changes of requests without a sequenced event (none expected): still delivered
+        ev = out[k]
+        pipe.route(ev["account"], ev)
+        k += 1

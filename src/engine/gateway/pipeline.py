@@ -184,6 +184,7 @@ class OrderPipeline:
             self.risk = risk or RiskManager()
             self.state = OrderState(self.risk, dedup_size, accounts)
         self.admins = frozenset(admins)
+        balances.wire(self)       # market buys' protection prices (balances on)
         self.marketdata = marketdata
         self.portfolio = portfolio
         self.max_pending = max_pending
@@ -224,6 +225,11 @@ class OrderPipeline:
         lanes = getattr(engine, "lanes_useful", False) is True
         self._submit_lanes = getattr(engine, "submit_lanes", None) if lanes else None
         self._route_shard = getattr(engine, "route_shard", None) if lanes else None
+        # the early "journaled" answers of handle_async(..., journaled=): only where the engine can call
+        # back between the journal commit and the matching (one in-process shard)
+        hook = getattr(engine, "set_journaled_hook", None)
+        self.early_acks = bool(hook is not None and hook(self._on_journaled))
+        self._early: tuple | None = None
 
     def _recover(self) -> int:
         """Rebuild the state from the engine's journal recovery (after a gateway snapshot, if any)."""
@@ -338,14 +344,28 @@ class OrderPipeline:
                     replies[i] = reply
         return replies
 
-    def handle_async(self, items: list[tuple], deliver: Callable[[int, dict], None]) -> list:
+    def handle_async(self, items: list[tuple], deliver: Callable[[int, dict], None],
+                     journaled: Callable[[int, int, int, int], None] | None = None, queue: bool = False) -> list:
         """Like :meth:`handle_many`, without waiting for the engine: ``None`` for requests queued for the
-        engine thread, which calls ``deliver(index, reply)`` for each of them."""
+        engine thread, which calls ``deliver(index, reply)`` for each of them.
+
+        ``journaled(index, seq, order_id, ts_ns)``, when given and :attr:`early_acks` is true, is called on
+        the engine thread as soon as a request is sequenced and committed to the journal, BEFORE the engine
+        matches it (``deliver`` follows with the outcome). Requests refused before sequencing (retry memory,
+        risk, balances, validation) get no ``journaled`` call, only ``deliver``. It must be quick and must not
+        raise (an exception is counted in ``stats.sink_errors`` and logged).
+
+        ``queue``: on the engine thread itself, queue the requests for its next :meth:`drain` (rung through
+        the bell) instead of running them now: an event loop that owns the engine gathers the requests of
+        one iteration into one engine batch (one journal commit)."""
         if self._owner is None:
             return self.handle_many(items)
         replies, batch = self._prepare(items)
         if batch:
-            if self._owner is threading.current_thread():
+            if journaled is not None and self.early_acks:
+                for b in batch:
+                    b[8] = journaled
+            if self._owner is threading.current_thread() and not queue:
                 if self._inq:
                     self.drain()
                 self._run([(batch, deliver)])
@@ -471,13 +491,16 @@ class OrderPipeline:
                 m = len(sub)
                 self._complete(sub, outcomes, k, replies, t_enq, t_match, deliver)
                 k += m
-            if self._balance_out:
-                balances.flush(self)     # after the replies: each account's balance changes
         except Exception as e:
             if self.failed is None:
                 self._fatal(e)      # the state may be half noted: stop
             raise
-        self._publish(outcomes)         # after the ACKs: public data never delays the owner's reply
+        # after the ACKs: public data never delays the owner's reply; with balances, each request's events
+        # then its balance changes, request by request (engine order on every stream: engine.gateway.balances)
+        if self._balance_out:
+            balances.publish_with_balances(self, outcomes)
+        else:
+            self._publish(outcomes)
 
     def _fatal(self, exc: BaseException) -> None:
         self.failed = exc
@@ -556,7 +579,7 @@ class OrderPipeline:
                 replies[i] = {"rid": rid, "status": "rejected",
                               "reason": "internal_error", "text": type(e).__name__}
                 continue
-            batch.append([i, account, rid, ereq["dedup_key"], ereq, t_recv, time.time_ns(), 0])
+            batch.append([i, account, rid, ereq["dedup_key"], ereq, t_recv, time.time_ns(), 0, None])
         if not batch:
             return replies, batch
         with self._pending_lock:     # a counter, held for two integer operations
@@ -592,6 +615,7 @@ class OrderPipeline:
         outcomes: list = [None] * n
         reqs, idx = [], []
         first: dict = {}
+        early = False
         for j, b in enumerate(batch):
             account, key, ereq = b[1], b[3], b[4]
             if key is not None:
@@ -620,8 +644,12 @@ class OrderPipeline:
                 first[(account, key)] = j
             reqs.append(ereq)
             idx.append(j)
+            if b[8] is not None:
+                early = True
         if not reqs:
             return outcomes
+        if early:
+            self._early = (batch, idx)
         try:
             submit_many = self._submit_many
             if in_flight is not None:
@@ -640,6 +668,7 @@ class OrderPipeline:
                 outcomes[j] = ("reply", {"status": "unknown", "reason": "outcome_unknown", "text": repr(e)[:200]})
             return outcomes
         finally:
+            self._early = None
             if n > 1:
                 self.risk.clear_reservations()
             if acc is not None:
@@ -751,13 +780,30 @@ class OrderPipeline:
         if waiting:
             self._run_lanes(waiting)
 
+    def _on_journaled(self, rows: list) -> None:
+        """Engine thread, inside the engine call (ShardCore.on_journaled): the batch is journaled, not yet
+        matched: the requests that asked for it get their early answer."""
+        cur = self._early
+        if cur is None:
+            return
+        batch, idx = cur
+        for k, seq, oid, ts in rows:
+            b = batch[idx[k]]
+            cb = b[8]
+            if cb is not None:
+                try:
+                    cb(b[0], seq, oid, ts)
+                except Exception as e:   # noqa: BLE001 - never between the journal and the matching
+                    self.stats.sink_errors += 1
+                    log.error("an early (journaled) answer failed: %r", e)
+
     def _complete(self, sub: list, outcomes: list, k0: int, replies: list, t_enq: int, t_match: int,
                   deliver) -> None:
         """Build each request's reply, remember sequenced outcomes, route other accounts' events, deliver."""
         st = self.stats
         lat = self.latency is not None
         put = self.state.dedup.put
-        for n, (i, account, rid, key, ereq, t_recv, t_risk, t_q) in enumerate(sub):
+        for n, (i, account, rid, key, ereq, t_recv, t_risk, t_q, _) in enumerate(sub):
             j = k0 + n
             kind, value = outcomes[j]
             stamps = None

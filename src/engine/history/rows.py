@@ -21,6 +21,8 @@ COLUMNS = {
     "trades": ("trade_id", "symbol", "price", "qty", "aggressor_side", "buy_order_id", "sell_order_id", "buyer",
                "seller", "shard", "seq", "ts_event"),
     "position_changes": ("trade_id", "order_id", "account", "symbol", "qty", "price", "shard", "seq", "ts_event"),
+    "balance_changes": ("shard", "seq", "account", "asset", "d_available", "d_locked", "available", "locked",
+                        "cause"),
 }
 #: the columns an update of an existing order sets (price and qty only when the event carries new ones, reason
 #: only for a cancel/expiry: None keeps the stored value)
@@ -36,8 +38,54 @@ _NOT_A_NEW_ORDER = {"unknown_order", "not_owner"}
 
 
 #: events of the replay that are not about an order: the gateway's ``request`` markers, the accounts'
-#: ``admin`` operations and ``balance`` changes (balances are not stored here yet)
+#: ``admin`` operations and ``balance`` changes (balances: :class:`BalanceLedger`)
 _NOT_ORDER_EVENTS = frozenset({"request", "admin", "balance"})
+
+
+class BalanceLedger:
+    """The writer's own :class:`engine.accounts.Accounts`, fed with every replayed event (admin operations
+    and order events, in journal order): per input, the (account, asset) cells it changed become
+    ``balance_changes`` rows (deltas and the amounts after). Inputs at or below a shard's resume position
+    update the balances without rows (they were stored by an earlier writer)."""
+
+    def __init__(self, accounts):
+        self.acc = accounts
+        self.prev: dict[tuple[str, str], tuple[int, int]] = {}
+
+    def add(self, rows: "Rows", shard: int, events: list[dict], resume: int) -> None:
+        acc = self.acc
+        cur, cause, known = -1, "order", rows.known_accounts
+        for ev in events:
+            t = ev["type"]
+            if t == "request":
+                continue
+            seq = ev.get("seq") or 0
+            if seq != cur:
+                if cur >= 0:
+                    self._flush(rows, shard, cur, cause, cur > resume)
+                cur, cause = seq, "order"
+            if t == "admin":
+                acc.apply_admin(ev)
+                cause = ev["op"]
+                a = ev["account"]
+                if a and a not in known and seq > resume:
+                    known.add(a)
+                    rows.accounts.append((a, shard, seq, rows.now))
+            else:
+                acc.on_events((ev,))
+        if cur >= 0:
+            self._flush(rows, shard, cur, cause, cur > resume)
+
+    def _flush(self, rows: "Rows", shard: int, seq: int, cause: str, store: bool) -> None:
+        prev = self.prev
+        out = rows.balance_changes
+        for ch in self.acc.take_changes(seq):
+            k = (ch["account"], ch["asset"])
+            av, lk = ch["available"], ch["locked"]
+            pa, pl = prev.get(k, (0, 0))
+            prev[k] = (av, lk)
+            if store and (av != pa or lk != pl):
+                out.append((shard, seq, k[0], k[1], av - pa, lk - pl, av, lk, cause))
 
 class Rows:
     """The rows of one batch of events (one transaction of the writer)."""
@@ -51,11 +99,13 @@ class Rows:
         self.new_orders: dict[int, list] = {}     # order id -> full row (first seen in this batch)
         self.updates: dict[int, list] = {}        # order id -> UPDATE_COLUMNS + order id (order seen before)
         self.rejected_new: dict[int, list] = {}   # rejects that create a row unless the order exists
+        self.balance_changes: list[tuple] = []
         self.events = 0
+        self.now = time.time_ns()
 
     def __len__(self) -> int:
         return (len(self.accounts) + len(self.order_events) + len(self.trades) + len(self.position_changes)
-                + len(self.new_orders) + len(self.updates) + len(self.rejected_new))
+                + len(self.new_orders) + len(self.updates) + len(self.rejected_new) + len(self.balance_changes))
 
     def _account(self, name: str, shard: int, seq: int, now: int) -> None:
         if name and name not in self.known_accounts:

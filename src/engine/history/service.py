@@ -21,7 +21,7 @@ import time
 from engine.errors import EXIT_INTERRUPTED, EXIT_OK, CommandError, StartupError, one_line, run_command
 
 #: the ``[history]`` section of the exchange configuration, with its defaults
-DEFAULTS = {"enabled": True, "db": "", "redis": "", "batch_inputs": 2000, "poll_ms": 5, "redis_levels": 10,
+DEFAULTS = {"enabled": True, "db": "", "redis": "", "batch_inputs": 10000, "poll_ms": 5, "redis_levels": 10,
             "redis_trades": 1000}
 
 
@@ -34,8 +34,8 @@ def _open(data_dir: str, h: dict, lock_wait_s: float = 0.0):
         if h.get("redis"):
             from engine.redisbook import RedisBook
             rb = RedisBook(h["redis"], levels=int(h.get("redis_levels", 10)), trades=int(h.get("redis_trades", 1000)))
-        return HistoryWriter(data_dir, store, redis_book=rb, batch_inputs=int(h.get("batch_inputs", 2000)),
-                             lock_wait_s=lock_wait_s)
+        return HistoryWriter(data_dir, store, redis_book=rb, batch_inputs=int(h.get("batch_inputs", 10000)),
+                             lock_wait_s=lock_wait_s, accounts=h.get("accounts"))
     except BaseException:
         if store is not None:
             store.close()
@@ -219,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep following the journal until SIGINT/SIGTERM (default: store what it holds, exit)")
     p.add_argument("--batch-inputs", type=int, default=DEFAULTS["batch_inputs"],
                    help="journaled inputs per transaction (default %(default)s)")
+    p.add_argument("--config", default="",
+                   help="the exchange's TOML configuration: its [accounts] table (balances on) makes the writer "
+                        "store balance changes too (default: none; without it no balance_changes rows)")
     p.add_argument("--debug", action="store_true", help="print the traceback of an error")
     return p
 
@@ -226,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _main(argv: list[str]) -> int:
     a = build_parser().parse_args(argv)
     h = {"enabled": not a.no_db, "db": a.db, "redis": a.redis, "batch_inputs": a.batch_inputs}
+    if a.config:
+        from engine.exchange import load_config, make_accounts
+        acc = make_accounts(load_config(a.config, {}))
+        if acc is not None:
+            h["accounts"] = acc.config()
     stop = threading.Event()
     why = {}
 

@@ -91,6 +91,8 @@ class SqliteStore:
                 c.executemany(_insert("trades"), rows.trades)
             if rows.position_changes:
                 c.executemany(_insert("position_changes"), rows.position_changes)
+            if rows.balance_changes:
+                c.executemany(_insert("balance_changes"), rows.balance_changes)
             c.executemany(_POSITION, [(k, q, now) for k, q in positions.items()])
             c.execute("COMMIT")
         except BaseException:

@@ -27,7 +27,7 @@ from collections import deque
 from pathlib import Path
 
 from engine.errors import DataDirError
-from engine.history.rows import Rows
+from engine.history.rows import BalanceLedger, Rows
 from engine.journal import JournalFollower
 
 MANIFEST = "exchange.json"
@@ -87,6 +87,7 @@ class JournalSource:
             self.shards.append(ShardEngine([self.symbols[i] for i in ids], ids, journal_dir=None,
                                            stp=m.get("stp", "cancel_newest"), tick_size=int(m.get("tick_size", 1))))
             self.followers.append(JournalFollower(str(d / "journal.bin")))
+        self.accounts = bool(m.get("accounts", False))
         self.pending: list[deque] = [deque() for _ in dirs]
         self.corrupt_seen = [False] * len(dirs)
 
@@ -163,8 +164,8 @@ class HistoryWriter:
     ``store`` None: no database (only the Redis book). ``batch_inputs``: journaled inputs per transaction.
     """
 
-    def __init__(self, data_dir: str, store=None, *, redis_book=None, batch_inputs: int = 2000,
-                 lock_wait_s: float = 0.0):
+    def __init__(self, data_dir: str, store=None, *, redis_book=None, batch_inputs: int = 10000,
+                 lock_wait_s: float = 0.0, accounts=None):
         self.lock = WriterLock(data_dir).acquire(lock_wait_s)
         try:
             self.source = JournalSource(data_dir)
@@ -173,6 +174,14 @@ class HistoryWriter:
             raise
         self.store = store
         self.redis_book = redis_book
+        # balances (``accounts``: engine.accounts.Accounts.config() of the exchange's): balance_changes rows
+        if accounts is not None:
+            from engine.accounts import Accounts
+            accounts = Accounts(self.source.symbols, **accounts)
+        self.ledger = BalanceLedger(accounts) if accounts is not None else None
+        if accounts is None and self.source.accounts and store is not None:
+            print("history: the exchange runs with [accounts] but this writer has no accounts configuration "
+                  "(feedhandler history --config): balance changes are not stored", file=sys.stderr, flush=True)
         self.batch_inputs = max(1, int(batch_inputs))
         n = len(self.source.shards)
         stored = store.positions() if store is not None else {}
@@ -220,11 +229,18 @@ class HistoryWriter:
         n = shard.replay_payloads(payloads, source=self.source.followers[k].path)
         events = shard.take_replayed()
         resume = self.resume[k]
+        if self.ledger is not None and self.store is not None:
+            # every input, those an earlier writer stored included: the balances are a function of all of them
+            # (rows only for the inputs after ``resume``)
+            rows = Rows(self.known_accounts)
+            self.ledger.add(rows, k, events, resume)
+        else:
+            rows = None
         if shard.seq > resume:
             if resume:
                 events = [e for e in events if e["seq"] > resume]
             if self.store is not None:
-                rows = Rows(self.known_accounts)
+                rows = rows if rows is not None else Rows(self.known_accounts)
                 rows.add(k, events)
                 self._queue.put((k, shard.seq, rows))
             else:

@@ -19,6 +19,17 @@ class HttpConfig:
     query_burst: int = 200
     max_closed_orders: int = 100_000    # ended orders kept for GET order/{id}
     max_trades: int = 10_000            # trades kept per symbol for GET trades
+    # "on": the HTTP event loop is the engine thread (when nothing else owns the engine at its start): REST
+    # orders are sequenced, journaled and matched on the loop without a thread hop, one engine batch (one
+    # journal commit) per loop iteration for all the requests it read; the other doors hand theirs over.
+    # "off": the engine runs on the ZeroMQ gateway's worker (a thread hop each way; the loop keeps reading
+    # requests while the journal fsyncs). "auto": on unless the journal fsyncs per batch or per record
+    # (engine.fsync batch/every: an fsync would stop the loop), measured in bench/bench_http.py.
+    engine_thread: str = "auto"
+
+    def __post_init__(self):
+        if self.engine_thread not in ("auto", "on", "off"):
+            raise ValueError(f"[http] engine_thread must be auto, on or off, not {self.engine_thread!r}")
 
 
 def config_defaults() -> dict:

@@ -42,9 +42,14 @@ class HttpGateway:
     Wire it to the engine's events with ``EventTap(marketdata, [gateway.on_events])`` as the pipeline's
     ``marketdata`` (engine.exchange does), and give it the replayed events with :meth:`seed`."""
 
-    def __init__(self, pipeline, authenticator, symbols: list[str], config: HttpConfig | None = None):
+    def __init__(self, pipeline, authenticator, symbols: list[str], config: HttpConfig | None = None,
+                 journal_fsync: str | None = None):
         self.pipeline = pipeline
         self.cfg = config or HttpConfig()
+        #: the event loop becomes the engine thread at start (cfg.engine_thread; "auto": unless the journal
+        #: fsyncs per batch/record, ``journal_fsync``)
+        self.engine_thread = self.cfg.engine_thread == "on" or (
+            self.cfg.engine_thread == "auto" and journal_fsync not in ("batch", "every"))
         self.symbols = list(symbols)
         self.auth = HttpAuth(authenticator, self.cfg.insecure_dev_auth, self.cfg.jwt_secret, self.cfg.jwt_ttl_s)
         self.views = OrderView(self.cfg.max_closed_orders, self.cfg.max_trades)
@@ -58,6 +63,8 @@ class HttpGateway:
         self.errors: dict[str, int] = {}
         self.listener_errors = 0
         self._view_waiters: list = []
+        self._inflight: dict[int, tuple] = {}      # order id -> (account, symbol, seq): 202 sent, views behind
+        self.late_rejects = 0                      # orders answered 202, then rejected by the engine
         self.hub.after_dispatch = self._wake_view_waiters
         self.last_listener_error = ""
         self.port: int | None = None
@@ -67,6 +74,8 @@ class HttpGateway:
         self._stop: asyncio.Event | None = None
         self._rid = 0
         self.started_at = time.time()
+        self.owns_engine = False            # this gateway's event loop is the pipeline's engine thread
+        self._drain_scheduled = False
 
     # ---- engine side ---------------------------------------------------------------------------------
     def on_events(self, events: list[dict]) -> None:
@@ -103,12 +112,20 @@ class HttpGateway:
             asyncio.set_event_loop(loop)
             self.loop = loop
             self.hub.loop = loop
+            self.hub.loop_thread = threading.get_ident()
+            pl = self.pipeline
+            if self.engine_thread and pl._owner is None and getattr(pl, "_thread", None) is None:
+                pl.attach(self._bell)          # this loop is the engine thread from now on
+                self.owns_engine = True
             try:
                 loop.run_until_complete(self._serve(ready))
             except BaseException as e:  # noqa: BLE001 - handed to start()'s caller
                 failure.append(e)
                 ready.set()
             finally:
+                if self.owns_engine:
+                    self.owns_engine = False
+                    pl.detach()            # answers what is queued; later requests run inline again
                 self.hub.loop = None
                 loop.close()
 
@@ -119,6 +136,29 @@ class HttpGateway:
             self._thread.join()
             raise failure[0]
         return self
+
+    # ---- the engine thread (cfg.engine_thread) -----------------------------------------------------------
+    def _bell(self) -> None:
+        """Any thread, after a request was queued for the engine: one drain per loop iteration (coalesced).
+        The flag is cleared before the drain reads the queue, so an item queued after that rings again."""
+        if self._drain_scheduled:
+            return
+        self._drain_scheduled = True
+        loop = self.loop
+        if loop is None:
+            return
+        if threading.get_ident() == self.hub.loop_thread:
+            loop.call_soon(self._drain)
+        else:
+            try:
+                loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:        # the loop is closed: detach() answers what is queued
+                self._drain_scheduled = False
+
+    def _drain(self) -> None:
+        self._drain_scheduled = False
+        if self.owns_engine:
+            self.pipeline.drain()
 
     async def _serve(self, ready: threading.Event) -> None:
         self._stop = asyncio.Event()
@@ -218,19 +258,38 @@ class HttpGateway:
                 raise ApiError("RATE_LIMITED", "too many requests", headers=retry_after(wait))
         return account
 
-    async def _submit(self, account: str, req: dict, t0: int) -> dict:
-        """Through the pipeline (same dedup, risk, sequencer as every door); the engine's reply."""
+    async def _submit(self, account: str, req: dict, t0: int, early: bool = False) -> dict:
+        """Through the pipeline (same dedup, risk, sequencer as every door); the engine's reply.
+
+        ``early``: answer as soon as the request is sequenced and journaled, before the matching (when the
+        engine can say so, ``pipeline.early_acks``): the reply is then ``{"status": "journaled", "seq",
+        "order_id", "ts"}``; the outcome follows on the account's ``order_updates``."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
+        journaled = None
+        if early:
+            sent: list = []
 
-        def deliver(i: int, reply: dict) -> None:      # engine thread
-            # through the hub's hand-off: the reply and the events the engine thread publishes right after
-            # it usually reach this loop in one wake-up
-            self.hub.hand_off([("r", fut, reply)])
+            def journaled(i: int, seq: int, oid: int, ts: int) -> None:    # engine thread, before matching
+                sent.append(ts)
+                self.hub.hand_off([("r", fut, {"status": "journaled", "seq": seq, "order_id": oid, "ts": ts})])
 
-        reply = self.pipeline.handle_async([(account, account, req, t0)], deliver)[0]
+            def deliver(i: int, reply: dict) -> None:      # engine thread, after matching
+                if sent:        # already answered 202: only the latency stamps and the late outcome
+                    self.hub.hand_off([("f", self._late_reply, (reply, sent[0]))])
+                else:
+                    self.hub.hand_off([("r", fut, reply)])
+        else:
+            def deliver(i: int, reply: dict) -> None:      # engine thread
+                # through the hub's hand-off: the reply and the events the engine thread publishes right
+                # after it usually reach this loop in one wake-up
+                self.hub.hand_off([("r", fut, reply)])
+
+        reply = self.pipeline.handle_async([(account, account, req, t0)], deliver, journaled, True)[0]
         if reply is None:
             reply = await fut
+        if reply.get("status") == "journaled":
+            return reply
         self.pipeline.finish(reply)
         events = reply.get("events")
         if events and not self.views.caught_up(events):
@@ -244,8 +303,42 @@ class HttpGateway:
                 self.errors["VIEW_LAG"] = self.errors.get("VIEW_LAG", 0) + 1
         return reply
 
+    def _late_reply(self, item: tuple) -> None:
+        """Loop: the engine's outcome of an order already answered 202 (its events went to order_updates).
+        Its latency stamps take the journal commit as the ack (the 202 left then, not after the matching)."""
+        reply, journaled_ns = item
+        self.pipeline.finish(reply, journaled_ns)
+        if reply.get("status") != "ack":
+            self.late_rejects += 1
+
+    async def _read_own_writes(self, oid: int | None = None, account: str | None = None) -> None:
+        """Loop: an order answered 202 may not be in the views yet (it is journaled, the engine thread
+        applies and publishes it right after): a query or cancel of it waits for that (read your writes)."""
+        pend = self._inflight
+        if not pend:
+            return
+        if oid is not None:
+            keys = [oid] if oid in pend else []
+        else:
+            keys = [k for k, v in pend.items() if v[0] == account]
+        for k in keys:
+            acct, sym, seq = pend[k]
+            marker = [{"symbol": sym, "seq": seq}]
+            if not self.views.caught_up(marker):
+                w = asyncio.get_running_loop().create_future()
+                self._view_waiters.append((marker, w))
+                try:
+                    await asyncio.wait_for(w, 5.0)
+                except asyncio.TimeoutError:
+                    self.errors["VIEW_LAG"] = self.errors.get("VIEW_LAG", 0) + 1
+            pend.pop(k, None)
+
     def _wake_view_waiters(self) -> None:
         """Loop (after each hand-off from the engine thread): answer the requests whose events are applied."""
+        if self._inflight:
+            done = [k for k, (_, sym, seq) in self._inflight.items() if self.views.applied.get(sym, 0) >= seq]
+            for k in done:
+                del self._inflight[k]
         if self._view_waiters:
             keep = []
             for events, w in self._view_waiters:
@@ -305,7 +398,13 @@ class HttpGateway:
             cid = f"h{t0:x}{self._rid}"
         req = {"type": "new", "client_order_id": cid, "symbol": sym, "side": side, "price": price, "qty": qty,
                "order_type": otype, "tif": tif, "post_only": post_only}
-        reply = await self._submit(account, req, t0)
+        reply = await self._submit(account, req, t0, early=True)
+        if reply.get("status") == "journaled":
+            oid = reply["order_id"]
+            self._inflight[oid] = (account, sym, reply["seq"])
+            self._record("create_order", time.time_ns() - t0)
+            return self._json({"order_id": str(oid), "cid": cid, "status": "ACCEPTED",
+                               "accepted_at": reply["ts"] // 1_000_000}, 202)
         events = self._check_reply(reply)
         acc = next((e for e in events if e.get("type") == "accepted"), None)
         if acc is None:
@@ -320,10 +419,12 @@ class HttpGateway:
         self._record("create_order", time.time_ns() - t0)
         return self._json(data, 202)
 
-    def _target(self, account: str, b: dict) -> dict:
+    async def _target(self, account: str, b: dict) -> dict:
         """order_id or cid of one of the caller's orders -> the pipeline's cancel/amend fields."""
         if b.get("order_id") is not None:
             oid = codec.order_id(b["order_id"])
+            if oid in self._inflight:
+                await self._read_own_writes(oid)
             if self.views.order(account, oid) is None:
                 raise ApiError("UNKNOWN_ORDER", f"order {oid} is not an order of {account}")
             return {"order_id": oid}
@@ -336,7 +437,7 @@ class HttpGateway:
         account = await self._account(request, body, query=False)
         b = self._object(body)
         codec.check_keys(b, ("order_id", "cid"))
-        req = {"type": "cancel", **self._target(account, b)}
+        req = {"type": "cancel", **await self._target(account, b)}
         reply = await self._submit(account, req, t0)
         events = self._check_reply_order(reply)
         ev = events[0] if events else {}
@@ -349,7 +450,7 @@ class HttpGateway:
         account = await self._account(request, body, query=False)
         b = self._object(body)
         codec.check_keys(b, ("order_id", "cid", "price", "qty"))
-        req = {"type": "amend", **self._target(account, b)}
+        req = {"type": "amend", **await self._target(account, b)}
         if b.get("price") is None and b.get("qty") is None:
             raise ApiError("INVALID_PARAMETER", "amend needs price or qty")
         req["new_price"] = codec.parse_price(b["price"]) if b.get("price") is not None else None
@@ -386,6 +487,8 @@ class HttpGateway:
     async def h_get_order(self, request: web.Request) -> web.Response:
         account = await self._account(request)
         oid = codec.order_id(request.match_info["order_id"])
+        if oid in self._inflight:
+            await self._read_own_writes(oid)
         o = self.views.order(account, oid)
         if o is None:
             raise ApiError("UNKNOWN_ORDER", f"order {oid} is not an order of {account}")
@@ -397,6 +500,7 @@ class HttpGateway:
         status = request.query.get("status", "all")
         if status not in ("open", "all"):
             raise ApiError("INVALID_PARAMETER", "status must be open or all")
+        await self._read_own_writes(account=account)
         out = self.views.orders(account, status)
         for o in out:
             o.pop("account", None)
@@ -539,6 +643,8 @@ class HttpGateway:
                                            {label(code=c): n for c, n in self.errors.items()}),
             "exchange_http_auth_failures_total": ("failed authentications by code",
                                                   {label(code=c): n for c, n in self.auth.failures.items()}),
+            "exchange_http_late_rejects_total": ("orders answered 202 (journaled), then rejected by the engine",
+                                                 {"": self.late_rejects}),
             "exchange_http_event_errors_total": ("engine events the HTTP views/streams failed to take (a bug)",
                                                  {"": self.listener_errors}),
             "exchange_ws_messages_sent_total": ("WebSocket frames written", {"": self.hub.stats["messages_sent"]}),

@@ -25,6 +25,12 @@ Sequence numbers: one counter per stream (``trades``: all trades; ``trades.S``, 
 symbol; ``order_updates`` and ``balance_updates`` per account), assigned in engine order; consecutive
 numbers on a connection mean nothing was missed (a gap means resubscribe; a depth gap: take the new snapshot).
 
+Ordering across the private channels: ``order_updates`` and ``balance_updates`` messages also carry
+``user_seq``, ONE counter per account shared by both channels, in engine order: a request's order events,
+then the balance changes it caused, then the next request's (engine.gateway.balances.publish_with_balances).
+A client subscribed to both merges them by ``user_seq`` (consecutive across both = nothing missed); a
+balance message's values are the balances after every order event with a smaller ``user_seq``.
+
 Backpressure: each connection has a bounded queue of encoded frames (``queue_size``). A consumer that lets
 it fill is disconnected with close code 1008 and the reason ``slow consumer``; nothing is buffered without
 bound and nothing is dropped silently (a connection either sees every message of its channels or is closed).
@@ -92,6 +98,7 @@ class WsHub:
         self.symbols = list(symbols)
         self.queue_size = queue_size
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.loop_thread: int | None = None         # threading.get_ident() of the loop's thread
         self.conns: set[Conn] = set()
         self.subs: dict[str, set[Conn]] = {}
         self.acct_subs: dict[str, set[Conn]] = {}
@@ -107,6 +114,7 @@ class WsHub:
         self._sym_trade_seq: dict[str, int] = {}
         self._depth_seq: dict[str, int] = {}
         self._acct_seq: dict[str, int] = {}
+        self._user_seq: dict[str, int] = {}     # per account, shared by order_updates and balance_updates
         # loop-side mirrors (consistent with the last dispatched update): snapshots for new subscribers
         self.books: dict[str, tuple[dict, dict, int]] = {}
         self._ready: dict[str, asyncio.Event] = {}
@@ -147,7 +155,9 @@ class WsHub:
             if acct:
                 s = self._acct_seq.get(acct, 0) + 1
                 self._acct_seq[acct] = s
-                out.append(("o", acct, s, ev))
+                u = self._user_seq.get(acct, 0) + 1
+                self._user_seq[acct] = u
+                out.append(("o", acct, s, ev, u))
             if t == "fill" and ev.get("liquidity") == "taker":
                 sym = ev.get("symbol", "")
                 self._trade_seq += 1
@@ -177,7 +187,9 @@ class WsHub:
         acct = ev.get("account")
         s = self._bal_seq.get(acct, 0) + 1
         self._bal_seq[acct] = s
-        self.hand_off([("b", acct, s, ev)])
+        u = self._user_seq.get(acct, 0) + 1
+        self._user_seq[acct] = u
+        self.hand_off([("b", acct, s, ev, u)])
 
     def hand_off(self, out: list) -> None:
         """Any thread: items for :meth:`_dispatch` on the loop, in order (one wake-up per burst)."""
@@ -189,7 +201,10 @@ class WsHub:
                 return
             self._scheduled = True
         try:
-            self.loop.call_soon_threadsafe(self._dispatch)
+            if threading.get_ident() == self.loop_thread:     # the engine thread is the loop: no wake-up
+                self.loop.call_soon(self._dispatch)
+            else:
+                self.loop.call_soon_threadsafe(self._dispatch)
         except RuntimeError:        # the loop is closed (stopping)
             self._scheduled = False
 
@@ -212,17 +227,20 @@ class WsHub:
                 fut = it[1]
                 if not fut.done():
                     fut.set_result(it[2])
+            elif kind == "f":               # a call for the loop, in engine order (engine.http.server)
+                it[1](it[2])
             elif kind == "o":
-                _, acct, seq, ev = it
+                _, acct, seq, ev, u = it
                 conns = self.acct_subs.get(acct)
                 if conns:
-                    self._fan(conns, {"channel": "order_updates", "seq": seq, "data": order_update(ev)})
+                    self._fan(conns, {"channel": "order_updates", "seq": seq, "user_seq": u,
+                                      "data": order_update(ev)})
             elif kind == "b":
-                _, acct, seq, ev = it
+                _, acct, seq, ev, u = it
                 conns = self.bal_subs.get(acct)
                 if conns:
                     q = ev["asset"] == self.balance_quote
-                    self._fan(conns, {"channel": "balance_updates", "seq": seq, "data": {
+                    self._fan(conns, {"channel": "balance_updates", "seq": seq, "user_seq": u, "data": {
                         "asset": ev["asset"], "available": amount_str(ev["available"], q),
                         "locked": amount_str(ev["locked"], q), "engine_seq": ev.get("seq", 0)}})
             elif kind == "t":
