@@ -80,6 +80,10 @@ class LiveOptions:
     books: object | None = None                  # an feedhandler.books.mbo.BookSet to fill (default: a new one)
     apply_books: bool = True                     # False: records are released unread (capture benchmark)
     sequencing: bool = True                      # False: no MoldUDP64 sequencing (arrival order)
+    latency: bool = False                        # run to completion: books applied on the receive thread,
+                                                 # busy polling (a core at 100 %): feedhandler.core.latency
+    latency_wire: str = "ts_recv"                # the field wire -> book latency starts from ("ts_event":
+                                                 # a sender stamping its clock in the messages, the bench)
 
 
 # ---- latency --------------------------------------------------------------------------------------
@@ -209,6 +213,9 @@ def run(opts: LiveOptions) -> dict:
         source_kw.setdefault("groups", dsts)
     if replaying:
         source_kw = {"file": opts.file, "speed": opts.speed}
+    if opts.latency:
+        from feedhandler.core import latency as latency_mode
+        source_kw = latency_mode.source_options(sel.backend, source_kw)
     midnight_ns, date_source = _trading_day(opts, replaying, protocol)
     source = backends.open_source(sel.backend, opts.iface, **source_kw)
     where = opts.iface or opts.file
@@ -224,7 +231,8 @@ def run(opts: LiveOptions) -> dict:
         if protocol == "mdp3":      # CME price-level books beside the order books
             from feedhandler.books import MbpBookSet
             mbp = MbpBookSet()
-        ring = Ring(RING_CAPACITY, overflow="block")
+        # latency mode: the ring is the fan-out (drop: a slow reader never holds up the books)
+        ring = Ring(RING_CAPACITY, overflow="drop" if opts.latency else "block")
         book_lat = _BookLatency()
         writer = None
         from feedhandler.output import SymbolMap
@@ -238,9 +246,11 @@ def run(opts: LiveOptions) -> dict:
         # Python is entered per batch only when something needs the records there (retransmission
         # requests, the caller's on_batch, --out); the wire->book histogram is filled natively.
         need_batches = bool(opts.retransmit) or opts.on_batch is not None or writer is not None or mbp is not None
+        if opts.latency:    # the MBP books are applied on the receive thread too
+            need_batches = bool(opts.retransmit) or opts.on_batch is not None or writer is not None
 
         def on_batch(batch):
-            if mbp is not None:
+            if mbp is not None and not opts.latency:
                 mbp.apply(batch)
             if retx is not None:
                 retx.handle_batch(batch)
@@ -268,7 +278,7 @@ def run(opts: LiveOptions) -> dict:
                 consumed[0] = books.consume(ring, BATCH, on_batch if need_batches else None,
                                             latency_hist=book_lat.hist,
                                             gather_us=GATHER_US if need_batches else 0.0,
-                                            idle_sleep_us=IDLE_SLEEP_US)
+                                            idle_sleep_us=IDLE_SLEEP_US, latency_wire=opts.latency_wire)
             except BaseException as e:      # reported by the main thread after the stop
                 consumer_error.append(e)
                 feed.stop()
@@ -290,9 +300,21 @@ def run(opts: LiveOptions) -> dict:
             for s in (signal.SIGINT, signal.SIGTERM):
                 old[s] = signal.signal(s, on_signal)
         t0 = time.monotonic()
-        feed.start(ring, -1 if opts.rx_cpu is None else opts.rx_cpu)
-        cons = threading.Thread(target=consume, name="fh-books", daemon=True)
-        cons.start()
+        fanout = None
+        if opts.latency:
+            # run to completion: no book thread; a fan-out reader only when something reads records
+            if opts.book_cpu is not None:
+                raise ValueError("--book-cpu: the latency mode applies the books on the receive thread (--rx-cpu)")
+            fanout = latency_mode.FanoutReader(ring, on_batch) if need_batches else None
+            feed.start(ring if fanout is not None else None, -1 if opts.rx_cpu is None else opts.rx_cpu,
+                       latency=True, sinks=latency_mode.book_sinks(books if opts.apply_books else None, mbp),
+                       wire=opts.latency_wire)
+            cons = fanout.thread if fanout is not None else None
+        else:
+            feed.start(ring, -1 if opts.rx_cpu is None else opts.rx_cpu)
+            cons = threading.Thread(target=consume, name="fh-books", daemon=True)
+        if cons is not None:
+            cons.start()
         if retx is not None:
             retx.start()
         if opts.on_ready is not None:
@@ -319,14 +341,15 @@ def run(opts: LiveOptions) -> dict:
                     break
                 if replaying and source.eof:
                     break       # every frame of the file went through the framer; stop() drains the rest
-                if consumer_error:
+                if consumer_error or (fanout is not None and fanout.error is not None):
                     break
                 if opts.status_interval and now - last_status >= opts.status_interval:
                     last_status = now
                     emit(_status_line(sel.backend, where, st, source.stats(), ring.stats(), now - t0))
         finally:
             feed.stop()
-            cons.join()
+            if cons is not None:
+                cons.join()
             feed.join()
             if retx is not None:
                 retx.stop()
@@ -337,8 +360,15 @@ def run(opts: LiveOptions) -> dict:
             writer.close()
         if consumer_error:
             raise consumer_error[0]
+        if fanout is not None and fanout.error is not None:
+            raise fanout.error
+        if opts.latency:
+            consumed[0] = int(feed.producer_stats()["applied"])
+            book_lat.hist = feed.book_latency_hist("message")
         summary = _summary(opts, sel, feed, source, ring, books, book_lat, elapsed, consumed[0])
         summary["protocol"] = protocol
+        if opts.latency:
+            summary["latency_mode"] = latency_mode.summary(feed, latency_percentiles)
         if mbp is not None:
             summary["mbp_books"] = len(mbp.instruments())
             summary["channels"] = {str(p): ch for p, ch in sorted(feed.channels().items())}
@@ -596,6 +626,11 @@ def format_summary(s: dict) -> str:
         f"  books: {s['books']} instruments, {s['live_orders']:,} live orders"
         + book_errors_text(s.get("book_counters")),
     ]
+    lm = s.get("latency_mode")
+    if lm:
+        lines.append(f"  latency mode: wire->book per packet {pct(lm['wire_to_book_per_packet'])}; "
+                     f"{lm['messages_per_packet'] or 0:g} messages a packet; fan-out drops {lm['fanout_dropped']:,} "
+                     "(receive thread busy-polls: one core at 100 %)")
     lines += [f"  WARNING: {w}" for w in s.get("warnings") or ()]
     lines += file_damage_lines(s)
     cap = s.get("capture", {})
@@ -649,6 +684,11 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--queues", type=int, default=None, help="AF_XDP / DPDK rx queues")
     p.add_argument("--eal", default=None, help="DPDK EAL arguments, space separated (default: --no-huge vdev)")
     p.add_argument("--no-books", action="store_true", help="do not build books (capture + parse benchmark)")
+    p.add_argument("--latency", action="store_true",
+                   help="latency mode (run to completion): the receive thread busy-polls and applies each packet "
+                        "to the books itself, the ring only fans records out to other readers; AF_PACKET uses "
+                        "TPACKET_V2 per-frame slots. Cost: one core at 100 %% even when idle (default: off, "
+                        "batched: a book thread that sleeps when idle)")
     p.add_argument("--rx-cpu", type=int, default=None, help="pin the receive thread to this CPU")
     p.add_argument("--book-cpu", type=int, default=None, help="pin the book thread to this CPU")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -691,7 +731,8 @@ def run_main(argv: Sequence[str] | None = None) -> int:
                        date=args.date, reorder_window=args.reorder_window, duration=args.duration,
                        count=args.count, idle_stop=args.idle_stop, until_end_of_session=args.until_eos, apply_books=not args.no_books, status_interval=args.status_interval,
                        out=args.out, retransmit=args.retransmit, rx_cpu=args.rx_cpu, book_cpu=args.book_cpu,
-                       protocol=args.protocol, sequencing=not args.no_sequencing, top=args.top)
+                       protocol=args.protocol, sequencing=not args.no_sequencing, top=args.top,
+                       latency=args.latency)
     if args.iface and not os.path.exists(f"/sys/class/net/{args.iface}"):
         print(f"feedhandler run: no interface {args.iface!r} in this network namespace", file=sys.stderr)
         return EXIT_NO_IFACE
