@@ -47,7 +47,9 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 PORT = 26477
-MODES = ("floor", "batched", "latency")
+# floor / latency: busy-poll always; floor-w / latency-w: busy-poll for --spin-us after the last packet,
+# then wait in the source (woken by the next packet); batched: the default mode
+MODES = ("floor", "floor-w", "batched", "latency", "latency-w")
 
 
 def build_tools(tmp: Path) -> Path:
@@ -71,7 +73,8 @@ def child_main(cfg: dict) -> int:
     from feedhandler.live import LiveOptions, latency_percentiles, run
 
     opts = LiveOptions(iface=cfg["iface"], capture=cfg["backend"], date=cfg["day"], udp_port=PORT,
-                       latency=cfg["mode"] == "latency", latency_wire="ts_event", count=cfg["messages"],
+                       latency=cfg["mode"].startswith("latency"), latency_wire="ts_event", count=cfg["messages"],
+                       latency_spin_us=cfg["spin_us"] if cfg["mode"] == "latency-w" else 0.0,
                        idle_stop=2.0, duration=cfg["timeout"], status_interval=0,
                        on_ready=lambda: print("ready", flush=True), source_kw=cfg.get("source_kw") or {})
     s = run(opts)
@@ -102,25 +105,28 @@ def _wait_ready(p: subprocess.Popen, timeout: float = 30.0) -> str | None:
 
 
 def measure(tools: Path, backend: str, mode: str, rate: float, packets: int, msgs: int, day: str, midnight: int,
-            tx_cpu: int, rx_cpu: int) -> dict:
+            tx_cpu: int, rx_cpu: int, spin_us: float, rx_nice: int = 0) -> dict:
     from feedhandler.capture.live.vethpair import VethPair
 
     row = {"backend": backend, "mode": mode, "rate": rate}
     with VethPair(tag="fbl") as v:
         timeout = packets / rate + 20
-        if mode == "floor":
+        if mode.startswith("floor"):
+            spin = str(spin_us if mode == "floor-w" else 0)
             if backend == "afxdp":
                 from feedhandler.capture.live._afxdp_source import bpf_object_path
                 cmd = [str(tools), "rx-afxdp", v.host_if, str(packets), str(timeout), str(rx_cpu), bpf_object_path(),
-                       str(PORT), str(midnight)]
+                       str(PORT), str(midnight), spin]
             else:
-                cmd = [str(tools), "rx-afpacket", v.host_if, str(packets), str(timeout), str(rx_cpu), str(midnight), "2"]
+                cmd = [str(tools), "rx-afpacket", v.host_if, str(packets), str(timeout), str(rx_cpu), str(midnight), spin, "2"]
             env = dict(os.environ, LIBXDP_SKIP_DISPATCHER="1")
         else:
             cfg = {"iface": v.host_if, "backend": backend, "mode": mode, "day": day, "messages": packets * msgs,
-                   "timeout": timeout}
+                   "timeout": timeout, "spin_us": spin_us}
             cmd = ["taskset", "-c", str(rx_cpu), sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(cfg)]
             env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), LIBXDP_SKIP_DISPATCHER="1")
+        if rx_nice:
+            cmd = ["nice", "-n", str(rx_nice), *cmd]
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         try:
             why = _wait_ready(p)
@@ -128,6 +134,8 @@ def measure(tools: Path, backend: str, mode: str, rate: float, packets: int, msg
                 return dict(row, error=why.strip()[-500:])
             time.sleep(0.2)
             send = [str(tools), "send", v.ns_if, str(rate), str(packets), str(msgs), str(midnight), str(PORT), str(tx_cpu)]
+            if rx_nice:
+                send = ["nice", "-n", str(rx_nice), *send]
             r = v.ns_run(send, timeout=timeout + 30, check=False)
             if r.returncode != 0:
                 return dict(row, error="sender: " + r.stderr[-300:])
@@ -140,7 +148,7 @@ def measure(tools: Path, backend: str, mode: str, rate: float, packets: int, msg
     if p.returncode != 0:
         return dict(row, error=err.strip()[-500:])
     res = json.loads(out.strip().splitlines()[-1])
-    if mode == "floor":
+    if mode.startswith("floor"):
         pct = {k: res[k] for k in ("count", "p50", "p90", "p99", "p99.9") if k in res}
         res = {"packets": res["packets"], "per_message": pct, "per_packet": pct, "messages_per_packet": msgs}
     return dict(row, **res)
@@ -158,6 +166,13 @@ def main(argv=None) -> int:
     ap.add_argument("--msgs", type=int, default=4, help="ITCH messages a packet (default 4)")
     ap.add_argument("--backends", default="afxdp,afpacket,dpdk", help="capture backends (default afxdp,afpacket,dpdk)")
     ap.add_argument("--reps", type=int, default=1, help="repetitions of the whole interleaved run (medians; default 1)")
+    ap.add_argument("--spin-us", type=float, default=50.0,
+                    help="floor-w / latency-w: busy-poll this long after the last packet, then wait (default 50)")
+    ap.add_argument("--nice", dest="rx_nice", type=int, default=0,
+                    help="nice value of the receiver (floor and feed alike) and of the sender (which sleeps between "
+                         "packets); e.g. -20 on a shared machine, so that neither is time-sliced with other work "
+                         "(default 0)")
+    ap.add_argument("--modes", default=",".join(MODES), help=f"modes to run (default {','.join(MODES)})")
     ap.add_argument("--tx-cpu", type=int, default=0, help="sender's CPU (default 0)")
     ap.add_argument("--rx-cpu", type=int, default=1, help="receiver's CPU (default 1)")
     ap.add_argument("--json", default=None, help="write every measurement here")
@@ -172,6 +187,10 @@ def main(argv=None) -> int:
         print(f"bench_latency: {why}", file=sys.stderr)
         return 1
     rates = [float(x) for x in a.rates.split(",") if x]
+    modes = [m for m in a.modes.split(",") if m]
+    bad = set(modes) - set(MODES)
+    if bad:
+        ap.error(f"unknown modes {sorted(bad)}: {', '.join(MODES)}")
     backends, skipped = [], {}
     for b in [x for x in a.backends.split(",") if x]:
         r = probe(b, "lo")
@@ -190,20 +209,22 @@ def main(argv=None) -> int:
             for rate in rates:
                 packets = max(1000, int(rate * a.seconds))
                 for b in backends:
-                    for mode in MODES:
-                        if mode == "floor" and b == "dpdk":
+                    for mode in modes:
+                        if mode.startswith("floor") and b == "dpdk":
                             continue
-                        r = measure(tools, b, mode, rate, packets, a.msgs, day, midnight, a.tx_cpu, a.rx_cpu)
+                        r = measure(tools, b, mode, rate, packets, a.msgs, day, midnight, a.tx_cpu, a.rx_cpu, a.spin_us, a.rx_nice)
                         r["rep"] = rep
                         results.append(r)
-                        print(json.dumps({k: r.get(k) for k in ("backend", "mode", "rate", "packets", "per_packet", "error")}),
+                        print(json.dumps({k: r.get(k) for k in ("backend", "mode", "rate", "sent", "packets", "per_packet",
+                                                                "error")}),
                               file=sys.stderr, flush=True)
     load = os.getloadavg()
     if a.json:
         Path(a.json).write_text(json.dumps({"results": results, "skipped": skipped, "loadavg": load,
                                             "msgs_per_packet": a.msgs, "seconds": a.seconds}, indent=1))
     print(f"wire -> book latency (us; wire = the sender's CLOCK_REALTIME before send(), in the packet), "
-          f"{a.msgs} messages a packet, {a.seconds:g} s a measurement, {a.reps} rep(s), medians; "
+          f"{a.msgs} messages a packet, {a.seconds:g} s a measurement, {a.reps} rep(s), medians; sender and receiver nice "
+          f"{a.rx_nice}; "
           f"load average {load[0]:.1f} (shared 2-vCPU VM)")
     hdr = (f"{'backend':9s} {'mode':8s} {'rate':>7s} {'recv pkts':>9s} {'msg/pkt':>7s} {'msg p50':>8s} {'msg p99':>8s} "
            f"{'pkt p50':>8s} {'pkt p99':>8s} {'x floor p50':>11s} {'x floor p99':>11s}")
@@ -211,9 +232,12 @@ def main(argv=None) -> int:
     for rate in rates:
         for b in backends:
             floor_b = "afpacket" if b == "dpdk" else b
-            fl = [r for r in results if r["backend"] == floor_b and r["mode"] == "floor" and r["rate"] == rate and "error" not in r]
-            f50, f99 = _med(fl, "per_packet", "p50"), _med(fl, "per_packet", "p99")
-            for mode in MODES:
+            for mode in modes:
+                # the floor of a mode: the bare receiver that polls the same way (latency-w: floor-w)
+                fmode = "floor-w" if mode == "latency-w" else "floor"
+                fl = [r for r in results if r["backend"] == floor_b and r["mode"] == fmode and r["rate"] == rate
+                      and "error" not in r]
+                f50, f99 = _med(fl, "per_packet", "p50"), _med(fl, "per_packet", "p99")
                 rows = [r for r in results if r["backend"] == b and r["mode"] == mode and r["rate"] == rate]
                 ok = [r for r in rows if "error" not in r]
                 if not rows:
@@ -229,15 +253,17 @@ def main(argv=None) -> int:
                 p50, p99 = _med(ok, "per_packet", "p50"), _med(ok, "per_packet", "p99")
                 x50 = (p50 if p50 is not None else m50)
                 x99 = (p99 if p99 is not None else m99)
-                r50 = f"{x50 / f50:11.2f}" if f50 and x50 is not None and mode != "floor" else f"{'-':>11s}"
-                r99 = f"{x99 / f99:11.2f}" if f99 and x99 is not None and mode != "floor" else f"{'-':>11s}"
+                r50 = f"{x50 / f50:11.2f}" if f50 and x50 is not None and not mode.startswith("floor") else f"{'-':>11s}"
+                r99 = f"{x99 / f99:11.2f}" if f99 and x99 is not None and not mode.startswith("floor") else f"{'-':>11s}"
                 pk = statistics.median(r.get("packets", 0) for r in ok)
                 mpp = statistics.median(r.get("messages_per_packet") or 0 for r in ok)
                 print(f"{b:9s} {mode:8s} {rate:>7.0f} {pk:>9,.0f} {mpp:>7.2f} {us(m50)} {us(m99)} {us(p50)} {us(p99)} {r50} {r99}")
     for b, why in skipped.items():
         print(f"({b} not measured: {why})")
-    print("(floor: bare C busy-poll receiver on the same capture source; DPDK's ratio is to the AF_PACKET floor, "
-          "the kernel path of its net_af_packet vdev; batched per-packet: not recorded, its ratio uses per message)")
+    print(f"(floor: bare C receiver busy-polling the same capture source; -w: busy-poll {a.spin_us:g} us after the "
+          "last packet, then wait in the source; latency-w's ratio is to floor-w, the others' to floor; DPDK's is to "
+          "the AF_PACKET floor, the kernel path of its net_af_packet vdev; batched per packet: not recorded, its "
+          "ratio uses per message)")
     return 0
 
 

@@ -10,14 +10,16 @@
  *       the packet: "wire" time is the sender's clock at send(), carried in the packet, so the receiver's
  *       ts_event is it (the decoder adds the same midnight). PCAP_OUT: the frames exactly as sent.
  *       Prints one JSON line {"sent", "seconds", "pps"}.
- *   latency_tools rx-afxdp IFACE PACKETS SECONDS CPU BPF_OBJ DST_PORT MIDNIGHT_NS [skb|native]
- *   latency_tools rx-afpacket IFACE PACKETS SECONDS CPU MIDNIGHT_NS [2|3]
+ *   latency_tools rx-afxdp IFACE PACKETS SECONDS CPU BPF_OBJ DST_PORT MIDNIGHT_NS [SPIN_US [skb|native]]
+ *   latency_tools rx-afpacket IFACE PACKETS SECONDS CPU MIDNIGHT_NS [SPIN_US [2|3]]
  *       The floor: our capture sources (csrc/afxdp/capture_afxdp.c, csrc/capture_afpacket.c) busy-polled
  *       (timeout 0) by a bare loop that, for every packet, reads the first message's timestamp and adds
  *       now - (MIDNIGHT_NS + timestamp) to a histogram (fh/latency.h buckets, the feed's own; "now" is
  *       CLOCK_REALTIME read once per receive call, as the feed does after applying a batch). No framing,
- *       no decoding, no books. Stops after PACKETS packets or SECONDS seconds; prints one JSON line with
- *       the count and p50/p90/p99/p99.9 (bucket lower bounds, ns).
+ *       no decoding, no books. SPIN_US > 0: once idle that long, wait in the source (poll, woken by the
+ *       next packet) instead of spinning, as the feed's latency mode with a spin budget does; 0 (default):
+ *       spin always. Stops after PACKETS packets or SECONDS seconds; prints one JSON line with the count
+ *       and p50/p90/p99/p99.9 (bucket lower bounds, ns).
  *
  * Both ends read the one system clock (same host, two network namespaces over a veth pair).
  */
@@ -244,20 +246,27 @@ static void report(const char *rx, uint64_t packets, uint64_t missing) {
 typedef size_t (*next_fn)(void *s, fh_pkt *pkts, size_t cap, int timeout_ms);
 
 static void rx_loop(next_fn next, void *s, uint64_t want, double seconds, uint64_t midnight, int port,
-                    uint64_t *packets, uint64_t *missing) {
+                    uint64_t spin_ns, uint64_t *packets, uint64_t *missing) {
     fh_pkt pkts[RX_BATCH];
     uint64_t end = mono_ns() + (uint64_t)(seconds * 1e9);
-    uint64_t n_all = 0, miss = 0;
+    uint64_t n_all = 0, miss = 0, idle_since = 0;
     uint32_t spins = 0;
     while (n_all < want) {
-        size_t n = next(s, pkts, RX_BATCH, 0);
+        int timeout = 0;
+        if (spin_ns) {
+            uint64_t t = mono_ns();
+            if (!idle_since) idle_since = t;
+            else if (t - idle_since >= spin_ns) timeout = 50;
+        }
+        size_t n = next(s, pkts, RX_BATCH, timeout);
         if (!n) {
-            if (++spins >= 4096) {
+            if (++spins >= 4096 || timeout) {
                 spins = 0;
                 if (mono_ns() >= end) break;
             }
             continue;
         }
+        idle_since = 0;
         uint64_t now = fh_now_realtime_ns();
         for (size_t i = 0; i < n; i++) {
             uint64_t ts = first_ts(pkts[i].data, pkts[i].caplen, port);
@@ -276,8 +285,8 @@ static size_t afp_next(void *s, fh_pkt *p, size_t cap, int t) { return fh_afp_ne
 static int cmd_rx(int argc, char **argv) {
     int afxdp = strcmp(argv[1], "rx-afxdp") == 0;
     if ((afxdp && argc < 9) || (!afxdp && argc < 7)) {
-        fprintf(stderr, "usage: rx-afxdp IFACE PACKETS SECONDS CPU BPF_OBJ DST_PORT MIDNIGHT_NS [skb|native]\n"
-                        "       rx-afpacket IFACE PACKETS SECONDS CPU MIDNIGHT_NS [2|3]\n");
+        fprintf(stderr, "usage: rx-afxdp IFACE PACKETS SECONDS CPU BPF_OBJ DST_PORT MIDNIGHT_NS [SPIN_US [skb|native]]\n"
+                        "       rx-afpacket IFACE PACKETS SECONDS CPU MIDNIGHT_NS [SPIN_US [2|3]]\n");
         return 2;
     }
     const char *iface = argv[2];
@@ -297,14 +306,15 @@ static int cmd_rx(int argc, char **argv) {
         cfg.ports[0] = (uint16_t)port;
         cfg.n_ports = 1;
         cfg.zerocopy = -1;
-        cfg.xdp_mode = argc > 9 && strcmp(argv[9], "skb") == 0 ? FH_XSK_MODE_SKB
-                       : argc > 9 && strcmp(argv[9], "native") == 0 ? FH_XSK_MODE_NATIVE : FH_XSK_MODE_AUTO;
+        uint64_t spin_ns = argc > 9 ? (uint64_t)(atof(argv[9]) * 1000) : 0;
+        cfg.xdp_mode = argc > 10 && strcmp(argv[10], "skb") == 0 ? FH_XSK_MODE_SKB
+                       : argc > 10 && strcmp(argv[10], "native") == 0 ? FH_XSK_MODE_NATIVE : FH_XSK_MODE_AUTO;
         fh_xsk *s = NULL;
         int rc = fh_xsk_open(&s, &cfg, err, sizeof err);
         if (rc) { fprintf(stderr, "fh_xsk_open: %s\n", err); return 1; }
         printf("ready\n");
         fflush(stdout);
-        rx_loop(fh_xsk_next, s, want, seconds, midnight, port, &packets, &missing);
+        rx_loop(fh_xsk_next, s, want, seconds, midnight, port, spin_ns, &packets, &missing);
         fh_xsk_close(s);
         report("afxdp", packets, missing);
     } else {
@@ -312,13 +322,14 @@ static int cmd_rx(int argc, char **argv) {
         fh_afp_config cfg;
         memset(&cfg, 0, sizeof cfg);
         cfg.iface = iface;
-        cfg.tpacket_version = argc > 7 ? atoi(argv[7]) : 2;
+        uint64_t spin_ns = argc > 7 ? (uint64_t)(atof(argv[7]) * 1000) : 0;
+        cfg.tpacket_version = argc > 8 ? atoi(argv[8]) : 2;
         fh_afp *s = NULL;
         int rc = fh_afp_open(&s, &cfg, err, sizeof err);
         if (rc) { fprintf(stderr, "fh_afp_open: %s\n", err); return 1; }
         printf("ready\n");
         fflush(stdout);
-        rx_loop(afp_next, s, want, seconds, midnight, 26477, &packets, &missing);
+        rx_loop(afp_next, s, want, seconds, midnight, 26477, spin_ns, &packets, &missing);
         fh_afp_close(s);
         report(cfg.tpacket_version == 3 ? "afpacket-v3" : "afpacket", packets, missing);
     }

@@ -279,3 +279,39 @@ def test_latency_run_wire_to_book_bounded(backend, tmp_path):
     assert per_msg["p99"] < 200_000_000, per_msg
     ref, ref_books = _replay(sent_pcap, date=day)
     _assert_same(ticks, books, ref, ref_books)
+
+
+def test_latency_option_rejects_negative_spin(capsys):
+    from feedhandler.live import run_main
+
+    with pytest.raises(SystemExit) as e:
+        run_main(["--iface", "lo", "--latency", "-5"])
+    assert e.value.code == 2
+    assert "SPIN_US must be >= 0" in capsys.readouterr().err
+
+
+@_no_veth
+@_no_sample
+@pytest.mark.skipif(shutil.which("tcpreplay") is None, reason="needs tcpreplay (Debian package tcpreplay)")
+def test_latency_cli_with_spin_budget(capsys):
+    """`feedhandler run --iface IF --latency 50 --json` (AF_PACKET): the summary reports the latency mode,
+    the TPACKET_V2 ring, and waits in the source while the feed was idle (a bounded spin)."""
+    from feedhandler.live import run_main
+
+    with VethPair(tag="flc") as v:
+        t = threading.Thread(target=lambda: (threading.Event().wait(1.0), v.ns_run(
+            ["tcpreplay", "-q", "-i", v.ns_if, "--pps", "5000", str(SAMPLE)], check=False)))
+        t.start()
+        try:
+            rc = run_main(["--iface", v.host_if, "--capture", "afpacket", "--date", DATE, "--port", str(PORT),
+                           "--until-eos", "--duration", "60", "--status-interval", "0", "--latency", "50", "--json"])
+        finally:
+            t.join()
+    out = capsys.readouterr().out
+    assert rc == 0
+    s = json.loads(out)
+    lm = s["latency_mode"]
+    assert lm["spin_us"] == 50 and lm["idle_waits"] > 0
+    assert s["capture"]["tpacket_version"] == 2
+    assert s["messages"] == N_MESSAGES and lm["applied_on_receive_thread"] == s["records"]
+    assert lm["wire_to_book_per_message"]["count"] > 0

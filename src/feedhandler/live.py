@@ -82,6 +82,8 @@ class LiveOptions:
     sequencing: bool = True                      # False: no MoldUDP64 sequencing (arrival order)
     latency: bool = False                        # run to completion: books applied on the receive thread,
                                                  # busy polling (a core at 100 %): feedhandler.core.latency
+    latency_spin_us: float = 0.0                 # latency mode: > 0 busy-polls only for this long after the
+                                                 # last packet, then waits in the source (0: always spins)
     latency_wire: str = "ts_recv"                # the field wire -> book latency starts from ("ts_event":
                                                  # a sender stamping its clock in the messages, the bench)
 
@@ -308,7 +310,7 @@ def run(opts: LiveOptions) -> dict:
             fanout = latency_mode.FanoutReader(ring, on_batch) if need_batches else None
             feed.start(ring if fanout is not None else None, -1 if opts.rx_cpu is None else opts.rx_cpu,
                        latency=True, sinks=latency_mode.book_sinks(books if opts.apply_books else None, mbp),
-                       wire=opts.latency_wire)
+                       wire=opts.latency_wire, spin_us=opts.latency_spin_us)
             cons = fanout.thread if fanout is not None else None
         else:
             feed.start(ring, -1 if opts.rx_cpu is None else opts.rx_cpu)
@@ -368,7 +370,7 @@ def run(opts: LiveOptions) -> dict:
         summary = _summary(opts, sel, feed, source, ring, books, book_lat, elapsed, consumed[0])
         summary["protocol"] = protocol
         if opts.latency:
-            summary["latency_mode"] = latency_mode.summary(feed, latency_percentiles)
+            summary["latency_mode"] = latency_mode.summary(feed, latency_percentiles, opts.latency_spin_us)
         if mbp is not None:
             summary["mbp_books"] = len(mbp.instruments())
             summary["channels"] = {str(p): ch for p, ch in sorted(feed.channels().items())}
@@ -630,7 +632,8 @@ def format_summary(s: dict) -> str:
     if lm:
         lines.append(f"  latency mode: wire->book per packet {pct(lm['wire_to_book_per_packet'])}; "
                      f"{lm['messages_per_packet'] or 0:g} messages a packet; fan-out drops {lm['fanout_dropped']:,} "
-                     "(receive thread busy-polls: one core at 100 %)")
+                     + ("(receive thread busy-polls: one core at 100 %)" if not lm.get("spin_us") else
+                        f"(busy-polls {lm['spin_us']:g} us after a packet, then waits: {lm['idle_waits']:,} waits)"))
     lines += [f"  WARNING: {w}" for w in s.get("warnings") or ()]
     lines += file_damage_lines(s)
     cap = s.get("capture", {})
@@ -684,11 +687,14 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--queues", type=int, default=None, help="AF_XDP / DPDK rx queues")
     p.add_argument("--eal", default=None, help="DPDK EAL arguments, space separated (default: --no-huge vdev)")
     p.add_argument("--no-books", action="store_true", help="do not build books (capture + parse benchmark)")
-    p.add_argument("--latency", action="store_true",
+    p.add_argument("--latency", nargs="?", type=float, const=0.0, default=None, metavar="SPIN_US",
                    help="latency mode (run to completion): the receive thread busy-polls and applies each packet "
                         "to the books itself, the ring only fans records out to other readers; AF_PACKET uses "
-                        "TPACKET_V2 per-frame slots. Cost: one core at 100 %% even when idle (default: off, "
-                        "batched: a book thread that sleeps when idle)")
+                        "TPACKET_V2 per-frame slots. Cost: one core at 100 %% even when idle. With SPIN_US: busy-poll "
+                        "only that long after the last packet, then wait for the next one in the source (frees the "
+                        "core on a quiet feed; on shared or virtual cores, where a spinning thread is time-sliced, "
+                        "it measured faster: bench/README.md). Default: off (batched: a book thread that sleeps "
+                        "when idle)")
     p.add_argument("--rx-cpu", type=int, default=None, help="pin the receive thread to this CPU")
     p.add_argument("--book-cpu", type=int, default=None, help="pin the book thread to this CPU")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -703,6 +709,8 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from feedhandler.capture.live import BackendUnavailable
     from feedhandler.trading_day import UnknownTradingDay, check_date
+    if args.latency is not None and not args.latency >= 0:
+        parser.error(f"--latency SPIN_US must be >= 0, not {args.latency:g}")
     if args.date:
         try:
             check_date(args.date)
@@ -732,7 +740,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
                        count=args.count, idle_stop=args.idle_stop, until_end_of_session=args.until_eos, apply_books=not args.no_books, status_interval=args.status_interval,
                        out=args.out, retransmit=args.retransmit, rx_cpu=args.rx_cpu, book_cpu=args.book_cpu,
                        protocol=args.protocol, sequencing=not args.no_sequencing, top=args.top,
-                       latency=args.latency)
+                       latency=args.latency is not None, latency_spin_us=args.latency or 0.0)
     if args.iface and not os.path.exists(f"/sys/class/net/{args.iface}"):
         print(f"feedhandler run: no interface {args.iface!r} in this network namespace", file=sys.stderr)
         return EXIT_NO_IFACE

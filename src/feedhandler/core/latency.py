@@ -8,8 +8,11 @@ to other readers (``--out``, callbacks, retransmission requests): a "drop" ring,
 records (counted) and never holds up the books.
 
 Cost: the receive thread never sleeps; it keeps one core at 100 % whether packets arrive or not (pin it
-with ``--rx-cpu``; on a machine with few cores it competes with everything else, the kernel's receive
-work included). The batched default sleeps when idle and gathers records for the book thread: cheaper,
+with ``--rx-cpu`` to a core of its own). ``--latency SPIN_US`` bounds the spinning: after SPIN_US without
+a packet the thread waits in the source (poll on the AF_XDP socket or the TPACKET_V2 ring, woken by the
+next frame). On shared or virtual cores a thread that never sleeps is time-sliced with everything else
+(and across cgroups nice does not help): measured on this project's shared VM, a spinner lost most of
+its core in gaps of 1-16 ms, so there the bounded spin gives the lower latency (bench/README.md). The batched default sleeps when idle and gathers records for the book thread: cheaper,
 and better for replays and floods, but its wire -> book latency is tens of microseconds.
 
 AF_PACKET in this mode uses a TPACKET_V2 ring (per-frame slots, each frame ours as soon as the kernel
@@ -83,9 +86,10 @@ class FanoutReader:
                 ring.release(n)
 
 
-def summary(feed, percentiles: Callable[[np.ndarray], dict]) -> dict:
+def summary(feed, percentiles: Callable[[np.ndarray], dict], spin_us: float = 0.0) -> dict:
     """The latency mode's own figures: wire -> book per message and per packet, messages per packet,
-    records applied on the receive thread and records the fan-out ring had no room for."""
+    records applied on the receive thread, records the fan-out ring had no room for, and the polling
+    (spin_us 0: busy poll always; else the budget and how often the thread waited in the source)."""
     st = feed.producer_stats()
     fs = feed.stats()
     packets = fs.get("moldudp64_packets") or fs.get("packets") or 0
@@ -97,4 +101,6 @@ def summary(feed, percentiles: Callable[[np.ndarray], dict]) -> dict:
         "messages_per_packet": round(fs.get("messages", 0) / packets, 2) if packets else None,
         "applied_on_receive_thread": int(st["applied"]),
         "fanout_dropped": int(st["fanout_dropped"]),
+        "spin_us": spin_us,
+        "idle_waits": int(st["idle_waits"]),
     }

@@ -82,7 +82,10 @@ cdef struct producer:
     int lat_on                  # record wire (ts_recv) -> ring latencies
     uint64_t lat_ring[FH_LAT_BUCKETS]
     # latency mode (run to completion on the receive thread, Producer.start(latency=True))
-    int spin                    # busy poll: the source is asked with timeout 0, never sleeps
+    int spin                    # busy poll: the source is asked with timeout 0
+    uint64_t spin_ns            # > 0: wait in the source once idle this long (0: never sleep)
+    uint64_t idle_since         # CLOCK_MONOTONIC ns the current idle spell began (0: not idle)
+    uint64_t spins_slept        # source waits entered after the spin budget
     size_t src_cap              # frames per source call (latency mode: small, a packet is applied at once)
     size_t n_sinks
     fh_sink_fn sinks[PRODUCER_MAX_SINKS]

@@ -59,6 +59,16 @@ cdef extern from "<sched.h>" nogil:
     void CPU_SET(int cpu, cpu_set_t *s)
     int pthread_setaffinity_np(pthread_t t, size_t size, const cpu_set_t *s)
 
+cdef extern from "<time.h>" nogil:
+    ctypedef long time_t
+    cdef struct timespec:
+        time_t tv_sec
+        long tv_nsec
+    ctypedef int clockid_t
+    enum:
+        CLOCK_MONOTONIC
+    int clock_gettime(clockid_t clk, timespec *ts)
+
 cdef extern from "<stdatomic.h>" nogil:
     # the stop flag is the only value two threads write/read outside counters
     int atomic_load_explicit(int *p, int order)
@@ -121,6 +131,24 @@ cdef inline void _lat_book(producer *c, const fh_tick *t, size_t k) noexcept nog
             prev = r
 
 
+cdef inline int _spin_timeout(producer *c) noexcept nogil:
+    # latency mode: 0 (poll without waiting) until the feed has been idle for spin_ns, then
+    # IDLE_WAIT_MS (a blocking wait the next packet ends); spin_ns 0: never wait (pure busy poll)
+    cdef timespec ts
+    cdef uint64_t now
+    if c.spin_ns == 0:
+        return 0
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    now = <uint64_t>ts.tv_sec * 1000000000 + <uint64_t>ts.tv_nsec
+    if c.idle_since == 0:
+        c.idle_since = now
+        return 0
+    if now - c.idle_since < c.spin_ns:
+        return 0
+    c.spins_slept += 1
+    return IDLE_WAIT_MS
+
+
 cdef size_t producer_fill(producer *c, fh_tick *out, size_t cap) noexcept nogil:
     """Writes up to cap records; see the .pxd."""
     cdef size_t k = 0, j, consumed, n_out, n
@@ -170,7 +198,11 @@ cdef size_t producer_fill(producer *c, fh_tick *out, size_t cap) noexcept nogil:
         if c.spin:
             if k:
                 break               # latency mode: apply what this source call brought at once
-            n = c.src_next(c.src_ctx, c.pkts, c.src_cap, 0)
+            # busy poll; with a spin budget, block in the source's wait (woken by the packet) once
+            # the feed has been idle that long
+            n = c.src_next(c.src_ctx, c.pkts, c.src_cap, _spin_timeout(c))
+            if n:
+                c.idle_since = 0
         else:
             n = c.src_next(c.src_ctx, c.pkts, c.pkt_cap, 0 if k else IDLE_WAIT_MS)
         if n == 0:
@@ -414,7 +446,8 @@ cdef class Producer:
             pos += len(p)
         return out
 
-    def start(self, Ring ring, int cpu=-1, *, bint latency=False, sinks=(), str wire="ts_recv"):
+    def start(self, Ring ring, int cpu=-1, *, bint latency=False, sinks=(), str wire="ts_recv",
+              double spin_us=0.0):
         """Start the native producer thread (named ``fh-rx``): frame and decode into ``ring``; the thread
         closes the ring at the end. One producer per ring. ``cpu`` >= 0 pins the thread to that CPU.
 
@@ -424,7 +457,10 @@ cdef class Producer:
         on this thread, before it publishes them to ``ring`` (which must then be a "drop" ring, or
         None for no fan-out). ``wire`` names the record field the wire -> book histograms start from:
         ``"ts_recv"`` (the capture clock) or ``"ts_event"`` (a sender that writes its own clock into
-        the messages, as bench/bench_latency.py's does)."""
+        the messages, as bench/bench_latency.py's does). ``spin_us`` > 0 (latency mode): busy-poll only
+        while the feed has been idle for less than that, then wait in the source (woken by the next
+        packet): the core is free while the feed is quiet, at the cost of a wake-up on the first packet
+        after a pause; 0 (default): busy-poll always."""
         cdef cpu_set_t cpus
         cdef size_t fn, ctx
         if self.started:
@@ -462,6 +498,10 @@ cdef class Producer:
             self.core.n_sinks += 1
         self.core.wire = WIRE_TS_EVENT if wire == "ts_event" else WIRE_TS_RECV
         self.core.spin = 1 if latency else 0
+        if spin_us < 0:
+            raise ValueError("spin_us must be >= 0")
+        self.core.spin_ns = <uint64_t>(spin_us * 1000.0)
+        self.core.idle_since = 0
         self.core.src_cap = LATENCY_SRC_CAP if LATENCY_SRC_CAP < self.core.pkt_cap else self.core.pkt_cap
         cdef int rc = pthread_create(&self.thread, NULL,
                                      _producer_thread_latency if latency else _producer_thread, &self.core)
@@ -516,7 +556,9 @@ cdef class Producer:
         out = np.zeros(LAT_BUCKETS, np.uint64)
         cdef uint64_t[::1] v = out
         cdef int i
-        cdef uint64_t *src = self.core.lat_book if per == "message" else self.core.lat_book_pkt
+        cdef uint64_t *src = &self.core.lat_book[0]
+        if per == "packet":
+            src = &self.core.lat_book_pkt[0]
         for i in range(LAT_BUCKETS):
             v[i] = src[i]
         return out
@@ -538,4 +580,4 @@ cdef class Producer:
     def producer_stats(self):
         """The loop's own counters: records written, ring publishes."""
         return {"records": self.core.records, "publishes": self.core.publishes, "applied": self.core.applied,
-                "fanout_dropped": self.core.fanout_dropped}
+                "fanout_dropped": self.core.fanout_dropped, "idle_waits": self.core.spins_slept}
