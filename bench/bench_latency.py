@@ -203,8 +203,18 @@ def main(argv=None) -> int:
             backends.append(b)
     day, midnight = trading_day()
     results = []
+    gaps = []
     with tempfile.TemporaryDirectory(prefix="fh-benchlat-") as td:
         tools = build_tools(Path(td))
+
+        def spinner_gaps():
+            # how much of the receiver's core a spinning thread gets right now (at the receiver's nice)
+            cmd = [str(tools), "gaps", "1", str(a.rx_cpu)]
+            if a.rx_nice:
+                cmd = ["nice", "-n", str(a.rx_nice), *cmd]
+            gaps.append(json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout))
+
+        spinner_gaps()
         for rep in range(a.reps):
             for rate in rates:
                 packets = max(1000, int(rate * a.seconds))
@@ -218,9 +228,10 @@ def main(argv=None) -> int:
                         print(json.dumps({k: r.get(k) for k in ("backend", "mode", "rate", "sent", "packets", "per_packet",
                                                                 "error")}),
                               file=sys.stderr, flush=True)
+        spinner_gaps()
     load = os.getloadavg()
     if a.json:
-        Path(a.json).write_text(json.dumps({"results": results, "skipped": skipped, "loadavg": load,
+        Path(a.json).write_text(json.dumps({"results": results, "skipped": skipped, "loadavg": load, "spinner_gaps": gaps,
                                             "msgs_per_packet": a.msgs, "seconds": a.seconds}, indent=1))
     print(f"wire -> book latency (us; wire = the sender's CLOCK_REALTIME before send(), in the packet), "
           f"{a.msgs} messages a packet, {a.seconds:g} s a measurement, {a.reps} rep(s), medians; sender and receiver nice "
@@ -228,6 +239,10 @@ def main(argv=None) -> int:
           f"load average {load[0]:.1f} (shared 2-vCPU VM)")
     hdr = (f"{'backend':9s} {'mode':8s} {'rate':>7s} {'recv pkts':>9s} {'msg/pkt':>7s} {'msg p50':>8s} {'msg p99':>8s} "
            f"{'pkt p50':>8s} {'pkt p99':>8s} {'x floor p50':>11s} {'x floor p99':>11s}")
+    for g in gaps:
+        print(f"(a thread spinning 1 s on CPU {a.rx_cpu} {'before' if g is gaps[0] else 'after'} the run: "
+              f"{g['lost_ms']:.0f} ms not running in gaps > 100 us, {g['gaps_over_1ms']} gaps > 1 ms, longest "
+              f"{g['max_gap_us'] / 1e3:.1f} ms)")
     print(hdr)
     for rate in rates:
         for b in backends:

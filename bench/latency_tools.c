@@ -20,6 +20,11 @@
  *       next packet) instead of spinning, as the feed's latency mode with a spin budget does; 0 (default):
  *       spin always. Stops after PACKETS packets or SECONDS seconds; prints one JSON line with the count
  *       and p50/p90/p99/p99.9 (bucket lower bounds, ns).
+ *   latency_tools gaps SECONDS CPU
+ *       How much of its core a spinning thread gets here: spins on CPU for SECONDS reading CLOCK_MONOTONIC
+ *       and reports the time lost in gaps over 100 us (the thread was not running), the count of gaps
+ *       over 1 ms and the longest. On a shared or virtual machine this, not our code, bounds a busy-poll
+ *       receiver's latency. One JSON line.
  *
  * Both ends read the one system clock (same host, two network namespaces over a veth pair).
  */
@@ -336,9 +341,27 @@ static int cmd_rx(int argc, char **argv) {
     return 0;
 }
 
+static int cmd_gaps(int argc, char **argv) {
+    if (argc < 4) { fprintf(stderr, "usage: gaps SECONDS CPU\n"); return 2; }
+    uint64_t dur = (uint64_t)(atof(argv[2]) * 1e9);
+    pin(atoi(argv[3]));
+    uint64_t t0 = mono_ns(), prev = t0, lost = 0, over_1ms = 0, max_gap = 0;
+    while (prev - t0 < dur) {
+        uint64_t t = mono_ns(), g = t - prev;
+        if (g > 100000) lost += g;
+        if (g > 1000000) over_1ms++;
+        if (g > max_gap) max_gap = g;
+        prev = t;
+    }
+    printf("{\"seconds\": %.3f, \"lost_ms\": %.1f, \"gaps_over_1ms\": %llu, \"max_gap_us\": %.1f}\n", dur * 1e-9,
+           lost * 1e-6, (unsigned long long)over_1ms, max_gap * 1e-3);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "send") == 0) return cmd_send(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "gaps") == 0) return cmd_gaps(argc, argv);
     if (argc >= 2 && (strcmp(argv[1], "rx-afxdp") == 0 || strcmp(argv[1], "rx-afpacket") == 0)) return cmd_rx(argc, argv);
-    fprintf(stderr, "usage: %s send|rx-afxdp|rx-afpacket ... (see the comment at the top of the file)\n", argv[0]);
+    fprintf(stderr, "usage: %s send|rx-afxdp|rx-afpacket|gaps ... (see the comment at the top of the file)\n", argv[0]);
     return 2;
 }
