@@ -86,6 +86,7 @@ def child_main(cfg: dict) -> int:
         "per_packet": lm.get("wire_to_book_per_packet"),
         "messages_per_packet": lm.get("messages_per_packet") or (round(s["messages"] / s["packets"], 2) if s["packets"] else None),
         "capture": {k: v for k, v in s["capture"].items() if isinstance(v, (int, float, bool, str))},
+        "idle_waits": lm.get("idle_waits"),
     }
     del latency_percentiles
     print(json.dumps(out), flush=True)
@@ -118,11 +119,14 @@ def measure(tools: Path, backend: str, mode: str, rate: float, packets: int, msg
                 cmd = [str(tools), "rx-afxdp", v.host_if, str(packets), str(timeout), str(rx_cpu), bpf_object_path(),
                        str(PORT), str(midnight), spin]
             else:
-                cmd = [str(tools), "rx-afpacket", v.host_if, str(packets), str(timeout), str(rx_cpu), str(midnight), spin, "2"]
+                cmd = [str(tools), "rx-afpacket", v.host_if, str(packets), str(timeout), str(rx_cpu), str(midnight), spin,
+                       "3" if backend == "afpacket-v3" else "2"]
             env = dict(os.environ, LIBXDP_SKIP_DISPATCHER="1")
         else:
-            cfg = {"iface": v.host_if, "backend": backend, "mode": mode, "day": day, "messages": packets * msgs,
-                   "timeout": timeout, "spin_us": spin_us}
+            cfg = {"iface": v.host_if, "backend": "afpacket" if backend == "afpacket-v3" else backend, "mode": mode,
+                   "day": day, "messages": packets * msgs, "timeout": timeout, "spin_us": spin_us,
+                   # afpacket-v3: the latency mode on TPACKET_V3 blocks (1 ms retire timer) instead of V2 slots
+                   "source_kw": {"tpacket_version": 3} if backend == "afpacket-v3" else {}}
             cmd = ["taskset", "-c", str(rx_cpu), sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(cfg)]
             env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), LIBXDP_SKIP_DISPATCHER="1")
         if rx_nice:
@@ -148,6 +152,7 @@ def measure(tools: Path, backend: str, mode: str, rate: float, packets: int, msg
     if p.returncode != 0:
         return dict(row, error=err.strip()[-500:])
     res = json.loads(out.strip().splitlines()[-1])
+    res["capture_backend"] = res.pop("backend", backend)     # the row keeps the bench's name (afpacket-v3)
     if mode.startswith("floor"):
         pct = {k: res[k] for k in ("count", "p50", "p90", "p99", "p99.9") if k in res}
         res = {"packets": res["packets"], "per_message": pct, "per_packet": pct, "messages_per_packet": msgs}
@@ -164,7 +169,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rates", default="20000,50000,100000", help="packets a second, comma separated (default 20k,50k,100k)")
     ap.add_argument("--seconds", type=float, default=2.0, help="seconds of traffic per measurement (default 2)")
     ap.add_argument("--msgs", type=int, default=4, help="ITCH messages a packet (default 4)")
-    ap.add_argument("--backends", default="afxdp,afpacket,dpdk", help="capture backends (default afxdp,afpacket,dpdk)")
+    ap.add_argument("--backends", default="afxdp,afpacket,dpdk",
+                    help="capture backends (default afxdp,afpacket,dpdk; afpacket-v3: AF_PACKET on TPACKET_V3 blocks "
+                         "with a 1 ms retire timer in every mode, the floor too)")
     ap.add_argument("--reps", type=int, default=1, help="repetitions of the whole interleaved run (medians; default 1)")
     ap.add_argument("--spin-us", type=float, default=50.0,
                     help="floor-w / latency-w: busy-poll this long after the last packet, then wait (default 50)")
@@ -193,7 +200,7 @@ def main(argv=None) -> int:
         ap.error(f"unknown modes {sorted(bad)}: {', '.join(MODES)}")
     backends, skipped = [], {}
     for b in [x for x in a.backends.split(",") if x]:
-        r = probe(b, "lo")
+        r = probe("afpacket" if b == "afpacket-v3" else b, "lo")
         if b == "dpdk" and r is None:
             from feedhandler.capture.live import dpdk
             r = None if hasattr(dpdk, "open_source") else "no DPDK source"
