@@ -319,3 +319,55 @@ def test_latency_cli_with_spin_budget(capsys):
     assert s["capture"]["tpacket_version"] == 2
     assert s["messages"] == N_MESSAGES and lm["applied_on_receive_thread"] == s["records"]
     assert lm["wire_to_book_per_message"]["count"] > 0
+    # no fan-out reader here (no --out): the run still reports its wire -> ring/book latencies
+    assert s["latency_ns"]["wire_to_ring"]["count"] > 0 and "not_measured" not in s["latency_ns"]["wire_to_ring"]
+    assert s["latency_ns"]["wire_to_book"]["count"] == lm["wire_to_book_per_message"]["count"]
+
+
+MDP3 = ROOT / "pcaps" / "mdp3_sample.pcap"
+
+
+@pytest.mark.skipif(not MDP3.exists(), reason=f"missing {MDP3}")
+def test_latency_mode_mdp3_both_book_kinds_on_receive_thread():
+    """CME MDP 3.0 in the latency mode: the order books (BookSet) and the price-level books (MbpBookSet)
+    are both sinks of the receive thread; they and the fanned-out records equal a replay's."""
+    from feedhandler.books import BookSet, MbpBookSet
+    from feedhandler.core.latency import FanoutReader, book_sinks
+    from feedhandler.capture.live._live import FileSource, LiveFeed
+    from feedhandler.pipeline import Feed
+    from feedhandler.ring import Ring
+
+    ref = Feed(MDP3, "mdp3").read_all()
+    ref_books, ref_mbp = BookSet(), MbpBookSet()
+    ref_books.apply(ref)
+    ref_mbp.apply(ref)
+    src = FileSource(MDP3)
+    feed = LiveFeed(src, "mdp3")
+    books, mbp = BookSet(), MbpBookSet()
+    ring = Ring(1 << 17, overflow="drop")
+    got = []
+    reader = FanoutReader(ring, lambda b: got.append(b.copy()))
+    reader.start()
+    feed.start(ring, latency=True, sinks=book_sinks(books, mbp))
+    while not src.eof:
+        threading.Event().wait(0.01)
+    feed.stop()
+    reader.join()
+    feed.join()
+    src.close()
+    ticks = _concat(got)
+    assert ticks.shape == ref.shape and feed.producer_stats()["fanout_dropped"] == 0
+    assert np.array_equal(_without_capture_time(ticks), _without_capture_time(ref))
+    assert np.array_equal(books.bbo_all(), ref_books.bbo_all())
+    assert sorted(mbp.instruments()) == sorted(ref_mbp.instruments()) and len(ref_mbp.instruments()) > 0
+    for inst in ref_mbp.instruments():
+        for side in ("B", "A"):
+            for implied in (False, True):
+                assert np.array_equal(mbp.levels(inst, side, implied), ref_mbp.levels(inst, side, implied))
+
+
+def test_latency_mode_refuses_a_book_thread_cpu(capsys):
+    from feedhandler.live import run_main
+
+    assert run_main(["--iface", "lo", "--latency", "--book-cpu", "0", "--capture", "afpacket"]) != 0
+    assert "--book-cpu: the latency mode applies the books on the receive thread" in capsys.readouterr().err

@@ -191,6 +191,8 @@ def run(opts: LiveOptions) -> dict:
     from feedhandler.ring import Ring
 
     protocol = _protocol(opts)
+    if opts.latency and opts.book_cpu is not None:
+        raise ValueError("--book-cpu: the latency mode applies the books on the receive thread (--rx-cpu)")
     requested = opts.capture
     if opts.iface and opts.file and (requested or "").lower() != "pcap":
         raise ValueError("give --iface (capture live) or --file (replay a capture), not both")
@@ -305,8 +307,6 @@ def run(opts: LiveOptions) -> dict:
         fanout = None
         if opts.latency:
             # run to completion: no book thread; a fan-out reader only when something reads records
-            if opts.book_cpu is not None:
-                raise ValueError("--book-cpu: the latency mode applies the books on the receive thread (--rx-cpu)")
             fanout = latency_mode.FanoutReader(ring, on_batch) if need_batches else None
             feed.start(ring if fanout is not None else None, -1 if opts.rx_cpu is None else opts.rx_cpu,
                        latency=True, sinks=latency_mode.book_sinks(books if opts.apply_books else None, mbp),

@@ -276,9 +276,9 @@ cdef void *_producer_thread_latency(void *arg) noexcept nogil:
                 else:
                     done = fh_ring_push_for(c.ring, out, k, 0)
                     c.fanout_dropped += k - done
-                if c.lat_on:
-                    _lat_record(c, out, k)
                 c.publishes += 1
+            if c.lat_on:            # wire -> "ring": the records are final (in the books, fanned out)
+                _lat_record(c, out, k)
         if c.finished:
             break
     if c.ring != NULL:
