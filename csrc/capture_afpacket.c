@@ -43,7 +43,11 @@ struct fh_afp {
     uint32_t block_size;
     uint32_t block_count;
     uint32_t snaplen;
-    /* receive-thread state */
+    int version;                /* TPACKET_V2 or TPACKET_V3 */
+    uint32_t frame_size;        /* V2: bytes per frame slot */
+    uint32_t frames_per_block;  /* V2 */
+    uint32_t frame_count;       /* V2: frame slots in the ring */
+    /* receive-thread state (V3: blocks; V2: frame slots) */
     uint32_t cur;               /* next block to look at */
     uint32_t rel_first;         /* blocks handed out by the previous call (returned at the next) */
     uint32_t rel_count;
@@ -147,9 +151,15 @@ int fh_afp_open(fh_afp **out, const fh_afp_config *cfg, char *err, size_t errlen
         goto bad;
     }
 
-    int v = TPACKET_V3;
+    if (cfg->tpacket_version != 0 && cfg->tpacket_version != 2 && cfg->tpacket_version != 3) {
+        rc = fail(err, errlen, EINVAL, "tpacket_version %d: expected 2 (per-frame, latency) or 3 (blocks)",
+                  cfg->tpacket_version);
+        goto bad;
+    }
+    s->version = cfg->tpacket_version == 2 ? TPACKET_V2 : TPACKET_V3;
+    int v = s->version;
     if (setsockopt(s->fd, SOL_PACKET, PACKET_VERSION, &v, sizeof v) != 0) {
-        rc = fail(err, errlen, errno, "PACKET_VERSION TPACKET_V3"); goto bad;
+        rc = fail(err, errlen, errno, "PACKET_VERSION TPACKET_V%d", s->version == TPACKET_V2 ? 2 : 3); goto bad;
     }
     if (cfg->hw_timestamps) {
         s->hw_enabled = try_hw_timestamps(s->fd, cfg->iface);
@@ -169,7 +179,12 @@ int fh_afp_open(fh_afp **out, const fh_afp_config *cfg, char *err, size_t errlen
     req.tp_frame_nr = (uint32_t)(((uint64_t)s->block_size / frame_size) * s->block_count);
     req.tp_retire_blk_tov = retire;
     req.tp_feature_req_word = 0;
-    if (setsockopt(s->fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof req) != 0) {
+    s->frame_size = frame_size;
+    s->frames_per_block = s->block_size / frame_size;
+    s->frame_count = req.tp_frame_nr;
+    /* V2 takes the first four fields (struct tpacket_req is the head of struct tpacket_req3) */
+    if (setsockopt(s->fd, SOL_PACKET, PACKET_RX_RING, &req,
+                   s->version == TPACKET_V2 ? sizeof(struct tpacket_req) : sizeof req) != 0) {
         rc = fail(err, errlen, errno, "PACKET_RX_RING %u x %u bytes", s->block_count, s->block_size); goto bad;
     }
     s->map_len = (size_t)s->block_size * s->block_count;
@@ -288,7 +303,85 @@ static int start_block(fh_afp *s) {
     return 1;
 }
 
+static inline struct tpacket2_hdr *frame_at(const fh_afp *s, uint32_t i) {
+    return (struct tpacket2_hdr *)(s->map + (size_t)(i / s->frames_per_block) * s->block_size
+                                   + (size_t)(i % s->frames_per_block) * s->frame_size);
+}
+
+/* wait for the socket (or a wake) up to timeout_ms */
+static void wait_ready(fh_afp *s, int timeout_ms) {
+    struct pollfd pf[2] = {{.fd = s->fd, .events = POLLIN | POLLERR}, {.fd = s->wake_fd, .events = POLLIN}};
+    s->own.polls++;
+    int r = poll(pf, 2, timeout_ms);
+    if (r > 0 && (pf[1].revents & POLLIN)) {
+        uint64_t v;
+        ssize_t rr = read(s->wake_fd, &v, sizeof v);
+        (void)rr;
+    }
+    if (r <= 0) read_kernel_stats(s);     /* idle: a good moment for the syscall */
+}
+
+/* TPACKET_V2: every frame slot the kernel has filled (TP_STATUS_USER), in ring order, up to cap. */
+static size_t next_v2(fh_afp *s, fh_pkt *pkts, size_t cap, int timeout_ms) {
+    for (uint32_t i = 0; i < s->rel_count; i++)
+        __atomic_store_n(&frame_at(s, (s->rel_first + i) % s->frame_count)->tp_status, TP_STATUS_KERNEL,
+                         __ATOMIC_RELEASE);
+    s->rel_count = 0;
+    s->rel_first = s->cur;
+    size_t n = 0;
+    int waited = 0;
+    uint64_t user_ns = 0;
+    while (n < cap) {
+        struct tpacket2_hdr *h = frame_at(s, s->cur);
+        uint32_t st = __atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE);
+        if (!(st & TP_STATUS_USER)) {
+            if (n || waited || timeout_ms == 0) break;
+            wait_ready(s, timeout_ms);
+            waited = 1;
+            continue;
+        }
+        const uint8_t *slot_end = (const uint8_t *)h + s->frame_size;
+        const uint8_t *data = (const uint8_t *)h + h->tp_mac;
+        uint32_t caplen = h->tp_snaplen;
+        s->cur = (s->cur + 1) % s->frame_count;
+        s->rel_count++;
+        s->own.blocks++;
+        if (data > slot_end || data + caplen > slot_end) continue;    /* never trust an offset */
+        if (s->snaplen && caplen > s->snaplen) caplen = s->snaplen;
+        fh_pkt *p = &pkts[n++];
+        p->data = data;
+        p->caplen = caplen;
+        p->origlen = h->tp_len;
+        p->linktype = s->linktype;
+        p->_reserved = 0;
+        if (caplen < h->tp_len) s->own.truncated++;
+        if (st & TP_STATUS_TS_RAW_HARDWARE) {
+            p->flags = FH_MSG_TS_HW;
+            s->own.ts_hw++;
+            p->ts_ns = (uint64_t)h->tp_sec * 1000000000ull + h->tp_nsec;
+        } else if (h->tp_sec || h->tp_nsec) {
+            p->flags = FH_MSG_TS_SW;
+            s->own.ts_sw++;
+            p->ts_ns = (uint64_t)h->tp_sec * 1000000000ull + h->tp_nsec;
+        } else {
+            if (!user_ns) user_ns = realtime_ns();
+            p->flags = FH_MSG_TS_USER;
+            s->own.ts_none++;
+            p->ts_ns = user_ns;
+        }
+        s->own.packets++;
+        s->own.bytes += caplen;
+        if (s->rel_count >= s->frame_count) break;
+    }
+    s->blocks_since_stats += (uint32_t)n;
+    if (s->blocks_since_stats >= 4096) read_kernel_stats(s);
+    if (!n) s->own.idle++;
+    publish(s);
+    return n;
+}
+
 size_t fh_afp_next(fh_afp *s, fh_pkt *pkts, size_t cap, int timeout_ms) {
+    if (s->version == TPACKET_V2) return next_v2(s, pkts, cap, timeout_ms);
     /* give back what the previous call handed out */
     for (uint32_t i = 0; i < s->rel_count; i++) {
         struct tpacket_block_desc *b = block_at(s, (s->rel_first + i) % s->block_count);
@@ -313,16 +406,8 @@ size_t fh_afp_next(fh_afp *s, fh_pkt *pkts, size_t cap, int timeout_ms) {
             continue;
         }
         if (n || waited || timeout_ms == 0) break;
-        struct pollfd pf[2] = {{.fd = s->fd, .events = POLLIN | POLLERR}, {.fd = s->wake_fd, .events = POLLIN}};
-        s->own.polls++;
-        int r = poll(pf, 2, timeout_ms);
+        wait_ready(s, timeout_ms);
         waited = 1;
-        if (r > 0 && (pf[1].revents & POLLIN)) {
-            uint64_t v;
-            ssize_t rr = read(s->wake_fd, &v, sizeof v);
-            (void)rr;
-        }
-        if (r <= 0) read_kernel_stats(s);     /* idle: a good moment for the syscall */
     }
     if (s->blocks_since_stats >= FH_AFP_STATS_EVERY_BLOCKS) read_kernel_stats(s);
     if (!n) s->own.idle++;
@@ -345,6 +430,7 @@ void fh_afp_stats_get(fh_afp *s, fh_afp_stats *out) {
 
 int fh_afp_ifindex(const fh_afp *s) { return s->ifindex; }
 int fh_afp_hw_enabled(const fh_afp *s) { return s->hw_enabled; }
+int fh_afp_tpacket_version(const fh_afp *s) { return s->version == TPACKET_V2 ? 2 : 3; }
 
 void fh_afp_close(fh_afp *s) {
     if (!s) return;

@@ -1,7 +1,13 @@
-/* fh/capture_afpacket.h - live capture from a Linux interface through an AF_PACKET TPACKET_V3 ring.
+/* fh/capture_afpacket.h - live capture from a Linux interface through an AF_PACKET memory-mapped ring.
  *
- * The kernel fills fixed-size blocks of a memory-mapped ring with frames; a block is handed to user
- * space when it is full or when its retire timeout expires. fh_afp_next() waits (poll, bounded) for
+ * Two ring layouts (fh_afp_config.tpacket_version):
+ * - TPACKET_V3 (default, throughput): the kernel fills fixed-size blocks with frames; a block is handed
+ *   to user space when it is full or when its retire timeout (tp_retire_blk_tov, in jiffies after
+ *   rounding up: 1 ms asks for one jiffy, 4 ms at HZ=250) expires. At a low packet rate every frame
+ *   waits for that timer: the latency is the timer's, not the kernel's.
+ * - TPACKET_V2 (latency mode): one frame per ring slot, handed to user space as soon as the kernel has
+ *   written it (tp_status TP_STATUS_USER on the frame itself): no timer, the latency is the kernel's
+ *   receive path. Costs one status word per frame and a fixed frame size (frame_size bytes a slot). fh_afp_next() waits (poll, bounded) for
  * ready blocks, turns every frame of as many blocks as fit into fh_pkt entries (same element as the file
  * sources, so the same framer/decoder path runs behind it) and returns them.
  *
@@ -43,12 +49,13 @@ typedef struct fh_afp_config {
     int hw_timestamps;          /* 1: try SIOCSHWTSTAMP (rx all) and ask for raw hardware stamps */
     int fanout_id;              /* > 0: join PACKET_FANOUT group (hash) with this id */
     int ignore_outgoing;        /* 1: PACKET_IGNORE_OUTGOING (frames this host sends are not seen) */
+    int tpacket_version;        /* 0 or 3: TPACKET_V3 blocks; 2: TPACKET_V2 per-frame slots (latency) */
 } fh_afp_config;
 
 typedef struct fh_afp_stats {
     uint64_t packets;           /* frames handed out */
     uint64_t bytes;             /* captured bytes handed out */
-    uint64_t blocks;            /* ring blocks consumed */
+    uint64_t blocks;            /* ring blocks consumed (TPACKET_V2: frame slots) */
     uint64_t polls;             /* poll() calls (waits) */
     uint64_t idle;              /* fh_afp_next() calls that returned 0 */
     uint64_t kernel_packets;    /* PACKET_STATISTICS tp_packets (accumulated) */
@@ -75,6 +82,8 @@ void fh_afp_wake(fh_afp *s);
 void fh_afp_stats_get(fh_afp *s, fh_afp_stats *out);
 /* Interface index and the clock the last frame was stamped with (FH_MSG_TS_*). */
 int fh_afp_ifindex(const fh_afp *s);
+/* The ring layout in use: 2 (TPACKET_V2) or 3 (TPACKET_V3). */
+int fh_afp_tpacket_version(const fh_afp *s);
 /* 1 when SIOCSHWTSTAMP was accepted by the driver. */
 int fh_afp_hw_enabled(const fh_afp *s);
 void fh_afp_close(fh_afp *s);

@@ -108,16 +108,17 @@ from feedhandler.includes.latency cimport FH_LAT_BUCKETS as LAT_BUCKETS, fh_lat_
 from feedhandler.includes.latency cimport fh_now_realtime_ns as _now_realtime_ns
 
 
-cdef void _lat_add(uint64_t *hist, size_t nb, const fh_tick *t, size_t n) noexcept nogil:
-    # wire (ts_recv) -> book, for book events only (MBO and trades), "now" read once per batch;
-    # records without a ts_recv or stamped in the future (clock steps) are not counted
+cdef void _lat_add(uint64_t *hist, size_t nb, const fh_tick *t, size_t n, bint by_event) noexcept nogil:
+    # wire (ts_recv; by_event: ts_event, a sender's clock in the messages) -> book, for book events only
+    # (MBO and trades), "now" read once per batch; records without a stamp or stamped in the future
+    # (clock steps) are not counted
     cdef uint64_t now = _now_realtime_ns(), r
     cdef size_t i, b
     for i in range(n):
         if t[i].hd.rtype == FH_RTYPE_MBO:
-            r = t[i].mbo.ts_recv
+            r = t[i].hd.ts_event if by_event else t[i].mbo.ts_recv
         elif t[i].hd.rtype == FH_RTYPE_TRADE:
-            r = t[i].trade.ts_recv
+            r = t[i].hd.ts_event if by_event else t[i].trade.ts_recv
         else:
             continue
         if r == 0 or r > now:
@@ -185,7 +186,7 @@ cdef uint64_t _wait(fh_ring *r, uint64_t max_batch, const fh_tick **first, uint6
 
 
 cdef uint64_t _consume(BookSet self, fh_ring *r, size_t max_batch, callback, uint64_t *hist, size_t nb,
-                       uint64_t gather_ns, uint64_t idle_sleep_ns) except? 0:
+                       uint64_t gather_ns, uint64_t idle_sleep_ns, bint by_event=False) except? 0:
     # BookSet.consume's loop (a module-level function so that book.pxd need not know fh_ring).
     # Without a callback the whole loop runs without the GIL and re-enters Python only when the ring
     # has been idle for CONSUME_POLL_NS (signals) or at the end.
@@ -207,7 +208,7 @@ cdef uint64_t _consume(BookSet self, fh_ring *r, size_t max_batch, callback, uin
                 # enrich them in place.
                 fh_bookset_apply(self.bs, <fh_tick *>first, n)
                 if hist != NULL:
-                    _lat_add(hist, nb, first, n)
+                    _lat_add(hist, nb, first, n, by_event)
                 total += n
                 if has_cb:
                     break
@@ -308,7 +309,7 @@ cdef class BookSet:
         return n
 
     def consume(self, Ring ring not None, size_t max_batch=4096, callback=None, latency_hist=None,
-                double gather_us=0.0, double idle_sleep_us=0.0):
+                double gather_us=0.0, double idle_sleep_us=0.0, str latency_wire="ts_recv"):
         """Apply every record of a ring until it is closed and drained.
 
         Parameters
@@ -336,6 +337,9 @@ cdef class BookSet:
             > 0: poll a little, then sleep this long between looks at an empty ring, leaving the CPU
             to the receive path (a live consumer on shared cores); adds up to that much (plus the
             timer slack) to the wire->book latency of the first record after an idle spell.
+        latency_wire : {"ts_recv", "ts_event"}
+            The field the latency histogram starts from: the capture clock (default) or the message's
+            own time (a sender that writes its clock into the messages: bench/bench_latency.py).
 
         Returns
         -------
@@ -360,6 +364,9 @@ cdef class BookSet:
             raise ValueError("gather_us and idle_sleep_us must be >= 0")
         cdef uint64_t gather_ns = <uint64_t>(gather_us * 1000.0)
         cdef uint64_t idle_ns = <uint64_t>(idle_sleep_us * 1000.0)
+        if latency_wire not in ("ts_recv", "ts_event"):
+            raise ValueError(f"latency_wire must be 'ts_recv' or 'ts_event', not {latency_wire!r}")
+        cdef bint by_event = latency_wire == "ts_event"
         if latency_hist is None:
             return _consume(self, r, max_batch, callback, NULL, 0, gather_ns, idle_ns)
         if not isinstance(latency_hist, np.ndarray) or latency_hist.dtype != np.uint64:
@@ -372,7 +379,7 @@ cdef class BookSet:
             if nb == 0:
                 raise ValueError("latency_hist must have at least one bucket")
             hist = <uint64_t *>view.buf
-            return _consume(self, r, max_batch, callback, hist, nb, gather_ns, idle_ns)
+            return _consume(self, r, max_batch, callback, hist, nb, gather_ns, idle_ns, by_event)
         finally:
             PyBuffer_Release(&view)
 

@@ -24,6 +24,10 @@ cdef extern from "<pthread.h>" nogil:
 ctypedef size_t (*fh_source_next_fn)(void *src, fh_pkt *pkts, size_t cap, int timeout_ms) noexcept nogil
 ctypedef void (*fh_source_wake_fn)(void *src) noexcept nogil
 
+# A sink on the receive thread (latency mode): applies n records in place (the books: BookSet's
+# fh_bookset_apply, MbpBookSet's apply_ticks) before they are published to the ring. Returns n.
+ctypedef size_t (*fh_sink_fn)(void *ctx, fh_tick *ticks, size_t n) noexcept nogil
+
 # A framer (MoldUDP64 sequencing, the CME packet header's plain UDP, ...): packets in, messages out.
 ctypedef void (*fh_framer_input_fn)(void *fr, const fh_pkt *pkts, size_t n) noexcept nogil
 ctypedef int (*fh_framer_done_fn)(void *fr) noexcept nogil
@@ -40,6 +44,14 @@ cdef class Framer:
     """Base of the framers the producer drives (framing.moldudp64.MoldUdp64Framer,
     framing.cme_packets.CmePacketFramer): ``ops`` is filled by the subclass."""
     cdef framer_ops ops
+
+cdef enum:
+    PRODUCER_MAX_SINKS = 4
+
+cdef enum producer_wire:
+    WIRE_TS_RECV = 0    # "wire" = the record's ts_recv (the capture clock: kernel stamp or user clock)
+    WIRE_TS_EVENT = 1   # "wire" = the record's ts_event (a sender that writes its clock into the
+                        # messages: bench/latency_tools.c; ITCH timestamps are ns since midnight)
 
 cdef enum producer_mode:
     PRODUCER_FILE = 0   # source 0 = end of input; stop() abandons the rest
@@ -69,6 +81,20 @@ cdef struct producer:
     fh_tick *local              # thread batch (ring wrap)
     int lat_on                  # record wire (ts_recv) -> ring latencies
     uint64_t lat_ring[FH_LAT_BUCKETS]
+    # latency mode (run to completion on the receive thread, Producer.start(latency=True))
+    int spin                    # busy poll: the source is asked with timeout 0
+    uint64_t spin_ns            # > 0: wait in the source once idle this long (0: never sleep)
+    uint64_t idle_since         # CLOCK_MONOTONIC ns the current idle spell began (0: not idle)
+    uint64_t spins_slept        # source waits entered after the spin budget
+    size_t src_cap              # frames per source call (latency mode: small, a packet is applied at once)
+    size_t n_sinks
+    fh_sink_fn sinks[PRODUCER_MAX_SINKS]
+    void *sink_ctx[PRODUCER_MAX_SINKS]
+    producer_wire wire
+    uint64_t lat_book[FH_LAT_BUCKETS]       # wire -> book per book message (MBO and trade records)
+    uint64_t lat_book_pkt[FH_LAT_BUCKETS]   # wire -> book per packet (one sample per distinct wire stamp)
+    uint64_t applied                        # records applied by the sinks
+    uint64_t fanout_dropped                 # records the ring had no room for (a slow fan-out reader)
 
 # Frames and decodes into out[0..cap); returns the records written. FILE: until out is full or the
 # input ends. LIVE: returns as soon as the source has nothing more ready (or after one idle wait).
@@ -78,7 +104,7 @@ cdef class Producer:
     cdef producer core
     cdef pthread_t thread
     cdef bint started, joined
-    cdef object framer_obj, dec, src_obj, ring_obj
+    cdef object framer_obj, dec, src_obj, ring_obj, sink_objs
     cdef _plug(self, Framer framer, decoder, producer_mode mode)
     cdef _raise_error(self)
     cdef void _stop_and_join(self) noexcept

@@ -128,7 +128,7 @@ def open_source(name: str, iface: str | None, **kw):
     if name == "afpacket":
         from feedhandler.capture.live._live import AfPacketSource
         allowed = {"block_size", "block_count", "frame_size", "retire_ms", "snaplen", "promisc",
-                   "hw_timestamps", "fanout_id", "ignore_outgoing"}
+                   "hw_timestamps", "fanout_id", "ignore_outgoing", "tpacket_version"}
         return AfPacketSource(iface, **{k: v for k, v in kw.items() if k in allowed})
     if name == "afxdp":
         from feedhandler.capture.live import afxdp

@@ -30,7 +30,7 @@ from feedhandler.includes.capture_file cimport (
 )
 from feedhandler.capture.live.capture_afpacket cimport (
     fh_afp, fh_afp_close, fh_afp_config, fh_afp_hw_enabled, fh_afp_ifindex, fh_afp_next, fh_afp_open,
-    fh_afp_stats, fh_afp_stats_get, fh_afp_wake,
+    fh_afp_stats, fh_afp_stats_get, fh_afp_tpacket_version, fh_afp_wake,
 )
 
 import os
@@ -177,7 +177,9 @@ cdef void _afp_wake(void *s) noexcept nogil:
 
 
 cdef class AfPacketSource:
-    """AF_PACKET TPACKET_V3 capture on one interface (csrc/capture_afpacket.c).
+    """AF_PACKET capture on one interface (csrc/capture_afpacket.c): a TPACKET_V3 ring of blocks
+    (throughput, the default) or a TPACKET_V2 ring of per-frame slots (``tpacket_version=2``: the
+    latency mode's, each frame is ours as soon as the kernel wrote it, no block retire timer).
 
     Parameters
     ----------
@@ -186,7 +188,10 @@ cdef class AfPacketSource:
     block_size : int
         Bytes per ring block (power of two); ``block_count`` blocks make the ring.
     retire_ms : int
-        A partly filled block is handed over after this many ms (latency bound at low rates).
+        TPACKET_V3: a partly filled block is handed over after this many ms (rounded up to a jiffy by
+        the kernel: the latency bound at low rates). Unused by TPACKET_V2.
+    tpacket_version : int
+        3 (default): blocks; 2: per-frame slots of ``frame_size`` bytes.
     promisc : bool
         Promiscuous mode while open.
     hw_timestamps : bool
@@ -201,7 +206,8 @@ cdef class AfPacketSource:
     cdef readonly str iface
 
     def __init__(self, str iface, *, block_size=1 << 16, block_count=1024, frame_size=2048, retire_ms=1,
-                 snaplen=0, promisc=False, hw_timestamps=False, fanout_id=0, ignore_outgoing=False):
+                 snaplen=0, promisc=False, hw_timestamps=False, fanout_id=0, ignore_outgoing=False,
+                 tpacket_version=3):
         cdef fh_afp_config cfg
         cdef char err[512]
         cdef bytes b = iface.encode()
@@ -216,6 +222,9 @@ cdef class AfPacketSource:
         cfg.hw_timestamps = bool(hw_timestamps)
         cfg.fanout_id = fanout_id
         cfg.ignore_outgoing = bool(ignore_outgoing)
+        if tpacket_version not in (2, 3):
+            raise ValueError(f"tpacket_version must be 2 (per-frame slots) or 3 (blocks), not {tpacket_version!r}")
+        cfg.tpacket_version = tpacket_version
         err[0] = 0
         cdef int rc = fh_afp_open(&self.s, &cfg, err, sizeof(err))
         if rc != 0:
@@ -242,6 +251,11 @@ cdef class AfPacketSource:
     def hw_timestamps(self):
         return self.s != NULL and bool(fh_afp_hw_enabled(self.s))
 
+    @property
+    def tpacket_version(self):
+        """The ring layout in use: 2 (per-frame slots) or 3 (blocks); 0 once closed."""
+        return fh_afp_tpacket_version(self.s) if self.s != NULL else 0
+
     def read(self, size_t cap=4096, int timeout_ms=0):
         """Test/diagnostic helper: the next frames as a list of (ts_ns, ts_flags, bytes). Not for the data
         path (one Python object per frame)."""
@@ -267,7 +281,7 @@ cdef class AfPacketSource:
         return {"packets": st.packets, "bytes": st.bytes, "blocks": st.blocks, "polls": st.polls,
                 "idle": st.idle, "kernel_packets": st.kernel_packets, "kernel_drops": st.kernel_drops,
                 "kernel_freezes": st.kernel_freezes, "truncated": st.truncated, "ts_hw": st.ts_hw,
-                "ts_sw": st.ts_sw, "ts_none": st.ts_none}
+                "ts_sw": st.ts_sw, "ts_none": st.ts_none, "tpacket_version": fh_afp_tpacket_version(self.s)}
 
 
 cdef size_t _file_next(void *s, fh_pkt *pkts, size_t cap, int timeout_ms) noexcept nogil:

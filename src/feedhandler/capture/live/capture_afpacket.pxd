@@ -1,4 +1,5 @@
-# Cython view of csrc/include/fh/capture_afpacket.h: the AF_PACKET TPACKET_V3 receive ring.
+# Cython view of csrc/include/fh/capture_afpacket.h: the AF_PACKET receive ring (TPACKET_V3 blocks or
+# TPACKET_V2 per-frame slots).
 # (Belongs in feedhandler/includes/ with the other header views; kept here until the integrator moves it.)
 from libc.stdint cimport uint32_t, uint64_t
 from feedhandler.includes.pcap cimport fh_pkt
@@ -21,6 +22,7 @@ cdef extern from "fh/capture_afpacket.h" nogil:
         int hw_timestamps
         int fanout_id
         int ignore_outgoing
+        int tpacket_version
 
     ctypedef struct fh_afp_stats:
         uint64_t packets
@@ -45,4 +47,5 @@ cdef extern from "fh/capture_afpacket.h" nogil:
     void fh_afp_stats_get(fh_afp *s, fh_afp_stats *out)
     int fh_afp_ifindex(const fh_afp *s)
     int fh_afp_hw_enabled(const fh_afp *s)
+    int fh_afp_tpacket_version(const fh_afp *s)
     void fh_afp_close(fh_afp *s)
