@@ -27,6 +27,7 @@ cdef class MbpBookSet:
     cdef uint64_t cnt[8]         # COUNTER_NAMES
 
     # commands
+    cdef int apply_one(self, const fh_tick *t) noexcept nogil           # 1: a book changed
     cdef size_t apply_ticks(self, const fh_tick *ticks, size_t n) noexcept nogil
     # queries
     cdef mbp_book *find(self, uint32_t instrument_id) noexcept nogil
