@@ -219,61 +219,7 @@ def _replay_itch(path: str, opts: ReplayOptions) -> dict:
         writer = open_writer(opts.out, opts.out_format, symbols=symmap, date=_date_of(feed.midnight_ns))
     handle = _Batches(opts, symmap, writer)
     t0 = time.perf_counter()
-    last_progress = [t0]
-
-    def progress():
-        now = time.perf_counter()
-        if opts.progress is not None and now - last_progress[0] >= 0.2:
-            last_progress[0] = now
-            done, total = feed.progress()
-            opts.progress({"bytes_read": done, "total_bytes": total, "records": handle.records,
-                           "elapsed_s": now - t0})
-
-    def pump():
-        if opts.mode == "single":
-            buf = records.empty(opts.batch)
-            while True:
-                n = feed.read(buf)
-                if n == 0:
-                    break
-                batch = buf[:n]
-                books.apply(batch)
-                handle(batch)
-                progress()
-        else:
-            from feedhandler.ring import Ring
-
-            ring = Ring(RING_CAPACITY, overflow="block")
-
-            def on_batch(batch):
-                handle(batch)
-                progress()
-
-            feed.start(ring)
-            try:
-                books.consume(ring, opts.batch, on_batch)
-            except BaseException:
-                # stop the producer and drain the ring so that it can close it and exit
-                feed.stop()
-                _drain(ring)
-                raise
-            finally:
-                feed.join()
-
-    ok = False
-    interrupted = None
-    try:
-        try:
-            pump()
-        except KeyboardInterrupt as e:       # SIGINT / SIGTERM: a partial replay, complete outputs
-            interrupted = _signal_name(e)
-        ok = True
-    finally:
-        if writer is not None:
-            if ok:
-                writer.close()
-            else:
-                writer.abort()
+    interrupted = _run_writer(writer, lambda: _pump(feed, opts, handle, books, None, t0))
     elapsed = time.perf_counter() - t0
     s = _summary(path, opts, feed, books, handle, writer, elapsed, date_source)
     s["interrupted"] = interrupted
@@ -287,6 +233,53 @@ def _drain(ring) -> None:
         b = ring.read(1 << 16, timeout=0.05)
         if b.shape[0]:
             ring.release(b.shape[0])
+
+
+def _pump(feed, opts: ReplayOptions, handle: _Batches, books, mbp, t0: float) -> str | None:
+    """The replay's one pipeline, for every protocol the feed core decodes (ITCH, MDP3): ``single``
+    reads batches from the Feed and applies them here; ``pipelined`` runs the Feed's producer thread
+    into a ring and ``books.consume`` applies the batches (nogil). Each batch then goes to the price-level
+    books (``mbp``, MDP3), to ``handle`` (symbols, activity, output) and to the progress callback.
+    Returns the name of the signal that interrupted it (SIGINT / SIGTERM as KeyboardInterrupt), or None."""
+    last = [t0]
+
+    def progress():
+        now = time.perf_counter()
+        if opts.progress is not None and now - last[0] >= 0.2:
+            last[0] = now
+            done, total = feed.progress()
+            opts.progress({"bytes_read": done, "total_bytes": total, "records": handle.records,
+                           "elapsed_s": now - t0})
+
+    def on_batch(batch):
+        if mbp is not None:
+            mbp.apply(batch)
+        handle(batch)
+        progress()
+
+    try:
+        if opts.mode == "single":
+            buf = records.empty(opts.batch)
+            while (n := feed.read(buf)):   # framing and decoding of thousands of packets (native, nogil)
+                books.apply(buf[:n])
+                on_batch(buf[:n])
+            return None
+        from feedhandler.ring import Ring
+
+        ring = Ring(RING_CAPACITY, overflow="block")
+        feed.start(ring)
+        try:
+            books.consume(ring, opts.batch, on_batch)
+        except BaseException:
+            # stop the producer and drain the ring so that it can close it and exit
+            feed.stop()
+            _drain(ring)
+            raise
+        finally:
+            feed.join()
+    except KeyboardInterrupt as e:       # SIGINT / SIGTERM: a partial replay, complete outputs
+        return _signal_name(e)
+    return None
 
 
 def _price(p: int) -> float | None:
@@ -450,55 +443,10 @@ def _replay_mdp3(path: str, opts: ReplayOptions) -> dict:
     writer = open_writer(opts.out, opts.out_format, symbols=symmap, dataset="GLBX.MDP3") if opts.out else None
     handle = _Batches(opts, symmap, writer, book_rtypes=("mbo", "trade", "mbp_update"))
     t0 = time.perf_counter()
-    last = [t0]
-
     interrupted = [None]
 
-    def progress():
-        now = time.perf_counter()
-        if opts.progress is not None and now - last[0] >= 0.2:
-            last[0] = now
-            done, total = src.progress()
-            opts.progress({"bytes_read": done, "total_bytes": total, "records": handle.records,
-                           "elapsed_s": now - t0})
-
-    def pump():
-        if opts.mode == "single":
-            buf = records.empty(opts.batch)
-            while True:
-                n = src.read(buf)        # framing and decoding of thousands of packets (native, nogil)
-                if n == 0:
-                    break
-                ticks = buf[:n]
-                books.apply(ticks)
-                mbp.apply(ticks)
-                handle(ticks)
-                progress()
-            return
-        from feedhandler.ring import Ring
-
-        ring = Ring(RING_CAPACITY, overflow="block")
-
-        def on_batch(ticks):
-            mbp.apply(ticks)
-            handle(ticks)
-            progress()
-
-        src.start(ring)
-        try:
-            books.consume(ring, opts.batch, on_batch)
-        except BaseException:
-            src.stop()
-            _drain(ring)
-            raise
-        finally:
-            src.join()
-
     def run():
-        try:
-            pump()
-        except KeyboardInterrupt as e:   # SIGINT / SIGTERM: a partial replay, complete outputs
-            interrupted[0] = _signal_name(e)
+        interrupted[0] = _pump(src, opts, handle, books, mbp, t0)
         st = src.stats()
         return {**st, "frames": st["framing"]["frames"], "tcp_frames": st["framing"]["tcp_frames"]}, src.channels()
 

@@ -293,14 +293,19 @@ def file_damage_lines(s: dict) -> list[str]:
     return lines
 
 
+def _symbols_lines(s: dict, where: str) -> list[str]:
+    """The --symbols line: what was asked for, and what ``where`` (the reference data) did not have."""
+    if s["symbols"] is None:
+        return []
+    nf = s["symbols"]["not_found"]
+    return [f"  symbols: {', '.join(s['symbols']['requested'])}" + (f" (not in {where}: {', '.join(nf)})" if nf else "")]
+
+
 def _tail_lines(s: dict) -> list[str]:
     lines = [f"  WARNING: {w}" for w in s.get("warnings") or ()]
     if s["records_by_kind"]:
         lines.append("  records: " + "  ".join(f"{k} {_n(v)}" for k, v in s["records_by_kind"].items()))
-    if s["symbols"] is not None:
-        nf = s["symbols"]["not_found"]
-        lines.append(f"  symbols: {', '.join(s['symbols']['requested'])}"
-                     + (f" (not in the reference data: {', '.join(nf)})" if nf else ""))
+    lines += _symbols_lines(s, "the reference data")
     if s["output"]:
         o = s["output"]
         files = ", ".join(f"{k} {v}" for k, v in o.get("files", {}).items())
@@ -417,10 +422,7 @@ def _format_itch(s: dict) -> str:
     lines += file_damage_lines(s)
     lines.append(f"  books: {_n(s['books'])} instruments, {_n(s['live_orders'])} live orders, "
                  f"{_n(s['stale_books'])} stale" + book_errors_text(s["book_counters"]))
-    if s["symbols"] is not None:
-        nf = s["symbols"]["not_found"]
-        lines.append(f"  symbols: {', '.join(s['symbols']['requested'])}"
-                     + (f" (not in the stock directory: {', '.join(nf)})" if nf else ""))
+    lines += _symbols_lines(s, "the stock directory")
     if s["output"]:
         o = s["output"]
         lines.append(f"  output: {o['path']} ({o['format']}, {_n(o['records'])} records)")
