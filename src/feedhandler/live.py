@@ -368,6 +368,9 @@ def run(opts: LiveOptions) -> dict:
         if mbp is not None:
             summary["mbp_books"] = len(mbp.instruments())
             summary["channels"] = {str(p): ch for p, ch in sorted(feed.channels().items())}
+            # the decoder's counters and schema versions, as in replay's mdp3 section
+            summary["mdp3"] = {k: int(v) for k, v in feed.decoder.counters().items()}
+            summary["schema_versions"] = {str(v): u for v, u in sorted(feed.decoder.schema_usage().items())}
         if opts.apply_books:
             summary["bbo"] = _bbo_rows(books, symmap, opts, replaying, opts.top)
         if retx is not None:

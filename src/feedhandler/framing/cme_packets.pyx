@@ -34,6 +34,7 @@ from libc.string cimport memcpy, memset
 
 from feedhandler.includes.msg cimport FH_MSG_TS_MASK, fh_msg
 from feedhandler.includes.pcap cimport fh_pkt
+from feedhandler.framing.ab_channels cimport ab_channel
 from feedhandler.includes.net cimport FH_NET_N_REASONS, FH_NET_NOT_UDP, FH_NET_OK, fh_net_reason_name, fh_net_udp, fh_udp
 from feedhandler.includes.endian cimport fh_load_le32
 
@@ -46,23 +47,6 @@ cdef enum:
     MAX_WINDOW = 4096
 
 DEFAULT_WINDOW = 64             # packets
-
-
-cdef inline uint16_t _channel(cme_framer *c, uint16_t port) noexcept nogil:
-    cdef uint16_t ch = c.chan_of[port]
-    cdef uint32_t p = port
-    if ch != NO_CHANNEL:
-        return ch
-    if c.ab_offset:
-        if p >= c.ab_offset and c.chan_of[p - c.ab_offset] != NO_CHANNEL:
-            ch = c.chan_of[p - c.ab_offset]
-        elif p + c.ab_offset < 65536 and c.chan_of[p + c.ab_offset] != NO_CHANNEL:
-            ch = c.chan_of[p + c.ab_offset]
-    if ch == NO_CHANNEL:
-        ch = c.next_channel
-        c.next_channel += 1
-    c.chan_of[port] = ch
-    return ch
 
 
 cdef void _set_input(void *f, const fh_pkt *pkts, size_t n) noexcept nogil:
@@ -212,7 +196,7 @@ cdef size_t _run(void *f, const fh_msg **msgs) noexcept nogil:
                 c.snapshot_skipped += 1
                 continue
             c.snapshot_kept += 1
-        ch = _channel(c, u.dst_port)
+        ch = ab_channel(c.chan_of, c.ab_offset, &c.next_channel, u.dst_port)
         c.kept += 1
         c.payload_bytes += u.len
         if c.window and u.len >= PACKET_HEADER and not c.is_snapshot[u.dst_port]:

@@ -27,6 +27,7 @@ from feedhandler.includes.pcap cimport (
     FH_SRC_EEMPTY, FH_SRC_EFORMAT, FH_SRC_N_DAMAGE, fh_file_format_name, fh_filesrc, fh_filesrc_close,
     fh_filesrc_damage_name, filesrc_damage, fh_filesrc_next, fh_filesrc_open, fh_filesrc_stats, fh_filesrc_stats_get, fh_pkt,
 )
+from feedhandler.framing.ab_channels cimport ab_channel
 from feedhandler.includes.net cimport FH_NET_N_REASONS, FH_NET_NOT_UDP, FH_NET_OK, fh_net_reason_name, fh_net_udp, fh_udp
 
 
@@ -65,23 +66,6 @@ cdef struct udp_core:
     uint64_t payload_bytes
     uint64_t net_reject[N_NET]
     uint64_t tcp               # IPv4 TCP frames (among net_reject["not_udp"]): reported, not decoded
-
-
-cdef inline uint16_t _channel(udp_core *c, uint16_t port) noexcept nogil:
-    cdef uint16_t ch = c.chan_of[port]
-    cdef uint32_t p = port
-    if ch != NO_CHANNEL:
-        return ch
-    if c.ab_offset:
-        if p >= c.ab_offset and c.chan_of[p - c.ab_offset] != NO_CHANNEL:
-            ch = c.chan_of[p - c.ab_offset]
-        elif p + c.ab_offset < 65536 and c.chan_of[p + c.ab_offset] != NO_CHANNEL:
-            ch = c.chan_of[p + c.ab_offset]
-    if ch == NO_CHANNEL:
-        ch = c.next_channel
-        c.next_channel += 1
-    c.chan_of[port] = ch
-    return ch
 
 
 cdef size_t _fill(udp_core *c, uint8_t *buf, size_t buf_cap, uint64_t *off, uint32_t *ln, uint64_t *ts,
@@ -125,7 +109,7 @@ cdef size_t _fill(udp_core *c, uint8_t *buf, size_t buf_cap, uint64_t *off, uint
         off[n] = used
         ln[n] = u.len
         ts[n] = p.ts_ns
-        ch[n] = _channel(c, u.dst_port)
+        ch[n] = ab_channel(c.chan_of, c.ab_offset, &c.next_channel, u.dst_port)
         used += u.len
         n += 1
     c.kept += n
