@@ -102,12 +102,10 @@ cdef class MbpBookSet:
     cdef int apply_one(self, const fh_tick *t) noexcept nogil:
         """Apply one record (the level rules of the module docstring): 1 when it changed a book (an
         mbp_update applied), 0 otherwise (other kinds, gap records, rejects: counted). The one
-        implementation of these rules: ``apply_ticks`` and the DBN MBP-1 converter
+        implementation of these rules (with ``apply_to``): ``apply_ticks`` and the DBN MBP-1 converter
         (feedhandler.output._mbp1) both call it."""
         cdef mbp_book *b
-        cdef mbp_level *lv
-        cdef int s, k
-        cdef uint32_t lvl, d = self.depth, j
+        cdef uint32_t j
         if t.hd.rtype == FH_RTYPE_GAP:
             if t.gap.kind == FH_GAP_RESET and t.hd.instrument_id == 0:
                 for j in range(self.mask + 1):
@@ -126,6 +124,14 @@ cdef class MbpBookSet:
         b = self._get(t.hd.instrument_id)
         if b == NULL:
             return 0
+        return self.apply_to(b, t)
+
+    cdef int apply_to(self, mbp_book *b, const fh_tick *t) noexcept nogil:
+        """Apply mbp_update ``t`` to its instrument's book ``b`` (from ``_get``): 1 when applied, 0 when
+        refused (counted). ``apply_one`` without the lookup, for a caller that holds the book."""
+        cdef mbp_level *lv
+        cdef int s, k
+        cdef uint32_t lvl, d = self.depth
         if t.mbp_update.action == b'R':
             memset(b.n, 0, 4)
             self.cnt[K_CLEARS] += 1

@@ -96,6 +96,7 @@ cdef class Mbp1Converter:
         cdef const fh_tick *r
         cdef mbp1 before
         cdef mbp1 *o
+        cdef mbp_book *b
         cdef uint32_t lvl
         cdef char act, dact
         cdef uint32_t d = self.books.depth
@@ -108,12 +109,15 @@ cdef class Mbp1Converter:
                 if r.hd.rtype == FH_RTYPE_MBP_UPDATE:
                     self.skipped_implied += 1
                 continue
-            _top(self.books.find(r.hd.instrument_id), d, &before)
-            if not self.books.apply_one(r):
+            b = self.books._get(r.hd.instrument_id)
+            if b == NULL:
+                continue                         # (counted by the book set as table_full)
+            _top(b, d, &before)
+            if not self.books.apply_to(b, r):
                 self.rejected += 1
                 continue
             o = &out[w]
-            _top(self.books.find(r.hd.instrument_id), d, o)
+            _top(b, d, o)
             act = r.mbp_update.action
             if act != b'R' and _same_top(&before, o):
                 self.unchanged += 1
