@@ -69,6 +69,7 @@ int fh_net_udp(const uint8_t *p, uint32_t caplen, uint16_t linktype, fh_udp *out
     if (caplen - off < total) return FH_NET_TRUNCATED_IPV4;
     uint16_t frag = fh_load_be16(ip + 6);
     if ((frag & 0x2000) || (frag & 0x1FFF)) return FH_NET_FRAGMENT;
+    out->ip_proto = ip[9];
     if (ip[9] != 17) return FH_NET_NOT_UDP;
     if (total - ihl < 8) return FH_NET_TRUNCATED_UDP;
     const uint8_t *udp = ip + ihl;

@@ -21,6 +21,7 @@ from feedhandler.capture.live.vethpair import VethPair, veth_unavailable_reason
 ROOT = Path(__file__).resolve().parents[1]
 MDP3 = ROOT / "pcaps" / "mdp3_sample.pcap"
 GROUPS = ["224.0.31.1:14310", "224.0.32.1:15310", "224.0.31.43:14320"]    # A, B, snapshots
+SCHEMA_DIR = ROOT.parent / "shared" / "data" / "mdp3" / "schema"
 
 pytestmark = [
     pytest.mark.skipif(veth_unavailable_reason() is not None, reason=str(veth_unavailable_reason())),
@@ -97,6 +98,12 @@ def test_mdp3_ab_live_equals_replay(capture):
     books.check()
     assert np.array_equal(books.bbo_all(), ref_books.bbo_all())
     assert s["live_orders"] == ref_books.live_orders and s["mbp_books"] == len(ref_mbp.instruments())
+    # the decoder's counters as replay reports them (the run stops at the last message: trailing copies
+    # of the B line may not have arrived, so packet and duplicate counts are left out)
+    rep = feed.decoder.counters()
+    same = ("messages", "records", "book", "order_book", "trade_summary", "definitions", "snapshots",
+            "snapshot_order_books", "packet_gaps", "rptseq_gaps", "recoveries", "mbo_recoveries")
+    assert {k: s["mdp3"][k] for k in same} == {k: rep[k] for k in same}
 
 
 @pytest.fixture(scope="module")
@@ -177,3 +184,137 @@ def test_run_cli_mdp3_ab_groups(tmp_path, capture):
     assert ticks.shape[0] == ref.shape[0]
     a, b = _without_capture_time(ticks.view(records.TICK_DTYPE)), _without_capture_time(ref)
     assert (a == b).all()
+
+
+# ---- market recovery: join the snapshot group on a gap, rebuild, leave -------------------------------
+SNAPSHOT_GROUP = "224.0.31.43:14320"
+
+
+@pytest.fixture(scope="module")
+def recovery_captures(tmp_path_factory):
+    """(unbroken A/B capture, lossy incrementals only, the snapshot loop only). Lossy: line B drops a
+    fifth of its packets and swaps neighbours now and then; both lines lose the same three packets
+    (a quarter and half way through: real gaps, each followed by far more packets than the A/B hold
+    window, so live sees them as soon as a replay does). The snapshot packets (the state at the end of
+    the day) go to a file of their own, played by a second sender as a snapshot loop."""
+    if not SCHEMA_DIR.exists():
+        pytest.skip(f"{SCHEMA_DIR} (shared reference data) is absent")
+    from feedhandler.capture.pcapwriter import build_udp_frame, write_pcap
+    from feedhandler.protocols.mdp3.synth import INCREMENTAL_A, INCREMENTAL_B, SNAPSHOT, generate, read_pcap
+
+    d = tmp_path_factory.mktemp("feedcore_recovery")
+    unbroken = d / "ab.pcap"
+    generate(unbroken, messages=3000, seed=5, ab=True)
+    pk = read_pcap(unbroken)
+    seqs = [int.from_bytes(p[:4], "little") for _, port, p in pk if port == INCREMENTAL_A[1]]
+    top = max(seqs)
+    lost = {top // 4, top // 4 + 1, top // 2}
+    rng = np.random.default_rng(11)
+    dst = {INCREMENTAL_A[1]: INCREMENTAL_A[0], INCREMENTAL_B[1]: INCREMENTAL_B[0], SNAPSHOT[1]: SNAPSHOT[0]}
+    incr, b_line, snaps = [], [], []
+    for ts, port, payload in pk:
+        if port == SNAPSHOT[1]:
+            snaps.append((ts, build_udp_frame(payload, dst=SNAPSHOT[0], dport=port)))
+        elif int.from_bytes(payload[:4], "little") in lost:
+            continue
+        elif port == INCREMENTAL_B[1]:
+            if rng.random() > 0.2:
+                b_line.append(len(incr))
+            incr.append((ts, build_udp_frame(payload, dst=dst[port], dport=port)))
+        else:
+            incr.append((ts, build_udp_frame(payload, dst=dst[port], dport=port)))
+    keep_b = set(b_line)
+    out, bs = [], [incr[i] for i in b_line]
+    for i in range(0, len(bs) - 3, 9):                       # B swaps neighbours now and then
+        bs[i], bs[i + 1] = bs[i + 1], bs[i]
+    k = 0
+    for i, (ts, frame) in enumerate(incr):
+        port = int.from_bytes(frame[36:38], "big")
+        if port == INCREMENTAL_B[1]:
+            if i in keep_b:
+                out.append((ts, bs[k][1]))
+                k += 1
+            continue
+        out.append((ts, frame))
+    assert snaps and len(out) > 500 and top // 2 + 200 < top
+    write_pcap(d / "incremental.pcap", out)
+    write_pcap(d / "snapshots.pcap", snaps)
+    return unbroken, d / "incremental.pcap", d / "snapshots.pcap"
+
+
+def _books_of(records_):
+    from feedhandler.books import BookSet, MbpBookSet
+
+    mbo, mbp = BookSet(), MbpBookSet()
+    mbo.apply(records_)
+    mbp.apply(records_)
+    return mbo, mbp
+
+
+def _mbp_state(mbp):
+    """Every MBP book's levels (both sides, outright and implied) and staleness, comparable with ==."""
+    return {iid: ([mbp.levels(iid, side, implied).tolist() for side in "BA" for implied in (False, True)],
+                  mbp.is_stale(iid)) for iid in mbp.instruments()}
+
+
+def test_mdp3_live_snapshot_recovery(recovery_captures):
+    """`run --group A --group B --snapshot-group S` over a veth: line B drops and reorders, both lines
+    lose three packets (gaps: every MBO book and some MBP books go stale); the run joins the snapshot
+    group on the gap, rebuilds the MBO and MBP books from the snapshot loop a second sender plays, and
+    leaves the group once nothing is stale (the loop's later rounds are not taken). The books then equal
+    those of an unbroken replay, and the instrument definitions are all there; the same loss replayed
+    without the snapshots leaves the books wrong."""
+    from feedhandler.live import LiveOptions, run
+    from feedhandler.pipeline import Feed
+
+    unbroken, incremental, snapshots = recovery_captures
+    ref = Feed(unbroken, "mdp3").read_all()
+    ref_mbo, ref_mbp = _books_of(ref)
+    n_defs = int((ref["rtype"] == records.RTYPE["instrument_def"]).sum())
+    assert n_defs > 0
+
+    got = []
+    with VethPair(tag="fhr") as v:
+        def send():
+            v.ns_run(["tcpreplay", "-q", "-i", v.ns_if, "--pps", "5000", str(incremental)], check=False)
+            # the snapshot loop: four rounds (the first recovers; later ones find the group left)
+            v.ns_run(["tcpreplay", "-q", "-i", v.ns_if, "--pps", "200", "--loop", "4", str(snapshots)],
+                     check=False)
+        sender = threading.Thread(target=send)
+        s = run(LiveOptions(iface=v.host_if, capture="afpacket", protocol="mdp3", groups=GROUPS[:2],
+                            snapshot_groups=[SNAPSHOT_GROUP], idle_stop=1.5, duration=60, status_interval=0,
+                            on_batch=lambda b: got.append(b.copy()), on_ready=sender.start,
+                            install_signals=False))
+        sender.join()
+    ticks = records.concat(got) if got else records.empty(0)
+
+    assert s["gaps"] > 0 and s["drops"]["kernel"] == 0
+    assert s["channels"] == {"14310": 0, "15310": 0, "14320": 1}
+    rec = s["snapshot_recovery"]
+    assert rec["joins"] >= 1 and rec["leaves"] == rec["joins"] and not rec["joined_at_end"], rec
+    assert rec["stale_at_end"] == 0 and rec["recoveries"] > 0 and rec["mbo_recoveries"] > 0, rec
+    assert rec["snapshot_skipped"] > 0, rec        # later rounds of the loop arrived after the leave
+    assert rec["events"][0][1] == "join" and rec["events"][-1][1] == "leave"
+    from feedhandler.live import format_summary
+    text = format_summary(s)
+    assert f"snapshot recovery ({SNAPSHOT_GROUP}): joined {rec['joins']}x" in text and "STILL JOINED" not in text
+    assert int((ticks["rtype"] == records.RTYPE["instrument_def"]).sum()) == n_defs   # definitions applied
+    mbo, mbp = _books_of(ticks)
+    mbo.check()
+    assert np.array_equal(mbo.bbo_all(), ref_mbo.bbo_all())
+    assert mbo.live_orders == ref_mbo.live_orders
+    assert _mbp_state(mbp) == _mbp_state(ref_mbp)
+
+    # the same loss without recovery (a replay of the incrementals alone): the books are stale and wrong
+    lossy = Feed(incremental, "mdp3").read_all()
+    mbo2, mbp2 = _books_of(lossy)
+    assert not np.array_equal(mbo2.bbo_all(), ref_mbo.bbo_all()) and _mbp_state(mbp2) != _mbp_state(ref_mbp)
+
+
+def test_snapshot_group_needs_mdp3_and_a_port():
+    from feedhandler.live import LiveOptions, run
+
+    with pytest.raises(ValueError, match="mdp3"):
+        run(LiveOptions(iface="lo", protocol="itch50", snapshot_groups=[SNAPSHOT_GROUP]))
+    with pytest.raises(ValueError, match="ADDR:PORT"):
+        run(LiveOptions(iface="lo", protocol="mdp3", snapshot_groups=["224.0.31.43"]))

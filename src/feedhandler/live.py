@@ -55,6 +55,8 @@ class LiveOptions:
     capture: str | None = None                   # auto|afxdp|dpdk|afpacket (None: $FEEDHANDLER_CAPTURE/auto)
     protocol: str = "itch50"                     # itch50 | mdp3 | auto (--file: from the bytes; live: itch50)
     groups: Sequence[str] = ()                   # "ADDR:PORT" multicast groups to join
+    snapshot_groups: Sequence[str] = ()          # mdp3: "ADDR:PORT" snapshot groups, joined only while
+                                                 # an instrument is stale (market recovery)
     udp_port: int | None = None                  # keep only this destination port
     date: str | None = None                      # trading day (default: today, America/New_York; for --file
                                                  # the capture's: its time stamps, else its NASDAQ file name)
@@ -205,7 +207,12 @@ def run(opts: LiveOptions) -> dict:
     replaying = sel.backend == "pcap"
     if replaying and opts.retransmit:
         raise ValueError("--retransmit needs a live interface: a capture file has nothing to request from")
-    groups = [_parse_group(g) for g in opts.groups]
+    snap_groups = [_parse_group(g) for g in opts.snapshot_groups]
+    if snap_groups and protocol != "mdp3":
+        raise ValueError("--snapshot-group is CME MDP 3.0's market recovery: give --protocol mdp3")
+    if any(p is None for _, p in snap_groups):
+        raise ValueError("--snapshot-group needs ADDR:PORT (the port tells the snapshot channel)")
+    groups = [_parse_group(g) for g in opts.groups] + snap_groups
     ports = {p for _, p in groups if p}
     udp_port = opts.udp_port if opts.udp_port is not None else (ports.pop() if len(ports) == 1 else None)
     # retransmitted packets come unicast to our own address: no destination filter then
@@ -231,8 +238,22 @@ def run(opts: LiveOptions) -> dict:
     retx = None
     try:
         socks = [] if replaying else join_groups(opts.iface, opts.groups)
+        snap_ports = sorted({p for _, p in snap_groups})
+        mdp3_kw = {}
+        if snap_ports:
+            from feedhandler.protocols.mdp3.recovery import channel_plan
+            incremental = [p for _, p in groups[:len(groups) - len(snap_groups)] if p]
+            mdp3_kw = {"snapshot_ports": snap_ports, "channels": channel_plan(incremental, snap_ports)}
         feed = LiveFeed(source, protocol, midnight_ns=midnight_ns, reorder_window=opts.reorder_window,
-                        udp_port=udp_port, group=group, sequencing=opts.sequencing)
+                        udp_port=udp_port, group=group, sequencing=opts.sequencing, **mdp3_kw)
+        recovery = None
+        if snap_ports and replaying:
+            feed.framer.open_snapshots(True)        # a file holds what it holds: nothing to join
+        elif snap_ports:
+            from feedhandler.protocols.mdp3.recovery import SnapshotRecovery
+            recovery = SnapshotRecovery(list(opts.snapshot_groups), feed.decoder, feed.framer,
+                                        join=lambda g: join_groups(opts.iface, g),
+                                        leave=lambda socks_: [x.close() for x in socks_])
         books = opts.books if opts.books is not None else BookSet()
         mbp = None
         if protocol == "mdp3":      # CME price-level books beside the order books
@@ -358,6 +379,8 @@ def run(opts: LiveOptions) -> dict:
                     break       # every frame of the file went through the framer; stop() drains the rest
                 if consumer_error or (fanout is not None and fanout.error is not None):
                     break
+                if recovery is not None:
+                    recovery.poll()
                 if opts.status_interval and now - last_status >= opts.status_interval:
                     last_status = now
                     emit(_status_line(sel.backend, where, st, source.stats(), ring.stats(), now - t0))
@@ -366,6 +389,9 @@ def run(opts: LiveOptions) -> dict:
             if cons is not None:
                 cons.join()
             feed.join()
+            joined_at_end = recovery is not None and recovery.joined
+            if recovery is not None:
+                recovery.close()
             if retx is not None:
                 retx.stop()
             for s, h in old.items():
@@ -389,10 +415,15 @@ def run(opts: LiveOptions) -> dict:
         if mbp is not None:
             summary["mbp_books"] = len(mbp.instruments())
             summary["channels"] = {str(p): ch for p, ch in sorted(feed.channels().items())}
+            # the decoder's counters and schema versions, as in replay's mdp3 section
+            summary["mdp3"] = {k: int(v) for k, v in feed.decoder.counters().items()}
+            summary["schema_versions"] = {str(v): u for v, u in sorted(feed.decoder.schema_usage().items())}
         if opts.apply_books:
             summary["bbo"] = _bbo_rows(books, symmap, opts, replaying, opts.top)
         if retx is not None:
             summary["retransmission"] = retx.stats()
+        if recovery is not None:
+            summary["snapshot_recovery"] = recovery.summary(joined_at_end)
         summary["signal"] = signal.Signals(signalled[0]).name if signalled else None
         summary["date"] = str(_day_of(midnight_ns)) if midnight_ns else None
         summary["date_source"] = date_source
@@ -571,7 +602,9 @@ def _latency(opts, sel, feed, book_lat, st) -> dict:
 
 
 def _summary(opts, sel, feed, source, ring, books, book_lat, elapsed, consumed) -> dict:
-    from feedhandler.replay import _sequencing_warnings
+    """The run's summary: its live head (backend, clock, drops, latency) and the counters every
+    summary has, from the same builders as replay's (feedhandler.summary)."""
+    from feedhandler import summary
     st = feed.stats()
     src = source.stats()
     rows = []
@@ -605,21 +638,16 @@ def _summary(opts, sel, feed, source, ring, books, book_lat, elapsed, consumed) 
         "framing": st,
         # an unpaced file replay keeps the capture's stamps: wire -> now would be the capture's age
         "latency_ns": _latency(opts, sel, feed, book_lat, st),
-        "books": int(books.instrument_count),
-        "live_orders": int(books.live_orders),
-        "book_counters": {k: int(v) for k, v in books.counters().items()},
+        **summary.book_counts(books),
         "bbo_rows": int(summ.shape[0]),
-        "warnings": _sequencing_warnings(st, opts.sequencing),
+        "warnings": summary.sequencing_warnings(st, opts.sequencing),
         # the capture file's damage (pcap backend): what, where, what was skipped
-        "file_damage": dict(src.get("file_damage") or {}),
-        "file_events": list(src.get("file_events") or []),
-        "file_events_total": int(src.get("file_events_total", 0)),
-        "file_bytes_skipped": int(src.get("file_bytes_skipped", 0)),
+        **summary.file_damage(src),
     }
 
 
 def format_summary(s: dict) -> str:
-    from feedhandler.cli import book_errors_text, file_damage_lines, format_bbo_table, printable
+    from feedhandler.summary import book_errors_text, file_damage_lines, format_bbo_table, printable
 
     lw, lb = s["latency_ns"]["wire_to_ring"], s["latency_ns"]["wire_to_book"]
 
@@ -649,6 +677,13 @@ def format_summary(s: dict) -> str:
                      f"{lm['messages_per_packet'] or 0:g} messages a packet; fan-out drops {lm['fanout_dropped']:,} "
                      + ("(receive thread busy-polls: one core at 100 %)" if not lm.get("spin_us") else
                         f"(busy-polls {lm['spin_us']:g} us after a packet, then waits: {lm['idle_waits']:,} waits)"))
+    rec = s.get("snapshot_recovery")
+    if rec:
+        lines.append(f"  snapshot recovery ({', '.join(rec['groups'])}): joined {rec['joins']}x for {rec['joined_s']:.2f} s, "
+                     f"left {rec['leaves']}x{' (STILL JOINED at the end)' if rec['joined_at_end'] else ''}; "
+                     f"recovered MBP {rec['recoveries']}, MBO {rec['mbo_recoveries']}; snapshot packets taken "
+                     f"{rec['snapshot_packets']:,}, skipped {rec['snapshot_skipped']:,} (not joined); "
+                     f"stale {rec['stale_at_end']}")
     lines += [f"  WARNING: {w}" for w in s.get("warnings") or ()]
     lines += file_damage_lines(s)
     cap = s.get("capture", {})
@@ -679,6 +714,11 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
                    help="feed protocol (default auto: --file from the capture's bytes; an interface: itch50). "
                         "mdp3: CME MDP 3.0, A/B lines as two --group ADDR:PORT (ports sharing a channel when "
                         "they differ by 1000, CME's convention)")
+    p.add_argument("--snapshot-group", action="append", default=[], metavar="ADDR:PORT",
+                   help="mdp3: CME market recovery (snapshot) group, joined only while an instrument is stale "
+                        "after a gap and left once every book is rebuilt from SnapshotFullRefresh / "
+                        "SnapshotFullRefreshOrderBook (repeat for its A/B lines; default: none, so a gap "
+                        "leaves the books stale)")
     p.add_argument("--group", action="append", default=[], metavar="ADDR:PORT",
                    help="multicast group to join (repeat for A/B lines)")
     add_udp_port(p)
@@ -770,7 +810,8 @@ def run_main(argv: Sequence[str] | None = None) -> int:
                        count=args.count, idle_stop=args.idle_stop, until_end_of_session=args.until_eos, apply_books=not args.no_books, status_interval=args.status_interval,
                        out=args.out, retransmit=args.retransmit, rx_cpu=args.rx_cpu, book_cpu=args.book_cpu,
                        protocol=args.protocol, sequencing=not args.no_sequencing, top=args.top,
-                       latency=args.latency is not None, latency_spin_us=args.latency or 0.0)
+                       latency=args.latency is not None, latency_spin_us=args.latency or 0.0,
+                       snapshot_groups=args.snapshot_group)
     if args.iface and not os.path.exists(f"/sys/class/net/{args.iface}"):
         print(f"feedhandler run: error: no interface {args.iface!r} in this network namespace", file=sys.stderr)
         return EXIT_NO_IFACE

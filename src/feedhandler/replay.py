@@ -46,7 +46,9 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from feedhandler import records
+from feedhandler import summary as _summary_mod
 from feedhandler.output import SymbolMap, open_writer
+from feedhandler.summary import COMMON_KEYS, SUMMARY_KEYS  # noqa: F401  (the --json schema, re-exported)
 
 __all__ = ["ReplayOptions", "replay", "Interrupted", "SUMMARY_KEYS", "COMMON_KEYS", "PROTOCOLS"]
 
@@ -55,23 +57,6 @@ PROTOCOLS = ("auto", "itch50", "mdp3", "fix", "ouch42", "ouch50", "ouch")
 BATCH = 65536          # records per batch (single mode) / most records per consume batch (pipelined)
 RING_CAPACITY = 1 << 17  # records (8 MiB of slots)
 PACED_BATCH = 512      # records per read with --pace
-
-# Top-level keys of the summary (the ``--json`` schema); tests check them.
-SUMMARY_KEYS = (
-    "file", "protocol", "format", "gzip", "mode", "date", "midnight_ns", "file_bytes", "packets", "moldudp64_packets",
-    "heartbeats", "end_of_session", "sessions", "messages", "messages_by_type", "records", "gaps",
-    "lost_messages", "missing_ranges", "duplicates", "out_of_order", "malformed", "malformed_by_reason",
-    "unknown", "bad_length", "truncated", "file_damage", "file_events", "file_bytes_skipped", "link_rejects",
-    "live_orders", "books", "stale_books",
-    "book_counters", "elapsed_s", "messages_per_s", "symbols", "bbo", "output",
-)
-# Keys every protocol's summary has (the MDP3 and FIX/OUCH summaries add their own blocks).
-COMMON_KEYS = (
-    "file", "protocol", "format", "gzip", "mode", "file_bytes", "packets", "messages", "messages_by_type",
-    "records", "records_by_kind", "gaps", "duplicates", "malformed", "unknown", "bad_length", "truncated",
-    "file_damage", "file_events", "file_bytes_skipped", "elapsed_s", "messages_per_s", "symbols", "bbo", "output",
-)
-
 
 class Interrupted(KeyboardInterrupt):
     """A signal other than SIGINT (SIGTERM) turned into an exception by the CLI's handler, so that the
@@ -194,7 +179,9 @@ def replay(path: str | os.PathLike, opts: ReplayOptions | None = None) -> dict:
     if (opts.pace or opts.watch is not None) and protocol != "itch50":
         raise ValueError(f"--pace and --serve are implemented for itch50 replays (this one is {protocol})")
     if protocol not in ("itch50", "mdp3") and opts.mode != "single":
-        raise ValueError(f"--mode {opts.mode} is implemented for itch50 and mdp3 ({protocol} replays in one thread)")
+        raise ValueError(f"--mode {opts.mode} is implemented for itch50 and mdp3 only: a {protocol} capture is a TCP "
+                         "stream, reassembled and decoded in one pass with no producer-thread framer yet "
+                         "(replay it with --mode single)")
     if opts.publisher is not None and protocol not in ("itch50", "mdp3"):
         raise ValueError(f"--publish applies to market-data feeds (itch50, mdp3), not {protocol}")
     if _publishes_bbo(opts) and protocol != "itch50":
@@ -248,16 +235,6 @@ def _replay_itch(path: str, opts: ReplayOptions) -> dict:
     handle = _Batches(opts, symmap, writer)
     handle.publish = _publish_hook(opts, books)
     t0 = time.perf_counter()
-    last_progress = [t0]
-
-    def progress():
-        now = time.perf_counter()
-        if opts.progress is not None and now - last_progress[0] >= 0.2:
-            last_progress[0] = now
-            done, total = feed.progress()
-            opts.progress({"bytes_read": done, "total_bytes": total, "records": handle.records,
-                           "elapsed_s": now - t0})
-
     watch = opts.watch
     pacer = None
     if opts.pace:
@@ -268,57 +245,7 @@ def _replay_itch(path: str, opts: ReplayOptions) -> dict:
     if watch is not None:
         from feedhandler.serve.feeds import ReplayCounters
         watch.counters = ReplayCounters(feed, pacer)
-
-    def pump():
-        if opts.mode == "single":
-            # paced: small reads, so that the framer's counters (packets, gaps) keep close to the books
-            buf = records.empty(min(opts.batch, PACED_BATCH) if pacer is not None else opts.batch)
-            while True:
-                n = feed.read(buf)
-                if n == 0:
-                    break
-                for batch in (pacer.parts(buf[:n]) if pacer is not None else (buf[:n],)):
-                    books.apply(batch)
-                    handle(batch)
-                    if watch is not None:
-                        watch.maybe_sample(books, handle.records, handle.symmap.by_id)
-                    progress()
-        else:
-            from feedhandler.ring import Ring
-
-            ring = Ring(RING_CAPACITY, overflow="block")
-
-            def on_batch(batch):
-                handle(batch)
-                if watch is not None:
-                    watch.maybe_sample(books, handle.records, handle.symmap.by_id)
-                progress()
-
-            feed.start(ring)
-            try:
-                books.consume(ring, opts.batch, on_batch)
-            except BaseException:
-                # stop the producer and drain the ring so that it can close it and exit
-                feed.stop()
-                _drain(ring)
-                raise
-            finally:
-                feed.join()
-
-    ok = False
-    interrupted = None
-    try:
-        try:
-            pump()
-        except KeyboardInterrupt as e:       # SIGINT / SIGTERM: a partial replay, complete outputs
-            interrupted = _signal_name(e)
-        ok = True
-    finally:
-        if writer is not None:
-            if ok:
-                writer.close()
-            else:
-                writer.abort()
+    interrupted = _run_writer(writer, lambda: _pump(feed, opts, handle, books, None, t0, pacer, watch))
     elapsed = time.perf_counter() - t0
     if watch is not None:
         watch.finish(books, handle.records, handle.symmap.by_id)
@@ -351,89 +278,97 @@ def _drain(ring) -> None:
             ring.release(b.shape[0])
 
 
+def _pump(feed, opts: ReplayOptions, handle: _Batches, books, mbp, t0: float, pacer=None, watch=None) -> str | None:
+    """The replay's one pipeline, for every protocol the feed core decodes (ITCH, MDP3): ``single``
+    reads batches from the Feed and applies them here; ``pipelined`` runs the Feed's producer thread
+    into a ring and ``books.consume`` applies the batches (nogil). Each batch then goes to the price-level
+    books (``mbp``, MDP3), to ``handle`` (symbols, activity, output) and to the progress callback.
+    ``pacer`` (--pace, single mode) cuts each read into slices released at the recorded pace; ``watch``
+    (--serve) samples the books after each batch on this thread, at its own few Hz.
+    Returns the name of the signal that interrupted it (SIGINT / SIGTERM as KeyboardInterrupt), or None."""
+    last = [t0]
+
+    def progress():
+        now = time.perf_counter()
+        if opts.progress is not None and now - last[0] >= 0.2:
+            last[0] = now
+            done, total = feed.progress()
+            opts.progress({"bytes_read": done, "total_bytes": total, "records": handle.records,
+                           "elapsed_s": now - t0})
+
+    def on_batch(batch):
+        if mbp is not None:
+            mbp.apply(batch)
+        handle(batch)
+        if watch is not None:
+            watch.maybe_sample(books, handle.records, handle.symmap.by_id)
+        progress()
+
+    try:
+        if opts.mode == "single":
+            # paced: small reads, so that the framer's counters (packets, gaps) keep close to the books
+            buf = records.empty(min(opts.batch, PACED_BATCH) if pacer is not None else opts.batch)
+            while (n := feed.read(buf)):   # framing and decoding of thousands of packets (native, nogil)
+                for batch in (pacer.parts(buf[:n]) if pacer is not None else (buf[:n],)):
+                    books.apply(batch)
+                    on_batch(batch)
+            return None
+        from feedhandler.ring import Ring
+
+        ring = Ring(RING_CAPACITY, overflow="block")
+        feed.start(ring)
+        try:
+            books.consume(ring, opts.batch, on_batch)
+        except BaseException:
+            # stop the producer and drain the ring so that it can close it and exit
+            feed.stop()
+            _drain(ring)
+            raise
+        finally:
+            feed.join()
+    except KeyboardInterrupt as e:       # SIGINT / SIGTERM: a partial replay, complete outputs
+        return _signal_name(e)
+    return None
+
+
 def _price(p: int) -> float | None:
     return None if p == records.UNDEF_PRICE else p / records.PRICE_SCALE
 
 
 def _summary(path, opts, feed, books, handle: _Batches, writer, elapsed: float, date_source=None) -> dict:
+    """The ITCH replay's summary: the common counters and the itch50 section (feedhandler.summary)."""
     st = feed.stats()
     dec = st.get("decoder", {})
-    day = _date_of(feed.midnight_ns)
-    messages = int(st["messages"])
     symmap = handle.symmap
     # BBO of the busiest instruments (by MBO + trade records seen), restricted to --symbols
-    act = handle.activity
-    order = np.argsort(-act, kind="stable")
     rows = []
-    for iid in order[: max(opts.top, 0) * 4 + 16].tolist():
-        if act[iid] == 0 or len(rows) >= opts.top:
-            break
-        if handle.want is not None and symmap.by_id.get(iid) not in handle.want:
-            continue
+    for iid in _busiest(handle, opts.top):
         bid_px, bid_sz, bid_n, ask_px, ask_sz, ask_n = books.bbo(iid)
         rows.append({
-            "symbol": symmap.by_id.get(iid), "instrument_id": iid, "records": int(act[iid]),
+            "symbol": symmap.by_id.get(iid), "instrument_id": iid, "records": int(handle.activity[iid]),
             "bid_px": None if bid_px == records.UNDEF_PRICE else int(bid_px), "bid": _price(bid_px),
             "bid_sz": int(bid_sz), "bid_orders": int(bid_n),
             "ask_px": None if ask_px == records.UNDEF_PRICE else int(ask_px), "ask": _price(ask_px),
             "ask_sz": int(ask_sz), "ask_orders": int(ask_n), "stale": books.stale(iid),
         })
     summ = books.bbo_all()
-    sym_info = None
-    if handle.want is not None:
-        found = symmap.ids_of(handle.want)
-        sym_info = {"requested": sorted(handle.want), "found": dict(sorted(found.items())),
-                    "not_found": sorted(handle.want - set(found))}
     out = None
     if writer is not None:
         out = {"path": os.fspath(opts.out), "format": type(writer).__name__.replace("Writer", "").lower(),
                "records": int(writer.records), "files": dict(getattr(writer, "files", {}) or {"main": opts.out})}
-    malformed = {k: int(v) for k, v in st["malformed"].items() if v}
-    rejects = {k: int(v) for k, v in st["link_rejects"].items() if v}
-    return {
-        "file": path,
-        "protocol": "itch50",
-        "warnings": _sequencing_warnings(st, opts.sequencing),
-        "format": st["format"],
-        "gzip": bool(st["gzip"]),
-        "mode": opts.mode,
-        "date": day.isoformat() if day else None,
-        "date_source": date_source,
-        "midnight_ns": int(feed.midnight_ns or 0),
-        "file_bytes": int(st["total_bytes"]),
-        "packets": int(st["packets"]),
-        "moldudp64_packets": int(st["moldudp64_packets"]),
-        "heartbeats": int(st["heartbeats"]),
-        "end_of_session": int(st["end_of_session"]),
-        "sessions": list(st["sessions"]),
-        "messages": messages,
-        "messages_by_type": {k: int(v) for k, v in sorted(dec.get("messages", {}).items())},
-        "records": int(handle.records),
-        "records_by_kind": _by_kind(handle),
-        "gaps": int(st["gaps"]),
-        "lost_messages": int(st["lost_messages"]),
-        "missing_ranges": [list(r) for r in feed.missing_ranges()],
-        "duplicates": int(st["duplicates"]),
-        "out_of_order": int(st["out_of_order"]),
-        "malformed": sum(malformed.values()),
-        "malformed_by_reason": malformed,
-        "unknown": int(dec.get("unknown", 0)),
-        "bad_length": int(dec.get("bad_length", 0)),
-        "truncated": int(st["truncated"]),
-        **_file_damage(st),
-        "link_rejects": sum(rejects.values()),
-        "link_rejects_by_reason": rejects,
-        "live_orders": int(books.live_orders),
-        "books": int(books.instrument_count),
-        "stale_books": int(summ["stale"].sum()) if summ.shape[0] else 0,
-        "book_counters": {k: int(v) for k, v in books.counters().items()},
-        "elapsed_s": round(elapsed, 6),
-        "messages_per_s": round(messages / elapsed, 1) if elapsed > 0 else None,
-        "symbols": sym_info,
-        "_handle": handle,   # replay() takes it out (input warnings)
-        "bbo": rows,
-        "output": out,
-    }
+    base = _summary_mod.common(
+        file=path, protocol="itch50", fmt=st["format"], gzip=st["gzip"], mode=opts.mode,
+        file_bytes=st["total_bytes"], packets=st["packets"], messages=st["messages"],
+        messages_by_type={k: int(v) for k, v in sorted(dec.get("messages", {}).items())},
+        records_=handle.records, records_by_kind=_by_kind(handle), gaps=st["gaps"], duplicates=st["duplicates"],
+        malformed_by_reason={k: int(v) for k, v in st["malformed"].items() if v},
+        unknown=dec.get("unknown", 0), bad_length=dec.get("bad_length", 0), truncated=st["truncated"],
+        damage_stats=st, books=books, elapsed=elapsed, symbols=_symbols_info(handle), bbo=rows, output=out)
+    section = _summary_mod.itch50_section(st, feed, date=_date_of(feed.midnight_ns), date_source=date_source,
+                                          sequencing=opts.sequencing)
+    section["stale_books"] = int(summ["stale"].sum()) if summ.shape[0] else 0
+    section["_handle"] = handle   # replay() takes it out (input warnings)
+    return _summary_mod.build(base, section)
 
 
 def _check_out_format(opts: ReplayOptions) -> None:
@@ -457,31 +392,6 @@ def _input_warnings(opts: ReplayOptions, protocol: str, handle) -> list[str]:
             out.append(f"--symbols: not in the capture's reference data: {', '.join(missing)}"
                        + (" (nothing was kept)" if len(missing) == len(handle.want) else ""))
     return out
-
-
-def _sequencing_warnings(st: dict, sequencing: bool) -> list[str]:
-    """What the user must hear about MoldUDP64 sequencing (ITCH): sequence numbers that are 0."""
-    zero = int(st.get("zero_sequence_packets", 0))
-    if not zero:
-        return []
-    packets = int(st.get("moldudp64_packets", 0)) - int(st.get("heartbeats", 0)) - int(st.get("end_of_session", 0))
-    every = "every" if zero >= packets else f"{zero:,} of {packets:,}"
-    if sequencing:
-        return [f"{every} MoldUDP64 packet with messages carries sequence number 0 (MoldUDP64 numbers "
-                f"messages from 1): the stream is not sequenced, so {int(st['duplicates']):,} messages were "
-                "dropped as duplicates; pass --no-sequencing to decode every message in arrival order"]
-    return [f"sequencing off (--no-sequencing): {every} MoldUDP64 packet with messages carries sequence number 0; "
-            "messages are decoded in arrival order, gaps and duplicates cannot be seen"]
-
-
-def _file_damage(st: dict) -> dict:
-    """The capture file's damage in a summary: ``file_damage`` {reason: n} (non-zero), ``file_events``
-    [{reason, offset, skipped, resumed, compressed}] (where, how many bytes skipped, whether reading went
-    on), ``file_bytes_skipped``. Every protocol's summary has these keys; ``--strict`` fails on any."""
-    return {"file_damage": {k: int(v) for k, v in (st.get("file_damage") or {}).items() if v},
-            "file_events": list(st.get("file_events") or []),
-            "file_events_total": int(st.get("file_events_total", len(st.get("file_events") or []))),
-            "file_bytes_skipped": int(st.get("file_bytes_skipped", 0))}
 
 
 # ---- shared helpers of the other protocols -------------------------------------------------------
@@ -583,101 +493,27 @@ def _replay_mdp3(path: str, opts: ReplayOptions) -> dict:
     handle = _Batches(opts, symmap, writer, book_rtypes=("mbo", "trade", "mbp_update"))
     handle.publish = _publish_hook(opts, books)
     t0 = time.perf_counter()
-    last = [t0]
-
     interrupted = [None]
 
-    def progress():
-        now = time.perf_counter()
-        if opts.progress is not None and now - last[0] >= 0.2:
-            last[0] = now
-            done, total = src.progress()
-            opts.progress({"bytes_read": done, "total_bytes": total, "records": handle.records,
-                           "elapsed_s": now - t0})
-
-    def pump():
-        if opts.mode == "single":
-            buf = records.empty(opts.batch)
-            while True:
-                n = src.read(buf)        # framing and decoding of thousands of packets (native, nogil)
-                if n == 0:
-                    break
-                ticks = buf[:n]
-                books.apply(ticks)
-                mbp.apply(ticks)
-                handle(ticks)
-                progress()
-            return
-        from feedhandler.ring import Ring
-
-        ring = Ring(RING_CAPACITY, overflow="block")
-
-        def on_batch(ticks):
-            mbp.apply(ticks)
-            handle(ticks)
-            progress()
-
-        src.start(ring)
-        try:
-            books.consume(ring, opts.batch, on_batch)
-        except BaseException:
-            src.stop()
-            _drain(ring)
-            raise
-        finally:
-            src.join()
-
     def run():
-        try:
-            pump()
-        except KeyboardInterrupt as e:   # SIGINT / SIGTERM: a partial replay, complete outputs
-            interrupted[0] = _signal_name(e)
+        interrupted[0] = _pump(src, opts, handle, books, mbp, t0)
         st = src.stats()
         return {**st, "frames": st["framing"]["frames"], "tcp_frames": st["framing"]["tcp_frames"]}, src.channels()
 
     st, channels = _run_writer(writer, run)
     elapsed = time.perf_counter() - t0
     c = dec.counters()
-    malformed = {k: int(c[k]) for k in REJECT_COUNTERS if c.get(k)}
-    by_type = {k: int(c[k]) for k in ("book", "order_book", "trade_summary", "volume", "session_stats",
-                                     "daily_stats", "limits", "status", "definitions", "snapshots",
-                                     "snapshot_order_books", "heartbeats", "channel_resets") if c.get(k)}
-    messages = int(c["messages"])
-    usage = dec.schema_usage()
-    return {
-        "interrupted": interrupted[0], "bytes_read": int(st["bytes_read"]),
-        "schema_versions": {str(v): u for v, u in sorted(usage.items())},
-        "schema_fallbacks": [{"wire": v, "decoded_as": u["decoded_as"], "messages": u["messages"]}
-                             for v, u in sorted(usage.items()) if u["decoded_as"] != v],
-        # MDP3 over TCP (CME's TCP replay / recovery) is not decoded by replay: counted and said
-        "tcp_frames": int(st.get("tcp_frames", 0)),
-        "file": path, "protocol": "mdp3", "format": st["format"], "gzip": bool(st["gzip"]), "mode": opts.mode,
-        "file_bytes": int(st["total_bytes"]), "packets": int(c["packets"]), "frames": int(st["frames"]),
-        "channels": {str(p): ch for p, ch in sorted(channels.items())},
-        "messages": messages, "messages_by_type": by_type,
-        "records": int(handle.records), "records_by_kind": _by_kind(handle),
-        "gaps": int(c["packet_gaps"]), "lost_messages": int(c["packet_missing"]),
-        "duplicates": int(c["packet_duplicate"]), "late": int(c["packet_late"]),
-        "out_of_order": int(c["packet_reordered"]), "rptseq_gaps": int(c["rptseq_gaps"]),
-        "recoveries": int(c["recoveries"]) + int(c["mbo_recoveries"]),
-        "stale_instruments": [int(i) for i in dec.stale_instruments()],
-        "malformed": sum(malformed.values()), "malformed_by_reason": malformed,
-        "unknown": int(c["msg_unknown_template"]) + int(c["msg_unknown_schema"]),
-        "bad_length": int(c["msg_bad_size"]) + int(c["msg_bad_block_length"]),
-        "truncated": int(c["packet_truncated"]) + int(c["msg_truncated"]),
-        **_file_damage(st),
-        "link_rejects": sum(st["link_rejects"].values()),
-        "link_rejects_by_reason": {k: v for k, v in st["link_rejects"].items() if v},
-        "mdp3": {k: int(v) for k, v in c.items()},
-        "books": int(books.instrument_count), "live_orders": int(books.live_orders),
-        "book_counters": {k: int(v) for k, v in books.counters().items()},
-        "mbp_books": len(mbp.instruments()), "mbp_stale": [int(i) for i in mbp.stale_instruments()],
-        "mbp_book_counters": {k: int(v) for k, v in mbp.counters().items()},
-        "elapsed_s": round(elapsed, 6),
-        "messages_per_s": round(messages / elapsed, 1) if elapsed > 0 else None,
-        "symbols": _symbols_info(handle), "bbo": _book_rows(handle, opts.top, books, mbp), "_handle": handle,
-        "output": _output_info(opts, writer),
-    }
+    counts = _summary_mod.mdp3_counts(c, REJECT_COUNTERS)
+    base = _summary_mod.common(
+        file=path, protocol="mdp3", fmt=st["format"], gzip=st["gzip"], mode=opts.mode,
+        file_bytes=st["total_bytes"], packets=c["packets"], records_=handle.records,
+        records_by_kind=_by_kind(handle), gaps=c["packet_gaps"], duplicates=c["packet_duplicate"],
+        damage_stats=st, books=books, elapsed=elapsed, symbols=_symbols_info(handle),
+        bbo=_book_rows(handle, opts.top, books, mbp), output=_output_info(opts, writer),
+        interrupted=interrupted[0], **counts)
+    section = _summary_mod.mdp3_section(c, st, dec, channels, mbp)
+    section["_handle"] = handle
+    return _summary_mod.build(base, section)
 
 
 # ---- FIX and OUCH over TCP -----------------------------------------------------------------------
@@ -774,22 +610,13 @@ def _replay_tcp(path: str, opts: ReplayOptions, protocol: str) -> dict:
         extra = {"soupbintcp": {k: int(v) for k, v in so.items()},
                  "ouch": {k: v for k, v in o.items()}, "gap_messages": int(so["gap_messages"]),
                  "logins": [list(x) for x in st.get("logins", [])]}
-    return {
-        "interrupted": interrupted[0],
-        "file": path, "protocol": proto, "format": fmt, "gzip": gz, "mode": "single",
-        "file_bytes": os.path.getsize(path), "packets": int(tcp.get("frames", 0)),
-        "connections": int(tcp.get("connections", 0)), "sessions": sessions,
-        "messages": messages, "messages_by_type": by_type,
-        "records": int(handle.records), "records_by_kind": _by_kind(handle),
-        "order_events": oes,
-        "gaps": gaps, "duplicates": dups, "malformed": sum(malformed.values()), "malformed_by_reason": malformed,
-        "unknown": 0, "bad_length": 0, "truncated": truncated, "tcp_holes": int(tcp.get("holes", 0)),
-        "tcp": tcp, **extra, **_file_damage(tcp),
-        "books": int(books.instrument_count), "live_orders": int(books.live_orders),
-        "mbp_books": len(mbp.instruments()),
-        "book_counters": {k: int(v) for k, v in books.counters().items()},
-        "elapsed_s": round(elapsed, 6),
-        "messages_per_s": round(messages / elapsed, 1) if elapsed > 0 else None,
-        "symbols": _symbols_info(handle), "bbo": _book_rows(handle, opts.top, books, mbp), "_handle": handle,
-        "output": _output_info(opts, writer),
-    }
+    base = _summary_mod.common(
+        file=path, protocol=proto, fmt=fmt, gzip=gz, mode="single", file_bytes=os.path.getsize(path),
+        packets=tcp.get("frames", 0), messages=messages, messages_by_type=by_type, records_=handle.records,
+        records_by_kind=_by_kind(handle), gaps=gaps, duplicates=dups, malformed_by_reason=malformed, unknown=0,
+        bad_length=0, truncated=truncated, damage_stats=tcp, books=books, elapsed=elapsed,
+        symbols=_symbols_info(handle), bbo=_book_rows(handle, opts.top, books, mbp),
+        output=_output_info(opts, writer), interrupted=interrupted[0])
+    section = _summary_mod.tcp_section(st, tcp, extra, sessions, oes, mbp)
+    section["_handle"] = handle
+    return _summary_mod.build(base, section)

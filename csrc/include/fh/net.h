@@ -5,6 +5,7 @@
  * loopback), IPv4 (version, header length, total length within the capture, fragments), UDP (length
  * within the IP payload). It returns FH_NET_OK and fills fh_udp, or the reason the frame carries no
  * usable UDP datagram; callers count reasons, nothing here fails. Pure function, any thread.
+ * On FH_NET_NOT_UDP only out->ip_proto is set (the IPv4 protocol number: 6 for TCP).
  */
 #ifndef FH_NET_H
 #define FH_NET_H
@@ -44,7 +45,9 @@ typedef struct fh_udp {
     uint16_t src_port;
     uint16_t dst_port;
     uint16_t vlan;          /* innermost VLAN id, 0 when untagged */
-    uint16_t _reserved;
+    uint8_t ip_proto;       /* IPv4 protocol (17); also set when FH_NET_NOT_UDP is returned (6: TCP), so
+                             * callers that count other transports need no second link-layer walk */
+    uint8_t _reserved;
 } fh_udp;
 
 int fh_net_udp(const uint8_t *frame, uint32_t caplen, uint16_t linktype, fh_udp *out);

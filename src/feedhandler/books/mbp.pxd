@@ -17,6 +17,10 @@ ctypedef struct mbp_book:
     uint8_t n[4]             # levels in use per side: [outright bid, outright ask, implied bid, implied ask]
     mbp_level *levels        # 4 * depth levels, side s at levels[s * depth]
 
+cimport cython
+
+
+@cython.final
 cdef class MbpBookSet:
     cdef mbp_book *books
     cdef mbp_level *pool
@@ -27,6 +31,8 @@ cdef class MbpBookSet:
     cdef uint64_t cnt[8]         # COUNTER_NAMES
 
     # commands
+    cdef int apply_one(self, const fh_tick *t) noexcept nogil           # 1: a book changed
+    cdef int apply_to(self, mbp_book *b, const fh_tick *t) noexcept nogil   # an mbp_update, its book known
     cdef size_t apply_ticks(self, const fh_tick *ticks, size_t n) noexcept nogil
     # queries
     cdef mbp_book *find(self, uint32_t instrument_id) noexcept nogil

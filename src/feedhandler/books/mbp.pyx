@@ -99,99 +99,106 @@ cdef class MbpBookSet:
         self.books[h].instrument_id = iid
         return &self.books[h]
 
-    cdef size_t apply_ticks(self, const fh_tick *ticks, size_t n) noexcept nogil:
-        cdef size_t i, applied = 0
-        cdef const fh_tick *t
+    cdef int apply_one(self, const fh_tick *t) noexcept nogil:
+        """Apply one record (the level rules of the module docstring): 1 when it changed a book (an
+        mbp_update applied), 0 otherwise (other kinds, gap records, rejects: counted). The one
+        implementation of these rules (with ``apply_to``): ``apply_ticks`` and the DBN MBP-1 converter
+        (feedhandler.output._mbp1) both call it."""
         cdef mbp_book *b
+        cdef uint32_t j
+        if t.hd.rtype == FH_RTYPE_GAP:
+            if t.gap.kind == FH_GAP_RESET and t.hd.instrument_id == 0:
+                for j in range(self.mask + 1):
+                    if self.books[j].used:
+                        memset(self.books[j].n, 0, 4)
+                        self.books[j].stale = 0
+                self.cnt[K_CLEARS] += 1
+            elif t.hd.instrument_id != 0:
+                b = self._get(t.hd.instrument_id)
+                if b != NULL and t.gap.kind == FH_GAP_OPENED:
+                    b.stale = 1
+                    self.cnt[K_STALE_MARKS] += 1
+            return 0
+        if t.hd.rtype != FH_RTYPE_MBP_UPDATE:
+            return 0
+        b = self._get(t.hd.instrument_id)
+        if b == NULL:
+            return 0
+        return self.apply_to(b, t)
+
+    cdef int apply_to(self, mbp_book *b, const fh_tick *t) noexcept nogil:
+        """Apply mbp_update ``t`` to its instrument's book ``b`` (from ``_get``): 1 when applied, 0 when
+        refused (counted). ``apply_one`` without the lookup, for a caller that holds the book."""
         cdef mbp_level *lv
         cdef int s, k
-        cdef uint32_t lvl, d = self.depth, j
-        for i in range(n):
-            t = &ticks[i]
-            if t.hd.rtype == FH_RTYPE_GAP:
-                if t.gap.kind == FH_GAP_RESET and t.hd.instrument_id == 0:
-                    for j in range(self.mask + 1):
-                        if self.books[j].used:
-                            memset(self.books[j].n, 0, 4)
-                            self.books[j].stale = 0
-                    self.cnt[K_CLEARS] += 1
-                elif t.hd.instrument_id != 0:
-                    b = self._get(t.hd.instrument_id)
-                    if b != NULL and t.gap.kind == FH_GAP_OPENED:
-                        b.stale = 1
-                        self.cnt[K_STALE_MARKS] += 1
-                continue
-            if t.hd.rtype != FH_RTYPE_MBP_UPDATE:
-                continue
-            b = self._get(t.hd.instrument_id)
-            if b == NULL:
-                continue
-            if t.mbp_update.action == b'R':
-                memset(b.n, 0, 4)
-                self.cnt[K_CLEARS] += 1
-                if t.mbp_update.flags & FH_F_SNAPSHOT and b.stale:
-                    b.stale = 0
-                    self.cnt[K_RECOVERED] += 1
-                applied += 1
-                continue
-            if t.mbp_update.flags & FH_F_MAYBE_BAD_BOOK and not b.stale:
-                b.stale = 1
-                self.cnt[K_STALE_MARKS] += 1
-            s = _side_index(t.mbp_update.side, t.mbp_update.implied)
-            if s < 0:
-                self.cnt[K_BAD_ACTION] += 1
-                continue
-            lv = b.levels + <size_t>s * d
-            lvl = t.mbp_update.level
-            if t.mbp_update.action == b'D':
-                b.n[s] = 0
-                applied += 1
-                continue
-            if lvl == 0:
+        cdef uint32_t lvl, d = self.depth
+        if t.mbp_update.action == b'R':
+            memset(b.n, 0, 4)
+            self.cnt[K_CLEARS] += 1
+            if t.mbp_update.flags & FH_F_SNAPSHOT and b.stale:
+                b.stale = 0
+                self.cnt[K_RECOVERED] += 1
+            return 1
+        if t.mbp_update.flags & FH_F_MAYBE_BAD_BOOK and not b.stale:
+            b.stale = 1
+            self.cnt[K_STALE_MARKS] += 1
+        s = _side_index(t.mbp_update.side, t.mbp_update.implied)
+        if s < 0:
+            self.cnt[K_BAD_ACTION] += 1
+            return 0
+        lv = b.levels + <size_t>s * d
+        lvl = t.mbp_update.level
+        if t.mbp_update.action == b'D':
+            b.n[s] = 0
+            return 1
+        if lvl == 0:
+            self.cnt[K_BAD_LEVEL] += 1
+            return 0
+        if lvl > d:
+            self.cnt[K_IGNORED_DEPTH] += 1
+            return 0
+        k = lvl - 1
+        if t.mbp_update.action == b'A':
+            if k > b.n[s]:
                 self.cnt[K_BAD_LEVEL] += 1
-                continue
-            if lvl > d:
-                self.cnt[K_IGNORED_DEPTH] += 1
-                continue
-            k = lvl - 1
-            if t.mbp_update.action == b'A':
-                if k > b.n[s]:
-                    self.cnt[K_BAD_LEVEL] += 1
-                    k = b.n[s]
-                if b.n[s] == d:
-                    b.n[s] -= 1   # the deepest level falls off
-                memmove(&lv[k + 1], &lv[k], (b.n[s] - k) * sizeof(mbp_level))
-                b.n[s] += 1
-            elif t.mbp_update.action == b'M' or t.mbp_update.action == b'O':
-                if k >= b.n[s]:
-                    if k == b.n[s] and t.mbp_update.action == b'O':
-                        b.n[s] += 1
-                    else:
-                        self.cnt[K_BAD_LEVEL] += 1
-                        continue
-            elif t.mbp_update.action == b'C':
-                if k >= b.n[s]:
-                    self.cnt[K_BAD_LEVEL] += 1
-                    continue
-                memmove(&lv[k], &lv[k + 1], (b.n[s] - k - 1) * sizeof(mbp_level))
-                b.n[s] -= 1
-                applied += 1
-                continue
-            elif t.mbp_update.action == b'F':
-                if lvl >= b.n[s]:
-                    b.n[s] = 0
+                k = b.n[s]
+            if b.n[s] == d:
+                b.n[s] -= 1   # the deepest level falls off
+            memmove(&lv[k + 1], &lv[k], (b.n[s] - k) * sizeof(mbp_level))
+            b.n[s] += 1
+        elif t.mbp_update.action == b'M' or t.mbp_update.action == b'O':
+            if k >= b.n[s]:
+                if k == b.n[s] and t.mbp_update.action == b'O':
+                    b.n[s] += 1
                 else:
-                    memmove(&lv[0], &lv[lvl], (b.n[s] - lvl) * sizeof(mbp_level))
-                    b.n[s] -= lvl
-                applied += 1
-                continue
+                    self.cnt[K_BAD_LEVEL] += 1
+                    return 0
+        elif t.mbp_update.action == b'C':
+            if k >= b.n[s]:
+                self.cnt[K_BAD_LEVEL] += 1
+                return 0
+            memmove(&lv[k], &lv[k + 1], (b.n[s] - k - 1) * sizeof(mbp_level))
+            b.n[s] -= 1
+            return 1
+        elif t.mbp_update.action == b'F':
+            if lvl >= b.n[s]:
+                b.n[s] = 0
             else:
-                self.cnt[K_BAD_ACTION] += 1
-                continue
-            lv[k].price = t.mbp_update.price
-            lv[k].size = t.mbp_update.size
-            lv[k].orders = t.mbp_update.number_of_orders
-            applied += 1
+                memmove(&lv[0], &lv[lvl], (b.n[s] - lvl) * sizeof(mbp_level))
+                b.n[s] -= lvl
+            return 1
+        else:
+            self.cnt[K_BAD_ACTION] += 1
+            return 0
+        lv[k].price = t.mbp_update.price
+        lv[k].size = t.mbp_update.size
+        lv[k].orders = t.mbp_update.number_of_orders
+        return 1
+
+    cdef size_t apply_ticks(self, const fh_tick *ticks, size_t n) noexcept nogil:
+        cdef size_t i, applied = 0
+        for i in range(n):
+            applied += self.apply_one(&ticks[i])
         self.cnt[K_APPLIED] += applied
         return applied
 

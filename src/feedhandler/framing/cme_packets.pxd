@@ -48,6 +48,11 @@ cdef struct cme_framer:
     uint64_t hold_filled        # held packets released in order once their hole was filled
     uint64_t hold_given_up      # held packets released out of order (window full, or end of input)
     uint64_t held_max
+    # snapshot (market recovery) ports: passed on only while the gate is open, never held
+    uint8_t is_snapshot[65536]  # port -> 1 for a snapshot port
+    int snapshot_open           # the gate: set by the owner (a monitor thread), read by the producer
+    uint64_t snapshot_kept      # snapshot packets passed on
+    uint64_t snapshot_skipped   # snapshot packets dropped while the gate was shut (not joined)
 
 cdef class CmePacketFramer(Framer):
     cdef cme_framer *c

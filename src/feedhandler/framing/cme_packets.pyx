@@ -18,6 +18,13 @@ does not depend on how the packets were batched: a live capture (batches of what
 replay of the same packets give the same records. ``window=0`` leaves arbitration to the decoder's
 look-ahead within a batch.
 
+Snapshot ports (``snapshot_ports``, CME's market recovery groups). Their packets pass only while the
+snapshot gate is open (:meth:`CmePacketFramer.open_snapshots`): a live handler joins the snapshot group
+on a gap and leaves it once recovered, and a network that forwards only joined groups delivers nothing
+in between; on a veth or a mirror port every frame arrives anyway, so the gate is what makes "left"
+true. They are never held: a snapshot loop has no holes worth waiting for (the decoder, told which channels
+are snapshot channels, resynchronises on them instead of declaring gaps).
+
 Other messages point into the source's frames (no copy): they are valid until the source's next batch,
 which the producer loop asks for only once they are decoded. One thread drives a framer.
 """
@@ -27,8 +34,9 @@ from libc.string cimport memcpy, memset
 
 from feedhandler.includes.msg cimport FH_MSG_TS_MASK, fh_msg
 from feedhandler.includes.pcap cimport fh_pkt
-from feedhandler.includes.net cimport FH_NET_N_REASONS, FH_NET_OK, fh_net_reason_name, fh_net_udp, fh_udp
-from feedhandler.includes.endian cimport fh_load_be16, fh_load_le32
+from feedhandler.framing.ab_channels cimport ab_channel
+from feedhandler.includes.net cimport FH_NET_N_REASONS, FH_NET_NOT_UDP, FH_NET_OK, fh_net_reason_name, fh_net_udp, fh_udp
+from feedhandler.includes.endian cimport fh_load_le32
 
 import ipaddress
 
@@ -39,57 +47,6 @@ cdef enum:
     MAX_WINDOW = 4096
 
 DEFAULT_WINDOW = 64             # packets
-
-
-cdef inline int _is_tcp(const fh_pkt *p) noexcept nogil:
-    """Is the frame IPv4 TCP? (Asked only of frames fh_net_udp rejected: Ethernet with up to 4 VLAN
-    tags, Linux SLL / SLL2, raw IPv4, BSD loopback.)"""
-    cdef uint32_t off = 0, et = 0, k
-    cdef const uint8_t *d = p.data
-    if p.linktype == 1:
-        if p.caplen < 14:
-            return 0
-        et = fh_load_be16(d + 12)
-        off = 14
-        k = 0
-        while (et == 0x8100 or et == 0x88A8) and k < 4 and p.caplen >= off + 4:
-            et = fh_load_be16(d + off + 2)
-            off += 4
-            k += 1
-        if et != 0x0800:
-            return 0
-    elif p.linktype == 113:
-        if p.caplen < 16 or fh_load_be16(d + 14) != 0x0800:
-            return 0
-        off = 16
-    elif p.linktype == 276:
-        if p.caplen < 20 or fh_load_be16(d) != 0x0800:
-            return 0
-        off = 20
-    elif p.linktype == 101 or p.linktype == 228:
-        off = 0
-    elif p.linktype == 0:
-        off = 4
-    else:
-        return 0
-    return p.caplen >= off + 20 and (d[off] >> 4) == 4 and d[off + 9] == 6
-
-
-cdef inline uint16_t _channel(cme_framer *c, uint16_t port) noexcept nogil:
-    cdef uint16_t ch = c.chan_of[port]
-    cdef uint32_t p = port
-    if ch != NO_CHANNEL:
-        return ch
-    if c.ab_offset:
-        if p >= c.ab_offset and c.chan_of[p - c.ab_offset] != NO_CHANNEL:
-            ch = c.chan_of[p - c.ab_offset]
-        elif p + c.ab_offset < 65536 and c.chan_of[p + c.ab_offset] != NO_CHANNEL:
-            ch = c.chan_of[p + c.ab_offset]
-    if ch == NO_CHANNEL:
-        ch = c.next_channel
-        c.next_channel += 1
-    c.chan_of[port] = ch
-    return ch
 
 
 cdef void _set_input(void *f, const fh_pkt *pkts, size_t n) noexcept nogil:
@@ -224,7 +181,7 @@ cdef size_t _run(void *f, const fh_msg **msgs) noexcept nogil:
         if rc != FH_NET_OK:
             if rc > 0 and rc < N_NET:
                 c.net_reject[rc] += 1
-            if _is_tcp(p):
+            if rc == FH_NET_NOT_UDP and u.ip_proto == 6:      # TCP (fh_net_udp says which protocol)
                 c.tcp += 1
             continue
         c.udp += 1
@@ -234,10 +191,15 @@ cdef size_t _run(void *f, const fh_msg **msgs) noexcept nogil:
         if c.dst_ip and u.dst_ip != c.dst_ip:
             c.other_group += 1
             continue
-        ch = _channel(c, u.dst_port)
+        if c.is_snapshot[u.dst_port]:
+            if not c.snapshot_open:
+                c.snapshot_skipped += 1
+                continue
+            c.snapshot_kept += 1
+        ch = ab_channel(c.chan_of, c.ab_offset, &c.next_channel, u.dst_port)
         c.kept += 1
         c.payload_bytes += u.len
-        if c.window and u.len >= PACKET_HEADER:
+        if c.window and u.len >= PACKET_HEADER and not c.is_snapshot[u.dst_port]:
             seq = fh_load_le32(u.payload)
             q = &c.seqs[ch & 0xFF]
             if q.init and seq > q.expected:
@@ -298,12 +260,16 @@ cdef class CmePacketFramer(Framer):
         Keep only datagrams to this IPv4 destination (a multicast group).
     window : int
         Packets held at most while a channel waits for a missing MsgSeqNum (0..4096; 0: no hold).
+    snapshot_ports : iterable of int, optional
+        Snapshot (market recovery) ports: passed on only while :meth:`open_snapshots` is on (module
+        docstring); shut at first.
     """
 
     def __cinit__(self):
         self.c = NULL
 
-    def __init__(self, *, channels=None, int ab_offset=1000, udp_port=None, group=None, int window=DEFAULT_WINDOW):
+    def __init__(self, *, channels=None, int ab_offset=1000, udp_port=None, group=None, int window=DEFAULT_WINDOW,
+                 snapshot_ports=()):
         if FH_NET_N_REASONS > N_NET:
             raise RuntimeError("fh/net.h has more reject reasons than framing/cme_packets.pyx counts")
         if ab_offset < 0 or ab_offset > 65535:
@@ -312,6 +278,10 @@ cdef class CmePacketFramer(Framer):
             raise ValueError(f"window must be 0..{MAX_WINDOW} packets, not {window}")
         if udp_port is not None and not 0 < int(udp_port) < 65536:
             raise ValueError(f"udp_port must be 1..65535, not {udp_port}")
+        snaps = sorted({int(p) for p in snapshot_ports or ()})
+        for p in snaps:
+            if not 0 < p < 65536:
+                raise ValueError(f"snapshot port must be 1..65535, not {p}")
         fixed = {}
         for port, chan in dict(channels or {}).items():
             port, chan = int(port), int(chan)
@@ -326,6 +296,8 @@ cdef class CmePacketFramer(Framer):
         for port, chan in fixed.items():
             self.c.chan_of[port] = chan
         self.c.next_channel = max(fixed.values(), default=-1) + 1
+        for p in snaps:
+            self.c.is_snapshot[p] = 1
         self.c.port_filter = -1 if udp_port is None else int(udp_port)
         self.c.dst_ip = 0 if group is None else int(ipaddress.IPv4Address(group))
         self.c.ab_offset = ab_offset
@@ -355,6 +327,18 @@ cdef class CmePacketFramer(Framer):
             free(self.c)
             self.c = NULL
 
+    def open_snapshots(self, bint on):
+        """Open (True) or shut (False) the snapshot gate. Any thread: the producer reads the flag at
+        each snapshot packet; packets already framed are not called back."""
+        self.c.snapshot_open = 1 if on else 0
+
+    @property
+    def snapshots_open(self):
+        return bool(self.c.snapshot_open)
+
+    def snapshot_ports(self):
+        return [p for p in range(65536) if self.c.is_snapshot[p]]
+
     def channels(self):
         """{udp_port: channel} of the ports seen or fixed so far."""
         return {p: int(self.c.chan_of[p]) for p in range(65536) if self.c.chan_of[p] != NO_CHANNEL}
@@ -375,4 +359,5 @@ cdef class CmePacketFramer(Framer):
                 "payload_bytes": int(self.c.payload_bytes), "tcp_frames": int(self.c.tcp),
                 "link_rejects": rejects, "window": int(self.c.window), "held_packets": int(self.c.held_packets),
                 "hold_filled": int(self.c.hold_filled), "hold_given_up": int(self.c.hold_given_up),
-                "held_max": int(self.c.held_max)}
+                "held_max": int(self.c.held_max), "snapshot_kept": int(self.c.snapshot_kept),
+                "snapshot_skipped": int(self.c.snapshot_skipped)}

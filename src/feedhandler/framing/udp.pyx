@@ -27,8 +27,9 @@ from feedhandler.includes.pcap cimport (
     FH_SRC_EEMPTY, FH_SRC_EFORMAT, FH_SRC_N_DAMAGE, fh_file_format_name, fh_filesrc, fh_filesrc_close,
     fh_filesrc_damage_name, filesrc_damage, fh_filesrc_next, fh_filesrc_open, fh_filesrc_stats, fh_filesrc_stats_get, fh_pkt,
 )
-from feedhandler.includes.net cimport FH_NET_N_REASONS, FH_NET_OK, fh_net_reason_name, fh_net_udp, fh_udp
-from feedhandler.includes.endian cimport fh_load_be16
+from feedhandler.framing.ab_channels cimport ab_channel
+from feedhandler.includes.net cimport FH_NET_N_REASONS, FH_NET_NOT_UDP, FH_NET_OK, fh_net_reason_name, fh_net_udp, fh_udp
+
 
 import os
 
@@ -67,57 +68,6 @@ cdef struct udp_core:
     uint64_t tcp               # IPv4 TCP frames (among net_reject["not_udp"]): reported, not decoded
 
 
-cdef inline int _is_tcp(const fh_pkt *p) noexcept nogil:
-    """Is the frame IPv4 TCP? (Asked only of frames fh_net_udp rejected as not UDP: Ethernet with up to
-    4 VLAN tags, Linux SLL / SLL2, raw IPv4, BSD loopback.)"""
-    cdef uint32_t off = 0, et = 0, k
-    cdef const uint8_t *d = p.data
-    if p.linktype == 1:
-        if p.caplen < 14:
-            return 0
-        et = fh_load_be16(d + 12)
-        off = 14
-        k = 0
-        while (et == 0x8100 or et == 0x88A8) and k < 4 and p.caplen >= off + 4:
-            et = fh_load_be16(d + off + 2)
-            off += 4
-            k += 1
-        if et != 0x0800:
-            return 0
-    elif p.linktype == 113:
-        if p.caplen < 16 or fh_load_be16(d + 14) != 0x0800:
-            return 0
-        off = 16
-    elif p.linktype == 276:
-        if p.caplen < 20 or fh_load_be16(d) != 0x0800:
-            return 0
-        off = 20
-    elif p.linktype == 101 or p.linktype == 228:
-        off = 0
-    elif p.linktype == 0:
-        off = 4
-    else:
-        return 0
-    return p.caplen >= off + 20 and (d[off] >> 4) == 4 and d[off + 9] == 6
-
-
-cdef inline uint16_t _channel(udp_core *c, uint16_t port) noexcept nogil:
-    cdef uint16_t ch = c.chan_of[port]
-    cdef uint32_t p = port
-    if ch != NO_CHANNEL:
-        return ch
-    if c.ab_offset:
-        if p >= c.ab_offset and c.chan_of[p - c.ab_offset] != NO_CHANNEL:
-            ch = c.chan_of[p - c.ab_offset]
-        elif p + c.ab_offset < 65536 and c.chan_of[p + c.ab_offset] != NO_CHANNEL:
-            ch = c.chan_of[p + c.ab_offset]
-    if ch == NO_CHANNEL:
-        ch = c.next_channel
-        c.next_channel += 1
-    c.chan_of[port] = ch
-    return ch
-
-
 cdef size_t _fill(udp_core *c, uint8_t *buf, size_t buf_cap, uint64_t *off, uint32_t *ln, uint64_t *ts,
                   uint16_t *ch, size_t max_pkts, size_t *used_out) noexcept nogil:
     """Copy the next UDP payloads into buf until max_pkts, the buffer is full, or the input ends."""
@@ -141,7 +91,7 @@ cdef size_t _fill(udp_core *c, uint8_t *buf, size_t buf_cap, uint64_t *off, uint
             c.pos += 1
             if rc > 0 and rc < N_NET:
                 c.net_reject[rc] += 1
-            if _is_tcp(p):
+            if rc == FH_NET_NOT_UDP and u.ip_proto == 6:      # TCP (fh_net_udp says which protocol)
                 c.tcp += 1
             continue
         if c.port_filter >= 0 and u.dst_port != c.port_filter:
@@ -159,7 +109,7 @@ cdef size_t _fill(udp_core *c, uint8_t *buf, size_t buf_cap, uint64_t *off, uint
         off[n] = used
         ln[n] = u.len
         ts[n] = p.ts_ns
-        ch[n] = _channel(c, u.dst_port)
+        ch[n] = ab_channel(c.chan_of, c.ab_offset, &c.next_channel, u.dst_port)
         used += u.len
         n += 1
     c.kept += n

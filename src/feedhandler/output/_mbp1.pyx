@@ -3,23 +3,20 @@
 
 A DBN MBP-1 record carries the update (price, size, action, side, depth) AND the top of the book
 after it (``bid_px_00`` ... ``ask_ct_00``). The top after a Delete comes from level 2, so the
-converter keeps each instrument's outright book, ``DEPTH`` (10) levels per side, with the same level
-rules as ``feedhandler.books.mbp.MbpBookSet`` ('A' insert and shift down, 'M' change, 'C' delete and shift
-up, 'D' DeleteThru empties the side, 'F' DeleteFrom removes levels 1..level, 'O' overlay, 'R' clear
-every side; a gap RESET for instrument 0 (ChannelReset) clears every book). That is a sequential
-state machine, so it is one nogil loop per batch here rather than numpy.
+converter keeps each instrument's outright book: a ``feedhandler.books.mbp.MbpBookSet`` (``DEPTH``
+levels), whose ``apply_one`` is the one implementation of the level rules ('A' insert and shift down,
+'M' change, 'C' delete and shift up, 'D' DeleteThru, 'F' DeleteFrom, 'O' overlay, 'R' clear, a gap
+RESET for instrument 0 clears every book). This module only maps each applied update and the top
+around it to DBN's record, in one nogil loop per batch.
 
 Written: every outright update that changes the top of its book, plus clears (as Databento's MBP-1
-holds top-of-book events only). Implied-book updates are not written (no place for them in MBP-1;
-Parquet / .npy keep them). Actions map to DBN's: 'A' add, 'M' and 'O' modify, 'C', 'D' and 'F'
+holds top-of-book events only). Implied-book updates are applied to the books but not written (no
+place for them in MBP-1; Parquet / .npy keep them). Actions map to DBN's: 'A' add, 'M' and 'O' modify, 'C', 'D' and 'F'
 cancel (DBN's 'F' means fill), 'R' clear; depth is the 0-based level (0 for side-wide actions).
 """
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free
-from libc.string cimport memmove, memset, memcpy
-from feedhandler.includes.record cimport (
-    fh_tick, FH_RTYPE_MBP_UPDATE, FH_RTYPE_GAP, FH_GAP_RESET, FH_F_DBN_MASK, FH_UNDEF_PRICE,
-)
+from feedhandler.books.mbp cimport MbpBookSet, mbp_book
+from feedhandler.includes.record cimport fh_tick, FH_RTYPE_MBP_UPDATE, FH_F_DBN_MASK, FH_UNDEF_PRICE
 
 import numpy as np
 
@@ -27,22 +24,11 @@ __all__ = ["Mbp1Converter", "MBP1_SIZE", "RTYPE_MBP1"]
 
 cdef enum:
     DEPTH = 10
-    SLOTS = 1 << 16          # instruments tracked (open addressing, power of two)
+    MAX_INSTRUMENTS = 1 << 15    # instruments tracked (more are counted as table_full)
     MBP1_SIZE_C = 80
 
 MBP1_SIZE = MBP1_SIZE_C
 RTYPE_MBP1 = 0x01
-
-cdef struct level:
-    int64_t price
-    uint32_t size
-    uint32_t orders
-
-cdef struct book:
-    uint32_t instrument_id
-    uint8_t used
-    uint8_t n[2]             # 0 bid, 1 ask
-    level lv[2][DEPTH]
 
 cdef packed struct mbp1:    # DBN Mbp1Msg, little-endian, 80 bytes
     uint8_t length
@@ -67,13 +53,16 @@ cdef packed struct mbp1:    # DBN Mbp1Msg, little-endian, 80 bytes
     uint32_t ask_ct
 
 
-cdef inline void _top(const book *b, mbp1 *o) noexcept nogil:
-    o.bid_px = b.lv[0][0].price if b.n[0] else FH_UNDEF_PRICE
-    o.bid_sz = b.lv[0][0].size if b.n[0] else 0
-    o.bid_ct = b.lv[0][0].orders if b.n[0] else 0
-    o.ask_px = b.lv[1][0].price if b.n[1] else FH_UNDEF_PRICE
-    o.ask_sz = b.lv[1][0].size if b.n[1] else 0
-    o.ask_ct = b.lv[1][0].orders if b.n[1] else 0
+cdef inline void _top(const mbp_book *b, uint32_t depth, mbp1 *o) noexcept nogil:
+    """The outright top of b (an empty book when b is NULL) into o's bid/ask fields."""
+    cdef bint bid = b != NULL and b.n[0] > 0
+    cdef bint ask = b != NULL and b.n[1] > 0
+    o.bid_px = b.levels[0].price if bid else FH_UNDEF_PRICE
+    o.bid_sz = <uint32_t>b.levels[0].size if bid else 0
+    o.bid_ct = b.levels[0].orders if bid else 0
+    o.ask_px = b.levels[depth].price if ask else FH_UNDEF_PRICE
+    o.ask_sz = <uint32_t>b.levels[depth].size if ask else 0
+    o.ask_ct = b.levels[depth].orders if ask else 0
 
 
 cdef inline bint _same_top(const mbp1 *a, const mbp1 *b) noexcept nogil:
@@ -82,123 +71,64 @@ cdef inline bint _same_top(const mbp1 *a, const mbp1 *b) noexcept nogil:
 
 
 cdef class Mbp1Converter:
-    """Keeps the outright books across batches; :meth:`convert` turns a batch into MBP-1 bytes."""
+    """Keeps the outright books across batches; :meth:`convert` turns a batch into MBP-1 bytes.
 
-    cdef book *books
-    cdef public uint64_t table_full, bad_level, written, skipped_implied, unchanged
+    Counters: ``written``, ``unchanged`` (updates that left the top as it was: not written),
+    ``skipped_implied``, ``rejected`` (updates the book refused: bad level or side; the book set's
+    counters say which), ``table_full``."""
 
-    def __cinit__(self):
-        self.books = <book *>calloc(SLOTS, sizeof(book))
-        if self.books == NULL:
-            raise MemoryError()
+    cdef MbpBookSet books
+    cdef public uint64_t written, skipped_implied, unchanged, rejected
 
-    def __dealloc__(self):
-        free(self.books)
+    def __cinit__(self, int max_instruments=MAX_INSTRUMENTS):
+        self.books = MbpBookSet(DEPTH, max_instruments)
 
-    cdef book *_get(self, uint32_t iid) noexcept nogil:
-        cdef uint32_t h = (iid * 2654435761u) & (SLOTS - 1)
-        cdef uint32_t probes = 0
-        while probes < SLOTS:
-            if not self.books[h].used:
-                self.books[h].used = 1
-                self.books[h].instrument_id = iid
-                return &self.books[h]
-            if self.books[h].instrument_id == iid:
-                return &self.books[h]
-            h = (h + 1) & (SLOTS - 1)
-            probes += 1
-        return NULL
+    @property
+    def table_full(self):
+        return int(self.books.counters()["table_full"])
+
+    def book_counters(self):
+        """The outright books' counters (feedhandler.books.mbp.COUNTER_NAMES)."""
+        return self.books.counters()
 
     cdef size_t _run(self, const fh_tick *t, size_t n, mbp1 *out) noexcept nogil:
-        cdef size_t i, j, w = 0
-        cdef book *b
+        cdef size_t i, w = 0
         cdef const fh_tick *r
         cdef mbp1 before
         cdef mbp1 *o
-        cdef int s
-        cdef uint32_t k, lvl
+        cdef mbp_book *b
+        cdef uint32_t lvl
         cdef char act, dact
+        cdef uint32_t d = self.books.depth
         for i in range(n):
             r = &t[i]
-            if r.hd.rtype == FH_RTYPE_GAP:
-                if r.gap.kind == FH_GAP_RESET and r.hd.instrument_id == 0:
-                    for j in range(SLOTS):
-                        if self.books[j].used:
-                            self.books[j].n[0] = 0
-                            self.books[j].n[1] = 0
+            if r.hd.rtype != FH_RTYPE_MBP_UPDATE or r.mbp_update.implied:
+                # gap records (a ChannelReset clears every book) and implied levels (kept, so that this
+                # book is the MbpBookSet's; MBP-1 has no place for them): applied, not written
+                self.books.apply_one(r)
+                if r.hd.rtype == FH_RTYPE_MBP_UPDATE:
+                    self.skipped_implied += 1
                 continue
-            if r.hd.rtype != FH_RTYPE_MBP_UPDATE:
-                continue
-            if r.mbp_update.implied:
-                self.skipped_implied += 1
-                continue
-            b = self._get(r.hd.instrument_id)
+            b = self.books._get(r.hd.instrument_id)
             if b == NULL:
-                self.table_full += 1
+                continue                         # (counted by the book set as table_full)
+            _top(b, d, &before)
+            if not self.books.apply_to(b, r):
+                self.rejected += 1
                 continue
-            _top(b, &before)
-            act = r.mbp_update.action
-            lvl = r.mbp_update.level
-            s = 0 if r.mbp_update.side == b'B' else 1
-            dact = act
-            if act == b'R':
-                b.n[0] = 0
-                b.n[1] = 0
-            elif r.mbp_update.side != b'B' and r.mbp_update.side != b'A':
-                self.bad_level += 1
-                continue
-            elif act == b'D':
-                b.n[s] = 0
-                dact = b'C'
-                lvl = 1
-            elif lvl == 0 or lvl > DEPTH:
-                self.bad_level += 1
-                continue
-            else:
-                k = lvl - 1
-                if act == b'A':
-                    if k > b.n[s]:
-                        k = b.n[s]
-                    if b.n[s] == DEPTH:
-                        b.n[s] -= 1
-                    memmove(&b.lv[s][k + 1], &b.lv[s][k], (b.n[s] - k) * sizeof(level))
-                    b.n[s] += 1
-                elif act == b'M' or act == b'O':
-                    dact = b'M'
-                    if k >= b.n[s]:
-                        if k == b.n[s] and act == b'O':
-                            b.n[s] += 1
-                        else:
-                            self.bad_level += 1
-                            continue
-                elif act == b'C':
-                    if k >= b.n[s]:
-                        self.bad_level += 1
-                        continue
-                    memmove(&b.lv[s][k], &b.lv[s][k + 1], (b.n[s] - k - 1) * sizeof(level))
-                    b.n[s] -= 1
-                    k = DEPTH        # nothing to store
-                elif act == b'F':
-                    dact = b'C'
-                    if lvl >= b.n[s]:
-                        b.n[s] = 0
-                    else:
-                        memmove(&b.lv[s][0], &b.lv[s][lvl], (b.n[s] - lvl) * sizeof(level))
-                        b.n[s] -= lvl
-                    k = DEPTH
-                    lvl = 1
-                else:
-                    self.bad_level += 1
-                    continue
-                if k < DEPTH:
-                    b.lv[s][k].price = r.mbp_update.price
-                    b.lv[s][k].size = r.mbp_update.size
-                    b.lv[s][k].orders = r.mbp_update.number_of_orders
             o = &out[w]
-            _top(b, o)
+            _top(b, d, o)
+            act = r.mbp_update.action
             if act != b'R' and _same_top(&before, o):
                 self.unchanged += 1
                 continue
+            lvl = r.mbp_update.level
+            dact = act
+            if act == b'D' or act == b'F':
+                dact = b'C'              # DBN's 'F' is a fill
+                lvl = 1
+            elif act == b'M' or act == b'O':
+                dact = b'M'
             o.length = MBP1_SIZE_C // 4
             o.rtype = 0x01
             o.publisher_id = r.hd.publisher_id
@@ -235,9 +165,4 @@ cdef class Mbp1Converter:
 
     def bbo(self, uint32_t instrument_id):
         """(bid_px, bid_sz, ask_px, ask_sz) of the tracked outright book (UNDEF price / 0 when empty)."""
-        cdef book *b = self._get(instrument_id)
-        cdef mbp1 o
-        if b == NULL:
-            return (FH_UNDEF_PRICE, 0, FH_UNDEF_PRICE, 0)
-        _top(b, &o)
-        return (o.bid_px, o.bid_sz, o.ask_px, o.ask_sz)
+        return self.books.bbo(instrument_id)

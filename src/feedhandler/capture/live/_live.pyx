@@ -97,13 +97,16 @@ cdef class LiveFeed(Producer):
         ITCH: False = no MoldUDP64 sequencing (arrival order).
     channels, ab_offset : optional
         MDP3: fixed {udp_port: channel}; ports that differ by ``ab_offset`` (default 1000) share one.
+    snapshot_ports : optional
+        MDP3: snapshot (market recovery) ports, each with a fixed channel in ``channels``: passed on only
+        while the framer's snapshot gate is open (``framer.open_snapshots``), resynchronised, not gapped.
     """
     cdef readonly object midnight_ns
     cdef readonly str protocol
 
     def __init__(self, source, protocol="itch50", *, date=None, midnight_ns=None,
                  reorder_window=DEFAULT_REORDER_WINDOW, udp_port=None, group=None, publisher_id=0,
-                 sequencing=True, channels=None, ab_offset=1000):
+                 sequencing=True, channels=None, ab_offset=1000, snapshot_ports=()):
         if protocol not in ("itch50", "mdp3", None):
             raise ValueError(f"unknown protocol {protocol!r}: expected 'itch50', 'mdp3' or None")
         self.protocol = protocol
@@ -112,7 +115,10 @@ cdef class LiveFeed(Producer):
                 raise ValueError("sequencing=False is a MoldUDP64 option: the MDP3 decoder sequences itself")
             from feedhandler.framing.cme_packets import CmePacketFramer
             framer = CmePacketFramer(channels=channels, ab_offset=ab_offset, udp_port=udp_port, group=group,
-                                     window=reorder_window)
+                                     window=reorder_window, snapshot_ports=snapshot_ports)
+            missing = [p for p in snapshot_ports or () if p not in (channels or {})]
+            if missing:
+                raise ValueError(f"snapshot ports {missing} need a fixed channel in channels=")
         else:
             from feedhandler.framing.moldudp64 import MoldUdp64Framer
             framer = MoldUdp64Framer(reorder_window=reorder_window, sequencing=sequencing, udp_port=udp_port,
@@ -137,7 +143,7 @@ cdef class LiveFeed(Producer):
             dec = Itch50Decoder(self.midnight_ns, publisher_id, 0)
         elif protocol == "mdp3":
             from feedhandler.protocols.mdp3 import Mdp3Decoder
-            dec = Mdp3Decoder()
+            dec = Mdp3Decoder(snapshot_channels={channels[p] for p in snapshot_ports or ()})
         self._plug(framer, dec, PRODUCER_LIVE)
 
     def __dealloc__(self):

@@ -99,6 +99,7 @@ cdef enum:
     C_PRICE_OVERFLOW        # decimal mantissa out of range for 1e-9 units
     C_RECORDS               # records written
     C_OUTPUT_OVERFLOW       # records lost because the packet bound was wrong (a bug: never expected)
+    C_SNAPSHOT_RESYNCS      # snapshot-channel MsgSeqNum jumps (joined mid-loop, a loop restart, a loss)
     C_NCOUNTERS
 
 COUNTER_NAMES = (
@@ -110,7 +111,7 @@ COUNTER_NAMES = (
     "session_stats", "daily_stats", "limits", "status", "definitions", "snapshots",
     "snapshot_order_books", "entries_bad", "rptseq_duplicate", "rptseq_gaps", "stale_records",
     "recoveries", "mbo_recoveries", "snapshots_ignored", "instrument_table_full", "price_overflow", "records",
-    "output_overflow",
+    "output_overflow", "snapshot_resyncs",
 )
 # Counters that are rejects (something malformed or unknown was skipped); the rest are events.
 REJECT_COUNTERS = (
@@ -167,6 +168,7 @@ ctypedef struct _Ctx:
     uint32_t enabled        # bit i: fh_mdp3_schemas[i] is enabled
     uint32_t apply_all_snapshots
     uint32_t gap_epoch      # packet gaps so far: any of them may have lost MBO-only messages
+    uint8_t snapshot_chan[NCHANNELS]  # 1: a snapshot (market recovery) channel: jumps resynchronise
     # per-packet state while decoding
     uint64_t ts_recv
     int32_t ts_in_delta     # DBN: ts_recv - SendingTime of the packet (0 without a capture clock)
@@ -1023,6 +1025,19 @@ cdef size_t _decode_msgs(_Ctx *c, const fh_msg *msgs, size_t n, fh_tick *out, si
         _enter(c, m)
         seq = c.seq
         ch = &c.chan[c.channel]
+        if c.snapshot_chan[c.channel] and ch.init and seq != ch.expected:
+            # a snapshot loop: joined mid-loop, restarted, or a packet lost. No incremental data is
+            # lost (a missed snapshot comes round again): resynchronise, no gap, no stale books
+            d = ch.expected - 1 - seq
+            # (the other line's copy is a duplicate; 1 again after more is the loop starting over)
+            if seq < ch.expected and d < 64 and (ch.seen >> d) & 1 and not (seq == 1 and ch.expected > 2):
+                c.counters[C_PACKET_DUPLICATE] += 1
+                continue
+            c.counters[C_SNAPSHOT_RESYNCS] += 1
+            ch.expected = seq + 1
+            ch.seen = 1
+            _frame(c, m.data, m.len)
+            continue
         if not ch.init:
             ch.init = 1
             ch.expected = seq + 1
@@ -1116,11 +1131,15 @@ cdef class Mdp3Decoder:
         Instruments tracked for RptSeq (power of two is used internally; more are counted).
     apply_all_snapshots : bool
         Emit every snapshot, not only those of instruments that are stale or not yet seen.
+    snapshot_channels : iterable of int
+        Channels (fh_msg.channel) that carry a snapshot loop (market recovery): a MsgSeqNum jump there
+        resynchronises (``snapshot_resyncs``) instead of opening a gap that would stale every MBO book.
     """
     cdef _Ctx *c
     cdef object _keep
 
-    def __cinit__(self, schemas=None, int max_instruments=65536, bint apply_all_snapshots=False):
+    def __cinit__(self, schemas=None, int max_instruments=65536, bint apply_all_snapshots=False,
+                  snapshot_channels=()):
         cdef uint32_t cap = 1
         while cap < <uint32_t>max_instruments * 2:
             cap <<= 1
@@ -1133,6 +1152,10 @@ cdef class Mdp3Decoder:
         self.c.inst_mask = cap - 1
         self.c.inst_limit = <uint32_t>max_instruments
         self.c.apply_all_snapshots = apply_all_snapshots
+        for ch in snapshot_channels or ():
+            if not 0 <= int(ch) < NCHANNELS:
+                raise ValueError(f"snapshot channel must be 0..{NCHANNELS - 1}, not {ch}")
+            self.c.snapshot_chan[int(ch)] = 1
         wanted = None if schemas is None else set(int(v) for v in schemas)
         for i in range(FH_MDP3_NSCHEMAS):
             if wanted is None or fh_mdp3_schemas[i].version in wanted:
@@ -1188,6 +1211,18 @@ cdef class Mdp3Decoder:
             if (self.c.inst[i].flags & bits & I_STALE) or ((bits & I_MBO_STALE) and _mbo_stale(self.c, &self.c.inst[i])):
                 out.append(self.c.inst[i].security_id)
         return sorted(out)
+
+    def stale_count(self):
+        """How many instruments wait for a snapshot (MBP or MBO book): ``len(stale_instruments())``
+        in one native pass, cheap enough for a monitor to ask every few milliseconds while the decoder
+        runs on another thread (a snapshot of flags that thread may be changing: a monitor's view)."""
+        cdef uint32_t i, n = 0
+        cdef _Ctx *c = self.c
+        with nogil:
+            for i in range(c.inst_mask + 1):
+                if (c.inst[i].flags & I_USED) and ((c.inst[i].flags & I_STALE) or _mbo_stale(c, &c.inst[i])):
+                    n += 1
+        return n
 
     def reset(self):
         """Forget sequencing state and counters."""
