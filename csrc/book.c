@@ -9,8 +9,11 @@
  *   A ref page node is live when its level is not 0; a page whose orders are all gone goes back to
  *   a free list. Orders whose id is beyond the directory (ids of 2^32 and up), or whose page would
  *   make the ref pages too sparse (ids far apart: fewer than FH_REF_MIN_FILL live orders, of either
- *   kind, a ref page beyond FH_REF_MIN_PAGES pages), fall back to HEAP PAGES (nodes on a free list through
- *   `next`) found through the order table below. A lookup reads the table only when it is not empty.
+ *   kind, a ref page beyond FH_REF_MIN_PAGES pages), fall back to HEAP PAGES (nodes on a free list
+ *   through `next`) found through the order table below. A lookup reads the table only when it is not
+ *   empty. Long-lived orders would pin a page each: an old page (FH_REF_EVICT_AGE pages below the
+ *   newest) down to FH_REF_EVICT_LIVE live orders moves them to heap nodes and is freed, so the ref
+ *   pages hold the young orders (most events) and the table the few old ones.
  * - order table (fallback only): open addressing, linear probing, backward-shift deletion (no tombstones), 8-byte
  *   slots (tag = order_id folded to 32 bits, node index). The home slot depends on the tag only, so a
  *   deletion can shift entries without touching the pool. Identity hashing (tag & mask) first: venue
@@ -44,6 +47,8 @@ _Static_assert(FH_REF_PAGE == FH_BOOK_REF_PAGE, "book.h names the page size");
 #define FH_REF_MAX_PAGES (1u << 22)   /* node pages in all: node indices below 2^32 */
 #define FH_REF_MIN_PAGES 256      /* ref pages always allowed (8 MiB of nodes) */
 #define FH_REF_MIN_FILL 32        /* beyond them, live orders a ref page on average */
+#define FH_REF_EVICT_LIVE 64      /* an old ref page down to this many live orders moves them to the table */
+#define FH_REF_EVICT_AGE 64       /* old: this many pages (ids) below the newest ref page */
 #define FH_BOOK_MIN_TABLE 4096    /* initial order table capacity (slots, power of two) */
 
 #if defined(__GNUC__)
@@ -197,6 +202,7 @@ struct fh_bookset {
     uint32_t *refdir;           /* [refdir_cap] page + 1 of ref page i (order ids i * FH_REF_PAGE ...) */
     uint32_t refdir_cap;
     uint32_t ref_pages;         /* ref pages in use */
+    uint32_t ref_frontier;      /* the highest ref page index created so far */
     uint64_t ref_live;          /* orders in ref pages */
     fh_book_slot *table;
     uint32_t table_mask, table_used;
@@ -422,6 +428,7 @@ static uint32_t fh_ref_slot(fh_bookset *bs, uint64_t order_id) {
     bs->page_ref[k] = (uint32_t)pi + 1;
     bs->refdir[pi] = k + 1;
     bs->ref_pages++;
+    if (pi > bs->ref_frontier) bs->ref_frontier = (uint32_t)pi;
     return k << FH_REF_BITS | (uint32_t)(order_id & (FH_REF_PAGE - 1));
 }
 
@@ -431,17 +438,55 @@ static inline void fh_ref_live(fh_bookset *bs, uint32_t n) {
     bs->ref_live++;
 }
 
-/* A ref page node dies; its page is freed when it was the last. */
-static inline void fh_ref_dead(fh_bookset *bs, uint32_t n) {
+/* Free ref page k (no live node left). */
+static inline void fh_ref_page_free(fh_bookset *bs, uint32_t k) {
+    bs->refdir[bs->page_ref[k] - 1] = 0;
+    bs->page_ref[k] = 0;
+    bs->page_live[k] = bs->page_free;
+    bs->page_free = k + 1;
+    bs->ref_pages--;
+}
+
+/* Move the live orders of ref page k, an old page that few orders keep, to heap nodes found through
+ * the order table, and free the page: long-lived orders would otherwise pin a page of FH_REF_PAGE
+ * nodes each (their queue neighbours and level are relinked to the new node). Stops, consistent,
+ * when memory runs out (the page then stays). */
+static void fh_ref_page_evict(fh_bookset *bs, uint32_t k) {
+    uint32_t base = k << FH_REF_BITS;
+    for (uint32_t j = 0; j < FH_REF_PAGE && bs->page_live[k]; j++) {
+        uint32_t n = base + j;
+        if (!bs->nodes[n].level) continue;
+        uint32_t empty = 0, dist = 0;
+        (void)fh_table_find_or_empty(bs, bs->nodes[n].order_id, &empty, &dist);   /* absent: in its page */
+        uint32_t h = fh_node_alloc(bs);   /* may move the nodes array: indices only below */
+        if (!h) return;
+        if (fh_table_insert_at(bs, bs->nodes[n].order_id, h, empty, dist)) { fh_node_free(bs, h); return; }
+        bs->nodes[h] = bs->nodes[n];
+        fh_book_node *o = &bs->nodes[h];
+        fh_book_level *lv = &bs->levels[o->level];
+        if (o->prev) bs->nodes[o->prev].next = h;
+        else lv->head = h;
+        if (o->next) bs->nodes[o->next].prev = h;
+        else lv->tail = h;
+        bs->nodes[n].level = 0;
+        bs->ref_live--;
+        bs->page_live[k]--;
+    }
+    if (bs->page_live[k] == 0) fh_ref_page_free(bs, k);
+}
+
+/* A ref page node dies; its page is freed when it was the last, or evicted when it is old and kept
+ * by only a few orders (evict = 0: no other node may move, e.g. while a queue is being walked). */
+static inline void fh_ref_dead(fh_bookset *bs, uint32_t n, int evict) {
     uint32_t k = n >> FH_REF_BITS;
     bs->nodes[n].level = 0;
     bs->ref_live--;
-    if (--bs->page_live[k] == 0) {
-        bs->refdir[bs->page_ref[k] - 1] = 0;
-        bs->page_ref[k] = 0;
-        bs->page_live[k] = bs->page_free;
-        bs->page_free = k + 1;
-        bs->ref_pages--;
+    uint32_t left = --bs->page_live[k];
+    if (left == 0) {
+        fh_ref_page_free(bs, k);
+    } else if (FH_UNLIKELY(left <= FH_REF_EVICT_LIVE) && evict &&
+               bs->page_ref[k] - 1 + FH_REF_EVICT_AGE <= bs->ref_frontier) {
+        fh_ref_page_evict(bs, k);
     }
 }
 
@@ -464,7 +509,7 @@ static inline uint32_t fh_order_find(const fh_bookset *bs, uint64_t order_id, ui
  * heap node. */
 static inline void fh_order_forget(fh_bookset *bs, uint32_t slot, uint32_t n) {
     if (FH_LIKELY(slot == FH_SLOT_REF)) {
-        fh_ref_dead(bs, n);
+        fh_ref_dead(bs, n, 1);
     } else {
         fh_table_erase(bs, slot);
         fh_node_free(bs, n);
@@ -903,7 +948,7 @@ static void fh_book_clear(fh_bookset *bs, uint32_t b) {
                 for (uint32_t n = bs->levels[l].head; n;) {
                     uint32_t next = bs->nodes[n].next;
                     if (fh_is_ref_node(bs, n)) {
-                        fh_ref_dead(bs, n);
+                        fh_ref_dead(bs, n, 0);
                     } else {
                         uint32_t slot = fh_table_find(bs, bs->nodes[n].order_id);
                         if (slot != UINT32_MAX) fh_table_erase(bs, slot);

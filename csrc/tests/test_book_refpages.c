@@ -205,6 +205,40 @@ static void test_fallback(void) {
     fh_bookset_free(bs);
 }
 
+/* An old ref page kept by few orders moves them to the table and is freed (long-lived orders must
+ * not pin a page each); the moved orders keep their queue places and can be filled and cancelled. */
+static void test_evict(void) {
+    fh_bookset *bs = fh_bookset_new(64, 16, 0);
+    nmodel = 0;
+    fh_book_store_stats st;
+    for (uint64_t p = 0; p < 80; p++)
+        for (uint64_t j = 0; j < 40; j++)   /* 40 orders a page, queues across pages */
+            add(bs, 1 + (uint32_t)(j % 3), (int)(j & 1), p * FH_BOOK_REF_PAGE + 1 + j * 25, 100 + (int64_t)(j % 4), 10);
+    fh_bookset_store_stats(bs, &st);
+    CHECK(st.ref_pages == 80 && st.table_orders == 0);
+    /* one order of page 0 goes: page 0 is old (80 pages below the newest) and keeps 39: evicted */
+    cancel_all(bs, mfind(1));
+    fh_bookset_store_stats(bs, &st);
+    CHECK(st.ref_pages == 79 && st.table_orders == 39 && st.ref_orders == 79 * 40);
+    CHECK(fh_bookset_check(bs) == 0 && compare(bs) == 0);
+    /* a page near the newest is not old: it stays */
+    cancel_all(bs, mfind(79 * FH_BOOK_REF_PAGE + 1));
+    fh_bookset_store_stats(bs, &st);
+    CHECK(st.ref_pages == 79 && st.table_orders == 39);
+    /* the moved orders: partial fills, replaces and cancels */
+    for (long i = (long)nmodel - 1; i >= 0; i--) {
+        if (model[i].id >= FH_BOOK_REF_PAGE) continue;
+        fh_tick f = mbo(model[i].inst, 'F', 'N', model[i].id, FH_UNDEF_PRICE, 3, 0);
+        fh_bookset_apply(bs, &f, 1);
+        model[i].size -= 3;
+        if (model[i].id % 2) cancel_all(bs, i);
+    }
+    CHECK(fh_bookset_check(bs) == 0 && compare(bs) == 0);
+    fh_bookset_store_stats(bs, &st);
+    CHECK(st.table_orders == nmodel - st.ref_orders && st.table_orders > 0);
+    fh_bookset_free(bs);
+}
+
 /* An ITCH-like stream in batches: ids increase, most orders die young, some live long (their pages
  * stay), cancels of unknown ids are counted; the model agrees after every batch. */
 static void test_itch_like(void) {
@@ -261,6 +295,7 @@ static void test_itch_like(void) {
 int main(void) {
     test_dense_pages();
     test_fallback();
+    test_evict();
     test_itch_like();
     printf("test_book_refpages: %d failures\n", failures);
     return failures != 0;
