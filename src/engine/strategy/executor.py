@@ -44,6 +44,7 @@ import zmq
 
 from engine.strategy.ledger import Ledger
 from engine.strategy.signals import BadMessage, Signal, client_order_id, decode_signal, encode_ack, peek_id
+from feedhandler.cliopts import add_debug
 
 __all__ = ["ExecutorOptions", "Executor", "main", "outcome_of"]
 
@@ -288,18 +289,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-backoff", type=float, default=2.0, help="longest retry pause in seconds (default 2)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: SIGINT/SIGTERM)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_debug(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``feedhandler executor``: exit codes 0 / 1 / 2 / 130 (feedhandler.exitcodes); errors are one line, --debug adds
+    the traceback."""
+    from engine.errors import run_command
+    return run_command("feedhandler executor", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     p = build_parser()
-    try:
-        a = p.parse_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
+    a = p.parse_args(argv)
 
     def fail(msg: str, code: int = EXIT_USAGE) -> int:
-        print(f"feedhandler executor: {msg}", file=sys.stderr)
+        print(f"feedhandler executor: error: {msg}", file=sys.stderr)
         return code
 
     if not a.api_key:

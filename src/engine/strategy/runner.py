@@ -42,6 +42,7 @@ from engine.strategy.base import Strategy, coerce_params
 from engine.strategy.outbox import Outbox
 from engine.strategy.signals import BadMessage, Signal, decode_ack
 from feedhandler import records
+from feedhandler.cliopts import add_debug
 
 __all__ = ["REGISTRY", "load_strategy", "StrategyOptions", "StrategyRunner", "main"]
 
@@ -290,6 +291,10 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
+class StrategyFailed(RuntimeError):
+    """The strategy's own code raised (its on_tick, on_batch, ...): a runtime failure, exit 1."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="feedhandler strategy",
                                 description="Run a trading strategy process: market data in (ZeroMQ SUB), signals "
@@ -317,26 +322,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to wait for outstanding acknowledgements when stopping (default 3)")
     p.add_argument("--id", default=None, help="instance id (default: NAME.<random>): the acknowledgement topic")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_debug(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``feedhandler strategy``: exit codes 0 / 1 / 2 / 130 (feedhandler.exitcodes); errors are one line, --debug adds
+    the traceback."""
+    from engine.errors import run_command
+    return run_command("feedhandler strategy", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     p = build_parser()
-    try:
-        a = p.parse_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
+    a = p.parse_args(argv)
     symbols = [s.strip().upper() for s in a.symbols.split(",") if s.strip()] if a.symbols else None
     for name, v in (("--hwm", a.hwm), ("--max-pending", a.max_pending)):
         if v <= 0:
-            print(f"feedhandler strategy: {name} must be positive", file=sys.stderr)
+            print(f"feedhandler strategy: error: {name} must be positive", file=sys.stderr)
             return EXIT_USAGE
     opts = StrategyOptions(a.name, a.md, a.signals, a.acks, symbols, a.param, a.hwm, a.max_pending, a.resend_after,
                            a.ttl_ms, a.duration, a.drain, a.id)
     try:
         runner = StrategyRunner(opts)
     except ValueError as e:
-        print(f"feedhandler strategy: {e}", file=sys.stderr)
+        print(f"feedhandler strategy: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     why: list[int] = []
 
@@ -348,14 +358,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         s = runner.run()
     except EndpointError as e:
-        print(f"feedhandler strategy: {e}", file=sys.stderr)
+        print(f"feedhandler strategy: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except Exception as e:          # the strategy's own code failed: say where, exit 1
-        import traceback
-
-        traceback.print_exc()
-        print(f"feedhandler strategy: {a.name} failed: {type(e).__name__}: {e}", file=sys.stderr)
-        return EXIT_FAIL
+    except Exception as e:          # the strategy's own code failed: say where; exit 1 (--debug: the traceback)
+        raise StrategyFailed(f"{a.name} failed: {type(e).__name__}: {e}") from e
     finally:
         for k, h in old.items():
             signal.signal(k, h)
