@@ -169,3 +169,22 @@ def test_strategy_killed_mid_run_loses_no_signal_and_trades_none_twice(tmp_path)
         assert st["acks_dup"] > 0, st
     finally:
         pr.close()
+
+
+class Boom(__import__("engine.strategy.base", fromlist=["Strategy"]).Strategy):
+    """A strategy whose own code fails (for the CLI's error convention)."""
+
+    def on_start(self):
+        raise RuntimeError("boom in on_start")
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_strategy_failure_is_one_line_and_debug_shows_the_traceback(debug, capsys):
+    from engine.strategy.runner import main
+    argv = ["test_strategy_outbox:Boom", "--md", "tcp://127.0.0.1:1", "--signals", "tcp://127.0.0.1:2"]
+    assert main(argv + (["--debug"] if debug else [])) == 1
+    err = capsys.readouterr().err
+    assert "feedhandler strategy: test_strategy_outbox:Boom failed: RuntimeError: boom in on_start" in err
+    assert ("Traceback" in err) == debug
+    if not debug:
+        assert len(err.strip().splitlines()) == 1

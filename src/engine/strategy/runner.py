@@ -49,6 +49,7 @@ from engine.strategy.outbox import Outbox
 from engine.strategy.outbox_file import OutboxFile, OutboxInUse
 from engine.strategy.signals import BadMessage, Signal, decode_ack, decode_signal
 from feedhandler import records
+from feedhandler.cliopts import add_debug
 
 __all__ = ["REGISTRY", "load_strategy", "StrategyOptions", "StrategyRunner", "main"]
 
@@ -359,7 +360,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SQLite file keeping the unacknowledged signals: a restarted (even killed) process resends "
                         "them and numbers new ones after them (default: none, memory only)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_debug(p)
     return p
+
+
+def _failed(a, e: Exception) -> int:
+    if a.debug:
+        import traceback
+
+        traceback.print_exc()
+    print(f"feedhandler strategy: {a.name} failed: {type(e).__name__}: {e}", file=sys.stderr)
+    return EXIT_FAIL
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -380,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"feedhandler strategy: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as e:          # the strategy's on_start failed otherwise: one line (--debug: where), exit 1
+        return _failed(a, e)
     why: list[int] = []
 
     def on_signal(signum, frame):
@@ -392,12 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     except EndpointError as e:
         print(f"feedhandler strategy: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except Exception as e:          # the strategy's own code failed: say where, exit 1
-        import traceback
-
-        traceback.print_exc()
-        print(f"feedhandler strategy: {a.name} failed: {type(e).__name__}: {e}", file=sys.stderr)
-        return EXIT_FAIL
+    except Exception as e:          # the strategy's own code failed: one line (--debug: where), exit 1
+        return _failed(a, e)
     finally:
         for k, h in old.items():
             signal.signal(k, h)
