@@ -34,6 +34,8 @@ def test_outbox_file_keeps_unacknowledged_signals_across_reopen(tmp_path):
         s = _sig(n)
         assert ob.add(s, s.encode(), n)
     assert ob.ack("s1.2") is not None
+    ob.flush_acks()
+    assert ob.ack("s1.3") is not None          # acknowledged, not flushed: as if killed before the burst ended
     ob.store.set_instance("s1")
     ob.store.close()                    # as a killed process would leave it (each write is its own commit)
     again = Outbox(10, store=OutboxFile(path))
@@ -43,6 +45,8 @@ def test_outbox_file_keeps_unacknowledged_signals_across_reopen(tmp_path):
     assert (got[1].signal.sender, got[1].signal.symbol, got[1].signal.qty) == ("s1", "AAPL", 10)
     assert len(again) == 2 and all(e.sends == 0 and e.next_send == 0.0 for e in got)   # due at once
     assert again.ack("s1.1") is not None and again.ack("s1.1") is None                  # a repeated ack: no-op
+    assert [r.id for r in again.store.pending()] == ["s1.1", "s1.3"]
+    again.flush_acks()
     assert [r.id for r in again.store.pending()] == ["s1.3"]
     again.store.close()
 

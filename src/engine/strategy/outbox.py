@@ -41,6 +41,7 @@ class Outbox:
         self._entries: "OrderedDict[str, Entry]" = OrderedDict()
         self.refused = 0
         self.store = store
+        self._acked: list[str] = []
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -74,8 +75,14 @@ class Outbox:
     def ack(self, signal_id: str) -> Entry | None:
         e = self._entries.pop(signal_id, None)
         if e is not None and self.store is not None:
-            self.store.ack(signal_id)
+            self._acked.append(signal_id)          # written by flush_acks: one commit per burst
         return e
+
+    def flush_acks(self) -> None:
+        """Remove the acknowledged signals from the store (the runner calls it after each burst of acks)."""
+        if self._acked:
+            self.store.ack(self._acked)
+            self._acked = []
 
     def due(self, now: float) -> list[Entry]:
         """Entries to send now: never sent, or sent and not acknowledged in time (oldest first)."""

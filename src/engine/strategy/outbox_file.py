@@ -113,8 +113,17 @@ class OutboxFile:
             raise
         db.execute("COMMIT")
 
-    def ack(self, signal_id: str) -> None:
-        self.db.execute("DELETE FROM pending WHERE id = ?", (signal_id,))
+    def ack(self, signal_ids) -> None:
+        """Forget acknowledged signals (one commit for the lot). An acknowledgement lost with a killed process
+        only means a resend that the executor answers from its ledger."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("DELETE FROM pending WHERE id = ?", [(i,) for i in signal_ids])
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     def pending(self) -> list[Stored]:
         """The unacknowledged signals, oldest first."""

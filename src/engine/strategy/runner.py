@@ -190,7 +190,10 @@ class StrategyRunner:
             s.close(linger=0)
         self._sockets = []
         if self.outbox.store is not None:
-            self.outbox.store.close()
+            try:
+                self.outbox.flush_acks()
+            finally:
+                self.outbox.store.close()
 
     # ---- signals ------------------------------------------------------------------------------------
     def _emit(self, symbol, side, qty, price, order_type, tif, reason, md_ts) -> str | None:
@@ -299,6 +302,7 @@ class StrategyRunner:
                     except zmq.Again:
                         break
                     self._on_ack(frames)
+                self.outbox.flush_acks()
 
     def summary(self, elapsed: float) -> dict:
         lat = np.array(self.latency_ns, dtype=np.int64)
