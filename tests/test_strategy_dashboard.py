@@ -80,12 +80,12 @@ def test_strategy_fills_appear_on_the_dashboard(procs, tmp_path, request):  # no
                      what=f"the {sym} tape to show the history's trades ({len(want)})")
             seen += len(want)
             # the PnL table (polled every 2 s): the position the history's fills add up to
-            wait_for(lambda: _pnl_row(drv, sym)[:2] == [sym, str(pos_want[sym])] if sym in pos_want else True,
-                     timeout=30, what=f"the {sym} position {pos_want.get(sym)} in the PnL table")
+            pos = pos_want.get(sym, 0)
+            wait_for(lambda: _pnl_row(drv, sym)[:2] == [sym, str(pos)] or (not pos and not _pnl_row(drv, sym)),
+                     timeout=30, what=f"the {sym} position {pos} in the PnL table")
             if want:
                 drv.save_screenshot(str(shots / f"strategy_run_{sym}.png"))
-        assert seen > 0
-        assert sum(int(_pnl_row(drv, s)[1]) != 0 for s in pos_want) == sum(v != 0 for v in pos_want.values())
+        assert seen > 0 and any(pos_want.values())
         png = shots / f"strategy_run_{max(tape_want, key=lambda s: len(tape_want[s]))}.png"
         assert png.stat().st_size > 10_000
         logs = [e for e in drv.get_log("browser") if e.get("level") == "SEVERE" and e.get("source") != "network"]
