@@ -192,3 +192,19 @@ def test_strategy_failure_is_one_line_and_debug_shows_the_traceback(debug, capsy
     assert ("Traceback" in err) == debug
     if not debug:
         assert len(err.strip().splitlines()) == 1
+
+
+def test_without_outbox_a_fixed_id_never_reuses_signal_ids():
+    """A restarted strategy with the same --id and no --outbox used to number its signals from 1 again: the
+    executor answered them from its ledger as repeats of the dead process's signals (never traded)."""
+    firsts = []
+    for _ in range(2):
+        r = StrategyRunner(StrategyOptions("breakout", ["tcp://127.0.0.1:1"], "tcp://127.0.0.1:2", symbols=["AAPL"],
+                                           name="fixed"))
+        r._open()
+        try:
+            firsts.append(r._emit("AAPL", "B", 10, 100_000_000_000, "limit", "ioc", "t", 0))
+            assert r.instance == "fixed" and r._ack_topics == ["fixed"]       # acknowledgements: the same topic
+        finally:
+            r.close()
+    assert firsts[0] != firsts[1] and all(f.startswith("fixed.") for f in firsts), firsts

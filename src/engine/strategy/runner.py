@@ -145,6 +145,11 @@ class StrategyRunner:
                 restored = self.outbox.restore(decode_signal)
             except (sqlite3.Error, BadMessage) as e:
                 raise ValueError(f"--outbox {opts.outbox}: unreadable: {e}") from None
+        # signal ids are unique for ever: with an outbox the counter goes on from the file; without one a fixed
+        # --id gets a per-process session (a restart counting from 1 again would reuse ids, which the executor
+        # answers from its ledger as repeats: the new signals would never be traded)
+        self._id_prefix = (self.instance if store is not None or not opts.name
+                           else f"{self.instance}.{os.urandom(4).hex()}")
         # acknowledgements of restored signals come under their sender's topic (another --id before)
         self._ack_topics = sorted({self.instance} | {e.signal.sender for e in restored})
         self.want = {s.encode() for s in opts.symbols} if opts.symbols else None
@@ -198,7 +203,7 @@ class StrategyRunner:
     # ---- signals ------------------------------------------------------------------------------------
     def _emit(self, symbol, side, qty, price, order_type, tif, reason, md_ts) -> str | None:
         self._n += 1
-        sig = Signal(f"{self.instance}.{self._n}", self.instance, symbol, side, qty, price, order_type, tif,
+        sig = Signal(f"{self._id_prefix}.{self._n}", self.instance, symbol, side, qty, price, order_type, tif,
                      time.time_ns(), md_ts, self.opts.ttl_ms, reason)
         if not self.outbox.add(sig, sig.encode(), self._n):
             self.stats["refused_backpressure"] += 1
