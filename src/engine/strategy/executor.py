@@ -43,8 +43,8 @@ from dataclasses import dataclass
 import zmq
 
 from engine.strategy.ledger import Ledger
-from engine.strategy.signals import BadMessage, Signal, client_order_id, decode_signal, encode_ack, peek_id
 from feedhandler.cliopts import add_debug
+from engine.strategy.signals import BadMessage, Signal, client_order_id, decode_signal, encode_ack, peek_id
 
 __all__ = ["ExecutorOptions", "Executor", "main", "outcome_of"]
 
@@ -294,18 +294,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``feedhandler executor``: exit codes 0 / 1 / 2 / 130 (feedhandler.exitcodes); errors are one line, --debug adds
-    the traceback."""
-    from engine.errors import run_command
-    return run_command("feedhandler executor", _main, argv)
-
-
-def _main(argv: list[str]) -> int:
     p = build_parser()
-    a = p.parse_args(argv)
+    try:
+        a = p.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
 
     def fail(msg: str, code: int = EXIT_USAGE) -> int:
-        print(f"feedhandler executor: error: {msg}", file=sys.stderr)
+        print(f"feedhandler executor: {msg}", file=sys.stderr)
         return code
 
     if not a.api_key:
@@ -343,6 +339,12 @@ def _main(argv: list[str]) -> int:
             return fail(f"the exchange refused the API key {a.api_key!r}: {bad}")
         print(f"executor up: signals={ex.signals_endpoint} acks={ex.acks_endpoint} exchange={a.endpoint}", flush=True)
         s = ex.run()
+    except Exception as e:          # one line (--debug: the traceback), exit 1
+        if a.debug:
+            import traceback
+
+            traceback.print_exc()
+        return fail(f"{type(e).__name__}: {e}", EXIT_FAIL)
     finally:
         for k, h in old.items():
             _signal.signal(k, h)
