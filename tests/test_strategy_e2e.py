@@ -81,7 +81,7 @@ class Procs:
     def __init__(self, tmp: Path):
         self.tmp = tmp
         self.procs: dict[str, subprocess.Popen] = {}
-        self.env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+        self.env = dict(os.environ)
         self.env.pop("FEEDHANDLER_API_SECRET", None)
 
     def start(self, name, *args, env=None, wait_for=None, timeout=60):

@@ -15,7 +15,7 @@ STATUS = re.compile(r"^\[\s*[\d.]+s\] .* published bbo recs ([\d,]+) msgs ([\d,]
 
 
 def test_run_publish_counters_in_the_status_line():
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    env = dict(os.environ)
     # the sample spans ~17 h of capture time: at 40000x about 1.5 s, several status lines at 0.1 s
     r = subprocess.run([sys.executable, "-m", "feedhandler", "run", "--file", str(SAMPLE), "--pace", "40000",
                         "--publish", "tcp://127.0.0.1:0", "--publish-what", "bbo", "--status-interval", "0.1", "--json"],
