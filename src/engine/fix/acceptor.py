@@ -7,6 +7,12 @@ A connection is bound to a session by its first message: BeginString, SenderComp
 and TargetCompID (us) must name a configured session that is not already connected; otherwise the
 connection is closed without an answer (as QuickFIX does).
 
+Orders do not hold the event loop: the order application hands each request to the pipeline
+asynchronously (``OrderPipeline.handle_async``) and answers it when the engine thread delivers the outcome
+(:meth:`FixSession.hold` / :meth:`FixSession.resume`). Meanwhile that session reads nothing more (its
+later messages are answered after it, in order), and every other session is served: with several shard
+servers, an order for a stalled shard holds up only its own session, for at most the router's timeout.
+
 Limits (each closes the connection, counted in ``FixAcceptor.stats`` / ``FixSession.oversized``):
 
 =========================  ==========  =============================================================
@@ -329,11 +335,20 @@ class FixAcceptor:
                     session.data_received(rest)
                 else:
                     session.data_received(data)
-                if session is not None and not session.connected:
+                if session.held:
+                    # a message waits for the exchange (an order whose shard is slow): this connection reads
+                    # nothing more until it is answered; the loop serves the other sessions meanwhile
+                    released = asyncio.get_running_loop().create_future()
+                    session.when_released(lambda f=released: f.done() or f.set_result(None))
+                    await released
+                    if session.close_transport is not close:
+                        session = None          # another connection took the session over meanwhile
+                        break
+                if not session.connected:
                     break
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
-            if session is not None and session.connected:
+            if session is not None and session.connected and session.close_transport is close:
                 session.connection_lost()
             close()

@@ -38,6 +38,7 @@ replay (``EngineManager.recovered_events``), are reported at start, each exactly
 """
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 
@@ -147,7 +148,7 @@ class OrderApplication:
         self._reported: set = set()       # identities of the exchange events reported (see _event_key)
         self._routed: collections.deque = collections.deque()   # routed events not yet reported
         self.stats = {"rejects": 0, "cancel_rejects": 0, "duplicates": 0, "refused": 0, "reports": 0,
-                      "orphan_events": 0, "caught_up": 0}
+                      "orphan_events": 0, "caught_up": 0, "unknown_outcomes": 0}
 
     def _account(self, s: FixSession) -> str:
         t = s.target.decode()
@@ -375,13 +376,16 @@ class OrderApplication:
             else:
                 self._cancel_replace(s, m, clid, clids)
         except RequestRefused as e:
-            self.stats["refused"] += 1
-            if e.kind == "duplicate":
-                self.stats["duplicates"] += 1
-            if t == b"D":
-                self._reject_new(s, m, e.kind, e.text)
-            else:
-                self._cancel_reject(s, m, e.order, e.kind, e.text)
+            self._refused(s, m, e)
+
+    def _refused(self, s, m, e: RequestRefused) -> None:
+        self.stats["refused"] += 1
+        if e.kind == "duplicate":
+            self.stats["duplicates"] += 1
+        if m.msgtype == b"D":
+            self._reject_new(s, m, e.kind, e.text)
+        else:
+            self._cancel_reject(s, m, e.order, e.kind, e.text)
 
     def _check_id(self, v: bytes, tag: int) -> None:
         if len(v) > self.max_clordid_bytes:
@@ -412,7 +416,9 @@ class OrderApplication:
         req = {"type": "new", "client_order_id": clid, "symbol": sym, "side": side, "qty": qty,
                "order_type": "market" if market else "limit", "price": price, "tif": tif,
                "post_only": b"6" in (m.get(18) or b"").split(b" "), "rid": "fix-" + clid}
-        reply = self._handle(s, req)
+        self._submit(s, m, req, lambda reply: self._new_order_done(s, m, clid, clids, sym, qty, price, reply))
+
+    def _new_order_done(self, s, m, clid, clids, sym, qty, price, reply: dict) -> None:
         events = self._own_events(reply.get("events") or [])
         if reply.get("dup"):
             raise RequestRefused("duplicate", f"duplicate ClOrdID {clid}")
@@ -475,7 +481,9 @@ class OrderApplication:
             if new_qty is None and new_price is None:
                 self._replaced_report(s, o, clid, orig)      # nothing to change: the replace is a no-op
                 return
-        reply = self._handle(s, req)
+        self._submit(s, m, req, lambda reply: self._cancel_replace_done(s, m, clid, orig, o, oid, reply))
+
+    def _cancel_replace_done(self, s, m, clid, orig, o: _Order, oid: int, reply: dict) -> None:
         events = self._own_events(reply.get("events") or [])
         if not events:
             self._cancel_reject(s, m, o, reply.get("reason") or "rejected", reply.get("text") or "")
@@ -485,6 +493,42 @@ class OrderApplication:
                 self._cancel_reject(s, m, o, ev.get("reason") or "rejected", ev.get("text") or "")
             else:
                 self._on_event(s, ev, (clid, orig) if ev.get("order_id") == oid else None)
+
+    def _submit(self, s: FixSession, m, req: dict, then) -> None:
+        """Hand ``req`` to the pipeline; ``then(reply)`` answers it on the session's loop. Without a loop
+        (the application used on its own) or when the pipeline answers at once (refused at the edge, busy,
+        an engine run inline) that is now; otherwise the engine thread delivers the reply through the loop
+        later and the session holds its later inbound messages meanwhile (FixSession.hold): the loop goes
+        on serving the other sessions, so an order for a stalled shard holds up only its own session."""
+        loop_call = self._loop_call
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:          # no event loop here (the application driven directly): answered now
+            loop_call = None
+        if loop_call is None:
+            then(self._handle(s, req))
+            return
+
+        def deliver(_i: int, reply: dict) -> None:       # engine thread
+            loop_call(s.resume, m, lambda: self._answer(s, m, then, self.pipeline.finish(reply)))
+
+        try:
+            replies = self.pipeline.handle_async([(self._account(s), s.target, req, None)], deliver)
+        except Exception as e:  # noqa: BLE001 - a failing pipeline costs this request a reject, never the session
+            _log.exception("FIX: pipeline failed on %s", req.get("rid"))
+            then({"status": "rejected", "reason": "engine_error", "text": f"{type(e).__name__}"})
+            return
+        if replies[0] is not None:
+            then(self.pipeline.finish(replies[0]))
+        else:
+            s.hold(m)
+
+    def _answer(self, s, m, then, reply: dict) -> None:
+        """The continuation of a held request (inside FixSession.resume): its refusals as from_app's."""
+        try:
+            then(reply)
+        except RequestRefused as e:
+            self._refused(s, m, e)
 
     def _handle(self, s, req) -> dict:
         try:
@@ -570,15 +614,22 @@ class OrderApplication:
     def _on_event(self, s: FixSession, ev: dict, request: tuple[str, str] | None):
         """One engine event of an order -> ExecutionReport. ``request``: (ClOrdID, OrigClOrdID) when the
         event answers this session's cancel/replace request."""
+        t = ev["type"]
+        if t == "unknown":
+            # the exchange does not know the outcome yet (a shard that did not answer in time): no report now;
+            # the settled outcome comes later as the order's routed events (engine.exchange._on_settled)
+            self.stats["unknown_outcomes"] += 1
+            return
         oid = ev["order_id"]
         o = self._orders.get(oid)
-        t = ev["type"]
         if o is None:
             # an order this session did not enter (another transport of the same account)
             o = self._orders[oid] = _Order(oid, s.target, ev.get("client_order_id", ""), ev.get("symbol", ""),
                                            self.SIDE_OUT.get(ev.get("side"), "1"), ev.get("qty", 0),
                                            ev.get("price", 0))
-            self._clids.setdefault(s.target, {}).setdefault(o.clid, oid)
+            clids = self._clids.setdefault(s.target, {})
+            if not clids.get(o.clid):
+                clids[o.clid] = oid      # a settled order: its ClOrdID was used (0), now it names the order
         fix42 = s.begin == b"FIX.4.2"
         if t == "rejected":
             return          # rejects of requests are answered by the request path

@@ -23,7 +23,11 @@ Limits: a Login Request within ``LOGIN_TIMEOUT_S`` (10 s) of connecting; SoupBin
 ``MAX_PACKET_BYTES`` (1024) - a longer one closes the connection before its payload is buffered.
 
 Threading: everything runs on one asyncio loop; fills caused by other clients arrive from gateway
-worker threads through ``loop.call_soon_threadsafe``.
+worker threads through ``loop.call_soon_threadsafe``. Orders never hold the loop: each request goes to the
+pipeline asynchronously (``OrderPipeline.handle_async``) and its answer comes back through the loop; until
+then that connection reads nothing more (a user's messages are answered in the order of its requests),
+while the loop serves every other user. With several shard servers an order for a stalled shard holds up
+only its own user, for at most the router's timeout.
 """
 from __future__ import annotations
 
@@ -265,7 +269,9 @@ class OuchAcceptor:
                             await writer.drain()
                             return
                     elif ptype == soup.UNSEQUENCED_DATA:
-                        self._on_ouch(user, payload)
+                        pending = self._on_ouch(user, payload)
+                        if pending is not None:
+                            await pending        # this user's next request after this one's answer
                     elif ptype == soup.CLIENT_HEARTBEAT:
                         pass
                     elif ptype == soup.LOGOUT_REQUEST:
@@ -321,7 +327,44 @@ class OuchAcceptor:
             _log.exception("OUCH: pipeline failed on %s", req.get("rid"))
             return {"status": "rejected", "reason": "engine_error", "text": type(e).__name__}
 
-    def _on_ouch(self, user: str, msg: bytes):
+    def _submit(self, account, user, req, then) -> "asyncio.Future | None":
+        """Hand ``req`` to the pipeline; ``then(reply)`` answers it on the loop: now when the pipeline answers
+        at once (refused at the edge, busy, an engine run inline) or when called off the acceptor's loop (None
+        is returned), else when the engine thread delivers it; the future returned is done after that."""
+        loop = self.loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:          # called off the loop (tests drive _on_ouch directly): answered now
+            running = None
+        if running is None or running is not loop:
+            then(self._handle(account, user, req))
+            return None
+        done = loop.create_future()
+
+        def answer(reply: dict) -> None:                  # the loop
+            try:
+                then(self.pipeline.finish(reply))
+            except Exception:  # noqa: BLE001 - a failing answer costs this request, never the connection
+                _log.exception("OUCH %s: answering %s failed", user, req.get("rid"))
+            finally:
+                if not done.done():
+                    done.set_result(None)
+
+        def deliver(_i: int, reply: dict) -> None:       # engine thread
+            loop.call_soon_threadsafe(answer, reply)
+
+        try:
+            replies = self.pipeline.handle_async([(account, ("ouch", user), req, None)], deliver)
+        except Exception as e:  # noqa: BLE001 - a failing pipeline costs this request a reject, not the session
+            _log.exception("OUCH: pipeline failed on %s", req.get("rid"))
+            replies = [{"status": "rejected", "reason": "engine_error", "text": type(e).__name__}]
+        if replies[0] is not None:
+            then(self.pipeline.finish(replies[0]))
+            return None
+        return done
+
+    def _on_ouch(self, user: str, msg: bytes) -> "asyncio.Future | None":
+        """One OUCH message of ``user``; a future when its answer comes later (see _submit)."""
         self.stats["messages_in"] += 1
         account = self.users[user][1]
         try:
@@ -352,14 +395,16 @@ class OuchAcceptor:
             self._entered[(user, tok)] = {"tif": tif, "firm": f["firm"], "display": f["display"],
                                           "capacity": f["capacity"], "intermarket_sweep": f["intermarket_sweep"],
                                           "minimum_quantity": f["minimum_quantity"], "cross_type": f["cross_type"]}
-            reply = self._handle(account, user, req)
-            if reply.get("dup"):
-                self.stats["duplicate_tokens"] += 1
-                self._entered.pop((user, tok), None)
-                return
-            self._events(user, reply, tok)
-            self._entered.pop((user, tok), None)
-            return
+
+            def entered(reply: dict) -> None:
+                try:
+                    if reply.get("dup"):
+                        self.stats["duplicate_tokens"] += 1
+                        return
+                    self._events(user, reply, tok)
+                finally:
+                    self._entered.pop((user, tok), None)
+            return self._submit(account, user, req, entered)
         tok_field = "existing_order_token" if name == "replace_order" else "order_token"
         tok = f[tok_field].decode("ascii", "replace")
         oid = tokens.get(tok)
@@ -393,9 +438,13 @@ class OuchAcceptor:
             req = {"type": "amend", "order_id": oid, "new_price": None, "new_qty": f["shares"],
                    "rid": f"ouch-{user}-m-{tok}-{time.monotonic_ns()}"}
             st["pending"] = ("modify", None)
-        reply = self._handle(account, user, req)
-        self._events(user, reply, tok)
-        st.pop("pending", None)
+
+        def done(reply: dict) -> None:
+            try:
+                self._events(user, reply, tok)
+            finally:
+                st.pop("pending", None)
+        return self._submit(account, user, req, done)
 
     def _route(self, user: str, ev: dict) -> None:
         # engine/gateway threads: queued in exchange order, drained on the loop
