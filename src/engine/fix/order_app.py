@@ -53,6 +53,8 @@ MAX_CLORDID_BYTES = 64
 #: Text (58) prefix of a reject for an identifier that cannot be a ClOrdID (too long, not ASCII): such an
 #: identifier is never 'used', so the state rebuilt from the store skips these rejects
 ID_REFUSED = "identifier refused: "
+#: marker of a request's reply in the routed-event queue (see OrderApplication._submit)
+_REPLY = object()
 
 
 def price_to_raw(v: bytes) -> int:
@@ -318,11 +320,17 @@ class OrderApplication:
         if before is None:
             while q:
                 acct, ev = q.popleft()
-                self._send_event(acct, ev)
+                if acct is _REPLY:
+                    self._run_reply(ev)      # a held request's answer, in the exchange's order
+                else:
+                    self._send_event(acct, ev)
             return
         keep = []
         for _ in range(len(q)):
             acct, ev = q.popleft()
+            if acct is _REPLY:
+                keep.append((acct, ev))      # another session's answer: its turn comes in a full drain
+                continue
             seq = before.get(ev.get("order_id"))
             if seq is not None and ev.get("seq", 0) < seq:
                 self._send_event(acct, ev)
@@ -510,7 +518,11 @@ class OrderApplication:
             return
 
         def deliver(_i: int, reply: dict) -> None:       # engine thread
-            loop_call(s.resume, m, lambda: self._answer(s, m, then, self.pipeline.finish(reply)))
+            # through the routed-event queue: reports of this session's orders that the exchange made after
+            # this reply (a fill of the order just accepted) must not be reported before it
+            self._routed.append((_REPLY, lambda: s.resume(m, lambda: self._answer(s, m, then,
+                                                                                 self.pipeline.finish(reply)))))
+            loop_call(self._drain_routed)
 
         try:
             replies = self.pipeline.handle_async([(self._account(s), s.target, req, None)], deliver)
@@ -522,6 +534,13 @@ class OrderApplication:
             then(self.pipeline.finish(replies[0]))
         else:
             s.hold(m)
+
+    @staticmethod
+    def _run_reply(fn) -> None:
+        try:
+            fn()
+        except Exception:  # noqa: BLE001 - FixSession.resume answered what it could; the queue goes on
+            _log.exception("FIX: answering a held request failed")
 
     def _answer(self, s, m, then, reply: dict) -> None:
         """The continuation of a held request (inside FixSession.resume): its refusals as from_app's."""

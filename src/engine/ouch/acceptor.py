@@ -52,6 +52,8 @@ MAX_PACKET_BYTES = 1024
 
 _REJECT = {"unknown_symbol": b"S", "max_qty": b"Z", "price_band": b"X", "bad_price": b"X", "max_notional": b"Z",
            "bad_qty": b"Z", "busy": b"O", "rate_limited": b"O"}
+#: marker of a request's reply in the routed-event queue (see OuchAcceptor._submit)
+_REPLY = object()
 _CANCEL_REASON = {"user": b"U", "ioc": b"I", "fok": b"I", "stp": b"Q", "expired": b"T"}
 
 
@@ -351,7 +353,10 @@ class OuchAcceptor:
                     done.set_result(None)
 
         def deliver(_i: int, reply: dict) -> None:       # engine thread
-            loop.call_soon_threadsafe(answer, reply)
+            # through the routed-event queue, in the exchange's order: a fill of the order just accepted
+            # (routed from another user's request) is never reported before the Accepted
+            self._routed.append((_REPLY, lambda: answer(reply)))
+            loop.call_soon_threadsafe(self._drain_routed)
 
         try:
             replies = self.pipeline.handle_async([(account, ("ouch", user), req, None)], deliver)
@@ -460,11 +465,17 @@ class OuchAcceptor:
         if before is None:
             while q:
                 user, ev = q.popleft()
-                self._on_event(user, ev)
+                if user is _REPLY:
+                    ev()                     # a waiting request's answer (it logs its own failures)
+                else:
+                    self._on_event(user, ev)
             return
         keep = []
         for _ in range(len(q)):
             user, ev = q.popleft()
+            if user is _REPLY:
+                keep.append((user, ev))      # another request's answer: its turn comes in a full drain
+                continue
             seq = before.get(ev.get("order_id"))
             if seq is not None and ev.get("seq", 0) < seq:
                 self._on_event(user, ev)
