@@ -46,6 +46,8 @@ _log = logging.getLogger("engine.fix")
 LOGON_TIMEOUT_S = 10.0
 #: bytes an unauthenticated connection may send before its Logon is complete; more closes it
 MAX_PRELOGON_BYTES = 16_384
+#: seconds stop() waits for orders still with the exchange (their reports stored and sent) before it stops
+STOP_GRACE_S = 5.0
 
 @dataclass
 class SessionConfig:
@@ -268,8 +270,23 @@ class FixAcceptor:
         ready.wait(10)
         return self
 
+    async def _quiesce(self, grace_s: float) -> None:
+        """Wait (at most ``grace_s``) until no session has an order with the exchange."""
+        end = time.monotonic() + grace_s
+        while any(s.held for s in self.sessions.values()) and time.monotonic() < end:
+            await asyncio.sleep(0.01)
+
     def stop(self) -> None:
+        """Stop the acceptor's loop thread, after the orders still with the exchange are answered (their
+        reports stored: at most ``STOP_GRACE_S``; a report missing from a store is caught up from the
+        journal at the next start, see OrderApplication.catch_up)."""
         if self._thread is not None and self.loop is not None:
+            try:
+                if threading.current_thread() is self._thread:
+                    raise RuntimeError("stop() on the acceptor's own loop")
+                asyncio.run_coroutine_threadsafe(self._quiesce(STOP_GRACE_S), self.loop).result(STOP_GRACE_S + 1)
+            except Exception as e:  # noqa: BLE001 - the loop already gone or the wait timed out: stop anyway
+                _log.warning("FIX: stopping with orders still unanswered (%s)", type(e).__name__)
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)
             self._thread = None

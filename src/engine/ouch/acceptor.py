@@ -49,6 +49,8 @@ LOGIN_TIMEOUT_S = 10.0
 #: (Enter Order, 49 bytes) and the Login Request (47 bytes) fit many times over. A longer packet ends the
 #: connection before its payload is buffered.
 MAX_PACKET_BYTES = 1024
+#: seconds stop() waits for requests still with the exchange (their answers stored and sent) before it stops
+STOP_GRACE_S = 5.0
 
 _REJECT = {"unknown_symbol": b"S", "max_qty": b"Z", "price_band": b"X", "bad_price": b"X", "max_notional": b"Z",
            "bad_qty": b"Z", "busy": b"O", "rate_limited": b"O"}
@@ -134,6 +136,7 @@ class OuchAcceptor:
         self._entered: dict[tuple[str, str], dict] = {}  # (user, token) -> entered fields, while entering
         self._reported: set = set()                     # identities of the exchange events reported
         self._routed: collections.deque = collections.deque()   # routed events not yet reported
+        self._waiting: set = set()                      # futures of the requests still with the exchange
         self.loop: asyncio.AbstractEventLoop | None = None
         self._server = None
         self._thread = None
@@ -207,8 +210,22 @@ class OuchAcceptor:
         ready.wait(10)
         return self
 
+    async def _quiesce(self, grace_s: float) -> None:
+        """Wait (at most ``grace_s``) until no request is with the exchange."""
+        end = time.monotonic() + grace_s
+        while self._waiting and time.monotonic() < end:
+            await asyncio.sleep(0.01)
+
     def stop(self):
+        """Stop the loop thread, after the requests still with the exchange are answered (stored: at most
+        ``STOP_GRACE_S``; an answer missing from a stream is caught up from the journal at the next start)."""
         if self._thread is not None and self.loop is not None:
+            try:
+                if threading.current_thread() is self._thread:
+                    raise RuntimeError("stop() on the acceptor's own loop")
+                asyncio.run_coroutine_threadsafe(self._quiesce(STOP_GRACE_S), self.loop).result(STOP_GRACE_S + 1)
+            except Exception as e:  # noqa: BLE001 - the loop already gone or the wait timed out: stop anyway
+                _log.warning("OUCH: stopping with requests still unanswered (%s)", type(e).__name__)
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)
             self._thread = None
@@ -366,6 +383,8 @@ class OuchAcceptor:
         if replies[0] is not None:
             then(self.pipeline.finish(replies[0]))
             return None
+        self._waiting.add(done)
+        done.add_done_callback(self._waiting.discard)
         return done
 
     def _on_ouch(self, user: str, msg: bytes) -> "asyncio.Future | None":
