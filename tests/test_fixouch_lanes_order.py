@@ -125,3 +125,69 @@ def test_ouch_fill_of_a_new_order_is_reported_after_its_acceptance():
     assert got == [("accepted", b"A0", None), ("executed", b"A0", 10), ("accepted", b"A1", None),
                    ("executed", b"A1", 4)], got
     assert acc.stats["orphan_events"] == 0
+
+
+class SlowEngine:
+    """An engine that takes ``delay`` seconds per batch (an order still with the exchange when stop() comes)."""
+
+    def __init__(self, eng, delay: float):
+        self._eng, self.delay = eng, delay
+
+    def __getattr__(self, name):
+        return getattr(self._eng, name)
+
+    def submit_many(self, reqs):
+        time.sleep(self.delay)
+        return self._eng.submit_many(reqs)
+
+
+def test_fix_stop_stores_the_report_of_an_order_still_with_the_exchange():
+    pytest.importorskip("simplefix")
+    from _durability_fix import FixClient
+    from engine.fix.acceptor import FixAcceptor, SessionConfig
+
+    eng = EngineManager(["AAPL"])
+    pipe = OrderPipeline(SlowEngine(eng, 0.8), RiskManager(RiskLimits(price_band_bps=0))).start()
+    acc = FixAcceptor([SessionConfig("FIX.4.4", "EXCH", "C", "ACC-1")], OrderApplication(pipe, {"C": "ACC-1"}),
+                      SPEC).start()
+    c = FixClient(acc.port, "C", "FIX.4.4", 1)
+    try:
+        c.send(b"A", [(98, 0), (108, 30)])
+        c.pump(timeout=0.5)
+        c.send(b"D", [(11, "S-0"), (21, "1"), (55, "AAPL"), (54, "2"), (38, "1"), (40, "2"), (44, "100"),
+                      (59, "1"), (60, utc_timestamp().decode())])
+        time.sleep(0.2)                           # with the (slow) engine now
+        acc.stop()
+    finally:
+        c.close()
+        pipe.stop()
+        eng.close()
+    s = next(iter(acc.sessions.values()))
+    stored = [dict(split_fields(r)) for r in s.store.history()]
+    assert [(m[35], m.get(11), m.get(150)) for m in stored if m[35] == b"8"] == [(b"8", b"S-0", b"0")]
+    assert s.next_target == 3                     # the order's MsgSeqNum consumed after its report
+
+
+def test_ouch_stop_stores_the_answer_of_a_request_still_with_the_exchange():
+    import socket
+    from feedhandler.protocols import soupbintcp as soup
+
+    eng = EngineManager(["AAPL"])
+    pipe = OrderPipeline(SlowEngine(eng, 0.8), RiskManager(RiskLimits(price_band_bps=0))).start()
+    acc = OuchAcceptor(pipe, {"alice": ("pw-a", "ACC-1")}, session="SESSION01").start()
+    c = socket.create_connection(("127.0.0.1", acc.port), timeout=5)
+    try:
+        c.sendall(soup.login_request("alice", "pw-a", "", 0))
+        time.sleep(0.2)
+        c.sendall(soup.unsequenced(ouch42.encode(
+            "enter_order", order_token="A0", side=b"S", shares=10, stock="AAPL", price=1_000_000,
+            time_in_force=99999, firm="F", display=b"Y", capacity=b"A", intermarket_sweep=b"N",
+            minimum_quantity=0, cross_type=b"N", customer_type=b"R")))
+        time.sleep(0.2)                           # with the (slow) engine now
+        acc.stop()
+    finally:
+        c.close()
+        pipe.stop()
+        eng.close()
+    out = [ouch42.decode(m, "out") for m in acc.stream("alice").msgs]
+    assert [(n, f["order_token"].strip()) for n, f in out] == [("accepted", b"A0")]
