@@ -22,6 +22,14 @@ IOC remainder, STP     8: 150=4 39=4 (unsolicited, 11 = the order's ClOrdID); ex
 D with PossResend=Y    8: the order's status (4.4: 150=I; 4.2: 20=3 status) when its ClOrdID is known
 =====================  =======================================================================================
 
+Requests reach the exchange asynchronously when the application runs on the acceptor's event loop
+(``OrderPipeline.handle_async``): the session holds the request (FixSession.hold) and the engine thread's
+reply comes back through the same queue as the events routed from other requests, so every order's reports
+keep the exchange's order and a session's answers the order of its requests; other sessions are served
+meanwhile (a stalled shard holds up only the sessions with an order for it). An outcome the exchange does
+not know yet (``unknown``: a shard that did not answer within the router's timeout) is not reported; the
+settled outcome follows as the order's events, and its ClOrdID then names it (cancel/replace work).
+
 Identifiers are checked before anything is sequenced: ClOrdID (11) and OrigClOrdID (41) longer than
 ``MAX_CLORDID_BYTES`` are refused with the reject above (never reach the exchange, so they cost no
 exchange sequence number); the inbound MsgSeqNum is consumed by the answer.
