@@ -137,6 +137,8 @@ def test_fix_session_is_answered_while_another_waits_on_a_stopped_shard(exchange
             er = fix_report(s1, f"a{i}", TIMEOUT_S * 2)
             lat.append(time.monotonic() - s0)
             assert er is not None, f"a{i}: no ExecutionReport: {[str(m) for m in s1.got]}"
+        print(f"FIX: healthy-shard ExecutionReports in {min(lat) * 1e3:.1f}..{max(lat) * 1e3:.1f} ms while another "
+              f"session's order waits on the stopped shard (router timeout {TIMEOUT_S} s)")
         assert max(lat) < FAST_S, f"F1's AAPL orders waited {max(lat):.3f} s behind F2's stopped shard"
         assert time.monotonic() - t0 < TIMEOUT_S, "the stopped shard's order was no longer outstanding"
         assert fix_report(s2, "m1", 0.05) is None      # still outstanding meanwhile
@@ -235,6 +237,8 @@ def test_ouch_user_is_answered_while_another_waits_on_a_stopped_shard(exchange):
             acc = alice.wait("accepted", f"A{i}", TIMEOUT_S * 2)
             lat.append(time.monotonic() - s0)
             assert acc is not None, f"A{i}: no Accepted"
+        print(f"OUCH: healthy-shard Accepted in {min(lat) * 1e3:.1f}..{max(lat) * 1e3:.1f} ms while another user's "
+              f"order waits on the stopped shard (router timeout {TIMEOUT_S} s)")
         assert max(lat) < FAST_S, f"alice's AAPL orders waited {max(lat):.3f} s behind bob's stopped shard"
         assert time.monotonic() - t0 < TIMEOUT_S, "the stopped shard's order was no longer outstanding"
         assert bob.wait("accepted", "B1", 0.05) is None
