@@ -162,7 +162,7 @@ def test_fix_session_is_answered_while_another_waits_on_a_stopped_shard(exchange
         assert fix_report(s2, "m1-x", 10, b"4") is not None, "the settled order cannot be canceled"
         assert wait_for(lambda: not ex.engine._shards[1].down)
         assert ex.pipeline.stats.errors == 0
-        assert ex.fix.app.stats["orphan_events"] == 0
+        assert ex.fix.app.stats["orphan_events"] == 0 and ex.fix.app.stats["unknown_outcomes"] == 1
     finally:
         s1.close()
         s2.close()
@@ -257,6 +257,7 @@ def test_ouch_user_is_answered_while_another_waits_on_a_stopped_shard(exchange):
         bob.cancel("B1")
         assert bob.wait("canceled", "B1", 10) is not None, "the settled order cannot be canceled"
         assert ex.pipeline.stats.errors == 0
+        assert ex.ouch.stats["unknown_outcomes"] == 1 and ex.ouch.stats["orphan_events"] == 0, ex.ouch.stats
     finally:
         alice.close()
         bob.close()

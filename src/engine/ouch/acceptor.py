@@ -144,7 +144,8 @@ class OuchAcceptor:
         self.stats = {"logins": 0, "rejected_logins": 0, "messages_in": 0, "bad_messages": 0,
                       "timeouts": 0, "protocol_errors": 0, "unexpected_packets": 0, "disconnects": 0,
                       "duplicate_tokens": 0, "ignored_requests": 0, "orphan_events": 0, "bad_stored_messages": 0,
-                      "login_timeouts": 0, "oversized_packets": 0, "caught_up": 0}
+                      "login_timeouts": 0, "oversized_packets": 0, "caught_up": 0,
+                      "unknown_outcomes": 0}
         if self.store_dir:
             for user in self.users:
                 self._recover(user)
@@ -522,6 +523,11 @@ class OuchAcceptor:
             self._on_event(user, ev)
 
     def _on_event(self, user: str, ev: dict):
+        if ev.get("type") == "unknown":
+            # the exchange does not know the outcome yet (a shard that did not answer in time): nothing is
+            # sent now; the settled outcome comes later as the order's routed events (Exchange._on_settled)
+            self.stats["unknown_outcomes"] += 1
+            return
         key = self._event_key(ev)
         if key is not None:
             self._reported.add(key)
