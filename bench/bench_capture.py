@@ -41,8 +41,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT / "src"))
 
+import feedhandler.capture.live as _live_pkg  # noqa: E402
 from feedhandler.capture.live.vethpair import VethPair, veth_unavailable_reason  # noqa: E402
 
 PORT = 26477
@@ -224,7 +224,7 @@ def run_backend(backend: str, traffic: Path, n_packets: int, sender: Path, pps: 
                "--duration", "120", "--status-interval", "0.2", "--json", *extra]
         if rx_cpu >= 0:
             cmd = ["taskset", "-c", str(rx_cpu), *cmd]
-        env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), LIBXDP_SKIP_DISPATCHER="1")
+        env = dict(os.environ, LIBXDP_SKIP_DISPATCHER="1")
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         try:
             first = p.stderr.readline()
@@ -433,7 +433,7 @@ def run_bare(exe: Path, gen_obj: Path, sender: str, rx: str, seconds: float, thr
         rx_veth_before(v, threaded)
         env = dict(os.environ, LIBXDP_SKIP_DISPATCHER="1")
         if rx == "afxdp":
-            obj = ROOT / "src" / "feedhandler" / "capture" / "live" / "xdp_feed.bpf.o"
+            obj = Path(_live_pkg.__file__).resolve().parent / "xdp_feed.bpf.o"   # the installed program
             cmd = [str(exe), "rx-afxdp", v.host_if, str(seconds), str(rx_cpu), str(obj), str(PORT),
                    str(busy_poll_us), "256", "native"]
         else:

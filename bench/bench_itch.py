@@ -29,10 +29,22 @@ Two times per run, both reported:
 Every contender gets the same bytes (the BinaryFILE; the page cache is warm after the first round)
 and does the same work: parse + book for every symbol, no output. Ratios are itch-book's median
 time divided by ours (> 1: we are faster), from the medians of all rounds; the spread is min..max.
+Beside the ratio of medians, each round's own ratio (itch-book's time in that round / ours in that
+round: the two ran seconds apart, under about the same load) gives the RATIO SPREAD (min..max over
+rounds), the honest error bar on a shared machine. `cpu x` is the same ratio on CPU time of the
+whole process in-process (steadier than wall time when other processes take the cores; for the
+pipelined contender it adds both threads' CPU, so only wall time says how much the second core
+helps).
+
+--real: the real NASDAQ captures under ../shared/data/itch50 (MoldUDP64 pcaps, about 50 messages in
+all), their messages written as one BinaryFILE: a cross-check that every contender sees the same
+messages and ends with the same live orders. At that size the times are process start-up only.
 
     .venv/bin/python bench/bench_itch.py                              # 3 shapes, 5 rounds
     .venv/bin/python bench/bench_itch.py --shapes deep --rounds 3 --json
     .venv/bin/python bench/bench_itch.py --messages 2000000 --symbols 2000 --rounds 3   # another shape
+    .venv/bin/python bench/bench_itch.py --seed 11 --symbols 1500 --depth-profile deep --rounds 3
+    .venv/bin/python bench/bench_itch.py --real --rounds 3
 """
 from __future__ import annotations
 
@@ -83,6 +95,76 @@ def day_files(messages: int, symbols: int, seed: int, concentration: float = 0.9
         print(f"# generated {messages} messages, {symbols} symbols (concentration {concentration:g}, "
               f"{depth_profile} depth) in {time.perf_counter() - t:.1f}s", file=sys.stderr)
     return files
+
+
+REAL_DIR = os.path.join(HERE, "..", "..", "shared", "data", "itch50")
+
+
+def _moldudp64_messages(pcap: bytes) -> list:
+    """The ITCH messages of a classic pcap of Ethernet (VLAN tags allowed) / IPv4 / UDP / MoldUDP64
+    packets, in order. Raises ValueError naming the first packet that is not one."""
+    import struct
+
+    if len(pcap) < 24:
+        raise ValueError("not a pcap: shorter than its global header")
+    magic = pcap[:4]
+    if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
+        end = "<"
+    elif magic in (b"\xa1\xb2\xc3\xd4", b"\xa1\xb2\x3c\x4d"):
+        end = ">"
+    else:
+        raise ValueError(f"not a classic pcap (magic {magic.hex()})")
+    if struct.unpack(end + "I", pcap[20:24])[0] != 1:
+        raise ValueError("not an Ethernet pcap")
+    out, off, k = [], 24, 0
+    while off + 16 <= len(pcap):
+        caplen = struct.unpack(end + "I", pcap[off + 8:off + 12])[0]
+        pkt = pcap[off + 16:off + 16 + caplen]
+        off += 16 + caplen
+        k += 1
+        if len(pkt) < caplen:
+            raise ValueError(f"packet {k}: truncated")
+        p = 12
+        while pkt[p:p + 2] in (b"\x81\x00", b"\x88\xa8"):
+            p += 4
+        if pkt[p:p + 2] != b"\x08\x00":
+            raise ValueError(f"packet {k}: not IPv4")
+        p += 2
+        ihl = (pkt[p] & 15) * 4
+        if pkt[p + 9] != 17:
+            raise ValueError(f"packet {k}: not UDP")
+        p += ihl + 8 + 20                      # UDP header, MoldUDP64 header (session, sequence, count)
+        count = struct.unpack(">H", pkt[p - 2:p])[0]
+        for _ in range(count if count != 0xFFFF else 0):
+            n = struct.unpack(">H", pkt[p:p + 2])[0]
+            if p + 2 + n > len(pkt):
+                raise ValueError(f"packet {k}: message runs past the packet")
+            out.append(pkt[p + 2:p + 2 + n])
+            p += 2 + n
+    return out
+
+
+def real_day_file() -> dict:
+    """The real captures' messages as one BinaryFILE under bench/out/ (2-byte big-endian length +
+    message), or SystemExit when the shared data is missing."""
+    import glob
+    import struct
+
+    pcaps = sorted(glob.glob(os.path.join(REAL_DIR, "*.pcap")))
+    if not pcaps:
+        raise SystemExit(f"--real: no captures under {os.path.normpath(REAL_DIR)}")
+    msgs = []
+    for p in pcaps:
+        with open(p, "rb") as f:
+            msgs += _moldudp64_messages(f.read())
+    os.makedirs(OUT, exist_ok=True)
+    path = os.path.join(OUT, "itch_real_shared.bin")
+    with open(path + ".tmp", "wb") as f:
+        for m in msgs:
+            f.write(struct.pack(">H", len(m)) + m)
+    os.replace(path + ".tmp", path)
+    print(f"# real captures: {len(pcaps)} pcaps, {len(msgs)} messages -> {path}", file=sys.stderr)
+    return {"binaryfile": path, "pcap": None}
 
 
 def _cpu_s() -> float:
@@ -185,12 +267,18 @@ def main(argv=None) -> int:
                     help="interleaved rounds (every contender once per round; default 5)")
     ap.add_argument("--only", default="", help="comma-separated contender names")
     ap.add_argument("--pcap", action="store_true", help="also the MoldUDP64 pcap contenders")
+    ap.add_argument("--real", action="store_true",
+                    help="the real captures in ../shared/data/itch50 as one BinaryFILE (a cross-check: "
+                         "about 50 messages) instead of synthetic days")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
         child(*a.child)
         return 0
+    if a.real:
+        SHAPES["real"] = {"symbols": None, "concentration": None, "depth_profile": "real captures"}
+        a.shapes, a.pcap = "real", False
     if a.symbols:
         SHAPES["custom"] = {"symbols": a.symbols, "concentration": a.concentration, "depth_profile": a.depth_profile}
     shapes = [s for s in (a.shapes or ("custom" if a.symbols else ",".join(SHAPES))).split(",") if s]
@@ -206,8 +294,9 @@ def main(argv=None) -> int:
         print("# itch-book not installed (pip install itch-book): skipping the peer", file=sys.stderr)
         names = [n for n in names if n != "itchbook"]
         itchbook_version = None
-    files = {s: day_files(a.messages, SHAPES[s]["symbols"], a.seed, SHAPES[s]["concentration"],
-                          SHAPES[s]["depth_profile"], pcap=a.pcap) for s in shapes}
+    files = {s: real_day_file() if s == "real" else
+             day_files(a.messages, SHAPES[s]["symbols"], a.seed, SHAPES[s]["concentration"],
+                       SHAPES[s]["depth_profile"], pcap=a.pcap) for s in shapes}
     runs: dict = {s: {n: [] for n in names} for s in shapes}
     loads = [os.getloadavg()]
     for _ in range(a.rounds):
@@ -235,28 +324,51 @@ def main(argv=None) -> int:
         ref = c.get("itchbook")
         if ref:
             for n, v in c.items():
-                for k in ("in_process_s", "whole_process_s"):
+                for k in ("in_process_s", "whole_process_s", "cpu_s"):
                     if v[k] and ref[k]:
                         v["x_" + k] = ref[k]["median"] / v[k]["median"]
+                # each round's own ratio (itch-book and this contender ran in the same round)
+                for k, rk in (("in_process_s", "elapsed_s"), ("whole_process_s", "whole_s"), ("cpu_s", "cpu_s")):
+                    xs = [ri[rk] / rn[rk] for ri, rn in zip(runs[s]["itchbook"], runs[s][n])
+                          if ri.get(rk) and rn.get(rk)]
+                    if xs:
+                        v["x_" + k + "_rounds"] = {"min": min(xs), "max": max(xs), "median": statistics.median(xs),
+                                                   "all": xs}
+            mismatch = [n for n, v in c.items() if (v["messages"], v["live_orders"]) != (ref["messages"], ref["live_orders"])]
+            if mismatch:
+                res["mismatch"] = mismatch
         result["shapes"][s] = res
     if a.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"# {a.messages:,} messages per day, {a.rounds} interleaved rounds; medians (min..max), seconds; "
-          f"x = itch-book median / ours (> 1: faster)")
+    print(f"# {'real captures' if a.real else f'{a.messages:,} messages per day'}, {a.rounds} interleaved rounds; medians (min..max), seconds; "
+          f"x = itch-book median / ours (> 1: faster), [min..max of the per-round ratios]")
     print(f"# load average per round (1 min): {', '.join(f'{x[0]:.1f}' for x in loads)}; {uptime}")
     for s in shapes:
         res = result["shapes"][s]
-        print(f"\n## {s}: {res['day']['symbols']} symbols, concentration {res['day']['concentration']}, "
-              f"{res['day']['depth_profile']} depth ({res['day']['file']})")
-        print(f"{'contender':22s} {'in-process s':>24s} {'x':>6s} {'whole process s':>24s} {'x':>6s} {'live orders':>12s}")
+        if s == "real":
+            print(f"\n## real: the captures in ../shared/data/itch50 as one BinaryFILE ({res['day']['file']}); "
+                  f"times are process start-up")
+        else:
+            print(f"\n## {s}: {res['day']['symbols']} symbols, concentration {res['day']['concentration']}, "
+                  f"{res['day']['depth_profile']} depth, seed {a.seed} ({res['day']['file']})")
+        print(f"{'contender':20s} {'in-process s':>22s} {'x':>5s} {'[spread]':>12s} {'cpu x':>6s} "
+              f"{'whole process s':>22s} {'x':>5s} {'[spread]':>12s} {'live orders':>11s}")
         for n, v in res["contenders"].items():
             def f(st):
                 return f"{st['median']:.3f} ({st['min']:.3f}..{st['max']:.3f})" if st else "-"
-            xi = f"{v['x_in_process_s']:.2f}" if "x_in_process_s" in v else "-"
-            xw = f"{v['x_whole_process_s']:.2f}" if "x_whole_process_s" in v else "-"
-            print(f"{n:22s} {f(v['in_process_s']):>24s} {xi:>6s} {f(v['whole_process_s']):>24s} {xw:>6s} "
-                  f"{v['live_orders'] if v['live_orders'] is not None else '-':>12}")
+
+            def x(k):
+                return f"{v['x_' + k]:.2f}" if "x_" + k in v else "-"
+
+            def sp(k):
+                r = v.get("x_" + k + "_rounds")
+                return f"[{r['min']:.2f}..{r['max']:.2f}]" if r and n != "itchbook" else ""
+            print(f"{n:20s} {f(v['in_process_s']):>22s} {x('in_process_s'):>5s} {sp('in_process_s'):>12s} "
+                  f"{x('cpu_s'):>6s} {f(v['whole_process_s']):>22s} {x('whole_process_s'):>5s} "
+                  f"{sp('whole_process_s'):>12s} {v['live_orders'] if v['live_orders'] is not None else '-':>11}")
+        if res.get("mismatch"):
+            print(f"# MISMATCH: {', '.join(res['mismatch'])} ended with other message or live order counts than itch-book")
     return 0
 
 

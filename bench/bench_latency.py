@@ -44,7 +44,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT / "src"))
 
 PORT = 26477
 # floor / latency: busy-poll always; floor-w / latency-w: busy-poll for --spin-us after the last packet,
@@ -128,7 +127,7 @@ def measure(tools: Path, backend: str, mode: str, rate: float, packets: int, msg
                    # afpacket-v3: the latency mode on TPACKET_V3 blocks (1 ms retire timer) instead of V2 slots
                    "source_kw": {"tpacket_version": 3} if backend == "afpacket-v3" else {}}
             cmd = ["taskset", "-c", str(rx_cpu), sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(cfg)]
-            env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), LIBXDP_SKIP_DISPATCHER="1")
+            env = dict(os.environ, LIBXDP_SKIP_DISPATCHER="1")
         if rx_nice:
             cmd = ["nice", "-n", str(rx_nice), *cmd]
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

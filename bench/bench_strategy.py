@@ -52,7 +52,7 @@ import zmq
 
 ROOT = Path(__file__).resolve().parents[1]
 PX = 1_000_000_000
-ENV = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+ENV = dict(os.environ)   # the installed package (editable or not), never src/ on the path
 
 
 # ---- the bare equivalents (run as: python bench_strategy.py --role ...) --------------------------------

@@ -1,8 +1,20 @@
 /* book.c - per-instrument L3 order books (see fh/book.h for the contract and the semantics).
  *
  * Data structures (all indices are uint32, 0 = none, so every pool wastes its slot 0):
- * - order pool: 32-byte nodes (order_id, price, size, level, prev, next), free list through `next`.
- * - order table: open addressing, linear probing, backward-shift deletion (no tombstones), 8-byte
+ * - order nodes: 32 bytes (order_id, price, size, level, prev, next) in one array of pages of
+ *   FH_REF_PAGE nodes. Most orders live in REF PAGES: ITCH assigns order reference numbers densely
+ *   and increasingly over a day, so the node of order id r is slot r % FH_REF_PAGE of the page that a
+ *   small directory (refdir, indexed by r / FH_REF_PAGE) names: finding an order reads the directory
+ *   (hot: recent orders share its lines) and the node, one miss instead of a hash slot and a node.
+ *   A ref page node is live when its level is not 0; a page whose orders are all gone goes back to
+ *   a free list. Orders whose id is beyond the directory (ids of 2^32 and up), or whose page would
+ *   make the ref pages too sparse (ids far apart: fewer than FH_REF_MIN_FILL live orders, of either
+ *   kind, a ref page beyond FH_REF_MIN_PAGES pages), fall back to HEAP PAGES (nodes on a free list
+ *   through `next`) found through the order table below. A lookup reads the table only when it is not
+ *   empty. Long-lived orders would pin a page each: an old page (FH_REF_EVICT_AGE pages below the
+ *   newest) down to FH_REF_EVICT_LIVE live orders moves them to heap nodes and is freed, so the ref
+ *   pages hold the young orders (most events) and the table the few old ones.
+ * - order table (fallback only): open addressing, linear probing, backward-shift deletion (no tombstones), 8-byte
  *   slots (tag = order_id folded to 32 bits, node index). The home slot depends on the tag only, so a
  *   deletion can shift entries without touching the pool. Identity hashing (tag & mask) first: venue
  *   order ids are mostly sequential, which makes recent orders share cache lines; a probe longer than
@@ -28,7 +40,15 @@
 
 #define FH_BOOK_SCAN 8            /* levels scanned linearly from the top before a binary search */
 #define FH_BOOK_MAX_PROBE 64      /* slots probed before the order table switches to mixed hashing */
-#define FH_BOOK_MIN_ORDERS 1024   /* initial order pool capacity (orders) */
+#define FH_REF_BITS 10            /* nodes per page: 1024 (32 KiB) */
+#define FH_REF_PAGE (1u << FH_REF_BITS)
+_Static_assert(FH_REF_PAGE == FH_BOOK_REF_PAGE, "book.h names the page size");
+#define FH_REF_DIR_MAX (1u << 22) /* ref pages the directory can name: order ids below 2^32 */
+#define FH_REF_MAX_PAGES (1u << 22)   /* node pages in all: node indices below 2^32 */
+#define FH_REF_MIN_PAGES 256      /* ref pages always allowed (8 MiB of nodes) */
+#define FH_REF_MIN_FILL 32        /* beyond them, live orders a ref page on average */
+#define FH_REF_EVICT_LIVE 64      /* an old ref page down to this many live orders moves them to the table */
+#define FH_REF_EVICT_AGE 64       /* old: this many pages (ids) below the newest ref page */
 #define FH_BOOK_MIN_TABLE 4096    /* initial order table capacity (slots, power of two) */
 
 #if defined(__GNUC__)
@@ -173,10 +193,20 @@ typedef struct fh_inst_slot {
 struct fh_bookset {
     uint64_t counters[FH_BOOK_NCOUNTERS];
     /* orders */
-    fh_book_node *nodes;
-    uint32_t nodes_cap, nodes_used, node_free;
+    fh_book_node *nodes;        /* pages_cap * FH_REF_PAGE nodes */
+    uint32_t node_free;         /* heap nodes: free list through next */
+    uint32_t heap_next, heap_end;   /* unused nodes of the newest heap page */
+    uint32_t *page_ref;         /* [pages_cap] ref page index + 1 of a ref page; 0: a heap or free page */
+    uint32_t *page_live;        /* [pages_cap] live orders of a ref page; a free page: next free page */
+    uint32_t pages_cap, pages_used, page_free;   /* page_free: a free page + 1, 0 = none */
+    uint32_t *refdir;           /* [refdir_cap] page + 1 of ref page i (order ids i * FH_REF_PAGE ...) */
+    uint32_t refdir_cap;
+    uint32_t ref_pages;         /* ref pages in use */
+    uint32_t ref_frontier;      /* the highest ref page index created so far */
+    uint64_t ref_live;          /* orders in ref pages */
     fh_book_slot *table;
     uint32_t table_mask, table_used;
+    uint64_t table_max_id;      /* no order id in the table is above it (0 when the table is empty) */
     int table_mixed;
     uint32_t table_mul, table_shift;   /* fh_home: (1, 32) identity, (0x9E3779B1, 16) mixed */
     uint64_t live;
@@ -284,6 +314,7 @@ static int fh_table_insert_at(fh_bookset *bs, uint64_t order_id, uint32_t node, 
         bs->table[empty].node = node;
     }
     bs->table_used++;
+    if (order_id > bs->table_max_id) bs->table_max_id = order_id;
     if (FH_UNLIKELY(dist > FH_BOOK_MAX_PROBE && !bs->table_mixed))
         (void)fh_table_rehash(bs, bs->table_mask + 1, 1);   /* on failure the table stays valid */
     return 0;
@@ -305,12 +336,43 @@ static void fh_table_erase(fh_bookset *bs, uint32_t i) {
     }
     bs->table[i].node = 0;
     bs->table[i].tag = 0;
-    bs->table_used--;
+    if (--bs->table_used == 0) bs->table_max_id = 0;
 }
 
 /* ---------------------------------------------------------------------------------------------- */
 /* pools */
 
+/* A page of FH_REF_PAGE nodes (the nodes array grows by doubling; its indices stay valid), or
+ * UINT32_MAX when out of memory. Its page_ref is 0. */
+static uint32_t fh_page_alloc(fh_bookset *bs) {
+    if (bs->page_free) {
+        uint32_t k = bs->page_free - 1;
+        bs->page_free = bs->page_live[k];
+        bs->page_live[k] = 0;
+        return k;
+    }
+    if (FH_UNLIKELY(bs->pages_used == bs->pages_cap)) {
+        if (bs->pages_cap >= FH_REF_MAX_PAGES) return UINT32_MAX;
+        uint32_t cap = bs->pages_cap * 2;
+        /* the page arrays first: bigger arrays are harmless if the nodes cannot grow */
+        uint32_t *r = realloc(bs->page_ref, (size_t)cap * sizeof *r);
+        if (!r) return UINT32_MAX;
+        bs->page_ref = r;
+        memset(&r[bs->pages_cap], 0, (size_t)(cap - bs->pages_cap) * sizeof *r);
+        uint32_t *l = realloc(bs->page_live, (size_t)cap * sizeof *l);
+        if (!l) return UINT32_MAX;
+        bs->page_live = l;
+        memset(&l[bs->pages_cap], 0, (size_t)(cap - bs->pages_cap) * sizeof *l);
+        size_t old_n = (size_t)bs->pages_cap * FH_REF_PAGE, new_n = (size_t)cap * FH_REF_PAGE;
+        fh_book_node *p = fh_big_grow(bs->nodes, old_n * sizeof *p, new_n * sizeof *p);
+        if (!p) return UINT32_MAX;
+        bs->nodes = p;
+        bs->pages_cap = cap;
+    }
+    return bs->pages_used++;
+}
+
+/* A heap node (for an order found through the order table), 0 when out of memory. */
 static uint32_t fh_node_alloc(fh_bookset *bs) {
     if (bs->node_free) {
         uint32_t n = bs->node_free;
@@ -318,21 +380,144 @@ static uint32_t fh_node_alloc(fh_bookset *bs) {
         __builtin_prefetch(&bs->nodes[bs->node_free]);   /* the next add's node (0: harmless) */
         return n;
     }
-    if (FH_UNLIKELY(bs->nodes_used == bs->nodes_cap)) {
-        if (bs->nodes_cap >= 0x7FFFFFFFu) return 0;
-        uint32_t cap = bs->nodes_cap * 2;
-        fh_book_node *p = fh_big_grow(bs->nodes, (size_t)bs->nodes_cap * sizeof *p, (size_t)cap * sizeof *p);
-        if (!p) return 0;
-        bs->nodes = p;
-        bs->nodes_cap = cap;
+    if (FH_UNLIKELY(bs->heap_next == bs->heap_end)) {
+        uint32_t k = fh_page_alloc(bs);
+        if (k == UINT32_MAX) return 0;
+        bs->heap_next = k << FH_REF_BITS;
+        bs->heap_end = bs->heap_next + FH_REF_PAGE;
     }
-    return bs->nodes_used++;
+    return bs->heap_next++;
 }
 
 static inline void fh_node_free(fh_bookset *bs, uint32_t n) {
     bs->nodes[n].next = bs->node_free;
     bs->nodes[n].order_id = 0;
+    bs->nodes[n].level = 0;
     bs->node_free = n;
+}
+
+/* The live ref page node of order_id, or 0. */
+static inline uint32_t fh_ref_find(const fh_bookset *bs, uint64_t order_id) {
+    uint64_t pi = order_id >> FH_REF_BITS;
+    if (FH_UNLIKELY(pi >= bs->refdir_cap)) return 0;
+    uint32_t p = bs->refdir[pi];
+    if (!p) return 0;
+    uint32_t n = (p - 1) << FH_REF_BITS | (uint32_t)(order_id & (FH_REF_PAGE - 1));
+    return bs->nodes[n].level ? n : 0;
+}
+
+/* The ref page node order_id goes to (its page created when needed), or 0 when the order must go to
+ * a heap node: an id beyond the directory, a page that would make the ref pages too sparse, or no
+ * memory for the page (the heap then tries too). */
+static uint32_t fh_ref_slot(fh_bookset *bs, uint64_t order_id) {
+    uint64_t pi = order_id >> FH_REF_BITS;
+    if (FH_UNLIKELY(pi >= FH_REF_DIR_MAX)) return 0;
+    if (FH_LIKELY(pi < bs->refdir_cap && bs->refdir[pi]))
+        return (bs->refdir[pi] - 1) << FH_REF_BITS | (uint32_t)(order_id & (FH_REF_PAGE - 1));
+    if (bs->ref_pages >= FH_REF_MIN_PAGES && (uint64_t)bs->ref_pages * FH_REF_MIN_FILL > bs->live) return 0;
+    if (pi >= bs->refdir_cap) {
+        uint64_t cap = bs->refdir_cap ? bs->refdir_cap : 1024;
+        while (cap <= pi) cap *= 2;
+        if (cap > FH_REF_DIR_MAX) cap = FH_REF_DIR_MAX;
+        uint32_t *d = fh_big_grow(bs->refdir, (size_t)bs->refdir_cap * sizeof *d, (size_t)cap * sizeof *d);
+        if (!d) return 0;
+        bs->refdir = d;
+        bs->refdir_cap = (uint32_t)cap;
+    }
+    uint32_t k = fh_page_alloc(bs);
+    if (k == UINT32_MAX) return 0;
+    /* a new page is zeroed and a freed one held only dead nodes (level 0): every slot is free */
+    bs->page_ref[k] = (uint32_t)pi + 1;
+    bs->refdir[pi] = k + 1;
+    bs->ref_pages++;
+    if (pi > bs->ref_frontier) bs->ref_frontier = (uint32_t)pi;
+    return k << FH_REF_BITS | (uint32_t)(order_id & (FH_REF_PAGE - 1));
+}
+
+/* A node becomes live in its ref page. */
+static inline void fh_ref_live(fh_bookset *bs, uint32_t n) {
+    bs->page_live[n >> FH_REF_BITS]++;
+    bs->ref_live++;
+}
+
+/* Free ref page k (no live node left). */
+static inline void fh_ref_page_free(fh_bookset *bs, uint32_t k) {
+    bs->refdir[bs->page_ref[k] - 1] = 0;
+    bs->page_ref[k] = 0;
+    bs->page_live[k] = bs->page_free;
+    bs->page_free = k + 1;
+    bs->ref_pages--;
+}
+
+/* Move the live orders of ref page k, an old page that few orders keep, to heap nodes found through
+ * the order table, and free the page: long-lived orders would otherwise pin a page of FH_REF_PAGE
+ * nodes each (their queue neighbours and level are relinked to the new node). Stops, consistent,
+ * when memory runs out (the page then stays). */
+static void fh_ref_page_evict(fh_bookset *bs, uint32_t k) {
+    uint32_t base = k << FH_REF_BITS;
+    for (uint32_t j = 0; j < FH_REF_PAGE && bs->page_live[k]; j++) {
+        uint32_t n = base + j;
+        if (!bs->nodes[n].level) continue;
+        uint32_t empty = 0, dist = 0;
+        (void)fh_table_find_or_empty(bs, bs->nodes[n].order_id, &empty, &dist);   /* absent: in its page */
+        uint32_t h = fh_node_alloc(bs);   /* may move the nodes array: indices only below */
+        if (!h) return;
+        if (fh_table_insert_at(bs, bs->nodes[n].order_id, h, empty, dist)) { fh_node_free(bs, h); return; }
+        bs->nodes[h] = bs->nodes[n];
+        fh_book_node *o = &bs->nodes[h];
+        fh_book_level *lv = &bs->levels[o->level];
+        if (o->prev) bs->nodes[o->prev].next = h;
+        else lv->head = h;
+        if (o->next) bs->nodes[o->next].prev = h;
+        else lv->tail = h;
+        bs->nodes[n].level = 0;
+        bs->ref_live--;
+        bs->page_live[k]--;
+    }
+    if (bs->page_live[k] == 0) fh_ref_page_free(bs, k);
+}
+
+/* A ref page node dies; its page is freed when it was the last, or evicted when it is old and kept
+ * by only a few orders (evict = 0: no other node may move, e.g. while a queue is being walked). */
+static inline void fh_ref_dead(fh_bookset *bs, uint32_t n, int evict) {
+    uint32_t k = n >> FH_REF_BITS;
+    bs->nodes[n].level = 0;
+    bs->ref_live--;
+    uint32_t left = --bs->page_live[k];
+    if (left == 0) {
+        fh_ref_page_free(bs, k);
+    } else if (FH_UNLIKELY(left <= FH_REF_EVICT_LIVE) && evict &&
+               bs->page_ref[k] - 1 + FH_REF_EVICT_AGE <= bs->ref_frontier) {
+        fh_ref_page_evict(bs, k);
+    }
+}
+
+/* Is node n in a ref page? */
+static inline int fh_is_ref_node(const fh_bookset *bs, uint32_t n) { return bs->page_ref[n >> FH_REF_BITS] != 0; }
+
+/* The live node of order_id, or 0; *slot = its order table slot, or FH_SLOT_REF for a ref page node. */
+#define FH_SLOT_REF (UINT32_MAX - 1)
+static inline uint32_t fh_order_find(const fh_bookset *bs, uint64_t order_id, uint32_t *slot) {
+    uint32_t n = fh_ref_find(bs, order_id);
+    if (FH_LIKELY(n)) { *slot = FH_SLOT_REF; return n; }
+    /* ITCH ids grow: an add's id is above every id the table holds (old orders moved there, orders
+     * that found no page), so neither it nor an event of a young order reads the table */
+    if (FH_LIKELY(order_id > bs->table_max_id)) return 0;
+    uint32_t s = fh_table_find(bs, order_id);
+    if (s == UINT32_MAX) return 0;
+    *slot = s;
+    return bs->table[s].node;
+}
+
+/* Forget a live order's node (slot from fh_order_find): its ref page slot, or its table entry and
+ * heap node. */
+static inline void fh_order_forget(fh_bookset *bs, uint32_t slot, uint32_t n) {
+    if (FH_LIKELY(slot == FH_SLOT_REF)) {
+        fh_ref_dead(bs, n, 1);
+    } else {
+        fh_table_erase(bs, slot);
+        fh_node_free(bs, n);
+    }
 }
 
 static uint32_t fh_level_alloc(fh_bookset *bs) {
@@ -728,8 +913,7 @@ static inline void fh_level_unlink(fh_bookset *bs, uint32_t n) {
 static inline void fh_order_remove(fh_bookset *bs, uint32_t slot, uint32_t n) {
     uint32_t b = bs->levels[bs->nodes[n].level].owner >> 1;
     fh_level_unlink(bs, n);
-    fh_table_erase(bs, slot);
-    fh_node_free(bs, n);
+    fh_order_forget(bs, slot, n);
     bs->books[b].live--;
     bs->live--;
 }
@@ -767,9 +951,13 @@ static void fh_book_clear(fh_bookset *bs, uint32_t b) {
                 uint32_t l = k->lvl[j];
                 for (uint32_t n = bs->levels[l].head; n;) {
                     uint32_t next = bs->nodes[n].next;
-                    uint32_t slot = fh_table_find(bs, bs->nodes[n].order_id);
-                    if (slot != UINT32_MAX) fh_table_erase(bs, slot);
-                    fh_node_free(bs, n);
+                    if (fh_is_ref_node(bs, n)) {
+                        fh_ref_dead(bs, n, 0);
+                    } else {
+                        uint32_t slot = fh_table_find(bs, bs->nodes[n].order_id);
+                        if (slot != UINT32_MAX) fh_table_erase(bs, slot);
+                        fh_node_free(bs, n);
+                    }
                     bs->live--;
                     n = next;
                 }
@@ -852,20 +1040,29 @@ static inline uint32_t fh_apply_add(fh_bookset *bs, fh_mbo *m, int pending_side,
     }
     if (FH_UNLIKELY(m->size == 0)) { bs->counters[FH_BOOK_C_ZERO_SIZE_ADD]++; return UINT32_MAX; }
     if (FH_UNLIKELY(m->price == FH_UNDEF_PRICE)) { bs->counters[FH_BOOK_C_BAD_PRICE]++; return UINT32_MAX; }
-    uint32_t empty = 0, dist = 0;   /* one probe: the duplicate check finds the insert position too */
-    if (FH_UNLIKELY(fh_table_find_or_empty(bs, m->order_id, &empty, &dist) != UINT32_MAX)) {
+    uint32_t slot;
+    if (FH_UNLIKELY(fh_order_find(bs, m->order_id, &slot))) {
         bs->counters[FH_BOOK_C_DUPLICATE_ADD]++;
         return UINT32_MAX;
     }
     uint32_t b = fh_book_get(bs, m->hd.instrument_id);
     if (FH_UNLIKELY(b == UINT32_MAX)) goto oom;
-    uint32_t n = fh_node_alloc(bs);
-    if (FH_UNLIKELY(!n)) goto oom;
-    if (FH_UNLIKELY(fh_table_insert_at(bs, m->order_id, n, empty, dist))) { fh_node_free(bs, n); goto oom; }
+    uint32_t n = fh_ref_slot(bs, m->order_id);
+    int ref = n != 0;
+    if (FH_UNLIKELY(!ref)) {   /* the fallback: a heap node found through the order table */
+        uint32_t empty = 0, dist = 0;
+        (void)fh_table_find_or_empty(bs, m->order_id, &empty, &dist);   /* absent: checked above */
+        n = fh_node_alloc(bs);
+        if (FH_UNLIKELY(!n)) goto oom;
+        if (FH_UNLIKELY(fh_table_insert_at(bs, m->order_id, n, empty, dist))) { fh_node_free(bs, n); goto oom; }
+    }
     uint32_t l = fh_level_get(bs, b, side, m->price);
     if (FH_UNLIKELY(!l)) {
-        fh_table_erase(bs, fh_table_find(bs, m->order_id));
-        fh_node_free(bs, n);
+        /* a ref page slot is still free (its page may stay empty until another order takes it) */
+        if (!ref) {
+            fh_table_erase(bs, fh_table_find(bs, m->order_id));
+            fh_node_free(bs, n);
+        }
         goto oom;
     }
     fh_book_node *o = &bs->nodes[n];
@@ -873,6 +1070,7 @@ static inline uint32_t fh_apply_add(fh_bookset *bs, fh_mbo *m, int pending_side,
     o->price = m->price;
     o->size = m->size;
     fh_level_push(bs, l, n);
+    if (FH_LIKELY(ref)) fh_ref_live(bs, n);
     bs->books[b].live++;
     bs->live++;
     bs->counters[FH_BOOK_C_ADDS]++;
@@ -886,9 +1084,9 @@ oom:
 
 /* Look up the order an F/C/M record names; fills in slot and node and returns its book, or UINT32_MAX. */
 static inline uint32_t fh_lookup(fh_bookset *bs, const fh_mbo *m, uint32_t *slot, uint32_t *node) {
-    uint32_t s = fh_table_find(bs, m->order_id);
-    if (FH_UNLIKELY(s == UINT32_MAX)) { bs->counters[FH_BOOK_C_UNKNOWN_ORDER]++; return UINT32_MAX; }
-    uint32_t n = bs->table[s].node;
+    uint32_t s = 0;
+    uint32_t n = fh_order_find(bs, m->order_id, &s);
+    if (FH_UNLIKELY(!n)) { bs->counters[FH_BOOK_C_UNKNOWN_ORDER]++; return UINT32_MAX; }
     uint32_t b = bs->levels[bs->nodes[n].level].owner >> 1;
     if (FH_UNLIKELY(bs->books[b].instrument_id != m->hd.instrument_id)) {
         bs->counters[FH_BOOK_C_INSTRUMENT_MISMATCH]++;
@@ -939,8 +1137,7 @@ static uint32_t fh_apply_modify(fh_bookset *bs, fh_mbo *m) {
     uint32_t l = fh_level_get(bs, b, side, m->price);
     if (!l) {
         /* the old level may be gone too: the order cannot be kept consistently, drop it */
-        fh_table_erase(bs, slot);
-        fh_node_free(bs, n);
+        fh_order_forget(bs, slot, n);
         bs->books[b].live--;
         bs->live--;
         bs->counters[FH_BOOK_C_NO_MEMORY]++;
@@ -954,35 +1151,57 @@ static uint32_t fh_apply_modify(fh_bookset *bs, fh_mbo *m) {
     return b;
 }
 
-/* Software pipeline over the batch: most of the time of an apply is spent waiting for three
- * dependent cache misses (order table slot -> order node -> price level) of orders far apart in
+/* Software pipeline over the batch: most of the time of an apply is spent waiting for dependent
+ * cache misses (order node -> price level -> the neighbours in its queue) of orders far apart in
  * memory. Records ahead of the one being applied are looked at in stages so that each miss is in
  * flight while earlier records are applied. These are hints only: they read current state (always
  * valid indices) and never change it, so a record applied in between only makes a hint useless. */
 #ifndef FH_BOOK_PF_SLOT
-#define FH_BOOK_PF_SLOT 20   /* records ahead: order table slot */
+#define FH_BOOK_PF_SLOT 20   /* records ahead: order node (ref page) or order table slot; book line */
 #endif
 #ifndef FH_BOOK_PF_NODE
-#define FH_BOOK_PF_NODE 12   /* records ahead: order node (or the book side's top for adds) */
+#define FH_BOOK_PF_NODE 12   /* records ahead: price level (or table node; the side's top for adds) */
 #endif
 #ifndef FH_BOOK_PF_LEVEL
-#define FH_BOOK_PF_LEVEL 5   /* records ahead: price level (or the side's top level for adds) */
+#define FH_BOOK_PF_LEVEL 5   /* records ahead: queue neighbours (or table node's level; top block keys) */
 #endif
 #ifndef FH_BOOK_PF_TICK
 #define FH_BOOK_PF_TICK 32   /* records ahead: the record itself (it may sit in another core's cache) */
 #endif
-#define FH_BOOK_PF_RING 32   /* home slots remembered between stages (power of two > FH_BOOK_PF_SLOT) */
+#define FH_BOOK_PF_RING 64   /* nodes/slots remembered between stages (power of two > FH_BOOK_PF_SLOT) */
 _Static_assert(FH_BOOK_PF_SLOT < FH_BOOK_PF_RING && (FH_BOOK_PF_RING & (FH_BOOK_PF_RING - 1)) == 0,
                "the prefetch ring must hold every record between the first and the last stage");
 
-/* Stage 1: the home slot of the record's order in the table, remembered in *pf for the later
- * stages (a rehash in between leaves it a valid index: the table never shrinks). */
-static inline void fh_prefetch_slot(const fh_bookset *bs, const fh_tick *t, uint32_t *pf) {
+/* What stage 1 found for a record: its order's ref page node (the slot an add will take, or the live
+ * order), and its home slot in the order table when the ref page has no node for it and the id may be
+ * in the table. (Remembering the book's side here too, instead of looking it up in stages 2 and 3,
+ * measured 20-30 % slower on an 8000-symbol day.) */
+typedef struct fh_pf {
+    uint32_t node;   /* 0: none (node 0 and level 0 are never used: harmless to prefetch) */
+    uint32_t home;   /* table slot, valid when node is 0 (0 otherwise: a valid slot) */
+} fh_pf;
+
+/* The node order_id has or would take in its ref page (0 when its page does not exist). */
+static inline uint32_t fh_ref_hint(const fh_bookset *bs, uint64_t order_id) {
+    uint64_t pi = order_id >> FH_REF_BITS;
+    uint32_t p = FH_LIKELY(pi < bs->refdir_cap) ? bs->refdir[pi] : 0;
+    return p ? (p - 1) << FH_REF_BITS | (uint32_t)(order_id & (FH_REF_PAGE - 1)) : 0;
+}
+
+/* Stage 1: the order's node (ref page) or home slot (table), remembered in *pf for the later stages
+ * (a grown table, node or book array leaves them valid indices: none ever shrinks), and the book's
+ * hot line (sides, live count, id), read by stages 2-3 and written by every event. */
+static inline void fh_prefetch_slot(const fh_bookset *bs, const fh_tick *t, fh_pf *pf) {
     if (t->hd.rtype != FH_RTYPE_MBO) return;
-    uint32_t home = fh_home(bs, fh_tag(t->mbo.order_id));
-    *pf = home;
-    __builtin_prefetch(&bs->table[home]);   /* adds probe it too (duplicate check, insert) */
-    /* the book's hot line (sides, live count, id), read by stages 2-3 and written by every event */
+    uint32_t n = fh_ref_hint(bs, t->mbo.order_id);
+    pf->node = n;
+    pf->home = 0;
+    __builtin_prefetch(&bs->nodes[n], 1);   /* an add writes it */
+    if (FH_UNLIKELY(!n && t->mbo.order_id <= bs->table_max_id)) {
+        uint32_t home = fh_home(bs, fh_tag(t->mbo.order_id));
+        pf->home = home;
+        __builtin_prefetch(&bs->table[home]);
+    }
     uint32_t id = t->hd.instrument_id;
     if (FH_LIKELY(id < bs->max_instruments)) {
         uint32_t b = bs->direct[id] - 1;
@@ -990,12 +1209,12 @@ static inline void fh_prefetch_slot(const fh_bookset *bs, const fh_tick *t, uint
     }
 }
 
-/* Stages 2 and 3 are branch-free on the action and on empty slots/sides: an add and an order event
- * want different lines, and a branch on which one this record is mispredicts about once per record
- * (cachegrind --branch-sim: ~1.5 of the ~5.7 mispredicts per record were these two tests and the
- * `node != 0` ones). So both kinds of hint are issued for every MBO record: for an add the home slot
- * is usually empty (node 0: the never-used node 0 and level 0, one cached line), for an order event
- * the top of its book's side is what removing a level touches anyway. */
+/* Stages 2 and 3 are branch-free on the action and on empty sides: an add and an order event want
+ * different lines, and a branch on which one this record is mispredicts about once per record
+ * (cachegrind --branch-sim: ~1.5 of the ~5.7 mispredicts per record were these tests). So both
+ * kinds of hint are issued for every MBO record: for an add the node is free (level 0: the never-used
+ * level 0, one cached line), for an order event the top of its book's side is what removing a level
+ * touches anyway. */
 static const fh_book_side fh_empty_side;   /* top_blk 0, top 0: the never-used block 0 and level 0 */
 
 /* The side of its book an add goes to (bid unless side 'A'), or an empty side when the book is
@@ -1007,26 +1226,33 @@ static inline const fh_book_side *fh_prefetch_side(const fh_bookset *bs, const f
     return &bs->books[b].side[t->mbo.side == FH_SIDE_ASK];
 }
 
-/* Stage 2: the order node the home slot names; the add side's top block (its count and first keys)
- * and best level (both named by the book's line, fetched in stage 1). */
-static inline void fh_prefetch_node(const fh_bookset *bs, const fh_tick *t, uint32_t home) {
+/* Stage 2: the price level of the order's node; the add side's top block (its count and first keys)
+ * and best level (both named by the book's line, fetched in stage 1); the table's node. */
+static inline void fh_prefetch_node(const fh_bookset *bs, const fh_tick *t, const fh_pf *pf) {
     if (t->hd.rtype != FH_RTYPE_MBO) return;
     const fh_book_side *s = fh_prefetch_side(bs, t);
     __builtin_prefetch(&bs->blocks[s->top_blk]);
     __builtin_prefetch(&bs->levels[s->top]);
-    __builtin_prefetch(&bs->nodes[bs->table[home].node]);
+    __builtin_prefetch(&bs->levels[bs->nodes[pf->node].level], 1);
+    if (FH_UNLIKELY(!pf->node)) __builtin_prefetch(&bs->nodes[bs->table[pf->home].node]);
 }
 
-/* Stage 3: the price level of that node, and the top block's last keys and level indices. An
- * occupied slot names a live node, whose level is live: valid indices even when the slot holds
- * another order. */
-static inline void fh_prefetch_level(const fh_bookset *bs, const fh_tick *t, uint32_t home) {
+/* Stage 3: the order's neighbours in its queue (unlinking it writes them) and the tail of the add
+ * side's best level (an add there links after it); the top block's last keys and level indices; the
+ * table node's level. An occupied slot names a live node, whose level is live: valid indices even
+ * when the slot holds another order. */
+static inline void fh_prefetch_level(const fh_bookset *bs, const fh_tick *t, const fh_pf *pf) {
     if (t->hd.rtype != FH_RTYPE_MBO) return;
-    const fh_ladder_block *k = &bs->blocks[fh_prefetch_side(bs, t)->top_blk];
+    const fh_book_side *s = fh_prefetch_side(bs, t);
+    const fh_ladder_block *k = &bs->blocks[s->top_blk];
     uint32_t last = k->n ? k->n - 1 : 0;   /* a select (cmov), not a branch */
     __builtin_prefetch(&k->key[last]);
     __builtin_prefetch(&k->lvl[last]);
-    __builtin_prefetch(&bs->levels[bs->nodes[bs->table[home].node].level]);
+    __builtin_prefetch(&bs->nodes[bs->levels[s->top].tail], 1);
+    const fh_book_node *o = &bs->nodes[pf->node];
+    __builtin_prefetch(&bs->nodes[o->prev], 1);
+    __builtin_prefetch(&bs->nodes[o->next], 1);
+    if (FH_UNLIKELY(!pf->node)) __builtin_prefetch(&bs->levels[bs->nodes[bs->table[pf->home].node].level]);
 }
 
 size_t fh_bookset_apply(fh_bookset *bs, fh_tick *ticks, size_t n) {
@@ -1043,7 +1269,10 @@ size_t fh_bookset_apply(fh_bookset *bs, fh_tick *ticks, size_t n) {
             fh_bbo_flush_pending(bs);
         }
     }
-    uint32_t pf[FH_BOOK_PF_RING] = {0};   /* home slot per record ahead (index: record & mask) */
+    /* per record ahead (index: record & mask). Not initialized: stage 1 writes a record's entry before
+     * stages 2-3 read it, and all three skip the same (non-MBO) records; a batch of a few records
+     * (the latency mode's packets) then pays for no 512-byte clear. */
+    fh_pf pf[FH_BOOK_PF_RING];
     for (size_t j = 0; j < n && j < FH_BOOK_PF_SLOT; j++)
         fh_prefetch_slot(bs, &ticks[j], &pf[j & (FH_BOOK_PF_RING - 1)]);
     for (size_t i = 0; i < n; i++) {
@@ -1051,9 +1280,9 @@ size_t fh_bookset_apply(fh_bookset *bs, fh_tick *ticks, size_t n) {
         if (FH_LIKELY(i + FH_BOOK_PF_SLOT < n))
             fh_prefetch_slot(bs, &ticks[i + FH_BOOK_PF_SLOT], &pf[(i + FH_BOOK_PF_SLOT) & (FH_BOOK_PF_RING - 1)]);
         if (FH_LIKELY(i + FH_BOOK_PF_NODE < n))
-            fh_prefetch_node(bs, &ticks[i + FH_BOOK_PF_NODE], pf[(i + FH_BOOK_PF_NODE) & (FH_BOOK_PF_RING - 1)]);
+            fh_prefetch_node(bs, &ticks[i + FH_BOOK_PF_NODE], &pf[(i + FH_BOOK_PF_NODE) & (FH_BOOK_PF_RING - 1)]);
         if (FH_LIKELY(i + FH_BOOK_PF_LEVEL < n))
-            fh_prefetch_level(bs, &ticks[i + FH_BOOK_PF_LEVEL], pf[(i + FH_BOOK_PF_LEVEL) & (FH_BOOK_PF_RING - 1)]);
+            fh_prefetch_level(bs, &ticks[i + FH_BOOK_PF_LEVEL], &pf[(i + FH_BOOK_PF_LEVEL) & (FH_BOOK_PF_RING - 1)]);
         fh_tick *t = &ticks[i];
         int pending_side = bs->pending_side;
         uint32_t pending_book = bs->pending_book;
@@ -1163,9 +1392,13 @@ fh_bookset *fh_bookset_new(uint32_t max_instruments, uint32_t depth_hint, int tr
     bs->track_bbo = track_bbo_events != 0;
     bs->pending_side = -1;
     bs->defer_book = UINT32_MAX;
-    bs->nodes_cap = FH_BOOK_MIN_ORDERS;
-    bs->nodes = fh_big_alloc((size_t)bs->nodes_cap * sizeof *bs->nodes);
-    bs->nodes_used = 1;   /* node 0 = none */
+    bs->pages_cap = 1;   /* page 0: the first heap page; its node 0 = none */
+    bs->pages_used = 1;
+    bs->nodes = fh_big_alloc((size_t)FH_REF_PAGE * sizeof *bs->nodes);
+    bs->page_ref = calloc(1, sizeof *bs->page_ref);
+    bs->page_live = calloc(1, sizeof *bs->page_live);
+    bs->heap_next = 1;
+    bs->heap_end = FH_REF_PAGE;
     bs->table = fh_big_alloc((size_t)FH_BOOK_MIN_TABLE * sizeof *bs->table);
     bs->table_mask = FH_BOOK_MIN_TABLE - 1;
     bs->table_mul = 1;
@@ -1177,7 +1410,7 @@ fh_bookset *fh_bookset_new(uint32_t max_instruments, uint32_t depth_hint, int tr
     bs->blocks = fh_big_alloc((size_t)bs->blocks_cap * sizeof *bs->blocks);
     bs->blocks_used = 1;  /* block 0 = none (n 0: what the prefetch of an empty side reads) */
     bs->direct = max_instruments ? calloc(max_instruments, sizeof *bs->direct) : NULL;
-    if (!bs->nodes || !bs->table || !bs->levels || !bs->blocks || (max_instruments && !bs->direct)) {
+    if (!bs->nodes || !bs->page_ref || !bs->page_live || !bs->table || !bs->levels || !bs->blocks || (max_instruments && !bs->direct)) {
         fh_bookset_free(bs);
         return NULL;
     }
@@ -1191,7 +1424,10 @@ void fh_bookset_free(fh_bookset *bs) {
             if (bs->books[b].side[side].d != &fh_no_dirs) free(bs->books[b].side[side].d);
     }
     free(bs->books);
-    fh_big_free(bs->nodes, (size_t)bs->nodes_cap * sizeof *bs->nodes);
+    fh_big_free(bs->nodes, (size_t)bs->pages_cap * FH_REF_PAGE * sizeof *bs->nodes);
+    free(bs->page_ref);
+    free(bs->page_live);
+    if (bs->refdir) fh_big_free(bs->refdir, (size_t)bs->refdir_cap * sizeof *bs->refdir);
     if (bs->table) fh_big_free(bs->table, ((size_t)bs->table_mask + 1) * sizeof *bs->table);
     fh_big_free(bs->levels, (size_t)bs->levels_cap * sizeof *bs->levels);
     fh_big_free(bs->blocks, (size_t)bs->blocks_cap * sizeof *bs->blocks);
@@ -1282,9 +1518,9 @@ size_t fh_bookset_level_orders(const fh_bookset *bs, uint32_t instrument_id, int
 
 int fh_bookset_queue_position(const fh_bookset *bs, uint64_t order_id, uint64_t *shares_ahead,
                               uint64_t *orders_ahead) {
-    uint32_t s = fh_table_find(bs, order_id);
-    if (s == UINT32_MAX) return -1;
-    uint32_t target = bs->table[s].node;
+    uint32_t s;
+    uint32_t target = fh_order_find(bs, order_id, &s);
+    if (!target) return -1;
     uint64_t sh = 0, od = 0;
     for (uint32_t n = bs->levels[bs->nodes[target].level].head; n && n != target; n = bs->nodes[n].next) {
         sh += bs->nodes[n].size;
@@ -1297,9 +1533,10 @@ int fh_bookset_queue_position(const fh_bookset *bs, uint64_t order_id, uint64_t 
 
 int fh_bookset_order(const fh_bookset *bs, uint64_t order_id, uint32_t *instrument_id, int *side,
                      int64_t *price, uint32_t *size) {
-    uint32_t s = fh_table_find(bs, order_id);
-    if (s == UINT32_MAX) return -1;
-    const fh_book_node *o = &bs->nodes[bs->table[s].node];
+    uint32_t s;
+    uint32_t n = fh_order_find(bs, order_id, &s);
+    if (!n) return -1;
+    const fh_book_node *o = &bs->nodes[n];
     uint32_t owner = bs->levels[o->level].owner;
     *instrument_id = bs->books[owner >> 1].instrument_id;
     *side = (int)(owner & 1);
@@ -1321,7 +1558,9 @@ void fh_bookset_bbo_events_drain(fh_bookset *bs) {
 
 size_t fh_bookset_memory(const fh_bookset *bs) {
     size_t m = sizeof *bs;
-    m += (size_t)bs->nodes_cap * sizeof *bs->nodes;
+    m += (size_t)bs->pages_cap * FH_REF_PAGE * sizeof *bs->nodes;
+    m += (size_t)bs->pages_cap * (sizeof *bs->page_ref + sizeof *bs->page_live);
+    m += (size_t)bs->refdir_cap * sizeof *bs->refdir;
     m += ((size_t)bs->table_mask + 1) * sizeof *bs->table;
     m += (size_t)bs->levels_cap * sizeof *bs->levels;
     m += (size_t)bs->books_cap * sizeof *bs->books;
@@ -1334,6 +1573,13 @@ size_t fh_bookset_memory(const fh_bookset *bs) {
     if (bs->imap) m += ((size_t)bs->imap_mask + 1) * sizeof *bs->imap;
     m += bs->events_cap * sizeof *bs->events;
     return m;
+}
+
+void fh_bookset_store_stats(const fh_bookset *bs, fh_book_store_stats *out) {
+    out->ref_orders = bs->ref_live;
+    out->table_orders = bs->table_used;
+    out->ref_pages = bs->ref_pages;
+    out->pages = bs->pages_used;
 }
 
 int fh_bookset_check(const fh_bookset *bs) {
@@ -1371,12 +1617,13 @@ int fh_bookset_check(const fh_bookset *bs) {
                     for (uint32_t n = lv->head; n; n = bs->nodes[n].next) {
                         const fh_book_node *o = &bs->nodes[n];
                         if (o->prev != prev || o->level != l || o->price != lv->price || o->size == 0) return 7;
-                        uint32_t slot = fh_table_find(bs, o->order_id);
-                        if (slot == UINT32_MAX || bs->table[slot].node != n) return 8;
+                        uint32_t slot;
+                        if (fh_order_find(bs, o->order_id, &slot) != n) return 8;
+                        if ((slot == FH_SLOT_REF) != fh_is_ref_node(bs, n)) return 26;
                         total += o->size;
                         count++;
                         prev = n;
-                        if (count > bs->nodes_used) return 9;   /* a cycle */
+                        if (count > (uint64_t)bs->pages_used * FH_REF_PAGE) return 9;   /* a cycle */
                     }
                     if (prev != lv->tail || total != lv->total || count != lv->count) return 10;
                     blive += count;
@@ -1392,7 +1639,28 @@ int fh_bookset_check(const fh_bookset *bs) {
         if (blive != bk->live) return 11;
         live += blive;
     }
-    if (live != bs->live || live != bs->table_used) return 12;
+    if (live != bs->live || live != bs->table_used + bs->ref_live) return 12;
+    /* ref pages: the directory and the pages name each other, live counts match the live nodes */
+    uint64_t ref_live = 0;
+    uint32_t ref_pages = 0;
+    for (uint32_t k = 0; k < bs->pages_used; k++) {
+        if (!bs->page_ref[k]) continue;
+        ref_pages++;
+        uint32_t pi = bs->page_ref[k] - 1;
+        if (pi >= bs->refdir_cap || bs->refdir[pi] != k + 1) return 27;
+        uint32_t nl = 0;
+        for (uint32_t j = 0; j < FH_REF_PAGE; j++) {
+            const fh_book_node *o = &bs->nodes[(size_t)k * FH_REF_PAGE + j];
+            if (!o->level) continue;
+            nl++;
+            if ((o->order_id >> FH_REF_BITS) != pi || (o->order_id & (FH_REF_PAGE - 1)) != j) return 28;
+        }
+        if (nl != bs->page_live[k]) return 29;
+        ref_live += nl;
+    }
+    if (ref_pages != bs->ref_pages || ref_live != bs->ref_live) return 30;
+    for (uint32_t pi = 0; pi < bs->refdir_cap; pi++)
+        if (bs->refdir[pi] && (bs->refdir[pi] > bs->pages_used || bs->page_ref[bs->refdir[pi] - 1] != pi + 1)) return 31;
     uint64_t used = 0;
     for (uint32_t i = 0; i <= bs->table_mask; i++) {
         if (!bs->table[i].node) continue;
@@ -1403,6 +1671,8 @@ int fh_bookset_check(const fh_bookset *bs) {
         if (bs->table[i].tag != fh_tag(bs->nodes[bs->table[i].node].order_id)) return 14;
     }
     if (used != bs->table_used) return 15;
+    for (uint32_t i = 0; i <= bs->table_mask; i++)
+        if (bs->table[i].node && bs->nodes[bs->table[i].node].order_id > bs->table_max_id) return 32;
     if (nblocks != bs->blocks_live) return 21;
     (void)nlevels;
     return 0;

@@ -53,6 +53,16 @@ def wait_for(fn, timeout: float = 20.0, what: str = "condition", interval: float
     raise AssertionError(f"timed out waiting for {what}" + (f" (last error: {last_exc!r})" if last_exc else ""))
 
 
+def login(drv, key: str, secret: str, account: str):
+    """Log in on the trader page (the header's form) and wait until the page and its WebSocket say so."""
+    from selenium.webdriver.common.by import By
+    drv.find_element(By.ID, "login-key").send_keys(key)
+    drv.find_element(By.ID, "login-secret").send_keys(secret)
+    drv.find_element(By.ID, "login-btn").click()
+    wait_for(lambda: drv.find_element(By.ID, "account").text == f"account {account}", what="login")
+    wait_for(lambda: drv.find_element(By.ID, "ws-status").text == "live", what="WebSocket")
+
+
 def artifact_dir(request) -> Path:
     """Where screenshots go: $FH_ARTIFACTS, else <pytest basetemp>/artifacts (kept after the run)."""
     d = os.environ.get("FH_ARTIFACTS")

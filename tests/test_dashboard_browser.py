@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from _browser_support import artifact_dir, chromium, require_browser, wait_for
+from _browser_support import artifact_dir, chromium, login as _login, require_browser, wait_for
 from _http_support import Signed, httpx, running_exchange
 
 
@@ -30,15 +30,6 @@ def _ladder(drv) -> list[tuple[str, str, str]]:
 def _depth_rows(url: str, symbol: str = "AAPL") -> list[tuple[str, str, str]]:
     d = httpx.get(f"{url}/api/v1/depth/{symbol}?levels=10").json()["data"]
     return [("ask", p, q) for p, q in reversed(d["asks"])] + [("bid", p, q) for p, q in d["bids"]]
-
-
-def _login(drv, key: str, secret: str, account: str):
-    from selenium.webdriver.common.by import By
-    drv.find_element(By.ID, "login-key").send_keys(key)
-    drv.find_element(By.ID, "login-secret").send_keys(secret)
-    drv.find_element(By.ID, "login-btn").click()
-    wait_for(lambda: drv.find_element(By.ID, "account").text == f"account {account}", what="login")
-    wait_for(lambda: drv.find_element(By.ID, "ws-status").text == "live", what="WebSocket")
 
 
 def test_login_place_see_in_ladder_and_orders_cancel(browser, tmp_path, request):

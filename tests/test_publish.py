@@ -156,7 +156,7 @@ def _free_port():
 
 
 def _cli(*args, **kw):
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    env = dict(os.environ)
     return subprocess.Popen([sys.executable, "-m", "feedhandler", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, cwd=str(ROOT), **kw)
 
@@ -186,7 +186,7 @@ def test_cli_publish_waits_for_its_subscriber(command):
 
 
 def test_cli_replay_without_publish_never_loads_zmq():
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    env = dict(os.environ)
     code = ("import sys; from feedhandler.cli import main; rc = main(['replay', %r, '--json']); "
             "print('ZMQ' if 'zmq' in sys.modules else 'NOZMQ', file=sys.stderr)" % str(SAMPLE))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)

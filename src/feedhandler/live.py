@@ -68,6 +68,7 @@ class LiveOptions:
                                                  # at least one arrived)
     status_interval: float = 1.0                 # s between status lines (0: none)
     status: Callable[[str], None] | None = None  # where status lines go (default: stderr)
+    status_more: Callable[[], str] | None = None  # more counters for the status line (--publish's)
     on_batch: Callable[[np.ndarray], None] | None = None   # every enriched record batch (tests, outputs)
     on_ready: Callable[[], None] | None = None   # called once capture is running
     out: str | None = None                       # output file (.dbn/.parquet/.npy) as in replay
@@ -383,7 +384,8 @@ def run(opts: LiveOptions) -> dict:
                     recovery.poll()
                 if opts.status_interval and now - last_status >= opts.status_interval:
                     last_status = now
-                    emit(_status_line(sel.backend, where, st, source.stats(), ring.stats(), now - t0))
+                    line = _status_line(sel.backend, where, st, source.stats(), ring.stats(), now - t0)
+                    emit(line + "  " + opts.status_more() if opts.status_more is not None else line)
         finally:
             feed.stop()
             if cons is not None:
@@ -918,6 +920,7 @@ def _publisher(args, opts: LiveOptions):
 
     books = opts.books = BookSet(track_bbo_events=pub.what == "bbo")
     opts.on_batch = (lambda b: pub.publish(b, books.bbo_events())) if pub.what == "bbo" else pub.publish
+    opts.status_more = pub.status_part
     return pub
 
 

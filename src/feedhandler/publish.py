@@ -168,6 +168,10 @@ class TickPublisher:
     def __exit__(self, *exc):
         self.close()
 
+    def status_part(self) -> str:
+        """The publisher's counters for ``run``'s periodic status line (read on another thread: plain ints)."""
+        return f"published {self.what} recs {self.records:,} msgs {self.messages:,} unnamed {self.unnamed:,}"
+
     def summary_line(self) -> str:
         s = self.stats()
         return (f"published: {s['records']:,} {self.what} records in {s['messages']:,} messages on {self.endpoint} "

@@ -169,4 +169,16 @@ int fh_bookset_check(const fh_bookset *bs);
 /* Bytes currently allocated by the bookset (pools, tables, level arrays, event buffer). */
 size_t fh_bookset_memory(const fh_bookset *bs);
 
+/* Where the live orders are kept (see book.c, "order nodes"): orders whose id indexes a ref page
+ * directly (ids below 2^32 that are dense enough, as ITCH order reference numbers are), and orders
+ * found through the fallback hash table (ids beyond the pages' reach, or too sparse for pages). */
+typedef struct fh_book_store_stats {
+    uint64_t ref_orders;     /* live orders in ref pages */
+    uint64_t table_orders;   /* live orders in the fallback table */
+    uint32_t ref_pages;      /* ref pages in use (FH_BOOK_REF_PAGE orders each) */
+    uint32_t pages;          /* node pages allocated: ref, heap and free */
+} fh_book_store_stats;
+#define FH_BOOK_REF_PAGE 1024   /* order ids per ref page */
+void fh_bookset_store_stats(const fh_bookset *bs, fh_book_store_stats *out);
+
 #endif

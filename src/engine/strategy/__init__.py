@@ -5,6 +5,7 @@
 - :mod:`engine.strategy.runner`: ``feedhandler strategy`` (the strategy process; no credentials);
 - :mod:`engine.strategy.signals`: the msgpack signal and acknowledgement messages;
 - :mod:`engine.strategy.outbox`: the strategy's unacknowledged signals (bounded, resent);
+- :mod:`engine.strategy.outbox_file`: the same on disk (``--outbox``): a killed strategy resends them;
 - :mod:`engine.strategy.executor`: ``feedhandler executor`` (orders to the exchange, exactly once);
 - :mod:`engine.strategy.ledger`: the executor's durable record of handled signals.
 

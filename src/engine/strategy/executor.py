@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import zmq
 
 from engine.strategy.ledger import Ledger
+from feedhandler.cliopts import add_debug
 from engine.strategy.signals import BadMessage, Signal, client_order_id, decode_signal, encode_ack, peek_id
 
 __all__ = ["ExecutorOptions", "Executor", "main", "outcome_of"]
@@ -288,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-backoff", type=float, default=2.0, help="longest retry pause in seconds (default 2)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: SIGINT/SIGTERM)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_debug(p)
     return p
 
 
@@ -337,6 +339,12 @@ def main(argv: list[str] | None = None) -> int:
             return fail(f"the exchange refused the API key {a.api_key!r}: {bad}")
         print(f"executor up: signals={ex.signals_endpoint} acks={ex.acks_endpoint} exchange={a.endpoint}", flush=True)
         s = ex.run()
+    except Exception as e:          # one line (--debug: the traceback), exit 1
+        if a.debug:
+            import traceback
+
+            traceback.print_exc()
+        return fail(f"{type(e).__name__}: {e}", EXIT_FAIL)
     finally:
         for k, h in old.items():
             _signal.signal(k, h)

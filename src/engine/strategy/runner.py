@@ -12,6 +12,11 @@ Sockets (the strategy connects; the publishers and the executor bind):
   send high-water mark (``--hwm``) is where backpressure starts: a signal the socket refuses stays in the
   outbox (:mod:`engine.strategy.outbox`), which holds at most ``--max-pending`` unacknowledged signals;
   beyond that the strategy's ``buy``/``sell`` return None and the refusal is counted.
+- ``--outbox PATH`` (optional): the unacknowledged signals are also kept in an SQLite file
+  (:mod:`engine.strategy.outbox_file`), written before a signal leaves the process: a restarted process,
+  even one that was killed, resends them (the executor's ledger acts on each id once) and numbers its new
+  signals after every id it used. Without it the outbox is in memory: a killed strategy loses the signals
+  the executor had not acknowledged.
 - ``--acks`` SUB: the executor's acknowledgements for this process (topic = its instance id). A signal
   not acknowledged in ``--resend-after`` seconds is sent again (backing off); the executor acts on an id
   once, so a restarted executor gets every unacknowledged signal again and trades none twice.
@@ -30,6 +35,7 @@ import importlib
 import json
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -40,8 +46,10 @@ import zmq
 
 from engine.strategy.base import Strategy, coerce_params
 from engine.strategy.outbox import Outbox
-from engine.strategy.signals import BadMessage, Signal, decode_ack
+from engine.strategy.outbox_file import OutboxFile, OutboxInUse
+from engine.strategy.signals import BadMessage, Signal, decode_ack, decode_signal
 from feedhandler import records
+from feedhandler.cliopts import add_debug
 
 __all__ = ["REGISTRY", "load_strategy", "StrategyOptions", "StrategyRunner", "main"]
 
@@ -98,6 +106,7 @@ class StrategyOptions:
     duration: float | None = None
     drain: float = 3.0                         # s to wait for outstanding acknowledgements at the end
     name: str | None = None                    # instance id (default: strategy name + random session)
+    outbox: str | None = None                  # SQLite file keeping unacknowledged signals across restarts
 
 
 class StrategyRunner:
@@ -109,15 +118,46 @@ class StrategyRunner:
         self.opts = opts
         cls = load_strategy(opts.strategy)
         self.strategy: Strategy = cls(opts.symbols or [], coerce_params(cls, opts.params))
-        self.instance = opts.name or f"{getattr(cls, 'name', cls.__name__)}.{os.urandom(4).hex()}"
+        store = None
+        if opts.outbox:
+            try:
+                store = OutboxFile(opts.outbox)
+            except (OutboxInUse, sqlite3.Error, OSError) as e:
+                raise ValueError(f"--outbox {opts.outbox}: {e}") from None
+        try:
+            self._setup(opts, cls, store, ctx)
+        except BaseException:
+            if store is not None:
+                store.close()
+            raise
+
+    def _setup(self, opts: StrategyOptions, cls: type, store: OutboxFile | None, ctx: zmq.Context | None) -> None:
+        self.instance = (opts.name or (store.instance() if store is not None else None)
+                         or f"{getattr(cls, 'name', cls.__name__)}.{os.urandom(4).hex()}")
         self._n = 0
         self.ctx = ctx or zmq.Context.instance()
-        self.outbox = Outbox(opts.max_pending, opts.resend_after)
+        self.outbox = Outbox(opts.max_pending, opts.resend_after, store=store)
+        restored = []
+        if store is not None:
+            try:
+                store.set_instance(self.instance)
+                self._n = store.issued(self.instance)          # new ids after every id this instance ever used
+                restored = self.outbox.restore(decode_signal)
+            except (sqlite3.Error, BadMessage) as e:
+                raise ValueError(f"--outbox {opts.outbox}: unreadable: {e}") from None
+        # signal ids are unique for ever: with an outbox the counter goes on from the file; without one a fixed
+        # --id gets a per-process session (a restart counting from 1 again would reuse ids, which the executor
+        # answers from its ledger as repeats: the new signals would never be traded)
+        self._id_prefix = (self.instance if store is not None or not opts.name
+                           else f"{self.instance}.{os.urandom(4).hex()}")
+        # acknowledgements of restored signals come under their sender's topic (another --id before)
+        self._ack_topics = sorted({self.instance} | {e.signal.sender for e in restored})
         self.want = {s.encode() for s in opts.symbols} if opts.symbols else None
         self.stop_event = threading.Event()
         self.stats = {"md_messages": 0, "md_records": 0, "md_other_symbols": 0, "signals": 0, "sends": 0,
                       "resends": 0, "acks": 0, "acks_dup": 0, "acks_unknown": 0, "bad_acks": 0,
-                      "refused_backpressure": 0, "hwm_blocked": 0, "filled_qty": 0, "outcomes": {}}
+                      "refused_backpressure": 0, "hwm_blocked": 0, "filled_qty": 0, "outcomes": {},
+                      "restored": len(restored)}
         self.latency_ns: list[int] = []
         self.md_lag_ns: list[int] = []
         self._sockets: list[zmq.Socket] = []
@@ -137,7 +177,8 @@ class StrategyRunner:
         self.push.setsockopt(zmq.SNDHWM, self.opts.hwm)
         self.acks = ctx.socket(zmq.SUB)
         self.acks.setsockopt(zmq.LINGER, 0)
-        self.acks.setsockopt(zmq.SUBSCRIBE, self.instance.encode())
+        for topic in self._ack_topics:
+            self.acks.setsockopt(zmq.SUBSCRIBE, topic.encode())
         self._sockets = [self.md, self.push, self.acks]
         try:
             for ep in self.opts.md:
@@ -153,13 +194,18 @@ class StrategyRunner:
         for s in self._sockets:
             s.close(linger=0)
         self._sockets = []
+        if self.outbox.store is not None:
+            try:
+                self.outbox.flush_acks()
+            finally:
+                self.outbox.store.close()
 
     # ---- signals ------------------------------------------------------------------------------------
     def _emit(self, symbol, side, qty, price, order_type, tif, reason, md_ts) -> str | None:
         self._n += 1
-        sig = Signal(f"{self.instance}.{self._n}", self.instance, symbol, side, qty, price, order_type, tif,
+        sig = Signal(f"{self._id_prefix}.{self._n}", self.instance, symbol, side, qty, price, order_type, tif,
                      time.time_ns(), md_ts, self.opts.ttl_ms, reason)
-        if not self.outbox.add(sig, sig.encode()):
+        if not self.outbox.add(sig, sig.encode(), self._n):
             self.stats["refused_backpressure"] += 1
             self.strategy.backpressure = True
             return None
@@ -261,6 +307,7 @@ class StrategyRunner:
                     except zmq.Again:
                         break
                     self._on_ack(frames)
+                self.outbox.flush_acks()
 
     def summary(self, elapsed: float) -> dict:
         lat = np.array(self.latency_ns, dtype=np.int64)
@@ -283,7 +330,8 @@ def format_summary(s: dict) -> str:
              f"({', '.join(f'{k} {v}' for k, v in s['outcomes'].items()) or '-'}; {s['acks_dup']} repeated by the "
              f"executor), filled qty {s['filled_qty']:,}",
              f"  backpressure: refused {s['refused_backpressure']:,} signals, high-water mark hit {s['hwm_blocked']:,} "
-             f"times; unacknowledged at the end {len(s['unacknowledged'])}"]
+             f"times; unacknowledged at the end {len(s['unacknowledged'])}"
+             + (f"; {s['restored']:,} restored from the outbox file" if s.get("restored") else "")]
     if s.get("tick_to_ack_us"):
         t = s["tick_to_ack_us"]
         lines.append(f"  tick -> acknowledgement: p50 {t['p50']} us, p99 {t['p99']} us ({t['count']:,} signals)")
@@ -315,9 +363,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: SIGINT/SIGTERM)")
     p.add_argument("--drain", type=float, default=3.0,
                    help="seconds to wait for outstanding acknowledgements when stopping (default 3)")
-    p.add_argument("--id", default=None, help="instance id (default: NAME.<random>): the acknowledgement topic")
+    p.add_argument("--id", default=None, help="instance id (default: NAME.<random>, or the one stored in --outbox): the "
+                                               "acknowledgement topic")
+    p.add_argument("--outbox", default=None, metavar="PATH",
+                   help="SQLite file keeping the unacknowledged signals: a restarted (even killed) process resends "
+                        "them and numbers new ones after them (default: none, memory only)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_debug(p)
     return p
+
+
+def _failed(a, e: Exception) -> int:
+    if a.debug:
+        import traceback
+
+        traceback.print_exc()
+    print(f"feedhandler strategy: {a.name} failed: {type(e).__name__}: {e}", file=sys.stderr)
+    return EXIT_FAIL
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -332,12 +394,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"feedhandler strategy: {name} must be positive", file=sys.stderr)
             return EXIT_USAGE
     opts = StrategyOptions(a.name, a.md, a.signals, a.acks, symbols, a.param, a.hwm, a.max_pending, a.resend_after,
-                           a.ttl_ms, a.duration, a.drain, a.id)
+                           a.ttl_ms, a.duration, a.drain, a.id, a.outbox)
     try:
         runner = StrategyRunner(opts)
     except ValueError as e:
         print(f"feedhandler strategy: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as e:          # the strategy's on_start failed otherwise: one line (--debug: where), exit 1
+        return _failed(a, e)
     why: list[int] = []
 
     def on_signal(signum, frame):
@@ -350,12 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     except EndpointError as e:
         print(f"feedhandler strategy: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except Exception as e:          # the strategy's own code failed: say where, exit 1
-        import traceback
-
-        traceback.print_exc()
-        print(f"feedhandler strategy: {a.name} failed: {type(e).__name__}: {e}", file=sys.stderr)
-        return EXIT_FAIL
+    except Exception as e:          # the strategy's own code failed: one line (--debug: where), exit 1
+        return _failed(a, e)
     finally:
         for k, h in old.items():
             signal.signal(k, h)

@@ -68,6 +68,13 @@ cdef extern from "fh/book.h" nogil:
     int fh_bookset_check(const fh_bookset *bs)
     size_t fh_bookset_memory(const fh_bookset *bs)
 
+    ctypedef struct fh_book_store_stats:
+        uint64_t ref_orders
+        uint64_t table_orders
+        uint32_t ref_pages
+        uint32_t pages
+    void fh_bookset_store_stats(const fh_bookset *bs, fh_book_store_stats *out)
+
 
 cdef class BookSet:
     cdef fh_bookset *bs

@@ -506,3 +506,13 @@ cdef class BookSet:
         """Bytes the books currently hold (pools, tables, level arrays, event buffer)."""
         self._enter()
         return fh_bookset_memory(self.bs)
+
+    def store_stats(self):
+        """Where the live orders are kept: ``ref_orders`` in pages indexed by the order id (dense ids
+        such as ITCH's), ``table_orders`` in the fallback hash table (ids of 2^32 and up, sparse ids,
+        long-lived orders moved out of old pages), ``ref_pages`` in use and node ``pages`` allocated."""
+        cdef fh_book_store_stats st
+        self._enter()
+        fh_bookset_store_stats(self.bs, &st)
+        return {"ref_orders": st.ref_orders, "table_orders": st.table_orders, "ref_pages": st.ref_pages,
+                "pages": st.pages}
