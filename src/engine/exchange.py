@@ -542,6 +542,14 @@ class Exchange:
             self._started.append("marketdata")
             if self.http is not None and self.http.engine_thread:
                 self._start_http()      # before the ZeroMQ gateway: its event loop becomes the engine thread
+            # the FIX and OUCH acceptors before the gateway: their accounts' events (a maker fill caused by the
+            # first gateway order after a restart) have a sink from the first order on, never dropped
+            f = self.cfg.get("fix") or {}
+            if f.get("port") is not None:
+                self.fix = self._start_fix(f)
+            o = self.cfg.get("ouch") or {}
+            if o.get("port") is not None:
+                self.ouch = self._start_ouch(o)
             try:
                 self.gateway.start()
             except zmq.ZMQError as err:
@@ -549,12 +557,6 @@ class Exchange:
             self._started.append("gateway")
             self.latency.start(str(self.data_dir / "latency.csv"), float(self.cfg["latency"]["interval_s"]))
             self._started.append("latency")
-            f = self.cfg.get("fix") or {}
-            if f.get("port") is not None:
-                self.fix = self._start_fix(f)
-            o = self.cfg.get("ouch") or {}
-            if o.get("port") is not None:
-                self.ouch = self._start_ouch(o)
             self.history = self._start_history()
             if self.http is not None and "http" not in self._started:
                 self._start_http()

@@ -7,6 +7,12 @@ A connection is bound to a session by its first message: BeginString, SenderComp
 and TargetCompID (us) must name a configured session that is not already connected; otherwise the
 connection is closed without an answer (as QuickFIX does).
 
+Orders do not hold the event loop: the order application hands each request to the pipeline
+asynchronously (``OrderPipeline.handle_async``) and answers it when the engine thread delivers the outcome
+(:meth:`FixSession.hold` / :meth:`FixSession.resume`). Meanwhile that session reads nothing more (its
+later messages are answered after it, in order), and every other session is served: with several shard
+servers, an order for a stalled shard holds up only its own session, for at most the router's timeout.
+
 Limits (each closes the connection, counted in ``FixAcceptor.stats`` / ``FixSession.oversized``):
 
 =========================  ==========  =============================================================
@@ -40,6 +46,8 @@ _log = logging.getLogger("engine.fix")
 LOGON_TIMEOUT_S = 10.0
 #: bytes an unauthenticated connection may send before its Logon is complete; more closes it
 MAX_PRELOGON_BYTES = 16_384
+#: seconds stop() waits for orders still with the exchange (their reports stored and sent) before it stops
+STOP_GRACE_S = 5.0
 
 @dataclass
 class SessionConfig:
@@ -262,8 +270,23 @@ class FixAcceptor:
         ready.wait(10)
         return self
 
+    async def _quiesce(self, grace_s: float) -> None:
+        """Wait (at most ``grace_s``) until no session has an order with the exchange."""
+        end = time.monotonic() + grace_s
+        while any(s.held for s in self.sessions.values()) and time.monotonic() < end:
+            await asyncio.sleep(0.01)
+
     def stop(self) -> None:
+        """Stop the acceptor's loop thread, after the orders still with the exchange are answered (their
+        reports stored: at most ``STOP_GRACE_S``; a report missing from a store is caught up from the
+        journal at the next start, see OrderApplication.catch_up)."""
         if self._thread is not None and self.loop is not None:
+            try:
+                if threading.current_thread() is self._thread:
+                    raise RuntimeError("stop() on the acceptor's own loop")
+                asyncio.run_coroutine_threadsafe(self._quiesce(STOP_GRACE_S), self.loop).result(STOP_GRACE_S + 1)
+            except Exception as e:  # noqa: BLE001 - the loop already gone or the wait timed out: stop anyway
+                _log.warning("FIX: stopping with orders still unanswered (%s)", type(e).__name__)
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)
             self._thread = None
@@ -329,11 +352,20 @@ class FixAcceptor:
                     session.data_received(rest)
                 else:
                     session.data_received(data)
-                if session is not None and not session.connected:
+                if session.held:
+                    # a message waits for the exchange (an order whose shard is slow): this connection reads
+                    # nothing more until it is answered; the loop serves the other sessions meanwhile
+                    released = asyncio.get_running_loop().create_future()
+                    session.when_released(lambda f=released: f.done() or f.set_result(None))
+                    await released
+                    if session.close_transport is not close:
+                        session = None          # another connection took the session over meanwhile
+                        break
+                if not session.connected:
                     break
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
-            if session is not None and session.connected:
+            if session is not None and session.connected and session.close_transport is close:
                 session.connection_lost()
             close()

@@ -22,6 +22,14 @@ IOC remainder, STP     8: 150=4 39=4 (unsolicited, 11 = the order's ClOrdID); ex
 D with PossResend=Y    8: the order's status (4.4: 150=I; 4.2: 20=3 status) when its ClOrdID is known
 =====================  =======================================================================================
 
+Requests reach the exchange asynchronously when the application runs on the acceptor's event loop
+(``OrderPipeline.handle_async``): the session holds the request (FixSession.hold) and the engine thread's
+reply comes back through the same queue as the events routed from other requests, so every order's reports
+keep the exchange's order and a session's answers the order of its requests; other sessions are served
+meanwhile (a stalled shard holds up only the sessions with an order for it). An outcome the exchange does
+not know yet (``unknown``: a shard that did not answer within the router's timeout) is not reported; the
+settled outcome follows as the order's events, and its ClOrdID then names it (cancel/replace work).
+
 Identifiers are checked before anything is sequenced: ClOrdID (11) and OrigClOrdID (41) longer than
 ``MAX_CLORDID_BYTES`` are refused with the reject above (never reach the exchange, so they cost no
 exchange sequence number); the inbound MsgSeqNum is consumed by the answer.
@@ -38,6 +46,7 @@ replay (``EngineManager.recovered_events``), are reported at start, each exactly
 """
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 
@@ -52,6 +61,8 @@ MAX_CLORDID_BYTES = 64
 #: Text (58) prefix of a reject for an identifier that cannot be a ClOrdID (too long, not ASCII): such an
 #: identifier is never 'used', so the state rebuilt from the store skips these rejects
 ID_REFUSED = "identifier refused: "
+#: marker of a request's reply in the routed-event queue (see OrderApplication._submit)
+_REPLY = object()
 
 
 def price_to_raw(v: bytes) -> int:
@@ -147,7 +158,7 @@ class OrderApplication:
         self._reported: set = set()       # identities of the exchange events reported (see _event_key)
         self._routed: collections.deque = collections.deque()   # routed events not yet reported
         self.stats = {"rejects": 0, "cancel_rejects": 0, "duplicates": 0, "refused": 0, "reports": 0,
-                      "orphan_events": 0, "caught_up": 0}
+                      "orphan_events": 0, "caught_up": 0, "unknown_outcomes": 0}
 
     def _account(self, s: FixSession) -> str:
         t = s.target.decode()
@@ -317,11 +328,17 @@ class OrderApplication:
         if before is None:
             while q:
                 acct, ev = q.popleft()
-                self._send_event(acct, ev)
+                if acct is _REPLY:
+                    self._run_reply(ev)      # a held request's answer, in the exchange's order
+                else:
+                    self._send_event(acct, ev)
             return
         keep = []
         for _ in range(len(q)):
             acct, ev = q.popleft()
+            if acct is _REPLY:
+                keep.append((acct, ev))      # another session's answer: its turn comes in a full drain
+                continue
             seq = before.get(ev.get("order_id"))
             if seq is not None and ev.get("seq", 0) < seq:
                 self._send_event(acct, ev)
@@ -375,13 +392,16 @@ class OrderApplication:
             else:
                 self._cancel_replace(s, m, clid, clids)
         except RequestRefused as e:
-            self.stats["refused"] += 1
-            if e.kind == "duplicate":
-                self.stats["duplicates"] += 1
-            if t == b"D":
-                self._reject_new(s, m, e.kind, e.text)
-            else:
-                self._cancel_reject(s, m, e.order, e.kind, e.text)
+            self._refused(s, m, e)
+
+    def _refused(self, s, m, e: RequestRefused) -> None:
+        self.stats["refused"] += 1
+        if e.kind == "duplicate":
+            self.stats["duplicates"] += 1
+        if m.msgtype == b"D":
+            self._reject_new(s, m, e.kind, e.text)
+        else:
+            self._cancel_reject(s, m, e.order, e.kind, e.text)
 
     def _check_id(self, v: bytes, tag: int) -> None:
         if len(v) > self.max_clordid_bytes:
@@ -412,7 +432,9 @@ class OrderApplication:
         req = {"type": "new", "client_order_id": clid, "symbol": sym, "side": side, "qty": qty,
                "order_type": "market" if market else "limit", "price": price, "tif": tif,
                "post_only": b"6" in (m.get(18) or b"").split(b" "), "rid": "fix-" + clid}
-        reply = self._handle(s, req)
+        self._submit(s, m, req, lambda reply: self._new_order_done(s, m, clid, clids, sym, qty, price, reply))
+
+    def _new_order_done(self, s, m, clid, clids, sym, qty, price, reply: dict) -> None:
         events = self._own_events(reply.get("events") or [])
         if reply.get("dup"):
             raise RequestRefused("duplicate", f"duplicate ClOrdID {clid}")
@@ -475,7 +497,9 @@ class OrderApplication:
             if new_qty is None and new_price is None:
                 self._replaced_report(s, o, clid, orig)      # nothing to change: the replace is a no-op
                 return
-        reply = self._handle(s, req)
+        self._submit(s, m, req, lambda reply: self._cancel_replace_done(s, m, clid, orig, o, oid, reply))
+
+    def _cancel_replace_done(self, s, m, clid, orig, o: _Order, oid: int, reply: dict) -> None:
         events = self._own_events(reply.get("events") or [])
         if not events:
             self._cancel_reject(s, m, o, reply.get("reason") or "rejected", reply.get("text") or "")
@@ -485,6 +509,53 @@ class OrderApplication:
                 self._cancel_reject(s, m, o, ev.get("reason") or "rejected", ev.get("text") or "")
             else:
                 self._on_event(s, ev, (clid, orig) if ev.get("order_id") == oid else None)
+
+    def _submit(self, s: FixSession, m, req: dict, then) -> None:
+        """Hand ``req`` to the pipeline; ``then(reply)`` answers it on the session's loop. Without a loop
+        (the application used on its own) or when the pipeline answers at once (refused at the edge, busy,
+        an engine run inline) that is now; otherwise the engine thread delivers the reply through the loop
+        later and the session holds its later inbound messages meanwhile (FixSession.hold): the loop goes
+        on serving the other sessions, so an order for a stalled shard holds up only its own session."""
+        loop_call = self._loop_call
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:          # no event loop here (the application driven directly): answered now
+            loop_call = None
+        if loop_call is None:
+            then(self._handle(s, req))
+            return
+
+        def deliver(_i: int, reply: dict) -> None:       # engine thread
+            # through the routed-event queue: reports of this session's orders that the exchange made after
+            # this reply (a fill of the order just accepted) must not be reported before it
+            self._routed.append((_REPLY, lambda: s.resume(m, lambda: self._answer(s, m, then,
+                                                                                 self.pipeline.finish(reply)))))
+            loop_call(self._drain_routed)
+
+        try:
+            replies = self.pipeline.handle_async([(self._account(s), s.target, req, None)], deliver)
+        except Exception as e:  # noqa: BLE001 - a failing pipeline costs this request a reject, never the session
+            _log.exception("FIX: pipeline failed on %s", req.get("rid"))
+            then({"status": "rejected", "reason": "engine_error", "text": f"{type(e).__name__}"})
+            return
+        if replies[0] is not None:
+            then(self.pipeline.finish(replies[0]))
+        else:
+            s.hold(m)
+
+    @staticmethod
+    def _run_reply(fn) -> None:
+        try:
+            fn()
+        except Exception:  # noqa: BLE001 - FixSession.resume answered what it could; the queue goes on
+            _log.exception("FIX: answering a held request failed")
+
+    def _answer(self, s, m, then, reply: dict) -> None:
+        """The continuation of a held request (inside FixSession.resume): its refusals as from_app's."""
+        try:
+            then(reply)
+        except RequestRefused as e:
+            self._refused(s, m, e)
 
     def _handle(self, s, req) -> dict:
         try:
@@ -570,15 +641,22 @@ class OrderApplication:
     def _on_event(self, s: FixSession, ev: dict, request: tuple[str, str] | None):
         """One engine event of an order -> ExecutionReport. ``request``: (ClOrdID, OrigClOrdID) when the
         event answers this session's cancel/replace request."""
+        t = ev["type"]
+        if t == "unknown":
+            # the exchange does not know the outcome yet (a shard that did not answer in time): no report now;
+            # the settled outcome comes later as the order's routed events (engine.exchange._on_settled)
+            self.stats["unknown_outcomes"] += 1
+            return
         oid = ev["order_id"]
         o = self._orders.get(oid)
-        t = ev["type"]
         if o is None:
             # an order this session did not enter (another transport of the same account)
             o = self._orders[oid] = _Order(oid, s.target, ev.get("client_order_id", ""), ev.get("symbol", ""),
                                            self.SIDE_OUT.get(ev.get("side"), "1"), ev.get("qty", 0),
                                            ev.get("price", 0))
-            self._clids.setdefault(s.target, {}).setdefault(o.clid, oid)
+            clids = self._clids.setdefault(s.target, {})
+            if not clids.get(o.clid):
+                clids[o.clid] = oid      # a settled order: its ClOrdID was used (0), now it names the order
         fix42 = s.begin == b"FIX.4.2"
         if t == "rejected":
             return          # rejects of requests are answered by the request path

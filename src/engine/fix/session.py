@@ -17,6 +17,14 @@ QuickFIX acceptance scenarios (``../shared/data/fix/acceptance``) describe it:
 - SendingTime accuracy (``max_latency_s``) and CompID checks -> Reject + Logout;
 - heartbeats and TestRequests when the line is quiet, disconnect after 2.4 heartbeat intervals.
 
+Held messages: an application may answer a message later (``from_app`` calls :meth:`FixSession.hold`, then
+:meth:`FixSession.resume` with the continuation on the session's thread when its outcome is known: the order
+application does so while the exchange's engine works on an order). Until then the session processes none
+of its later inbound messages (they wait, in order, in a backlog; the transport stops reading, see
+:attr:`FixSession.held`), and the held message's MsgSeqNum is consumed only after its continuation ran (its
+answers stored and sent), exactly as when the application answers at once. So a session's answers keep
+the order of its requests; other sessions are not held.
+
 Sequence numbers live in the store (``engine.fix.store.FileStore`` persists them across restarts).
 """
 from __future__ import annotations
@@ -244,6 +252,9 @@ class FixSession:
         self.close_transport: Callable[[], None] = lambda: None
         self.framer = Framer()
         self.ignored = 0
+        self._held = None            # the message whose answer the application gives later (hold/resume)
+        self._backlog: list = []     # (status, raw) framed while a message is held, in arrival order
+        self._release_waiters: list = []
         self._reset_state()
 
     # ---- state ---------------------------------------------------------------------------------
@@ -260,6 +271,7 @@ class FixSession:
         self.last_sent_ns = self.last_recv_ns = self.clock()
         self.test_requests = 0
         self.framer = Framer()
+        self._backlog = []           # a held message stays held across connections: its answer is stored
 
     @property
     def next_sender(self) -> int:
@@ -308,9 +320,56 @@ class FixSession:
             if len(raw) > self.max_message_bytes:
                 self._oversized()
                 return
-            self._on_raw(status, raw)
+            if self._held is not None or self._backlog:
+                self._backlog.append((status, raw))     # after the held message, in order
+            else:
+                self._on_raw(status, raw)
         if self.connected and len(self.framer.buf) > self.max_message_bytes:
             self._oversized()      # an incomplete message already longer than the limit: never buffered on
+
+    # ---- messages answered later (see the module documentation) ----------------------------------
+    @property
+    def held(self) -> bool:
+        """True while a message's answer is pending: the transport should not read more until
+        :meth:`when_released` calls back (what it read meanwhile waits in the backlog)."""
+        return self._held is not None
+
+    def hold(self, m: Msg) -> None:
+        """Application, inside ``from_app(session, m)``: ``m`` is answered later by :meth:`resume`."""
+        if self._held is not None:
+            raise RuntimeError("a FIX session holds one message at a time")
+        self._held = m
+
+    def when_released(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` once no message is held (at once when none is)."""
+        if self._held is None:
+            fn()
+        else:
+            self._release_waiters.append(fn)
+
+    def resume(self, m: Msg, cont: Callable[[], None]) -> None:
+        """Application, on the session's thread: ``cont()`` answers the held message ``m`` (exceptions as
+        from ``from_app``); then its MsgSeqNum is consumed and the messages that waited are processed."""
+        if self._held is not m:
+            raise RuntimeError("resume() of a message that is not held")
+        self._held = None
+        try:
+            self._next(m, cont=cont)
+        finally:
+            self._pump()             # what waited is processed (and the transport released) whatever happened
+
+    def _pump(self) -> None:
+        q = self._backlog
+        while q and self._held is None:
+            if not self.connected:
+                q.clear()
+                break
+            status, raw = q.pop(0)
+            self._on_raw(status, raw)
+        if self._held is None and self._release_waiters:
+            waiters, self._release_waiters = self._release_waiters, []
+            for fn in waiters:
+                fn()
 
     def _oversized(self):
         self.oversized += 1
@@ -406,8 +465,14 @@ class FixSession:
         self.last_recv_ns = self.clock()
         self._next(m)
 
-    def _next(self, m: Msg, queued: bool = False):
+    def _next(self, m: Msg, queued: bool = False, cont: Callable[[], None] | None = None):
         try:
+            if cont is not None:         # the application's answer to a held message (see resume)
+                cont()
+                if m.seq == self.next_target:
+                    self._incr_target()
+                self._next_queued()
+                return
             if m.begin != self.begin:
                 if m.msgtype == b"5":
                     self._on_logout(m)
@@ -440,6 +505,8 @@ class FixSession:
                     self._next_queued()
             else:
                 if self._verify(m):
+                    if self._held is m:
+                        return           # answered later: resume() consumes its MsgSeqNum
                     self._incr_target()
                     self._next_queued()
         except SessionReject as e:
@@ -546,7 +613,7 @@ class FixSession:
                 self._send_logout()
 
     def _next_queued(self):
-        while self.connected and self.next_target in self.queue:
+        while self.connected and self._held is None and self.next_target in self.queue:
             m = self.queue.pop(self.next_target)
             if m.msgtype in (b"A", b"2"):
                 self._incr_target()

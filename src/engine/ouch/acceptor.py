@@ -23,7 +23,11 @@ Limits: a Login Request within ``LOGIN_TIMEOUT_S`` (10 s) of connecting; SoupBin
 ``MAX_PACKET_BYTES`` (1024) - a longer one closes the connection before its payload is buffered.
 
 Threading: everything runs on one asyncio loop; fills caused by other clients arrive from gateway
-worker threads through ``loop.call_soon_threadsafe``.
+worker threads through ``loop.call_soon_threadsafe``. Orders never hold the loop: each request goes to the
+pipeline asynchronously (``OrderPipeline.handle_async``) and its answer comes back through the loop; until
+then that connection reads nothing more (a user's messages are answered in the order of its requests),
+while the loop serves every other user. With several shard servers an order for a stalled shard holds up
+only its own user, for at most the router's timeout.
 """
 from __future__ import annotations
 
@@ -45,9 +49,13 @@ LOGIN_TIMEOUT_S = 10.0
 #: (Enter Order, 49 bytes) and the Login Request (47 bytes) fit many times over. A longer packet ends the
 #: connection before its payload is buffered.
 MAX_PACKET_BYTES = 1024
+#: seconds stop() waits for requests still with the exchange (their answers stored and sent) before it stops
+STOP_GRACE_S = 5.0
 
 _REJECT = {"unknown_symbol": b"S", "max_qty": b"Z", "price_band": b"X", "bad_price": b"X", "max_notional": b"Z",
            "bad_qty": b"Z", "busy": b"O", "rate_limited": b"O"}
+#: marker of a request's reply in the routed-event queue (see OuchAcceptor._submit)
+_REPLY = object()
 _CANCEL_REASON = {"user": b"U", "ioc": b"I", "fok": b"I", "stp": b"Q", "expired": b"T"}
 
 
@@ -128,6 +136,7 @@ class OuchAcceptor:
         self._entered: dict[tuple[str, str], dict] = {}  # (user, token) -> entered fields, while entering
         self._reported: set = set()                     # identities of the exchange events reported
         self._routed: collections.deque = collections.deque()   # routed events not yet reported
+        self._waiting: set = set()                      # futures of the requests still with the exchange
         self.loop: asyncio.AbstractEventLoop | None = None
         self._server = None
         self._thread = None
@@ -135,7 +144,8 @@ class OuchAcceptor:
         self.stats = {"logins": 0, "rejected_logins": 0, "messages_in": 0, "bad_messages": 0,
                       "timeouts": 0, "protocol_errors": 0, "unexpected_packets": 0, "disconnects": 0,
                       "duplicate_tokens": 0, "ignored_requests": 0, "orphan_events": 0, "bad_stored_messages": 0,
-                      "login_timeouts": 0, "oversized_packets": 0, "caught_up": 0}
+                      "login_timeouts": 0, "oversized_packets": 0, "caught_up": 0,
+                      "unknown_outcomes": 0}
         if self.store_dir:
             for user in self.users:
                 self._recover(user)
@@ -201,8 +211,22 @@ class OuchAcceptor:
         ready.wait(10)
         return self
 
+    async def _quiesce(self, grace_s: float) -> None:
+        """Wait (at most ``grace_s``) until no request is with the exchange."""
+        end = time.monotonic() + grace_s
+        while self._waiting and time.monotonic() < end:
+            await asyncio.sleep(0.01)
+
     def stop(self):
+        """Stop the loop thread, after the requests still with the exchange are answered (stored: at most
+        ``STOP_GRACE_S``; an answer missing from a stream is caught up from the journal at the next start)."""
         if self._thread is not None and self.loop is not None:
+            try:
+                if threading.current_thread() is self._thread:
+                    raise RuntimeError("stop() on the acceptor's own loop")
+                asyncio.run_coroutine_threadsafe(self._quiesce(STOP_GRACE_S), self.loop).result(STOP_GRACE_S + 1)
+            except Exception as e:  # noqa: BLE001 - the loop already gone or the wait timed out: stop anyway
+                _log.warning("OUCH: stopping with requests still unanswered (%s)", type(e).__name__)
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)
             self._thread = None
@@ -265,7 +289,9 @@ class OuchAcceptor:
                             await writer.drain()
                             return
                     elif ptype == soup.UNSEQUENCED_DATA:
-                        self._on_ouch(user, payload)
+                        pending = self._on_ouch(user, payload)
+                        if pending is not None:
+                            await pending        # this user's next request after this one's answer
                     elif ptype == soup.CLIENT_HEARTBEAT:
                         pass
                     elif ptype == soup.LOGOUT_REQUEST:
@@ -321,7 +347,49 @@ class OuchAcceptor:
             _log.exception("OUCH: pipeline failed on %s", req.get("rid"))
             return {"status": "rejected", "reason": "engine_error", "text": type(e).__name__}
 
-    def _on_ouch(self, user: str, msg: bytes):
+    def _submit(self, account, user, req, then) -> "asyncio.Future | None":
+        """Hand ``req`` to the pipeline; ``then(reply)`` answers it on the loop: now when the pipeline answers
+        at once (refused at the edge, busy, an engine run inline) or when called off the acceptor's loop (None
+        is returned), else when the engine thread delivers it; the future returned is done after that."""
+        loop = self.loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:          # called off the loop (tests drive _on_ouch directly): answered now
+            running = None
+        if running is None or running is not loop:
+            then(self._handle(account, user, req))
+            return None
+        done = loop.create_future()
+
+        def answer(reply: dict) -> None:                  # the loop
+            try:
+                then(self.pipeline.finish(reply))
+            except Exception:  # noqa: BLE001 - a failing answer costs this request, never the connection
+                _log.exception("OUCH %s: answering %s failed", user, req.get("rid"))
+            finally:
+                if not done.done():
+                    done.set_result(None)
+
+        def deliver(_i: int, reply: dict) -> None:       # engine thread
+            # through the routed-event queue, in the exchange's order: a fill of the order just accepted
+            # (routed from another user's request) is never reported before the Accepted
+            self._routed.append((_REPLY, lambda: answer(reply)))
+            loop.call_soon_threadsafe(self._drain_routed)
+
+        try:
+            replies = self.pipeline.handle_async([(account, ("ouch", user), req, None)], deliver)
+        except Exception as e:  # noqa: BLE001 - a failing pipeline costs this request a reject, not the session
+            _log.exception("OUCH: pipeline failed on %s", req.get("rid"))
+            replies = [{"status": "rejected", "reason": "engine_error", "text": type(e).__name__}]
+        if replies[0] is not None:
+            then(self.pipeline.finish(replies[0]))
+            return None
+        self._waiting.add(done)
+        done.add_done_callback(self._waiting.discard)
+        return done
+
+    def _on_ouch(self, user: str, msg: bytes) -> "asyncio.Future | None":
+        """One OUCH message of ``user``; a future when its answer comes later (see _submit)."""
         self.stats["messages_in"] += 1
         account = self.users[user][1]
         try:
@@ -352,14 +420,16 @@ class OuchAcceptor:
             self._entered[(user, tok)] = {"tif": tif, "firm": f["firm"], "display": f["display"],
                                           "capacity": f["capacity"], "intermarket_sweep": f["intermarket_sweep"],
                                           "minimum_quantity": f["minimum_quantity"], "cross_type": f["cross_type"]}
-            reply = self._handle(account, user, req)
-            if reply.get("dup"):
-                self.stats["duplicate_tokens"] += 1
-                self._entered.pop((user, tok), None)
-                return
-            self._events(user, reply, tok)
-            self._entered.pop((user, tok), None)
-            return
+
+            def entered(reply: dict) -> None:
+                try:
+                    if reply.get("dup"):
+                        self.stats["duplicate_tokens"] += 1
+                        return
+                    self._events(user, reply, tok)
+                finally:
+                    self._entered.pop((user, tok), None)
+            return self._submit(account, user, req, entered)
         tok_field = "existing_order_token" if name == "replace_order" else "order_token"
         tok = f[tok_field].decode("ascii", "replace")
         oid = tokens.get(tok)
@@ -393,9 +463,13 @@ class OuchAcceptor:
             req = {"type": "amend", "order_id": oid, "new_price": None, "new_qty": f["shares"],
                    "rid": f"ouch-{user}-m-{tok}-{time.monotonic_ns()}"}
             st["pending"] = ("modify", None)
-        reply = self._handle(account, user, req)
-        self._events(user, reply, tok)
-        st.pop("pending", None)
+
+        def done(reply: dict) -> None:
+            try:
+                self._events(user, reply, tok)
+            finally:
+                st.pop("pending", None)
+        return self._submit(account, user, req, done)
 
     def _route(self, user: str, ev: dict) -> None:
         # engine/gateway threads: queued in exchange order, drained on the loop
@@ -411,11 +485,17 @@ class OuchAcceptor:
         if before is None:
             while q:
                 user, ev = q.popleft()
-                self._on_event(user, ev)
+                if user is _REPLY:
+                    ev()                     # a waiting request's answer (it logs its own failures)
+                else:
+                    self._on_event(user, ev)
             return
         keep = []
         for _ in range(len(q)):
             user, ev = q.popleft()
+            if user is _REPLY:
+                keep.append((user, ev))      # another request's answer: its turn comes in a full drain
+                continue
             seq = before.get(ev.get("order_id"))
             if seq is not None and ev.get("seq", 0) < seq:
                 self._on_event(user, ev)
@@ -443,6 +523,11 @@ class OuchAcceptor:
             self._on_event(user, ev)
 
     def _on_event(self, user: str, ev: dict):
+        if ev.get("type") == "unknown":
+            # the exchange does not know the outcome yet (a shard that did not answer in time): nothing is
+            # sent now; the settled outcome comes later as the order's routed events (Exchange._on_settled)
+            self.stats["unknown_outcomes"] += 1
+            return
         key = self._event_key(ev)
         if key is not None:
             self._reported.add(key)
