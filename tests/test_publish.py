@@ -48,6 +48,23 @@ def _collect(sub, until_idle=0.5):
     return {k: np.frombuffer(b"".join(v), dtype=records.TICK_DTYPE) for k, v in got.items()}
 
 
+def _collect_until_exit(sub, proc, timeout=60.0):
+    """Everything published by the command ``proc``: read until it has exited (its close() waits for the
+    queued messages to be sent), then what is left; a slow start never ends the collection early."""
+    got = {}
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if sub.poll(100):
+            topic, payload = sub.recv_multipart()
+            got.setdefault(topic.decode(), []).append(payload)
+        elif proc.poll() is not None:
+            break
+    out = {k: np.frombuffer(b"".join(v), dtype=records.TICK_DTYPE) for k, v in got.items()}
+    for k, v in _collect(sub, until_idle=0.5).items():
+        out[k] = np.concatenate([out[k], v]) if k in out else v
+    return out
+
+
 def _sub(endpoint, *topics):
     s = zmq.Context.instance().socket(zmq.SUB)
     s.setsockopt(zmq.RCVHWM, 0)
@@ -169,7 +186,7 @@ def test_cli_publish_waits_for_its_subscriber(command):
     p = _cli(*args, "--publish", ep, "--publish-wait-subs", "1", "--json")
     sub = _sub(ep)
     try:
-        got = _collect(sub, until_idle=3.0)
+        got = _collect_until_exit(sub, p)
         out, err = p.communicate(timeout=60)
     finally:
         sub.close(0)

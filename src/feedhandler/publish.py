@@ -36,6 +36,9 @@ __all__ = ["TickPublisher", "WHAT", "bbo_records", "CHANNEL_TOPIC", "add_argumen
 WHAT = ("ticks", "bbo")
 CHANNEL_TOPIC = b"*"
 DEFAULT_HWM = 100_000            # messages queued per subscriber before PUB drops for it
+#: seconds close() gives the messages still queued to reach their subscribers (the end of a replay is
+#: published in a burst just before the command ends; closing at once would drop that tail)
+DEFAULT_CLOSE_LINGER_S = 5.0
 _BBO = records.DTYPES["bbo"]
 _RT_BBO = records.RTYPE["bbo"]
 _RT_DIRECTORY = records.RTYPE["stock_directory"]
@@ -101,8 +104,9 @@ class TickPublisher:
         self.what = what
         self.want = {s.strip().upper() for s in symbols} if symbols else None
         self.hwm = hwm
-        self.ctx = ctx             # zmq.Context (default: the process's, at start(); zmq is imported
-        self._sock = None          # only when publishing, so that a replay without --publish never loads it)
+        self.ctx = ctx             # zmq.Context (default: one of its own, made at start(); zmq is imported
+        self._own_ctx = ctx is None    # only when publishing, so that a replay without --publish never loads it)
+        self._sock = None
         self._send = None
         self._flags = (0, 0)
         self._names: dict[int, str] = {}         # instrument_id -> symbol, learned from the records
@@ -120,7 +124,11 @@ class TickPublisher:
     def start(self) -> "TickPublisher":
         import zmq
 
-        self.ctx = self.ctx or zmq.Context.instance()
+        if self.ctx is None and self.endpoint.startswith("inproc://"):
+            self.ctx, self._own_ctx = zmq.Context.instance(), False    # inproc peers share the process's
+        elif self.ctx is None:
+            # its own context: close() terminates it, which is what waits for the queued messages to be sent
+            self.ctx = zmq.Context()
         self._send = _backend_send(zmq)
         self._flags = (int(zmq.SNDMORE) | int(zmq.NOBLOCK), int(zmq.NOBLOCK))
         # XPUB: PUB that also reads the subscriptions, so that wait_subscribers() can hold the feed until
@@ -136,6 +144,9 @@ class TickPublisher:
             sock.bind(ep)
         except zmq.ZMQError as e:
             sock.close(linger=0)
+            if self._own_ctx:
+                self.ctx.term()
+                self.ctx = None
             raise OSError(e.errno, f"--publish {self.endpoint}: {e.strerror}") from None
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._sock = sock
@@ -157,10 +168,16 @@ class TickPublisher:
                 got += 1
         return got
 
-    def close(self) -> None:
+    def close(self, linger_s: float = DEFAULT_CLOSE_LINGER_S) -> None:
+        """Close the socket. Messages still queued get up to ``linger_s`` seconds to reach their subscribers
+        (the socket's own context is terminated, which waits for them); a subscriber that stopped reading
+        costs at most that. With a context passed in, the caller terminates it."""
         if self._sock is not None:
-            self._sock.close(linger=0)
+            self._sock.close(linger=max(0, int(linger_s * 1000)))
             self._sock = None
+            if self._own_ctx and self.ctx is not None:
+                self.ctx.term()
+                self.ctx = None
 
     def __enter__(self):
         return self.start() if self._sock is None else self
