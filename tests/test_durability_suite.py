@@ -72,10 +72,16 @@ class FixSession(threading.Thread):
     """One FIX session trading while the exchange is killed and restarted. On every (re)connection it logs on
     with its next MsgSeqNum, asks by ResendRequest for everything from the first number it lacks, re-sends
     (same ClOrdID, once) each order it has no report for, then sends new orders (day and IOC, price 100). It
-    answers the acceptor's ResendRequests with a GapFill (an order is re-sent as a new message, if at all)."""
+    answers the acceptor's ResendRequests with a GapFill (an order is re-sent as a new message, if at all).
+    ``reconnect_delay`` (lo, hi): seconds it stays away after losing its connection, while the gateway traders
+    go on trading against its resting orders: fills for a logged-out session, which it gets at re-logon by
+    resend (without it the session is back before the gateway, and a resend needs a kill that lands with a
+    report in flight)."""
 
-    def __init__(self, port: int, sender: str, begin: str, account: str, stop: threading.Event, seed: int):
+    def __init__(self, port: int, sender: str, begin: str, account: str, stop: threading.Event, seed: int,
+                 reconnect_delay: tuple[float, float] = (0.0, 0.0)):
         super().__init__(daemon=True, name=f"fix-{sender}")
+        self.reconnect_delay = reconnect_delay
         self.port, self.sender, self.begin, self.account, self.stop_ev = port, sender, begin, account, stop
         self.rng = random.Random(seed)
         self.seq = 1                                  # our next outbound MsgSeqNum
@@ -186,6 +192,8 @@ class FixSession(threading.Thread):
                 finally:
                     self.seq = c.seq
                     c.close()
+                if not self.stop_ev.is_set() and self.reconnect_delay[1] > 0:
+                    self.stop_ev.wait(self.rng.uniform(*self.reconnect_delay))
         except Exception as e:   # reported by the test
             self.error = e
 
@@ -249,7 +257,9 @@ def run_load(port: int, fix_port: int | None, symbols=("AAPL",), seed: int = SEE
     stop = threading.Event()
     ep = f"tcp://127.0.0.1:{port}"
     traders = [Trader(ep, k, stop, a, symbols=symbols, seed=seed) for k, a in enumerate(ACCOUNTS)]
-    sessions = [] if fix_port is None else [FixSession(fix_port, s, b, a, stop, seed + i)
+    # the second session stays away a while after each lost connection (see FixSession)
+    sessions = [] if fix_port is None else [FixSession(fix_port, s, b, a, stop, seed + i,
+                                                       reconnect_delay=(0.3, 1.0) if i else (0.0, 0.0))
                                             for i, (s, b, a) in enumerate(FIX_SESSIONS)]
     for t in traders + sessions:
         t.start()

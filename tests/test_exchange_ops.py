@@ -326,7 +326,15 @@ def test_exchange_sigint_is_130_and_sigterm_is_0(tmp_path):
         p, _ = start_exchange(tmp_path / "data")
         time.sleep(0.2)
         p.send_signal(sig)
-        out, err = p.communicate(timeout=30)
+        try:
+            out, err = p.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.send_signal(signal.SIGUSR2)             # every thread's stack to stderr (faulthandler), then stop it
+            time.sleep(1)
+            p.kill()
+            out, err = p.communicate(timeout=10)
+            pytest.fail(f"{signal.Signals(sig).name}: the exchange did not stop within 30 s\n--- stdout\n{out}"
+                        f"\n--- stderr\n{err}")
         assert p.returncode == code, err
         assert "journal flushed" in out
 
@@ -375,3 +383,20 @@ def test_unreachable_shard_server_is_one_line_exit_1(capsys, tmp_path):
     assert rc == 1
     line = one_line_error(err, "exchange")
     assert "engine: engine shard tcp://127.0.0.1:" in line and "no answer to init" in line, line
+
+
+def test_sigusr2_prints_every_thread_and_the_exchange_goes_on(tmp_path):
+    p, _ = start_exchange(tmp_path / "data")
+    try:
+        p.send_signal(signal.SIGUSR2)
+        time.sleep(0.5)
+        assert p.poll() is None                      # still running
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate(timeout=10)
+    assert p.returncode == 0, err
+    assert "Current thread" in err or "Thread 0x" in err, err
+    assert "journal flushed" in out

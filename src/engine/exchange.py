@@ -93,6 +93,9 @@ process writes, an engine thread that died); 2 usage or unreadable input; 130 in
 
 Shutdown: SIGINT/SIGTERM stop the acceptors and the gateway, then close the engine (journal flushed and
 fsynced), the trade log and the latency report.
+
+Diagnostics: SIGUSR2 prints the stack of every thread to stderr (Python's faulthandler) and the exchange
+goes on: for an exchange that seems stuck, before killing it.
 """
 from __future__ import annotations
 
@@ -886,6 +889,20 @@ def serve(ex: Exchange, duration: float | None, stop: threading.Event, out=sys.s
                   + (f" history_lag={h['lag']}" if h is not None else ""), file=out, flush=True)
 
 
+def _register_stack_dump() -> bool:
+    """SIGUSR2 -> every thread's stack on stderr (see Diagnostics). Only where stderr is a file descriptor (not
+    when the command runs inside a program that captured it); True when registered."""
+    import faulthandler
+    import io
+
+    try:
+        sys.stderr.fileno()
+    except (AttributeError, ValueError, io.UnsupportedOperation):
+        return False
+    faulthandler.register(signal.SIGUSR2, all_threads=True)
+    return True
+
+
 def _main(argv: list[str]) -> int:
     a = build_parser().parse_args(argv)
     cfg = config_from_args(a)
@@ -897,6 +914,7 @@ def _main(argv: list[str]) -> int:
         stop.set()
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    dump = _register_stack_dump()
     try:
         if (cfg.get("standby") or {}).get("of"):
             from engine.standby import run_standby
@@ -917,6 +935,9 @@ def _main(argv: list[str]) -> int:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        if dump:
+            import faulthandler
+            faulthandler.unregister(signal.SIGUSR2)
     s = ex.pipeline.stats.as_dict()
     print(f"exchange stopped: requests={s['requests']} trades={ex.trade_log.rows} journal flushed "
           f"state_hash={getattr(ex, 'final_state_hash', None)}", flush=True)
