@@ -35,6 +35,7 @@ PEERS: dict[str, tuple[str, str | None, bool, str]] = {
     "fix": ("simplefix", "simplefix", True, ""),
     "matching": ("liquibook (C++)", "liquibook", False, ""),
     "gateway": ("bare pyzmq echo", "zmq", True, ""),
+    "acceptors": ("bare asyncio FIX/OUCH acceptor (simplefix)", "simplefix", True, ""),
     "strategy": ("bare pyzmq PUB/SUB, PUSH/PULL", "msgpack", True, ""),
     "ring": ("plain C SPSC ring", None, False, "a C compiler ($CC or gcc)"),
     "capture": ("AF_PACKET (TPACKET_V3)", None, False, "root (veth pairs, namespaces, XDP)"),
