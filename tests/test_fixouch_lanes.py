@@ -261,3 +261,20 @@ def test_ouch_user_is_answered_while_another_waits_on_a_stopped_shard(exchange):
     finally:
         alice.close()
         bob.close()
+
+
+@pytest.mark.parametrize("engine,lanes", [({}, False), ({"engine.shards": 2}, True),
+                                          ({"engine.processes": True}, True)])
+def test_acceptors_wait_inline_only_for_one_in_process_shard(tmp_path, engine, lanes):
+    """One in-process shard: nothing stalls alone, the acceptors answer inline (a loop hop less per order);
+    several shards or shards out of process: per-shard lanes (asynchronous)."""
+    from engine.exchange import Exchange, load_config
+
+    cfg = load_config(None, {"data_dir": str(tmp_path / "d"), "gateway.endpoint": "tcp://127.0.0.1:*",
+                             "marketdata.endpoint": "tcp://127.0.0.1:*", "symbols": SYMS, "engine.fsync": "none",
+                             "history": {"enabled": False},
+                             "fix": {"port": 0, "spec_dir": str(SPEC), "sessions": [
+                                 {"begin_string": "FIX.4.4", "our_comp_id": "EXCH", "their_comp_id": "F1"}]},
+                             "ouch": {"port": 0, "users": OUCH_USERS}, **engine})
+    with Exchange(cfg) as ex:
+        assert ex.fix.app.asynchronous is lanes and ex.ouch.asynchronous is lanes

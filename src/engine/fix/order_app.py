@@ -146,8 +146,11 @@ class OrderApplication:
     TIF_IN = {b"0": "day", b"1": "gtc", b"3": "ioc", b"4": "fok"}
 
     def __init__(self, pipeline, accounts: dict[str, str], loop_call=None,
-                 max_clordid_bytes: int = MAX_CLORDID_BYTES):
+                 max_clordid_bytes: int = MAX_CLORDID_BYTES, asynchronous: bool = True):
         self.pipeline = pipeline
+        #: hand requests to the engine thread without waiting (see _submit). The exchange turns it off when its
+        #: engine is one in-process shard: nothing can stall alone, and waiting inline saves a loop hop per order
+        self.asynchronous = asynchronous
         self.max_clordid_bytes = max_clordid_bytes     # ClOrdID / OrigClOrdID: longer is refused
         self.accounts = accounts          # their_comp_id -> account
         self._exec_n = 0
@@ -516,7 +519,7 @@ class OrderApplication:
         an engine run inline) that is now; otherwise the engine thread delivers the reply through the loop
         later and the session holds its later inbound messages meanwhile (FixSession.hold): the loop goes
         on serving the other sessions, so an order for a stalled shard holds up only its own session."""
-        loop_call = self._loop_call
+        loop_call = self._loop_call if self.asynchronous else None
         try:
             asyncio.get_running_loop()
         except RuntimeError:          # no event loop here (the application driven directly): answered now

@@ -117,7 +117,11 @@ class OuchAcceptor:
 
     def __init__(self, pipeline, users: dict[str, tuple[str, str]], host="127.0.0.1", port=0,
                  session: str | None = None, store_dir=None, heartbeat_s: float = 1.0, timeout_s: float = 15.0,
-                 login_timeout_s: float = LOGIN_TIMEOUT_S, max_packet_bytes: int = MAX_PACKET_BYTES):
+                 login_timeout_s: float = LOGIN_TIMEOUT_S, max_packet_bytes: int = MAX_PACKET_BYTES,
+                 asynchronous: bool = True):
+        #: hand requests to the engine thread without waiting (see _submit). The exchange turns it off when its
+        #: engine is one in-process shard: nothing can stall alone, and waiting inline saves a loop hop per order
+        self.asynchronous = asynchronous
         self.login_timeout_s = login_timeout_s
         self.max_packet_bytes = max_packet_bytes
         self.pipeline = pipeline
@@ -356,7 +360,7 @@ class OuchAcceptor:
             running = asyncio.get_running_loop()
         except RuntimeError:          # called off the loop (tests drive _on_ouch directly): answered now
             running = None
-        if running is None or running is not loop:
+        if running is None or running is not loop or not self.asynchronous:
             then(self._handle(account, user, req))
             return None
         done = loop.create_future()
