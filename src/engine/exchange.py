@@ -916,7 +916,8 @@ def _register_stack_dump() -> bool:
 def _main(argv: list[str]) -> int:
     a = build_parser().parse_args(argv)
     cfg = config_from_args(a)
-    stop = threading.Event()
+    from engine.signals import SignalSafeEvent
+    stop = SignalSafeEvent()         # set by the signal handler: no lock (see engine.signals)
     why = {"signal": None}
 
     def on_signal(signum, frame):

@@ -317,7 +317,8 @@ def run_standby(cfg: dict, stop: threading.Event, duration: float | None = None,
     standby = StandbyShards(cfg["symbols"], str(data_dir), shards=n, stp=e["stp"], tick_size=int(e["tick_size"]))
     poll_s = max(int(sb.get("poll_ms", 1)), 1) / 1000
     heartbeat_ms = sb.get("heartbeat_ms")
-    asked = threading.Event()
+    from engine.signals import SignalSafeEvent
+    asked = SignalSafeEvent()        # set by the SIGUSR1 handler: no lock (see engine.signals)
     old = None
     if threading.current_thread() is threading.main_thread():
         old = signal.signal(signal.SIGUSR1, lambda s, f: asked.set())

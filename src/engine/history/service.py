@@ -234,7 +234,8 @@ def _main(argv: list[str]) -> int:
         acc = make_accounts(load_config(a.config, {}))
         if acc is not None:
             h["accounts"] = acc.config()
-    stop = threading.Event()
+    from engine.signals import SignalSafeEvent
+    stop = SignalSafeEvent()         # set by the signal handler: no lock (see engine.signals)
     why = {}
 
     def on_signal(signum, frame):

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 
 import zmq
 
+from engine.signals import set_from_signal
 from engine.strategy.ledger import Ledger
 from feedhandler.cliopts import add_debug
 from engine.strategy.signals import BadMessage, Signal, client_order_id, decode_signal, encode_ack, peek_id
@@ -330,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_signal(signum, frame):
         why.append(signum)
-        ex.stop_event.set()
+        set_from_signal(ex.stop_event)       # never the event's lock inside the handler (engine.signals)
 
     old = {s: _signal.signal(s, on_signal) for s in (_signal.SIGINT, _signal.SIGTERM)}
     try:

@@ -47,6 +47,7 @@ import zmq
 from engine.strategy.base import Strategy, coerce_params
 from engine.strategy.outbox import Outbox
 from engine.strategy.outbox_file import OutboxFile, OutboxInUse
+from engine.signals import set_from_signal
 from engine.strategy.signals import BadMessage, Signal, decode_ack, decode_signal
 from feedhandler import records
 from feedhandler.cliopts import add_debug
@@ -406,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_signal(signum, frame):
         why.append(signum)
-        runner.stop_event.set()
+        set_from_signal(runner.stop_event)   # never the event's lock inside the handler (engine.signals)
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
