@@ -98,44 +98,45 @@ class ReplayOptions:
 
 
 class _Batches:
-    """Per-batch bookkeeping shared by both modes (runs on the consumer thread)."""
+    """Per-batch bookkeeping shared by both modes (runs on the consumer thread): the counts are one
+    native pass a batch (``feedhandler.tally.BatchTally``)."""
 
     def __init__(self, opts: ReplayOptions, symmap: SymbolMap, writer,
                  book_rtypes: Sequence[str] = ("mbo", "trade")):
+        from feedhandler.tally import BatchTally
+
         self.opts = opts
-        self.book_rtypes = np.array([records.RTYPE[k] for k in book_rtypes], np.uint8)
-        self.by_rtype = np.zeros(256, np.int64)
+        self.tally = BatchTally([records.RTYPE[k] for k in book_rtypes],
+                                [records.RTYPE[k] for k in ("stock_directory", "instrument_def")])
         self.symmap = symmap
         self.writer = writer
         self.want = set(opts.symbols) if opts.symbols else None
         self.ids = np.zeros(0, np.uint32)
-        self.activity = np.zeros(1 << 16, np.int64)   # MBO + trade records per instrument_id
         self.records = 0
         self.kept = 0
         self.publish: Callable[[np.ndarray], object] | None = None   # --publish: every enriched batch
+
+    @property
+    def by_rtype(self) -> np.ndarray:
+        """Records seen per rtype (int64[256])."""
+        return self.tally.by_rtype
+
+    @property
+    def activity(self) -> np.ndarray:
+        """MBO + trade records (the ``book_rtypes``) per instrument_id, of the instruments kept."""
+        return self.tally.activity
 
     def __call__(self, ticks: np.ndarray) -> None:
         if self.publish is not None:
             self.publish(ticks)
         self.records += ticks.shape[0]
-        self.by_rtype += np.bincount(ticks["rtype"], minlength=256)
-        if self.symmap.update(ticks) and self.want is not None:
+        refs = self.tally.add(ticks, activity=self.want is None)
+        if refs.shape[0] and self.symmap.update(ticks[refs]) and self.want is not None:
             self.ids = np.array(sorted(self.symmap.ids_of(self.want).values()), dtype=np.uint32)
-        iid = ticks["instrument_id"]
         if self.want is not None:
-            keep = np.isin(iid, self.ids) | (iid == 0)
-            ticks = ticks[keep]
             iid = ticks["instrument_id"]
-        rt = ticks["rtype"]
-        book_rec = np.isin(rt, self.book_rtypes)
-        ids = iid[book_rec]
-        if ids.shape[0]:
-            top = int(ids.max())
-            if top >= self.activity.shape[0]:
-                grown = np.zeros(max(top + 1, 2 * self.activity.shape[0]), np.int64)
-                grown[: self.activity.shape[0]] = self.activity
-                self.activity = grown
-            self.activity[: top + 1] += np.bincount(ids, minlength=top + 1)
+            ticks = ticks[np.isin(iid, self.ids) | (iid == 0)]
+            self.tally.add(ticks, rtypes=False)
         self.kept += ticks.shape[0]
         if self.writer is not None:
             self.writer.write(ticks)
