@@ -685,7 +685,8 @@ def format_summary(s: dict) -> str:
                      f"left {rec['leaves']}x{' (STILL JOINED at the end)' if rec['joined_at_end'] else ''}; "
                      f"recovered MBP {rec['recoveries']}, MBO {rec['mbo_recoveries']}; snapshot packets taken "
                      f"{rec['snapshot_packets']:,}, skipped {rec['snapshot_skipped']:,} (not joined); "
-                     f"stale {rec['stale_at_end']}")
+                     f"stale {rec['stale_at_end']}; joined late for {rec.get('late_joins', 0):,} instruments "
+                     "(first RptSeq > 1)")
     lines += [f"  WARNING: {w}" for w in s.get("warnings") or ()]
     lines += file_damage_lines(s)
     cap = s.get("capture", {})
@@ -720,7 +721,8 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
                    help="mdp3: CME market recovery (snapshot) group, joined only while an instrument is stale "
                         "after a gap and left once every book is rebuilt from SnapshotFullRefresh / "
                         "SnapshotFullRefreshOrderBook (repeat for its A/B lines; default: none, so a gap "
-                        "leaves the books stale)")
+                        "leaves the books stale). With it a run may start mid-session (late join): an instrument "
+                        "first seen with RptSeq > 1 is stale until the snapshot loop rebuilds it")
     p.add_argument("--group", action="append", default=[], metavar="ADDR:PORT",
                    help="multicast group to join (repeat for A/B lines)")
     add_udp_port(p)

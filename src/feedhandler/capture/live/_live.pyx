@@ -143,7 +143,9 @@ cdef class LiveFeed(Producer):
             dec = Itch50Decoder(self.midnight_ns, publisher_id, 0)
         elif protocol == "mdp3":
             from feedhandler.protocols.mdp3 import Mdp3Decoder
-            dec = Mdp3Decoder(snapshot_channels={channels[p] for p in snapshot_ports or ()})
+            # with snapshot groups the run recovers what it joined too late for (late_join)
+            dec = Mdp3Decoder(snapshot_channels={channels[p] for p in snapshot_ports or ()},
+                              late_join=bool(snapshot_ports))
         self._plug(framer, dec, PRODUCER_LIVE)
 
     def __dealloc__(self):

@@ -100,6 +100,7 @@ cdef enum:
     C_RECORDS               # records written
     C_OUTPUT_OVERFLOW       # records lost because the packet bound was wrong (a bug: never expected)
     C_SNAPSHOT_RESYNCS      # snapshot-channel MsgSeqNum jumps (joined mid-loop, a loop restart, a loss)
+    C_LATE_JOINS            # instruments first seen with RptSeq > 1 under late_join (stale until a snapshot)
     C_NCOUNTERS
 
 COUNTER_NAMES = (
@@ -111,7 +112,7 @@ COUNTER_NAMES = (
     "session_stats", "daily_stats", "limits", "status", "definitions", "snapshots",
     "snapshot_order_books", "entries_bad", "rptseq_duplicate", "rptseq_gaps", "stale_records",
     "recoveries", "mbo_recoveries", "snapshots_ignored", "instrument_table_full", "price_overflow", "records",
-    "output_overflow", "snapshot_resyncs",
+    "output_overflow", "snapshot_resyncs", "late_joins",
 )
 # Counters that are rejects (something malformed or unknown was skipped); the rest are events.
 REJECT_COUNTERS = (
@@ -167,6 +168,7 @@ ctypedef struct _Ctx:
     uint32_t inst_limit
     uint32_t enabled        # bit i: fh_mdp3_schemas[i] is enabled
     uint32_t apply_all_snapshots
+    uint32_t late_join      # an instrument first seen with RptSeq > 1 lost its earlier updates: stale
     uint32_t gap_epoch      # packet gaps so far: any of them may have lost MBO-only messages
     uint8_t snapshot_chan[NCHANNELS]  # 1: a snapshot (market recovery) channel: jumps resynchronise
     # per-packet state while decoding
@@ -328,6 +330,14 @@ cdef inline uint32_t _check_rpt(_Ctx *c, int32_t sid, int64_t rpt, uint64_t ts, 
     if not (e.flags & I_HAS_RPT):
         e.flags |= I_HAS_RPT
         e.rpt_seq = <uint32_t>rpt
+        if c.late_join and rpt > 1:
+            # joined after the instrument's first rpt - 1 updates: its books are unknown until a
+            # snapshot (SnapshotFullRefresh, SnapshotFullRefreshOrderBook) rebuilds them
+            c.counters[C_LATE_JOINS] += 1
+            _gap(c, FH_GAP_OPENED, <uint32_t>sid, 1, <uint32_t>rpt - 1, ts)
+            e.flags |= I_STALE | I_MBO_STALE
+            c.counters[C_STALE_RECORDS] += 1
+            return FH_F_MAYBE_BAD_BOOK
         return 0
     if <uint32_t>rpt <= e.rpt_seq and not (e.flags & I_STALE):
         c.counters[C_RPTSEQ_DUPLICATE] += 1
@@ -1134,12 +1144,19 @@ cdef class Mdp3Decoder:
     snapshot_channels : iterable of int
         Channels (fh_msg.channel) that carry a snapshot loop (market recovery): a MsgSeqNum jump there
         resynchronises (``snapshot_resyncs``) instead of opening a gap that would stale every MBO book.
+    late_join : bool
+        The feed is joined mid-session (a live run with snapshot groups): an instrument whose first
+        incremental carries RptSeq > 1 missed its earlier updates, so it is stale from the start (a
+        gap record for RptSeq 1..n-1, ``late_joins``, its records flagged FH_F_MAYBE_BAD_BOOK) until the
+        snapshot loop rebuilds its books, exactly as after a RptSeq gap. Off (the default), the first
+        RptSeq seen is taken as the instrument's start, as a replay of a capture that starts mid-session
+        wants.
     """
     cdef _Ctx *c
     cdef object _keep
 
     def __cinit__(self, schemas=None, int max_instruments=65536, bint apply_all_snapshots=False,
-                  snapshot_channels=()):
+                  snapshot_channels=(), bint late_join=False):
         cdef uint32_t cap = 1
         while cap < <uint32_t>max_instruments * 2:
             cap <<= 1
@@ -1152,6 +1169,7 @@ cdef class Mdp3Decoder:
         self.c.inst_mask = cap - 1
         self.c.inst_limit = <uint32_t>max_instruments
         self.c.apply_all_snapshots = apply_all_snapshots
+        self.c.late_join = late_join
         for ch in snapshot_channels or ():
             if not 0 <= int(ch) < NCHANNELS:
                 raise ValueError(f"snapshot channel must be 0..{NCHANNELS - 1}, not {ch}")

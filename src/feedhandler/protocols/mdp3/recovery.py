@@ -13,8 +13,11 @@ Nothing arrives from the snapshot group between a leave and the next join: a swi
 only joined groups, and on a veth or a mirror port (where every frame arrives anyway) the framer's gate
 drops them (counted as ``snapshot_skipped``).
 
-Limits: a late join (books empty at start) is not recovered from the snapshot loop (nothing is stale
-then); a snapshot older than the incremental stream it is applied to is taken as the book's state and
+A late join (a run started mid-session, books empty) is recovered the same way: the decoder runs with
+``late_join`` whenever snapshot groups are given, so an instrument whose first incremental carries
+RptSeq > 1 is stale from the start (its earlier updates were missed) and the monitor joins the loop for it.
+
+Limits: a snapshot older than the incremental stream it is applied to is taken as the book's state and
 the incrementals after it apply with their RptSeq (the decoder's rules), so the books are right once
 the incrementals the snapshot did not cover have arrived.
 """
@@ -128,4 +131,5 @@ class SnapshotRecovery:
                 "stale_at_end": int(self.decoder.stale_count()),
                 "snapshot_packets": fs.get("snapshot_kept", 0), "snapshot_skipped": fs.get("snapshot_skipped", 0),
                 "recoveries": dc.get("recoveries", 0), "mbo_recoveries": dc.get("mbo_recoveries", 0),
-                "snapshot_resyncs": dc.get("snapshot_resyncs", 0), "events": [list(e) for e in self.events]}
+                "snapshot_resyncs": dc.get("snapshot_resyncs", 0), "late_joins": dc.get("late_joins", 0),
+                "events": [list(e) for e in self.events]}
