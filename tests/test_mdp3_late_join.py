@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from feedhandler import records
+from test_feedcore_live_mdp3 import _books_of, _mbp_state   # the books and MBP state compared there too
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_DIR = ROOT.parent / "shared" / "data" / "mdp3" / "schema"
@@ -56,24 +57,10 @@ def late_captures(tmp_path_factory):
     return whole, d / "late.pcap", d / "incremental.pcap", d / "snapshots.pcap"
 
 
-def _books_of(recs):
-    from feedhandler.books import BookSet, MbpBookSet
-
-    mbo, mbp = BookSet(), MbpBookSet()
-    mbo.apply(recs)
-    mbp.apply(recs)
-    return mbo, mbp
-
-
 def _bbo(mbo):
     """Every book's BBO, in instrument order (a late join meets the instruments in another order)."""
     b = mbo.bbo_all()
     return b[np.argsort(b["instrument_id"], kind="stable")]
-
-
-def _mbp_state(mbp):
-    return {iid: ([mbp.levels(iid, side, implied).tolist() for side in "BA" for implied in (False, True)],
-                  mbp.is_stale(iid)) for iid in mbp.instruments()}
 
 
 def _decode(path, late_join: bool):
