@@ -45,3 +45,23 @@ def test_the_commands_stop_on_signals_without_the_event_lock():
                       ("strategy/runner.py", "set_from_signal(runner.stop_event)"),
                       ("strategy/executor.py", "set_from_signal(ex.stop_event)")):
         assert needle in (src / f).read_text(), f
+
+
+def test_wait_sleeps_in_select_without_polling(monkeypatch):
+    """wait() blocks on its pipe: no periodic wake-ups (it polled every 10 ms, taking the GIL from the
+    working threads), woken at once by set() from another thread, and times out on time."""
+    import threading
+    import time as _time
+
+    from engine import signals
+
+    ev = signals.SignalSafeEvent()
+    monkeypatch.setattr(signals.time, "sleep", lambda s: (_ for _ in ()).throw(AssertionError("polled")))
+    t0 = _time.monotonic()
+    assert ev.wait(0.05) is False and _time.monotonic() - t0 >= 0.05
+    threading.Timer(0.05, ev.set).start()
+    t0 = _time.monotonic()
+    assert ev.wait(5) is True and _time.monotonic() - t0 < 1.0
+    ev.clear()
+    assert not ev.is_set() and ev.wait(0.01) is False    # the pipe was drained: no stale wake-up
+    ev.close()
