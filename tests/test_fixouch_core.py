@@ -240,3 +240,18 @@ def test_cli_replay_pipelined_fix_and_ouch():
         assert r.returncode == 0, r.stderr
         s = json.loads(r.stdout)
         assert s["mode"] == "pipelined" and s["records"] > 0
+
+
+def test_replay_symbols_keeps_the_records_of_the_symbol(tmp_path):
+    """--symbols on an OUCH replay keeps that symbol's records (the whole-capture path found the symbol
+    but wrote no record: the ids were only learnt from instrument-definition records, which OUCH has not)."""
+    want, st = _old(PCAPS / "ouch50_sample.pcap", "ouch50")
+    iid = st["symbols"]["AAPL"]
+    n_aapl = int((records.view(want, "order_event")["instrument_id"] == iid).sum())
+    assert n_aapl > 0
+    for mode in ("single", "pipelined"):
+        out = tmp_path / f"{mode}.npy"
+        s = replay(str(PCAPS / "ouch50_sample.pcap"), ReplayOptions(mode=mode, out=str(out), symbols=["AAPL"]))
+        got = np.load(out)
+        assert s["output"]["records"] == len(got) == n_aapl, mode
+        assert set(records.view(got, "order_event")["instrument_id"].tolist()) == {iid}

@@ -594,6 +594,9 @@ class _TcpBatches(_Batches):
         res = self.feed.framer.result
         if not self.primed and res is not None:
             self.symmap.by_id.update({int(i): s for s, i in res.get("symbols", {}).items()})
+            if self.want is not None:
+                # --symbols: the decoder's ids (no instrument-definition record need announce them)
+                self.ids = np.array(sorted(self.symmap.ids_of(self.want).values()), dtype=np.uint32)
             self.primed = True
 
     def __call__(self, ticks: np.ndarray) -> None:
