@@ -273,6 +273,9 @@ cdef class Feed(Producer):
         ``gaps_filled``, ``gaps_lost``, ``filled_messages``, ``resets``, ``after_end_of_session``,
         ``filtered_sessions``, ``malformed`` {reason: n}, ``gap_records``, ...); MDP3 adds ``framing``
         (the UDP framer's counters: frames, udp, kept, other_port, tcp_frames, ...) and ``channels``.
+        FIX / OUCH add ``tcp`` (the reassembly counters so far), ``decoded`` (the capture has been read
+        and decoded) and then the decoder's statistics (those of ``replay_stream``: ``protocol``,
+        ``fix`` or ``soupbintcp`` / ``ouch`` / ``sessions`` / ``logins``, ``symbols``, ...).
         """
         cdef const fh_filesrc_stats *s = fh_filesrc_stats_get(self.src)
         damage = {fh_filesrc_damage_name(i).decode(): s.damage[i] for i in range(FH_SRC_N_DAMAGE)}
