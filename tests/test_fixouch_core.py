@@ -255,3 +255,17 @@ def test_replay_symbols_keeps_the_records_of_the_symbol(tmp_path):
         got = np.load(out)
         assert s["output"]["records"] == len(got) == n_aapl, mode
         assert set(records.view(got, "order_event")["instrument_id"].tolist()) == {iid}
+
+
+@pytest.mark.parametrize("name,protocol", [("fix44_sample.pcap", "fix"), ("ouch42_sample.pcap", "ouch42")])
+def test_order_event_tally_over_batches_equals_whole(name, protocol):
+    """The replay's per-batch order-event statistics equal order_event_stats over the whole array."""
+    from feedhandler.replay import _OrderEventTally, order_event_stats
+
+    recs, _ = _old(PCAPS / name, protocol)
+    for size in (1, 7, 64, len(recs)):
+        t = _OrderEventTally()
+        for i in range(0, len(recs), size):
+            t.add(recs[i:i + size])
+        assert t.stats() == order_event_stats(recs), size
+    assert _OrderEventTally().stats() == order_event_stats(recs[:0])
