@@ -157,7 +157,7 @@ def test_feed_protocol_options_are_checked():
     from feedhandler.pipeline import Feed
 
     with pytest.raises(ValueError, match="unknown protocol"):
-        Feed(MDP3, "fix")
+        Feed(MDP3, "sbe")
     with pytest.raises(ValueError, match="MoldUDP64 options"):
         Feed(MDP3, "mdp3", sequencing=False)
     with pytest.raises(ValueError, match="mdp3 only"):

@@ -152,12 +152,14 @@ def test_tcp_replay_summary(name, protocol, forced):
         assert s["sessions"]["SESSION01"]["last_seq"] > 0
 
 
-def test_pipelined_mode_is_itch_and_mdp3_only():
-    # MDP3 runs through the same feed core as ITCH, so both modes give the same replay
+def test_pipelined_mode_for_every_protocol():
+    # MDP3, FIX and OUCH run through the same feed core as ITCH, so both modes give the same replay
     single, piped = replay(MDP3, ReplayOptions()), replay(MDP3, ReplayOptions(mode="pipelined"))
     assert piped["mode"] == "pipelined" and piped["records"] == single["records"] > 300
     assert piped["bbo"] == single["bbo"] and piped["mdp3"] == single["mdp3"]
-    with pytest.raises(ValueError, match="itch50 and mdp3"):
-        replay(PCAPS / "fix44_sample.pcap", ReplayOptions(mode="pipelined"))
+    single = replay(PCAPS / "fix44_sample.pcap", ReplayOptions())
+    piped = replay(PCAPS / "fix44_sample.pcap", ReplayOptions(mode="pipelined"))
+    assert piped["mode"] == "pipelined" and piped["records"] == single["records"] > 300
+    assert piped["bbo"] == single["bbo"] and piped["order_events"] == single["order_events"]
     with pytest.raises(ValueError, match="unknown protocol"):
         replay(MDP3, ReplayOptions(protocol="sbe"))

@@ -9,6 +9,7 @@ from feedhandler.ring import Ring
 
 DEFAULT_REORDER_WINDOW: int
 PROTOCOLS: tuple[str, ...]
+TCP_PROTOCOLS: tuple[str, ...]
 
 def midnight_ns_for_date(date: Any) -> int: ...
 def midnight_ns_for_ts(ts_ns: int) -> int: ...
@@ -32,6 +33,10 @@ class Feed:
         sequencing: bool = True,
         channels: dict[int, int] | None = None,
         ab_offset: int = 1000,
+        symbols: dict[str, int] | None = None,
+        dictionary_dir: str | PathLike[str] | None = None,
+        max_ooo_segments: int = 1024,
+        max_ooo_bytes: int = 4 << 20,
     ) -> None: ...
     protocol: str | None
     @property

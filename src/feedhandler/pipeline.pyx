@@ -10,6 +10,13 @@ the native producer thread started by :meth:`Feed.start` runs.
   window, gap records) -> ``Itch50Decoder``.
 - ``mdp3``: ``framing.cme_packets`` (one message per UDP payload, A/B ports sharing a channel) ->
   ``Mdp3Decoder`` (packet sequencing with A/B arbitration, RptSeq per instrument).
+- ``fix``, ``ouch42``, ``ouch50``, ``ouch`` (version told from the first messages): TCP sessions.
+  ``framing.tcp.TcpSessionFramer`` reassembles the connections packet by packet and, at the end of
+  the input, decodes them (``fix_stream.decode_streams``: FIX framing, sequencing, market data and
+  order events; ``ouch_events.decode_streams``: SoupBinTCP framing and OUCH order events); the
+  producer then hands the records out in batches like any other protocol's. The records are those
+  of ``replay_stream``, byte for byte; they come out only once the capture is read, because those
+  decoders need whole-capture state (see TcpSessionFramer).
 
 Time (ITCH): ITCH timestamps are nanoseconds since midnight (US/Eastern). ``ts_event = midnight_ns +
 stamp`` where ``midnight_ns`` is, in order of precedence, the ``midnight_ns`` argument, midnight of
@@ -31,7 +38,8 @@ import os
 from feedhandler.errors import CaptureError, CaptureFormatError
 from feedhandler.framing.moldudp64 import DEFAULT_REORDER_WINDOW
 
-PROTOCOLS = ("itch50", "mdp3")
+PROTOCOLS = ("itch50", "mdp3", "fix", "ouch42", "ouch50", "ouch")
+TCP_PROTOCOLS = ("fix", "ouch42", "ouch50", "ouch")   # sessions over TCP (framing.tcp.TcpSessionFramer)
 
 
 cdef size_t _filesrc_next(void *src, fh_pkt *pkts, size_t cap, int timeout_ms) noexcept nogil:
@@ -75,6 +83,21 @@ def mdp3_stats(framer_stats, dec):
     }
 
 
+def _tcp_session_framer(protocol, symbols, dictionary_dir, max_ooo_segments, max_ooo_bytes):
+    """The TCP session framer of a FIX or OUCH capture, with the session decoder replay_stream uses."""
+    from functools import partial
+    from feedhandler.framing.tcp import TcpSessionFramer
+    if protocol == "fix":
+        from feedhandler.protocols.fix_stream import decode_streams
+        decode = partial(decode_streams, symbols=symbols, dictionary_dir=dictionary_dir)
+    else:
+        if dictionary_dir is not None:
+            raise ValueError("dictionary_dir (FIX data dictionaries) applies to fix only")
+        from feedhandler.protocols.ouch_events import decode_streams
+        decode = partial(decode_streams, protocol=protocol, symbols=symbols)
+    return TcpSessionFramer(decode, max_ooo_segments=max_ooo_segments, max_ooo_bytes=max_ooo_bytes)
+
+
 cdef class Feed(Producer):
     """A capture file (pcap, pcapng, NASDAQ BinaryFILE; gzip or not; format from the bytes) decoded into
     normalized tick records.
@@ -84,8 +107,9 @@ cdef class Feed(Producer):
     path : str or os.PathLike
         The capture file.
     protocol : str or None
-        ``"itch50"`` (default; MoldUDP64 framing), ``"mdp3"`` (CME MDP 3.0 over UDP), or None to frame
-        and sequence MoldUDP64 only (records are then gap records).
+        ``"itch50"`` (default; MoldUDP64 framing), ``"mdp3"`` (CME MDP 3.0 over UDP), ``"fix"``,
+        ``"ouch42"``, ``"ouch50"``, ``"ouch"`` (TCP sessions; "ouch": the version is told from the first
+        messages), or None to frame and sequence MoldUDP64 only (records are then gap records).
     date : str, optional
         ITCH: trading day "YYYY-MM-DD"; ``ts_event`` = its midnight in America/New_York + the ITCH stamp.
     midnight_ns : int, optional
@@ -116,10 +140,18 @@ cdef class Feed(Producer):
     decoder : object, optional
         A ready decoder (``Itch50Decoder``, ``Mdp3Decoder``) to use instead of a new one (its counters
         then include this feed's).
+    symbols : {symbol: instrument_id}, optional
+        FIX / OUCH: fixed instrument ids (see ``fix_stream.replay_stream``, ``ouch_events.replay_stream``).
+    dictionary_dir : str, optional
+        FIX: directory of FIX42.xml / FIX44.xml (repeating groups); default as ``replay_stream``.
+    max_ooo_segments, max_ooo_bytes : int
+        FIX / OUCH: out-of-order TCP segments / bytes buffered per direction before a hole is declared.
 
     Notes
     -----
-    Either :meth:`read` or :meth:`start` drives a feed, never both. ITCH records come out in sequence
+    Either :meth:`read` or :meth:`start` drives a feed, never both. FIX and OUCH records come out once
+    the whole capture is read (in capture-time order, as ``replay_stream`` makes them); ``stats()``
+    then holds the decoder's statistics too (``decoded`` True). ITCH records come out in sequence
     order with ``fh_gap`` records (rtype 0xE0) at the position where a gap opened, was filled, was lost,
     or the session ended/restarted; MDP3 records in the order the decoder's channel sequencing applies
     the packets, with gap records for packets lost, reset channels and stale instruments.
@@ -128,7 +160,8 @@ cdef class Feed(Producer):
     def __init__(self, path, protocol="itch50", *, date=None, midnight_ns=None,
                  reorder_window=DEFAULT_REORDER_WINDOW, reorder_window_messages=None, udp_port=None,
                  group=None, channel_filter=None, publisher_id=0, decoder=None, sequencing=True,
-                 channels=None, ab_offset=1000):
+                 channels=None, ab_offset=1000, symbols=None, dictionary_dir=None, max_ooo_segments=1024,
+                 max_ooo_bytes=4 << 20):
         cdef char err[512]
         cdef int rc
         cdef bytes bpath = os.fsencode(path)
@@ -138,7 +171,17 @@ cdef class Feed(Producer):
         if protocol not in PROTOCOLS and protocol is not None:
             raise ValueError(f"unknown protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)} or None")
         self.protocol = protocol
-        if protocol == "mdp3":
+        if protocol not in TCP_PROTOCOLS and (symbols is not None or dictionary_dir is not None):
+            raise ValueError("symbols and dictionary_dir apply to the TCP protocols (fix, ouch*) only")
+        if protocol in TCP_PROTOCOLS:
+            if (channel_filter is not None or not sequencing or reorder_window_messages is not None
+                    or channels is not None or udp_port is not None or group is not None
+                    or reorder_window != DEFAULT_REORDER_WINDOW or decoder is not None):
+                raise ValueError(f"{protocol} is a TCP session: reorder_window, reorder_window_messages, "
+                                 "sequencing, udp_port, group, channel_filter, channels and decoder apply to "
+                                 "UDP feeds only (TCP reassembly: max_ooo_segments, max_ooo_bytes)")
+            framer = _tcp_session_framer(protocol, symbols, dictionary_dir, max_ooo_segments, max_ooo_bytes)
+        elif protocol == "mdp3":
             if channel_filter is not None or not sequencing or reorder_window_messages is not None:
                 raise ValueError("channel_filter, sequencing and reorder_window_messages are MoldUDP64 "
                                  "options: the MDP3 decoder sequences its channels itself")
@@ -163,6 +206,8 @@ cdef class Feed(Producer):
             raise CaptureError(msg)
         self.core.src_next = _filesrc_next
         self.core.src_ctx = self.src
+        if protocol in TCP_PROTOCOLS:
+            framer._attach_source(<size_t>self.src)
         self._plug(framer, None, PRODUCER_FILE)
         # The first batch: it also gives the first capture time for the default trading day.
         n = fh_filesrc_next(self.src, self.core.pkts, self.core.pkt_cap)
@@ -228,6 +273,9 @@ cdef class Feed(Producer):
         ``gaps_filled``, ``gaps_lost``, ``filled_messages``, ``resets``, ``after_end_of_session``,
         ``filtered_sessions``, ``malformed`` {reason: n}, ``gap_records``, ...); MDP3 adds ``framing``
         (the UDP framer's counters: frames, udp, kept, other_port, tcp_frames, ...) and ``channels``.
+        FIX / OUCH add ``tcp`` (the reassembly counters so far), ``decoded`` (the capture has been read
+        and decoded) and then the decoder's statistics (those of ``replay_stream``: ``protocol``,
+        ``fix`` or ``soupbintcp`` / ``ouch`` / ``sessions`` / ``logins``, ``symbols``, ...).
         """
         cdef const fh_filesrc_stats *s = fh_filesrc_stats_get(self.src)
         damage = {fh_filesrc_damage_name(i).decode(): s.damage[i] for i in range(FH_SRC_N_DAMAGE)}
@@ -246,7 +294,13 @@ cdef class Feed(Producer):
             # where damage was and what was skipped (file_events, file_bytes_skipped, ...)
             **{k: v for k, v in filesrc_damage(s).items() if k != "file_damage"},
         }
-        if self.protocol == "mdp3":
+        if self.protocol in TCP_PROTOCOLS:
+            d["tcp"] = fs
+            res = self.framer_obj.result
+            d["decoded"] = res is not None
+            if res is not None:
+                d.update({k: v for k, v in res.items() if k != "records"})
+        elif self.protocol == "mdp3":
             d.update(mdp3_stats(fs, self.dec))
             d["link_rejects"] = fs["link_rejects"]
             d["channels"] = self.channels()

@@ -11,11 +11,14 @@ bytes, never the file name):
   MBP (price-level) records to ``feedhandler.books.mbp.MbpBookSet``. A and B feeds of a channel share a
   sequencing channel: ports listed in ``channels`` {port: channel}, else ports that differ by 1000
   (CME's A/B convention 14310/15310).
-- ``fix`` / ``ouch42`` / ``ouch50`` / ``ouch``: TCP captures through ``fix_stream.replay_stream`` /
-  ``ouch_events.replay_stream`` (reassembly, FIX or SoupBinTCP framing, order lifecycles); the
-  summary adds TCP, session and order-event statistics (events by kind, order->ack latency).
+- ``fix`` / ``ouch42`` / ``ouch50`` / ``ouch``: TCP captures through the same ``Feed``, whose framer
+  (``framing.tcp.TcpSessionFramer``) reassembles the connections and decodes them with
+  ``fix_stream.decode_streams`` / ``ouch_events.decode_streams`` (FIX or SoupBinTCP framing, order
+  lifecycles: the records of ``replay_stream``), in either mode; the records come out once the whole
+  capture is decoded. The summary adds TCP, session and order-event statistics (events by kind,
+  order->ack latency).
 
-ITCH and MDP3 have two modes, same results:
+Every protocol has two modes, same results:
 
 - ``single``: one thread. ``Feed.read`` fills a batch, ``BookSet.apply`` enriches it in place, then
   the batch goes to the outputs. Python runs once per batch (65536 records by default).
@@ -26,8 +29,8 @@ Interruption (SIGINT, or SIGTERM through the CLI's handler, both arriving as ``K
 the replay stops at the end of the batch in hand, closes its outputs as complete, readable files
 holding the records up to there (each is renamed from its temporary name only once complete), and
 returns the partial summary with ``interrupted`` set to the signal's name. (FIX and OUCH replays
-reassemble the whole capture in one native call first: a signal during that call ends the replay
-with no summary and no output.)
+reassemble and decode the whole capture before their first batch: a signal during that ends the
+replay with no summary and no output; in pipelined mode the decoding finishes first.)
 
 Per batch, the Python side only does vectorized numpy work: learn the stock directory, select the
 ``--symbols``, count activity per instrument, hand the batch to the writer. Counters come from the
@@ -179,10 +182,6 @@ def replay(path: str | os.PathLike, opts: ReplayOptions | None = None) -> dict:
         raise ValueError(f"--no-sequencing applies to itch50 (MoldUDP64) captures only (this one is {protocol})")
     if (opts.pace or opts.watch is not None) and protocol != "itch50":
         raise ValueError(f"--pace and --serve are implemented for itch50 replays (this one is {protocol})")
-    if protocol not in ("itch50", "mdp3") and opts.mode != "single":
-        raise ValueError(f"--mode {opts.mode} is implemented for itch50 and mdp3 only: a {protocol} capture is a TCP "
-                         "stream, reassembled and decoded in one pass with no producer-thread framer yet "
-                         "(replay it with --mode single)")
     if opts.publisher is not None and protocol not in ("itch50", "mdp3"):
         raise ValueError(f"--publish applies to market-data feeds (itch50, mdp3), not {protocol}")
     if _publishes_bbo(opts) and protocol != "itch50":
@@ -543,43 +542,102 @@ def order_event_stats(recs: np.ndarray) -> dict:
             "from_client": int((~fx).sum()), "from_exchange": int(fx.sum()), "latency_ns": lat_info}
 
 
+class _OrderEventTally:
+    """``order_event_stats`` over a stream of batches: the same dict as over their concatenation."""
+
+    def __init__(self):
+        self.kinds = np.zeros(256, np.int64)
+        self.from_exchange = 0
+        self.events = 0
+        self.latencies: list[np.ndarray] = []
+
+    def add(self, recs: np.ndarray) -> None:
+        oe = recs[recs["rtype"] == records.RTYPE["order_event"]]
+        if not oe.shape[0]:
+            return
+        e = records.view(oe, "order_event")
+        self.events += int(oe.shape[0])
+        self.kinds += np.bincount(e["event"].view(np.uint8), minlength=256)
+        self.from_exchange += int(((e["flags"] & OE_F_FROM_EXCHANGE) != 0).sum())
+        lat = e["latency_ns"][(e["flags"] & OE_F_LATENCY) != 0].astype(np.int64)
+        if lat.shape[0]:
+            self.latencies.append(lat)
+
+    def stats(self) -> dict:
+        if not self.events:
+            return {"events": 0, "by_kind": {}, "from_client": 0, "from_exchange": 0, "latency_ns": None}
+        by_kind = {}
+        for k in np.flatnonzero(self.kinds).tolist():     # byte order, as np.unique's
+            name = bytes([k]).decode("latin-1")
+            by_kind[OE_EVENTS.get(name, name)] = int(self.kinds[k])
+        lat_info = None
+        if self.latencies:
+            lat = np.concatenate(self.latencies)
+            q = np.percentile(lat, [50, 90, 99], method="lower")
+            lat_info = {"count": int(lat.shape[0]), "min": int(lat.min()), "p50": int(q[0]), "p90": int(q[1]),
+                        "p99": int(q[2]), "max": int(lat.max())}
+        return {"events": self.events, "by_kind": dict(sorted(by_kind.items(), key=lambda kv: -kv[1])),
+                "from_client": self.events - self.from_exchange, "from_exchange": self.from_exchange,
+                "latency_ns": lat_info}
+
+
+class _TcpBatches(_Batches):
+    """A FIX / OUCH replay's per-batch bookkeeping: the symbols the session decoder assigned (known
+    once the capture is decoded, before the first batch) and the order-event statistics."""
+
+    def __init__(self, feed, *args, **kw):
+        super().__init__(*args, **kw)
+        self.feed = feed
+        self.tally = _OrderEventTally()
+        self.primed = False
+
+    def prime(self) -> None:
+        res = self.feed.framer.result
+        if not self.primed and res is not None:
+            self.symmap.by_id.update({int(i): s for s, i in res.get("symbols", {}).items()})
+            if self.want is not None:
+                # --symbols: the decoder's ids (no instrument-definition record need announce them)
+                self.ids = np.array(sorted(self.symmap.ids_of(self.want).values()), dtype=np.uint32)
+            self.primed = True
+
+    def __call__(self, ticks: np.ndarray) -> None:
+        self.prime()
+        self.tally.add(ticks)
+        super().__call__(ticks)
+
+
 def _replay_tcp(path: str, opts: ReplayOptions, protocol: str) -> dict:
+    """FIX and OUCH through the feed core: ``Feed(path, protocol)`` (TCP reassembly and the session
+    decoder as its framer, ``framing.tcp.TcpSessionFramer``), then ``_pump`` in either mode, as ITCH
+    and MDP3. The records come out once the capture is decoded (the decoders need whole-capture state)."""
     from feedhandler.books import BookSet
     from feedhandler.books import MbpBookSet
     from feedhandler.detect import container
+    from feedhandler.pipeline import Feed
 
+    if opts.mode not in ("single", "pipelined"):
+        raise ValueError(f"unknown mode {opts.mode!r} (single, pipelined)")
+    if opts.batch < 64:
+        raise ValueError("batch must be at least 64 records")
     fmt, gz = container(path)
     t0 = time.perf_counter()
-    if protocol == "fix":
-        from feedhandler.protocols.fix_stream import replay_stream
-
-        recs, st = replay_stream(path, "fix")
-    else:
-        from feedhandler.protocols.ouch_events import replay_stream
-
-        recs, st = replay_stream(path, protocol)   # "ouch": version from the first messages
+    feed = Feed(path, protocol, **opts.feed_kw)
     books, mbp = BookSet(), MbpBookSet()
     symmap = SymbolMap()
-    symmap.by_id.update({int(i): s for s, i in st.get("symbols", {}).items()})
     # DBN dataset code: no Databento dataset describes a captured FIX or OUCH session, so name ours
     dataset = "FH.FIX" if protocol == "fix" else "FH.OUCH"
     writer = open_writer(opts.out, opts.out_format, symbols=symmap, dataset=dataset) if opts.out else None
-    handle = _Batches(opts, symmap, writer, book_rtypes=("mbo", "trade", "mbp_update", "order_event"))
+    handle = _TcpBatches(feed, opts, symmap, writer, book_rtypes=("mbo", "trade", "mbp_update", "order_event"))
 
-    interrupted = [None]
-
-    def run():
-        try:
-            books.apply(recs)
-            mbp.apply(recs)
-            handle(recs)
-        except KeyboardInterrupt as e:   # SIGINT / SIGTERM: a partial replay, complete outputs
-            interrupted[0] = _signal_name(e)
-
-    _run_writer(writer, run)
+    interrupted = _run_writer(writer, lambda: _pump(feed, opts, handle, books, mbp, t0))
+    st = feed.framer.result
+    if st is None:
+        # interrupted while the capture was still being reassembled or decoded: no records, no summary
+        raise Interrupted(signal.SIGTERM) if interrupted == "SIGTERM" else KeyboardInterrupt()
+    handle.prime()          # (a capture without records)
     elapsed = time.perf_counter() - t0
     tcp = {k: v for k, v in st["tcp"].items()}
-    oes = order_event_stats(recs)
+    oes = handle.tally.stats()
     proto = st["protocol"]
     if proto == "fix":
         f = st["fix"]
@@ -612,12 +670,12 @@ def _replay_tcp(path: str, opts: ReplayOptions, protocol: str) -> dict:
                  "ouch": {k: v for k, v in o.items()}, "gap_messages": int(so["gap_messages"]),
                  "logins": [list(x) for x in st.get("logins", [])]}
     base = _summary_mod.common(
-        file=path, protocol=proto, fmt=fmt, gzip=gz, mode="single", file_bytes=os.path.getsize(path),
+        file=path, protocol=proto, fmt=fmt, gzip=gz, mode=opts.mode, file_bytes=os.path.getsize(path),
         packets=tcp.get("frames", 0), messages=messages, messages_by_type=by_type, records_=handle.records,
         records_by_kind=_by_kind(handle), gaps=gaps, duplicates=dups, malformed_by_reason=malformed, unknown=0,
         bad_length=0, truncated=truncated, damage_stats=tcp, books=books, elapsed=elapsed,
         symbols=_symbols_info(handle), bbo=_book_rows(handle, opts.top, books, mbp),
-        output=_output_info(opts, writer), interrupted=interrupted[0])
+        output=_output_info(opts, writer), interrupted=interrupted)
     section = _summary_mod.tcp_section(st, tcp, extra, sessions, oes, mbp)
     section["_handle"] = handle
     return _summary_mod.build(base, section)

@@ -42,8 +42,11 @@ cdef struct framer_ops:
 
 cdef class Framer:
     """Base of the framers the producer drives (framing.moldudp64.MoldUdp64Framer,
-    framing.cme_packets.CmePacketFramer): ``ops`` is filled by the subclass."""
+    framing.cme_packets.CmePacketFramer, framing.tcp.TcpSessionFramer): ``ops`` is filled by the
+    subclass. ``failure``: an exception the framer stopped on (its ops cannot raise); the producer
+    ends the input and re-raises it from read() / join()."""
     cdef framer_ops ops
+    cdef public object failure
 
 cdef enum:
     PRODUCER_MAX_SINKS = 4
@@ -107,4 +110,5 @@ cdef class Producer:
     cdef object framer_obj, dec, src_obj, ring_obj, sink_objs
     cdef _plug(self, Framer framer, decoder, producer_mode mode)
     cdef _raise_error(self)
+    cdef _raise_failure(self)
     cdef void _stop_and_join(self) noexcept

@@ -16,6 +16,7 @@ class book_sink:
     def sink(self) -> tuple[int, int]: ...
 
 class Framer:
+    failure: BaseException | None
     def stats(self) -> dict[str, Any]: ...
 
 class Producer:

@@ -416,9 +416,17 @@ cdef class Producer:
             return 0
         with nogil:
             k = producer_fill(&self.core, <fh_tick *>&raw[0], cap)
+        self._raise_failure()
         if self.core.error:
             self._raise_error()
         return k
+
+    cdef _raise_failure(self):
+        """Re-raise (once) the exception the framer stopped on."""
+        cdef Framer fr = <Framer>self.framer_obj
+        if fr is not None and fr.failure is not None:
+            e, fr.failure = fr.failure, None
+            raise e
 
     cdef _raise_error(self):
         if self.core.error == 1:
@@ -533,6 +541,7 @@ cdef class Producer:
                 pthread_join(self.thread, NULL)
             self.joined = True
             _books_busy(self.sink_objs, False)
+        self._raise_failure()
         if self.core.error:
             raise FeedError(f"producer error {self.core.error}: "
                             + ("the decoder made no progress" if self.core.error == 1 else "the framer is stuck"))

@@ -1,5 +1,6 @@
 # Cython view of feedhandler.framing.tcp: per-direction TCP stream state (see tcp.pyx for the contract).
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
+from feedhandler.includes.pcap cimport fh_pkt, fh_filesrc_stats
 
 
 cdef struct _seg:            # one TCP segment located in a captured frame (filled by _walk, nogil)
@@ -61,3 +62,5 @@ cdef class Reassembler:
     cdef uint64_t file_bytes_skipped
 
     cdef void _segment(self, _seg *s, bytes payload, uint64_t ts)
+    cdef int _feed_pkts(self, const fh_pkt *pkts, size_t n) except -1
+    cdef _add_source_damage(self, const fh_filesrc_stats *st)

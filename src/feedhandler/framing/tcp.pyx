@@ -27,9 +27,13 @@ Threading: a Reassembler belongs to one thread.
 """
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t, int32_t
 from libc.string cimport memcpy
+from libc.stdlib cimport calloc, free
 from feedhandler.includes.pcap cimport (fh_filesrc, fh_pkt, fh_filesrc_open, fh_filesrc_next,
                                         fh_filesrc_close, fh_filesrc_stats_get, fh_filesrc_stats,
                                         fh_filesrc_damage_name, FH_SRC_N_DAMAGE, filesrc_damage)
+from feedhandler.includes.msg cimport fh_msg
+from feedhandler.includes.moldudp64 cimport FH_MSG_RECORD
+from feedhandler.core.producer cimport Framer
 
 import numpy as np
 
@@ -320,11 +324,9 @@ cdef class Reassembler:
         """Reassemble every TCP segment of a capture file (pcap / pcapng, optionally gzipped)."""
         cdef fh_filesrc *src = NULL
         cdef fh_pkt pkts[256]
-        cdef _seg segs[256]
         cdef char err[256]
-        cdef size_t n, i
+        cdef size_t n
         cdef int rc
-        cdef const fh_filesrc_stats *st
         err[0] = 0
         rc = fh_filesrc_open(&src, str(path).encode(), err, sizeof(err))
         if rc != 0:
@@ -333,25 +335,41 @@ cdef class Reassembler:
             while True:
                 with nogil:
                     n = fh_filesrc_next(src, pkts, 256)
-                    for i in range(n):
-                        segs[i].status = <uint8_t> _walk(pkts[i].data, pkts[i].caplen, pkts[i].linktype, &segs[i])
                 if n == 0:
                     break
-                for i in range(n):
-                    self.frames += 1
-                    self.reasons[segs[i].status] += 1
-                    if segs[i].status == T_OK:
-                        self._segment(&segs[i], pkts[i].data[segs[i].off:segs[i].off + segs[i].len],
-                                      pkts[i].ts_ns)
-            st = fh_filesrc_stats_get(src)
-            dmg = filesrc_damage(st)
-            for name, k in dmg["file_damage"].items():
-                self.file_damage[name] = self.file_damage.get(name, 0) + k
-            self.file_events.extend(dmg["file_events"])
-            self.file_bytes_skipped += dmg["file_bytes_skipped"]
+                self._feed_pkts(pkts, n)
+            self._add_source_damage(fh_filesrc_stats_get(src))
         finally:
             fh_filesrc_close(src)
         return self
+
+    cdef int _feed_pkts(self, const fh_pkt *pkts, size_t n) except -1:
+        """Reassemble the TCP segments of n captured frames (walked nogil, 256 at a time)."""
+        cdef _seg segs[256]
+        cdef size_t i, j, m
+        j = 0
+        while j < n:
+            m = n - j if n - j < 256 else 256
+            with nogil:
+                for i in range(m):
+                    segs[i].status = <uint8_t> _walk(pkts[j + i].data, pkts[j + i].caplen, pkts[j + i].linktype,
+                                                     &segs[i])
+            for i in range(m):
+                self.frames += 1
+                self.reasons[segs[i].status] += 1
+                if segs[i].status == T_OK:
+                    self._segment(&segs[i], pkts[j + i].data[segs[i].off:segs[i].off + segs[i].len],
+                                  pkts[j + i].ts_ns)
+            j += m
+        return 0
+
+    cdef _add_source_damage(self, const fh_filesrc_stats *st):
+        """Count the capture file's damage (bad records skipped, truncation) as the source reported it."""
+        dmg = filesrc_damage(st)
+        for name, k in dmg["file_damage"].items():
+            self.file_damage[name] = self.file_damage.get(name, 0) + k
+        self.file_events.extend(dmg["file_events"])
+        self.file_bytes_skipped += dmg["file_bytes_skipped"]
 
     cdef void _segment(self, _seg *s, bytes payload, uint64_t ts):
         cdef TcpStream st, peer
@@ -470,6 +488,169 @@ def pair_streams(streams):
         else:
             out.append((peer, s))
     return out
+
+
+# ---- the feed core's TCP session framer ------------------------------------------------------------
+cdef enum:
+    RECORD_CHUNK = 4096         # records handed to the producer per finish() call
+
+
+cdef struct tsf_state:          # what the producer's nogil loop reads (ops.fr points here)
+    void *obj                   # the TcpSessionFramer (borrowed: the producer keeps it alive)
+    const fh_pkt *pkts          # the source's current batch
+    size_t n
+    int done                    # the batch is reassembled
+    int decoded                 # the sessions are decoded (records below are final)
+    const uint8_t *recs         # decoded records (64 bytes each), owned by the framer's array
+    size_t n_recs
+    size_t pos                  # next record to hand out
+    fh_msg *msgs                # RECORD_CHUNK messages marking ready records (FH_MSG_RECORD)
+
+
+cdef void _tsf_set_input(void *f, const fh_pkt *pkts, size_t n) noexcept nogil:
+    cdef tsf_state *t = <tsf_state *>f
+    t.pkts = pkts
+    t.n = n
+    t.done = 1 if n == 0 else 0
+
+
+cdef int _tsf_input_done(void *f) noexcept nogil:
+    return (<tsf_state *>f).done
+
+
+cdef size_t _tsf_run(void *f, const fh_msg **msgs) noexcept nogil:
+    # Reassembly only: no record can come out before the end of the capture (see TcpSessionFramer).
+    cdef tsf_state *t = <tsf_state *>f
+    if not t.done:
+        with gil:
+            (<TcpSessionFramer>t.obj)._consume()
+        t.done = 1
+    return 0
+
+
+cdef size_t _tsf_finish(void *f, const fh_msg **msgs) noexcept nogil:
+    cdef tsf_state *t = <tsf_state *>f
+    cdef size_t k = 0
+    if not t.decoded:
+        with gil:
+            (<TcpSessionFramer>t.obj)._decode_all()
+        t.decoded = 1
+    while k < RECORD_CHUNK and t.pos < t.n_recs:
+        t.msgs[k].data = t.recs + t.pos * 64
+        t.msgs[k].len = 0
+        t.msgs[k].flags = FH_MSG_RECORD
+        k += 1
+        t.pos += 1
+    msgs[0] = t.msgs
+    return k
+
+
+cdef class TcpSessionFramer(Framer):
+    """TCP reassembly and a session decoder (FIX, SoupBinTCP + OUCH) as a framer of the feed core.
+
+    Packets in (the producer's source: ``pipeline.Feed``'s capture file), ``fh_tick`` records out, as
+    ``FH_MSG_RECORD`` messages the producer copies into the caller's batch or the ring (the producer
+    runs with no decoder: the records are made here).
+
+    ``decode(reassembler) -> (records, stats)`` turns the reassembled streams into records; it is
+    ``fix_stream.decode_streams`` or ``ouch_events.decode_streams``, the code ``replay_stream`` runs,
+    so the records are byte for byte those of ``replay_stream``. Those decoders need whole-capture
+    state, which is why the records come out only once the input has ended (``finish``): each
+    connection's two directions are merged by capture time, FIX reference data (SecurityList,
+    SecurityDefinition) anywhere in a connection names every record of its symbols and puts an
+    instrument definition ahead of them, symbol ids are assigned connection by connection, several
+    connections are then merged by capture time, and the OUCH version is told from the first
+    messages. Reassembly (per packet) and decoding run with the GIL (``with gil`` from the producer's
+    loop, on whichever thread drives it); the hand-out of the records is nogil.
+
+    An exception in reassembly or decoding (a signal's KeyboardInterrupt included) ends the input with
+    no records; ``failure`` holds it and the producer re-raises it from ``read()`` / ``join()``.
+    """
+    cdef tsf_state st
+    cdef readonly Reassembler reassembler
+    cdef object decode
+    cdef object recs
+    cdef object _result
+    cdef fh_filesrc *src
+
+    def __cinit__(self):
+        self.st.msgs = NULL
+
+    def __init__(self, decode, *, int max_ooo_segments=1024, int64_t max_ooo_bytes=4 << 20):
+        if not callable(decode):
+            raise TypeError("decode must be a callable (reassembler) -> (records, stats)")
+        self.decode = decode
+        self.reassembler = Reassembler(max_ooo_segments=max_ooo_segments, max_ooo_bytes=max_ooo_bytes)
+        self.st.msgs = <fh_msg *>calloc(RECORD_CHUNK, sizeof(fh_msg))
+        if self.st.msgs == NULL:
+            raise MemoryError()
+        self.st.obj = <void *>self
+        self.st.done = 1
+        self.ops.fr = &self.st
+        self.ops.set_input = _tsf_set_input
+        self.ops.input_done = _tsf_input_done
+        self.ops.run = _tsf_run
+        self.ops.finish = _tsf_finish
+
+    def __dealloc__(self):
+        free(self.st.msgs)
+        self.st.msgs = NULL
+
+    def _attach_source(self, size_t src):
+        """(pipeline.Feed) The capture file source, whose damage counters join the TCP statistics at
+        the end of the input, as ``Reassembler.feed_file`` adds them. The Feed outlives the framer's use."""
+        self.src = <fh_filesrc *>src
+
+    cdef void _consume(self) noexcept:
+        if self.failure is not None:
+            return
+        try:
+            self.reassembler._feed_pkts(self.st.pkts, self.st.n)
+        except BaseException as e:
+            self.failure = e
+
+    cdef void _decode_all(self) noexcept:
+        cdef const uint8_t[::1] raw
+        if self.failure is not None:
+            return
+        try:
+            if self.src != NULL:
+                self.reassembler._add_source_damage(fh_filesrc_stats_get(self.src))
+            recs, stats = self.decode(self.reassembler)
+            recs = np.ascontiguousarray(recs)
+            if recs.ndim != 1 or recs.dtype.itemsize != 64:
+                raise TypeError("decode must return a 1-d array of 64-byte records")
+            self.recs = recs
+            self._result = stats
+            if recs.shape[0]:
+                raw = recs.view(np.uint8)
+                self.st.recs = &raw[0]
+                self.st.n_recs = recs.shape[0]
+        except BaseException as e:
+            self.failure = e
+
+    @property
+    def decoded(self):
+        """True once the input has ended and the sessions are decoded (``result`` is then set)."""
+        return bool(self.st.decoded) and self._result is not None
+
+    @property
+    def result(self):
+        """The decoder's statistics (``replay_stream``'s stats dict), or None before the end of the input."""
+        return self._result
+
+    def stats(self):
+        """TCP reassembly counters so far (``Reassembler.stats``; the decoder's come with ``result``)."""
+        return self.reassembler.stats
+
+    def sessions(self):
+        """One name per TCP connection seen so far: "client_ip:port>server_ip:port" (by first SYN)."""
+        out = []
+        for c, s in pair_streams(self.reassembler.streams):
+            st = c if c is not None else s
+            a, b = (st.src, st.dst) if c is not None else (st.dst, st.src)
+            out.append(f"{_ip(a[0])}:{a[1]}>{_ip(b[0])}:{b[1]}")
+        return out
 
 
 # ---- frame builders for tests and synthetic captures (pure Python, not a hot path) ----------------

@@ -1179,9 +1179,18 @@ def replay_stream(path, protocol="fix", *, symbols=None, dictionary_dir=None, ma
         stats["fix"]["by_msg_type"] = {MsgType: messages}; stats["reference"] = {symbol:
         {"instrument_id", "security_id", "security_id_source", "msg_type"}}.
     """
-    from feedhandler.framing.tcp import Reassembler, pair_streams
+    from feedhandler.framing.tcp import Reassembler
     r = Reassembler(max_ooo_segments=max_ooo_segments, max_ooo_bytes=max_ooo_bytes)
     r.feed_file(path)
+    return decode_streams(r, symbols=symbols, dictionary_dir=dictionary_dir)
+
+
+def decode_streams(reassembler, *, symbols=None, dictionary_dir=None):
+    """The records and stats of ``replay_stream`` from a Reassembler that has seen the whole capture
+    (``replay_stream`` and the feed core's ``TcpSessionFramer`` both end here). Needs the whole
+    capture: see ``replay_stream``'s symbol and reference-data rules and the merge by capture time."""
+    from feedhandler.framing.tcp import pair_streams
+    r = reassembler
     streams = r.finish()
     dec = FixStreamDecoder(dictionary_dir, symbols)
     outs = []

@@ -475,10 +475,20 @@ def replay_stream(path, protocol="ouch50", *, symbols=None, max_ooo_segments=102
         Records are fh_order_event slots in capture-time order; stats holds the TCP, SoupBinTCP and
         OUCH counters, the logins and the symbol map.
     """
-    from feedhandler.framing.tcp import Reassembler, pair_streams
-    from feedhandler.framing.soupbintcp_stream import SoupSessions
+    from feedhandler.framing.tcp import Reassembler
     r = Reassembler(max_ooo_segments=max_ooo_segments, max_ooo_bytes=max_ooo_bytes)
     r.feed_file(path)
+    return decode_streams(r, protocol, symbols=symbols)
+
+
+def decode_streams(reassembler, protocol="ouch50", *, symbols=None):
+    """The records and stats of ``replay_stream`` from a Reassembler that has seen the whole capture
+    (``replay_stream`` and the feed core's ``TcpSessionFramer`` both end here). Needs the whole
+    capture: the version ("ouch") is told from the first messages of every session, and the
+    sessions' messages are merged by capture time."""
+    from feedhandler.framing.tcp import pair_streams
+    from feedhandler.framing.soupbintcp_stream import SoupSessions
+    r = reassembler
     streams = r.finish()
     sess = SoupSessions()
     for c, s in pair_streams(streams):
