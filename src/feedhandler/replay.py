@@ -588,7 +588,7 @@ class _TcpBatches(_Batches):
     def __init__(self, feed, *args, **kw):
         super().__init__(*args, **kw)
         self.feed = feed
-        self.tally = _OrderEventTally()
+        self.order_events = _OrderEventTally()
         self.primed = False
 
     def prime(self) -> None:
@@ -602,7 +602,7 @@ class _TcpBatches(_Batches):
 
     def __call__(self, ticks: np.ndarray) -> None:
         self.prime()
-        self.tally.add(ticks)
+        self.order_events.add(ticks)
         super().__call__(ticks)
 
 
@@ -637,7 +637,7 @@ def _replay_tcp(path: str, opts: ReplayOptions, protocol: str) -> dict:
     handle.prime()          # (a capture without records)
     elapsed = time.perf_counter() - t0
     tcp = {k: v for k, v in st["tcp"].items()}
-    oes = handle.tally.stats()
+    oes = handle.order_events.stats()
     proto = st["protocol"]
     if proto == "fix":
         f = st["fix"]
