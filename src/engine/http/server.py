@@ -267,23 +267,37 @@ class HttpGateway:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         journaled = None
+        hub = self.hub
+        here = hub.loop_thread      # the engine thread is this loop's (engine_thread on): no hand-off needed
+
+        def answer(reply: dict) -> None:       # engine thread
+            if threading.get_ident() == here:
+                # the engine runs inside this loop's callback: the future directly (the task resumes in the
+                # loop's next iteration, with the views already applied: the engine's whole batch, its
+                # publication included, runs in that one callback)
+                if not fut.done():
+                    fut.set_result(reply)
+            else:
+                # through the hub's hand-off: the reply and the events the engine thread publishes right
+                # after it usually reach this loop in one wake-up
+                hub.hand_off([("r", fut, reply)])
         if early:
             sent: list = []
 
             def journaled(i: int, seq: int, oid: int, ts: int) -> None:    # engine thread, before matching
                 sent.append(ts)
-                self.hub.hand_off([("r", fut, {"status": "journaled", "seq": seq, "order_id": oid, "ts": ts})])
+                answer({"status": "journaled", "seq": seq, "order_id": oid, "ts": ts})
 
             def deliver(i: int, reply: dict) -> None:      # engine thread, after matching
-                if sent:        # already answered 202: only the latency stamps and the late outcome
-                    self.hub.hand_off([("f", self._late_reply, (reply, sent[0]))])
-                else:
-                    self.hub.hand_off([("r", fut, reply)])
+                if not sent:
+                    answer(reply)
+                elif threading.get_ident() == here:
+                    self._late_reply((reply, sent[0]))
+                else:           # already answered 202: only the latency stamps and the late outcome
+                    hub.hand_off([("f", self._late_reply, (reply, sent[0]))])
         else:
             def deliver(i: int, reply: dict) -> None:      # engine thread
-                # through the hub's hand-off: the reply and the events the engine thread publishes right
-                # after it usually reach this loop in one wake-up
-                self.hub.hand_off([("r", fut, reply)])
+                answer(reply)
 
         reply = self.pipeline.handle_async([(account, account, req, t0)], deliver, journaled, True)[0]
         if reply is None:
@@ -401,7 +415,9 @@ class HttpGateway:
         reply = await self._submit(account, req, t0, early=True)
         if reply.get("status") == "journaled":
             oid = reply["order_id"]
-            self._inflight[oid] = (account, sym, reply["seq"])
+            seq = reply["seq"]
+            if self.views.applied.get(sym, 0) < seq:    # views behind (engine on another thread): remembered
+                self._inflight[oid] = (account, sym, seq)
             self._record("create_order", time.time_ns() - t0)
             return self._json({"order_id": str(oid), "cid": cid, "status": "ACCEPTED",
                                "accepted_at": reply["ts"] // 1_000_000}, 202)
