@@ -20,7 +20,7 @@ import time
 from aiohttp import WSMsgType, web
 
 from engine.gateway import dumpb, loads
-from engine.http import codec
+from engine.http import codec, malloc
 from engine.http.auth import HttpAuth, TokenBucket, retry_after
 from engine.http.codec import ApiError, ok
 from engine.http.config import HttpConfig
@@ -76,6 +76,7 @@ class HttpGateway:
         self.started_at = time.time()
         self.owns_engine = False            # this gateway's event loop is the pipeline's engine thread
         self._drain_scheduled = False
+        self.malloc = ""                    # what engine.http.malloc.tune did at start
 
     # ---- engine side ---------------------------------------------------------------------------------
     def on_events(self, events: list[dict]) -> None:
@@ -104,6 +105,7 @@ class HttpGateway:
     # ---- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> "HttpGateway":
         """Bind and serve in a thread of its own; raises OSError when the address cannot be bound."""
+        self.malloc = malloc.tune()          # fixed glibc thresholds: no mmap per request (engine.http.malloc)
         ready = threading.Event()
         failure: list = []
 
@@ -299,7 +301,14 @@ class HttpGateway:
             def deliver(i: int, reply: dict) -> None:      # engine thread
                 answer(reply)
 
-        reply = self.pipeline.handle_async([(account, account, req, t0)], deliver, journaled, True)[0]
+        # the engine's batch: queued for one drain per loop iteration (the requests of one iteration share one
+        # engine call and journal write), unless nothing else is ready to run in this iteration: then no other
+        # request can join the batch before the drain, and the engine runs now (two loop iterations less)
+        queue = True
+        if self.owns_engine and not self._drain_scheduled:
+            ready = getattr(loop, "_ready", None)        # asyncio's ready queue (CPython's event loops)
+            queue = ready is None or len(ready) > 0
+        reply = self.pipeline.handle_async([(account, account, req, t0)], deliver, journaled, queue)[0]
         if reply is None:
             reply = await fut
         if reply.get("status") == "journaled":
