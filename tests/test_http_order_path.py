@@ -226,3 +226,29 @@ def test_malloc_thresholds_keep_read_buffers_off_mmap():
     tuned = _probe("tuned")
     assert tuned[-1] == "0" and tuned[0] == f"mmap_threshold={malloc.MMAP_THRESHOLD}", tuned
     assert malloc.tune() is malloc.tune()               # once per process
+
+
+def test_whole_chunked_body_is_taken_at_once_and_still_limited(tmp_path):
+    """A body without Content-Length that arrived whole (one write, chunked) is taken without the read loop:
+    within the limit it is an order like any other, beyond it PAYLOAD_TOO_LARGE (413) as read() says."""
+    with running_exchange(tmp_path, engine_thread="on", max_body=4096) as ex:
+        port = ex.http.port
+
+        async def post(body: bytes):
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            h = signed_headers("MM", "POST", "/api/v1/create_order", body)
+            head = "".join(f"{a}: {b}\r\n" for a, b in h.items())
+            w.write(f"POST /api/v1/create_order HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n{head}\r\n"
+                    .encode() + f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n")
+            resp = await r.readuntil(b"\r\n\r\n")
+            n = int(resp.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            out = int(resp[9:12]), json.loads(await r.readexactly(n))
+            w.close()
+            return out
+        ok = json.dumps(_order("SELL", cid="chunked")).encode()
+        st, b = asyncio.run(post(ok))
+        assert st == 202 and b["data"]["cid"] == "chunked", b
+        big = json.dumps(_order("SELL", cid="big", pad="x" * 5000)).encode()
+        st, b = asyncio.run(post(big))
+        assert st == 413 and b["code"] == "PAYLOAD_TOO_LARGE" and "4096" in b["msg"], b
+        assert ex.http.views.events == 1              # only the first order reached the engine

@@ -240,6 +240,12 @@ class HttpGateway:
         cl = request.content_length
         if cl is not None and cl > self.cfg.max_body:
             raise ApiError("PAYLOAD_TOO_LARGE", f"the body ({cl} bytes) exceeds {self.cfg.max_body} bytes")
+        payload = request.content
+        if payload.is_eof():      # all of it has arrived (a small request): taken at once, not read in a loop
+            body = payload.read_nowait(-1)
+            if len(body) > self.cfg.max_body:   # what request.read() checks (its client_max_size)
+                raise ApiError("PAYLOAD_TOO_LARGE", f"the body exceeds {self.cfg.max_body} bytes")
+            return body
         return await request.read()
 
     @staticmethod
@@ -251,6 +257,10 @@ class HttpGateway:
         if not isinstance(obj, dict):
             raise ApiError("INVALID_JSON", "the body must be a JSON object")
         return obj
+
+    def _signer(self, request: web.Request, body: bytes) -> str:
+        """The authenticated account of an order or admin request (no query rate limit: no await)."""
+        return self.auth.account_of(request.headers, request.method, request.raw_path, body)
 
     async def _account(self, request: web.Request, body: bytes = b"", query: bool = True) -> str:
         account = self.auth.account_of(request.headers, request.method, request.raw_path, body)
@@ -394,7 +404,7 @@ class HttpGateway:
     async def h_create_order(self, request: web.Request) -> web.Response:
         t0 = time.time_ns()
         body = await self._body(request)
-        account = await self._account(request, body, query=False)
+        account = self._signer(request, body)
         b = self._object(body)
         codec.check_keys(b, _NEW_KEYS)
         sym = b.get("symbol")
@@ -459,7 +469,7 @@ class HttpGateway:
     async def h_cancel_order(self, request: web.Request) -> web.Response:
         t0 = time.time_ns()
         body = await self._body(request)
-        account = await self._account(request, body, query=False)
+        account = self._signer(request, body)
         b = self._object(body)
         codec.check_keys(b, ("order_id", "cid"))
         req = {"type": "cancel", **await self._target(account, b)}
@@ -472,7 +482,7 @@ class HttpGateway:
     async def h_amend_order(self, request: web.Request) -> web.Response:
         t0 = time.time_ns()
         body = await self._body(request)
-        account = await self._account(request, body, query=False)
+        account = self._signer(request, body)
         b = self._object(body)
         codec.check_keys(b, ("order_id", "cid", "price", "qty"))
         req = {"type": "amend", **await self._target(account, b)}
@@ -589,7 +599,7 @@ class HttpGateway:
         if request.headers.get("X-API-KEY") is None:
             self.auth.failures["UNAUTHORIZED"] = self.auth.failures.get("UNAUTHORIZED", 0) + 1
             raise ApiError("UNAUTHORIZED", "admin endpoints take an admin account's signed API key only")
-        account = await self._account(request, body, query=False)
+        account = self._signer(request, body)
         acc = self._accounts()
         if account not in self.pipeline.admins:
             self.auth.failures["UNAUTHORIZED"] = self.auth.failures.get("UNAUTHORIZED", 0) + 1
