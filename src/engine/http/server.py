@@ -20,7 +20,7 @@ import time
 from aiohttp import WSMsgType, web
 
 from engine.gateway import dumpb, loads
-from engine.http import codec
+from engine.http import codec, malloc
 from engine.http.auth import HttpAuth, TokenBucket, retry_after
 from engine.http.codec import ApiError, ok
 from engine.http.config import HttpConfig
@@ -76,6 +76,7 @@ class HttpGateway:
         self.started_at = time.time()
         self.owns_engine = False            # this gateway's event loop is the pipeline's engine thread
         self._drain_scheduled = False
+        self.malloc = ""                    # what engine.http.malloc.tune did at start
 
     # ---- engine side ---------------------------------------------------------------------------------
     def on_events(self, events: list[dict]) -> None:
@@ -104,6 +105,7 @@ class HttpGateway:
     # ---- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> "HttpGateway":
         """Bind and serve in a thread of its own; raises OSError when the address cannot be bound."""
+        self.malloc = malloc.tune()          # fixed glibc thresholds: no mmap per request (engine.http.malloc)
         ready = threading.Event()
         failure: list = []
 
@@ -238,6 +240,12 @@ class HttpGateway:
         cl = request.content_length
         if cl is not None and cl > self.cfg.max_body:
             raise ApiError("PAYLOAD_TOO_LARGE", f"the body ({cl} bytes) exceeds {self.cfg.max_body} bytes")
+        payload = request.content
+        if payload.is_eof():      # all of it has arrived (a small request): taken at once, not read in a loop
+            body = payload.read_nowait(-1)
+            if len(body) > self.cfg.max_body:   # what request.read() checks (its client_max_size)
+                raise ApiError("PAYLOAD_TOO_LARGE", f"the body exceeds {self.cfg.max_body} bytes")
+            return body
         return await request.read()
 
     @staticmethod
@@ -249,6 +257,10 @@ class HttpGateway:
         if not isinstance(obj, dict):
             raise ApiError("INVALID_JSON", "the body must be a JSON object")
         return obj
+
+    def _signer(self, request: web.Request, body: bytes) -> str:
+        """The authenticated account of an order or admin request (no query rate limit: no await)."""
+        return self.auth.account_of(request.headers, request.method, request.raw_path, body)
 
     async def _account(self, request: web.Request, body: bytes = b"", query: bool = True) -> str:
         account = self.auth.account_of(request.headers, request.method, request.raw_path, body)
@@ -267,25 +279,46 @@ class HttpGateway:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         journaled = None
+        hub = self.hub
+        here = hub.loop_thread      # the engine thread is this loop's (engine_thread on): no hand-off needed
+
+        def answer(reply: dict) -> None:       # engine thread
+            if threading.get_ident() == here:
+                # the engine runs inside this loop's callback: the future directly (the task resumes in the
+                # loop's next iteration, with the views already applied: the engine's whole batch, its
+                # publication included, runs in that one callback)
+                if not fut.done():
+                    fut.set_result(reply)
+            else:
+                # through the hub's hand-off: the reply and the events the engine thread publishes right
+                # after it usually reach this loop in one wake-up
+                hub.hand_off([("r", fut, reply)])
         if early:
             sent: list = []
 
             def journaled(i: int, seq: int, oid: int, ts: int) -> None:    # engine thread, before matching
                 sent.append(ts)
-                self.hub.hand_off([("r", fut, {"status": "journaled", "seq": seq, "order_id": oid, "ts": ts})])
+                answer({"status": "journaled", "seq": seq, "order_id": oid, "ts": ts})
 
             def deliver(i: int, reply: dict) -> None:      # engine thread, after matching
-                if sent:        # already answered 202: only the latency stamps and the late outcome
-                    self.hub.hand_off([("f", self._late_reply, (reply, sent[0]))])
-                else:
-                    self.hub.hand_off([("r", fut, reply)])
+                if not sent:
+                    answer(reply)
+                elif threading.get_ident() == here:
+                    self._late_reply((reply, sent[0]))
+                else:           # already answered 202: only the latency stamps and the late outcome
+                    hub.hand_off([("f", self._late_reply, (reply, sent[0]))])
         else:
             def deliver(i: int, reply: dict) -> None:      # engine thread
-                # through the hub's hand-off: the reply and the events the engine thread publishes right
-                # after it usually reach this loop in one wake-up
-                self.hub.hand_off([("r", fut, reply)])
+                answer(reply)
 
-        reply = self.pipeline.handle_async([(account, account, req, t0)], deliver, journaled, True)[0]
+        # the engine's batch: queued for one drain per loop iteration (the requests of one iteration share one
+        # engine call and journal write), unless nothing else is ready to run in this iteration: then no other
+        # request can join the batch before the drain, and the engine runs now (two loop iterations less)
+        queue = True
+        if self.owns_engine and not self._drain_scheduled:
+            ready = getattr(loop, "_ready", None)        # asyncio's ready queue (CPython's event loops)
+            queue = ready is None or len(ready) > 0
+        reply = self.pipeline.handle_async([(account, account, req, t0)], deliver, journaled, queue)[0]
         if reply is None:
             reply = await fut
         if reply.get("status") == "journaled":
@@ -371,7 +404,7 @@ class HttpGateway:
     async def h_create_order(self, request: web.Request) -> web.Response:
         t0 = time.time_ns()
         body = await self._body(request)
-        account = await self._account(request, body, query=False)
+        account = self._signer(request, body)
         b = self._object(body)
         codec.check_keys(b, _NEW_KEYS)
         sym = b.get("symbol")
@@ -401,7 +434,9 @@ class HttpGateway:
         reply = await self._submit(account, req, t0, early=True)
         if reply.get("status") == "journaled":
             oid = reply["order_id"]
-            self._inflight[oid] = (account, sym, reply["seq"])
+            seq = reply["seq"]
+            if self.views.applied.get(sym, 0) < seq:    # views behind (engine on another thread): remembered
+                self._inflight[oid] = (account, sym, seq)
             self._record("create_order", time.time_ns() - t0)
             return self._json({"order_id": str(oid), "cid": cid, "status": "ACCEPTED",
                                "accepted_at": reply["ts"] // 1_000_000}, 202)
@@ -434,7 +469,7 @@ class HttpGateway:
     async def h_cancel_order(self, request: web.Request) -> web.Response:
         t0 = time.time_ns()
         body = await self._body(request)
-        account = await self._account(request, body, query=False)
+        account = self._signer(request, body)
         b = self._object(body)
         codec.check_keys(b, ("order_id", "cid"))
         req = {"type": "cancel", **await self._target(account, b)}
@@ -447,7 +482,7 @@ class HttpGateway:
     async def h_amend_order(self, request: web.Request) -> web.Response:
         t0 = time.time_ns()
         body = await self._body(request)
-        account = await self._account(request, body, query=False)
+        account = self._signer(request, body)
         b = self._object(body)
         codec.check_keys(b, ("order_id", "cid", "price", "qty"))
         req = {"type": "amend", **await self._target(account, b)}
@@ -564,7 +599,7 @@ class HttpGateway:
         if request.headers.get("X-API-KEY") is None:
             self.auth.failures["UNAUTHORIZED"] = self.auth.failures.get("UNAUTHORIZED", 0) + 1
             raise ApiError("UNAUTHORIZED", "admin endpoints take an admin account's signed API key only")
-        account = await self._account(request, body, query=False)
+        account = self._signer(request, body)
         acc = self._accounts()
         if account not in self.pipeline.admins:
             self.auth.failures["UNAUTHORIZED"] = self.auth.failures.get("UNAUTHORIZED", 0) + 1

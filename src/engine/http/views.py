@@ -20,10 +20,30 @@ def _ms(ns) -> int:
     return int(ns or 0) // 1_000_000
 
 
+# an order's record in the views: a list of the engine's raw values, formatted only when a query reads it
+# (an order is written by every event and usually never read)
+_OID, _CID, _ACCT, _SYM, _SIDE, _TYPE, _PRICE, _QTY, _FILLED, _LEAVES, _STATUS, _CREATED, _UPDATED, _SEQ = range(14)
+
+
+def _order_dict(r: list) -> dict:
+    price = r[_PRICE]
+    return {"order_id": str(r[_OID]), "cid": r[_CID], "account": r[_ACCT], "symbol": r[_SYM],
+            "side": SIDE_NAME.get(r[_SIDE], r[_SIDE]), "type": r[_TYPE],
+            "price": price_str(price) if price else None, "qty": str(r[_QTY]), "filled_qty": str(r[_FILLED]),
+            "leaves_qty": str(r[_LEAVES]), "status": r[_STATUS], "created_at": _ms(r[_CREATED]),
+            "updated_at": _ms(r[_UPDATED]), "seq": r[_SEQ]}
+
+
+def _trade_dict(t: tuple) -> dict:
+    trade_id, sym, price, qty, side, ts, seq = t
+    return {"trade_id": str(trade_id), "symbol": sym, "price": price_str(price), "qty": str(qty),
+            "taker_side": SIDE_NAME.get(side, side), "ts": _ms(ts), "seq": seq}
+
+
 class OrderView:
     def __init__(self, max_closed: int = 100_000, max_trades: int = 10_000):
         self._lock = threading.Lock()
-        self.open: dict[int, dict] = {}
+        self.open: dict[int, list] = {}
         self.closed: OrderedDict = OrderedDict()
         self.trades: dict[str, deque] = {}
         self.max_closed = max_closed
@@ -49,14 +69,11 @@ class OrderView:
         oid = ev.get("order_id")
         self.events += 1
         if t == "accepted":
-            self.open[oid] = {
-                "order_id": str(oid), "cid": ev.get("client_order_id") or "", "account": ev.get("account", ""),
-                "symbol": ev.get("symbol", ""), "side": SIDE_NAME.get(ev.get("side"), ev.get("side")),
-                "type": "LIMIT" if ev.get("price") else "MARKET",
-                "price": price_str(ev["price"]) if ev.get("price") else None,
-                "qty": str(ev.get("qty", 0)), "filled_qty": "0", "leaves_qty": str(ev.get("leaves_qty", 0)),
-                "status": "ACCEPTED", "created_at": _ms(ev.get("ts_event")),
-                "updated_at": _ms(ev.get("ts_event")), "seq": ev.get("seq", 0)}
+            price = ev.get("price")
+            ts = ev.get("ts_event")
+            self.open[oid] = [oid, ev.get("client_order_id") or "", ev.get("account", ""), ev.get("symbol", ""),
+                              ev.get("side"), "LIMIT" if price else "MARKET", price, ev.get("qty", 0), 0,
+                              ev.get("leaves_qty", 0), "ACCEPTED", ts, ts, ev.get("seq", 0)]
             return
         o = self.open.get(oid)
         if t == "fill":
@@ -64,28 +81,31 @@ class OrderView:
                 self._trade(ev)
             if o is None:
                 return
-            o["filled_qty"] = str(ev.get("cum_qty", 0))
-            o["leaves_qty"] = str(ev.get("leaves_qty", 0))
-            o["status"] = "FILLED" if not ev.get("leaves_qty") else "PARTIALLY_FILLED"
-        elif t in ("canceled", "expired"):
+            leaves = ev.get("leaves_qty", 0)
+            o[_FILLED] = ev.get("cum_qty", 0)
+            o[_LEAVES] = leaves
+            o[_STATUS] = "FILLED" if not leaves else "PARTIALLY_FILLED"
+        elif t == "canceled" or t == "expired":
             if o is None:
                 return
-            o["leaves_qty"] = str(ev.get("leaves_qty", 0))
-            if ev.get("leaves_qty"):
+            leaves = ev.get("leaves_qty", 0)
+            o[_LEAVES] = leaves
+            if leaves:
                 return                      # a partial cancel (qty reduced): still open
-            o["status"] = "CANCELED" if t == "canceled" else "EXPIRED"
+            o[_STATUS] = "CANCELED" if t == "canceled" else "EXPIRED"
         elif t == "replaced":
             if o is None:
                 return
             if ev.get("price"):
-                o["price"] = price_str(ev["price"])
-            o["leaves_qty"] = str(ev.get("leaves_qty", 0))
-            o["qty"] = str(int(ev.get("leaves_qty", 0)) + int(o["filled_qty"]))
+                o[_PRICE] = ev["price"]
+            leaves = ev.get("leaves_qty", 0)
+            o[_LEAVES] = leaves
+            o[_QTY] = int(leaves) + int(o[_FILLED])
         else:
             return
-        o["updated_at"] = _ms(ev.get("ts_event"))
-        o["seq"] = ev.get("seq", 0)
-        if t in _ENDS and not ev.get("leaves_qty"):
+        o[_UPDATED] = ev.get("ts_event")
+        o[_SEQ] = ev.get("seq", 0)
+        if t in _ENDS and not leaves:
             del self.open[oid]
             self.closed[oid] = o
             if len(self.closed) > self.max_closed:
@@ -96,9 +116,8 @@ class OrderView:
         q = self.trades.get(sym)
         if q is None:
             q = self.trades[sym] = deque(maxlen=self.max_trades)
-        q.append({"trade_id": str(ev.get("trade_id", 0)), "symbol": sym, "price": price_str(ev["price"]),
-                  "qty": str(ev["qty"]), "taker_side": SIDE_NAME.get(ev.get("side"), ev.get("side")),
-                  "ts": _ms(ev.get("ts_event")), "seq": ev.get("seq", 0)})
+        q.append((ev.get("trade_id", 0), sym, ev["price"], ev["qty"], ev.get("side"), ev.get("ts_event"),
+                  ev.get("seq", 0)))
 
     def caught_up(self, events: list[dict]) -> bool:
         """True once every event of a reply is applied here (the reply reaches the HTTP loop before the
@@ -115,23 +134,23 @@ class OrderView:
         """The order if it belongs to ``account`` (another account's order is unknown, not forbidden)."""
         with self._lock:
             o = self.open.get(oid) or self.closed.get(oid)
-            if o is None or o["account"] != account:
+            if o is None or o[_ACCT] != account:
                 return None
-            return dict(o)
+            return _order_dict(o)
 
     def orders(self, account: str, status: str | None) -> list[dict]:
         with self._lock:
             if status == "open":
-                return [dict(o) for o in self.open.values() if o["account"] == account]
-            out = [dict(o) for o in self.open.values() if o["account"] == account]
-            out += [dict(o) for o in self.closed.values() if o["account"] == account]
+                return [_order_dict(o) for o in self.open.values() if o[_ACCT] == account]
+            out = [_order_dict(o) for o in self.open.values() if o[_ACCT] == account]
+            out += [_order_dict(o) for o in self.closed.values() if o[_ACCT] == account]
         out.sort(key=lambda o: int(o["order_id"]))
         return out
 
     def trade_list(self, symbol: str, since_ms: int, limit: int) -> list[dict]:
         with self._lock:
             q = self.trades.get(symbol) or ()
-            out = [dict(t) for t in q if t["ts"] >= since_ms]
+            out = [_trade_dict(t) for t in q if _ms(t[5]) >= since_ms]
         return out[-limit:]
 
 

@@ -146,9 +146,15 @@ class WsHub:
         await ev.wait()
 
     def on_events(self, events: list[dict]) -> None:
-        """Engine thread: number the messages of one request's events (engine order), hand them to the loop."""
+        """Engine thread: number the messages of one request's events (engine order), hand them to the loop.
+
+        Every stream's counter advances whoever listens; a message goes to the loop only when its channel
+        has a subscriber now (read without a lock: a subscription that races with the event gets it or
+        not, as it would by arriving a moment earlier or later; its first message starts its sequence)."""
         out = []
         touched = []
+        acct_subs = self.acct_subs
+        subs = self.subs
         for ev in events:
             t = ev.get("type")
             acct = ev.get("account")
@@ -157,13 +163,15 @@ class WsHub:
                 self._acct_seq[acct] = s
                 u = self._user_seq.get(acct, 0) + 1
                 self._user_seq[acct] = u
-                out.append(("o", acct, s, ev, u))
+                if acct_subs.get(acct):
+                    out.append(("o", acct, s, ev, u))
             if t == "fill" and ev.get("liquidity") == "taker":
                 sym = ev.get("symbol", "")
                 self._trade_seq += 1
                 ss = self._sym_trade_seq.get(sym, 0) + 1
                 self._sym_trade_seq[sym] = ss
-                out.append(("t", sym, self._trade_seq, ss, ev))
+                if subs.get("trades") or subs.get("trades." + sym):
+                    out.append(("t", sym, self._trade_seq, ss, ev))
             sym = ev.get("symbol")
             if t != "rejected" and sym in self._eng_books and sym not in touched:
                 touched.append(sym)
@@ -179,8 +187,12 @@ class WsHub:
                 self._depth_seq[sym] = seq
                 bbo_changed = _top(ob, True) != _top(nb, True) or _top(oa, False) != _top(na, False)
                 out.append(("d", sym, seq, db, da, (_top(nb, True), _top(na, False)) if bbo_changed else None))
-        if out:
-            self.hand_off(out)
+        if out or threading.get_ident() != self.loop_thread:
+            self.hand_off(out)       # from another thread even when empty: the loop's after_dispatch runs
+        elif self.after_dispatch is not None:
+            # the engine runs on the loop, inside one callback, and the views are applied (engine.http.server
+            # applies them before this): what waits for them can be answered now
+            self.after_dispatch()
 
     def on_balance(self, ev: dict) -> None:
         """Engine thread: number one account's balance event (engine order) and hand it to the loop."""
@@ -189,7 +201,8 @@ class WsHub:
         self._bal_seq[acct] = s
         u = self._user_seq.get(acct, 0) + 1
         self._user_seq[acct] = u
-        self.hand_off([("b", acct, s, ev, u)])
+        if self.bal_subs.get(acct):         # nobody listens: counted only (see on_events)
+            self.hand_off([("b", acct, s, ev, u)])
 
     def hand_off(self, out: list) -> None:
         """Any thread: items for :meth:`_dispatch` on the loop, in order (one wake-up per burst)."""
