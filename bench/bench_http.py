@@ -10,8 +10,9 @@ Parts
    connection) and requests/s (``--conns`` concurrent keep-alive connections).
 2. orders: ``feedhandler exchange --http-port`` (its own process, HMAC-signed requests, risk rate limit off)
    ``POST /api/v1/create_order`` -> 202: round trip and orders/s, against the bare aiohttp endpoint of part 1
-   measured with the same client (target: within 1.5x). Orders alternate BUY/SELL at one price, so they trade
-   and the book stays small. ``--repeat`` repetitions, each: the bare endpoint, then every (fsync policy,
+   measured with the same client (target: within 1.5x). Orders alternate a SELL of one account (demo-mm) and
+   a BUY of another (demo-taker) at one price, so every BUY trades and the book stays small (one account for
+   both sides would have self-trade prevention cancel every BUY: nothing would trade). ``--repeat`` repetitions, each: the bare endpoint, then every (fsync policy,
    engine_thread) variant, interleaved; medians and each run's ratios (the machine is shared: compare ratios).
 3. fan-out: ``--subscribers`` WebSocket clients on ``trades``; ``--trades`` crossing pairs posted one at a time;
    latency from the taker's POST to each subscriber's receipt, and frames delivered per second.
@@ -140,6 +141,18 @@ async def measure(port: int, make_request, n: int, conns: int) -> dict:
             "statuses": statuses}
 
 
+async def engine_counts(port: int) -> dict:
+    """Executions routed and orders left open, from the exchange's /metrics: with the orders crossing, about
+    one execution per two orders and (almost) nothing left open."""
+    c = await Conn(port).open()
+    st, body = await c.request("GET", "/metrics", b"", None)
+    c.close()
+    text = body.decode()
+    m = re.search(r'exchange_pipeline_total\{what="execs_routed"\} (\d+)', text)
+    o = re.search(r"^exchange_open_orders (\d+)", text, re.M)
+    return {"execs_routed": int(m.group(1)) if m else -1, "open_orders_at_end": int(o.group(1)) if o else -1}
+
+
 def ping_request(i):
     return ("GET", "/ping", b"", None)
 
@@ -170,10 +183,14 @@ def start_exchange(tmp: str, fsync: str = "batch", engine_thread: str = "auto"):
     return p, int(m.group(1))
 
 
-def order_request(account_key=("demo-mm", "demo-mm-secret")):
-    key, secret = account_key
+MAKER, TAKER = ("demo-mm", "demo-mm-secret"), ("demo-taker", "demo-taker-secret")
 
+
+def order_request(account_key=MAKER, crossing=None):
+    """Order i: a SELL (even i) from ``account_key``, a BUY (odd i) from ``crossing`` when given (two
+    accounts: every BUY trades with the SELL before it), else from ``account_key`` too."""
     def make(i):
+        key, secret = crossing if (crossing is not None and i % 2) else account_key
         body = json.dumps({"symbol": "AAPL", "side": "BUY" if i % 2 else "SELL", "type": "LIMIT",
                            "price": "100", "qty": "1"}).encode()
         ts = time.time_ns()
@@ -210,7 +227,7 @@ async def fanout(port: int, subscribers: int, trades: int) -> dict:
             recv_at[k].append(time.perf_counter_ns())
     readers = [asyncio.ensure_future(reader(k, ws)) for k, ws in enumerate(subs)]
     c = await Conn(port).open()
-    mk_s, mk_b = order_request(), order_request(("demo-taker", "demo-taker-secret"))
+    mk_s, mk_b = order_request(), order_request(TAKER)
     sent = []
     t0 = time.perf_counter()
     for i in range(trades):
@@ -279,7 +296,8 @@ def main(argv=None):
             with tempfile.TemporaryDirectory() as tmp:
                 p, port = start_exchange(tmp, fsync, et)
                 try:
-                    o = asyncio.run(measure(port, order_request(), a.orders, a.conns))
+                    o = asyncio.run(measure(port, order_request(MAKER, TAKER), a.orders, a.conns))
+                    o.update(asyncio.run(engine_counts(port)))   # proof that the orders traded
                     if r == 0 and "ws_fanout" not in out and a.subscribers > 0:
                         out["ws_fanout"] = asyncio.run(fanout(port, a.subscribers, a.trades))
                 finally:
