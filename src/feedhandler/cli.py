@@ -200,13 +200,16 @@ def _stop_on_signals():
         return lambda: None
     from feedhandler.replay import Interrupted
 
+    from feedhandler.interrupts import BOUNDARY
+
     fired: list[int] = []
 
     def handler(signum, frame):
         if fired:
             return
         fired.append(signum)
-        raise KeyboardInterrupt() if signum == signal.SIGINT else Interrupted(signum)
+        # at once, or at the end of the batch in hand (feedhandler.interrupts)
+        BOUNDARY.deliver(KeyboardInterrupt() if signum == signal.SIGINT else Interrupted(signum))
 
     old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
 

@@ -50,6 +50,7 @@ import numpy as np
 
 from feedhandler import records
 from feedhandler import summary as _summary_mod
+from feedhandler.interrupts import BOUNDARY
 from feedhandler.output import SymbolMap, open_writer
 from feedhandler.summary import COMMON_KEYS, SUMMARY_KEYS  # noqa: F401  (the --json schema, re-exported)
 
@@ -297,11 +298,12 @@ def _pump(feed, opts: ReplayOptions, handle: _Batches, books, mbp, t0: float, pa
                            "elapsed_s": now - t0})
 
     def on_batch(batch):
-        if mbp is not None:
-            mbp.apply(batch)
-        handle(batch)
-        if watch is not None:
-            watch.maybe_sample(books, handle.records, handle.symmap.by_id)
+        with BOUNDARY.batch():      # a signal now stops the replay once this batch is handled
+            if mbp is not None:
+                mbp.apply(batch)
+            handle(batch)
+            if watch is not None:
+                watch.maybe_sample(books, handle.records, handle.symmap.by_id)
         progress()
 
     try:
@@ -310,8 +312,9 @@ def _pump(feed, opts: ReplayOptions, handle: _Batches, books, mbp, t0: float, pa
             buf = records.empty(min(opts.batch, PACED_BATCH) if pacer is not None else opts.batch)
             while (n := feed.read(buf)):   # framing and decoding of thousands of packets (native, nogil)
                 for batch in (pacer.parts(buf[:n]) if pacer is not None else (buf[:n],)):
-                    books.apply(batch)
-                    on_batch(batch)
+                    with BOUNDARY.batch():      # books, output and counts: the whole batch or none of it
+                        books.apply(batch)
+                        on_batch(batch)
             return None
         from feedhandler.ring import Ring
 
