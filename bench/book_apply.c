@@ -9,7 +9,9 @@
  *   /tmp/book_flat /tmp/day.rec 5; /tmp/book_new /tmp/day.rec 5
  *
  * Usage: book_apply RECORDS [RUNS]; each run applies a fresh copy to a fresh bookset in batches of
- * 65536 records (as replay does) and prints CPU seconds and records/s; the last line is the best. */
+ * 65536 records (as replay does) and prints CPU seconds and records/s; the last line is the best,
+ * followed by a digest of the final state (every book's summary and all its levels, the counters
+ * and the enriched records): two builds of book.c that agree print the same digest. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +22,49 @@
 #include <unistd.h>
 
 #include "fh/book.h"
+
+/* FNV-1a over bytes */
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+    const unsigned char *c = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ c[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* Digest of the final state: summaries (BBO, live orders), every level of every side and its queue
+ * (order ids and sizes in order), the counters. */
+static uint64_t state_digest(fh_bookset *bs, uint64_t *nlevels) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    size_t nb = fh_bookset_instrument_count(bs);
+    fh_book_summary *sm = calloc(nb ? nb : 1, sizeof *sm);
+    size_t cap = 1 << 20;
+    fh_book_depth_level *lv = malloc(cap * sizeof *lv);
+    size_t qcap = 1 << 20;
+    uint64_t *ids = malloc(qcap * sizeof *ids);
+    uint32_t *sizes = malloc(qcap * sizeof *sizes);
+    if (!sm || !lv || !ids || !sizes) exit(2);
+    nb = fh_bookset_summaries(bs, sm, nb);
+    *nlevels = 0;
+    for (size_t i = 0; i < nb; i++) {
+        h = fnv(h, &sm[i], sizeof sm[i]);
+        for (int side = 0; side < 2; side++) {
+            size_t k = fh_bookset_depth(bs, sm[i].instrument_id, side, lv, cap);
+            h = fnv(h, lv, k * sizeof *lv);
+            *nlevels += k;
+            for (size_t j = 0; j < k; j++) {   /* each level's queue, in order */
+                size_t q = fh_bookset_level_orders(bs, sm[i].instrument_id, side, lv[j].price, ids, sizes, qcap);
+                if (q > qcap) q = qcap;
+                h = fnv(h, ids, q * sizeof *ids);
+                h = fnv(h, sizes, q * sizeof *sizes);
+            }
+        }
+    }
+    h = fnv(h, fh_bookset_counters(bs), FH_BOOK_NCOUNTERS * sizeof(uint64_t));
+    free(sm);
+    free(lv);
+    free(ids);
+    free(sizes);
+    return h;
+}
 
 static double cpu_now(void) {
     struct timespec t;
@@ -54,6 +99,13 @@ int main(int argc, char **argv) {
         if (t < best) best = t;
         printf("%.3f s  %.2f M records/s  live %llu  %zu bytes\n", t, (double)n / t / 1e6,
                (unsigned long long)fh_bookset_live_orders(bs), fh_bookset_memory(bs));
+        if (r == runs - 1) {
+            uint64_t nlevels;
+            uint64_t d = state_digest(bs, &nlevels);
+            printf("state digest %016llx (%llu levels), records digest %016llx, check %d\n",
+                   (unsigned long long)d, (unsigned long long)nlevels,
+                   (unsigned long long)fnv(0xcbf29ce484222325ull, work, (size_t)st.st_size), fh_bookset_check(bs));
+        }
         fh_bookset_free(bs);
     }
     printf("best %.3f s  %.2f M records/s\n", best, (double)n / best / 1e6);

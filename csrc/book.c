@@ -886,11 +886,11 @@ static void fh_level_remove(fh_bookset *bs, uint32_t l) {
 static inline void fh_level_push(fh_bookset *bs, uint32_t l, uint32_t n) {
     fh_book_level *lv = &bs->levels[l];
     fh_book_node *o = &bs->nodes[n];
+    uint32_t tail = lv->tail;
     o->level = l;
     o->next = 0;
-    o->prev = lv->tail;
-    if (lv->tail) bs->nodes[lv->tail].next = n;
-    else lv->head = n;
+    o->prev = tail;
+    *(tail ? &bs->nodes[tail].next : &lv->head) = n;   /* a select, not a branch */
     lv->tail = n;
     lv->count++;
     lv->total += o->size;
@@ -901,10 +901,10 @@ static inline void fh_level_unlink(fh_bookset *bs, uint32_t n) {
     fh_book_node *o = &bs->nodes[n];
     uint32_t l = o->level;
     fh_book_level *lv = &bs->levels[l];
-    if (o->prev) bs->nodes[o->prev].next = o->next;
-    else lv->head = o->next;
-    if (o->next) bs->nodes[o->next].prev = o->prev;
-    else lv->tail = o->prev;
+    uint32_t prev = o->prev, next = o->next;
+    /* selects, not branches: whether an order has queue neighbours is random */
+    *(prev ? &bs->nodes[prev].next : &lv->head) = next;
+    *(next ? &bs->nodes[next].prev : &lv->tail) = prev;
     lv->total -= o->size;
     if (--lv->count == 0) fh_level_remove(bs, l);
 }
@@ -1022,10 +1022,10 @@ static inline void fh_mark_stale(fh_bookset *bs, uint32_t instrument_id) {
 
 /* Add; returns the book index changed or UINT32_MAX. */
 static inline uint32_t fh_apply_add(fh_bookset *bs, fh_mbo *m, int pending_side, uint32_t pending_book) {
-    int side, replace = 0;
-    if (m->side == FH_SIDE_BID) side = FH_BOOK_BID;
-    else if (m->side == FH_SIDE_ASK) side = FH_BOOK_ASK;
-    else if (m->side == FH_SIDE_NONE) {
+    int side = m->side == FH_SIDE_ASK, replace = 0;   /* bid or ask: random, so no branch on which */
+    if (FH_LIKELY(side | (m->side == FH_SIDE_BID))) {
+        /* side is FH_BOOK_BID (0) or FH_BOOK_ASK (1) */
+    } else if (m->side == FH_SIDE_NONE) {
         uint32_t b = fh_book_find(bs, m->hd.instrument_id);
         if (pending_side < 0 || b != pending_book) {
             bs->counters[FH_BOOK_C_REPLACE_WITHOUT_DELETE]++;
