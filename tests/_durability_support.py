@@ -22,7 +22,32 @@ PX = 1_000_000_000
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "data" / "fix" / "spec"   # QuickFIX dictionaries
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999            # Linux's default
+
+
 def free_port() -> int:
+    """A loopback port that is free now and that no outgoing connection will take before the process
+    under test binds it: picked below the kernel's ephemeral range. (A port from bind(0) comes from that
+    range, and CI once saw the exchange's own ZeroMQ connections to its shard servers take the gateway
+    port in between: "Address already in use".)"""
+    lo, _ = _ephemeral_range()
+    top = min(lo, 65536) - 1
+    if top > 11000:
+        for port in random.Random().sample(range(10000, top), 200):
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+            finally:
+                s.close()
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
