@@ -224,9 +224,8 @@ def test_strict_on_damaged_capture_exits_3(cmd, damaged_capture, capsys):
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from _durability_support import free_port   # below the ephemeral range (see there)
+    return free_port()
 
 
 def _sigint_after_line(argv: list[str], ready: str, cwd: Path, timeout: float = 60.0, sig=signal.SIGINT):

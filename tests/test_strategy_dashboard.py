@@ -6,7 +6,6 @@ taker side, newest first) and the PnL table the account's position per symbol th
 A screenshot of the page is saved as a test artifact (see _browser_support.artifact_dir)."""
 from __future__ import annotations
 
-import socket
 import sqlite3
 from collections import defaultdict
 
@@ -18,9 +17,8 @@ SIDE = {"B": "BUY", "S": "SELL", "BUY": "BUY", "SELL": "SELL"}
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from _durability_support import free_port   # below the ephemeral range (see there)
+    return free_port()
 
 
 def _history_trades(data) -> dict[str, list[tuple[str, str, str]]]:

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import zmq
 
 from feedhandler.books import BookSet
 from engine.client import Client
@@ -67,11 +66,12 @@ def _plan(n_symbols=3):
 
 
 def _ports(n):
-    ctx = zmq.Context.instance()
-    socks = [ctx.socket(zmq.PUB) for _ in range(n)]
-    ports = [s.bind_to_random_port("tcp://127.0.0.1") for s in socks]
-    for s in socks:
-        s.close(0)
+    from _durability_support import free_port   # below the ephemeral range (see there)
+    ports: list[int] = []
+    while len(ports) < n:
+        p = free_port()
+        if p not in ports:
+            ports.append(p)
     return ports
 
 
