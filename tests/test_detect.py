@@ -95,6 +95,31 @@ def test_reference_captures():
     assert udp_mdp3 and {detect(p) for p in udp_mdp3} == {"mdp3"}
 
 
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data (reference captures) is absent")
+def test_cme_sbe_over_tcp_is_named_not_unknown():
+    """The shared MDP3 TCP captures (CME's 0xCAFE-framed SBE over TCP) get an error that says what they are
+    and that only the UDP feeds are decoded, not "cannot tell the protocol"."""
+    tcp = sorted((SHARED / "mdp3" / "pcap").glob("*.Tcp.pcap"))
+    assert tcp
+    for p in tcp:
+        with pytest.raises(DetectError, match="CME SBE messages over TCP") as e:
+            detect(p)
+        assert "UDP feeds" in str(e.value) and "cannot tell" not in str(e.value)
+
+
+def test_sofh_framed_tcp_is_named(tmp_path):
+    """iLink 3's Simple Open Framing Header (length, 0xCAFE big-endian) in a synthetic TCP capture."""
+    from feedhandler.framing.tcp import TcpConversation
+    conv = TcpConversation()
+    conv.handshake(1000)
+    body = bytes(40)
+    conv.send(5000, "c", struct.pack(">IH", 6 + len(body), 0xCAFE) + body)
+    p = tmp_path / "ilink3.pcap"
+    write_pcap(p, conv.frames)
+    with pytest.raises(DetectError, match="CME SBE messages over TCP"):
+        detect(p)
+
 def test_unknown_bytes(tmp_path):
     p = tmp_path / "noise.pcap"
     p.write_bytes(bytes(range(256)) * 40)

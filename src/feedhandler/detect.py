@@ -226,6 +226,12 @@ def classify_tcp(p: bytes) -> str | None:
     return "ouch" if n else None
 
 
+def _is_cme_sbe_tcp(p: bytes) -> bool:
+    """CME's SBE over TCP: the Simple Open Framing Header (4-byte length, encoding type 0xCAFE big-endian,
+    iLink 3) or the 0xCAFE little-endian marker that starts the payloads of CME's TCP recovery captures."""
+    return len(p) >= 6 and (p[:2] == b"\xfe\xca" or (p[4:6] == b"\xca\xfe" and struct.unpack_from(">I", p)[0] >= 6))
+
+
 def sniff_packets(path: str | os.PathLike, limit: int = MAX_PACKETS) -> tuple[str, list[tuple[str, bytes, int]]]:
     """(container, [(l4, payload, dst_port)]) of the first ``limit`` IPv4 UDP/TCP frames of a capture.
 
@@ -307,6 +313,10 @@ def detect(path: str | os.PathLike) -> str:
                           else f"{path}: no IPv4 UDP or TCP packet among the first {MAX_PACKETS} frames of this {kind}; "
                           "pass --protocol itch50|mdp3|fix|ouch42|ouch50")
     if not votes:
+        if any(l4 == "tcp" and _is_cme_sbe_tcp(payload) for l4, payload, _port in pkts):
+            raise DetectError(f"{path}: this {kind} holds CME SBE messages over TCP (the 0xCAFE framing of CME's "
+                              "TCP recovery and iLink 3), which feedhandler does not decode: CME MDP 3.0 is read "
+                              "from its UDP feeds (incremental and snapshot channels)")
         raise DetectError(f"{path}: cannot tell the protocol from the first {len(pkts)} IPv4 packets of this "
                           f"{kind} (no MoldUDP64, MDP 3.0, FIX or SoupBinTCP seen); pass --protocol "
                           "itch50|mdp3|fix|ouch42|ouch50")
