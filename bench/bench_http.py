@@ -10,7 +10,9 @@ Parts
    connection) and requests/s (``--conns`` concurrent keep-alive connections).
 2. orders: ``feedhandler exchange --http-port`` (its own process, HMAC-signed requests, risk rate limit off)
    ``POST /api/v1/create_order`` -> 202: round trip and orders/s, against the bare aiohttp endpoint of part 1
-   measured with the same client (target: within 1.5x). Orders alternate a SELL of one account (demo-mm) and
+   measured with the same client (target: within 1.5x). Beside them, ``aiohttp_edge_only``: the same
+   signed requests to an aiohttp endpoint that only reads the body, checks the HMAC signature and parses
+   the JSON, then answers a constant 202 (the edge work no order can skip, on the same library). Orders alternate a SELL of one account (demo-mm) and
    a BUY of another (demo-taker) at one price, so every BUY trades and the book stays small (one account for
    both sides would have self-trade prevention cancel every BUY: nothing would trade). ``--repeat`` repetitions, each: the bare endpoint, then every (fsync policy,
    engine_thread) variant, interleaved; medians and each run's ratios (the machine is shared: compare ratios).
@@ -48,6 +50,30 @@ BARE_AIOHTTP = textwrap.dedent("""
         return web.Response(body=BODY, content_type="application/json")
     app = web.Application()
     app.router.add_get("/ping", ping)
+    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+""")
+# The edge work every order must do before it reaches any state, on the same library: read the body, check
+# the HMAC signature (engine.http.auth's scheme, the secret looked up by key), parse the JSON object; then a
+# constant 202. What create_order costs above this is the venue (nonce memory, rate limits, validation,
+# risk, balances, sequencing, journal, matching, replies, views, market data).
+EDGE_AIOHTTP = textwrap.dedent("""
+    import hmac, json, sys
+    from aiohttp import web
+    from engine.http.auth import sign_request
+    SECRETS = {"demo-mm": "demo-mm-secret", "demo-taker": "demo-taker-secret"}
+    BODY = b'{"code":0,"msg":"ok","data":{"order_id":1,"status":"ACCEPTED"}}'
+    async def create_order(request):
+        body = await request.read()
+        h = request.headers
+        secret = SECRETS[h["X-API-KEY"]]
+        want = sign_request(secret, int(h["X-TIMESTAMP"]), request.method, request.raw_path, h["X-NONCE"], body)
+        if not hmac.compare_digest(want, h["X-SIGNATURE"]):
+            raise web.HTTPUnauthorized()
+        obj = json.loads(body)
+        assert isinstance(obj, dict) and obj["symbol"]
+        return web.Response(body=BODY, status=202, content_type="application/json")
+    app = web.Application()
+    app.router.add_post("/api/v1/create_order", create_order)
     web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
 """)
 BARE_STARLETTE = textwrap.dedent("""
@@ -291,6 +317,14 @@ def main(argv=None):
     for r in range(a.repeat):
         b = bare()
         runs.setdefault("aiohttp_bare", []).append(b)
+        p, port = start_bare(EDGE_AIOHTTP)
+        try:
+            e = asyncio.run(measure(port, order_request(MAKER, TAKER), a.orders, a.conns))
+        finally:
+            stop(p)
+        e["ratio_rtt_p50"] = e["rtt_p50_us"] / b["rtt_p50_us"]
+        e["ratio_throughput"] = b["per_s"] / e["per_s"]
+        runs.setdefault("aiohttp_edge_only", []).append(e)
         for fsync, et in variants:
             name = f"create_order_fsync_{fsync}" + ("" if et == "auto" else f"_engine_thread_{et}")
             with tempfile.TemporaryDirectory() as tmp:
