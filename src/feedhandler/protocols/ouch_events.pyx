@@ -632,3 +632,265 @@ def synth(path, n=1000, seed=0, version="4.2", *, t0=1_700_000_000_000_000_000, 
     conv.close(ts + 1000)
     write_pcap(path, conv.frames, nanosecond=True)
     return pk
+
+
+# ---- incremental decoding (the feed core's live mode) ----------------------------------------------
+DETECT_SAMPLE = 64              # messages held to tell the OUCH version ("ouch"), as detect_version's sample
+
+
+class OuchLiveDecoder:
+    """OUCH over SoupBinTCP decoded as the packets arrive: the incremental session decoder of
+    ``framing.tcp.TcpSessionFramer`` (``feedhandler run --file`` / ``--iface``).
+
+    Same SoupBinTCP framing (``soupbintcp_stream.split``), session numbering and OUCH decoder
+    (``OuchEventDecoder``) as ``replay_stream``; the whole-capture rules become:
+
+    * **order**: packets complete SoupBinTCP packets in packet order (``Reassembler.track``), both
+      directions and every connection interleaved as captured (replay sorts by capture time: the same
+      on a capture whose time stamps do not go back; at equal stamps replay puts the client first).
+    * **version** (``"ouch"``): told by ``detect_version`` from the first ``DETECT_SAMPLE`` data
+      messages of the capture, which are held until then (or until the end of the input), as replay
+      tells it from the first messages of its capture-time table; "ouch42" / "ouch50" hold nothing.
+    * **sides**: the SYN tells the client (else the larger port, as ``pair_streams``), decided at the
+      first bytes of a connection; its index is that of the stream seen first (replay: the client's).
+    * **sessions**: a Login Accepted is matched with the latest Login Request of its connection so far
+      (replay: the connection's last one); sequenced packets are numbered from it as in replay.
+    * **bad input**: bad packet types and lengths, truncated packets at a hole or at the end, TCP holes
+      are counted as replay counts them. After a bad packet, framing resynchronises on the bytes
+      received so far (replay: on the whole stream), so on a damaged stream the bytes skipped can differ.
+    * symbol ids: the given map, else from 1 in order of first appearance (as replay).
+
+    The streams' bytes are kept for the whole run (as replay keeps them).
+    """
+
+    def __init__(self, protocol="ouch", symbols=None):
+        from feedhandler.framing.tcp import LiveConnections
+        from feedhandler.framing.soupbintcp_stream import SoupSessions
+        self.protocol = protocol
+        self.symbols = symbols
+        self.conns = LiveConnections()
+        self.sess = SoupSessions()          # counters, sessions, logins (filled here, incrementally)
+        self.streams = []                   # as SoupSessions.streams: the "stream" column indexes it
+        self.sidx = {}
+        self.parse = {}                     # stream -> [pos, piece start, piece counted, holes done]
+        self.side = {}                      # connection -> (client, server, conn id)
+        self.seq = {}                       # connection -> sequencing state
+        self.dec = None
+        if protocol not in ("ouch", "auto"):
+            self.dec = OuchEventDecoder("4.2" if protocol in ("ouch42", "4.2") else "5.0", symbols)
+        self.held = []                      # tables held while the version is undecided
+        self.held_n = 0
+        self.records = 0
+
+    # -- framing ------------------------------------------------------------------------------------
+    def _frame(self, st, end, nholes, from_server):
+        """(payload_off, payload_len, type, reason, after_hole) rows of the packets completed up to ``end``."""
+        from feedhandler.framing.soupbintcp_stream import split, REASONS as SREASONS
+        ps = self.parse.get(st)
+        if ps is None:
+            ps = self.parse[st] = [0, 0, False, 0]
+        c = self.sess.counters
+        out = []
+        while True:
+            off = st.holes[ps[3]][0] if ps[3] < nholes else None
+            limit = end if off is None else off
+            if limit > ps[0]:
+                after_hole = ps[1] > 0 and not ps[2]
+                if after_hole:
+                    c["holes"] += 1
+                    ps[2] = True
+                rows, consumed = split(st.data, ps[0], limit, from_server, after_hole)
+                r5 = np.zeros((rows.shape[0], 5), np.int64)
+                r5[:, :4] = rows
+                reasons = rows[:, 3]
+                ok = np.nonzero(reasons == 0)[0]
+                bad = reasons[reasons != 0]
+                if after_hole:
+                    if len(ok):
+                        r5[ok[0], 4] = 1
+                    if rows.shape[0] and reasons[0] != 0:
+                        bad = reasons[1:][reasons[1:] != 0]
+                c["packets"] += len(ok)
+                for reason, cnt in zip(*np.unique(bad, return_counts=True)):
+                    c[SREASONS[int(reason)]] += int(cnt)
+                ps[0] = consumed
+                out.append(r5)
+            if off is None:
+                break
+            if off > ps[1]:
+                if ps[0] < off:
+                    c["truncated"] += 1
+                ps[0] = ps[1] = off
+                ps[2] = False
+            ps[3] += 1
+        return np.concatenate(out) if out else None
+
+    # -- sessions -----------------------------------------------------------------------------------
+    def _number(self, i, st, from_server, rows):
+        """MSG_DTYPE rows of the data packets in ``rows``, numbered as SoupSessions.add_pair does."""
+        from feedhandler.framing.soupbintcp_stream import MSG_DTYPE, F_AFTER_GAP, F_DUP, F_NO_LOGIN
+        client, server, conn = self.side[i]
+        q = self.seq[i]
+        c = self.sess.counters
+        si = self.sidx.get(st)
+        if si is None:
+            si = self.sidx[st] = len(self.streams)
+            self.streams.append(st)
+            self.sess.streams.append(st)
+        tab = np.zeros(rows.shape[0], dtype=MSG_DTYPE)
+        n = 0
+        for k in range(rows.shape[0]):
+            off, ln, t, reason, after = (int(x) for x in rows[k])
+            if reason:
+                continue
+            if not from_server:
+                if t == 85:
+                    c["unsequenced"] += 1
+                    tab[n]["off"], tab[n]["len"] = off, ln
+                    tab[n]["flags"] = F_AFTER_GAP if after else 0
+                    tab[n]["ptype"] = b"U"
+                    n += 1
+                elif t == 76:
+                    c["login_requests"] += 1
+                    p = bytes(st.data[off:off + ln])
+                    q["req_sess"] = p[16:26].strip().decode("ascii", "replace")
+                    s_ = p[26:46].strip()
+                    q["req_seq"] = int(s_) if s_.isdigit() else 0
+                elif t == 82:
+                    c["client_heartbeats"] += 1
+                elif t == 79:
+                    c["logout"] += 1
+                else:
+                    c["debug"] += 1
+                continue
+            if after:
+                q["have"] = False
+                q["gap_flag"] = True
+            if t == 83:
+                c["sequenced"] += 1
+                fl = 0
+                if q["gap_flag"]:
+                    fl |= F_AFTER_GAP
+                    q["gap_flag"] = False
+                tab[n]["off"], tab[n]["len"] = off, ln
+                tab[n]["ptype"] = b"S"
+                tab[n]["from_server"] = 1
+                if not q["have"]:
+                    c["no_login_sequenced"] += 1
+                    tab[n]["flags"] = fl | F_NO_LOGIN
+                    n += 1
+                    continue
+                if q["nxt"] <= q["last"]:
+                    fl |= F_DUP
+                    c["duplicates"] += 1
+                else:
+                    q["last"] = q["nxt"]
+                    if q["st"] is not None:
+                        q["st"]["last_seq"] = q["last"]
+                tab[n]["seq"] = q["nxt"]
+                tab[n]["flags"] = fl
+                n += 1
+                q["nxt"] += 1
+            elif t == 65:
+                if q["st"] is not None:
+                    q["st"]["last_seq"] = q["last"]
+                c["login_accepted"] += 1
+                p = bytes(st.data[off:off + ln])
+                sess = p[:10].strip().decode("ascii", "replace")
+                s_ = p[10:30].strip()
+                q["nxt"] = int(s_) if s_.isdigit() else 0
+                q["have"] = q["nxt"] > 0
+                ss = q["st"] = self.sess.sessions.setdefault(sess, {"last_seq": 0, "logins": 0, "gaps": []})
+                ss["logins"] += 1
+                q["last"] = ss["last_seq"]
+                if q["last"] and q["nxt"] > q["last"] + 1:
+                    ss["gaps"].append((q["last"] + 1, q["nxt"] - q["last"] - 1))
+                    c["gap_messages"] += q["nxt"] - q["last"] - 1
+                    q["gap_flag"] = True
+                if q["req_seq"] and q["req_seq"] != q["nxt"]:
+                    c["requested_seq_mismatch"] += 1
+                self.sess.logins.append((conn, q["req_sess"], q["req_seq"], sess, q["nxt"]))
+            elif t == 74:
+                c["login_rejected"] += 1
+                self.sess.logins.append((conn, q["req_sess"], q["req_seq"], None, 0))
+            elif t == 72:
+                c["server_heartbeats"] += 1
+            elif t == 90:
+                c["end_of_session"] += 1
+            else:
+                c["debug"] += 1
+        tab = tab[:n]
+        if n:
+            tab["conn"] = conn
+            tab["stream"] = si
+            tab["ts_recv"] = st.ts_at(tab["off"].astype(np.int64) + tab["len"].astype(np.int64))
+        return tab
+
+    def _table(self, marks):
+        from feedhandler.framing.soupbintcp_stream import MSG_DTYPE
+        tabs = []
+        for st, end, nholes in marks:
+            i = self.conns.index[st]
+            if i not in self.side:
+                cl, sv = self.conns.oriented(i)
+                self.side[i] = (cl, sv, (cl if cl is not None else sv).conn)
+                self.seq[i] = {"nxt": 0, "last": 0, "have": False, "gap_flag": False, "st": None,
+                               "req_sess": None, "req_seq": None}
+            cl, sv, _ = self.side[i]
+            from_server = st is sv if sv is not None else (cl is not None and st is not cl)
+            rows = self._frame(st, end, nholes, from_server)
+            if rows is None or not rows.shape[0]:
+                continue
+            t = self._number(i, st, from_server, rows)
+            if len(t):
+                tabs.append(t)
+        if not tabs:
+            return np.zeros(0, dtype=MSG_DTYPE)
+        return tabs[0] if len(tabs) == 1 else np.concatenate(tabs)
+
+    def _decode(self, table, final=False):
+        from feedhandler import records
+        if self.dec is None:
+            if len(table):
+                self.held.append(table)
+                self.held_n += len(table)
+            if self.held_n < DETECT_SAMPLE and not final:
+                return records.empty(0)
+            table = np.concatenate(self.held) if self.held else table[:0]
+            self.held = []
+            self.held_n = 0
+            self.dec = OuchEventDecoder(detect_version(self, table[:DETECT_SAMPLE], DETECT_SAMPLE), self.symbols)
+        if not len(table):
+            return records.empty(0)
+        recs = self.dec.decode(self, table)
+        self.records += len(recs)
+        return recs
+
+    def feed_marks(self, reassembler, marks):
+        """Records of the packets completed by the segments behind ``marks`` (Reassembler.take_marks)."""
+        self.conns.update(reassembler.streams)
+        return self._decode(self._table(marks))
+
+    def finish(self, reassembler):
+        """The end of the input: gaps become holes, truncated packets counted, held messages decoded."""
+        from feedhandler import records
+        reassembler.finish()
+        self.conns.update(reassembler.streams)
+        table = self._table(reassembler.take_marks())
+        for st, ps in self.parse.items():
+            if len(st.data) > ps[1] and ps[0] < len(st.data):
+                self.sess.counters["truncated"] += 1
+        recs = self._decode(table, True)
+        return recs, self.snapshot(reassembler)
+
+    def snapshot(self, reassembler):
+        """Statistics so far, shaped as ``decode_streams``'s (``records``: records emitted so far)."""
+        dec = self.dec
+        version = dec.ver if dec is not None else None
+        return {"protocol": "ouch50" if version == 1 else ("ouch42" if version == 0 else self.protocol),
+                "tcp": reassembler.stats, "soupbintcp": dict(self.sess.counters),
+                "sessions": self.sess.sessions, "logins": self.sess.logins,
+                "ouch": dec.stats if dec is not None else OuchEventDecoder("5.0").stats,
+                "symbols": dict(dec.symbol_map) if dec is not None else {}, "records": self.records,
+                "live": {"held_messages": self.held_n, "connections": len(self.conns.pairs),
+                         "version_decided": dec is not None}}
