@@ -465,7 +465,7 @@ def _tcp_summary(summary: dict, feed, tally, mbp, symmap) -> None:
     from feedhandler import summary as _summary_mod
     from feedhandler.replay import tcp_summary_parts
 
-    st = feed.framer_obj.result or feed.framer_obj.progress()
+    st = feed.framer.result or feed.framer.progress()
     symmap.by_id.update({int(i): s for s, i in st.get("symbols", {}).items()})
     messages, by_type, gaps, dups, malformed, truncated, sessions, extra = tcp_summary_parts(st)
     tcp = dict(st["tcp"])
