@@ -284,3 +284,40 @@ def test_ouch_bad_input_counted_as_replay(tmp_path):
     assert rst["soupbintcp"]["holes"] == 1
     assert st["soupbintcp"] == rst["soupbintcp"]
     _assert_same(got, ref)
+
+
+@pytest.mark.parametrize("protocol", ["fix", "ouch42"])
+def test_feed_core_hands_records_out_of_run_before_the_end(tmp_path, protocol):
+    """Through the feed core (LiveFeed over a capture file, what ``run --file`` drives): the first records
+    come out of the framer's ``run`` op while the input is still being read (``decoded`` False: the
+    whole-capture mode has none before ``finish``), and all of them equal replay's."""
+    from feedhandler.capture.live._live import FileSource, LiveFeed
+    p = tmp_path / "s.pcap"
+    if protocol == "fix":
+        fix_stream.synth(p, 6000, seed=1)
+        ref, _ = fix_stream.replay_stream(p)
+    else:
+        ouch_events.synth(p, 6000, seed=1, version="4.2")
+        ref, _ = ouch_events.replay_stream(p, protocol)
+    src = FileSource(str(p))
+    try:
+        f = LiveFeed(src, protocol, midnight_ns=0)
+        b = records.empty(256)
+        out = []
+        n = f.read(b)
+        assert n == 256 and not f.framer.decoded and f.framer.result is None
+        assert not src.eof             # the capture is not read through yet
+        out.append(b[:n].copy())
+        while n:
+            n = f.read(b)
+            out.append(b[:n].copy())
+        f.stop()                        # the end of a live input: holes declared, the rest decoded
+        n = 1
+        while n:
+            n = f.read(b)
+            out.append(b[:n].copy())
+        assert f.framer.decoded and f.stats()["records"] == len(ref)
+        _assert_same(records.concat([o for o in out if len(o)]), ref)
+    finally:
+        del f
+        src.close()
