@@ -63,8 +63,11 @@ def _frames(path):
     return list(iter_frames(path))
 
 
-def _live_decode(frames, dec, every=1, **kw):
-    """Drive an incremental decoder by hand: feed ``every`` frames, take the records ready."""
+def _live_decode(frames, dec, every=1, trim=None, **kw):
+    """Drive an incremental decoder by hand: feed ``every`` frames, take the records ready (``trim``:
+    the decoder's trim_bytes, 1 = the streams drop what is decoded after every call)."""
+    if trim is not None:
+        dec.trim_bytes = trim
     r = Reassembler(**kw).track()
     out, ready_at = [], []
     for i, (ts, lt, fr) in enumerate(frames):
@@ -129,12 +132,20 @@ def test_run_file_equals_replay_on_real_ouch50_captures(name):
 
 
 # ---- incremental decoding ------------------------------------------------------------------------
-@pytest.mark.parametrize("mss,every", [(1460, 1), (61, 1), (7, 5)])
-def test_fix_live_equals_replay_with_messages_split_across_segments(tmp_path, mss, every):
+@pytest.mark.parametrize("mss,every,trim", [(1460, 1, None), (61, 1, None), (7, 5, None), (61, 1, 1),
+                                           (7, 3, 200)])
+def test_fix_live_equals_replay_with_messages_split_across_segments(tmp_path, mss, every, trim):
+    """Messages split across many segments wait for their last byte; with ``trim`` the streams drop
+    the decoded bytes as they go (a long live session's memory) and the records do not change."""
     p = tmp_path / "fix.pcap"
     fix_stream.synth(p, 800, seed=3, mss=mss)
     ref, rst = fix_stream.replay_stream(p)
-    got, st, _ = _live_decode(_frames(p), fix_stream.FixLiveDecoder(), every)
+    got, st, _ = _live_decode(_frames(p), fix_stream.FixLiveDecoder(), every, trim)
+    if trim:
+        from feedhandler.framing.tcp import reassemble_file
+        total = sum(len(x.data) for x in reassemble_file(p)[0])
+        assert total - 2 * (trim + 1000) <= st["live"]["bytes_discarded"] <= total
+        assert st["tcp"] == rst["tcp"]
     _assert_same(got, ref)
     assert {k: v for k, v in st["fix"].items() if k != "ref_after_use"} == rst["fix"]
 
@@ -238,7 +249,7 @@ def test_fix_bad_input_counted_as_replay(tmp_path):
         ref, rst = fix_stream.replay_stream(p, max_ooo_segments=bound)
         f = rst["fix"]
         assert f["bad_checksum"] >= 1 and f["bad_body_length"] >= 1 and f["holes"] == 1 and f["truncated_tail"] >= 1
-        got, st, _ = _live_decode(_frames(p), fix_stream.FixLiveDecoder(), 4, max_ooo_segments=bound)
+        got, st, _ = _live_decode(_frames(p), fix_stream.FixLiveDecoder(), 4, 1, max_ooo_segments=bound)
         for k in ("bad_checksum", "bad_body_length", "garbled", "holes", "truncated_tail", "messages", "seq_gaps",
                   "bad_field"):
             assert st["fix"][k] == f[k], (bound, k)
@@ -259,7 +270,7 @@ def test_ouch_version_held_until_decided(tmp_path):
     ref, rst = ouch_events.replay_stream(p, "ouch")
     frames = _frames(p)
     dec = ouch_events.OuchLiveDecoder("ouch")
-    got, st, ready_at = _live_decode(frames, dec, 1)
+    got, st, ready_at = _live_decode(frames, dec, 1, 64)
     assert st["protocol"] == rst["protocol"] == "ouch50"
     _assert_same(got, ref)
     # nothing before the 64th data message, then the held ones at once, then as they come
@@ -280,7 +291,8 @@ def test_ouch_bad_input_counted_as_replay(tmp_path):
     q = tmp_path / "holed.pcap"
     write_pcap(q, [(ts, fr) for ts, _lt, fr in frames], nanosecond=True)
     ref, rst = ouch_events.replay_stream(q, "ouch42", max_ooo_segments=4)
-    got, st, _ = _live_decode(_frames(q), ouch_events.OuchLiveDecoder("ouch42"), 2, max_ooo_segments=4)
+    got, st, _ = _live_decode(_frames(q), ouch_events.OuchLiveDecoder("ouch42"), 2, 1, max_ooo_segments=4)
+    assert st["live"]["bytes_discarded"] > 0
     assert rst["soupbintcp"]["holes"] == 1
     assert st["soupbintcp"] == rst["soupbintcp"]
     _assert_same(got, ref)

@@ -42,6 +42,8 @@ cdef class TcpStream:
     cdef readonly uint64_t overlap_conflicts, ooo_segments, hole_bytes, after_fin_bytes
     # incremental consumers (Reassembler.marks): what was last reported
     cdef Py_ssize_t _mk_len, _mk_holes
+    cdef readonly int64_t trimmed        # bytes dropped from the front of data (discard): data[0] is
+                                         # stream byte `trimmed`; offsets (holes, marks, ts_at) are data's
 
     cdef int64_t _unwrap(self, uint32_t raw)
     cdef void _append(self, bytes chunk, uint64_t ts)

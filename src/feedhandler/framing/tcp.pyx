@@ -159,6 +159,7 @@ cdef class TcpStream:
         self.overlap_segments = self.overlap_bytes = self.overlap_conflicts = 0
         self.ooo_segments = self.hole_bytes = self.after_fin_bytes = 0
         self._mk_len = self._mk_holes = 0
+        self.trimmed = 0
 
     @property
     def src(self):
@@ -190,8 +191,33 @@ cdef class TcpStream:
             out.append((s, len(self.data)))
         return out
 
+    def discard(self, int64_t n):
+        """Drop the first ``n`` bytes of ``data`` (an incremental consumer is done with them), so that a
+        long live session does not keep every byte it received. Every offset (``holes``, ``ts_at``,
+        the marks) stays relative to ``data``: they move down by ``n`` (a hole before the cut keeps its
+        place in ``holes`` at a negative offset). Retransmitted bytes are then compared with the bytes
+        kept only (``overlap_conflicts``). Not for the whole-capture decoders (``pieces``)."""
+        if n <= 0:
+            return
+        if n > len(self.data):
+            raise ValueError(f"discard({n}): only {len(self.data)} bytes held")
+        del self.data[:n]
+        self.trimmed += n
+        self.base += n
+        cdef Py_ssize_t k = 0
+        cdef list offs = self._end_off
+        while k < len(offs) and <int64_t> offs[k] <= n:
+            k += 1
+        if k == len(offs) and k > 0:
+            k -= 1              # keep the last chunk's time (ts_at of later bytes never looks before it)
+        del self._end_off[:k]
+        del self._end_ts[:k]
+        self._end_off = [o - n for o in self._end_off]
+        self.holes = [(o - n, m) for o, m in self.holes]
+        self._mk_len -= n
+
     def stats(self):
-        return {"packets": self.packets, "bytes": len(self.data), "retrans_segments": self.retrans_segments,
+        return {"packets": self.packets, "bytes": self.trimmed + len(self.data), "retrans_segments": self.retrans_segments,
                 "retrans_bytes": self.retrans_bytes, "overlap_segments": self.overlap_segments,
                 "overlap_bytes": self.overlap_bytes, "overlap_conflicts": self.overlap_conflicts,
                 "ooo_segments": self.ooo_segments, "holes": len(self.holes), "hole_bytes": self.hole_bytes,

@@ -1478,6 +1478,7 @@ def synth(path, n=1000, seed=0, *, begin=b"FIX.4.4", mss=1460, t0=1_700_000_000_
 
 # ---- incremental decoding (the feed core's live mode) ----------------------------------------------
 HOLD_MESSAGES = 10000           # messages held per connection while its client side is undecided
+TRIM_BYTES = 1 << 20            # a stream drops the bytes already decoded once they reach this
 
 
 class FixLiveDecoder:
@@ -1506,8 +1507,9 @@ class FixLiveDecoder:
       and a truncated message at a hole or at the end are counted in ``stats["fix"]`` as replay counts
       them; a message split across packets waits for its last byte.
 
-    The streams' bytes are kept for the whole run (as replay keeps them): memory grows with the
-    session's traffic.
+    Memory: once a decided connection's stream holds ``trim_bytes`` (default ``TRIM_BYTES``) of bytes
+    already framed and decoded, it drops them (``TcpStream.discard``): a long session keeps about that
+    much per direction, plus an incomplete message (replay keeps every byte).
     """
 
     def __init__(self, symbols=None, dictionary_dir=None):
@@ -1521,6 +1523,8 @@ class FixLiveDecoder:
         self.held_n = {}
         self.records = 0
         self.rows_buf = np.empty((4096, 3), dtype=np.int64)
+        self.trim_bytes = TRIM_BYTES
+        self.trimmed = 0
 
     # -- framing ------------------------------------------------------------------------------------
     def _split(self, st, ps, limit, out):
@@ -1556,14 +1560,16 @@ class FixLiveDecoder:
     def _frame(self, st, end, nholes):
         ps = self.parse.get(st)
         if ps is None:
-            ps = self.parse[st] = [0, 0, False, 0]
+            # [next byte to frame, piece start, piece state (0 first piece, 1 after a hole, 2 counted),
+            #  holes done]; offsets into st.data (they move down when the stream discards bytes)
+            ps = self.parse[st] = [0, 0, 0, 0]
         out = []
         while True:
             off = st.holes[ps[3]][0] if ps[3] < nholes else None
             limit = end if off is None else off
-            if limit > ps[1] and ps[1] > 0 and not ps[2]:
+            if limit > ps[1] and ps[2] == 1:
                 self.dec.stats["holes"] += 1     # a piece after a hole (counted once it has bytes)
-                ps[2] = True
+                ps[2] = 2
             if limit > ps[0]:
                 self._split(st, ps, limit, out)
             if off is None:
@@ -1571,11 +1577,27 @@ class FixLiveDecoder:
             if off > ps[1]:
                 self._tail(st, ps, off)
                 ps[0] = ps[1] = off
-                ps[2] = False
+                ps[2] = 1
             ps[3] += 1
         if not out:
             return None
         return np.ascontiguousarray(np.concatenate(out), dtype=np.int64)
+
+    def _trim(self, marks):
+        """Let the streams of decided connections drop the bytes framed and decoded (``trim_bytes`` at a time)."""
+        seen = set()
+        for st, _end, _nh in marks:
+            if st in seen:
+                continue
+            seen.add(st)
+            ps = self.parse.get(st)
+            if ps is None or ps[0] < self.trim_bytes or self.conns.index[st] not in self.side:
+                continue
+            n = ps[0]
+            st.discard(n)
+            ps[0] -= n
+            ps[1] -= n
+            self.trimmed += n
 
     # -- sides ----------------------------------------------------------------------------------------
     def _decide(self, i, final):
@@ -1609,7 +1631,9 @@ class FixLiveDecoder:
             if self._decide(i, False):
                 entries.extend((i,) + e for e in self.held.pop(i))
                 self.held_n.pop(i, None)
-        return self._decode(entries)
+        recs = self._decode(entries)
+        self._trim(marks)
+        return recs
 
     def _decode(self, entries):
         from feedhandler import records
@@ -1672,4 +1696,4 @@ class FixLiveDecoder:
         return {"protocol": "fix", "tcp": reassembler.stats, "fix": fx, "symbols": dec.symbol_map(),
                 "reference": dict(dec.reference), "groups": dec.groups_source, "records": self.records,
                 "live": {"held_messages": int(sum(self.held_n.values())),
-                         "connections": len(self.conns.pairs)}}
+                         "connections": len(self.conns.pairs), "bytes_discarded": self.trimmed}}

@@ -660,7 +660,8 @@ class OuchLiveDecoder:
       received so far (replay: on the whole stream), so on a damaged stream the bytes skipped can differ.
     * symbol ids: the given map, else from 1 in order of first appearance (as replay).
 
-    The streams' bytes are kept for the whole run (as replay keeps them).
+    Memory: once a stream holds ``trim_bytes`` of bytes already decoded (and the version is known),
+    it drops them (``TcpStream.discard``), as ``FixLiveDecoder`` does.
     """
 
     def __init__(self, protocol="ouch", symbols=None):
@@ -681,6 +682,9 @@ class OuchLiveDecoder:
         self.held = []                      # tables held while the version is undecided
         self.held_n = 0
         self.records = 0
+        from feedhandler.protocols.fix_stream import TRIM_BYTES
+        self.trim_bytes = TRIM_BYTES        # a stream drops the bytes already decoded once they reach this
+        self.trimmed = 0
 
     # -- framing ------------------------------------------------------------------------------------
     def _frame(self, st, end, nholes, from_server):
@@ -688,17 +692,19 @@ class OuchLiveDecoder:
         from feedhandler.framing.soupbintcp_stream import split, REASONS as SREASONS
         ps = self.parse.get(st)
         if ps is None:
-            ps = self.parse[st] = [0, 0, False, 0]
+            # [next byte, piece start, piece state (0 first piece, 1 after a hole, 2 resynchronised),
+            #  holes done]; offsets into st.data (they move down when the stream discards bytes)
+            ps = self.parse[st] = [0, 0, 0, 0]
         c = self.sess.counters
         out = []
         while True:
             off = st.holes[ps[3]][0] if ps[3] < nholes else None
             limit = end if off is None else off
             if limit > ps[0]:
-                after_hole = ps[1] > 0 and not ps[2]
+                after_hole = ps[2] == 1
                 if after_hole:
                     c["holes"] += 1
-                    ps[2] = True
+                    ps[2] = 2
                 rows, consumed = split(st.data, ps[0], limit, from_server, after_hole)
                 r5 = np.zeros((rows.shape[0], 5), np.int64)
                 r5[:, :4] = rows
@@ -721,7 +727,7 @@ class OuchLiveDecoder:
                 if ps[0] < off:
                     c["truncated"] += 1
                 ps[0] = ps[1] = off
-                ps[2] = False
+                ps[2] = 1
             ps[3] += 1
         return np.concatenate(out) if out else None
 
@@ -869,7 +875,20 @@ class OuchLiveDecoder:
     def feed_marks(self, reassembler, marks):
         """Records of the packets completed by the segments behind ``marks`` (Reassembler.take_marks)."""
         self.conns.update(reassembler.streams)
-        return self._decode(self._table(marks))
+        recs = self._decode(self._table(marks))
+        if self.dec is not None:            # (held tables point into the streams: no trimming before)
+            seen = set()
+            for st, _e, _h in marks:
+                ps = self.parse.get(st)
+                if st in seen or ps is None or ps[0] < self.trim_bytes:
+                    continue
+                seen.add(st)
+                n = ps[0]
+                st.discard(n)
+                ps[0] -= n
+                ps[1] -= n
+                self.trimmed += n
+        return recs
 
     def finish(self, reassembler):
         """The end of the input: gaps become holes, truncated packets counted, held messages decoded."""
@@ -893,4 +912,4 @@ class OuchLiveDecoder:
                 "ouch": dec.stats if dec is not None else OuchEventDecoder("5.0").stats,
                 "symbols": dict(dec.symbol_map) if dec is not None else {}, "records": self.records,
                 "live": {"held_messages": self.held_n, "connections": len(self.conns.pairs),
-                         "version_decided": dec is not None}}
+                         "version_decided": dec is not None, "bytes_discarded": self.trimmed}}
