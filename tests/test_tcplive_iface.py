@@ -65,7 +65,8 @@ def test_tcp_session_live_over_veth_equals_replay(name, protocol):
             sent["rc"], sent["err"] = r.returncode, r.stderr
 
         sender = threading.Thread(target=send)
-        opts = LiveOptions(iface=v.host_if, capture="afpacket", protocol=protocol, idle_stop=1.5, duration=60,
+        # capture auto: AF_PACKET for a TCP session (AF_XDP's program redirects UDP only)
+        opts = LiveOptions(iface=v.host_if, capture=None, protocol=protocol, idle_stop=1.5, duration=60,
                            status_interval=0, on_batch=lambda b: got.append(b.copy()), on_ready=sender.start,
                            install_signals=False)
         try:
@@ -75,7 +76,7 @@ def test_tcp_session_live_over_veth_equals_replay(name, protocol):
                 sender.join()
         assert sent.get("rc") == 0, sent
     ticks = records.concat(got) if got else records.empty(0)
-    assert s["protocol"] == protocol and s["backend"] == "afpacket"
+    assert s["protocol"] == rst["protocol"] and s["backend"] == "afpacket"
     assert s["messages"] == n_messages and s["drops"]["kernel"] == 0
     assert ticks.shape == ref.shape
     if protocol != "fix":

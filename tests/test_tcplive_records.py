@@ -91,7 +91,7 @@ def test_run_file_records_equal_replay(name, protocol):
     got, s = _run_file(PCAPS / name, protocol)
     _assert_same(got, _unenriched(ref))
     t = s["tcp_session"]
-    assert s["protocol"] == protocol and s["records"] == len(ref)
+    assert s["protocol"] == rst["protocol"] and s["records"] == len(ref)     # "ouch": the version told
     assert s["messages"] == (rst["fix"]["messages"] if protocol == "fix" else rst["ouch"]["messages"])
     if protocol == "fix":
         assert {k: v for k, v in t["fix"].items() if k != "ref_after_use"} == \
@@ -333,3 +333,13 @@ def test_feed_core_hands_records_out_of_run_before_the_end(tmp_path, protocol):
     finally:
         del f
         src.close()
+
+
+def test_run_refuses_afxdp_for_tcp_sessions_and_retransmit():
+    """AF_XDP's program redirects UDP only: a TCP session asked on it is refused with the reason (auto
+    picks AF_PACKET); --retransmit is MoldUDP64's."""
+    from feedhandler.live import LiveOptions, run
+    with pytest.raises(ValueError, match="redirects UDP only"):
+        run(LiveOptions(iface="lo", capture="afxdp", protocol="fix", install_signals=False))
+    with pytest.raises(ValueError, match="--retransmit"):
+        run(LiveOptions(iface="lo", protocol="ouch", retransmit="127.0.0.1:1", install_signals=False))

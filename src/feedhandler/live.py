@@ -207,6 +207,14 @@ def run(opts: LiveOptions) -> dict:
         raise ValueError("give --iface (capture live) or --file (replay a capture), not both")
     if not opts.iface and opts.file and (requested or os.environ.get(backends.ENV) or "auto") == "auto":
         requested = "pcap"      # no interface: replay the file (nothing else can run)
+    if protocol in TCP_PROTOCOLS and opts.iface:
+        # the AF_XDP program redirects the feed's UDP datagrams only: a TCP session is captured with
+        # AF_PACKET (or DPDK, which takes every frame)
+        want = (requested or os.environ.get(backends.ENV) or "auto").strip().lower()
+        if want == "afxdp":
+            raise ValueError(f"--capture afxdp redirects UDP only: {protocol} runs over TCP (use afpacket)")
+        if want == "auto":
+            requested = "afpacket"
     sel = backends.select(requested, opts.iface, pcap_file=opts.file)
     replaying = sel.backend == "pcap"
     if replaying and opts.retransmit:
@@ -467,6 +475,7 @@ def _tcp_summary(summary: dict, feed, tally, mbp, symmap) -> None:
 
     st = feed.framer.result or feed.framer.progress()
     symmap.by_id.update({int(i): s for s, i in st.get("symbols", {}).items()})
+    summary["protocol"] = st["protocol"]        # "ouch": the version told from the first messages
     messages, by_type, gaps, dups, malformed, truncated, sessions, extra = tcp_summary_parts(st)
     tcp = dict(st["tcp"])
     section = _summary_mod.tcp_section(st, tcp, extra, sessions, tally.stats(),
