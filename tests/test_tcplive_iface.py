@@ -82,7 +82,6 @@ def test_tcp_session_live_over_veth_equals_replay(name, protocol):
     if protocol != "fix":
         # OUCH stamps are ns since midnight: ts_event = midnight of the day of the connection's first
         # ts_recv + stamp, and live that day is today's: every exchange record moves by the same whole days
-        from feedhandler.pipeline import midnight_ns_for_ts
         fx = (records.view(ref, "order_event")["flags"] & 0x01) != 0
         shift = (ticks["ts_event"][fx].astype(np.int64) - ref["ts_event"][fx].astype(np.int64))
         assert shift.size and (shift == shift[0]).all() and shift[0] % (3600 * 10**9) == 0

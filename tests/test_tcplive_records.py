@@ -30,7 +30,6 @@ def _replay(path, protocol):
 
 def _run_file(path, protocol):
     """``feedhandler run --file path --protocol protocol``'s records (as its consumer saw them) and summary."""
-    from feedhandler.books import BookSet
     from feedhandler.live import LiveOptions, run
     got = []
     s = run(LiveOptions(iface=None, file=str(path), protocol=protocol, status_interval=0, install_signals=False,

@@ -1,5 +1,10 @@
 """``feedhandler run --iface IFACE``: live capture -> framing -> decoder -> ring -> books.
 
+Protocols: ITCH 5.0 (MoldUDP64), CME MDP 3.0, and the TCP sessions FIX and OUCH (SoupBinTCP): for those the
+framer reassembles TCP and decodes the messages each packet completes right away
+(``framing.tcp.TcpSessionFramer`` in incremental mode); the summary adds replay's session section
+(``tcp_session``). A TCP session on an interface is captured with AF_PACKET (AF_XDP redirects UDP only).
+
 Threads: the capture backend's native receive thread (LiveFeed: receive, MoldUDP64 sequencing, ITCH
 decoding, ring publish), a consumer thread applying ring batches to the books (``BookSet.consume``, a
 nogil loop entered by Python once per batch), and the main thread, which only handles signals, prints
