@@ -342,3 +342,28 @@ def test_run_refuses_afxdp_for_tcp_sessions_and_retransmit():
         run(LiveOptions(iface="lo", capture="afxdp", protocol="fix", install_signals=False))
     with pytest.raises(ValueError, match="--retransmit"):
         run(LiveOptions(iface="lo", protocol="ouch", retransmit="127.0.0.1:1", install_signals=False))
+
+
+def test_run_file_dbn_output_equals_replays(tmp_path):
+    """``run --file X --out Y.dbn`` writes the bytes ``replay X --out Y.dbn`` writes (records, the MBP-1
+    companion file, and the metadata: dataset FH.FIX, the session's symbols)."""
+    cap = PCAPS / "fix44_sample.pcap"
+    for cmd, out in ((["run", "--file", str(cap)], tmp_path / "run.dbn"), (["replay", str(cap)], tmp_path / "rep.dbn")):
+        r = subprocess.run([sys.executable, "-m", "feedhandler", *cmd, "--out", str(out)], capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+    assert (tmp_path / "run.dbn").read_bytes() == (tmp_path / "rep.dbn").read_bytes()
+    assert (tmp_path / "run.mbp-1.dbn").read_bytes() == (tmp_path / "rep.mbp-1.dbn").read_bytes()
+
+
+def test_run_strict_fails_on_damaged_fix_session(tmp_path):
+    """``run --strict`` exits 3 on a FIX session with bad checksums, a TCP hole and a truncated message
+    (as replay --strict does), 0 on the clean sample."""
+    p = _damaged_fix(tmp_path)
+    for cap, code in ((p, 3), (PCAPS / "fix44_sample.pcap", 0)):
+        r = subprocess.run([sys.executable, "-m", "feedhandler", "run", "--file", str(cap), "--strict"],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == code, (cap, r.stderr)
+    r = subprocess.run([sys.executable, "-m", "feedhandler", "replay", str(p), "--strict"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 3

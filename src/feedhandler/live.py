@@ -292,8 +292,10 @@ def run(opts: LiveOptions) -> dict:
         symmap = SymbolMap()       # learned from the records when they enter Python (--out, on_batch)
         if opts.out:
             from feedhandler.output import open_writer
+            dataset = {"mdp3": "GLBX.MDP3", "fix": "FH.FIX"}.get(protocol, "FH.OUCH" if protocol in TCP_PROTOCOLS
+                                                                     else None)
             writer = open_writer(opts.out, None, symbols=symmap, date=_day_of(midnight_ns),
-                                 **({"dataset": "GLBX.MDP3"} if protocol == "mdp3" else {}))
+                                 **({"dataset": dataset} if dataset else {}))
         consumed = [0]
         consumer_error: list[BaseException] = []
         # Python is entered per batch only when something needs the records there (retransmission
@@ -428,6 +430,10 @@ def run(opts: LiveOptions) -> dict:
         if opts.watch is not None and opts.apply_books and not consumer_error:
             opts.watch.finish(books, consumed[0], symmap.by_id)
         if writer is not None:
+            if protocol in TCP_PROTOCOLS:
+                # the session decoder's symbol ids (FIX reference data, or first appearance), as replay's
+                res = feed.framer.result or feed.framer.progress() or {}
+                symmap.by_id.update({int(i): s for s, i in res.get("symbols", {}).items()})
             writer.close()
         if consumer_error:
             raise consumer_error[0]
@@ -998,8 +1004,10 @@ def damaged(s: dict) -> bool:
     def count(v) -> int:     # the framer's counters are ints or {reason: count}
         return sum(v.values()) if isinstance(v, dict) else int(v or 0)
 
+    t = s.get("tcp_session") or {}      # FIX / OUCH: malformed messages, truncated ones, TCP holes
     return bool(s.get("lost_messages") or s.get("gaps", 0) > s.get("gaps_filled", 0) or s.get("duplicates")
-                or s.get("file_damage") or any(count(fr.get(k)) for k in ("malformed", "truncated", "bad_length")))
+                or s.get("file_damage") or any(count(fr.get(k)) for k in ("malformed", "truncated", "bad_length"))
+                or t.get("malformed") or t.get("truncated") or t.get("tcp_holes"))
 
 
 def _chain(first, second):

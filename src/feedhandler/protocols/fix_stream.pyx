@@ -1483,7 +1483,7 @@ TRIM_BYTES = 1 << 20            # a stream drops the bytes already decoded once 
 
 class FixLiveDecoder:
     """FIX sessions decoded as the packets arrive: the incremental session decoder of
-    ``framing.tcp.TcpSessionFramer`` (``feedhandler run --file`` / ``--iface``, ``Feed(..., live=True)``).
+    ``framing.tcp.TcpSessionFramer`` (``feedhandler run --file`` / ``--iface``, ``LiveFeed(source, "fix")``).
 
     Same framing, validation, sequencing, market data and order lifecycle code as ``replay_stream``
     (``FixStreamDecoder``); what needs the whole capture there is defined here for a live feed:

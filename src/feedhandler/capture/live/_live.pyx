@@ -81,7 +81,9 @@ cdef class LiveFeed(Producer):
         of the signatures in this module's docstring) that stays open while the feed runs.
     protocol : str or None
         ``"itch50"`` (default; MoldUDP64), ``"mdp3"`` (CME MDP 3.0: UDP payloads, A/B ports sharing a
-        channel, arbitrated by the decoder: first copy wins) or None (MoldUDP64 framing only).
+        channel, arbitrated by the decoder: first copy wins), ``"fix"``, ``"ouch"``, ``"ouch42"``,
+        ``"ouch50"`` (TCP sessions: ``framing.tcp.live_session_framer``, records as the packets complete
+        the messages) or None (MoldUDP64 framing only).
     date, midnight_ns : optional
         The trading day for ITCH ``ts_event`` (default: today in America/New_York).
     reorder_window : int
@@ -100,6 +102,8 @@ cdef class LiveFeed(Producer):
     snapshot_ports : optional
         MDP3: snapshot (market recovery) ports, each with a fixed channel in ``channels``: passed on only
         while the framer's snapshot gate is open (``framer.open_snapshots``), resynchronised, not gapped.
+    tcp_kw : dict, optional
+        FIX / OUCH: ``symbols``, ``dictionary_dir``, ``max_ooo_segments``, ``max_ooo_bytes``.
     """
     cdef readonly object midnight_ns
     cdef readonly str protocol
