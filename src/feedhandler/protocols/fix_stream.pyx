@@ -1525,6 +1525,7 @@ class FixLiveDecoder:
         self.rows_buf = np.empty((4096, 3), dtype=np.int64)
         self.trim_bytes = TRIM_BYTES
         self.trimmed = 0
+        self.mark_no = 0                # marks seen so far: the order of the packets
 
     # -- framing ------------------------------------------------------------------------------------
     def _split(self, st, ps, limit, out):
@@ -1614,52 +1615,70 @@ class FixLiveDecoder:
         return True
 
     def feed_marks(self, reassembler, marks):
-        """Records of the messages completed by the packets behind ``marks`` (Reassembler.take_marks)."""
+        """Records of the messages completed by the packets behind ``marks`` (Reassembler.take_marks).
+
+        Each stream is framed once per call, up to its last mark; a message belongs to the first mark
+        (packet) whose length covers its last byte, and the messages are decoded in mark order: the
+        order of the packets that completed them, whatever the batching."""
         self.conns.update(reassembler.streams)
-        entries = []
-        for st, end, nholes in marks:
-            spans = self._frame(st, end, nholes)
+        base = self.mark_no
+        self.mark_no += len(marks)
+        by_stream = {}
+        for g, (st, end, nh) in enumerate(marks):
+            e = by_stream.get(st)
+            if e is None:
+                e = by_stream[st] = [[], [], 0]
+            e[0].append(base + g)
+            e[1].append(end)
+            e[2] = nh
+        chunks = []
+        for st, (gs, ends, nh) in by_stream.items():
+            spans = self._frame(st, ends[len(ends) - 1], nh)
             if spans is None:
                 continue
-            i = self.conns.index[st]
+            k = np.searchsorted(np.asarray(ends, dtype=np.int64), spans[:, 1], side="left")
+            np.minimum(k, len(gs) - 1, out=k)
+            gidx = np.asarray(gs, dtype=np.int64)[k]
             ts = st.ts_at(spans[:, 1])
+            i = self.conns.index[st]
             if i in self.side:
-                entries.append((i, st, spans, ts))
+                chunks.append((i, st, spans, ts, gidx))
                 continue
-            self.held.setdefault(i, []).append((st, spans, ts))
+            self.held.setdefault(i, []).append((st, spans, ts, gidx))
             self.held_n[i] = self.held_n.get(i, 0) + len(spans)
+        for i in list(self.held):
             if self._decide(i, False):
-                entries.extend((i,) + e for e in self.held.pop(i))
+                chunks.extend((i,) + e for e in self.held.pop(i))
                 self.held_n.pop(i, None)
-        recs = self._decode(entries)
+        recs = self._decode(chunks)
         self._trim(marks)
         return recs
 
-    def _decode(self, entries):
+    def _decode(self, chunks):
+        """Records of the messages of ``chunks`` [(connection, stream, spans, ts, mark index per message)]
+        in mark order; consecutive messages of one connection are decoded in one call."""
         from feedhandler import records
+        if not chunks:
+            return records.empty(0)
+        conn = np.concatenate([np.full(len(c[2]), c[0], dtype=np.int64) for c in chunks])
+        cid = np.concatenate([np.full(len(c[2]), j, dtype=np.int64) for j, c in enumerate(chunks)])
+        row = np.concatenate([np.arange(len(c[2]), dtype=np.int64) for c in chunks])
+        ts = np.concatenate([c[3].astype(np.int64) for c in chunks])
+        gidx = np.concatenate([c[4] for c in chunks])
+        order = np.argsort(gidx, kind="stable")
+        conn, cid, row, ts = conn[order], cid[order], row[order], ts[order]
+        cuts = np.concatenate([[0], np.flatnonzero(np.diff(conn)) + 1, [len(conn)]])
         outs = []
-        j = 0
-        while j < len(entries):
-            i = entries[j][0]
+        for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
+            i = int(conn[a])
             c, s = self.side[i]
-            parts, index, spans_of, rows = [], {}, [], []
-            while j < len(entries) and entries[j][0] == i:
-                _, st, spans, ts = entries[j]
-                pi = index.get(st)
-                if pi is None:
-                    pi = index[st] = len(parts)
-                    parts.append(st)
-                    spans_of.append([])
-                first = sum(len(x) for x in spans_of[pi])
-                spans_of[pi].append(spans)
-                rows.append(np.stack([np.full(len(spans), pi), first + np.arange(len(spans)),
-                                      ts.astype(np.int64)], axis=1))
-                j += 1
-            full = []
-            for pi, st in enumerate(parts):
-                sp = np.ascontiguousarray(np.concatenate(spans_of[pi]), dtype=np.int64)
-                full.append((st, 1 if st is s else 0, sp, None))
-            recs = self.dec.decode_live_rows(full, np.concatenate(rows), i)
+            ids, local = np.unique(cid[a:b], return_inverse=True)
+            parts = []
+            for j in ids.tolist():
+                st = chunks[j][1]
+                parts.append((st, 1 if st is s else 0, chunks[j][2], None))
+            rows = np.stack([local.astype(np.int64).ravel(), row[a:b], ts[a:b]], axis=1)
+            recs = self.dec.decode_live_rows(parts, rows, i)
             if len(recs):
                 outs.append(recs)
         if not outs:
@@ -1677,13 +1696,13 @@ class FixLiveDecoder:
         for st, ps in self.parse.items():
             if len(st.data) > ps[1]:
                 self._tail(st, ps, len(st.data))
-        entries = []
+        chunks = []
         for i in sorted(self.held):
             self._decide(i, True)
-            entries.extend((i,) + e for e in self.held[i])
+            chunks.extend((i,) + e for e in self.held[i])
         self.held.clear()
         self.held_n.clear()
-        outs.append(self._decode(entries))
+        outs.append(self._decode(chunks))
         outs = [o for o in outs if len(o)]
         recs = records.concat(outs) if len(outs) > 1 else (outs[0] if outs else records.empty(0))
         return recs, self.snapshot(reassembler)

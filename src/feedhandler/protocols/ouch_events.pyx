@@ -685,6 +685,7 @@ class OuchLiveDecoder:
         from feedhandler.protocols.fix_stream import TRIM_BYTES
         self.trim_bytes = TRIM_BYTES        # a stream drops the bytes already decoded once they reach this
         self.trimmed = 0
+        self.mark_no = 0                    # marks seen so far: the order of the packets
 
     # -- framing ------------------------------------------------------------------------------------
     def _frame(self, st, end, nholes, from_server):
@@ -732,72 +733,111 @@ class OuchLiveDecoder:
         return np.concatenate(out) if out else None
 
     # -- sessions -----------------------------------------------------------------------------------
-    def _number(self, i, st, from_server, rows):
-        """MSG_DTYPE rows of the data packets in ``rows``, numbered as SoupSessions.add_pair does."""
-        from feedhandler.framing.soupbintcp_stream import MSG_DTYPE, F_AFTER_GAP, F_DUP, F_NO_LOGIN
-        client, server, conn = self.side[i]
-        q = self.seq[i]
-        c = self.sess.counters
+    def _stream_index(self, st):
         si = self.sidx.get(st)
         if si is None:
             si = self.sidx[st] = len(self.streams)
             self.streams.append(st)
-            self.sess.streams.append(st)
-        tab = np.zeros(rows.shape[0], dtype=MSG_DTYPE)
-        n = 0
-        for k in range(rows.shape[0]):
-            off, ln, t, reason, after = (int(x) for x in rows[k])
-            if reason:
-                continue
-            if not from_server:
-                if t == 85:
-                    c["unsequenced"] += 1
-                    tab[n]["off"], tab[n]["len"] = off, ln
-                    tab[n]["flags"] = F_AFTER_GAP if after else 0
-                    tab[n]["ptype"] = b"U"
-                    n += 1
-                elif t == 76:
-                    c["login_requests"] += 1
-                    p = bytes(st.data[off:off + ln])
-                    q["req_sess"] = p[16:26].strip().decode("ascii", "replace")
-                    s_ = p[26:46].strip()
-                    q["req_seq"] = int(s_) if s_.isdigit() else 0
-                elif t == 82:
-                    c["client_heartbeats"] += 1
-                elif t == 79:
-                    c["logout"] += 1
+        return si
+
+    def _client(self, i, st, rows, gidx, out):
+        """Client packets of one call (vectorized): unsequenced data rows into ``out``; Login Requests
+        returned as [(mark, payload)] for the connection's numbering (a Login Accepted reads the latest)."""
+        from feedhandler.framing.soupbintcp_stream import F_AFTER_GAP
+        c = self.sess.counters
+        ok = rows[:, 3] == 0
+        t = rows[:, 2]
+        data = ok & (t == 85)
+        c["unsequenced"] += int(data.sum())
+        c["client_heartbeats"] += int((ok & (t == 82)).sum())
+        c["logout"] += int((ok & (t == 79)).sum())
+        login = ok & (t == 76)
+        c["login_requests"] += int(login.sum())
+        c["debug"] += int((ok & (t != 85) & (t != 76) & (t != 82) & (t != 79)).sum())
+        if data.any():
+            flags = np.where(rows[data, 4] != 0, F_AFTER_GAP, 0).astype(np.uint8)
+            out.append((st, 0, rows[data, 0], rows[data, 1], np.zeros(int(data.sum()), np.uint64), flags,
+                        gidx[data]))
+        return [(int(gidx[k]), bytes(st.data[rows[k, 0]:rows[k, 0] + rows[k, 1]])) for k in np.flatnonzero(login)]
+
+    def _apply_login_requests(self, q, logins, before):
+        while logins and logins[0][0] < before:
+            p = logins.pop(0)[1]
+            q["req_sess"] = p[16:26].strip().decode("ascii", "replace")
+            s_ = p[26:46].strip()
+            q["req_seq"] = int(s_) if s_.isdigit() else 0
+
+    def _server(self, i, st, rows, gidx, out, logins):
+        """Server packets of one call: sequenced data numbered from Login Accepted as
+        ``SoupSessions.add_pair`` numbers them (runs of 'S' packets vectorized)."""
+        from feedhandler.framing.soupbintcp_stream import F_AFTER_GAP, F_DUP, F_NO_LOGIN
+        q = self.seq[i]
+        conn = self.side[i][2]
+        c = self.sess.counters
+        ok_idx = np.flatnonzero(rows[:, 3] == 0)
+        r = rows[ok_idx]
+        g = gidx[ok_idx]
+        t = r[:, 2]
+        special = np.flatnonzero((t != 83) | (r[:, 4] != 0))
+        pos = 0
+        bounds = special.tolist() + [len(r)]
+        for sp in bounds:
+            if sp > pos:                                    # a run of 'S' packets
+                m = sp - pos
+                c["sequenced"] += m
+                flags = np.zeros(m, np.uint8)
+                seqs = np.zeros(m, np.uint64)
+                if q["gap_flag"]:
+                    flags[0] |= F_AFTER_GAP
+                    q["gap_flag"] = False
+                if not q["have"]:
+                    c["no_login_sequenced"] += m
+                    flags |= F_NO_LOGIN
                 else:
-                    c["debug"] += 1
-                continue
+                    sq = q["nxt"] + np.arange(m, dtype=np.int64)
+                    dup = sq <= q["last"]
+                    nd = int(dup.sum())
+                    c["duplicates"] += nd
+                    flags[dup] |= F_DUP
+                    if nd < m:
+                        q["last"] = int(sq[m - 1])
+                        if q["st"] is not None:
+                            q["st"]["last_seq"] = q["last"]
+                    q["nxt"] += m
+                    seqs = sq.astype(np.uint64)
+                out.append((st, 1, r[pos:sp, 0], r[pos:sp, 1], seqs, flags, g[pos:sp]))
+            if sp == len(r):
+                break
+            # one packet that is not plain sequenced data, or the first after a TCP hole
+            off, ln, ty, after = int(r[sp, 0]), int(r[sp, 1]), int(t[sp]), int(r[sp, 4])
+            pos = sp + 1
             if after:
                 q["have"] = False
                 q["gap_flag"] = True
-            if t == 83:
+            if ty == 83:
                 c["sequenced"] += 1
                 fl = 0
                 if q["gap_flag"]:
                     fl |= F_AFTER_GAP
                     q["gap_flag"] = False
-                tab[n]["off"], tab[n]["len"] = off, ln
-                tab[n]["ptype"] = b"S"
-                tab[n]["from_server"] = 1
+                seq = 0
                 if not q["have"]:
                     c["no_login_sequenced"] += 1
-                    tab[n]["flags"] = fl | F_NO_LOGIN
-                    n += 1
-                    continue
-                if q["nxt"] <= q["last"]:
-                    fl |= F_DUP
-                    c["duplicates"] += 1
+                    fl |= F_NO_LOGIN
                 else:
-                    q["last"] = q["nxt"]
-                    if q["st"] is not None:
-                        q["st"]["last_seq"] = q["last"]
-                tab[n]["seq"] = q["nxt"]
-                tab[n]["flags"] = fl
-                n += 1
-                q["nxt"] += 1
-            elif t == 65:
+                    if q["nxt"] <= q["last"]:
+                        fl |= F_DUP
+                        c["duplicates"] += 1
+                    else:
+                        q["last"] = q["nxt"]
+                        if q["st"] is not None:
+                            q["st"]["last_seq"] = q["last"]
+                    seq = q["nxt"]
+                    q["nxt"] += 1
+                out.append((st, 1, r[sp:sp + 1, 0], r[sp:sp + 1, 1], np.array([seq], np.uint64),
+                            np.array([fl], np.uint8), g[sp:sp + 1]))
+            elif ty == 65:
+                self._apply_login_requests(q, logins, int(g[sp]))
                 if q["st"] is not None:
                     q["st"]["last_seq"] = q["last"]
                 c["login_accepted"] += 1
@@ -816,43 +856,83 @@ class OuchLiveDecoder:
                 if q["req_seq"] and q["req_seq"] != q["nxt"]:
                     c["requested_seq_mismatch"] += 1
                 self.sess.logins.append((conn, q["req_sess"], q["req_seq"], sess, q["nxt"]))
-            elif t == 74:
+            elif ty == 74:
+                self._apply_login_requests(q, logins, int(g[sp]))
                 c["login_rejected"] += 1
                 self.sess.logins.append((conn, q["req_sess"], q["req_seq"], None, 0))
-            elif t == 72:
+            elif ty == 72:
                 c["server_heartbeats"] += 1
-            elif t == 90:
+            elif ty == 90:
                 c["end_of_session"] += 1
             else:
                 c["debug"] += 1
-        tab = tab[:n]
-        if n:
-            tab["conn"] = conn
-            tab["stream"] = si
-            tab["ts_recv"] = st.ts_at(tab["off"].astype(np.int64) + tab["len"].astype(np.int64))
-        return tab
 
     def _table(self, marks):
+        """MSG_DTYPE rows of the data packets completed by ``marks``, in the order of the packets that
+        completed them (each stream framed once per call; a packet belongs to the first mark covering it)."""
         from feedhandler.framing.soupbintcp_stream import MSG_DTYPE
-        tabs = []
-        for st, end, nholes in marks:
+        base = self.mark_no
+        self.mark_no += len(marks)
+        by_stream = {}
+        for gi, (st, end, nh) in enumerate(marks):
+            e = by_stream.get(st)
+            if e is None:
+                e = by_stream[st] = [[], [], 0]
+            e[0].append(base + gi)
+            e[1].append(end)
+            e[2] = nh
+        per_conn = {}
+        for st, (gs, ends, nh) in by_stream.items():
             i = self.conns.index[st]
             if i not in self.side:
                 cl, sv = self.conns.oriented(i)
                 self.side[i] = (cl, sv, (cl if cl is not None else sv).conn)
                 self.seq[i] = {"nxt": 0, "last": 0, "have": False, "gap_flag": False, "st": None,
-                               "req_sess": None, "req_seq": None}
+                               "req_sess": None, "req_seq": None, "logins": []}
             cl, sv, _ = self.side[i]
             from_server = st is sv if sv is not None else (cl is not None and st is not cl)
-            rows = self._frame(st, end, nholes, from_server)
+            rows = self._frame(st, ends[len(ends) - 1], nh, from_server)
             if rows is None or not rows.shape[0]:
                 continue
-            t = self._number(i, st, from_server, rows)
-            if len(t):
-                tabs.append(t)
-        if not tabs:
-            return np.zeros(0, dtype=MSG_DTYPE)
-        return tabs[0] if len(tabs) == 1 else np.concatenate(tabs)
+            k = np.searchsorted(np.asarray(ends, dtype=np.int64), rows[:, 0] + rows[:, 1], side="left")
+            np.minimum(k, len(gs) - 1, out=k)
+            per_conn.setdefault(i, []).append((st, bool(from_server), rows, np.asarray(gs, dtype=np.int64)[k]))
+        out = []
+        for i, items in per_conn.items():
+            q = self.seq[i]
+            for st, fs, rows, g in items:
+                if not fs:
+                    q["logins"].extend(self._client(i, st, rows, g, out))
+            q["logins"].sort(key=lambda x: x[0])
+            for st, fs, rows, g in items:
+                if fs:
+                    self._server(i, st, rows, g, out, q["logins"])
+            self._apply_login_requests(q, q["logins"], self.mark_no)
+        n = sum(len(o[2]) for o in out)
+        tab = np.zeros(n, dtype=MSG_DTYPE)
+        if not n:
+            return tab
+        gidx = np.empty(n, np.int64)
+        k = 0
+        where = {}                          # stream -> row slices (one ts_at call per stream)
+        for st, fs, off, ln, seq, fl, g in out:
+            m = len(off)
+            sl = slice(k, k + m)
+            tab["off"][sl] = off
+            tab["len"][sl] = ln
+            tab["seq"][sl] = seq
+            tab["flags"][sl] = fl
+            tab["from_server"][sl] = fs
+            tab["ptype"][sl] = b"S" if fs else b"U"
+            tab["conn"][sl] = self.side[self.conns.index[st]][2]
+            tab["stream"][sl] = self._stream_index(st)
+            where.setdefault(st, []).append(np.arange(k, k + m))
+            gidx[sl] = g
+            k += m
+        for st, idx in where.items():
+            ix = np.concatenate(idx)
+            tab["ts_recv"][ix] = st.ts_at(tab["off"][ix].astype(np.int64) + tab["len"][ix].astype(np.int64))
+        return tab[np.argsort(gidx, kind="stable")]
 
     def _decode(self, table, final=False):
         from feedhandler import records
