@@ -654,7 +654,10 @@ class OuchLiveDecoder:
     * **sides**: the SYN tells the client (else the larger port, as ``pair_streams``), decided at the
       first bytes of a connection; its index is that of the stream seen first (replay: the client's).
     * **sessions**: a Login Accepted is matched with the latest Login Request of its connection so far
-      (replay: the connection's last one); sequenced packets are numbered from it as in replay.
+      (replay: the connection's last one); sequenced packets are numbered from it as in replay. The
+      highest sequence number of a session name, shared by its connections, moves in packet order
+      (replay: connection after connection, so two connections of one session open at the same time
+      are numbered there as a reconnection: the second one's packets as replays).
     * **bad input**: bad packet types and lengths, truncated packets at a hole or at the end, TCP holes
       are counted as replay counts them. After a bad packet, framing resynchronises on the bytes
       received so far (replay: on the whole stream), so on a damaged stream the bytes skipped can differ.
