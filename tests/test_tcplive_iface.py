@@ -41,9 +41,11 @@ def _without_capture_time(ticks: np.ndarray) -> np.ndarray:
     return raw
 
 
-@pytest.mark.parametrize("name,protocol", [("fix44_sample.pcap", "fix"), ("ouch42_sample.pcap", "ouch"),
-                                           ("ouch50_sample.pcap", "ouch50")])
-def test_tcp_session_live_over_veth_equals_replay(name, protocol):
+@pytest.mark.parametrize("name,protocol,latency", [("fix44_sample.pcap", "fix", False), ("ouch42_sample.pcap", "ouch", False),
+                                                   ("ouch50_sample.pcap", "ouch50", False),
+                                                   ("fix44_sample.pcap", "fix", True)])
+def test_tcp_session_live_over_veth_equals_replay(name, protocol, latency):
+    """latency: run to completion (books applied on the receive thread, records fanned out after)."""
     from feedhandler.books import BookSet
     from feedhandler.live import LiveOptions, run
 
@@ -68,7 +70,7 @@ def test_tcp_session_live_over_veth_equals_replay(name, protocol):
         # capture auto: AF_PACKET for a TCP session (AF_XDP's program redirects UDP only)
         opts = LiveOptions(iface=v.host_if, capture=None, protocol=protocol, idle_stop=1.5, duration=60,
                            status_interval=0, on_batch=lambda b: got.append(b.copy()), on_ready=sender.start,
-                           install_signals=False)
+                           install_signals=False, latency=latency, latency_spin_us=200.0 if latency else 0.0)
         try:
             s = run(opts)
         finally:
@@ -77,6 +79,10 @@ def test_tcp_session_live_over_veth_equals_replay(name, protocol):
         assert sent.get("rc") == 0, sent
     ticks = records.concat(got) if got else records.empty(0)
     assert s["protocol"] == rst["protocol"] and s["backend"] == "afpacket"
+    if latency:
+        lm = s["latency_mode"]
+        assert lm["applied_on_receive_thread"] == len(ref) and lm["fanout_dropped"] == 0
+        assert lm["wire_to_book_per_message"]["count"] > 0
     assert s["messages"] == n_messages and s["drops"]["kernel"] == 0
     assert ticks.shape == ref.shape
     if protocol != "fix":

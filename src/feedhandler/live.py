@@ -566,8 +566,6 @@ def _protocol(opts: LiveOptions) -> str:
         raise ValueError(f"run decodes itch50, mdp3, fix and ouch (ouch42, ouch50), not {p}")
     if p in TCP_PROTOCOLS and opts.retransmit:
         raise ValueError("--retransmit is MoldUDP64's: a TCP session (FIX, OUCH) has none")
-    if p in TCP_PROTOCOLS and opts.latency:
-        raise ValueError("--latency: not available for the TCP sessions (fix, ouch) yet")
     if p == "mdp3" and opts.retransmit:
         raise ValueError("--retransmit is MoldUDP64's: CME MDP 3.0 has no UDP retransmission")
     if p == "mdp3" and not opts.sequencing:
