@@ -35,6 +35,8 @@ from feedhandler.includes.msg cimport fh_msg
 from feedhandler.includes.moldudp64 cimport FH_MSG_RECORD
 from feedhandler.core.producer cimport Framer
 
+from bisect import bisect_left
+
 import numpy as np
 
 cdef extern from "fh/endian.h" nogil:
@@ -171,11 +173,19 @@ cdef class TcpStream:
 
     def ts_at(self, offsets):
         """Capture time (ns) of the segment that delivered byte ``offsets[i] - 1`` (message ends)."""
+        o = np.asarray(offsets, dtype=np.int64)
+        cdef Py_ssize_t n_end = len(self._end_off), i, k
+        if n_end == 0:
+            return np.zeros(len(o), dtype=np.uint64)
+        if len(o) <= 64:
+            # a few message ends (a live packet's): binary search in the lists, no array of every chunk
+            out = np.empty(len(o), dtype=np.uint64)
+            for i in range(len(o)):
+                k = bisect_left(self._end_off, int(o[i]))
+                out[i] = self._end_ts[k if k < n_end else n_end - 1]
+            return out
         ends = np.asarray(self._end_off, dtype=np.int64)
         tss = np.asarray(self._end_ts, dtype=np.uint64)
-        o = np.asarray(offsets, dtype=np.int64)
-        if len(ends) == 0:
-            return np.zeros(len(o), dtype=np.uint64)
         idx = np.searchsorted(ends, o, side="left")
         np.clip(idx, 0, len(ends) - 1, out=idx)
         return tss[idx]

@@ -1660,6 +1660,17 @@ class FixLiveDecoder:
         from feedhandler import records
         if not chunks:
             return records.empty(0)
+        if len(chunks) == 1:                # the common live case: one stream's messages of one packet batch
+            i, st, spans, ts, _g = chunks[0]
+            c, s = self.side[i]
+            n = len(spans)
+            rows = np.empty((n, 3), dtype=np.int64)
+            rows[:, 0] = 0
+            rows[:, 1] = np.arange(n)
+            rows[:, 2] = ts
+            recs = self.dec.decode_live_rows([(st, 1 if st is s else 0, spans, None)], rows, i)
+            self.records += len(recs)
+            return recs
         conn = np.concatenate([np.full(len(c[2]), c[0], dtype=np.int64) for c in chunks])
         cid = np.concatenate([np.full(len(c[2]), j, dtype=np.int64) for j, c in enumerate(chunks)])
         row = np.concatenate([np.arange(len(c[2]), dtype=np.int64) for c in chunks])
