@@ -1,5 +1,10 @@
 """``feedhandler run --iface IFACE``: live capture -> framing -> decoder -> ring -> books.
 
+Protocols: ITCH 5.0 (MoldUDP64), CME MDP 3.0, and the TCP sessions FIX and OUCH (SoupBinTCP): for those the
+framer reassembles TCP and decodes the messages each packet completes right away
+(``framing.tcp.TcpSessionFramer`` in incremental mode); the summary adds replay's session section
+(``tcp_session``). A TCP session on an interface is captured with AF_PACKET (AF_XDP redirects UDP only).
+
 Threads: the capture backend's native receive thread (LiveFeed: receive, MoldUDP64 sequencing, ITCH
 decoding, ring publish), a consumer thread applying ring batches to the books (``BookSet.consume``, a
 nogil loop entered by Python once per batch), and the main thread, which only handles signals, prints
@@ -43,6 +48,7 @@ IDLE_SLEEP_US = 20.0             # consumer: sleep between looks at an empty rin
                                  # receive thread and the NAPI kthread need the cores)
 from feedhandler.exitcodes import EXIT_DATA_QUALITY, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE  # noqa: E402
 
+TCP_PROTOCOLS = ("fix", "ouch", "ouch42", "ouch50")   # sessions over TCP: reassembly + incremental decoding
 EXIT_NO_IFACE = EXIT_USAGE       # the interface (or --file) named does not exist: usage / unreadable input
 EXIT_BACKEND = EXIT_FAILURE      # privilege missing, backend unusable, capture failed while running
 
@@ -92,6 +98,8 @@ class LiveOptions:
                                                  # last packet, then waits in the source (0: always spins)
     latency_wire: str = "ts_recv"                # the field wire -> book latency starts from ("ts_event":
                                                  # a sender stamping its clock in the messages, the bench)
+    tcp_kw: dict = field(default_factory=dict)   # fix / ouch: symbols, dictionary_dir, max_ooo_segments,
+                                                 # max_ooo_bytes (framing.tcp.live_session_framer)
 
 
 # ---- latency --------------------------------------------------------------------------------------
@@ -204,6 +212,14 @@ def run(opts: LiveOptions) -> dict:
         raise ValueError("give --iface (capture live) or --file (replay a capture), not both")
     if not opts.iface and opts.file and (requested or os.environ.get(backends.ENV) or "auto") == "auto":
         requested = "pcap"      # no interface: replay the file (nothing else can run)
+    if protocol in TCP_PROTOCOLS and opts.iface:
+        # the AF_XDP program redirects the feed's UDP datagrams only: a TCP session is captured with
+        # AF_PACKET (or DPDK, which takes every frame)
+        want = (requested or os.environ.get(backends.ENV) or "auto").strip().lower()
+        if want == "afxdp":
+            raise ValueError(f"--capture afxdp redirects UDP only: {protocol} runs over TCP (use afpacket)")
+        if want == "auto":
+            requested = "afpacket"
     sel = backends.select(requested, opts.iface, pcap_file=opts.file)
     replaying = sel.backend == "pcap"
     if replaying and opts.retransmit:
@@ -245,8 +261,12 @@ def run(opts: LiveOptions) -> dict:
             from feedhandler.protocols.mdp3.recovery import channel_plan
             incremental = [p for _, p in groups[:len(groups) - len(snap_groups)] if p]
             mdp3_kw = {"snapshot_ports": snap_ports, "channels": channel_plan(incremental, snap_ports)}
-        feed = LiveFeed(source, protocol, midnight_ns=midnight_ns, reorder_window=opts.reorder_window,
-                        udp_port=udp_port, group=group, sequencing=opts.sequencing, **mdp3_kw)
+        if protocol in TCP_PROTOCOLS:
+            # FIX / OUCH: TCP reassembly and the incremental session decoder (framing.tcp.TcpSessionFramer)
+            feed = LiveFeed(source, protocol, midnight_ns=midnight_ns, tcp_kw=dict(opts.tcp_kw))
+        else:
+            feed = LiveFeed(source, protocol, midnight_ns=midnight_ns, reorder_window=opts.reorder_window,
+                            udp_port=udp_port, group=group, sequencing=opts.sequencing, **mdp3_kw)
         recovery = None
         if snap_ports and replaying:
             feed.framer.open_snapshots(True)        # a file holds what it holds: nothing to join
@@ -257,7 +277,11 @@ def run(opts: LiveOptions) -> dict:
                                         leave=lambda socks_: [x.close() for x in socks_])
         books = opts.books if opts.books is not None else BookSet()
         mbp = None
-        if protocol == "mdp3":      # CME price-level books beside the order books
+        tally = None
+        if protocol in TCP_PROTOCOLS:
+            from feedhandler.replay import _OrderEventTally
+            tally = _OrderEventTally()      # order events by kind, order->ack latency (as replay's summary)
+        if protocol in ("mdp3", "fix"):     # price-level books beside the order books (CME; FIX MBP entries)
             from feedhandler.books import MbpBookSet
             mbp = MbpBookSet()
         # latency mode: the ring is the fan-out (drop: a slow reader never holds up the books)
@@ -268,15 +292,17 @@ def run(opts: LiveOptions) -> dict:
         symmap = SymbolMap()       # learned from the records when they enter Python (--out, on_batch)
         if opts.out:
             from feedhandler.output import open_writer
+            dataset = {"mdp3": "GLBX.MDP3", "fix": "FH.FIX"}.get(protocol, "FH.OUCH" if protocol in TCP_PROTOCOLS
+                                                                     else None)
             writer = open_writer(opts.out, None, symbols=symmap, date=_day_of(midnight_ns),
-                                 **({"dataset": "GLBX.MDP3"} if protocol == "mdp3" else {}))
+                                 **({"dataset": dataset} if dataset else {}))
         consumed = [0]
         consumer_error: list[BaseException] = []
         # Python is entered per batch only when something needs the records there (retransmission
         # requests, the caller's on_batch, --out); the wire->book histogram is filled natively.
         need_batches = (bool(opts.retransmit) or opts.on_batch is not None or writer is not None
                         or (mbp is not None and not opts.latency)     # latency: MBP applied on the receive thread
-                        or opts.watch is not None)
+                        or opts.watch is not None or tally is not None)
         watch = opts.watch
         if watch is not None:
             from feedhandler.serve.feeds import LiveCounters
@@ -287,6 +313,8 @@ def run(opts: LiveOptions) -> dict:
         def on_batch(batch):
             if mbp is not None and not opts.latency:
                 mbp.apply(batch)
+            if tally is not None:
+                tally.add(batch)
             if watch is not None:
                 if not replaying:
                     symmap.update(batch)
@@ -402,6 +430,10 @@ def run(opts: LiveOptions) -> dict:
         if opts.watch is not None and opts.apply_books and not consumer_error:
             opts.watch.finish(books, consumed[0], symmap.by_id)
         if writer is not None:
+            if protocol in TCP_PROTOCOLS:
+                # the session decoder's symbol ids (FIX reference data, or first appearance), as replay's
+                res = feed.framer.result or feed.framer.progress() or {}
+                symmap.by_id.update({int(i): s for s, i in res.get("symbols", {}).items()})
             writer.close()
         if consumer_error:
             raise consumer_error[0]
@@ -414,14 +446,17 @@ def run(opts: LiveOptions) -> dict:
         summary["protocol"] = protocol
         if opts.latency:
             summary["latency_mode"] = latency_mode.summary(feed, latency_percentiles, opts.latency_spin_us)
-        if mbp is not None:
+        if protocol in TCP_PROTOCOLS:
+            _tcp_summary(summary, feed, tally, mbp, symmap)
+        elif mbp is not None:
             summary["mbp_books"] = len(mbp.instruments())
             summary["channels"] = {str(p): ch for p, ch in sorted(feed.channels().items())}
             # the decoder's counters and schema versions, as in replay's mdp3 section
             summary["mdp3"] = {k: int(v) for k, v in feed.decoder.counters().items()}
             summary["schema_versions"] = {str(v): u for v, u in sorted(feed.decoder.schema_usage().items())}
         if opts.apply_books:
-            summary["bbo"] = _bbo_rows(books, symmap, opts, replaying, opts.top)
+            # (FIX / OUCH: the symbols come from the session decoder, never from an ITCH stock directory)
+            summary["bbo"] = _bbo_rows(books, symmap, opts, replaying and protocol not in TCP_PROTOCOLS, opts.top)
         if retx is not None:
             summary["retransmission"] = retx.stats()
         if recovery is not None:
@@ -443,6 +478,71 @@ def run(opts: LiveOptions) -> dict:
         source.close()
 
 
+def _tcp_summary(summary: dict, feed, tally, mbp, symmap) -> None:
+    """FIX / OUCH: the session section of replay's summary (TCP reassembly, sessions, messages by type,
+    order events, sequencing and damage counters) from the decoder's final statistics."""
+    from feedhandler import summary as _summary_mod
+    from feedhandler.replay import tcp_summary_parts
+
+    st = feed.framer.result or feed.framer.progress()
+    symmap.by_id.update({int(i): s for s, i in st.get("symbols", {}).items()})
+    summary["protocol"] = st["protocol"]        # "ouch": the version told from the first messages
+    messages, by_type, gaps, dups, malformed, truncated, sessions, extra = tcp_summary_parts(st)
+    tcp = dict(st["tcp"])
+    section = _summary_mod.tcp_section(st, tcp, extra, sessions, tally.stats(),
+                                       mbp if mbp is not None else _NoMbp())
+    section["session_protocol"] = st["protocol"]
+    section["messages_by_type"] = by_type
+    section["malformed_by_reason"] = malformed
+    section["malformed"] = int(sum(malformed.values()))
+    section["truncated"] = truncated
+    section["live"] = st.get("live", {})
+    summary["tcp_session"] = section
+    summary["messages"] = messages
+    summary["gaps"] = gaps
+    summary["duplicates"] = dups
+    summary["session_sessions"] = sessions
+
+
+class _NoMbp:
+    @staticmethod
+    def instruments():
+        return []
+
+
+def _tcp_lines(s: dict) -> list[str]:
+    """The text of replay's FIX / OUCH section, for a run."""
+    from feedhandler.summary import _n
+    t = s["tcp_session"]
+    lines = [f"  tcp: {_n(t['connections'])} connections, holes {_n(t['tcp_holes'])}, retransmitted segments "
+             f"{_n(t['tcp'].get('retrans_segments', 0))}, out of order {_n(t['tcp'].get('ooo_segments', 0))}"]
+    if t.get("sessions"):
+        lines.append("  sessions: " + ", ".join(f"{k} (last seq {v.get('last_seq')}, logins {v.get('logins')}, "
+                                                f"gaps {len(v.get('gaps', []))})" for k, v in t["sessions"].items()))
+    if t["messages_by_type"]:
+        names = t.get("message_type_names") or {}
+        lines.append("  by type: " + "  ".join(f"{k} {names[k]} {_n(v)}" if names.get(k) else f"{k} {_n(v)}"
+                                               for k, v in t["messages_by_type"].items()))
+    oe = t["order_events"]
+    if oe["events"]:
+        lines.append(f"  order events {_n(oe['events'])} (client {_n(oe['from_client'])}, exchange "
+                     f"{_n(oe['from_exchange'])}): " + "  ".join(f"{k} {_n(v)}" for k, v in oe["by_kind"].items()))
+    else:
+        lines.append("  order events: none")
+    lat = oe["latency_ns"]
+    if lat:
+        lines.append(f"  order->ack latency (us, {_n(lat['count'])}): min {lat['min'] / 1e3:.1f}  p50 "
+                     f"{lat['p50'] / 1e3:.1f}  p90 {lat['p90'] / 1e3:.1f}  p99 {lat['p99'] / 1e3:.1f}  max "
+                     f"{lat['max'] / 1e3:.1f}")
+    extra = f", bad checksums {_n(t['bad_checksums'])}" if "bad_checksums" in t else ""
+    lines.append(f"  session sequencing: gaps {_n(s['gaps'])}, duplicates {_n(s['duplicates'])}{extra}; damage: "
+                 f"malformed {_n(t['malformed'])}{(' ' + str(t['malformed_by_reason'])) if t['malformed_by_reason'] else ''}, "
+                 f"truncated {_n(t['truncated'])}")
+    if t["session_protocol"] == "fix":
+        lines.append(f"  MBP books: {_n(t['mbp_books'])} instruments")
+    return lines
+
+
 def _day_of(midnight_ns: int | None):
     if not midnight_ns:
         return None
@@ -462,8 +562,10 @@ def _protocol(opts: LiveOptions) -> str:
             return "itch50"
         from feedhandler.detect import detect
         p = detect(opts.file)
-    if p not in ("itch50", "mdp3"):
-        raise ValueError(f"run decodes itch50 and mdp3 (UDP feeds), not {p}: use `feedhandler replay` for it")
+    if p not in ("itch50", "mdp3") + TCP_PROTOCOLS:
+        raise ValueError(f"run decodes itch50, mdp3, fix and ouch (ouch42, ouch50), not {p}")
+    if p in TCP_PROTOCOLS and opts.retransmit:
+        raise ValueError("--retransmit is MoldUDP64's: a TCP session (FIX, OUCH) has none")
     if p == "mdp3" and opts.retransmit:
         raise ValueError("--retransmit is MoldUDP64's: CME MDP 3.0 has no UDP retransmission")
     if p == "mdp3" and not opts.sequencing:
@@ -687,6 +789,8 @@ def format_summary(s: dict) -> str:
                      f"{rec['snapshot_packets']:,}, skipped {rec['snapshot_skipped']:,} (not joined); "
                      f"stale {rec['stale_at_end']}; joined late for {rec.get('late_joins', 0):,} instruments "
                      "(first RptSeq > 1)")
+    if s.get("tcp_session"):
+        lines += _tcp_lines(s)
     lines += [f"  WARNING: {w}" for w in s.get("warnings") or ()]
     lines += file_damage_lines(s)
     cap = s.get("capture", {})
@@ -713,10 +817,12 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
                         "stamped with the replay's schedule")
     p.add_argument("--capture", choices=("auto", "afxdp", "dpdk", "afpacket", "pcap"), default=None,
                    help="capture backend (default: $FEEDHANDLER_CAPTURE or auto; pcap when only --file is given)")
-    p.add_argument("--protocol", choices=("auto", "itch", "itch50", "mdp3"), default="auto",
+    p.add_argument("--protocol", choices=("auto", "itch", "itch50", "mdp3", "fix", "ouch", "ouch42", "ouch50"),
+                   default="auto",
                    help="feed protocol (default auto: --file from the capture's bytes; an interface: itch50). "
                         "mdp3: CME MDP 3.0, A/B lines as two --group ADDR:PORT (ports sharing a channel when "
-                        "they differ by 1000, CME's convention)")
+                        "they differ by 1000, CME's convention). fix, ouch (version from the first messages), "
+                        "ouch42, ouch50: TCP sessions, reassembled and decoded as the packets arrive")
     p.add_argument("--snapshot-group", action="append", default=[], metavar="ADDR:PORT",
                    help="mdp3: CME market recovery (snapshot) group, joined only while an instrument is stale "
                         "after a gap and left once every book is rebuilt from SnapshotFullRefresh / "
@@ -896,8 +1002,10 @@ def damaged(s: dict) -> bool:
     def count(v) -> int:     # the framer's counters are ints or {reason: count}
         return sum(v.values()) if isinstance(v, dict) else int(v or 0)
 
+    t = s.get("tcp_session") or {}      # FIX / OUCH: malformed messages, truncated ones, TCP holes
     return bool(s.get("lost_messages") or s.get("gaps", 0) > s.get("gaps_filled", 0) or s.get("duplicates")
-                or s.get("file_damage") or any(count(fr.get(k)) for k in ("malformed", "truncated", "bad_length")))
+                or s.get("file_damage") or any(count(fr.get(k)) for k in ("malformed", "truncated", "bad_length"))
+                or t.get("malformed") or t.get("truncated") or t.get("tcp_holes"))
 
 
 def _chain(first, second):

@@ -609,6 +609,44 @@ class _TcpBatches(_Batches):
         super().__call__(ticks)
 
 
+def tcp_summary_parts(st: dict) -> tuple:
+    """(messages, messages_by_type, gaps, duplicates, malformed_by_reason, truncated, sessions, extra) of
+    a FIX / OUCH session decoder's statistics (``replay_stream``'s; ``feedhandler run``'s live decoder
+    gives the same shape): the counters replay's summary prints for those protocols."""
+    proto = st["protocol"]
+    if proto == "fix":
+        f = st["fix"]
+        messages = int(f["messages"])
+        by_type = {str(k): int(v) for k, v in f.get("by_msg_type", {}).items()}   # MsgType (35) -> messages
+        from feedhandler.protocols.fix_msgtypes import msg_type_name
+
+        type_names = {k: msg_type_name(k) for k in by_type}     # "D" -> "NewOrderSingle" (None: not in FIX)
+        gaps, dups = int(f["seq_gaps"]), int(f["duplicates"])
+        malformed = {k: int(f[k]) for k in ("bad_field", "garbled", "bad_body_length", "bad_checksum") if f[k]}
+        truncated = int(f["truncated_tail"])
+        sessions = None
+        extra = {"message_type_names": type_names, "fix": {k: int(v) for k, v in f.items() if k != "by_msg_type"},
+                 "seq_gap_messages": int(f["seq_gap_messages"]),
+                 "bad_checksums": int(f["bad_checksum"]), "possdup": int(f["possdup"]),
+                 "groups": st.get("groups"), "reference": st.get("reference", {})}
+    else:
+        so, o = st["soupbintcp"], st["ouch"]
+        messages = int(o["messages"])
+        by_type = {k: int(so[k]) for k in ("sequenced", "unsequenced", "server_heartbeats", "client_heartbeats",
+                                           "login_requests", "login_accepted", "login_rejected",
+                                           "end_of_session", "logout", "debug") if so.get(k)}
+        gaps = sum(len(s.get("gaps", [])) for s in st["sessions"].values())
+        dups = int(so["duplicates"])
+        malformed = {k: int(v) for k, v in o["rejects"].items() if v}
+        malformed.update({f"soupbintcp_{k}": int(so[k]) for k in ("bad_type", "bad_length") if so.get(k)})
+        truncated = int(so["truncated"])
+        sessions = {name: dict(s) for name, s in st["sessions"].items()}
+        extra = {"soupbintcp": {k: int(v) for k, v in so.items()},
+                 "ouch": {k: v for k, v in o.items()}, "gap_messages": int(so["gap_messages"]),
+                 "logins": [list(x) for x in st.get("logins", [])]}
+    return messages, by_type, gaps, dups, malformed, truncated, sessions, extra
+
+
 def _replay_tcp(path: str, opts: ReplayOptions, protocol: str) -> dict:
     """FIX and OUCH through the feed core: ``Feed(path, protocol)`` (TCP reassembly and the session
     decoder as its framer, ``framing.tcp.TcpSessionFramer``), then ``_pump`` in either mode, as ITCH
@@ -642,36 +680,7 @@ def _replay_tcp(path: str, opts: ReplayOptions, protocol: str) -> dict:
     tcp = {k: v for k, v in st["tcp"].items()}
     oes = handle.order_events.stats()
     proto = st["protocol"]
-    if proto == "fix":
-        f = st["fix"]
-        messages = int(f["messages"])
-        by_type = {str(k): int(v) for k, v in f.get("by_msg_type", {}).items()}   # MsgType (35) -> messages
-        from feedhandler.protocols.fix_msgtypes import msg_type_name
-
-        type_names = {k: msg_type_name(k) for k in by_type}     # "D" -> "NewOrderSingle" (None: not in FIX)
-        gaps, dups = int(f["seq_gaps"]), int(f["duplicates"])
-        malformed = {k: int(f[k]) for k in ("bad_field", "garbled", "bad_body_length", "bad_checksum") if f[k]}
-        truncated = int(f["truncated_tail"])
-        sessions = None
-        extra = {"message_type_names": type_names, "fix": {k: int(v) for k, v in f.items() if k != "by_msg_type"},
-                 "seq_gap_messages": int(f["seq_gap_messages"]),
-                 "bad_checksums": int(f["bad_checksum"]), "possdup": int(f["possdup"]),
-                 "groups": st.get("groups"), "reference": st.get("reference", {})}
-    else:
-        so, o = st["soupbintcp"], st["ouch"]
-        messages = int(o["messages"])
-        by_type = {k: int(so[k]) for k in ("sequenced", "unsequenced", "server_heartbeats", "client_heartbeats",
-                                           "login_requests", "login_accepted", "login_rejected",
-                                           "end_of_session", "logout", "debug") if so.get(k)}
-        gaps = sum(len(s.get("gaps", [])) for s in st["sessions"].values())
-        dups = int(so["duplicates"])
-        malformed = {k: int(v) for k, v in o["rejects"].items() if v}
-        malformed.update({f"soupbintcp_{k}": int(so[k]) for k in ("bad_type", "bad_length") if so.get(k)})
-        truncated = int(so["truncated"])
-        sessions = {name: dict(s) for name, s in st["sessions"].items()}
-        extra = {"soupbintcp": {k: int(v) for k, v in so.items()},
-                 "ouch": {k: v for k, v in o.items()}, "gap_messages": int(so["gap_messages"]),
-                 "logins": [list(x) for x in st.get("logins", [])]}
+    messages, by_type, gaps, dups, malformed, truncated, sessions, extra = tcp_summary_parts(st)
     base = _summary_mod.common(
         file=path, protocol=proto, fmt=fmt, gzip=gz, mode=opts.mode, file_bytes=os.path.getsize(path),
         packets=tcp.get("frames", 0), messages=messages, messages_by_type=by_type, records_=handle.records,

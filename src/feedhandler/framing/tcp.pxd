@@ -40,6 +40,10 @@ cdef class TcpStream:
     # counters
     cdef readonly uint64_t packets, retrans_segments, retrans_bytes, overlap_segments, overlap_bytes
     cdef readonly uint64_t overlap_conflicts, ooo_segments, hole_bytes, after_fin_bytes
+    # incremental consumers (Reassembler.marks): what was last reported
+    cdef Py_ssize_t _mk_len, _mk_holes
+    cdef readonly int64_t trimmed        # bytes dropped from the front of data (discard): data[0] is
+                                         # stream byte `trimmed`; offsets (holes, marks, ts_at) are data's
 
     cdef int64_t _unwrap(self, uint32_t raw)
     cdef void _append(self, bytes chunk, uint64_t ts)
@@ -60,7 +64,10 @@ cdef class Reassembler:
     cdef dict file_damage
     cdef list file_events
     cdef uint64_t file_bytes_skipped
+    cdef public object marks             # None, or a list receiving (stream, bytes, holes) per change
 
     cdef void _segment(self, _seg *s, bytes payload, uint64_t ts)
+    cdef void _segment_inner(self, _seg *s, bytes payload, uint64_t ts)
+    cdef void _mark(self, TcpStream st)
     cdef int _feed_pkts(self, const fh_pkt *pkts, size_t n) except -1
     cdef _add_source_damage(self, const fh_filesrc_stats *st)

@@ -35,6 +35,8 @@ from feedhandler.includes.msg cimport fh_msg
 from feedhandler.includes.moldudp64 cimport FH_MSG_RECORD
 from feedhandler.core.producer cimport Framer
 
+from bisect import bisect_left
+
 import numpy as np
 
 cdef extern from "fh/endian.h" nogil:
@@ -158,6 +160,8 @@ cdef class TcpStream:
         self.packets = self.retrans_segments = self.retrans_bytes = 0
         self.overlap_segments = self.overlap_bytes = self.overlap_conflicts = 0
         self.ooo_segments = self.hole_bytes = self.after_fin_bytes = 0
+        self._mk_len = self._mk_holes = 0
+        self.trimmed = 0
 
     @property
     def src(self):
@@ -169,11 +173,19 @@ cdef class TcpStream:
 
     def ts_at(self, offsets):
         """Capture time (ns) of the segment that delivered byte ``offsets[i] - 1`` (message ends)."""
+        o = np.asarray(offsets, dtype=np.int64)
+        cdef Py_ssize_t n_end = len(self._end_off), i, k
+        if n_end == 0:
+            return np.zeros(len(o), dtype=np.uint64)
+        if len(o) <= 64:
+            # a few message ends (a live packet's): binary search in the lists, no array of every chunk
+            out = np.empty(len(o), dtype=np.uint64)
+            for i in range(len(o)):
+                k = bisect_left(self._end_off, int(o[i]))
+                out[i] = self._end_ts[k if k < n_end else n_end - 1]
+            return out
         ends = np.asarray(self._end_off, dtype=np.int64)
         tss = np.asarray(self._end_ts, dtype=np.uint64)
-        o = np.asarray(offsets, dtype=np.int64)
-        if len(ends) == 0:
-            return np.zeros(len(o), dtype=np.uint64)
         idx = np.searchsorted(ends, o, side="left")
         np.clip(idx, 0, len(ends) - 1, out=idx)
         return tss[idx]
@@ -189,8 +201,33 @@ cdef class TcpStream:
             out.append((s, len(self.data)))
         return out
 
+    def discard(self, int64_t n):
+        """Drop the first ``n`` bytes of ``data`` (an incremental consumer is done with them), so that a
+        long live session does not keep every byte it received. Every offset (``holes``, ``ts_at``,
+        the marks) stays relative to ``data``: they move down by ``n`` (a hole before the cut keeps its
+        place in ``holes`` at a negative offset). Retransmitted bytes are then compared with the bytes
+        kept only (``overlap_conflicts``). Not for the whole-capture decoders (``pieces``)."""
+        if n <= 0:
+            return
+        if n > len(self.data):
+            raise ValueError(f"discard({n}): only {len(self.data)} bytes held")
+        del self.data[:n]
+        self.trimmed += n
+        self.base += n
+        cdef Py_ssize_t k = 0
+        cdef list offs = self._end_off
+        while k < len(offs) and <int64_t> offs[k] <= n:
+            k += 1
+        if k == len(offs) and k > 0:
+            k -= 1              # keep the last chunk's time (ts_at of later bytes never looks before it)
+        del self._end_off[:k]
+        del self._end_ts[:k]
+        self._end_off = [o - n for o in self._end_off]
+        self.holes = [(o - n, m) for o, m in self.holes]
+        self._mk_len -= n
+
     def stats(self):
-        return {"packets": self.packets, "bytes": len(self.data), "retrans_segments": self.retrans_segments,
+        return {"packets": self.packets, "bytes": self.trimmed + len(self.data), "retrans_segments": self.retrans_segments,
                 "retrans_bytes": self.retrans_bytes, "overlap_segments": self.overlap_segments,
                 "overlap_bytes": self.overlap_bytes, "overlap_conflicts": self.overlap_conflicts,
                 "ooo_segments": self.ooo_segments, "holes": len(self.holes), "hole_bytes": self.hole_bytes,
@@ -305,6 +342,31 @@ cdef class Reassembler:
         self.file_damage = {}
         self.file_events = []
         self.file_bytes_skipped = 0
+        self.marks = None
+
+    def track(self):
+        """Start recording, packet by packet, which streams changed: after every segment that delivered
+        bytes to a stream or declared a hole in it, ``marks`` receives ``(stream, len(stream.data),
+        len(stream.holes))`` (both directions are checked: an RST flushes the peer too). An incremental
+        consumer (``TcpSessionFramer``'s live mode) takes the list, frames each stream up to the marked
+        length, and so sees the messages in the order the packets completed them."""
+        if self.marks is None:
+            self.marks = []
+        return self
+
+    def take_marks(self):
+        """The marks recorded since the last call (see ``track``)."""
+        m = self.marks
+        self.marks = []
+        return m
+
+    cdef void _mark(self, TcpStream st):
+        if st is None:
+            return
+        if len(st.data) != st._mk_len or len(st.holes) != st._mk_holes:
+            st._mk_len = len(st.data)
+            st._mk_holes = len(st.holes)
+            self.marks.append((st, st._mk_len, st._mk_holes))
 
     def feed(self, uint64_t ts_ns, frame, int linktype=1):
         cdef const uint8_t[::1] f = frame
@@ -372,6 +434,12 @@ cdef class Reassembler:
         self.file_bytes_skipped += dmg["file_bytes_skipped"]
 
     cdef void _segment(self, _seg *s, bytes payload, uint64_t ts):
+        self._segment_inner(s, payload, ts)
+        if self.marks is not None:
+            self._mark(self.flows.get((s.src_ip, s.sport, s.dst_ip, s.dport)))
+            self._mark(self.flows.get((s.dst_ip, s.dport, s.src_ip, s.sport)))
+
+    cdef void _segment_inner(self, _seg *s, bytes payload, uint64_t ts):
         cdef TcpStream st, peer
         key = (s.src_ip, s.sport, s.dst_ip, s.dport)
         rkey = (s.dst_ip, s.dport, s.src_ip, s.sport)
@@ -435,6 +503,8 @@ cdef class Reassembler:
         cdef TcpStream st
         for st in self.streams:
             st._flush(st._end_ts[len(st._end_ts) - 1] if st._end_ts else st.first_ts)
+            if self.marks is not None:
+                self._mark(st)
         return list(self.streams)
 
     @property
@@ -490,6 +560,42 @@ def pair_streams(streams):
     return out
 
 
+class LiveConnections:
+    """The connections of a Reassembler's streams as they appear: ``pair_streams`` done incrementally
+    (same forward pass, so the connection indices are the same as replay's).
+
+    ``update(streams)`` takes the streams created since the last call; ``index[stream]`` is the
+    connection of a stream; ``oriented(i)`` its (client, server) by the rule of ``pair_streams``
+    applied to what is known now (the SYN direction; else the larger port is the client)."""
+
+    def __init__(self):
+        self.n_seen = 0
+        self.waiting = {}
+        self.pairs = []
+        self.index = {}
+
+    def update(self, streams):
+        for s in streams[self.n_seen:]:
+            rkey = (s.key[2], s.key[3], s.key[0], s.key[1])
+            q = self.waiting.get(s.key)
+            if q:
+                i = q.pop(0)
+                self.pairs[i][1] = s
+            else:
+                i = len(self.pairs)
+                self.waiting.setdefault(rkey, []).append(i)
+                self.pairs.append([s, None])
+            self.index[s] = i
+        self.n_seen = len(streams)
+
+    def oriented(self, i):
+        s, peer = self.pairs[i]
+        if s.is_client is True or (s.is_client is None and (peer is None or peer.is_client is not True)
+                                    and s.key[1] > s.key[3]):
+            return s, peer
+        return peer, s
+
+
 # ---- the feed core's TCP session framer ------------------------------------------------------------
 cdef enum:
     RECORD_CHUNK = 4096         # records handed to the producer per finish() call
@@ -499,8 +605,10 @@ cdef struct tsf_state:          # what the producer's nogil loop reads (ops.fr p
     void *obj                   # the TcpSessionFramer (borrowed: the producer keeps it alive)
     const fh_pkt *pkts          # the source's current batch
     size_t n
-    int done                    # the batch is reassembled
+    int done                    # the batch is reassembled (live: and its records handed out)
     int decoded                 # the sessions are decoded (records below are final)
+    int live                    # incremental mode: records come out of run() as messages complete
+    int consumed                # live: the current batch went through reassembly and decoding
     const uint8_t *recs         # decoded records (64 bytes each), owned by the framer's array
     size_t n_recs
     size_t pos                  # next record to hand out
@@ -512,29 +620,16 @@ cdef void _tsf_set_input(void *f, const fh_pkt *pkts, size_t n) noexcept nogil:
     t.pkts = pkts
     t.n = n
     t.done = 1 if n == 0 else 0
+    t.consumed = 0
 
 
 cdef int _tsf_input_done(void *f) noexcept nogil:
     return (<tsf_state *>f).done
 
 
-cdef size_t _tsf_run(void *f, const fh_msg **msgs) noexcept nogil:
-    # Reassembly only: no record can come out before the end of the capture (see TcpSessionFramer).
-    cdef tsf_state *t = <tsf_state *>f
-    if not t.done:
-        with gil:
-            (<TcpSessionFramer>t.obj)._consume()
-        t.done = 1
-    return 0
-
-
-cdef size_t _tsf_finish(void *f, const fh_msg **msgs) noexcept nogil:
-    cdef tsf_state *t = <tsf_state *>f
+cdef size_t _tsf_handout(tsf_state *t, const fh_msg **msgs) noexcept nogil:
+    """The next RECORD_CHUNK ready records as FH_MSG_RECORD messages."""
     cdef size_t k = 0
-    if not t.decoded:
-        with gil:
-            (<TcpSessionFramer>t.obj)._decode_all()
-        t.decoded = 1
     while k < RECORD_CHUNK and t.pos < t.n_recs:
         t.msgs[k].data = t.recs + t.pos * 64
         t.msgs[k].len = 0
@@ -545,26 +640,79 @@ cdef size_t _tsf_finish(void *f, const fh_msg **msgs) noexcept nogil:
     return k
 
 
+cdef size_t _tsf_run(void *f, const fh_msg **msgs) noexcept nogil:
+    cdef tsf_state *t = <tsf_state *>f
+    cdef size_t k
+    if t.live:
+        # incremental: reassemble the batch, decode the messages it completed, hand their records out
+        if t.pos < t.n_recs:
+            return _tsf_handout(t, msgs)
+        if t.done:
+            return 0
+        if not t.consumed:
+            t.consumed = 1
+            with gil:
+                (<TcpSessionFramer>t.obj)._consume_live()
+            if t.pos < t.n_recs:
+                return _tsf_handout(t, msgs)
+        t.done = 1
+        return 0
+    # whole-capture mode: reassembly only, no record before the end of the input (see TcpSessionFramer)
+    if not t.done:
+        with gil:
+            (<TcpSessionFramer>t.obj)._consume()
+        t.done = 1
+    return 0
+
+
+cdef size_t _tsf_finish(void *f, const fh_msg **msgs) noexcept nogil:
+    cdef tsf_state *t = <tsf_state *>f
+    if not t.decoded:
+        if t.pos >= t.n_recs:
+            with gil:
+                (<TcpSessionFramer>t.obj)._decode_all()
+            t.decoded = 1
+        # (live: records of the last batch still pending are handed out before the final ones)
+    return _tsf_handout(t, msgs)
+
+
 cdef class TcpSessionFramer(Framer):
     """TCP reassembly and a session decoder (FIX, SoupBinTCP + OUCH) as a framer of the feed core.
 
-    Packets in (the producer's source: ``pipeline.Feed``'s capture file), ``fh_tick`` records out, as
-    ``FH_MSG_RECORD`` messages the producer copies into the caller's batch or the ring (the producer
-    runs with no decoder: the records are made here).
+    Packets in (the producer's source: ``pipeline.Feed``'s capture file, or a live source through
+    ``LiveFeed``), ``fh_tick`` records out, as ``FH_MSG_RECORD`` messages the producer copies into the
+    caller's batch or the ring (the producer runs with no decoder: the records are made here).
 
-    ``decode(reassembler) -> (records, stats)`` turns the reassembled streams into records; it is
-    ``fix_stream.decode_streams`` or ``ouch_events.decode_streams``, the code ``replay_stream`` runs,
-    so the records are byte for byte those of ``replay_stream``. Those decoders need whole-capture
-    state, which is why the records come out only once the input has ended (``finish``): each
-    connection's two directions are merged by capture time, FIX reference data (SecurityList,
-    SecurityDefinition) anywhere in a connection names every record of its symbols and puts an
-    instrument definition ahead of them, symbol ids are assigned connection by connection, several
-    connections are then merged by capture time, and the OUCH version is told from the first
-    messages. Reassembly (per packet) and decoding run with the GIL (``with gil`` from the producer's
-    loop, on whichever thread drives it); the hand-out of the records is nogil.
+    Two modes, chosen by ``decode``:
 
-    An exception in reassembly or decoding (a signal's KeyboardInterrupt included) ends the input with
-    no records; ``failure`` holds it and the producer re-raises it from ``read()`` / ``join()``.
+    * **whole capture** (``decode`` a callable ``(reassembler) -> (records, stats)``:
+      ``fix_stream.decode_streams`` or ``ouch_events.decode_streams``, the code ``replay_stream``
+      runs, so the records are byte for byte those of ``replay_stream``). Those decoders need
+      whole-capture state, which is why the records come out only once the input has ended
+      (``finish``): each connection's two directions are merged by capture time, FIX reference data
+      (SecurityList, SecurityDefinition) anywhere in a connection names every record of its symbols
+      and puts an instrument definition ahead of them, symbol ids are assigned connection by
+      connection, several connections are then merged by capture time, and the OUCH version is told
+      from the first messages. ``feedhandler replay`` uses this mode.
+    * **incremental** (``decode`` an incremental session decoder: ``fix_stream.FixLiveDecoder`` or
+      ``ouch_events.OuchLiveDecoder``, objects with ``feed_marks(reassembler, marks) -> records``,
+      ``finish(reassembler) -> (records, stats)`` and ``snapshot(reassembler) -> stats``). The
+      reassembler records which stream each packet extended (``Reassembler.track``); after every
+      source batch the decoder frames the messages those packets completed, in packet order, and
+      their records come out of the producer's ``run`` at once, not at the end. ``feedhandler run``
+      (``--file`` and ``--iface``) uses this mode; the live rules that replace the whole-capture ones
+      are in those decoders' docstrings (in short: records in packet order, so the directions and
+      connections interleave as captured; symbol ids in order of first appearance across the
+      capture; reference data names the records that follow it; the FIX client side and the OUCH
+      version are decided from the first messages, which are held only until then). ``result`` is
+      the final statistics once the input has ended; ``progress()`` the statistics so far.
+
+    Reassembly (per packet) and decoding run with the GIL (``with gil`` from the producer's loop, on
+    whichever thread drives it); the hand-out of the records is nogil.
+
+    An exception in reassembly or decoding (a signal's KeyboardInterrupt included) ends the input
+    (whole capture: with no records); ``failure`` holds it and the producer re-raises it from
+    ``read()`` / ``join()``.
     """
     cdef tsf_state st
     cdef readonly Reassembler reassembler
@@ -572,20 +720,26 @@ cdef class TcpSessionFramer(Framer):
     cdef object recs
     cdef object _result
     cdef fh_filesrc *src
+    cdef readonly bint live
 
     def __cinit__(self):
         self.st.msgs = NULL
 
     def __init__(self, decode, *, int max_ooo_segments=1024, int64_t max_ooo_bytes=4 << 20):
-        if not callable(decode):
-            raise TypeError("decode must be a callable (reassembler) -> (records, stats)")
+        self.live = hasattr(decode, "feed_marks")
+        if not self.live and not callable(decode):
+            raise TypeError("decode must be a callable (reassembler) -> (records, stats) or an incremental "
+                            "session decoder (feed_marks, finish, snapshot)")
         self.decode = decode
         self.reassembler = Reassembler(max_ooo_segments=max_ooo_segments, max_ooo_bytes=max_ooo_bytes)
+        if self.live:
+            self.reassembler.track()
         self.st.msgs = <fh_msg *>calloc(RECORD_CHUNK, sizeof(fh_msg))
         if self.st.msgs == NULL:
             raise MemoryError()
         self.st.obj = <void *>self
         self.st.done = 1
+        self.st.live = 1 if self.live else 0
         self.ops.fr = &self.st
         self.ops.set_input = _tsf_set_input
         self.ops.input_done = _tsf_input_done
@@ -609,25 +763,50 @@ cdef class TcpSessionFramer(Framer):
         except BaseException as e:
             self.failure = e
 
-    cdef void _decode_all(self) noexcept:
+    cdef void _set_records(self, recs) except *:
         cdef const uint8_t[::1] raw
+        recs = np.ascontiguousarray(recs)
+        if recs.ndim != 1 or recs.dtype.itemsize != 64:
+            raise TypeError("decode must return a 1-d array of 64-byte records")
+        self.recs = recs
+        self.st.pos = 0
+        self.st.n_recs = 0
+        if recs.shape[0]:
+            raw = recs.view(np.uint8)
+            self.st.recs = &raw[0]
+            self.st.n_recs = recs.shape[0]
+
+    cdef void _consume_live(self) noexcept:
+        """Live: reassemble the batch, decode the messages it completed (records ready at once)."""
+        if self.failure is not None:
+            return
+        try:
+            self.reassembler._feed_pkts(self.st.pkts, self.st.n)
+            self._set_records(self.decode.feed_marks(self.reassembler, self.reassembler.take_marks()))
+        except BaseException as e:
+            self.failure = e
+
+    cdef void _decode_all(self) noexcept:
         if self.failure is not None:
             return
         try:
             if self.src != NULL:
                 self.reassembler._add_source_damage(fh_filesrc_stats_get(self.src))
-            recs, stats = self.decode(self.reassembler)
-            recs = np.ascontiguousarray(recs)
-            if recs.ndim != 1 or recs.dtype.itemsize != 64:
-                raise TypeError("decode must return a 1-d array of 64-byte records")
-            self.recs = recs
+            if self.live:
+                recs, stats = self.decode.finish(self.reassembler)
+            else:
+                recs, stats = self.decode(self.reassembler)
+            self._set_records(recs)
             self._result = stats
-            if recs.shape[0]:
-                raw = recs.view(np.uint8)
-                self.st.recs = &raw[0]
-                self.st.n_recs = recs.shape[0]
         except BaseException as e:
             self.failure = e
+
+    def progress(self):
+        """The decoder's statistics so far (incremental mode; whole capture: ``result``, None before
+        the end of the input)."""
+        if self._result is not None or not self.live:
+            return self._result
+        return self.decode.snapshot(self.reassembler)
 
     @property
     def decoded(self):
@@ -651,6 +830,44 @@ cdef class TcpSessionFramer(Framer):
             a, b = (st.src, st.dst) if c is not None else (st.dst, st.src)
             out.append(f"{_ip(a[0])}:{a[1]}>{_ip(b[0])}:{b[1]}")
         return out
+
+
+def live_session_framer(protocol, *, symbols=None, dictionary_dir=None, max_ooo_segments=1024,
+                        max_ooo_bytes=4 << 20):
+    """A TcpSessionFramer in incremental mode for a FIX or OUCH feed (``LiveFeed``, ``feedhandler run``)."""
+    if protocol == "fix":
+        from feedhandler.protocols.fix_stream import FixLiveDecoder
+        dec = FixLiveDecoder(symbols=symbols, dictionary_dir=dictionary_dir)
+    elif protocol in ("ouch", "ouch42", "ouch50"):
+        if dictionary_dir is not None:
+            raise ValueError("dictionary_dir (FIX data dictionaries) applies to fix only")
+        from feedhandler.protocols.ouch_events import OuchLiveDecoder
+        dec = OuchLiveDecoder(protocol, symbols=symbols)
+    else:
+        raise ValueError(f"{protocol!r} is not a TCP session protocol (fix, ouch, ouch42, ouch50)")
+    return TcpSessionFramer(dec, max_ooo_segments=max_ooo_segments, max_ooo_bytes=max_ooo_bytes)
+
+
+def live_session_stats(TcpSessionFramer framer):
+    """The common feed counters (``LiveFeed.stats``: packets, messages, gaps, duplicates, ...) of a FIX /
+    OUCH session framer so far, with ``tcp`` (reassembly) and ``session`` (the decoder's statistics,
+    shaped as ``replay_stream``'s) in full."""
+    st = framer.progress() or {}
+    tcp = st.get("tcp") or framer.reassembler.stats
+    d = {"packets": tcp.get("frames", 0), "moldudp64_packets": 0, "gaps_filled": 0, "out_of_order":
+         tcp.get("ooo_segments", 0), "resets": 0, "tcp": tcp, "session": st, "decoded": framer.decoded}
+    if st.get("protocol") == "fix":
+        f = st["fix"]
+        d.update(messages=int(f["messages"]), gaps=int(f["seq_gaps"]), lost_messages=int(f["seq_gap_messages"]),
+                 duplicates=int(f["duplicates"]), resets=int(f["seq_resets"]),
+                 gaps_filled=int(f["possdup_filled"]))
+    elif st:
+        so, o = st["soupbintcp"], st["ouch"]
+        d.update(messages=int(o["messages"]), gaps=sum(len(s.get("gaps", [])) for s in st["sessions"].values()),
+                 lost_messages=int(so["gap_messages"]), duplicates=int(so["duplicates"]))
+    else:
+        d.update(messages=0, gaps=0, lost_messages=0, duplicates=0)
+    return d
 
 
 # ---- frame builders for tests and synthetic captures (pure Python, not a hot path) ----------------

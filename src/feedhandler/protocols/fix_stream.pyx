@@ -516,6 +516,7 @@ cdef class FixStreamDecoder:
     cdef public dict orders
     cdef public str groups_source
     cdef dict given_symbols
+    cdef dict _seq_state                # conn -> session sequencing state (see _emit)
 
     def __cinit__(self):
         self.g42 = <grp_t *> calloc(1, sizeof(grp_t))
@@ -551,6 +552,7 @@ cdef class FixStreamDecoder:
             for s, iid in sorted(symbols.items(), key=lambda kv: kv[1]):
                 self._preload(s.encode() if isinstance(s, str) else bytes(s), iid)
         self.orders = {}
+        self._seq_state = {}
         self.reference = {}
         self.stats = {k: 0 for k in ("messages", "bad_field", "garbled", "bad_body_length", "bad_checksum",
                                      "truncated_tail", "holes", "seq_gaps", "seq_gap_messages", "possdup",
@@ -587,7 +589,7 @@ cdef class FixStreamDecoder:
                 out[key] = out.get(key, 0) + int(self.mt_counts[i])
         return dict(sorted(out.items()))
 
-    def _apply_reference(self, refs):
+    def _apply_reference(self, refs, live=False):
         """Map the symbols of reference data messages to instrument ids; returns [(iid, symbol, ts)]
         of the symbols defined for the first time (one fh_instrument_def record each).
 
@@ -595,6 +597,8 @@ cdef class FixStreamDecoder:
         A symbol already in the table (caller's map, or seen earlier on another connection) keeps its
         id. Otherwise a numeric SecurityID that fits uint32 and is not taken becomes the id; the other
         symbols get ids from the table's generator, in reference data order, after every numeric id.
+        ``live``: a symbol that already had an id from its first appearance (records were made before
+        its reference data arrived) keeps it and is counted in ``stats["ref_after_use"]``.
         """
         existing = {}
         cdef uint32_t i
@@ -615,6 +619,10 @@ cdef class FixStreamDecoder:
             if key in existing:
                 ids[key] = existing[key]
                 self.stats["ref_premapped"] += 1
+                if live and (self.given_symbols is None
+                             or (key not in self.given_symbols
+                                 and key.decode("ascii", "replace") not in self.given_symbols)):
+                    self.stats["ref_after_use"] = self.stats.get("ref_after_use", 0) + 1
                 continue
             v = int(secid) if secid.isdigit() and len(secid) <= 10 else 0
             if 0 < v < 0xFFFFFFFF and v not in used:
@@ -704,9 +712,19 @@ cdef class FixStreamDecoder:
         rows = rows[order]
         return self._decode_rows(parts, rows, conn)
 
-    cdef object _decode_rows(self, list parts, object rows, int conn):
+    def decode_live_rows(self, list parts, rows, int conn):
+        """(FixLiveDecoder) Records of the messages ``rows`` (part, span, ts_recv) in row order, with
+        the live reference data rule; sequencing state carries over between calls per ``conn``."""
+        return self._decode_rows(parts, rows, conn, True)
+
+    cdef object _decode_rows(self, list parts, object rows, int conn, bint live=False):
+        """Records of the messages ``rows`` (part index, span index, ts_recv) of one connection, in
+        row order. Whole capture (``live`` false): every reference data message of the rows is applied
+        before any record is made and the definitions come first. Live: reference data applies from
+        its message on (records before it keep what was known), its definitions are placed right
+        after it."""
         from feedhandler import records
-        cdef Py_ssize_t n = len(rows), i, k = 0, cap, ne = 0
+        cdef Py_ssize_t n = len(rows), i, k = 0, cap, ne = 0, a
         cdef fmsg_t *msgs = <fmsg_t *> malloc(max(n, 1) * sizeof(fmsg_t))
         cdef int32_t ents_cap = 0
         cdef entry_t *ents = NULL
@@ -715,14 +733,18 @@ cdef class FixStreamDecoder:
         cdef int64_t[:, ::1] sp
         cdef int32_t n_ents = 0
         cdef fmsg_t *m
-        total_bytes = sum(len(p[0].data) for p in parts)
+        if live:
+            # a bound from the messages' own bytes (the streams hold the whole session)
+            total_bytes = sum(int(np.sum(p[2][:, 1] - p[2][:, 0])) for p in parts)
+        else:
+            total_bytes = sum(len(p[0].data) for p in parts)
         ents_cap = <int32_t> min(total_bytes // 6 + 16, 1 << 26)   # an entry takes >= 6 bytes ("269=0|")
         ents = <entry_t *> malloc(ents_cap * sizeof(entry_t))
         if msgs == NULL or ents == NULL:
             free(msgs); free(ents)
             raise MemoryError()
         try:
-            # 1. native scan, one pass per direction
+            # 1. native scan, one pass per part (a direction; live: the messages one packet completed)
             for pi in range(len(parts)):
                 s, fs, spans, ts = parts[pi]
                 mv = s.data
@@ -736,22 +758,39 @@ cdef class FixStreamDecoder:
                                   &msgs[i], ents, &n_ents, ents_cap, &self.entries_dropped)
             # 2. per-MsgType counts and reference data (35=d SecurityDefinition, 35=y SecurityList)
             refs = []
+            ref_at = []                 # live: (message index, its reference entries)
             for i in range(n):
                 m = &msgs[i]
                 self.mt_counts[(m.msgtype[0] & 127) * 128 + (m.msgtype[1] & 127)] += 1
                 if (m.msgtype[0] == 100 or m.msgtype[0] == 121) and m.msgtype[1] == 0 and not m.bad_field:
                     s, fs, spans, ts = parts[r[i, 0]]
                     sp = spans
-                    refs.extend(_ref_entries(bytes(s.data[sp[r[i, 1], 0]:sp[r[i, 1], 1]]),
-                                             m.msgtype[0] == 121, m.sending_time))
+                    e_ = _ref_entries(bytes(s.data[sp[r[i, 1], 0]:sp[r[i, 1], 1]]),
+                                      m.msgtype[0] == 121, m.sending_time)
+                    refs.extend(e_)
+                    ref_at.append((i, e_))
                     self.stats["ref_messages"] += 1
-            defs = self._apply_reference(refs) if refs else []
-            # 3. instrument definitions first (before any record that uses them), then session + md +
-            #    orders (records)
-            cap = 2 * n + n_ents + 16 + len(defs)
-            out = records.empty(cap)
-            k = _write_defs(out, defs)
-            k = self._emit(parts, r, msgs, ents, n, out, conn, k)
+            seqst = self._seq_state.get(conn)
+            if seqst is None:
+                seqst = self._seq_state[conn] = [[0, 0], [set(), set()]]
+            if not live:
+                defs = self._apply_reference(refs) if refs else []
+                # 3. instrument definitions first (before any record that uses them), then session + md +
+                #    orders (records)
+                cap = 2 * n + n_ents + 16 + len(defs)
+                out = records.empty(cap)
+                k = _write_defs(out, defs)
+                k = self._emit(parts, r, msgs, ents, 0, n, out, conn, k, seqst)
+            else:
+                cap = 2 * n + n_ents + 16 + len(refs)
+                out = records.empty(cap)
+                a = 0
+                for i, e_ in ref_at:
+                    k = self._emit(parts, r, msgs, ents, a, i + 1, out, conn, k, seqst)
+                    defs = self._apply_reference(e_, True) if e_ else []
+                    k += _write_defs(out[k:], defs)
+                    a = i + 1
+                k = self._emit(parts, r, msgs, ents, a, n, out, conn, k, seqst)
         finally:
             free(msgs)
             free(ents)
@@ -759,9 +798,11 @@ cdef class FixStreamDecoder:
         self.stats["symbols_truncated"] = self.sym_truncated
         return out[:k]
 
-    cdef Py_ssize_t _emit(self, list parts, int64_t[:, ::1] r, fmsg_t *msgs, entry_t *ents, Py_ssize_t n,
-                          object out, int conn, Py_ssize_t k0) except -1:
-        """Records of n scanned messages into out[k0:]; returns the index after the last one."""
+    cdef Py_ssize_t _emit(self, list parts, int64_t[:, ::1] r, fmsg_t *msgs, entry_t *ents, Py_ssize_t i0,
+                          Py_ssize_t i1, object out, int conn, Py_ssize_t k0, list seqst) except -1:
+        """Records of the scanned messages i0..i1-1 into out[k0:]; returns the index after the last one.
+        ``seqst`` = [[next expected MsgSeqNum per direction (0: unknown)], [open gap MsgSeqNums per
+        direction]], the connection's session sequencing state (kept between calls)."""
         cdef uint8_t[::1] raw = out.view(np.uint8)
         cdef Py_ssize_t i, j, k = k0
         cdef fmsg_t *m
@@ -780,18 +821,45 @@ cdef class FixStreamDecoder:
         cdef int assign = self.given_symbols is None
         cdef int32_t pos_b = 0, pos_a = 0
         memset(cnt, 0, sizeof(cnt))
-        expct[0] = expct[1] = 0
-        missing = [set(), set()]                     # MsgSeqNums of open gaps per direction
+        expct[0] = seqst[0][0]
+        expct[1] = seqst[0][1]
+        missing = seqst[1]                           # MsgSeqNums of open gaps per direction
+        if i1 <= i0:
+            return k0
         bufs = []
-        for p in parts:
-            bufs.append(p[0].data)
-        cdef size_t ptrs[2]
-        cdef int fsv[2]
+        cdef size_t[::1] ptrs = np.zeros(len(parts), dtype=np.uintp)
+        cdef int32_t[::1] fsv = np.zeros(len(parts), dtype=np.int32)
         for pi in range(len(parts)):
             mv = parts[pi][0].data
+            bufs.append(mv)
             ptrs[pi] = <size_t> &mv[0] if mv.shape[0] else 0
             fsv[pi] = parts[pi][1]
-        for i in range(n):
+        try:
+            k = self._emit_loop(r, msgs, ents, i0, i1, raw, conn, k, ptrs, fsv, expct, missing, cnt, assign)
+        finally:
+            seqst[0][0] = expct[0]
+            seqst[0][1] = expct[1]
+        for j in range(19):
+            self.stats[_EMIT_COUNTERS[j]] += cnt[j]
+        return k
+
+    cdef Py_ssize_t _emit_loop(self, int64_t[:, ::1] r, fmsg_t *msgs, entry_t *ents, Py_ssize_t i0,
+                               Py_ssize_t i1, uint8_t[::1] raw, int conn, Py_ssize_t k, size_t[::1] ptrs,
+                               int32_t[::1] fsv, uint64_t *expct, list missing, uint64_t *cnt,
+                               int assign) except -1:
+        cdef Py_ssize_t i, j
+        cdef fmsg_t *m
+        cdef entry_t *e
+        cdef fh_tick *t
+        cdef fh_order_event *oe
+        cdef uint64_t ts_recv, expected, lat
+        cdef const uint8_t *base
+        cdef int pi, fs
+        cdef uint32_t iid
+        cdef char side
+        cdef list st
+        cdef int32_t pos_b = 0, pos_a = 0
+        for i in range(i0, i1):
             m = &msgs[i]
             pi = <int> r[i, 0]
             fs = fsv[pi]
@@ -804,22 +872,22 @@ cdef class FixStreamDecoder:
             if m.frac_qty:
                 cnt[2] += 1
             # ---- session sequencing ----
-            sq1 = missing[pi]
+            sq1 = missing[fs]
             after_gap = 0
             if m.seq == 0:
                 cnt[3] += 1
             elif m.kind == K_SEQRESET and not m.gapfill:
                 cnt[4] += 1
-                expct[pi] = m.newseqno
+                expct[fs] = m.newseqno
                 sq1.clear()
             elif m.kind == K_LOGON and m.reset:
                 cnt[4] += 1
-                expct[pi] = m.seq + 1
+                expct[fs] = m.seq + 1
                 sq1.clear()
             else:
-                expected = expct[pi]
+                expected = expct[fs]
                 if expected == 0 or m.seq == expected:
-                    expct[pi] = m.seq + 1
+                    expct[fs] = m.seq + 1
                 elif m.seq > expected:
                     if not m.possdup:
                         cnt[5] += 1
@@ -838,9 +906,9 @@ cdef class FixStreamDecoder:
                         memcpy(t.gap.session, b"FIX       ", 10)
                         k += 1
                         after_gap = 1
-                        expct[pi] = m.seq + 1
+                        expct[fs] = m.seq + 1
                     else:
-                        expct[pi] = m.seq + 1
+                        expct[fs] = m.seq + 1
                 else:
                     if m.possdup:
                         cnt[7] += 1
@@ -864,9 +932,9 @@ cdef class FixStreamDecoder:
                     else:
                         cnt[9] += 1
                         continue                    # a duplicate without PossDup is not applied
-                if m.kind == K_SEQRESET and m.gapfill and m.newseqno > expct[pi]:
-                    expct[pi] = m.newseqno
-            if m.possdup and m.seq and m.seq >= expct[pi]:
+                if m.kind == K_SEQRESET and m.gapfill and m.newseqno > expct[fs]:
+                    expct[fs] = m.newseqno
+            if m.possdup and m.seq and m.seq >= expct[fs]:
                 cnt[7] += 1
             # ---- market data ----
             if m.kind == K_W or m.kind == K_X:
@@ -1071,8 +1139,6 @@ cdef class FixStreamDecoder:
             oe.leaves_qty = <uint32_t> max(0, st[3])
             cnt[17] += 1
             k += 1
-        for j in range(19):
-            self.stats[_EMIT_COUNTERS[j]] += cnt[j]
         return k
 
 
@@ -1408,3 +1474,256 @@ def synth(path, n=1000, seed=0, *, begin=b"FIX.4.4", mss=1460, t0=1_700_000_000_
     conv.close(msgs[len(msgs) - 1][0] + 1000 if msgs else t0)
     write_pcap(path, conv.frames, nanosecond=True)
     return msgs
+
+
+# ---- incremental decoding (the feed core's live mode) ----------------------------------------------
+HOLD_MESSAGES = 10000           # messages held per connection while its client side is undecided
+TRIM_BYTES = 1 << 20            # a stream drops the bytes already decoded once they reach this
+
+
+class FixLiveDecoder:
+    """FIX sessions decoded as the packets arrive: the incremental session decoder of
+    ``framing.tcp.TcpSessionFramer`` (``feedhandler run --file`` / ``--iface``, ``LiveFeed(source, "fix")``).
+
+    Same framing, validation, sequencing, market data and order lifecycle code as ``replay_stream``
+    (``FixStreamDecoder``); what needs the whole capture there is defined here for a live feed:
+
+    * **order**: the reassembler reports, packet by packet, which stream grew (``Reassembler.track``);
+      the messages a packet completed are decoded in packet order. Both directions and every
+      connection therefore interleave as they were captured (replay sorts by the capture time of the
+      segment completing each message: the same order on a capture whose time stamps do not go back,
+      except that replay puts, at equal time stamps, the client's message first).
+    * **symbol ids**: the given map first; reference data (SecurityList 35=y, SecurityDefinition 35=d)
+      gives its numeric SecurityID as id to symbols not seen before, **from that message on**, with
+      the ``fh_instrument_def`` record placed right after it (replay: every record of the connection
+      is named by it and the definitions come first, at ts_recv 0). A symbol already used before its
+      reference data arrived keeps the id it got at first appearance (ids from 1, across the
+      capture), is counted in ``fix.ref_after_use``, and its definition record carries that id.
+    * **client side**: the side sending D/F/G is the client, the side sending 8/9/W/X the exchange
+      (as replay, on the first 64 KiB of each direction), decided at the first such message; the
+      messages before it (logons, heartbeats) are held until then, at most ``HOLD_MESSAGES`` per
+      connection (then the SYN / port rule of ``pair_streams`` decides), and at the end of the input.
+    * **bad input**: garbled bytes, bad BodyLength, bad CheckSum, fields that do not parse, TCP holes
+      and a truncated message at a hole or at the end are counted in ``stats["fix"]`` as replay counts
+      them; a message split across packets waits for its last byte.
+
+    Memory: once a decided connection's stream holds ``trim_bytes`` (default ``TRIM_BYTES``) of bytes
+    already framed and decoded, it drops them (``TcpStream.discard``): a long session keeps about that
+    much per direction, plus an incomplete message (replay keeps every byte).
+    """
+
+    def __init__(self, symbols=None, dictionary_dir=None):
+        from feedhandler.framing.tcp import LiveConnections
+        self.dec = FixStreamDecoder(dictionary_dir, symbols)
+        self.dec.stats["ref_after_use"] = 0
+        self.conns = LiveConnections()
+        self.parse = {}             # stream -> [next byte to frame, piece start, piece counted, holes done]
+        self.side = {}              # connection -> (client, server) once decided
+        self.held = {}              # connection -> [(stream, spans, ts)] while undecided
+        self.held_n = {}
+        self.records = 0
+        self.rows_buf = np.empty((4096, 3), dtype=np.int64)
+        self.trim_bytes = TRIM_BYTES
+        self.trimmed = 0
+        self.mark_no = 0                # marks seen so far: the order of the packets
+
+    # -- framing ------------------------------------------------------------------------------------
+    def _split(self, st, ps, limit, out):
+        """Frame st.data[ps[0]:limit]; complete messages' spans into out; ps[0] moves past them."""
+        stats = self.dec.stats
+        rows_buf = self.rows_buf
+        start = ps[0]
+        pos = 0
+        mv = memoryview(st.data)[start:limit]
+        try:
+            while True:
+                k, consumed = _fix.split(mv[pos:], rows_buf)
+                rows = rows_buf[:k]
+                sts = rows[:, 0]
+                ok = rows[sts == 0]
+                if len(ok):
+                    out.append(ok[:, 1:3] + (start + pos))
+                stats["garbled"] += int(np.count_nonzero(sts == 2))
+                stats["bad_body_length"] += int(np.count_nonzero(sts == 3))
+                stats["bad_checksum"] += int(np.count_nonzero(sts == 4))
+                pos += consumed
+                if k < rows_buf.shape[0] or consumed == 0:
+                    break
+        finally:
+            mv.release()
+        ps[0] = start + pos
+
+    def _tail(self, st, ps, end):
+        """The piece ends at ``end`` (a hole, or the end of the input): leftover bytes are a truncated message."""
+        if ps[0] < end and bytes(st.data[ps[0]:end]).strip(b"\0 \r\n"):
+            self.dec.stats["truncated_tail"] += 1
+
+    def _frame(self, st, end, nholes):
+        ps = self.parse.get(st)
+        if ps is None:
+            # [next byte to frame, piece start, piece state (0 first piece, 1 after a hole, 2 counted),
+            #  holes done]; offsets into st.data (they move down when the stream discards bytes)
+            ps = self.parse[st] = [0, 0, 0, 0]
+        out = []
+        while True:
+            off = st.holes[ps[3]][0] if ps[3] < nholes else None
+            limit = end if off is None else off
+            if limit > ps[1] and ps[2] == 1:
+                self.dec.stats["holes"] += 1     # a piece after a hole (counted once it has bytes)
+                ps[2] = 2
+            if limit > ps[0]:
+                self._split(st, ps, limit, out)
+            if off is None:
+                break
+            if off > ps[1]:
+                self._tail(st, ps, off)
+                ps[0] = ps[1] = off
+                ps[2] = 1
+            ps[3] += 1
+        if not out:
+            return None
+        return np.ascontiguousarray(np.concatenate(out), dtype=np.int64)
+
+    def _trim(self, marks):
+        """Let the streams of decided connections drop the bytes framed and decoded (``trim_bytes`` at a time)."""
+        seen = set()
+        for st, _end, _nh in marks:
+            if st in seen:
+                continue
+            seen.add(st)
+            ps = self.parse.get(st)
+            if ps is None or ps[0] < self.trim_bytes or self.conns.index[st] not in self.side:
+                continue
+            n = ps[0]
+            st.discard(n)
+            ps[0] -= n
+            ps[1] -= n
+            self.trimmed += n
+
+    # -- sides ----------------------------------------------------------------------------------------
+    def _decide(self, i, final):
+        c, s = self.conns.oriented(i)
+        def score(st):
+            if st is None:
+                return 0
+            d = bytes(st.data[:65536])
+            return (d.count(b"\x0135=D\x01") + d.count(b"\x0135=F\x01") + d.count(b"\x0135=G\x01")
+                    - d.count(b"\x0135=8\x01") - d.count(b"\x0135=W\x01") - d.count(b"\x0135=X\x01"))
+        if not (final or score(c) != 0 or score(s) != 0 or self.held_n.get(i, 0) >= HOLD_MESSAGES):
+            return False
+        self.side[i] = _fix_direction((c, s), self.dec)
+        return True
+
+    def feed_marks(self, reassembler, marks):
+        """Records of the messages completed by the packets behind ``marks`` (Reassembler.take_marks).
+
+        Each stream is framed once per call, up to its last mark; a message belongs to the first mark
+        (packet) whose length covers its last byte, and the messages are decoded in mark order: the
+        order of the packets that completed them, whatever the batching."""
+        self.conns.update(reassembler.streams)
+        base = self.mark_no
+        self.mark_no += len(marks)
+        by_stream = {}
+        for g, (st, end, nh) in enumerate(marks):
+            e = by_stream.get(st)
+            if e is None:
+                e = by_stream[st] = [[], [], 0]
+            e[0].append(base + g)
+            e[1].append(end)
+            e[2] = nh
+        chunks = []
+        for st, (gs, ends, nh) in by_stream.items():
+            spans = self._frame(st, ends[len(ends) - 1], nh)
+            if spans is None:
+                continue
+            k = np.searchsorted(np.asarray(ends, dtype=np.int64), spans[:, 1], side="left")
+            np.minimum(k, len(gs) - 1, out=k)
+            gidx = np.asarray(gs, dtype=np.int64)[k]
+            ts = st.ts_at(spans[:, 1])
+            i = self.conns.index[st]
+            if i in self.side:
+                chunks.append((i, st, spans, ts, gidx))
+                continue
+            self.held.setdefault(i, []).append((st, spans, ts, gidx))
+            self.held_n[i] = self.held_n.get(i, 0) + len(spans)
+        for i in list(self.held):
+            if self._decide(i, False):
+                chunks.extend((i,) + e for e in self.held.pop(i))
+                self.held_n.pop(i, None)
+        recs = self._decode(chunks)
+        self._trim(marks)
+        return recs
+
+    def _decode(self, chunks):
+        """Records of the messages of ``chunks`` [(connection, stream, spans, ts, mark index per message)]
+        in mark order; consecutive messages of one connection are decoded in one call."""
+        from feedhandler import records
+        if not chunks:
+            return records.empty(0)
+        if len(chunks) == 1:                # the common live case: one stream's messages of one packet batch
+            i, st, spans, ts, _g = chunks[0]
+            c, s = self.side[i]
+            n = len(spans)
+            rows = np.empty((n, 3), dtype=np.int64)
+            rows[:, 0] = 0
+            rows[:, 1] = np.arange(n)
+            rows[:, 2] = ts
+            recs = self.dec.decode_live_rows([(st, 1 if st is s else 0, spans, None)], rows, i)
+            self.records += len(recs)
+            return recs
+        conn = np.concatenate([np.full(len(c[2]), c[0], dtype=np.int64) for c in chunks])
+        cid = np.concatenate([np.full(len(c[2]), j, dtype=np.int64) for j, c in enumerate(chunks)])
+        row = np.concatenate([np.arange(len(c[2]), dtype=np.int64) for c in chunks])
+        ts = np.concatenate([c[3].astype(np.int64) for c in chunks])
+        gidx = np.concatenate([c[4] for c in chunks])
+        order = np.argsort(gidx, kind="stable")
+        conn, cid, row, ts = conn[order], cid[order], row[order], ts[order]
+        cuts = np.concatenate([[0], np.flatnonzero(np.diff(conn)) + 1, [len(conn)]])
+        outs = []
+        for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
+            i = int(conn[a])
+            c, s = self.side[i]
+            ids, local = np.unique(cid[a:b], return_inverse=True)
+            parts = []
+            for j in ids.tolist():
+                st = chunks[j][1]
+                parts.append((st, 1 if st is s else 0, chunks[j][2], None))
+            rows = np.stack([local.astype(np.int64).ravel(), row[a:b], ts[a:b]], axis=1)
+            recs = self.dec.decode_live_rows(parts, rows, i)
+            if len(recs):
+                outs.append(recs)
+        if not outs:
+            return records.empty(0)
+        recs = outs[0] if len(outs) == 1 else records.concat(outs)
+        self.records += len(recs)
+        return recs
+
+    def finish(self, reassembler):
+        """The end of the input: gaps become holes, truncated tails are counted, held messages decoded.
+        Returns (records, stats) (stats as ``decode_streams``'s, with ``live``)."""
+        from feedhandler import records
+        reassembler.finish()
+        outs = [self.feed_marks(reassembler, reassembler.take_marks())]
+        for st, ps in self.parse.items():
+            if len(st.data) > ps[1]:
+                self._tail(st, ps, len(st.data))
+        chunks = []
+        for i in sorted(self.held):
+            self._decide(i, True)
+            chunks.extend((i,) + e for e in self.held[i])
+        self.held.clear()
+        self.held_n.clear()
+        outs.append(self._decode(chunks))
+        outs = [o for o in outs if len(o)]
+        recs = records.concat(outs) if len(outs) > 1 else (outs[0] if outs else records.empty(0))
+        return recs, self.snapshot(reassembler)
+
+    def snapshot(self, reassembler):
+        """Statistics so far, shaped as ``decode_streams``'s (``records``: records emitted so far)."""
+        dec = self.dec
+        fx = dict(dec.stats)
+        fx["by_msg_type"] = dec.msg_type_counts()
+        return {"protocol": "fix", "tcp": reassembler.stats, "fix": fx, "symbols": dec.symbol_map(),
+                "reference": dict(dec.reference), "groups": dec.groups_source, "records": self.records,
+                "live": {"held_messages": int(sum(self.held_n.values())),
+                         "connections": len(self.conns.pairs), "bytes_discarded": self.trimmed}}

@@ -632,3 +632,367 @@ def synth(path, n=1000, seed=0, version="4.2", *, t0=1_700_000_000_000_000_000, 
     conv.close(ts + 1000)
     write_pcap(path, conv.frames, nanosecond=True)
     return pk
+
+
+# ---- incremental decoding (the feed core's live mode) ----------------------------------------------
+DETECT_SAMPLE = 64              # messages held to tell the OUCH version ("ouch"), as detect_version's sample
+
+
+class OuchLiveDecoder:
+    """OUCH over SoupBinTCP decoded as the packets arrive: the incremental session decoder of
+    ``framing.tcp.TcpSessionFramer`` (``feedhandler run --file`` / ``--iface``).
+
+    Same SoupBinTCP framing (``soupbintcp_stream.split``), session numbering and OUCH decoder
+    (``OuchEventDecoder``) as ``replay_stream``; the whole-capture rules become:
+
+    * **order**: packets complete SoupBinTCP packets in packet order (``Reassembler.track``), both
+      directions and every connection interleaved as captured (replay sorts by capture time: the same
+      on a capture whose time stamps do not go back; at equal stamps replay puts the client first).
+    * **version** (``"ouch"``): told by ``detect_version`` from the first ``DETECT_SAMPLE`` data
+      messages of the capture, which are held until then (or until the end of the input), as replay
+      tells it from the first messages of its capture-time table; "ouch42" / "ouch50" hold nothing.
+    * **sides**: the SYN tells the client (else the larger port, as ``pair_streams``), decided at the
+      first bytes of a connection; its index is that of the stream seen first (replay: the client's).
+    * **sessions**: a Login Accepted is matched with the latest Login Request of its connection so far
+      (replay: the connection's last one); sequenced packets are numbered from it as in replay. The
+      highest sequence number of a session name, shared by its connections, moves in packet order
+      (replay: connection after connection, so two connections of one session open at the same time
+      are numbered there as a reconnection: the second one's packets as replays).
+    * **bad input**: bad packet types and lengths, truncated packets at a hole or at the end, TCP holes
+      are counted as replay counts them. After a bad packet, framing resynchronises on the bytes
+      received so far (replay: on the whole stream), so on a damaged stream the bytes skipped can differ.
+    * symbol ids: the given map, else from 1 in order of first appearance (as replay).
+
+    Memory: once a stream holds ``trim_bytes`` of bytes already decoded (and the version is known),
+    it drops them (``TcpStream.discard``), as ``FixLiveDecoder`` does.
+    """
+
+    def __init__(self, protocol="ouch", symbols=None):
+        from feedhandler.framing.tcp import LiveConnections
+        from feedhandler.framing.soupbintcp_stream import SoupSessions
+        self.protocol = protocol
+        self.symbols = symbols
+        self.conns = LiveConnections()
+        self.sess = SoupSessions()          # counters, sessions, logins (filled here, incrementally)
+        self.streams = []                   # as SoupSessions.streams: the "stream" column indexes it
+        self.sidx = {}
+        self.parse = {}                     # stream -> [pos, piece start, piece counted, holes done]
+        self.side = {}                      # connection -> (client, server, conn id)
+        self.seq = {}                       # connection -> sequencing state
+        self.dec = None
+        if protocol not in ("ouch", "auto"):
+            self.dec = OuchEventDecoder("4.2" if protocol in ("ouch42", "4.2") else "5.0", symbols)
+        self.held = []                      # tables held while the version is undecided
+        self.held_n = 0
+        self.records = 0
+        from feedhandler.protocols.fix_stream import TRIM_BYTES
+        self.trim_bytes = TRIM_BYTES        # a stream drops the bytes already decoded once they reach this
+        self.trimmed = 0
+        self.mark_no = 0                    # marks seen so far: the order of the packets
+
+    # -- framing ------------------------------------------------------------------------------------
+    def _frame(self, st, end, nholes, from_server):
+        """(payload_off, payload_len, type, reason, after_hole) rows of the packets completed up to ``end``."""
+        from feedhandler.framing.soupbintcp_stream import split, REASONS as SREASONS
+        ps = self.parse.get(st)
+        if ps is None:
+            # [next byte, piece start, piece state (0 first piece, 1 after a hole, 2 resynchronised),
+            #  holes done]; offsets into st.data (they move down when the stream discards bytes)
+            ps = self.parse[st] = [0, 0, 0, 0]
+        c = self.sess.counters
+        out = []
+        while True:
+            off = st.holes[ps[3]][0] if ps[3] < nholes else None
+            limit = end if off is None else off
+            if limit > ps[0]:
+                after_hole = ps[2] == 1
+                if after_hole:
+                    c["holes"] += 1
+                    ps[2] = 2
+                rows, consumed = split(st.data, ps[0], limit, from_server, after_hole)
+                r5 = np.zeros((rows.shape[0], 5), np.int64)
+                r5[:, :4] = rows
+                reasons = rows[:, 3]
+                ok = np.nonzero(reasons == 0)[0]
+                bad = reasons[reasons != 0]
+                if after_hole:
+                    if len(ok):
+                        r5[ok[0], 4] = 1
+                    if rows.shape[0] and reasons[0] != 0:
+                        bad = reasons[1:][reasons[1:] != 0]
+                c["packets"] += len(ok)
+                for reason, cnt in zip(*np.unique(bad, return_counts=True)):
+                    c[SREASONS[int(reason)]] += int(cnt)
+                ps[0] = consumed
+                out.append(r5)
+            if off is None:
+                break
+            if off > ps[1]:
+                if ps[0] < off:
+                    c["truncated"] += 1
+                ps[0] = ps[1] = off
+                ps[2] = 1
+            ps[3] += 1
+        return np.concatenate(out) if out else None
+
+    # -- sessions -----------------------------------------------------------------------------------
+    def _stream_index(self, st):
+        si = self.sidx.get(st)
+        if si is None:
+            si = self.sidx[st] = len(self.streams)
+            self.streams.append(st)
+        return si
+
+    def _client(self, i, st, rows, gidx, out):
+        """Client packets of one call (vectorized): unsequenced data rows into ``out``; Login Requests
+        returned as [(mark, payload)] for the connection's numbering (a Login Accepted reads the latest)."""
+        from feedhandler.framing.soupbintcp_stream import F_AFTER_GAP
+        c = self.sess.counters
+        ok = rows[:, 3] == 0
+        t = rows[:, 2]
+        data = ok & (t == 85)
+        c["unsequenced"] += int(data.sum())
+        c["client_heartbeats"] += int((ok & (t == 82)).sum())
+        c["logout"] += int((ok & (t == 79)).sum())
+        login = ok & (t == 76)
+        c["login_requests"] += int(login.sum())
+        c["debug"] += int((ok & (t != 85) & (t != 76) & (t != 82) & (t != 79)).sum())
+        if data.any():
+            flags = np.where(rows[data, 4] != 0, F_AFTER_GAP, 0).astype(np.uint8)
+            out.append((st, 0, rows[data, 0], rows[data, 1], np.zeros(int(data.sum()), np.uint64), flags,
+                        gidx[data]))
+        return [(int(gidx[k]), bytes(st.data[rows[k, 0]:rows[k, 0] + rows[k, 1]])) for k in np.flatnonzero(login)]
+
+    def _apply_login_requests(self, q, logins, before):
+        while logins and logins[0][0] < before:
+            p = logins.pop(0)[1]
+            q["req_sess"] = p[16:26].strip().decode("ascii", "replace")
+            s_ = p[26:46].strip()
+            q["req_seq"] = int(s_) if s_.isdigit() else 0
+
+    def _server(self, i, st, rows, gidx, out, logins):
+        """Server packets of one call: sequenced data numbered from Login Accepted as
+        ``SoupSessions.add_pair`` numbers them (runs of 'S' packets vectorized)."""
+        from feedhandler.framing.soupbintcp_stream import F_AFTER_GAP, F_DUP, F_NO_LOGIN
+        q = self.seq[i]
+        conn = self.side[i][2]
+        c = self.sess.counters
+        ok_idx = np.flatnonzero(rows[:, 3] == 0)
+        r = rows[ok_idx]
+        g = gidx[ok_idx]
+        t = r[:, 2]
+        special = np.flatnonzero((t != 83) | (r[:, 4] != 0))
+        pos = 0
+        bounds = special.tolist() + [len(r)]
+        for sp in bounds:
+            if sp > pos:                                    # a run of 'S' packets
+                m = sp - pos
+                c["sequenced"] += m
+                flags = np.zeros(m, np.uint8)
+                seqs = np.zeros(m, np.uint64)
+                if q["gap_flag"]:
+                    flags[0] |= F_AFTER_GAP
+                    q["gap_flag"] = False
+                if not q["have"]:
+                    c["no_login_sequenced"] += m
+                    flags |= F_NO_LOGIN
+                else:
+                    sq = q["nxt"] + np.arange(m, dtype=np.int64)
+                    dup = sq <= q["last"]
+                    nd = int(dup.sum())
+                    c["duplicates"] += nd
+                    flags[dup] |= F_DUP
+                    if nd < m:
+                        q["last"] = int(sq[m - 1])
+                        if q["st"] is not None:
+                            q["st"]["last_seq"] = q["last"]
+                    q["nxt"] += m
+                    seqs = sq.astype(np.uint64)
+                out.append((st, 1, r[pos:sp, 0], r[pos:sp, 1], seqs, flags, g[pos:sp]))
+            if sp == len(r):
+                break
+            # one packet that is not plain sequenced data, or the first after a TCP hole
+            off, ln, ty, after = int(r[sp, 0]), int(r[sp, 1]), int(t[sp]), int(r[sp, 4])
+            pos = sp + 1
+            if after:
+                q["have"] = False
+                q["gap_flag"] = True
+            if ty == 83:
+                c["sequenced"] += 1
+                fl = 0
+                if q["gap_flag"]:
+                    fl |= F_AFTER_GAP
+                    q["gap_flag"] = False
+                seq = 0
+                if not q["have"]:
+                    c["no_login_sequenced"] += 1
+                    fl |= F_NO_LOGIN
+                else:
+                    if q["nxt"] <= q["last"]:
+                        fl |= F_DUP
+                        c["duplicates"] += 1
+                    else:
+                        q["last"] = q["nxt"]
+                        if q["st"] is not None:
+                            q["st"]["last_seq"] = q["last"]
+                    seq = q["nxt"]
+                    q["nxt"] += 1
+                out.append((st, 1, r[sp:sp + 1, 0], r[sp:sp + 1, 1], np.array([seq], np.uint64),
+                            np.array([fl], np.uint8), g[sp:sp + 1]))
+            elif ty == 65:
+                self._apply_login_requests(q, logins, int(g[sp]))
+                if q["st"] is not None:
+                    q["st"]["last_seq"] = q["last"]
+                c["login_accepted"] += 1
+                p = bytes(st.data[off:off + ln])
+                sess = p[:10].strip().decode("ascii", "replace")
+                s_ = p[10:30].strip()
+                q["nxt"] = int(s_) if s_.isdigit() else 0
+                q["have"] = q["nxt"] > 0
+                ss = q["st"] = self.sess.sessions.setdefault(sess, {"last_seq": 0, "logins": 0, "gaps": []})
+                ss["logins"] += 1
+                q["last"] = ss["last_seq"]
+                if q["last"] and q["nxt"] > q["last"] + 1:
+                    ss["gaps"].append((q["last"] + 1, q["nxt"] - q["last"] - 1))
+                    c["gap_messages"] += q["nxt"] - q["last"] - 1
+                    q["gap_flag"] = True
+                if q["req_seq"] and q["req_seq"] != q["nxt"]:
+                    c["requested_seq_mismatch"] += 1
+                self.sess.logins.append((conn, q["req_sess"], q["req_seq"], sess, q["nxt"]))
+            elif ty == 74:
+                self._apply_login_requests(q, logins, int(g[sp]))
+                c["login_rejected"] += 1
+                self.sess.logins.append((conn, q["req_sess"], q["req_seq"], None, 0))
+            elif ty == 72:
+                c["server_heartbeats"] += 1
+            elif ty == 90:
+                c["end_of_session"] += 1
+            else:
+                c["debug"] += 1
+
+    def _table(self, marks):
+        """MSG_DTYPE rows of the data packets completed by ``marks``, in the order of the packets that
+        completed them (each stream framed once per call; a packet belongs to the first mark covering it)."""
+        from feedhandler.framing.soupbintcp_stream import MSG_DTYPE
+        base = self.mark_no
+        self.mark_no += len(marks)
+        by_stream = {}
+        for gi, (st, end, nh) in enumerate(marks):
+            e = by_stream.get(st)
+            if e is None:
+                e = by_stream[st] = [[], [], 0]
+            e[0].append(base + gi)
+            e[1].append(end)
+            e[2] = nh
+        per_conn = {}
+        for st, (gs, ends, nh) in by_stream.items():
+            i = self.conns.index[st]
+            if i not in self.side:
+                cl, sv = self.conns.oriented(i)
+                self.side[i] = (cl, sv, (cl if cl is not None else sv).conn)
+                self.seq[i] = {"nxt": 0, "last": 0, "have": False, "gap_flag": False, "st": None,
+                               "req_sess": None, "req_seq": None, "logins": []}
+            cl, sv, _ = self.side[i]
+            from_server = st is sv if sv is not None else (cl is not None and st is not cl)
+            rows = self._frame(st, ends[len(ends) - 1], nh, from_server)
+            if rows is None or not rows.shape[0]:
+                continue
+            k = np.searchsorted(np.asarray(ends, dtype=np.int64), rows[:, 0] + rows[:, 1], side="left")
+            np.minimum(k, len(gs) - 1, out=k)
+            per_conn.setdefault(i, []).append((st, bool(from_server), rows, np.asarray(gs, dtype=np.int64)[k]))
+        out = []
+        for i, items in per_conn.items():
+            q = self.seq[i]
+            for st, fs, rows, g in items:
+                if not fs:
+                    q["logins"].extend(self._client(i, st, rows, g, out))
+            q["logins"].sort(key=lambda x: x[0])
+            for st, fs, rows, g in items:
+                if fs:
+                    self._server(i, st, rows, g, out, q["logins"])
+            self._apply_login_requests(q, q["logins"], self.mark_no)
+        n = sum(len(o[2]) for o in out)
+        tab = np.zeros(n, dtype=MSG_DTYPE)
+        if not n:
+            return tab
+        gidx = np.empty(n, np.int64)
+        k = 0
+        where = {}                          # stream -> row slices (one ts_at call per stream)
+        for st, fs, off, ln, seq, fl, g in out:
+            m = len(off)
+            sl = slice(k, k + m)
+            tab["off"][sl] = off
+            tab["len"][sl] = ln
+            tab["seq"][sl] = seq
+            tab["flags"][sl] = fl
+            tab["from_server"][sl] = fs
+            tab["ptype"][sl] = b"S" if fs else b"U"
+            tab["conn"][sl] = self.side[self.conns.index[st]][2]
+            tab["stream"][sl] = self._stream_index(st)
+            where.setdefault(st, []).append(np.arange(k, k + m))
+            gidx[sl] = g
+            k += m
+        for st, idx in where.items():
+            ix = np.concatenate(idx)
+            tab["ts_recv"][ix] = st.ts_at(tab["off"][ix].astype(np.int64) + tab["len"][ix].astype(np.int64))
+        return tab[np.argsort(gidx, kind="stable")]
+
+    def _decode(self, table, final=False):
+        from feedhandler import records
+        if self.dec is None:
+            if len(table):
+                self.held.append(table)
+                self.held_n += len(table)
+            if self.held_n < DETECT_SAMPLE and not final:
+                return records.empty(0)
+            table = np.concatenate(self.held) if self.held else table[:0]
+            self.held = []
+            self.held_n = 0
+            self.dec = OuchEventDecoder(detect_version(self, table[:DETECT_SAMPLE], DETECT_SAMPLE), self.symbols)
+        if not len(table):
+            return records.empty(0)
+        recs = self.dec.decode(self, table)
+        self.records += len(recs)
+        return recs
+
+    def feed_marks(self, reassembler, marks):
+        """Records of the packets completed by the segments behind ``marks`` (Reassembler.take_marks)."""
+        self.conns.update(reassembler.streams)
+        recs = self._decode(self._table(marks))
+        if self.dec is not None:            # (held tables point into the streams: no trimming before)
+            seen = set()
+            for st, _e, _h in marks:
+                ps = self.parse.get(st)
+                if st in seen or ps is None or ps[0] < self.trim_bytes:
+                    continue
+                seen.add(st)
+                n = ps[0]
+                st.discard(n)
+                ps[0] -= n
+                ps[1] -= n
+                self.trimmed += n
+        return recs
+
+    def finish(self, reassembler):
+        """The end of the input: gaps become holes, truncated packets counted, held messages decoded."""
+        from feedhandler import records
+        reassembler.finish()
+        self.conns.update(reassembler.streams)
+        table = self._table(reassembler.take_marks())
+        for st, ps in self.parse.items():
+            if len(st.data) > ps[1] and ps[0] < len(st.data):
+                self.sess.counters["truncated"] += 1
+        recs = self._decode(table, True)
+        return recs, self.snapshot(reassembler)
+
+    def snapshot(self, reassembler):
+        """Statistics so far, shaped as ``decode_streams``'s (``records``: records emitted so far)."""
+        dec = self.dec
+        version = dec.ver if dec is not None else None
+        return {"protocol": "ouch50" if version == 1 else ("ouch42" if version == 0 else self.protocol),
+                "tcp": reassembler.stats, "soupbintcp": dict(self.sess.counters),
+                "sessions": self.sess.sessions, "logins": self.sess.logins,
+                "ouch": dec.stats if dec is not None else OuchEventDecoder("5.0").stats,
+                "symbols": dict(dec.symbol_map) if dec is not None else {}, "records": self.records,
+                "live": {"held_messages": self.held_n, "connections": len(self.conns.pairs),
+                         "version_decided": dec is not None, "bytes_discarded": self.trimmed}}

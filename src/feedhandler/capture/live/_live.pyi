@@ -33,6 +33,8 @@ class LiveFeed:
         sequencing: bool = True,
         channels: dict[int, int] | None = None,
         ab_offset: int = 1000,
+        snapshot_ports: Any = (),
+        tcp_kw: dict[str, Any] | None = None,
     ) -> None: ...
     protocol: str | None
     @property

@@ -81,7 +81,9 @@ cdef class LiveFeed(Producer):
         of the signatures in this module's docstring) that stays open while the feed runs.
     protocol : str or None
         ``"itch50"`` (default; MoldUDP64), ``"mdp3"`` (CME MDP 3.0: UDP payloads, A/B ports sharing a
-        channel, arbitrated by the decoder: first copy wins) or None (MoldUDP64 framing only).
+        channel, arbitrated by the decoder: first copy wins), ``"fix"``, ``"ouch"``, ``"ouch42"``,
+        ``"ouch50"`` (TCP sessions: ``framing.tcp.live_session_framer``, records as the packets complete
+        the messages) or None (MoldUDP64 framing only).
     date, midnight_ns : optional
         The trading day for ITCH ``ts_event`` (default: today in America/New_York).
     reorder_window : int
@@ -100,17 +102,24 @@ cdef class LiveFeed(Producer):
     snapshot_ports : optional
         MDP3: snapshot (market recovery) ports, each with a fixed channel in ``channels``: passed on only
         while the framer's snapshot gate is open (``framer.open_snapshots``), resynchronised, not gapped.
+    tcp_kw : dict, optional
+        FIX / OUCH: ``symbols``, ``dictionary_dir``, ``max_ooo_segments``, ``max_ooo_bytes``.
     """
     cdef readonly object midnight_ns
     cdef readonly str protocol
 
     def __init__(self, source, protocol="itch50", *, date=None, midnight_ns=None,
                  reorder_window=DEFAULT_REORDER_WINDOW, udp_port=None, group=None, publisher_id=0,
-                 sequencing=True, channels=None, ab_offset=1000, snapshot_ports=()):
-        if protocol not in ("itch50", "mdp3", None):
-            raise ValueError(f"unknown protocol {protocol!r}: expected 'itch50', 'mdp3' or None")
+                 sequencing=True, channels=None, ab_offset=1000, snapshot_ports=(), tcp_kw=None):
+        if protocol not in ("itch50", "mdp3", "fix", "ouch", "ouch42", "ouch50", None):
+            raise ValueError(f"unknown protocol {protocol!r}: expected 'itch50', 'mdp3', 'fix', 'ouch', 'ouch42', "
+                             "'ouch50' or None")
         self.protocol = protocol
-        if protocol == "mdp3":
+        if protocol in ("fix", "ouch", "ouch42", "ouch50"):
+            # TCP reassembly + the incremental FIX decoder (records as the messages complete)
+            from feedhandler.framing.tcp import live_session_framer
+            framer = live_session_framer(protocol, **(tcp_kw or {}))
+        elif protocol == "mdp3":
             if not sequencing:
                 raise ValueError("sequencing=False is a MoldUDP64 option: the MDP3 decoder sequences itself")
             from feedhandler.framing.cme_packets import CmePacketFramer
@@ -161,7 +170,10 @@ cdef class LiveFeed(Producer):
         counters (MoldUDP64; MDP3: the common keys from the decoder, the UDP framer's under
         ``framing``), ``sessions``, ``records``, ``publishes``, ``decoder``."""
         fs = self.framer_obj.stats()
-        if self.protocol == "mdp3":
+        if self.protocol in ("fix", "ouch", "ouch42", "ouch50"):
+            from feedhandler.framing.tcp import live_session_stats
+            d = live_session_stats(self.framer_obj)
+        elif self.protocol == "mdp3":
             from feedhandler.pipeline import mdp3_stats
             d = mdp3_stats(fs, self.dec)
             d["packets"] = fs["frames"]
