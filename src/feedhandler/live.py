@@ -765,7 +765,9 @@ def format_summary(s: dict) -> str:
     lines = [
         f"{s['iface'] or s.get('file')}: {s['backend']} for {s['elapsed_s']:.1f} s, ts_recv clock "
         f"{s['ts_recv_clock'] or '-'}{day}",
-        f"  packets {s['packets']:,} (MoldUDP64 {s['moldudp64_packets']:,}), messages {s['messages']:,}, "
+        f"  packets {s['packets']:,}"
+        + (f" (MoldUDP64 {s['moldudp64_packets']:,})" if s.get("protocol", "itch50") == "itch50" else "")
+        + f", messages {s['messages']:,}, "
         f"records {s['records']:,}; sessions {', '.join(map(printable, s['sessions'])) or '-'}",
         f"  sequencing: gaps {s['gaps']} (filled {s['gaps_filled']}, lost {s['lost_messages']} messages), "
         f"duplicates {s['duplicates']}, out of order {s['out_of_order']}",
