@@ -512,32 +512,9 @@ class _NoMbp:
 
 def _tcp_lines(s: dict) -> list[str]:
     """The text of replay's FIX / OUCH section, for a run."""
-    from feedhandler.summary import _n
+    from feedhandler.summary import _n, tcp_session_lines
     t = s["tcp_session"]
-    lines = [f"  tcp: {_n(t['connections'])} connections, holes {_n(t['tcp_holes'])}, retransmitted segments "
-             f"{_n(t['tcp'].get('retrans_segments', 0))}, out of order {_n(t['tcp'].get('ooo_segments', 0))}"]
-    if t.get("sessions"):
-        lines.append("  sessions: " + ", ".join(f"{k} (last seq {v.get('last_seq')}, logins {v.get('logins')}, "
-                                                f"gaps {len(v.get('gaps', []))})" for k, v in t["sessions"].items()))
-    if t["messages_by_type"]:
-        names = t.get("message_type_names") or {}
-        lines.append("  by type: " + "  ".join(f"{k} {names[k]} {_n(v)}" if names.get(k) else f"{k} {_n(v)}"
-                                               for k, v in t["messages_by_type"].items()))
-    oe = t["order_events"]
-    if oe["events"]:
-        lines.append(f"  order events {_n(oe['events'])} (client {_n(oe['from_client'])}, exchange "
-                     f"{_n(oe['from_exchange'])}): " + "  ".join(f"{k} {_n(v)}" for k, v in oe["by_kind"].items()))
-    else:
-        lines.append("  order events: none")
-    lat = oe["latency_ns"]
-    if lat:
-        lines.append(f"  order->ack latency (us, {_n(lat['count'])}): min {lat['min'] / 1e3:.1f}  p50 "
-                     f"{lat['p50'] / 1e3:.1f}  p90 {lat['p90'] / 1e3:.1f}  p99 {lat['p99'] / 1e3:.1f}  max "
-                     f"{lat['max'] / 1e3:.1f}")
-    extra = f", bad checksums {_n(t['bad_checksums'])}" if "bad_checksums" in t else ""
-    lines.append(f"  session sequencing: gaps {_n(s['gaps'])}, duplicates {_n(s['duplicates'])}{extra}; damage: "
-                 f"malformed {_n(t['malformed'])}{(' ' + str(t['malformed_by_reason'])) if t['malformed_by_reason'] else ''}, "
-                 f"truncated {_n(t['truncated'])}")
+    lines = tcp_session_lines(t, s["gaps"], s["duplicates"], sequencing="session sequencing")
     if t["session_protocol"] == "fix":
         lines.append(f"  MBP books: {_n(t['mbp_books'])} instruments")
     return lines

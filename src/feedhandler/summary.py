@@ -359,18 +359,21 @@ def _format_mdp3(s: dict) -> str:
     return "\n".join(lines + _tail_lines(s))
 
 
-def _format_tcp(s: dict) -> str:
-    lines = _head_lines(s)
-    lines.append(f"  tcp: {_n(s['connections'])} connections, holes {_n(s['tcp_holes'])}, retransmitted segments "
-                 f"{_n(s['tcp'].get('retrans_segments', 0))}, out of order {_n(s['tcp'].get('ooo_segments', 0))}")
-    if s.get("sessions"):
+def tcp_session_lines(t: dict, gaps: int, duplicates: int, sequencing: str = "sequencing") -> list[str]:
+    """The FIX / OUCH session lines of a summary (``t``: replay's summary, or a run's ``tcp_session``
+    section): connections and TCP damage, sessions, messages by type, order events, order -> ack
+    latency, session sequencing and damage. ``sequencing`` names that line ("session sequencing" in a
+    run, whose feed-level sequencing line comes first)."""
+    lines = [f"  tcp: {_n(t['connections'])} connections, holes {_n(t['tcp_holes'])}, retransmitted segments "
+             f"{_n(t['tcp'].get('retrans_segments', 0))}, out of order {_n(t['tcp'].get('ooo_segments', 0))}"]
+    if t.get("sessions"):
         lines.append("  sessions: " + ", ".join(f"{k} (last seq {v.get('last_seq')}, logins {v.get('logins')}, "
-                                                f"gaps {len(v.get('gaps', []))})" for k, v in s["sessions"].items()))
-    if s["messages_by_type"]:
-        names = s.get("message_type_names") or {}   # FIX: MsgType -> name from the FIX dictionary
+                                                f"gaps {len(v.get('gaps', []))})" for k, v in t["sessions"].items()))
+    if t["messages_by_type"]:
+        names = t.get("message_type_names") or {}   # FIX: MsgType -> name from the FIX dictionary
         lines.append("  by type: " + "  ".join(f"{k} {names[k]} {_n(v)}" if names.get(k) else f"{k} {_n(v)}"
-                                               for k, v in s["messages_by_type"].items()))
-    oe = s["order_events"]
+                                               for k, v in t["messages_by_type"].items()))
+    oe = t["order_events"]
     if oe["events"]:
         lines.append(f"  order events {_n(oe['events'])} (client {_n(oe['from_client'])}, exchange "
                      f"{_n(oe['from_exchange'])}): " + "  ".join(f"{k} {_n(v)}" for k, v in oe["by_kind"].items()))
@@ -381,9 +384,15 @@ def _format_tcp(s: dict) -> str:
         lines.append(f"  order->ack latency (us, {_n(lat['count'])}): min {lat['min'] / 1e3:.1f}  p50 "
                      f"{lat['p50'] / 1e3:.1f}  p90 {lat['p90'] / 1e3:.1f}  p99 {lat['p99'] / 1e3:.1f}  max "
                      f"{lat['max'] / 1e3:.1f}")
-    extra = f", bad checksums {_n(s['bad_checksums'])}" if "bad_checksums" in s else ""
-    lines.append(f"  sequencing: gaps {_n(s['gaps'])}, duplicates {_n(s['duplicates'])}{extra}; damage: malformed "
-                 f"{_n(s['malformed'])}{(' ' + str(s['malformed_by_reason'])) if s['malformed_by_reason'] else ''}, truncated {_n(s['truncated'])}")
+    extra = f", bad checksums {_n(t['bad_checksums'])}" if "bad_checksums" in t else ""
+    reasons = (" " + str(t["malformed_by_reason"])) if t["malformed_by_reason"] else ""
+    lines.append(f"  {sequencing}: gaps {_n(gaps)}, duplicates {_n(duplicates)}{extra}; damage: "
+                 f"malformed {_n(t['malformed'])}{reasons}, truncated {_n(t['truncated'])}")
+    return lines
+
+
+def _format_tcp(s: dict) -> str:
+    lines = _head_lines(s) + tcp_session_lines(s, s["gaps"], s["duplicates"])
     lines += file_damage_lines(s)
     if s["protocol"] == "fix" or s["books"] or s["mbp_books"]:
         # OUCH carries a firm's orders, not market data: no books to speak of
