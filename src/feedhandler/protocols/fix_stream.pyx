@@ -577,6 +577,11 @@ cdef class FixStreamDecoder:
         if iid >= self.next_sym:
             self.next_sym = iid + 1 if iid < 0xFFFFFFFF else iid
 
+    def forget_conn(self, int conn):
+        """(FixLiveDecoder) Connection ``conn`` is closed and decoded: drop its sequencing state (its
+        orders are dropped by the caller, see ``FixLiveDecoder``)."""
+        self._seq_state.pop(conn, None)
+
     def msg_type_counts(self):
         """{MsgType: messages} over everything decoded so far (two-character types kept whole;
         longer ones are counted under their first two characters; "?" when 35 was missing)."""
@@ -1479,6 +1484,7 @@ def synth(path, n=1000, seed=0, *, begin=b"FIX.4.4", mss=1460, t0=1_700_000_000_
 # ---- incremental decoding (the feed core's live mode) ----------------------------------------------
 HOLD_MESSAGES = 10000           # messages held per connection while its client side is undecided
 TRIM_BYTES = 1 << 20            # a stream drops the bytes already decoded once they reach this
+SWEEP_MIN = 4096                # order lifecycle entries before those of closed connections are swept
 
 
 class FixLiveDecoder:
@@ -1509,7 +1515,16 @@ class FixLiveDecoder:
 
     Memory: once a decided connection's stream holds ``trim_bytes`` (default ``TRIM_BYTES``) of bytes
     already framed and decoded, it drops them (``TcpStream.discard``): a long session keeps about that
-    much per direction, plus an incomplete message (replay keeps every byte).
+    much per direction, plus an incomplete message (replay keeps every byte). A connection whose two
+    directions are ``closed`` (FIN both ways with every byte before them delivered, or an RST) is
+    retired once its last bytes are decoded: a truncated tail is counted as at the end of the input,
+    messages still held are decided and decoded then (not at the end of the input), its sequencing
+    state and parse state are dropped, its streams leave the reassembler (``Reassembler.retire``: their
+    counters stay in the statistics) and its order lifecycle entries (keyed by connection, so nothing
+    can refer to them any more) are swept once the map holds ``sweep_min`` entries (default
+    ``SWEEP_MIN``; then twice what the previous sweep left). Every counter is the one it would have been:
+    retirement changes memory only. (A connection seen in one direction only is never retired: replay
+    would pair a later reverse stream with it.)
     """
 
     def __init__(self, symbols=None, dictionary_dir=None):
@@ -1526,6 +1541,11 @@ class FixLiveDecoder:
         self.trim_bytes = TRIM_BYTES
         self.trimmed = 0
         self.mark_no = 0                # marks seen so far: the order of the packets
+        self.closing = set()            # connections with a FIN / RST seen, not retired yet
+        self.dead = set()               # retired connections whose orders are not swept yet
+        self.sweep_min = SWEEP_MIN
+        self.sweep_at = 0                   # (and twice what the last sweep left)
+        self.retired = 0
 
     # -- framing ------------------------------------------------------------------------------------
     def _split(self, st, ps, limit, out):
@@ -1619,8 +1639,9 @@ class FixLiveDecoder:
 
         Each stream is framed once per call, up to its last mark; a message belongs to the first mark
         (packet) whose length covers its last byte, and the messages are decoded in mark order: the
-        order of the packets that completed them, whatever the batching."""
-        self.conns.update(reassembler.streams)
+        order of the packets that completed them, whatever the batching. Closed connections are then
+        retired (see the class docstring)."""
+        self.conns.update(reassembler.streams, reassembler.n_created)
         base = self.mark_no
         self.mark_no += len(marks)
         by_stream = {}
@@ -1652,7 +1673,56 @@ class FixLiveDecoder:
                 self.held_n.pop(i, None)
         recs = self._decode(chunks)
         self._trim(marks)
+        if reassembler.closing is not None:
+            late = self._retire(reassembler)
+            if late is not None:
+                from feedhandler import records
+                recs = records.concat([recs, late]) if len(recs) else late
         return recs
+
+    def _retire(self, reassembler):
+        """Retire the closed connections (class docstring); the records of messages they still held."""
+        idx = self.conns.index
+        for st in reassembler.take_closing():
+            i = idx.get(st)
+            if i is not None:
+                self.closing.add(i)
+        if not self.closing:
+            return None
+        late = []
+        for i in sorted(self.closing):
+            if i not in self.conns.pairs:
+                self.closing.discard(i)
+                continue
+            cs = self.conns.closed(i)
+            if cs is None:
+                continue
+            self.closing.discard(i)
+            if i in self.held:
+                self._decide(i, True)
+                r = self._decode([(i,) + e for e in self.held.pop(i)])
+                if len(r):
+                    late.append(r)
+            for st in cs:
+                ps = self.parse.pop(st, None)
+                if ps is not None and len(st.data) > ps[1]:
+                    self._tail(st, ps, len(st.data))
+            self.side.pop(i, None)
+            self.held_n.pop(i, None)
+            self.dec.forget_conn(i)
+            self.conns.retire(i)
+            reassembler.retire(cs)
+            self.dead.add(i)
+            self.retired += 1
+        if self.dead and len(self.dec.orders) >= max(self.sweep_min, self.sweep_at):
+            dead = self.dead
+            self.dec.orders = {k: v for k, v in self.dec.orders.items() if k[0] not in dead}
+            dead.clear()
+            self.sweep_at = 2 * len(self.dec.orders)
+        if not late:
+            return None
+        from feedhandler import records
+        return late[0] if len(late) == 1 else records.concat(late)
 
     def _decode(self, chunks):
         """Records of the messages of ``chunks`` [(connection, stream, spans, ts, mark index per message)]
@@ -1726,4 +1796,7 @@ class FixLiveDecoder:
         return {"protocol": "fix", "tcp": reassembler.stats, "fix": fx, "symbols": dec.symbol_map(),
                 "reference": dict(dec.reference), "groups": dec.groups_source, "records": self.records,
                 "live": {"held_messages": int(sum(self.held_n.values())),
-                         "connections": len(self.conns.pairs), "bytes_discarded": self.trimmed}}
+                         "connections": self.conns.n_pairs, "bytes_discarded": self.trimmed,
+                         "connections_retired": self.retired, "connections_open": len(self.conns.pairs),
+                         "tombstones_evicted": reassembler.retirement["tombstones_evicted"],
+                         "order_entries": len(self.dec.orders)}}

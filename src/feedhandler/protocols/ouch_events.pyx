@@ -664,7 +664,14 @@ class OuchLiveDecoder:
     * symbol ids: the given map, else from 1 in order of first appearance (as replay).
 
     Memory: once a stream holds ``trim_bytes`` of bytes already decoded (and the version is known),
-    it drops them (``TcpStream.discard``), as ``FixLiveDecoder`` does.
+    it drops them (``TcpStream.discard``), as ``FixLiveDecoder`` does. Once the version is known, a
+    connection whose two directions are ``closed`` (FIN both ways with every byte before them
+    delivered, or an RST) is retired after its last bytes are decoded, as ``FixLiveDecoder`` retires
+    them: a truncated packet left in a stream is counted as at the end of the input, the parse,
+    sides, sequencing and midnight state go, the streams leave the reassembler (their counters stay)
+    and the order lifecycle entries of retired connections are swept once the map holds
+    ``sweep_min`` entries. The counters are those without retirement. What stays per connection: its
+    Login Request / Accepted tuples in ``logins`` (part of the statistics, as replay's).
     """
 
     def __init__(self, protocol="ouch", symbols=None):
@@ -689,6 +696,12 @@ class OuchLiveDecoder:
         self.trim_bytes = TRIM_BYTES        # a stream drops the bytes already decoded once they reach this
         self.trimmed = 0
         self.mark_no = 0                    # marks seen so far: the order of the packets
+        from feedhandler.protocols.fix_stream import SWEEP_MIN
+        self.closing = set()                # connections with a FIN / RST seen, not retired yet
+        self.dead = set()                   # conn ids (order keys) of retired connections not swept yet
+        self.sweep_min = SWEEP_MIN
+        self.sweep_at = 0                   # (and twice what the last sweep left)
+        self.retired = 0
 
     # -- framing ------------------------------------------------------------------------------------
     def _frame(self, st, end, nholes, from_server):
@@ -957,7 +970,7 @@ class OuchLiveDecoder:
 
     def feed_marks(self, reassembler, marks):
         """Records of the packets completed by the segments behind ``marks`` (Reassembler.take_marks)."""
-        self.conns.update(reassembler.streams)
+        self.conns.update(reassembler.streams, reassembler.n_created)
         recs = self._decode(self._table(marks))
         if self.dec is not None:            # (held tables point into the streams: no trimming before)
             seen = set()
@@ -971,13 +984,55 @@ class OuchLiveDecoder:
                 ps[0] -= n
                 ps[1] -= n
                 self.trimmed += n
+            if reassembler.closing is not None:
+                self._retire(reassembler)
         return recs
+
+    def _retire(self, reassembler):
+        """Retire the closed connections (class docstring; the version is known: no table is held)."""
+        idx = self.conns.index
+        for st in reassembler.take_closing():
+            i = idx.get(st)
+            if i is not None:
+                self.closing.add(i)
+        if not self.closing:
+            return
+        gone = set()
+        for i in sorted(self.closing):
+            if i not in self.conns.pairs:
+                self.closing.discard(i)
+                continue
+            cs = self.conns.closed(i)
+            if cs is None:
+                continue
+            self.closing.discard(i)
+            for st in cs:
+                ps = self.parse.pop(st, None)
+                if ps is not None and len(st.data) > ps[1] and ps[0] < len(st.data):
+                    self.sess.counters["truncated"] += 1
+                gone.add(st)
+            side = self.side.pop(i, None)
+            self.seq.pop(i, None)
+            if side is not None:
+                self.dead.add(side[2])
+                self.dec.midnight.pop(side[2], None)
+            self.conns.retire(i)
+            reassembler.retire(cs)
+            self.retired += 1
+        if gone:
+            self.streams = [x for x in self.streams if x not in gone]
+            self.sidx = {x: k for k, x in enumerate(self.streams)}
+        if self.dead and len(self.dec.orders) >= max(self.sweep_min, self.sweep_at):
+            dead = self.dead
+            self.dec.orders = {k: v for k, v in self.dec.orders.items() if k[0] not in dead}
+            dead.clear()
+            self.sweep_at = 2 * len(self.dec.orders)
 
     def finish(self, reassembler):
         """The end of the input: gaps become holes, truncated packets counted, held messages decoded."""
         from feedhandler import records
         reassembler.finish()
-        self.conns.update(reassembler.streams)
+        self.conns.update(reassembler.streams, reassembler.n_created)
         table = self._table(reassembler.take_marks())
         for st, ps in self.parse.items():
             if len(st.data) > ps[1] and ps[0] < len(st.data):
@@ -994,5 +1049,8 @@ class OuchLiveDecoder:
                 "sessions": self.sess.sessions, "logins": self.sess.logins,
                 "ouch": dec.stats if dec is not None else OuchEventDecoder("5.0").stats,
                 "symbols": dict(dec.symbol_map) if dec is not None else {}, "records": self.records,
-                "live": {"held_messages": self.held_n, "connections": len(self.conns.pairs),
-                         "version_decided": dec is not None, "bytes_discarded": self.trimmed}}
+                "live": {"held_messages": self.held_n, "connections": self.conns.n_pairs,
+                         "version_decided": dec is not None, "bytes_discarded": self.trimmed,
+                         "connections_retired": self.retired, "connections_open": len(self.conns.pairs),
+                         "tombstones_evicted": reassembler.retirement["tombstones_evicted"],
+                         "order_entries": len(dec.orders) if dec is not None else 0}}
