@@ -659,8 +659,18 @@ class OuchLiveDecoder:
       (replay: connection after connection, so two connections of one session open at the same time
       are numbered there as a reconnection: the second one's packets as replays).
     * **bad input**: bad packet types and lengths, truncated packets at a hole or at the end, TCP holes
-      are counted as replay counts them. After a bad packet, framing resynchronises on the bytes
-      received so far (replay: on the whole stream), so on a damaged stream the bytes skipped can differ.
+      are counted as replay counts them. After a bad packet (and after a TCP hole) framing looks for
+      the resync point replay finds on the whole stream: where the bytes received so far cannot decide
+      it (a candidate's chain of packets runs into the end of what has arrived), the stream stops there
+      and holds the bytes back until enough arrive (at most a chain of ``RESYNC_CHAIN`` packets of up
+      to 65 537 bytes), or until a hole, its connection's close or the end of the input makes the
+      piece final; so the same bytes are skipped, with the same counters, as replay skips. While a
+      stream is held back, its connection's packets from the first held one on wait too (both
+      directions: the order lifecycle sees them in packet order) and the connection's streams keep
+      their bytes (no trimming). Remaining differences, on a damaged stream only: the held packets come
+      out later than the other connections' packets that arrived meanwhile (record order across
+      connections; the records themselves are replay's), and a Login Request that arrives during the
+      hold is applied before a held Login Accepted (the login tuple names it).
     * symbol ids: the given map, else from 1 in order of first appearance (as replay).
 
     Memory: once a stream holds ``trim_bytes`` of bytes already decoded (and the version is known),
@@ -696,6 +706,10 @@ class OuchLiveDecoder:
         self.trim_bytes = TRIM_BYTES        # a stream drops the bytes already decoded once they reach this
         self.trimmed = 0
         self.mark_no = 0                    # marks seen so far: the order of the packets
+        self._final = False                 # framing the last bytes of closed streams (finish, retire)
+        self.hist = {}                      # stream -> (marks, ends) since it stopped at an undecided resync
+        self.holding = set()                # connections with a stream held back (see _hold)
+        self.cheld = {}                     # connection -> packets waiting for the held stream
         from feedhandler.protocols.fix_stream import SWEEP_MIN
         self.closing = set()                # connections with a FIN / RST seen, not retired yet
         self.dead = set()                   # conn ids (order keys) of retired connections not swept yet
@@ -706,33 +720,51 @@ class OuchLiveDecoder:
     # -- framing ------------------------------------------------------------------------------------
     def _frame(self, st, end, nholes, from_server):
         """(payload_off, payload_len, type, reason, after_hole) rows of the packets completed up to ``end``."""
-        from feedhandler.framing.soupbintcp_stream import split, REASONS as SREASONS
+        from feedhandler.framing.soupbintcp_stream import split, packet_status, TRUNCATED, REASONS as SREASONS
         ps = self.parse.get(st)
         if ps is None:
-            # [next byte, piece start, piece state (0 first piece, 1 after a hole, 2 resynchronised),
-            #  holes done]; offsets into st.data (they move down when the stream discards bytes)
-            ps = self.parse[st] = [0, 0, 0, 0]
+            # [next byte, piece start, piece state, holes done]; offsets into st.data (they move down
+            # when the stream discards bytes). Piece state: 0 first piece, 1 after a hole (not counted
+            # yet), 3 counted, resync point not decided yet, 4 resynchronised, no packet yet, 2 done.
+            ps = self.parse[st] = [0, 0, 0, 0, 0]
         c = self.sess.counters
         out = []
         while True:
             off = st.holes[ps[3]][0] if ps[3] < nholes else None
             limit = end if off is None else off
             if limit > ps[0]:
-                after_hole = ps[2] == 1
-                if after_hole:
+                state = ps[2]
+                if state == 1:
                     c["holes"] += 1
-                    ps[2] = 2
-                rows, consumed = split(st.data, ps[0], limit, from_server, after_hole)
+                    state = 3
+                resync_first = state == 3
+                # the piece is final at a hole or at the end of the input; else a resync point that
+                # the bytes so far cannot decide waits for more (split's ``final``)
+                final = off is not None or self._final
+                rows, consumed = split(st.data, ps[0], limit, from_server, resync_first, final)
+                # stopped before the end at a bad packet whose resync point is not decided yet (not a
+                # packet still incomplete): the bytes from ``consumed`` are held back
+                ps[4] = 0
+                if not final and consumed < limit:
+                    if resync_first and not rows.shape[0] and consumed == ps[0]:
+                        ps[4] = 1               # the resync point after a hole
+                    else:
+                        ck = packet_status(st.data, consumed, limit, from_server)
+                        ps[4] = 1 if ck != 0 and ck != TRUNCATED else 0
                 r5 = np.zeros((rows.shape[0], 5), np.int64)
                 r5[:, :4] = rows
                 reasons = rows[:, 3]
                 ok = np.nonzero(reasons == 0)[0]
                 bad = reasons[reasons != 0]
-                if after_hole:
-                    if len(ok):
-                        r5[ok[0], 4] = 1
+                if resync_first and (rows.shape[0] or consumed > ps[0]):
+                    state = 4
+                    # the bytes skipped to resynchronize right after the hole are the hole's, not errors
                     if rows.shape[0] and reasons[0] != 0:
                         bad = reasons[1:][reasons[1:] != 0]
+                if state == 4 and len(ok):
+                    r5[ok[0], 4] = 1
+                    state = 2
+                ps[2] = state
                 c["packets"] += len(ok)
                 for reason, cnt in zip(*np.unique(bad, return_counts=True)):
                     c[SREASONS[int(reason)]] += int(cnt)
@@ -883,6 +915,45 @@ class OuchLiveDecoder:
             else:
                 c["debug"] += 1
 
+    def _hold(self, out):
+        """While a stream of a connection is held back at an undecided resync point (``hist``), the
+        connection's packets from the first held mark on wait (both directions: the order lifecycle
+        sees them in packet order, as replay does); released, with their marks, once it is decided."""
+        cut = {}
+        for st, h in self.hist.items():
+            i = self.conns.index[st]
+            if h[0] and (i not in cut or h[0][0] < cut[i]):
+                cut[i] = h[0][0]
+        res = []
+        held = self.cheld
+        for item in out:
+            i = self.conns.index[item[0]]
+            if i in self.holding:
+                held.setdefault(i, []).append(item)
+            else:
+                res.append(item)
+        for i in list(self.holding):
+            items = held.pop(i, [])
+            c = cut.get(i)
+            if c is None:
+                self.holding.discard(i)
+                res.extend(items)
+                continue
+            keep = []
+            for st, fs, off, ln, seq, fl, g in items:
+                early = g < c
+                if early.all():
+                    res.append((st, fs, off, ln, seq, fl, g))
+                elif not early.any():
+                    keep.append((st, fs, off, ln, seq, fl, g))
+                else:
+                    late = ~early
+                    res.append((st, fs, off[early], ln[early], seq[early], fl[early], g[early]))
+                    keep.append((st, fs, off[late], ln[late], seq[late], fl[late], g[late]))
+            if keep:
+                held[i] = keep
+        return res
+
     def _table(self, marks):
         """MSG_DTYPE rows of the data packets completed by ``marks``, in the order of the packets that
         completed them (each stream framed once per call; a packet belongs to the first mark covering it)."""
@@ -898,7 +969,12 @@ class OuchLiveDecoder:
             e[1].append(end)
             e[2] = nh
         per_conn = {}
+        hist = self.hist
         for st, (gs, ends, nh) in by_stream.items():
+            h = hist.get(st)
+            if h is not None:               # marks since the stream stopped at an undecided resync point
+                gs = h[0] + gs
+                ends = h[1] + ends
             i = self.conns.index[st]
             if i not in self.side:
                 cl, sv = self.conns.oriented(i)
@@ -908,6 +984,15 @@ class OuchLiveDecoder:
             cl, sv, _ = self.side[i]
             from_server = st is sv if sv is not None else (cl is not None and st is not cl)
             rows = self._frame(st, ends[len(ends) - 1], nh, from_server)
+            ps = self.parse[st]
+            if ps[4]:
+                # held back: keep the marks of the bytes after the stop, so that the packets there take
+                # the mark (packet order) that completed them once the resync point is decided
+                keep = [j for j in range(len(ends)) if ends[j] > ps[0]]
+                hist[st] = ([gs[j] for j in keep], [ends[j] for j in keep])
+                self.holding.add(i)
+            elif h is not None:
+                del hist[st]
             if rows is None or not rows.shape[0]:
                 continue
             k = np.searchsorted(np.asarray(ends, dtype=np.int64), rows[:, 0] + rows[:, 1], side="left")
@@ -924,6 +1009,8 @@ class OuchLiveDecoder:
                 if fs:
                     self._server(i, st, rows, g, out, q["logins"])
             self._apply_login_requests(q, q["logins"], self.mark_no)
+        if self.holding:
+            out = self._hold(out)
         n = sum(len(o[2]) for o in out)
         tab = np.zeros(n, dtype=MSG_DTYPE)
         if not n:
@@ -978,6 +1065,8 @@ class OuchLiveDecoder:
                 ps = self.parse.get(st)
                 if st in seen or ps is None or ps[0] < self.trim_bytes:
                     continue
+                if self.holding and self.conns.index[st] in self.holding:
+                    continue                # (packets held back point into both streams: see _hold)
                 seen.add(st)
                 n = ps[0]
                 st.discard(n)
@@ -985,27 +1074,49 @@ class OuchLiveDecoder:
                 ps[1] -= n
                 self.trimmed += n
             if reassembler.closing is not None:
-                self._retire(reassembler)
+                late = self._retire(reassembler)
+                if late is not None and len(late):
+                    from feedhandler import records
+                    recs = records.concat([recs, late]) if len(recs) else late
         return recs
 
     def _retire(self, reassembler):
-        """Retire the closed connections (class docstring; the version is known: no table is held)."""
+        """Retire the closed connections (class docstring; the version is known: no table is held).
+        Returns the records of their last bytes framed as final (bytes held back at an undecided resync
+        point), or None."""
         idx = self.conns.index
         for st in reassembler.take_closing():
             i = idx.get(st)
             if i is not None:
                 self.closing.add(i)
         if not self.closing:
-            return
-        gone = set()
+            return None
+        ready = []
         for i in sorted(self.closing):
             if i not in self.conns.pairs:
                 self.closing.discard(i)
                 continue
             cs = self.conns.closed(i)
-            if cs is None:
-                continue
-            self.closing.discard(i)
+            if cs is not None:
+                self.closing.discard(i)
+                ready.append((i, cs))
+        if not ready:
+            return None
+        recs = None
+        marks = []
+        for i, cs in ready:
+            for st in cs:
+                ps = self.parse.get(st)
+                if ps is not None and ps[0] < len(st.data):
+                    marks.append((st, len(st.data), len(st.holes)))
+        if marks:
+            self._final = True
+            try:
+                recs = self._decode(self._table(marks))
+            finally:
+                self._final = False
+        gone = set()
+        for i, cs in ready:
             for st in cs:
                 ps = self.parse.pop(st, None)
                 if ps is not None and len(st.data) > ps[1] and ps[0] < len(st.data):
@@ -1027,13 +1138,21 @@ class OuchLiveDecoder:
             self.dec.orders = {k: v for k, v in self.dec.orders.items() if k[0] not in dead}
             dead.clear()
             self.sweep_at = 2 * len(self.dec.orders)
+        return recs
 
     def finish(self, reassembler):
         """The end of the input: gaps become holes, truncated packets counted, held messages decoded."""
         from feedhandler import records
         reassembler.finish()
         self.conns.update(reassembler.streams, reassembler.n_created)
-        table = self._table(reassembler.take_marks())
+        marks = reassembler.take_marks()
+        # bytes held back (an undecided resync point) or a truncated tail: framed once more as final
+        marks += [(st, len(st.data), len(st.holes)) for st, ps in self.parse.items() if ps[0] < len(st.data)]
+        self._final = True
+        try:
+            table = self._table(marks)
+        finally:
+            self._final = False
         for st, ps in self.parse.items():
             if len(st.data) > ps[1] and ps[0] < len(st.data):
                 self.sess.counters["truncated"] += 1
