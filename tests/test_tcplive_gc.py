@@ -16,7 +16,7 @@ from feedhandler.capture.pcapwriter import write_pcap
 from feedhandler.framing.tcp import TCP_ACK, TCP_RST, Reassembler, TcpConversation
 from feedhandler.protocols import fix_stream, ouch_events
 
-from test_tcplive_records import _assert_same, _frames, _run_file, _unenriched
+from test_tcplive_records import _assert_same, _frames, _live_decode, _run_file, _unenriched
 
 T0 = 1_700_000_000_000_000_000
 N_CONN = 2000
@@ -161,3 +161,56 @@ def test_run_file_summary_equals_replay_after_retiring_connections(captures, pro
         assert t[k] == r[k], k
     assert s["messages"] == r["messages"] and s["gaps"] == r["gaps"] and s["duplicates"] == r["duplicates"]
     assert s["records"] == r["records"] == len(ref)
+
+
+@pytest.mark.parametrize("protocol", ["fix", "ouch42", "ouch50"])
+def test_terminal_orders_of_a_long_session_leave_the_map(tmp_path, protocol):
+    """One long session (no connection to retire): orders that reached a terminal state (canceled,
+    fully filled, rejected, replaced) stay among the last ``term_cap`` terminal orders, then leave the
+    lifecycle map (counted in ``live["orders_evicted"]``); the records stay replay's (nothing names
+    them afterwards in this session). Without the bound (replay) the map keeps every order."""
+    p = tmp_path / "long.pcap"
+    if protocol == "fix":
+        fix_stream.synth(p, 20000, seed=8)
+    else:
+        ouch_events.synth(p, 20000, seed=8, version="4.2" if protocol == "ouch42" else "5.0")
+    ref, rst = _replay(p, protocol)
+    dec = _decoder(protocol)
+    dec.sweep_min = 1 << 40             # (the connection's close would sweep its orders: not measured here)
+    if protocol == "fix":
+        dec.dec.term_cap = 8
+    else:
+        dec.term_cap = 8
+        dec.dec.term_cap = 8
+    r = Reassembler().track()
+    out, peak = [], 0
+    for i, (ts, lt, fr) in enumerate(_frames(p)):
+        r.feed(ts, fr, lt)
+        if (i + 1) % 7 == 0:
+            out.append(dec.feed_marks(r, r.take_marks()))
+            peak = max(peak, len(dec.dec.orders))
+    got, st = dec.finish(r)
+    out.append(got)
+    got = records.concat([o for o in out if len(o)])
+    _assert_same(got, ref)
+    if protocol == "fix":
+        assert {k: v for k, v in st["fix"].items() if k != "ref_after_use"} == rst["fix"]
+        n_orders = rst["fix"]["order_events"]
+    else:
+        assert st["ouch"] == rst["ouch"] and st["soupbintcp"] == rst["soupbintcp"]
+        n_orders = rst["ouch"]["records"]
+    # the same decoding without the bound keeps every order: the difference is what was evicted
+    dec2 = _decoder(protocol)
+    dec2.sweep_min = 1 << 40
+    if protocol == "fix":
+        dec2.dec.term_cap = 0
+    else:
+        dec2.term_cap = 0
+        if dec2.dec is not None:
+            dec2.dec.term_cap = 0
+    got2, st2, _ = _live_decode(_frames(p), dec2, 7)
+    _assert_same(got2, ref)
+    kept, evicted, every = st["live"]["order_entries"], st["live"]["orders_evicted"], st2["live"]["order_entries"]
+    assert st2["live"]["orders_evicted"] == 0
+    assert kept + evicted == every and evicted > n_orders // 10, (kept, evicted, every, n_orders)
+    assert peak <= kept + 8 + 200, (peak, kept)

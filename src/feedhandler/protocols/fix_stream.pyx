@@ -517,6 +517,10 @@ cdef class FixStreamDecoder:
     cdef public str groups_source
     cdef dict given_symbols
     cdef dict _seq_state                # conn -> session sequencing state (see _emit)
+    cdef public Py_ssize_t term_cap     # live: orders kept after a terminal event (0: every order, replay)
+    cdef public object term_keys        # (deques) keys and states of terminal orders, oldest first
+    cdef public object term_states
+    cdef public uint64_t term_evicted   # terminal orders dropped from ``orders`` past term_cap
 
     def __cinit__(self):
         self.g42 = <grp_t *> calloc(1, sizeof(grp_t))
@@ -553,6 +557,9 @@ cdef class FixStreamDecoder:
                 self._preload(s.encode() if isinstance(s, str) else bytes(s), iid)
         self.orders = {}
         self._seq_state = {}
+        self.term_cap = 0
+        self.term_keys = self.term_states = None
+        self.term_evicted = 0
         self.reference = {}
         self.stats = {k: 0 for k in ("messages", "bad_field", "garbled", "bad_body_length", "bad_checksum",
                                      "truncated_tail", "holes", "seq_gaps", "seq_gap_messages", "possdup",
@@ -1142,9 +1149,37 @@ cdef class FixStreamDecoder:
             oe.hd.instrument_id = <uint32_t> st[0]
             oe.order_id = <uint64_t> st[4]
             oe.leaves_qty = <uint32_t> max(0, st[3])
+            if self.term_cap and fs and (ev == 82 or ((ev == 67 or ev == 69 or ev == 74) and st[3] <= 0)):
+                if ev != 82:
+                    self._terminal(key, st)
+                if orig:                            # the order it replaced / canceled is done too
+                    okey = (conn, orig)
+                    st0 = self.orders.get(okey)
+                    if st0 is not None and st0 is not st:
+                        self._terminal(okey, st0)
             cnt[17] += 1
             k += 1
         return k
+
+    cdef int _terminal(self, object key, list st) except -1:
+        """(live, ``term_cap``) ``key`` reached a terminal state (canceled, fully filled, rejected, or
+        replaced / canceled by a later ClOrdID): keep it for a late message (a cancel reject, a
+        PossDup resend) among the last ``term_cap`` terminal orders, then drop it from ``orders`` if
+        it is still that state with no request pending (counted in ``term_evicted``)."""
+        if self.term_keys is None:
+            from collections import deque
+            self.term_keys = deque()
+            self.term_states = deque()
+        self.term_keys.append(key)
+        self.term_states.append(st)
+        cdef list s
+        while len(self.term_keys) > self.term_cap:
+            k = self.term_keys.popleft()
+            s = self.term_states.popleft()
+            if self.orders.get(k) is s and not s[5]:
+                del self.orders[k]
+                self.term_evicted += 1
+        return 0
 
 
 def _ref_entries(bytes msg, bint is_list, uint64_t sending_time):
@@ -1485,6 +1520,7 @@ def synth(path, n=1000, seed=0, *, begin=b"FIX.4.4", mss=1460, t0=1_700_000_000_
 HOLD_MESSAGES = 10000           # messages held per connection while its client side is undecided
 TRIM_BYTES = 1 << 20            # a stream drops the bytes already decoded once they reach this
 SWEEP_MIN = 4096                # order lifecycle entries before those of closed connections are swept
+TERMINAL_ORDERS = 1 << 16       # live: terminal orders kept per decoder for late messages (then dropped)
 
 
 class FixLiveDecoder:
@@ -1523,7 +1559,11 @@ class FixLiveDecoder:
     counters stay in the statistics) and its order lifecycle entries (keyed by connection, so nothing
     can refer to them any more) are swept once the map holds ``sweep_min`` entries (default
     ``SWEEP_MIN``; then twice what the previous sweep left). Every counter is the one it would have been:
-    retirement changes memory only. (A connection seen in one direction only is never retired: replay
+    retirement changes memory only. Within a connection, an order that reached a terminal state
+    (canceled, fully filled, rejected; or replaced / canceled by a later ClOrdID: its OrigClOrdID entry)
+    stays among the last ``dec.term_cap`` (default ``TERMINAL_ORDERS``) terminal orders for a late
+    message, then leaves the map (``live["orders_evicted"]``: a message naming it after that is an
+    unknown order, which replay would have known). (A connection seen in one direction only is never retired: replay
     would pair a later reverse stream with it.)
     """
 
@@ -1531,6 +1571,7 @@ class FixLiveDecoder:
         from feedhandler.framing.tcp import LiveConnections
         self.dec = FixStreamDecoder(dictionary_dir, symbols)
         self.dec.stats["ref_after_use"] = 0
+        self.dec.term_cap = TERMINAL_ORDERS     # (dec.term_cap: set before the first packet to change it)
         self.conns = LiveConnections()
         self.parse = {}             # stream -> [next byte to frame, piece start, piece counted, holes done]
         self.side = {}              # connection -> (client, server) once decided
@@ -1799,4 +1840,4 @@ class FixLiveDecoder:
                          "connections": self.conns.n_pairs, "bytes_discarded": self.trimmed,
                          "connections_retired": self.retired, "connections_open": len(self.conns.pairs),
                          "tombstones_evicted": reassembler.retirement["tombstones_evicted"],
-                         "order_entries": len(self.dec.orders)}}
+                         "order_entries": len(self.dec.orders), "orders_evicted": int(self.dec.term_evicted)}}

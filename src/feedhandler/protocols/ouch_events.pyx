@@ -232,6 +232,10 @@ cdef class OuchEventDecoder:
     cdef public bint fixed_symbols
     cdef public dict stats
     cdef public object midnight
+    cdef public Py_ssize_t term_cap     # live: orders kept after a terminal event (0: every order, replay)
+    cdef public object term_keys        # (deques) keys and states of terminal orders, oldest first
+    cdef public object term_states
+    cdef public uint64_t term_evicted   # terminal orders dropped from ``orders`` past term_cap
 
     def __init__(self, version="5.0", symbols=None):
         self.ver = 1 if str(version) in ("5.0", "50", "ouch50") else 0
@@ -239,6 +243,9 @@ cdef class OuchEventDecoder:
         self.fixed_symbols = symbols is not None
         self.symbol_map = dict(symbols or {})
         self.midnight = {}
+        self.term_cap = 0
+        self.term_keys = self.term_states = None
+        self.term_evicted = 0
         self.stats = {"messages": 0, "records": 0, "session_messages": 0, "unknown_order": 0,
                       "rejects": {r: 0 for r in REASONS[1:]}, "unknown_symbol": 0}
 
@@ -419,8 +426,29 @@ cdef class OuchEventDecoder:
             r.leaves_qty = <uint32_t> st[3]
             if ev == 78:
                 r.leaves_qty = x.qty
+            if self.term_cap and x.from_server and (ev == 67 or ev == 69 or ev == 74) and st[3] == 0:
+                self._terminal(key, st)
             k += 1
         return k
+
+    cdef int _terminal(self, object key, list st) except -1:
+        """(live, ``term_cap``) ``key`` reached a terminal state (canceled, fully executed, rejected):
+        keep it for a late message (a cancel reject, a replay) among the last ``term_cap`` terminal
+        orders, then drop it from ``orders`` if it is still that terminal state (counted)."""
+        if self.term_keys is None:
+            from collections import deque
+            self.term_keys = deque()
+            self.term_states = deque()
+        self.term_keys.append(key)
+        self.term_states.append(st)
+        cdef list s
+        while len(self.term_keys) > self.term_cap:
+            k = self.term_keys.popleft()
+            s = self.term_states.popleft()
+            if self.orders.get(k) is s and s[3] == 0 and s[5] == 0:
+                del self.orders[k]
+                self.term_evicted += 1
+        return 0
 
     cdef object _key(self, int conn, const fh_msg *m, int32_t tok, uint32_t ref):
         if self.ver:
@@ -680,7 +708,11 @@ class OuchLiveDecoder:
     them: a truncated packet left in a stream is counted as at the end of the input, the parse,
     sides, sequencing and midnight state go, the streams leave the reassembler (their counters stay)
     and the order lifecycle entries of retired connections are swept once the map holds
-    ``sweep_min`` entries. The counters are those without retirement. What stays per connection: its
+    ``sweep_min`` entries. The counters are those without retirement. Within a connection, an order
+    that reached a terminal state (canceled to 0, fully executed, rejected) stays among the last
+    ``term_cap`` (default ``fix_stream.TERMINAL_ORDERS``) terminal orders for a late message, then
+    leaves the map (``live["orders_evicted"]``: a message naming it after that is an unknown order,
+    which replay would have known). What stays per connection: its
     Login Request / Accepted tuples in ``logins`` (part of the statistics, as replay's).
     """
 
@@ -697,8 +729,11 @@ class OuchLiveDecoder:
         self.side = {}                      # connection -> (client, server, conn id)
         self.seq = {}                       # connection -> sequencing state
         self.dec = None
+        from feedhandler.protocols.fix_stream import TERMINAL_ORDERS
+        self.term_cap = TERMINAL_ORDERS     # (set before the first packet to change it)
         if protocol not in ("ouch", "auto"):
             self.dec = OuchEventDecoder("4.2" if protocol in ("ouch42", "4.2") else "5.0", symbols)
+            self.dec.term_cap = self.term_cap
         self.held = []                      # tables held while the version is undecided
         self.held_n = 0
         self.records = 0
@@ -1049,6 +1084,7 @@ class OuchLiveDecoder:
             self.held = []
             self.held_n = 0
             self.dec = OuchEventDecoder(detect_version(self, table[:DETECT_SAMPLE], DETECT_SAMPLE), self.symbols)
+            self.dec.term_cap = self.term_cap
         if not len(table):
             return records.empty(0)
         recs = self.dec.decode(self, table)
@@ -1172,4 +1208,5 @@ class OuchLiveDecoder:
                          "version_decided": dec is not None, "bytes_discarded": self.trimmed,
                          "connections_retired": self.retired, "connections_open": len(self.conns.pairs),
                          "tombstones_evicted": reassembler.retirement["tombstones_evicted"],
-                         "order_entries": len(dec.orders) if dec is not None else 0}}
+                         "order_entries": len(dec.orders) if dec is not None else 0,
+                         "orders_evicted": int(dec.term_evicted) if dec is not None else 0}}
