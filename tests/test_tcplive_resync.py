@@ -54,6 +54,9 @@ def _garble(pkts, how):
     elif how == "junk":                     # junk between two packets (lands across segment boundaries)
         p = pkts[b][2]
         put(b, b"\x00\x05Szz\x13\x37\xff" + p)
+    elif how == "hold":                     # a bad type, then bytes claiming a 65 520-byte data packet
+        p = pkts[b][2]
+        put(b, b"\x00\x01Q\xff\xf0S" + p)
     elif how == "several":
         for i, k in ((a, 0), (b, 1), (c, 2)):
             p = pkts[i][2]
@@ -83,7 +86,7 @@ def _capture(path, pkts, mss, coalesce):
     write_pcap(path, conv.frames, nanosecond=True)
 
 
-GARBLES = ["length_long", "length_short", "length_zero", "length_huge", "type", "body", "junk", "several"]
+GARBLES = ["length_long", "length_short", "length_zero", "length_huge", "type", "body", "junk", "hold", "several"]
 
 
 @pytest.mark.parametrize("version", ["4.2", "5.0"])
@@ -101,3 +104,92 @@ def test_ouch_live_resync_equals_replay(tmp_path, version, how, mss, coalesce):
         assert st["soupbintcp"] == rst["soupbintcp"], (every, trim)
         assert st["ouch"] == rst["ouch"], (every, trim)
         _assert_same(got, ref)
+
+
+@pytest.mark.parametrize("version", ["4.2", "5.0"])
+@pytest.mark.parametrize("how", ["length_long", "length_zero", "type", "junk"])
+def test_ouch_live_resync_after_a_hole_equals_replay(tmp_path, version, how):
+    """A server segment lost near the damage: the piece after the hole resynchronises (resync_first)
+    on the bytes so far live, on the whole stream in replay; holes declared while the capture goes on."""
+    p = tmp_path / "h.pcap"
+    _capture(p, _garble(_session(version), how), 61, True)
+    frames = _frames(p)
+    srv = [i for i, (_ts, _lt, fr) in enumerate(frames) if len(fr) > 80 and fr[34:36] == (15000).to_bytes(2, "big")]
+    del frames[srv[len(srv) // 2 + 3]]
+    q = tmp_path / "hq.pcap"
+    write_pcap(q, [(ts, fr) for ts, _lt, fr in frames], nanosecond=True)
+    protocol = "ouch42" if version == "4.2" else "ouch50"
+    ref, rst = ouch_events.replay_stream(q, protocol, max_ooo_segments=4)
+    assert rst["soupbintcp"]["holes"] == 1
+    for every in (1, 4):
+        got, st, _ = _live_decode(_frames(q), ouch_events.OuchLiveDecoder(protocol), every, None, max_ooo_segments=4)
+        assert st["soupbintcp"] == rst["soupbintcp"] and st["ouch"] == rst["ouch"], every
+        _assert_same(got, ref)
+
+
+@pytest.mark.parametrize("version", ["4.2", "5.0"])
+def test_held_bytes_are_bounded_and_released_before_the_end(tmp_path, version):
+    """A length field of 0xFFFF in the middle of a long session: live holds the bytes after it until
+    the resync point is decided (about one claimed packet, 64 KiB, later), then the records of the
+    packets after the damage come out while the capture goes on, equal to replay's."""
+    p = tmp_path / "big.pcap"
+    _capture(p, _garble(_session(version, n=6000), "hold"), 1460, True)
+    protocol = "ouch42" if version == "4.2" else "ouch50"
+    ref, rst = ouch_events.replay_stream(p, protocol)
+    frames = _frames(p)
+    got, st, ready_at = _live_decode(frames, ouch_events.OuchLiveDecoder(protocol), 1)
+    assert st["soupbintcp"] == rst["soupbintcp"] and rst["soupbintcp"]["bad_type"] >= 1
+    _assert_same(got, ref)
+    # the damage is at 2/3 of the session: most records after it are out before the last packet
+    ready = np.asarray(ready_at)
+    after = ready[len(ready) * 3 // 4:]
+    assert (after < len(frames) - 5).mean() > 0.9
+
+
+def test_held_bytes_framed_when_the_connection_closes(tmp_path):
+    """Damage near the end of a connection followed by a second connection: the first one's held bytes
+    are framed as final when it closes (before it is retired), as replay frames them."""
+    from feedhandler.framing.tcp import TcpConversation as Conv
+    frames = []
+    for k, how in enumerate(("length_long", None)):
+        pk = _session("5.0", n=300, seed=40 + k)
+        if how:
+            srv = [i for i, (_t, side, q) in enumerate(pk) if side == "s" and q[2:3] == b"S" and len(q) > 30]
+            i = srv[-2]
+            q = pk[i][2]
+            pk[i] = (pk[i][0], "s", (len(q) - 2 + 50).to_bytes(2, "big") + q[2:])
+        shift = k * 10**9
+        conv = Conv(client=("10.7.1.2", 53200 + k), server=("10.7.1.1", 15000), mss=61, isn_c=9 + k, isn_s=77)
+        conv.handshake(T0 + shift)
+        for ts, side, q in pk:
+            conv.send(ts + shift, side, q)
+        conv.close(pk[-1][0] + shift + 1000)
+        frames += conv.frames
+    p = tmp_path / "two.pcap"
+    write_pcap(p, frames, nanosecond=True)
+    ref, rst = ouch_events.replay_stream(p, "ouch50")
+    dec = ouch_events.OuchLiveDecoder("ouch50")
+    got, st, _ = _live_decode(_frames(p), dec, 1)
+    assert st["live"]["connections_retired"] == 2 and not dec.hist and not dec.cheld
+    assert st["soupbintcp"] == rst["soupbintcp"] and st["ouch"] == rst["ouch"]
+    _assert_same(got, ref)
+
+
+def test_split_not_final_waits_for_the_resync_point():
+    """``split(final=False)`` on a prefix stops at a bad packet whose resync point is not decided yet;
+    continued on the whole buffer it gives the rows one final call gives."""
+    from feedhandler.framing.soupbintcp_stream import split
+    from feedhandler.protocols import soupbintcp as sb
+    good = [sb.sequenced(b"X" * (10 + i)) for i in range(12)]
+    bad = b"\x00\x03Qzz"                            # a type the server never sends
+    buf = bytearray(b"".join(good[:3]) + bad + b"".join(good[3:]))
+    whole, consumed = split(buf, 0, len(buf), True)
+    assert consumed == len(buf)
+    cut = len(b"".join(good[:3])) + len(bad) + 20
+    part, c1 = split(buf, 0, cut, True, False, False)
+    assert c1 == len(b"".join(good[:3])) and len(part) == 3          # held at the bad packet
+    rest, c2 = split(buf, c1, len(buf), True, False, False)
+    assert c2 == len(buf)
+    assert np.array_equal(np.concatenate([part, rest]), whole)
+    old, _ = split(buf, 0, cut, True)                                  # final: decided on the prefix
+    assert not np.array_equal(old, whole[:len(old)]) or len(old) != 3

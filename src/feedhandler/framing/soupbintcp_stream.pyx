@@ -95,13 +95,22 @@ cdef Py_ssize_t _resync(const uint8_t *p, Py_ssize_t n, Py_ssize_t i, int from_s
     candidate j cannot be decided from the bytes so far (its chain runs into n: a packet not complete
     yet, or a chain ending exactly at n, which more bytes may extend or break), so that the caller
     waits for more bytes and finds the j the whole stream gives."""
-    cdef Py_ssize_t j, k
+    cdef Py_ssize_t j, k, ln
     cdef int c, st = 0
     for j in range(i, n):
         k = j
         c = 0
         while c < _RESYNC_CHAIN and k < n:
-            st = _check(p, n, k, from_server)
+            # type and length first, then whether the packet fits: a packet that the direction cannot
+            # send breaks the chain whatever follows (any status but 0 breaks it: final framing is the
+            # same as with _check); only a valid one that does not fit yet is undecided
+            if n - k < 3:
+                st = _TRUNCATED
+            else:
+                ln = fh_load_be16(p + k)
+                st = _valid(p[k + 2], ln, from_server) if ln != 0 else _BAD_LENGTH
+                if st == 0 and k + 2 + ln > n:
+                    st = _TRUNCATED
             if st != 0:
                 break
             if fh_load_be16(p + k) < 2 and (p[k + 2] == 83 or p[k + 2] == 85):
