@@ -518,9 +518,9 @@ cdef class FixStreamDecoder:
     cdef dict given_symbols
     cdef dict _seq_state                # conn -> session sequencing state (see _emit)
     cdef public Py_ssize_t term_cap     # live: orders kept after a terminal event (0: every order, replay)
-    cdef public object term_keys        # (deques) keys and states of terminal orders, oldest first
-    cdef public object term_states
-    cdef public uint64_t term_evicted   # terminal orders dropped from ``orders`` past term_cap
+    cdef public uint64_t term_seq       # terminal events so far (an order's state holds the number of its own)
+    cdef public uint64_t term_evicted   # entries dropped from ``orders`` (see sweep_terminal)
+    cdef Py_ssize_t term_sweep_at
 
     def __cinit__(self):
         self.g42 = <grp_t *> calloc(1, sizeof(grp_t))
@@ -558,8 +558,8 @@ cdef class FixStreamDecoder:
         self.orders = {}
         self._seq_state = {}
         self.term_cap = 0
-        self.term_keys = self.term_states = None
-        self.term_evicted = 0
+        self.term_seq = self.term_evicted = 0
+        self.term_sweep_at = 0
         self.reference = {}
         self.stats = {k: 0 for k in ("messages", "bad_field", "garbled", "bad_body_length", "bad_checksum",
                                      "truncated_tail", "holes", "seq_gaps", "seq_gap_messages", "possdup",
@@ -727,7 +727,10 @@ cdef class FixStreamDecoder:
     def decode_live_rows(self, list parts, rows, int conn):
         """(FixLiveDecoder) Records of the messages ``rows`` (part, span, ts_recv) in row order, with
         the live reference data rule; sequencing state carries over between calls per ``conn``."""
-        return self._decode_rows(parts, rows, conn, True)
+        recs = self._decode_rows(parts, rows, conn, True)
+        if self.term_cap:
+            self.sweep_terminal()
+        return recs
 
     cdef object _decode_rows(self, list parts, object rows, int conn, bint live=False):
         """Records of the messages ``rows`` (part index, span index, ts_recv) of one connection, in
@@ -1087,22 +1090,25 @@ cdef class FixStreamDecoder:
             if m.orderid.len:
                 oe.order_id = _fnv64(base + m.orderid.off, m.orderid.len)
             key = (conn, cl)
-            # state: [instrument_id, side, price, leaves, order_id, pending_ts]
+            # state: [instrument_id, side, price, leaves, order_id, pending_ts, terminal event number (0:
+            #         not terminal), state of the order a cancel / replace request named (or None)]
             if m.kind == K_D:
                 ev = 78
                 iid = _sym_lookup(self.syms, &self.next_sym, &self.n_syms, base + m.symbol.off, m.symbol.len,
                                   assign, &self.sym_truncated) if m.symbol.len else 0
-                st = [iid, oe.side, m.price, m.qty, 0, ts_recv]
+                st = [iid, oe.side, m.price, m.qty, 0, ts_recv, 0, None]
                 self.orders[key] = st
             elif m.kind == K_F or m.kind == K_G:
                 ev = 88 if m.kind == K_F else 80
                 st0 = self.orders.get((conn, orig))
                 if st0 is None:
-                    st0 = [0, oe.side, m.price, m.qty, 0, 0]
+                    st0 = [0, oe.side, m.price, m.qty, 0, 0, 0, None]
                     oe.flags |= FH_OE_F_UNKNOWN_ORDER
                     cnt[16] += 1
                 st = list(st0)
                 st[5] = ts_recv
+                st[6] = 0
+                st[7] = st0                         # (marked done when this request's order is)
                 self.orders[key] = st
             else:
                 if m.kind == K_9:
@@ -1115,7 +1121,7 @@ cdef class FixStreamDecoder:
                     if st is not None:
                         self.orders[key] = st
                 if st is None:
-                    st = [0, oe.side, m.price, 0, 0, 0]
+                    st = [0, oe.side, m.price, 0, 0, 0, 0, None]
                     if m.symbol.len:
                         st[0] = _sym_lookup(self.syms, &self.next_sym, &self.n_syms, base + m.symbol.off, m.symbol.len,
                                             assign, &self.sym_truncated)
@@ -1149,37 +1155,34 @@ cdef class FixStreamDecoder:
             oe.hd.instrument_id = <uint32_t> st[0]
             oe.order_id = <uint64_t> st[4]
             oe.leaves_qty = <uint32_t> max(0, st[3])
-            if self.term_cap and fs and (ev == 82 or ((ev == 67 or ev == 69 or ev == 74) and st[3] <= 0)):
+            if fs and (ev == 82 or ((ev == 67 or ev == 69 or ev == 74) and st[3] <= 0)):
+                # a terminal state (or, replaced: the order it replaced is done); see sweep_terminal
+                self.term_seq += 1
                 if ev != 82:
-                    self._terminal(key, st)
-                if orig:                            # the order it replaced / canceled is done too
-                    okey = (conn, orig)
-                    st0 = self.orders.get(okey)
-                    if st0 is not None and st0 is not st:
-                        self._terminal(okey, st0)
+                    st[6] = self.term_seq
+                if st[7] is not None:               # the order a cancel / replace request named
+                    (<list> st[7])[6] = self.term_seq
+                    st[7] = None
             cnt[17] += 1
             k += 1
         return k
 
-    cdef int _terminal(self, object key, list st) except -1:
-        """(live, ``term_cap``) ``key`` reached a terminal state (canceled, fully filled, rejected, or
-        replaced / canceled by a later ClOrdID): keep it for a late message (a cancel reject, a
-        PossDup resend) among the last ``term_cap`` terminal orders, then drop it from ``orders`` if
-        it is still that state with no request pending (counted in ``term_evicted``)."""
-        if self.term_keys is None:
-            from collections import deque
-            self.term_keys = deque()
-            self.term_states = deque()
-        self.term_keys.append(key)
-        self.term_states.append(st)
-        cdef list s
-        while len(self.term_keys) > self.term_cap:
-            k = self.term_keys.popleft()
-            s = self.term_states.popleft()
-            if self.orders.get(k) is s and not s[5]:
-                del self.orders[k]
-                self.term_evicted += 1
-        return 0
+    def sweep_terminal(self, bint force=False):
+        """(live, ``term_cap``) Drop from ``orders`` the orders that reached a terminal state (canceled,
+        fully filled, rejected; or replaced / canceled by a later ClOrdID: the entry of the order the
+        request named) more than ``term_cap`` terminal events ago and have no request pending: the
+        last ``term_cap`` stay for a late message (a cancel reject, a PossDup resend). Runs when the
+        map reaches twice ``term_cap`` entries, then twice what the last sweep left (amortised: the
+        messages pay nothing but numbering the terminal events); the entries dropped are counted in
+        ``term_evicted``. Returns how many were dropped."""
+        if not self.term_cap or (not force and len(self.orders) < max(2 * self.term_cap, self.term_sweep_at)):
+            return 0
+        cdef uint64_t limit = self.term_seq - self.term_cap if self.term_seq > <uint64_t> self.term_cap else 0
+        n = len(self.orders)
+        self.orders = {k: v for k, v in self.orders.items() if not (0 < v[6] <= limit and not v[5])}
+        self.term_evicted += n - len(self.orders)
+        self.term_sweep_at = 2 * len(self.orders)
+        return n - len(self.orders)
 
 
 def _ref_entries(bytes msg, bint is_list, uint64_t sending_time):
@@ -1561,9 +1564,10 @@ class FixLiveDecoder:
     ``SWEEP_MIN``; then twice what the previous sweep left). Every counter is the one it would have been:
     retirement changes memory only. Within a connection, an order that reached a terminal state
     (canceled, fully filled, rejected; or replaced / canceled by a later ClOrdID: its OrigClOrdID entry)
-    stays among the last ``dec.term_cap`` (default ``TERMINAL_ORDERS``) terminal orders for a late
-    message, then leaves the map (``live["orders_evicted"]``: a message naming it after that is an
-    unknown order, which replay would have known). (A connection seen in one direction only is never retired: replay
+    stays while it is among the last ``dec.term_cap`` (default ``TERMINAL_ORDERS``) terminal orders,
+    for a late message; older ones leave the map at the next sweep (``FixStreamDecoder.sweep_terminal``;
+    counted in ``live["orders_evicted"]``: a message naming one after that is an unknown order, which
+    replay would have known). (A connection seen in one direction only is never retired: replay
     would pair a later reverse stream with it.)
     """
 

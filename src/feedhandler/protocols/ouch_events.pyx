@@ -233,9 +233,9 @@ cdef class OuchEventDecoder:
     cdef public dict stats
     cdef public object midnight
     cdef public Py_ssize_t term_cap     # live: orders kept after a terminal event (0: every order, replay)
-    cdef public object term_keys        # (deques) keys and states of terminal orders, oldest first
-    cdef public object term_states
-    cdef public uint64_t term_evicted   # terminal orders dropped from ``orders`` past term_cap
+    cdef public uint64_t term_seq       # terminal events so far (an order's state holds the number of its own)
+    cdef public uint64_t term_evicted   # entries dropped from ``orders`` (see sweep_terminal)
+    cdef Py_ssize_t term_sweep_at
 
     def __init__(self, version="5.0", symbols=None):
         self.ver = 1 if str(version) in ("5.0", "50", "ouch50") else 0
@@ -244,8 +244,8 @@ cdef class OuchEventDecoder:
         self.symbol_map = dict(symbols or {})
         self.midnight = {}
         self.term_cap = 0
-        self.term_keys = self.term_states = None
-        self.term_evicted = 0
+        self.term_seq = self.term_evicted = 0
+        self.term_sweep_at = 0
         self.stats = {"messages": 0, "records": 0, "session_messages": 0, "unknown_order": 0,
                       "rejects": {r: 0 for r in REASONS[1:]}, "unknown_symbol": 0}
 
@@ -306,6 +306,8 @@ cdef class OuchEventDecoder:
             free(msgs); free(dec); free(fs)
         self.stats["messages"] += n
         self.stats["records"] += k
+        if self.term_cap:
+            self.sweep_terminal()
         return out[:k]
 
     cdef Py_ssize_t _lifecycle(self, const fh_msg *m, const dec_t *d, Py_ssize_t n, object out) except -1:
@@ -352,18 +354,19 @@ cdef class OuchEventDecoder:
             if m[i].flags & 0x02:
                 r.flags |= FH_OE_F_AFTER_GAP
             r.client_ref = x.ref if self.ver else (_fnv32(m[i].data + x.tok, 14) if x.tok >= 0 else 0)
-            # state: [instrument_id, side, price, leaves, order_ref, pending_ts]
+            # state: [instrument_id, side, price, leaves, order_ref, pending_ts, terminal event number (0: not)]
             ev = x.event
             if ev == 78:                                    # N: Enter Order
                 iid = self._instrument(&m[i], x.sym)
-                st = [iid, r.side, x.price, 0, 0, m[i].ts_recv]
+                st = [iid, r.side, x.price, 0, 0, m[i].ts_recv, 0]
                 self.orders[key] = st
             elif ev == 80 or ev == 82:                      # P replace request / R replaced
                 old = self._key(conn, &m[i], x.tok2, x.ref2)
                 st0 = self.orders.get(old)
                 st = self.orders.get(key)
                 if st is None:
-                    st = list(st0) if st0 is not None else [0, 78, FH_UNDEF_PRICE, 0, 0, 0]
+                    st = list(st0) if st0 is not None else [0, 78, FH_UNDEF_PRICE, 0, 0, 0, 0]
+                    st[6] = 0
                     self.orders[key] = st
                     if st0 is None:
                         r.flags |= FH_OE_F_UNKNOWN_ORDER
@@ -384,7 +387,7 @@ cdef class OuchEventDecoder:
             else:
                 st = self.orders.get(key)
                 if st is None:
-                    st = [self._instrument(&m[i], x.sym) if x.sym >= 0 else 0, r.side, x.price, 0, 0, 0]
+                    st = [self._instrument(&m[i], x.sym) if x.sym >= 0 else 0, r.side, x.price, 0, 0, 0, 0]
                     self.orders[key] = st
                     r.flags |= FH_OE_F_UNKNOWN_ORDER
                     self.stats["unknown_order"] += 1
@@ -426,29 +429,27 @@ cdef class OuchEventDecoder:
             r.leaves_qty = <uint32_t> st[3]
             if ev == 78:
                 r.leaves_qty = x.qty
-            if self.term_cap and x.from_server and (ev == 67 or ev == 69 or ev == 74) and st[3] == 0:
-                self._terminal(key, st)
+            if x.from_server and (ev == 67 or ev == 69 or ev == 74) and st[3] == 0:
+                self.term_seq += 1              # a terminal state: see sweep_terminal
+                st[6] = self.term_seq
             k += 1
         return k
 
-    cdef int _terminal(self, object key, list st) except -1:
-        """(live, ``term_cap``) ``key`` reached a terminal state (canceled, fully executed, rejected):
-        keep it for a late message (a cancel reject, a replay) among the last ``term_cap`` terminal
-        orders, then drop it from ``orders`` if it is still that terminal state (counted)."""
-        if self.term_keys is None:
-            from collections import deque
-            self.term_keys = deque()
-            self.term_states = deque()
-        self.term_keys.append(key)
-        self.term_states.append(st)
-        cdef list s
-        while len(self.term_keys) > self.term_cap:
-            k = self.term_keys.popleft()
-            s = self.term_states.popleft()
-            if self.orders.get(k) is s and s[3] == 0 and s[5] == 0:
-                del self.orders[k]
-                self.term_evicted += 1
-        return 0
+    def sweep_terminal(self, bint force=False):
+        """(live, ``term_cap``) Drop from ``orders`` the orders that reached a terminal state (canceled
+        to 0, fully executed, rejected) more than ``term_cap`` terminal events ago and are still done
+        (no open quantity, no request pending): the last ``term_cap`` stay for a late message. Runs
+        when the map reaches twice ``term_cap`` entries, then twice what the last sweep left
+        (amortised); the entries dropped are counted in ``term_evicted``. Returns how many."""
+        if not self.term_cap or (not force and len(self.orders) < max(2 * self.term_cap, self.term_sweep_at)):
+            return 0
+        cdef uint64_t limit = self.term_seq - self.term_cap if self.term_seq > <uint64_t> self.term_cap else 0
+        n = len(self.orders)
+        self.orders = {k: v for k, v in self.orders.items()
+                       if not (0 < v[6] <= limit and v[3] == 0 and v[5] == 0)}
+        self.term_evicted += n - len(self.orders)
+        self.term_sweep_at = 2 * len(self.orders)
+        return n - len(self.orders)
 
     cdef object _key(self, int conn, const fh_msg *m, int32_t tok, uint32_t ref):
         if self.ver:
@@ -709,10 +710,11 @@ class OuchLiveDecoder:
     sides, sequencing and midnight state go, the streams leave the reassembler (their counters stay)
     and the order lifecycle entries of retired connections are swept once the map holds
     ``sweep_min`` entries. The counters are those without retirement. Within a connection, an order
-    that reached a terminal state (canceled to 0, fully executed, rejected) stays among the last
-    ``term_cap`` (default ``fix_stream.TERMINAL_ORDERS``) terminal orders for a late message, then
-    leaves the map (``live["orders_evicted"]``: a message naming it after that is an unknown order,
-    which replay would have known). What stays per connection: its
+    that reached a terminal state (canceled to 0, fully executed, rejected) stays while it is among
+    the last ``term_cap`` (default ``fix_stream.TERMINAL_ORDERS``) terminal orders, for a late message;
+    older ones leave the map at the next sweep (``OuchEventDecoder.sweep_terminal``; counted in
+    ``live["orders_evicted"]``: a message naming one after that is an unknown order, which replay
+    would have known). What stays per connection: its
     Login Request / Accepted tuples in ``logins`` (part of the statistics, as replay's).
     """
 
