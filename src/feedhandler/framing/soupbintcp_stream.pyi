@@ -17,7 +17,8 @@ F_AFTER_GAP: int
 F_NO_LOGIN: int
 
 def split(buf: bytes | bytearray | memoryview, start: int, end: int, from_server: bool,
-          resync_first: bool = False) -> tuple[np.ndarray, int]: ...
+          resync_first: bool = False, final: bool = True) -> tuple[np.ndarray, int]: ...
+def packet_status(buf: bytes | bytearray | memoryview, i: int, end: int, from_server: bool) -> int: ...
 
 class SoupSessions:
     streams: list[TcpStream]

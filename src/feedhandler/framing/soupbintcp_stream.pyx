@@ -88,30 +88,56 @@ cdef inline int _check(const uint8_t *p, Py_ssize_t n, Py_ssize_t i, int from_se
     return _valid(p[i + 2], ln, from_server)
 
 
-cdef Py_ssize_t _resync(const uint8_t *p, Py_ssize_t n, Py_ssize_t i, int from_server) noexcept nogil:
-    """First j >= i from which _RESYNC_CHAIN packets chain validly (or chain to exactly n); n if none."""
-    cdef Py_ssize_t j, k
-    cdef int c
+cdef Py_ssize_t _resync(const uint8_t *p, Py_ssize_t n, Py_ssize_t i, int from_server, int final) noexcept nogil:
+    """First j >= i from which _RESYNC_CHAIN packets chain validly (or chain to exactly n); n if none.
+
+    ``final`` false (live: p[:n] is what has arrived so far, more may follow): -1 as soon as a
+    candidate j cannot be decided from the bytes so far (its chain runs into n: a packet not complete
+    yet, or a chain ending exactly at n, which more bytes may extend or break), so that the caller
+    waits for more bytes and finds the j the whole stream gives."""
+    cdef Py_ssize_t j, k, ln
+    cdef int c, st = 0
     for j in range(i, n):
         k = j
         c = 0
-        while c < _RESYNC_CHAIN and k < n and _check(p, n, k, from_server) == 0:
+        while c < _RESYNC_CHAIN and k < n:
+            # type and length first, then whether the packet fits: a packet that the direction cannot
+            # send breaks the chain whatever follows (any status but 0 breaks it: final framing is the
+            # same as with _check); only a valid one that does not fit yet is undecided
+            if n - k < 3:
+                st = _TRUNCATED
+            else:
+                ln = fh_load_be16(p + k)
+                st = _valid(p[k + 2], ln, from_server) if ln != 0 else _BAD_LENGTH
+                if st == 0 and k + 2 + ln > n:
+                    st = _TRUNCATED
+            if st != 0:
+                break
             if fh_load_be16(p + k) < 2 and (p[k + 2] == 83 or p[k + 2] == 85):
-                break               # an empty data packet is legal but too weak to resync on
+                st = _BAD_LENGTH    # an empty data packet is legal but too weak to resync on
+                break
             k += 2 + fh_load_be16(p + k)
             c += 1
-        if c == _RESYNC_CHAIN or (c > 0 and k == n):
+        if c == _RESYNC_CHAIN:
             return j
-    return n
+        if not final and (k >= n or st == _TRUNCATED):
+            return -1
+        if c > 0 and k == n:
+            return j
+    return n if final else -1
 
 
 cdef Py_ssize_t _split(const uint8_t *p, Py_ssize_t start, Py_ssize_t n, int from_server, int resync_first,
-                       int64_t *rows, Py_ssize_t cap, Py_ssize_t *consumed) noexcept nogil:
-    """Rows (payload_off, payload_len, type, reason) for p[start:n]; returns the row count."""
+                       int64_t *rows, Py_ssize_t cap, Py_ssize_t *consumed, int final) noexcept nogil:
+    """Rows (payload_off, payload_len, type, reason) for p[start:n]; returns the row count. Not
+    ``final``: stops (consumed) at a bad packet whose resync point the bytes so far cannot decide."""
     cdef Py_ssize_t i = start, k = 0, ln, j
     cdef int st
     if resync_first:
-        j = _resync(p, n, i, from_server)
+        j = _resync(p, n, i, from_server, final)
+        if j < 0:
+            consumed[0] = i
+            return 0
         if j > i and k < cap:
             rows[0] = i; rows[1] = j - i; rows[2] = 0; rows[3] = _BAD_TYPE
             k = 1
@@ -121,7 +147,9 @@ cdef Py_ssize_t _split(const uint8_t *p, Py_ssize_t start, Py_ssize_t n, int fro
         if st == _TRUNCATED:
             break
         if st != 0:
-            j = _resync(p, n, i + 1, from_server)
+            j = _resync(p, n, i + 1, from_server, final)
+            if j < 0:
+                break               # (live) undecided: wait for more bytes, the bad packet first
             rows[4 * k] = i; rows[4 * k + 1] = j - i; rows[4 * k + 2] = p[i + 2] if n - i > 2 else 0
             rows[4 * k + 3] = st
             k += 1
@@ -138,12 +166,17 @@ cdef Py_ssize_t _split(const uint8_t *p, Py_ssize_t start, Py_ssize_t n, int fro
     return k
 
 
-def split(const uint8_t[::1] buf, Py_ssize_t start, Py_ssize_t end, bint from_server, bint resync_first=False):
+def split(const uint8_t[::1] buf, Py_ssize_t start, Py_ssize_t end, bint from_server, bint resync_first=False,
+          bint final=True):
     """Frame buf[start:end] in one native pass.
 
     Returns (rows, consumed): ``rows`` int64 (n, 4) = (payload_off, payload_len, type byte, reason);
     rejected byte ranges appear as rows with reason != 0 (their off/len cover the skipped bytes).
-    Bytes from ``consumed`` on are an incomplete trailing packet.
+    Bytes from ``consumed`` on are an incomplete trailing packet. ``final`` false (an incremental
+    consumer: ``end`` is only what has arrived so far): framing also stops at a bad packet (or, with
+    ``resync_first``, at ``start``) when the resync point cannot be decided from the bytes so far
+    (see ``_resync``); called again with more bytes from ``consumed``, it frames as one call over the
+    whole stream would. The bytes held back are at most a resync chain (3 packets of up to 65 537 bytes).
     """
     cdef Py_ssize_t cap, k, consumed = start
     if start < 0 or end > buf.shape[0] or start > end:
@@ -154,8 +187,18 @@ def split(const uint8_t[::1] buf, Py_ssize_t start, Py_ssize_t end, bint from_se
     if end == start:
         return rows[:0], start
     with nogil:
-        k = _split(&buf[0], start, end, from_server, resync_first, &r[0, 0], cap, &consumed)
+        k = _split(&buf[0], start, end, from_server, resync_first, &r[0, 0], cap, &consumed, final)
     return rows[:k], consumed
+
+
+def packet_status(const uint8_t[::1] buf, Py_ssize_t i, Py_ssize_t end, bint from_server):
+    """Status of the packet at buf[i] within buf[:end]: OK, TRUNCATED (not complete before end) or the
+    reason it is bad (BAD_TYPE, BAD_LENGTH)."""
+    if i < 0 or end > buf.shape[0] or i > end:
+        raise ValueError("bad range")
+    if end == i:
+        return _TRUNCATED
+    return _check(&buf[0], end, i, from_server)
 
 
 cdef class SoupSessions:

@@ -44,6 +44,10 @@ cdef class TcpStream:
     cdef Py_ssize_t _mk_len, _mk_holes
     cdef readonly int64_t trimmed        # bytes dropped from the front of data (discard): data[0] is
                                          # stream byte `trimmed`; offsets (holes, marks, ts_at) are data's
+    # retirement (Reassembler.retire): the stream's bytes and chunk lists are dropped, its counters kept
+    cdef readonly bint retired
+    cdef readonly uint64_t holes_dropped # holes of the dropped bytes (stats()["holes"] still counts them)
+    cdef readonly uint64_t late_bytes    # new bytes that arrived after retirement (not delivered)
 
     cdef int64_t _unwrap(self, uint32_t raw)
     cdef void _append(self, bytes chunk, uint64_t ts)
@@ -65,6 +69,11 @@ cdef class Reassembler:
     cdef list file_events
     cdef uint64_t file_bytes_skipped
     cdef public object marks             # None, or a list receiving (stream, bytes, holes) per change
+    cdef public object closing           # None, or a list receiving the streams that got a FIN / RST
+    cdef readonly int64_t n_created      # streams created so far (the next TcpStream.conn)
+    cdef readonly int max_closed         # retired streams kept (as tombstones) for late segments
+    cdef object closed                   # retired streams, oldest first: {stream: None}
+    cdef readonly dict gone              # counters folded from the tombstones evicted
 
     cdef void _segment(self, _seg *s, bytes payload, uint64_t ts)
     cdef void _segment_inner(self, _seg *s, bytes payload, uint64_t ts)

@@ -136,6 +136,12 @@ def _ip(uint32_t a):
     return f"{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}"
 
 
+MAX_CLOSED = 4096              # retired streams kept as tombstones (Reassembler.retire)
+_SUM_KEYS = ("retrans_segments", "retrans_bytes", "overlap_segments", "overlap_conflicts", "ooo_segments",
+             "hole_bytes", "after_fin_bytes")
+_GONE_KEYS = _SUM_KEYS + ("holes", "late_bytes", "closed_evicted", "retired_streams", "retired_connections")
+
+
 cdef class TcpStream:
     """The in-order bytes of one direction of one TCP connection (see module docstring)."""
 
@@ -162,6 +168,8 @@ cdef class TcpStream:
         self.ooo_segments = self.hole_bytes = self.after_fin_bytes = 0
         self._mk_len = self._mk_holes = 0
         self.trimmed = 0
+        self.retired = False
+        self.holes_dropped = self.late_bytes = 0
 
     @property
     def src(self):
@@ -230,8 +238,15 @@ cdef class TcpStream:
         return {"packets": self.packets, "bytes": self.trimmed + len(self.data), "retrans_segments": self.retrans_segments,
                 "retrans_bytes": self.retrans_bytes, "overlap_segments": self.overlap_segments,
                 "overlap_bytes": self.overlap_bytes, "overlap_conflicts": self.overlap_conflicts,
-                "ooo_segments": self.ooo_segments, "holes": len(self.holes), "hole_bytes": self.hole_bytes,
+                "ooo_segments": self.ooo_segments, "holes": len(self.holes) + self.holes_dropped,
+                "hole_bytes": self.hole_bytes,
                 "after_fin_bytes": self.after_fin_bytes, "syn": self.syn, "fin": self.fin, "rst": self.rst}
+
+    @property
+    def closed(self):
+        """True once nothing more can be delivered: an RST, or a FIN with every byte before it delivered
+        (no segment waiting out of order)."""
+        return (self.rst or (self.fin and self.next_seq >= self.fin_seq)) and not self.pending
 
     def __repr__(self):
         return (f"TcpStream({_ip(self.key[0])}:{self.key[1]} -> {_ip(self.key[2])}:{self.key[3]} #{self.conn}, "
@@ -255,6 +270,9 @@ cdef class TcpStream:
     cdef void _deliver(self, int64_t s, bytes payload, uint64_t ts):
         """Segment [s, s+len) arrives; deliver what extends the stream, buffer what is ahead."""
         cdef int64_t e = s + len(payload), nxt = self.next_seq, k, old_off, n
+        if self.retired and e > nxt:
+            self.late_bytes += len(payload)     # new bytes after retirement (an RST'd stream): counted only
+            return
         if e <= nxt:
             self.retrans_segments += 1
             self.retrans_bytes += len(payload)
@@ -299,7 +317,7 @@ cdef class TcpStream:
     cdef void _compare(self, int64_t s, bytes payload):
         """Count a conflict when retransmitted bytes differ from the delivered ones."""
         cdef int64_t o = s - self.base
-        if s < self.valid_from or o < 0 or not payload:
+        if self.retired or s < self.valid_from or o < 0 or not payload:
             return                      # before the last hole: offsets of those bytes are not tracked
         if bytes(self.data[o:o + len(payload)]) != payload:
             self.overlap_conflicts += 1
@@ -331,11 +349,16 @@ cdef class Reassembler:
     streams in order of first appearance.
     """
 
-    def __init__(self, int max_ooo_segments=1024, int64_t max_ooo_bytes=4 << 20):
+    def __init__(self, int max_ooo_segments=1024, int64_t max_ooo_bytes=4 << 20, int max_closed=MAX_CLOSED):
         self.max_ooo_segments = max_ooo_segments
         self.max_ooo_bytes = max_ooo_bytes
+        self.max_closed = max_closed
         self.flows = {}
         self.streams = []
+        self.n_created = 0
+        self.closed = {}
+        self.gone = dict.fromkeys(_GONE_KEYS, 0)
+        self.closing = None
         self.reasons = [0] * T_N
         self.frames = 0
         self.syn_retrans = 0
@@ -352,7 +375,66 @@ cdef class Reassembler:
         length, and so sees the messages in the order the packets completed them."""
         if self.marks is None:
             self.marks = []
+        if self.closing is None:
+            self.closing = []
         return self
+
+    def take_closing(self):
+        """The streams that received a FIN or an RST since the last call (see ``track``)."""
+        c = self.closing
+        self.closing = []
+        return c
+
+    @property
+    def retirement(self):
+        """{retired_connections, retired_streams, tombstones (kept now), tombstones_evicted} (``retire``)."""
+        g = self.gone
+        return {"retired_connections": g["retired_connections"], "retired_streams": g["retired_streams"],
+                "tombstones": len(self.closed), "tombstones_evicted": g["closed_evicted"]}
+
+    @property
+    def n_closed(self):
+        """Retired streams kept as tombstones (at most ``max_closed``)."""
+        return len(self.closed)
+
+    def retire(self, streams):
+        """An incremental consumer is done with a connection (``streams``: its two directions, both
+        ``closed``, every byte decoded): drop the streams' bytes and take them out of ``streams``. Each
+        stays, as a tombstone without bytes, in ``flows`` for the segments that arrive late (the last ACK,
+        retransmissions: counted as on a live stream, new bytes counted in ``late_bytes``), up to
+        ``max_closed`` tombstones; the oldest is then dropped and its counters fold into ``gone``, so
+        ``stats`` keeps counting every stream. A segment for an evicted tombstone's 4-tuple starts a new
+        stream (evictions counted in ``retirement``)."""
+        cdef TcpStream st
+        cdef int k = 0
+        for st in streams:
+            if st is None or st.retired:
+                continue
+            self.streams.remove(st)
+            st.retired = True
+            st.trimmed += len(st.data)
+            st.holes_dropped += len(st.holes)
+            st.data = bytearray()
+            st._end_off = []
+            st._end_ts = []
+            st.holes = []
+            st._mk_len = st._mk_holes = 0
+            self.closed[st] = None
+            k += 1
+        if k:
+            self.gone["retired_streams"] += k
+            self.gone["retired_connections"] += 1
+        while len(self.closed) > self.max_closed:
+            st = next(iter(self.closed))
+            del self.closed[st]
+            d = st.stats()
+            for key in _SUM_KEYS:
+                self.gone[key] += d[key]
+            self.gone["holes"] += d["holes"]
+            self.gone["late_bytes"] += st.late_bytes
+            self.gone["closed_evicted"] += 1
+            if self.flows.get(st.key) is st:
+                del self.flows[st.key]
 
     def take_marks(self):
         """The marks recorded since the last call (see ``track``)."""
@@ -446,10 +528,12 @@ cdef class Reassembler:
         st = self.flows.get(key)
         if (s.flags & TCP_SYN) and st is not None and (st.fin or st.rst) and st.syn:
             st = None                                   # 4-tuple reused: a new connection
-        elif (s.flags & TCP_SYN) and st is not None and st.next_seq >= 0 and not st.syn and len(st.data) == 0:
+        elif (s.flags & TCP_SYN) and st is not None and st.next_seq >= 0 and not st.syn and len(st.data) == 0 \
+                and st.trimmed == 0:
             st = None                                   # only bare ACKs seen before the SYN: restart
         if st is None:
-            conn = len(self.streams)
+            conn = self.n_created
+            self.n_created += 1
             st = TcpStream(key, conn)
             self.flows[key] = st
             self.streams.append(st)
@@ -490,6 +574,8 @@ cdef class Reassembler:
         if s.flags & TCP_FIN and not st.fin:
             st.fin = True
             st.fin_seq = seq + len(payload)
+            if self.closing is not None and not st.retired:
+                self.closing.append(st)
         if s.flags & TCP_RST:
             st.rst = True
             st._flush(ts)
@@ -497,6 +583,8 @@ cdef class Reassembler:
             if peer is not None:
                 peer.rst = True
                 peer._flush(ts)
+            if self.closing is not None and not st.retired:
+                self.closing.append(st)
 
     def finish(self):
         """Declare every remaining gap a hole; return the streams (first appearance order)."""
@@ -509,14 +597,22 @@ cdef class Reassembler:
 
     @property
     def stats(self):
+        g = self.gone
         d = {"frames": self.frames, "tcp_segments": self.reasons[T_OK], "syn_retrans": self.syn_retrans,
-             "streams": len(self.streams), "connections": len(pair_streams(self.streams))}
+             "streams": len(self.streams) + g["retired_streams"],
+             "connections": len(pair_streams(self.streams)) + g["retired_connections"]}
         d["not_tcp"] = {REASONS[i]: self.reasons[i] for i in range(1, T_N) if self.reasons[i]}
         cdef TcpStream st
-        for k in ("retrans_segments", "retrans_bytes", "overlap_segments", "overlap_conflicts", "ooo_segments",
-                  "hole_bytes", "after_fin_bytes"):
-            d[k] = sum(st.stats()[k] for st in self.streams)
-        d["holes"] = sum(len(st.holes) for st in self.streams)
+        every = self.streams + list(self.closed)
+        per = [st.stats() for st in every]
+        for k in _SUM_KEYS:
+            d[k] = sum(x[k] for x in per) + g[k]
+        d["holes"] = sum(x["holes"] for x in per) + g["holes"]
+        # (only once it happens: a capture that never needs them keeps replay's keys)
+        late = sum(st.late_bytes for st in every) + g["late_bytes"]
+        if late:
+            d["late_bytes"] = late
+
         if self.file_damage:
             d["file_damage"] = dict(self.file_damage)
             d["file_events"] = list(self.file_events)
@@ -571,22 +667,46 @@ class LiveConnections:
     def __init__(self):
         self.n_seen = 0
         self.waiting = {}
-        self.pairs = []
+        self.pairs = {}             # connection index -> [first stream, its peer or None] (open ones)
+        self.n_pairs = 0            # connections seen (retired included)
         self.index = {}
 
-    def update(self, streams):
-        for s in streams[self.n_seen:]:
+    def update(self, streams, n_created=None):
+        """``streams``: the reassembler's (open) streams, the ``n_created - n_seen`` newest at the end
+        (``n_created``: ``Reassembler.n_created``; default ``len(streams)``, nothing retired)."""
+        if n_created is None:
+            n_created = len(streams)
+        new = n_created - self.n_seen
+        if new <= 0:
+            return
+        for s in streams[len(streams) - new:]:
             rkey = (s.key[2], s.key[3], s.key[0], s.key[1])
             q = self.waiting.get(s.key)
             if q:
                 i = q.pop(0)
+                if not q:
+                    del self.waiting[s.key]
                 self.pairs[i][1] = s
             else:
-                i = len(self.pairs)
+                i = self.n_pairs
+                self.n_pairs += 1
                 self.waiting.setdefault(rkey, []).append(i)
-                self.pairs.append([s, None])
+                self.pairs[i] = [s, None]
             self.index[s] = i
-        self.n_seen = len(streams)
+        self.n_seen = n_created
+
+    def closed(self, i):
+        """(client, server) of connection ``i`` if both directions were seen and are ``closed``, else None."""
+        s, peer = self.pairs[i]
+        if peer is None or not s.closed or not peer.closed:
+            return None
+        return self.oriented(i)
+
+    def retire(self, i):
+        """Forget connection ``i`` (both directions seen: it waits for no peer)."""
+        for s in self.pairs.pop(i):
+            if s is not None:
+                self.index.pop(s, None)
 
     def oriented(self, i):
         s, peer = self.pairs[i]

@@ -517,6 +517,10 @@ cdef class FixStreamDecoder:
     cdef public str groups_source
     cdef dict given_symbols
     cdef dict _seq_state                # conn -> session sequencing state (see _emit)
+    cdef public Py_ssize_t term_cap     # live: orders kept after a terminal event (0: every order, replay)
+    cdef public uint64_t term_seq       # terminal events so far (an order's state holds the number of its own)
+    cdef public uint64_t term_evicted   # entries dropped from ``orders`` (see sweep_terminal)
+    cdef Py_ssize_t term_sweep_at
 
     def __cinit__(self):
         self.g42 = <grp_t *> calloc(1, sizeof(grp_t))
@@ -553,6 +557,9 @@ cdef class FixStreamDecoder:
                 self._preload(s.encode() if isinstance(s, str) else bytes(s), iid)
         self.orders = {}
         self._seq_state = {}
+        self.term_cap = 0
+        self.term_seq = self.term_evicted = 0
+        self.term_sweep_at = 0
         self.reference = {}
         self.stats = {k: 0 for k in ("messages", "bad_field", "garbled", "bad_body_length", "bad_checksum",
                                      "truncated_tail", "holes", "seq_gaps", "seq_gap_messages", "possdup",
@@ -576,6 +583,11 @@ cdef class FixStreamDecoder:
         self.n_syms += 1
         if iid >= self.next_sym:
             self.next_sym = iid + 1 if iid < 0xFFFFFFFF else iid
+
+    def forget_conn(self, int conn):
+        """(FixLiveDecoder) Connection ``conn`` is closed and decoded: drop its sequencing state (its
+        orders are dropped by the caller, see ``FixLiveDecoder``)."""
+        self._seq_state.pop(conn, None)
 
     def msg_type_counts(self):
         """{MsgType: messages} over everything decoded so far (two-character types kept whole;
@@ -715,7 +727,10 @@ cdef class FixStreamDecoder:
     def decode_live_rows(self, list parts, rows, int conn):
         """(FixLiveDecoder) Records of the messages ``rows`` (part, span, ts_recv) in row order, with
         the live reference data rule; sequencing state carries over between calls per ``conn``."""
-        return self._decode_rows(parts, rows, conn, True)
+        recs = self._decode_rows(parts, rows, conn, True)
+        if self.term_cap:
+            self.sweep_terminal()
+        return recs
 
     cdef object _decode_rows(self, list parts, object rows, int conn, bint live=False):
         """Records of the messages ``rows`` (part index, span index, ts_recv) of one connection, in
@@ -1075,22 +1090,25 @@ cdef class FixStreamDecoder:
             if m.orderid.len:
                 oe.order_id = _fnv64(base + m.orderid.off, m.orderid.len)
             key = (conn, cl)
-            # state: [instrument_id, side, price, leaves, order_id, pending_ts]
+            # state: [instrument_id, side, price, leaves, order_id, pending_ts, terminal event number (0:
+            #         not terminal), state of the order a cancel / replace request named (or None)]
             if m.kind == K_D:
                 ev = 78
                 iid = _sym_lookup(self.syms, &self.next_sym, &self.n_syms, base + m.symbol.off, m.symbol.len,
                                   assign, &self.sym_truncated) if m.symbol.len else 0
-                st = [iid, oe.side, m.price, m.qty, 0, ts_recv]
+                st = [iid, oe.side, m.price, m.qty, 0, ts_recv, 0, None]
                 self.orders[key] = st
             elif m.kind == K_F or m.kind == K_G:
                 ev = 88 if m.kind == K_F else 80
                 st0 = self.orders.get((conn, orig))
                 if st0 is None:
-                    st0 = [0, oe.side, m.price, m.qty, 0, 0]
+                    st0 = [0, oe.side, m.price, m.qty, 0, 0, 0, None]
                     oe.flags |= FH_OE_F_UNKNOWN_ORDER
                     cnt[16] += 1
                 st = list(st0)
                 st[5] = ts_recv
+                st[6] = 0
+                st[7] = st0                         # (marked done when this request's order is)
                 self.orders[key] = st
             else:
                 if m.kind == K_9:
@@ -1103,7 +1121,7 @@ cdef class FixStreamDecoder:
                     if st is not None:
                         self.orders[key] = st
                 if st is None:
-                    st = [0, oe.side, m.price, 0, 0, 0]
+                    st = [0, oe.side, m.price, 0, 0, 0, 0, None]
                     if m.symbol.len:
                         st[0] = _sym_lookup(self.syms, &self.next_sym, &self.n_syms, base + m.symbol.off, m.symbol.len,
                                             assign, &self.sym_truncated)
@@ -1137,9 +1155,34 @@ cdef class FixStreamDecoder:
             oe.hd.instrument_id = <uint32_t> st[0]
             oe.order_id = <uint64_t> st[4]
             oe.leaves_qty = <uint32_t> max(0, st[3])
+            if fs and (ev == 82 or ((ev == 67 or ev == 69 or ev == 74) and st[3] <= 0)):
+                # a terminal state (or, replaced: the order it replaced is done); see sweep_terminal
+                self.term_seq += 1
+                if ev != 82:
+                    st[6] = self.term_seq
+                if st[7] is not None:               # the order a cancel / replace request named
+                    (<list> st[7])[6] = self.term_seq
+                    st[7] = None
             cnt[17] += 1
             k += 1
         return k
+
+    def sweep_terminal(self, bint force=False):
+        """(live, ``term_cap``) Drop from ``orders`` the orders that reached a terminal state (canceled,
+        fully filled, rejected; or replaced / canceled by a later ClOrdID: the entry of the order the
+        request named) more than ``term_cap`` terminal events ago and have no request pending: the
+        last ``term_cap`` stay for a late message (a cancel reject, a PossDup resend). Runs when the
+        map reaches twice ``term_cap`` entries, then twice what the last sweep left (amortised: the
+        messages pay nothing but numbering the terminal events); the entries dropped are counted in
+        ``term_evicted``. Returns how many were dropped."""
+        if not self.term_cap or (not force and len(self.orders) < max(2 * self.term_cap, self.term_sweep_at)):
+            return 0
+        cdef uint64_t limit = self.term_seq - self.term_cap if self.term_seq > <uint64_t> self.term_cap else 0
+        n = len(self.orders)
+        self.orders = {k: v for k, v in self.orders.items() if not (0 < v[6] <= limit and not v[5])}
+        self.term_evicted += n - len(self.orders)
+        self.term_sweep_at = 2 * len(self.orders)
+        return n - len(self.orders)
 
 
 def _ref_entries(bytes msg, bint is_list, uint64_t sending_time):
@@ -1479,6 +1522,8 @@ def synth(path, n=1000, seed=0, *, begin=b"FIX.4.4", mss=1460, t0=1_700_000_000_
 # ---- incremental decoding (the feed core's live mode) ----------------------------------------------
 HOLD_MESSAGES = 10000           # messages held per connection while its client side is undecided
 TRIM_BYTES = 1 << 20            # a stream drops the bytes already decoded once they reach this
+SWEEP_MIN = 4096                # order lifecycle entries before those of closed connections are swept
+TERMINAL_ORDERS = 1 << 16       # live: terminal orders kept per decoder for late messages (then dropped)
 
 
 class FixLiveDecoder:
@@ -1509,13 +1554,28 @@ class FixLiveDecoder:
 
     Memory: once a decided connection's stream holds ``trim_bytes`` (default ``TRIM_BYTES``) of bytes
     already framed and decoded, it drops them (``TcpStream.discard``): a long session keeps about that
-    much per direction, plus an incomplete message (replay keeps every byte).
+    much per direction, plus an incomplete message (replay keeps every byte). A connection whose two
+    directions are ``closed`` (FIN both ways with every byte before them delivered, or an RST) is
+    retired once its last bytes are decoded: a truncated tail is counted as at the end of the input,
+    messages still held are decided and decoded then (not at the end of the input), its sequencing
+    state and parse state are dropped, its streams leave the reassembler (``Reassembler.retire``: their
+    counters stay in the statistics) and its order lifecycle entries (keyed by connection, so nothing
+    can refer to them any more) are swept once the map holds ``sweep_min`` entries (default
+    ``SWEEP_MIN``; then twice what the previous sweep left). Every counter is the one it would have been:
+    retirement changes memory only. Within a connection, an order that reached a terminal state
+    (canceled, fully filled, rejected; or replaced / canceled by a later ClOrdID: its OrigClOrdID entry)
+    stays while it is among the last ``dec.term_cap`` (default ``TERMINAL_ORDERS``) terminal orders,
+    for a late message; older ones leave the map at the next sweep (``FixStreamDecoder.sweep_terminal``;
+    counted in ``live["orders_evicted"]``: a message naming one after that is an unknown order, which
+    replay would have known). (A connection seen in one direction only is never retired: replay
+    would pair a later reverse stream with it.)
     """
 
     def __init__(self, symbols=None, dictionary_dir=None):
         from feedhandler.framing.tcp import LiveConnections
         self.dec = FixStreamDecoder(dictionary_dir, symbols)
         self.dec.stats["ref_after_use"] = 0
+        self.dec.term_cap = TERMINAL_ORDERS     # (dec.term_cap: set before the first packet to change it)
         self.conns = LiveConnections()
         self.parse = {}             # stream -> [next byte to frame, piece start, piece counted, holes done]
         self.side = {}              # connection -> (client, server) once decided
@@ -1526,6 +1586,11 @@ class FixLiveDecoder:
         self.trim_bytes = TRIM_BYTES
         self.trimmed = 0
         self.mark_no = 0                # marks seen so far: the order of the packets
+        self.closing = set()            # connections with a FIN / RST seen, not retired yet
+        self.dead = set()               # retired connections whose orders are not swept yet
+        self.sweep_min = SWEEP_MIN
+        self.sweep_at = 0                   # (and twice what the last sweep left)
+        self.retired = 0
 
     # -- framing ------------------------------------------------------------------------------------
     def _split(self, st, ps, limit, out):
@@ -1619,8 +1684,9 @@ class FixLiveDecoder:
 
         Each stream is framed once per call, up to its last mark; a message belongs to the first mark
         (packet) whose length covers its last byte, and the messages are decoded in mark order: the
-        order of the packets that completed them, whatever the batching."""
-        self.conns.update(reassembler.streams)
+        order of the packets that completed them, whatever the batching. Closed connections are then
+        retired (see the class docstring)."""
+        self.conns.update(reassembler.streams, reassembler.n_created)
         base = self.mark_no
         self.mark_no += len(marks)
         by_stream = {}
@@ -1652,7 +1718,56 @@ class FixLiveDecoder:
                 self.held_n.pop(i, None)
         recs = self._decode(chunks)
         self._trim(marks)
+        if reassembler.closing is not None:
+            late = self._retire(reassembler)
+            if late is not None:
+                from feedhandler import records
+                recs = records.concat([recs, late]) if len(recs) else late
         return recs
+
+    def _retire(self, reassembler):
+        """Retire the closed connections (class docstring); the records of messages they still held."""
+        idx = self.conns.index
+        for st in reassembler.take_closing():
+            i = idx.get(st)
+            if i is not None:
+                self.closing.add(i)
+        if not self.closing:
+            return None
+        late = []
+        for i in sorted(self.closing):
+            if i not in self.conns.pairs:
+                self.closing.discard(i)
+                continue
+            cs = self.conns.closed(i)
+            if cs is None:
+                continue
+            self.closing.discard(i)
+            if i in self.held:
+                self._decide(i, True)
+                r = self._decode([(i,) + e for e in self.held.pop(i)])
+                if len(r):
+                    late.append(r)
+            for st in cs:
+                ps = self.parse.pop(st, None)
+                if ps is not None and len(st.data) > ps[1]:
+                    self._tail(st, ps, len(st.data))
+            self.side.pop(i, None)
+            self.held_n.pop(i, None)
+            self.dec.forget_conn(i)
+            self.conns.retire(i)
+            reassembler.retire(cs)
+            self.dead.add(i)
+            self.retired += 1
+        if self.dead and len(self.dec.orders) >= max(self.sweep_min, self.sweep_at):
+            dead = self.dead
+            self.dec.orders = {k: v for k, v in self.dec.orders.items() if k[0] not in dead}
+            dead.clear()
+            self.sweep_at = 2 * len(self.dec.orders)
+        if not late:
+            return None
+        from feedhandler import records
+        return late[0] if len(late) == 1 else records.concat(late)
 
     def _decode(self, chunks):
         """Records of the messages of ``chunks`` [(connection, stream, spans, ts, mark index per message)]
@@ -1726,4 +1841,7 @@ class FixLiveDecoder:
         return {"protocol": "fix", "tcp": reassembler.stats, "fix": fx, "symbols": dec.symbol_map(),
                 "reference": dict(dec.reference), "groups": dec.groups_source, "records": self.records,
                 "live": {"held_messages": int(sum(self.held_n.values())),
-                         "connections": len(self.conns.pairs), "bytes_discarded": self.trimmed}}
+                         "connections": self.conns.n_pairs, "bytes_discarded": self.trimmed,
+                         "connections_retired": self.retired, "connections_open": len(self.conns.pairs),
+                         "tombstones_evicted": reassembler.retirement["tombstones_evicted"],
+                         "order_entries": len(self.dec.orders), "orders_evicted": int(self.dec.term_evicted)}}

@@ -232,6 +232,10 @@ cdef class OuchEventDecoder:
     cdef public bint fixed_symbols
     cdef public dict stats
     cdef public object midnight
+    cdef public Py_ssize_t term_cap     # live: orders kept after a terminal event (0: every order, replay)
+    cdef public uint64_t term_seq       # terminal events so far (an order's state holds the number of its own)
+    cdef public uint64_t term_evicted   # entries dropped from ``orders`` (see sweep_terminal)
+    cdef Py_ssize_t term_sweep_at
 
     def __init__(self, version="5.0", symbols=None):
         self.ver = 1 if str(version) in ("5.0", "50", "ouch50") else 0
@@ -239,6 +243,9 @@ cdef class OuchEventDecoder:
         self.fixed_symbols = symbols is not None
         self.symbol_map = dict(symbols or {})
         self.midnight = {}
+        self.term_cap = 0
+        self.term_seq = self.term_evicted = 0
+        self.term_sweep_at = 0
         self.stats = {"messages": 0, "records": 0, "session_messages": 0, "unknown_order": 0,
                       "rejects": {r: 0 for r in REASONS[1:]}, "unknown_symbol": 0}
 
@@ -299,6 +306,8 @@ cdef class OuchEventDecoder:
             free(msgs); free(dec); free(fs)
         self.stats["messages"] += n
         self.stats["records"] += k
+        if self.term_cap:
+            self.sweep_terminal()
         return out[:k]
 
     cdef Py_ssize_t _lifecycle(self, const fh_msg *m, const dec_t *d, Py_ssize_t n, object out) except -1:
@@ -345,18 +354,19 @@ cdef class OuchEventDecoder:
             if m[i].flags & 0x02:
                 r.flags |= FH_OE_F_AFTER_GAP
             r.client_ref = x.ref if self.ver else (_fnv32(m[i].data + x.tok, 14) if x.tok >= 0 else 0)
-            # state: [instrument_id, side, price, leaves, order_ref, pending_ts]
+            # state: [instrument_id, side, price, leaves, order_ref, pending_ts, terminal event number (0: not)]
             ev = x.event
             if ev == 78:                                    # N: Enter Order
                 iid = self._instrument(&m[i], x.sym)
-                st = [iid, r.side, x.price, 0, 0, m[i].ts_recv]
+                st = [iid, r.side, x.price, 0, 0, m[i].ts_recv, 0]
                 self.orders[key] = st
             elif ev == 80 or ev == 82:                      # P replace request / R replaced
                 old = self._key(conn, &m[i], x.tok2, x.ref2)
                 st0 = self.orders.get(old)
                 st = self.orders.get(key)
                 if st is None:
-                    st = list(st0) if st0 is not None else [0, 78, FH_UNDEF_PRICE, 0, 0, 0]
+                    st = list(st0) if st0 is not None else [0, 78, FH_UNDEF_PRICE, 0, 0, 0, 0]
+                    st[6] = 0
                     self.orders[key] = st
                     if st0 is None:
                         r.flags |= FH_OE_F_UNKNOWN_ORDER
@@ -377,7 +387,7 @@ cdef class OuchEventDecoder:
             else:
                 st = self.orders.get(key)
                 if st is None:
-                    st = [self._instrument(&m[i], x.sym) if x.sym >= 0 else 0, r.side, x.price, 0, 0, 0]
+                    st = [self._instrument(&m[i], x.sym) if x.sym >= 0 else 0, r.side, x.price, 0, 0, 0, 0]
                     self.orders[key] = st
                     r.flags |= FH_OE_F_UNKNOWN_ORDER
                     self.stats["unknown_order"] += 1
@@ -419,8 +429,27 @@ cdef class OuchEventDecoder:
             r.leaves_qty = <uint32_t> st[3]
             if ev == 78:
                 r.leaves_qty = x.qty
+            if x.from_server and (ev == 67 or ev == 69 or ev == 74) and st[3] == 0:
+                self.term_seq += 1              # a terminal state: see sweep_terminal
+                st[6] = self.term_seq
             k += 1
         return k
+
+    def sweep_terminal(self, bint force=False):
+        """(live, ``term_cap``) Drop from ``orders`` the orders that reached a terminal state (canceled
+        to 0, fully executed, rejected) more than ``term_cap`` terminal events ago and are still done
+        (no open quantity, no request pending): the last ``term_cap`` stay for a late message. Runs
+        when the map reaches twice ``term_cap`` entries, then twice what the last sweep left
+        (amortised); the entries dropped are counted in ``term_evicted``. Returns how many."""
+        if not self.term_cap or (not force and len(self.orders) < max(2 * self.term_cap, self.term_sweep_at)):
+            return 0
+        cdef uint64_t limit = self.term_seq - self.term_cap if self.term_seq > <uint64_t> self.term_cap else 0
+        n = len(self.orders)
+        self.orders = {k: v for k, v in self.orders.items()
+                       if not (0 < v[6] <= limit and v[3] == 0 and v[5] == 0)}
+        self.term_evicted += n - len(self.orders)
+        self.term_sweep_at = 2 * len(self.orders)
+        return n - len(self.orders)
 
     cdef object _key(self, int conn, const fh_msg *m, int32_t tok, uint32_t ref):
         if self.ver:
@@ -659,12 +688,34 @@ class OuchLiveDecoder:
       (replay: connection after connection, so two connections of one session open at the same time
       are numbered there as a reconnection: the second one's packets as replays).
     * **bad input**: bad packet types and lengths, truncated packets at a hole or at the end, TCP holes
-      are counted as replay counts them. After a bad packet, framing resynchronises on the bytes
-      received so far (replay: on the whole stream), so on a damaged stream the bytes skipped can differ.
+      are counted as replay counts them. After a bad packet (and after a TCP hole) framing looks for
+      the resync point replay finds on the whole stream: where the bytes received so far cannot decide
+      it (a candidate's chain of packets runs into the end of what has arrived), the stream stops there
+      and holds the bytes back until enough arrive (at most a chain of ``RESYNC_CHAIN`` packets of up
+      to 65 537 bytes), or until a hole, its connection's close or the end of the input makes the
+      piece final; so the same bytes are skipped, with the same counters, as replay skips. While a
+      stream is held back, its connection's packets from the first held one on wait too (both
+      directions: the order lifecycle sees them in packet order) and the connection's streams keep
+      their bytes (no trimming). Remaining differences, on a damaged stream only: the held packets come
+      out later than the other connections' packets that arrived meanwhile (record order across
+      connections; the records themselves are replay's), and a Login Request that arrives during the
+      hold is applied before a held Login Accepted (the login tuple names it).
     * symbol ids: the given map, else from 1 in order of first appearance (as replay).
 
     Memory: once a stream holds ``trim_bytes`` of bytes already decoded (and the version is known),
-    it drops them (``TcpStream.discard``), as ``FixLiveDecoder`` does.
+    it drops them (``TcpStream.discard``), as ``FixLiveDecoder`` does. Once the version is known, a
+    connection whose two directions are ``closed`` (FIN both ways with every byte before them
+    delivered, or an RST) is retired after its last bytes are decoded, as ``FixLiveDecoder`` retires
+    them: a truncated packet left in a stream is counted as at the end of the input, the parse,
+    sides, sequencing and midnight state go, the streams leave the reassembler (their counters stay)
+    and the order lifecycle entries of retired connections are swept once the map holds
+    ``sweep_min`` entries. The counters are those without retirement. Within a connection, an order
+    that reached a terminal state (canceled to 0, fully executed, rejected) stays while it is among
+    the last ``term_cap`` (default ``fix_stream.TERMINAL_ORDERS``) terminal orders, for a late message;
+    older ones leave the map at the next sweep (``OuchEventDecoder.sweep_terminal``; counted in
+    ``live["orders_evicted"]``: a message naming one after that is an unknown order, which replay
+    would have known). What stays per connection: its
+    Login Request / Accepted tuples in ``logins`` (part of the statistics, as replay's).
     """
 
     def __init__(self, protocol="ouch", symbols=None):
@@ -680,8 +731,11 @@ class OuchLiveDecoder:
         self.side = {}                      # connection -> (client, server, conn id)
         self.seq = {}                       # connection -> sequencing state
         self.dec = None
+        from feedhandler.protocols.fix_stream import TERMINAL_ORDERS
+        self.term_cap = TERMINAL_ORDERS     # (set before the first packet to change it)
         if protocol not in ("ouch", "auto"):
             self.dec = OuchEventDecoder("4.2" if protocol in ("ouch42", "4.2") else "5.0", symbols)
+            self.dec.term_cap = self.term_cap
         self.held = []                      # tables held while the version is undecided
         self.held_n = 0
         self.records = 0
@@ -689,37 +743,65 @@ class OuchLiveDecoder:
         self.trim_bytes = TRIM_BYTES        # a stream drops the bytes already decoded once they reach this
         self.trimmed = 0
         self.mark_no = 0                    # marks seen so far: the order of the packets
+        self._final = False                 # framing the last bytes of closed streams (finish, retire)
+        self.hist = {}                      # stream -> (marks, ends) since it stopped at an undecided resync
+        self.holding = set()                # connections with a stream held back (see _hold)
+        self.cheld = {}                     # connection -> packets waiting for the held stream
+        from feedhandler.protocols.fix_stream import SWEEP_MIN
+        self.closing = set()                # connections with a FIN / RST seen, not retired yet
+        self.dead = set()                   # conn ids (order keys) of retired connections not swept yet
+        self.sweep_min = SWEEP_MIN
+        self.sweep_at = 0                   # (and twice what the last sweep left)
+        self.retired = 0
 
     # -- framing ------------------------------------------------------------------------------------
     def _frame(self, st, end, nholes, from_server):
         """(payload_off, payload_len, type, reason, after_hole) rows of the packets completed up to ``end``."""
-        from feedhandler.framing.soupbintcp_stream import split, REASONS as SREASONS
+        from feedhandler.framing.soupbintcp_stream import split, packet_status, TRUNCATED, REASONS as SREASONS
         ps = self.parse.get(st)
         if ps is None:
-            # [next byte, piece start, piece state (0 first piece, 1 after a hole, 2 resynchronised),
-            #  holes done]; offsets into st.data (they move down when the stream discards bytes)
-            ps = self.parse[st] = [0, 0, 0, 0]
+            # [next byte, piece start, piece state, holes done]; offsets into st.data (they move down
+            # when the stream discards bytes). Piece state: 0 first piece, 1 after a hole (not counted
+            # yet), 3 counted, resync point not decided yet, 4 resynchronised, no packet yet, 2 done.
+            ps = self.parse[st] = [0, 0, 0, 0, 0]
         c = self.sess.counters
         out = []
         while True:
             off = st.holes[ps[3]][0] if ps[3] < nholes else None
             limit = end if off is None else off
             if limit > ps[0]:
-                after_hole = ps[2] == 1
-                if after_hole:
+                state = ps[2]
+                if state == 1:
                     c["holes"] += 1
-                    ps[2] = 2
-                rows, consumed = split(st.data, ps[0], limit, from_server, after_hole)
+                    state = 3
+                resync_first = state == 3
+                # the piece is final at a hole or at the end of the input; else a resync point that
+                # the bytes so far cannot decide waits for more (split's ``final``)
+                final = off is not None or self._final
+                rows, consumed = split(st.data, ps[0], limit, from_server, resync_first, final)
+                # stopped before the end at a bad packet whose resync point is not decided yet (not a
+                # packet still incomplete): the bytes from ``consumed`` are held back
+                ps[4] = 0
+                if not final and consumed < limit:
+                    if resync_first and not rows.shape[0] and consumed == ps[0]:
+                        ps[4] = 1               # the resync point after a hole
+                    else:
+                        ck = packet_status(st.data, consumed, limit, from_server)
+                        ps[4] = 1 if ck != 0 and ck != TRUNCATED else 0
                 r5 = np.zeros((rows.shape[0], 5), np.int64)
                 r5[:, :4] = rows
                 reasons = rows[:, 3]
                 ok = np.nonzero(reasons == 0)[0]
                 bad = reasons[reasons != 0]
-                if after_hole:
-                    if len(ok):
-                        r5[ok[0], 4] = 1
+                if resync_first and (rows.shape[0] or consumed > ps[0]):
+                    state = 4
+                    # the bytes skipped to resynchronize right after the hole are the hole's, not errors
                     if rows.shape[0] and reasons[0] != 0:
                         bad = reasons[1:][reasons[1:] != 0]
+                if state == 4 and len(ok):
+                    r5[ok[0], 4] = 1
+                    state = 2
+                ps[2] = state
                 c["packets"] += len(ok)
                 for reason, cnt in zip(*np.unique(bad, return_counts=True)):
                     c[SREASONS[int(reason)]] += int(cnt)
@@ -870,6 +952,45 @@ class OuchLiveDecoder:
             else:
                 c["debug"] += 1
 
+    def _hold(self, out):
+        """While a stream of a connection is held back at an undecided resync point (``hist``), the
+        connection's packets from the first held mark on wait (both directions: the order lifecycle
+        sees them in packet order, as replay does); released, with their marks, once it is decided."""
+        cut = {}
+        for st, h in self.hist.items():
+            i = self.conns.index[st]
+            if h[0] and (i not in cut or h[0][0] < cut[i]):
+                cut[i] = h[0][0]
+        res = []
+        held = self.cheld
+        for item in out:
+            i = self.conns.index[item[0]]
+            if i in self.holding:
+                held.setdefault(i, []).append(item)
+            else:
+                res.append(item)
+        for i in list(self.holding):
+            items = held.pop(i, [])
+            c = cut.get(i)
+            if c is None:
+                self.holding.discard(i)
+                res.extend(items)
+                continue
+            keep = []
+            for st, fs, off, ln, seq, fl, g in items:
+                early = g < c
+                if early.all():
+                    res.append((st, fs, off, ln, seq, fl, g))
+                elif not early.any():
+                    keep.append((st, fs, off, ln, seq, fl, g))
+                else:
+                    late = ~early
+                    res.append((st, fs, off[early], ln[early], seq[early], fl[early], g[early]))
+                    keep.append((st, fs, off[late], ln[late], seq[late], fl[late], g[late]))
+            if keep:
+                held[i] = keep
+        return res
+
     def _table(self, marks):
         """MSG_DTYPE rows of the data packets completed by ``marks``, in the order of the packets that
         completed them (each stream framed once per call; a packet belongs to the first mark covering it)."""
@@ -885,7 +1006,12 @@ class OuchLiveDecoder:
             e[1].append(end)
             e[2] = nh
         per_conn = {}
+        hist = self.hist
         for st, (gs, ends, nh) in by_stream.items():
+            h = hist.get(st)
+            if h is not None:               # marks since the stream stopped at an undecided resync point
+                gs = h[0] + gs
+                ends = h[1] + ends
             i = self.conns.index[st]
             if i not in self.side:
                 cl, sv = self.conns.oriented(i)
@@ -895,6 +1021,15 @@ class OuchLiveDecoder:
             cl, sv, _ = self.side[i]
             from_server = st is sv if sv is not None else (cl is not None and st is not cl)
             rows = self._frame(st, ends[len(ends) - 1], nh, from_server)
+            ps = self.parse[st]
+            if ps[4]:
+                # held back: keep the marks of the bytes after the stop, so that the packets there take
+                # the mark (packet order) that completed them once the resync point is decided
+                keep = [j for j in range(len(ends)) if ends[j] > ps[0]]
+                hist[st] = ([gs[j] for j in keep], [ends[j] for j in keep])
+                self.holding.add(i)
+            elif h is not None:
+                del hist[st]
             if rows is None or not rows.shape[0]:
                 continue
             k = np.searchsorted(np.asarray(ends, dtype=np.int64), rows[:, 0] + rows[:, 1], side="left")
@@ -911,6 +1046,8 @@ class OuchLiveDecoder:
                 if fs:
                     self._server(i, st, rows, g, out, q["logins"])
             self._apply_login_requests(q, q["logins"], self.mark_no)
+        if self.holding:
+            out = self._hold(out)
         n = sum(len(o[2]) for o in out)
         tab = np.zeros(n, dtype=MSG_DTYPE)
         if not n:
@@ -949,6 +1086,7 @@ class OuchLiveDecoder:
             self.held = []
             self.held_n = 0
             self.dec = OuchEventDecoder(detect_version(self, table[:DETECT_SAMPLE], DETECT_SAMPLE), self.symbols)
+            self.dec.term_cap = self.term_cap
         if not len(table):
             return records.empty(0)
         recs = self.dec.decode(self, table)
@@ -957,7 +1095,7 @@ class OuchLiveDecoder:
 
     def feed_marks(self, reassembler, marks):
         """Records of the packets completed by the segments behind ``marks`` (Reassembler.take_marks)."""
-        self.conns.update(reassembler.streams)
+        self.conns.update(reassembler.streams, reassembler.n_created)
         recs = self._decode(self._table(marks))
         if self.dec is not None:            # (held tables point into the streams: no trimming before)
             seen = set()
@@ -965,20 +1103,94 @@ class OuchLiveDecoder:
                 ps = self.parse.get(st)
                 if st in seen or ps is None or ps[0] < self.trim_bytes:
                     continue
+                if self.holding and self.conns.index[st] in self.holding:
+                    continue                # (packets held back point into both streams: see _hold)
                 seen.add(st)
                 n = ps[0]
                 st.discard(n)
                 ps[0] -= n
                 ps[1] -= n
                 self.trimmed += n
+            if reassembler.closing is not None:
+                late = self._retire(reassembler)
+                if late is not None and len(late):
+                    from feedhandler import records
+                    recs = records.concat([recs, late]) if len(recs) else late
+        return recs
+
+    def _retire(self, reassembler):
+        """Retire the closed connections (class docstring; the version is known: no table is held).
+        Returns the records of their last bytes framed as final (bytes held back at an undecided resync
+        point), or None."""
+        idx = self.conns.index
+        for st in reassembler.take_closing():
+            i = idx.get(st)
+            if i is not None:
+                self.closing.add(i)
+        if not self.closing:
+            return None
+        ready = []
+        for i in sorted(self.closing):
+            if i not in self.conns.pairs:
+                self.closing.discard(i)
+                continue
+            cs = self.conns.closed(i)
+            if cs is not None:
+                self.closing.discard(i)
+                ready.append((i, cs))
+        if not ready:
+            return None
+        recs = None
+        marks = []
+        for i, cs in ready:
+            for st in cs:
+                ps = self.parse.get(st)
+                if ps is not None and ps[0] < len(st.data):
+                    marks.append((st, len(st.data), len(st.holes)))
+        if marks:
+            self._final = True
+            try:
+                recs = self._decode(self._table(marks))
+            finally:
+                self._final = False
+        gone = set()
+        for i, cs in ready:
+            for st in cs:
+                ps = self.parse.pop(st, None)
+                if ps is not None and len(st.data) > ps[1] and ps[0] < len(st.data):
+                    self.sess.counters["truncated"] += 1
+                gone.add(st)
+            side = self.side.pop(i, None)
+            self.seq.pop(i, None)
+            if side is not None:
+                self.dead.add(side[2])
+                self.dec.midnight.pop(side[2], None)
+            self.conns.retire(i)
+            reassembler.retire(cs)
+            self.retired += 1
+        if gone:
+            self.streams = [x for x in self.streams if x not in gone]
+            self.sidx = {x: k for k, x in enumerate(self.streams)}
+        if self.dead and len(self.dec.orders) >= max(self.sweep_min, self.sweep_at):
+            dead = self.dead
+            self.dec.orders = {k: v for k, v in self.dec.orders.items() if k[0] not in dead}
+            dead.clear()
+            self.sweep_at = 2 * len(self.dec.orders)
         return recs
 
     def finish(self, reassembler):
         """The end of the input: gaps become holes, truncated packets counted, held messages decoded."""
         from feedhandler import records
         reassembler.finish()
-        self.conns.update(reassembler.streams)
-        table = self._table(reassembler.take_marks())
+        self.conns.update(reassembler.streams, reassembler.n_created)
+        marks = reassembler.take_marks()
+        # bytes held back (an undecided resync point) or a truncated tail: framed once more as final
+        marks += [(st, len(st.data), len(st.holes)) for st, ps in self.parse.items() if ps[0] < len(st.data)]
+        self._final = True
+        try:
+            table = self._table(marks)
+        finally:
+            self._final = False
         for st, ps in self.parse.items():
             if len(st.data) > ps[1] and ps[0] < len(st.data):
                 self.sess.counters["truncated"] += 1
@@ -994,5 +1206,9 @@ class OuchLiveDecoder:
                 "sessions": self.sess.sessions, "logins": self.sess.logins,
                 "ouch": dec.stats if dec is not None else OuchEventDecoder("5.0").stats,
                 "symbols": dict(dec.symbol_map) if dec is not None else {}, "records": self.records,
-                "live": {"held_messages": self.held_n, "connections": len(self.conns.pairs),
-                         "version_decided": dec is not None, "bytes_discarded": self.trimmed}}
+                "live": {"held_messages": self.held_n, "connections": self.conns.n_pairs,
+                         "version_decided": dec is not None, "bytes_discarded": self.trimmed,
+                         "connections_retired": self.retired, "connections_open": len(self.conns.pairs),
+                         "tombstones_evicted": reassembler.retirement["tombstones_evicted"],
+                         "order_entries": len(dec.orders) if dec is not None else 0,
+                         "orders_evicted": int(dec.term_evicted) if dec is not None else 0}}
