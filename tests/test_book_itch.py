@@ -63,9 +63,10 @@ def test_itch_day_matches_reference(day):
     assert (m["price"][book_events] != UNDEF).all()
 
 
-def test_itch_day_bbo_stream_matches_itch_book(day, tmp_path):
+def _bbo_streams(data: bytes, ticks: np.ndarray, tmp_path) -> tuple[np.ndarray, np.ndarray]:
+    """(ours, itch-book's) BBO change streams of one day: (instrument, ts_event, bid px, bid size, ask px,
+    ask size) per change, prices in 1e-4 units, -1 for an empty side."""
     itch_book = pytest.importorskip("itch_book", reason="the itch-book package is not installed")
-    data, ticks = day
     path = tmp_path / "day.bin"
     path.write_bytes(data)
     cols = {k: [] for k in itch_book.BBO_COLUMNS}
@@ -91,7 +92,33 @@ def test_itch_day_bbo_stream_matches_itch_book(day, tmp_path):
                        cols["bid_sz"].astype(np.int64), px_ib(cols["ask_px"]), cols["ask_sz"].astype(np.int64)], 1)
     mine = np.stack([ev["instrument_id"].astype(np.int64), ev["ts_event"].astype(np.int64), px_fh(ev["bid_px"]),
                      ev["bid_sz"].astype(np.int64), px_fh(ev["ask_px"]), ev["ask_sz"].astype(np.int64)], 1)
-    assert len(mine) > 10_000
+    return mine, theirs
+
+
+def _assert_same_stream(mine: np.ndarray, theirs: np.ndarray) -> None:
     assert mine.shape == theirs.shape
     bad = np.nonzero((mine != theirs).any(axis=1))[0]
     assert bad.size == 0, f"first difference at event {bad[:1]}: {mine[bad[:1]]} vs {theirs[bad[:1]]}"
+
+
+def test_itch_day_bbo_stream_matches_itch_book(day, tmp_path):
+    data, ticks = day
+    mine, theirs = _bbo_streams(data, ticks, tmp_path)
+    assert len(mine) > 10_000
+    _assert_same_stream(mine, theirs)
+
+
+@pytest.mark.parametrize("messages,symbols,seed,concentration,depth", [
+    (200_000, 2000, 99, 0.3, "shallow"),    # thousands of evenly busy, shallow books
+    (200_000, 12, 5, 1.5, "deep"),          # a few very deep books, one taking most of the flow
+    (150_000, 1, 8, 0.0, "deep"),           # one book
+])
+def test_other_day_shapes_bbo_stream_matches_itch_book(messages, symbols, seed, concentration, depth, tmp_path):
+    """Days of other shapes and seeds than the fixture's: the same BBO change stream as itch-book's."""
+    d = synth.generate_day(messages=messages, symbols=symbols, seed=seed, date=DATE,
+                           concentration=concentration, depth_profile=depth)
+    data = d.binaryfile()
+    ticks = np.array(itch50.Itch50Decoder(midnight_ns=synth.midnight_ns_of(DATE)).decode_binaryfile(data))
+    mine, theirs = _bbo_streams(data, ticks, tmp_path)
+    assert len(mine) > 10_000
+    _assert_same_stream(mine, theirs)
