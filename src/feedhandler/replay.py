@@ -125,10 +125,9 @@ class _Batches:
         """Records seen per rtype (int64[256])."""
         return self.tally.by_rtype
 
-    @property
-    def activity(self) -> np.ndarray:
-        """MBO + trade records (the ``book_rtypes``) per instrument_id, of the instruments kept."""
-        return self.tally.activity
+    def activity(self, iid: int) -> int:
+        """MBO + trade records (the ``book_rtypes``) of one instrument_id (of the instruments kept)."""
+        return self.tally.count(iid)
 
     def __call__(self, ticks: np.ndarray) -> None:
         if self.publish is not None:
@@ -348,7 +347,7 @@ def _summary(path, opts, feed, books, handle: _Batches, writer, elapsed: float, 
     for iid in _busiest(handle, opts.top):
         bid_px, bid_sz, bid_n, ask_px, ask_sz, ask_n = books.bbo(iid)
         rows.append({
-            "symbol": symmap.by_id.get(iid), "instrument_id": iid, "records": int(handle.activity[iid]),
+            "symbol": symmap.by_id.get(iid), "instrument_id": iid, "records": handle.activity(iid),
             "bid_px": None if bid_px == records.UNDEF_PRICE else int(bid_px), "bid": _price(bid_px),
             "bid_sz": int(bid_sz), "bid_orders": int(bid_n),
             "ask_px": None if ask_px == records.UNDEF_PRICE else int(ask_px), "ask": _price(ask_px),
@@ -404,10 +403,9 @@ def _by_kind(handle: _Batches) -> dict:
 
 
 def _busiest(handle: _Batches, top: int) -> list[int]:
-    act = handle.activity
     out = []
-    for iid in np.argsort(-act, kind="stable")[: max(top, 0) * 4 + 16].tolist():
-        if act[iid] == 0 or len(out) >= top:
+    for iid in handle.tally.busiest(max(top, 0) * 4 + 16):
+        if len(out) >= top:
             break
         if handle.want is not None and handle.symmap.by_id.get(iid) not in handle.want:
             continue
@@ -431,7 +429,7 @@ def _book_rows(handle: _Batches, top: int, books, mbp) -> list[dict]:
     """BBO rows of the busiest instruments: one per non-empty book (MBO order book, MBP price levels)."""
     rows = []
     for iid in _busiest(handle, top):
-        n = int(handle.activity[iid])
+        n = handle.activity(iid)
         bid_px, bid_sz, bid_n, ask_px, ask_sz, ask_n = books.bbo(iid)
         if bid_sz or ask_sz:
             rows.append(_bbo_row(handle.symmap, iid, n, "mbo", bid_px, bid_sz, ask_px, ask_sz, books.stale(iid),

@@ -33,14 +33,16 @@ class _Book:
 
 
 def generate(path: str | Path, messages: int = 1000, seed: int = 1, *, version: int = 9,
-             instruments: int = 4, ab: bool = False, schema_dir: str | Path | None = None) -> dict:
-    """Write a synthetic MDP 3.0 pcap; returns a summary dict (packets, messages, per template)."""
+             instruments: int = 4, ab: bool = False, schema_dir: str | Path | None = None,
+             first_security_id: int = 100_000) -> dict:
+    """Write a synthetic MDP 3.0 pcap; returns a summary dict (packets, messages, per template).
+    Security ids are ``first_security_id + 7 * i`` (SBE int32)."""
     from feedhandler.capture.pcapwriter import build_udp_frame, write_pcap
 
     rng = random.Random(seed)
     s = load_schemas(schema_dir)[version]
     names = {t.description: t.name for t in sorted(s.templates.values(), key=lambda t: t.id)}
-    sids = [100_000 + 7 * i for i in range(instruments)]
+    sids = [first_security_id + 7 * i for i in range(instruments)]
     rpt = {sid: 0 for sid in sids}
     books = {sid: _Book() for sid in sids}
     mid = {sid: (4000 + 100 * i) * 1_000_000_000 for i, sid in enumerate(sids)}
