@@ -124,6 +124,12 @@ def _cmd_replay(args) -> int:
                          date=args.date, top=args.top, progress=bar, reorder_window=args.reorder_window,
                          udp_port=args.udp_port, protocol=args.protocol, channels=channels or None,
                          sequencing=not args.no_sequencing)
+    told: set = set()
+
+    def _warn_now(w: str) -> None:
+        told.add(w)
+        print(f"feedhandler: warning: {w}", file=sys.stderr)
+    opts.on_warning = _warn_now
     if args.out:
         from feedhandler.output import format_for
 
@@ -171,7 +177,8 @@ def _cmd_replay(args) -> int:
         s["publish"] = opts.publisher.stats()
         print(f"feedhandler: {opts.publisher.summary_line()}", file=sys.stderr)
     for w in s.get("warnings") or ():
-        print(f"feedhandler: warning: {w}", file=sys.stderr)
+        if w not in told:
+            print(f"feedhandler: warning: {w}", file=sys.stderr)
     if not s.get("messages"):
         print(f"feedhandler: warning: no {s.get('protocol', '?')} messages in {args.file}"
               + (" (is --protocol right?)" if args.protocol != "auto" else ""), file=sys.stderr)
