@@ -15,7 +15,8 @@ TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 from reference_matcher import dict_flow  # noqa: E402
 
-from engine.journal import MAGIC, JournalFollower, JournalWriter, frame, read_journal, scan  # noqa: E402
+from engine.journal import (MAGIC, JournalCorrupt, JournalError, JournalFollower, JournalWriter, frame,  # noqa: E402
+                            next_valid_frame, read_journal, scan)
 from engine.manager import EngineManager, StandbyEngine, _unpack_str  # noqa: E402
 from engine.orders import REQ_DTYPE  # noqa: E402
 from engine.tradelog import TradeLogger  # noqa: E402
@@ -30,7 +31,7 @@ SEED = 21
 def test_frame_roundtrip_and_torn_tail(tmp_path):
     path = str(tmp_path / "j.bin")
     w = JournalWriter(path, fsync="batch")
-    payloads = [bytes([i]) * (i * 7 % 50) for i in range(100)]
+    payloads = [bytes([i]) * (1 + i * 7 % 50) for i in range(100)]
     for p in payloads:
         w.append(p)
     w.commit()
@@ -56,6 +57,108 @@ def test_corrupt_frame_ends_journal():
     assert scan(data)[0] == [b"a", b"bb", b"ccc"]
     hdr = bytearray(frame(b"zz"))
     assert int.from_bytes(hdr[4:8], "little") == zlib.crc32(b"zz")
+
+
+def _journal(path, n=100):
+    w = JournalWriter(str(path), fsync="none")
+    payloads = [b"R" + bytes([i % 251]) * (3 + i * 13 % 300) for i in range(n)]
+    for p in payloads:
+        w.append(p)
+    w.commit()
+    w.close()
+    starts, pos = [], len(MAGIC)
+    for p in payloads:
+        starts.append(pos)
+        pos += len(frame(p))
+    return payloads, starts
+
+
+@pytest.mark.parametrize("where", ["payload", "crc", "length_huge", "length_zero"])
+def test_damage_in_the_middle_is_refused_not_truncated(tmp_path, where):
+    """A frame that fails its check with valid frames after it is not a torn tail: recovery refuses it
+    (JournalCorrupt, with the offsets) and nothing is truncated (the acknowledged inputs after it stay)."""
+    path = tmp_path / "j.bin"
+    payloads, starts = _journal(path)
+    data = bytearray(path.read_bytes())
+    k = 37
+    at = starts[k]
+    if where == "payload":
+        data[at + 8 + 2] ^= 0x10
+    elif where == "crc":
+        data[at + 5] ^= 0x01
+    elif where == "length_huge":
+        data[at:at + 4] = (1 << 30).to_bytes(4, "little")
+    else:
+        data[at:at + 4] = bytes(4)
+    path.write_bytes(bytes(data))
+    with pytest.raises(JournalCorrupt) as e:
+        read_journal(str(path))
+    assert e.value.offset == at and e.value.next_valid == starts[k + 1] and e.value.size == len(data)
+    assert f"byte {at:,}" in str(e.value) and f"truncate -s {at}" in str(e.value)
+    with pytest.raises(JournalCorrupt):
+        JournalWriter(str(path))
+    assert path.read_bytes() == bytes(data)          # untouched
+    assert isinstance(e.value, JournalError)         # the exchange's start answers it as a data-dir error
+
+
+@pytest.mark.parametrize("tail", ["zeros", "garbage", "cut_frame", "cut_header", "zeros_after_cut"])
+def test_torn_tails_are_truncated(tmp_path, tail):
+    """What a crash leaves after the last whole frame (a cut frame, zeros the file system never wrote,
+    stale bytes) ends the journal: every whole frame is recovered and the writer truncates the rest."""
+    import random
+    path = tmp_path / "j.bin"
+    payloads, _ = _journal(path)
+    size = path.stat().st_size
+    extra = {"zeros": bytes(8192), "garbage": random.Random(5).randbytes(20000),
+             "cut_frame": frame(b"R" + b"x" * 500)[:300], "cut_header": frame(b"Rabc")[:5],
+             "zeros_after_cut": frame(b"R" + b"y" * 90)[:40] + bytes(4096)}[tail]
+    with open(path, "ab") as f:
+        f.write(extra)
+    got, end = read_journal(str(path))
+    assert got == payloads and end == size
+    w = JournalWriter(str(path))
+    assert w.truncated_bytes == len(extra) and w.records == len(payloads)
+    w.append(b"Rafter")
+    w.close()
+    assert read_journal(str(path))[0] == payloads + [b"Rafter"]
+
+
+def test_next_valid_frame_and_empty_records(tmp_path):
+    data = MAGIC + frame(b"a") + frame(b"bb") + frame(b"ccc")
+    second = len(MAGIC) + len(frame(b"a"))
+    assert next_valid_frame(data, len(MAGIC) + 1) == second
+    assert next_valid_frame(data, len(data) - 3) == -1
+    assert next_valid_frame(MAGIC + bytes(100_000), len(MAGIC)) == -1
+    # a lone stray match is not enough: a valid frame must be followed by another one or the end
+    lone = bytes(50) + frame(b"zz") + b"\xff" * 7
+    assert next_valid_frame(lone, 0) == -1
+    assert next_valid_frame(lone + frame(b"q"), 0) == len(lone)         # q: whole, then the end
+    assert next_valid_frame(bytes(50) + frame(b"zz") + frame(b"q"), 0) == 50
+    w = JournalWriter(str(tmp_path / "e.bin"))
+    with pytest.raises(JournalError, match="empty journal record"):
+        w.append(b"")
+    w.close()
+
+
+def test_engine_refuses_a_journal_damaged_in_the_middle_and_recovers_a_zero_tail(tmp_path):
+    flow = dict_flow(3, 300, SYMS)
+    d = tmp_path / "j"
+    with EngineManager(SYMS, journal_dir=str(d)) as m:
+        for i in range(0, len(flow), 7):
+            m.submit_many(flow[i:i + 7])
+        h, seq = m.state_hash(), m.seq
+    path = d / "journal.bin"
+    good = path.read_bytes()
+    path.write_bytes(good + bytes(4096))          # a power loss: the size grew, the data never landed
+    with EngineManager(SYMS, journal_dir=str(d)) as m:
+        assert m.state_hash() == h and m.seq == seq
+    assert path.read_bytes() == good
+    bad = bytearray(good)
+    bad[len(good) // 2] ^= 0x40
+    path.write_bytes(bytes(bad))
+    with pytest.raises(JournalCorrupt):
+        EngineManager(SYMS, journal_dir=str(d))
+    assert path.read_bytes() == bytes(bad)
 
 
 @pytest.mark.parametrize("policy", ["every", "batch", "interval", "none"])

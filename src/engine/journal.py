@@ -6,9 +6,13 @@ File format (little endian)::
     frame   u32 length | u32 crc32(payload) | payload (length bytes), repeated
 
 Every input the engine accepts is sequenced and appended here BEFORE it is applied, so replaying the
-journal from the start (or from a snapshot) rebuilds the exact state. A torn or corrupt tail (crash in
-the middle of a write) ends the valid journal: readers stop at the last whole frame whose crc32 matches,
-and a writer reopening the file truncates the tail away before appending.
+journal from the start (or from a snapshot) rebuilds the exact state. A torn tail (a crash in the middle of
+a write: a cut frame, or bytes the file system never wrote, which read back as zeros or stale data) ends
+the valid journal: readers stop at the last whole frame whose crc32 matches, and a writer reopening the
+file truncates the tail away before appending (``JournalWriter.truncated_bytes``). A frame that fails its
+check with valid frames AFTER it is not a torn tail but damage in the middle of acknowledged inputs:
+recovery refuses it (:class:`JournalCorrupt`, with the offsets) and truncates nothing. A payload is never
+empty, so a zero length field always means bytes that were never written.
 
 Durability policies (``fsync=``) and their data-loss windows
 -----------------------------------------------------------
@@ -29,6 +33,7 @@ The policies differ only for a crash of the machine or OS (power loss, kernel pa
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import socket
 import struct
@@ -38,6 +43,7 @@ import zlib
 from collections.abc import Iterator
 
 MAGIC = b"FHJRNL\x00\x01"
+log = logging.getLogger("engine.journal")
 _FRAME = struct.Struct("<II")
 MAX_FRAME = 1 << 24  # bytes; a larger length field means corruption
 POLICIES = ("every", "batch", "interval", "none")
@@ -47,9 +53,63 @@ class JournalError(Exception):
     """The journal cannot be used (bad magic, unknown fsync policy, closed writer)."""
 
 
+class JournalCorrupt(JournalError):
+    """A frame fails its check and valid frames follow it: damage in the middle of the journal, not the torn
+    tail of a crash. Recovering the frames before it and truncating the rest would silently drop inputs that
+    were acknowledged, so it is refused; nothing is truncated. ``offset``: where the valid part ends;
+    ``next_valid``: the first valid frame after it; ``size``: the file's size."""
+
+    def __init__(self, path: str, offset: int, next_valid: int, size: int):
+        self.path, self.offset, self.next_valid, self.size = path, offset, next_valid, size
+        super().__init__(
+            f"{path}: corrupt journal frame at byte {offset:,}, with valid frames after it (from byte "
+            f"{next_valid:,} of {size:,}): not a torn tail, so nothing was truncated; restore the journal "
+            "from a replica (the standby's copy) or a backup, or, to recover only the inputs before the "
+            f"damage, truncate a copy at that byte (truncate -s {offset} ...)")
+
+
 def frame(payload: bytes) -> bytes:
-    """One framed record."""
+    """One framed record (the payload is never empty: a zero length marks unwritten bytes)."""
     return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def _valid_frame_at(data, pos: int, n: int) -> bool:
+    """A whole frame at pos whose length is 1..MAX_FRAME and whose crc32 matches."""
+    if pos + _FRAME.size > n:
+        return False
+    length, crc = _FRAME.unpack_from(data, pos)
+    end = pos + _FRAME.size + length
+    return 0 < length <= MAX_FRAME and end <= n and zlib.crc32(data[pos + _FRAME.size:end]) == crc
+
+
+def next_valid_frame(data: bytes | memoryview, start: int) -> int:
+    """Offset of the first valid frame at or after ``start`` that is followed by another valid frame or by
+    the end of ``data`` (two checks in a row: a stray match in damaged bytes is ~2**-32 per candidate), or
+    -1 when there is none: then ``data[start:]`` is a torn tail. Candidates are the offsets whose length field
+    is plausible (1..MAX_FRAME and within ``data``), found a chunk at a time with numpy, so zeros and short
+    tails cost nothing and damage early in a long journal is found at the next intact frame."""
+    import numpy as np
+
+    mv = memoryview(data).cast("B")
+    n = len(mv)
+    last = n - _FRAME.size                   # the last offset a header fits at
+    chunk = 1 << 20
+    pos = start
+    while pos <= last:
+        stop = min(last, pos + chunk - 1)
+        seg = np.frombuffer(mv[pos:stop + 4], dtype=np.uint8).astype(np.uint32)
+        lengths = seg[:-3] | (seg[1:-2] << 8) | (seg[2:-1] << 16) | (seg[3:] << 24)
+        offs = np.arange(pos, stop + 1, dtype=np.int64)
+        ok = (lengths >= 1) & (lengths <= MAX_FRAME) & (offs + _FRAME.size + lengths.astype(np.int64) <= n)
+        for i in np.flatnonzero(ok).tolist():
+            p = pos + i
+            if not _valid_frame_at(mv, p, n):
+                continue
+            after = p + _FRAME.size + int(lengths[i])
+            if after == n or _valid_frame_at(mv, after, n):
+                return p
+        pos = stop + 1
+    return -1
 
 
 def scan(data: bytes | memoryview, start: int = len(MAGIC)) -> tuple[list[bytes], int]:
@@ -60,7 +120,7 @@ def scan(data: bytes | memoryview, start: int = len(MAGIC)) -> tuple[list[bytes]
     while pos + _FRAME.size <= n:
         length, crc = _FRAME.unpack_from(data, pos)
         end = pos + _FRAME.size + length
-        if length > MAX_FRAME or end > n:
+        if length == 0 or length > MAX_FRAME or end > n:
             break
         payload = bytes(data[pos + _FRAME.size : end])
         if zlib.crc32(payload) != crc:
@@ -78,7 +138,12 @@ def read_journal(path: str) -> tuple[list[bytes], int]:
         return [], 0
     if data[: len(MAGIC)] != MAGIC:
         raise JournalError(f"{path}: not a journal (bad magic)")
-    return scan(data)
+    payloads, end = scan(data)
+    if end < len(data):
+        nxt = next_valid_frame(data, end + 1)
+        if nxt >= 0:
+            raise JournalCorrupt(path, end, nxt, len(data))
+    return payloads, end
 
 
 def iter_journal(path: str) -> Iterator[bytes]:
@@ -206,9 +271,11 @@ class JournalWriter:
             else:
                 payloads, end = read_journal(path)
                 self.records = len(payloads)
-                if end < size:
+                if end < size:      # (read_journal raised JournalCorrupt if valid frames followed)
                     os.ftruncate(self.fd, end)  # drop the torn tail of a crashed writer
                     os.fsync(self.fd)
+                    log.warning("%s: a torn tail of %d bytes after byte %d (a crash in the middle of a write) "
+                                "was truncated; %d records kept", path, size - end, end, self.records)
             os.lseek(self.fd, end, os.SEEK_SET)
         except BaseException:
             self.lock.release()
@@ -228,6 +295,8 @@ class JournalWriter:
         """Queue one record; under ``"every"`` it is written and fsynced at once, else at commit()."""
         if self.fd < 0:
             raise JournalError("journal closed")
+        if not payload:
+            raise JournalError("an empty journal record (a zero length field marks bytes never written)")
         self._pending.append(frame(payload))
         self.records += 1
         if self.policy == "every":
