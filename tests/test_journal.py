@@ -225,6 +225,31 @@ def test_recovery_with_snapshot(tmp_path):
     assert final == reference_hashes(tmp_path, 10)[1]
 
 
+@pytest.mark.parametrize("damage", ["flip", "cut", "empty"])
+def test_a_damaged_snapshot_is_a_clear_error_and_the_journal_alone_recovers(tmp_path, damage):
+    flow = dict_flow(SEED, 600, SYMS)
+    with EngineManager(SYMS, journal_dir=str(tmp_path)) as m:
+        m.submit_many(flow[:300])
+        m.snapshot()
+        m.submit_many(flow[300:])
+        h = m.state_hash()
+    snap = tmp_path / "snapshot.npz"
+    data = bytearray(snap.read_bytes())
+    if damage == "flip":
+        for i in range(40, len(data), 97):
+            data[i] ^= 0x5A
+    elif damage == "cut":
+        data = data[: len(data) // 2]
+    else:
+        data = bytearray()
+    snap.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="snapshot .* cannot be read .* aside to recover from the whole journal"):
+        EngineManager(SYMS, journal_dir=str(tmp_path))
+    snap.rename(tmp_path / "snapshot.npz.damaged")      # what the message says: the journal has everything
+    with EngineManager(SYMS, journal_dir=str(tmp_path)) as m:
+        assert m.state_hash() == h and m.seq == 600
+
+
 CHILD = textwrap.dedent(
     """
     import sys, time

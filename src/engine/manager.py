@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import struct
 import threading
+import zipfile
 
 import numpy as np
 
@@ -197,11 +198,19 @@ class ShardEngine(ShardCore):
         return path
 
     def _load_snapshot(self, path: str) -> None:
-        with np.load(path) as z:
-            meta = json.loads(z["meta"].tobytes())
-            if meta["config"] != self._config():
-                raise ValueError(f"snapshot {path} was written with another configuration")
-            self.engine.restore(z["orders"], z["counters"])
+        try:
+            with np.load(path) as z:
+                meta = json.loads(z["meta"].tobytes())
+                orders, counters = z["orders"], z["counters"]
+            meta["seq"], meta["next_n"], meta["accounts"], meta["clordid"], meta["last_trades"]  # noqa: B018
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            # damaged (the journal is never cut after a snapshot: moving the snapshots aside recovers
+            # everything from the journal alone)
+            raise ValueError(f"snapshot {path} cannot be read ({type(err).__name__}: {err}); move it and "
+                             "gateway-snapshot.json aside to recover from the whole journal") from None
+        if meta["config"] != self._config():
+            raise ValueError(f"snapshot {path} was written with another configuration")
+        self.engine.restore(orders, counters)
         self.seq = meta["seq"]
         self.next_n = meta["next_n"]
         self.account_names = meta["accounts"]
