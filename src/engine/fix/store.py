@@ -17,8 +17,11 @@ session's thread (the asyncio loop) is the only caller.
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+
+log = logging.getLogger("engine.fix.store")
 
 _SEQ_FMT = "{:>20d} {:>20d}\n"
 
@@ -81,7 +84,7 @@ class FileStore(MemoryStore):
                     seq, n = (int(x) for x in data[pos:nl].split())
                 except ValueError:
                     break  # torn tail: everything before it is kept
-                if nl + 1 + n + 1 > len(data):
+                if n < 0 or nl + 1 + n + 1 > len(data) or data[nl + 1 + n] != 0x0A:
                     break
                 if seq == 0 and n == 0:
                     MemoryStore.reset(self)      # a reset record: what came before is history
@@ -89,6 +92,14 @@ class FileStore(MemoryStore):
                 else:
                     self._msgs[seq] = data[nl + 1 : nl + 1 + n]
                 pos = nl + 1 + n + 1
+            if pos < len(data):
+                # a record cut by a crash: cut it off, or the records appended from now on would be read
+                # as its rest after the next restart (and lost from resends)
+                with open(self.body_path, "r+b") as f:
+                    f.truncate(pos)
+                    if self.fsync:
+                        os.fsync(f.fileno())
+                log.warning("%s: a torn last record (%d bytes) was cut off", self.body_path, len(data) - pos)
         if self.seq_path.exists():                # after the log: its reset records set the numbers to 1
             parts = self.seq_path.read_text().split()
             if len(parts) == 2:

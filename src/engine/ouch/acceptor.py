@@ -78,10 +78,16 @@ class SoupStream:
                 pos = 0
                 while pos + 2 <= len(data):
                     (n,) = struct.unpack_from(">H", data, pos)
-                    if pos + 2 + n > len(data):
-                        break   # torn tail
+                    if n == 0 or pos + 2 + n > len(data):
+                        break   # torn tail (a message is never empty: zeros are bytes never written)
                     self.msgs.append(data[pos + 2 : pos + 2 + n])
                     pos += 2 + n
+                if pos < len(data):
+                    # cut it off, or the messages appended from now on would be read as its rest after the
+                    # next restart, shifting every later sequence number
+                    with open(path, "r+b") as f:
+                        f.truncate(pos)
+                    _log.warning("%s: a torn last message (%d bytes) was cut off", path, len(data) - pos)
             self._f = open(path, "ab")
 
     def append(self, msg: bytes) -> int:
