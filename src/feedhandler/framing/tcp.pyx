@@ -77,7 +77,7 @@ cdef int _walk(const uint8_t *f, uint32_t caplen, uint16_t linktype, _seg *s) no
             return T_TRUNCATED_LINK
         et = fh_load_be16(f + 12)
         p = 14
-        while et == 0x8100 or et == 0x88A8:
+        while et == 0x8100 or et == 0x88A8 or et == 0x9100:
             nvlan += 1
             if nvlan > 4:
                 return T_TOO_MANY_VLANS
@@ -93,6 +93,19 @@ cdef int _walk(const uint8_t *f, uint32_t caplen, uint16_t linktype, _seg *s) no
         if fh_load_be16(f + 14) != 0x0800:
             return T_NOT_IPV4
         p = 16
+    elif linktype == 276:    # Linux cooked v2 (tcpdump -i any with libpcap >= 1.10)
+        if caplen < 20:
+            return T_TRUNCATED_LINK
+        if fh_load_be16(f) != 0x0800:
+            return T_NOT_IPV4
+        p = 20
+    elif linktype == 0:      # BSD loopback (the address family in host byte order)
+        if caplen < 4:
+            return T_TRUNCATED_LINK
+        if not ((f[0] == 2 and f[1] == 0 and f[2] == 0 and f[3] == 0) or
+                (f[0] == 0 and f[1] == 0 and f[2] == 0 and f[3] == 2)):     # AF_INET, either byte order
+            return T_NOT_IPV4
+        p = 4
     elif linktype == 101 or linktype == 228:
         p = 0
     else:
