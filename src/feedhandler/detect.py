@@ -116,28 +116,64 @@ def _pcapng_frames(d: bytes, limit: int):
         off += blen
 
 
+def _l4_v6(fr: bytes, eth: int):
+    """('udp'|'tcp', payload, dst_port) of the IPv6 packet at fr[eth:], or None (TCP order entry on a
+    host that resolves localhost to ::1 is IPv6)."""
+    if len(fr) < eth + 40 or fr[eth] >> 4 != 6:
+        return None
+    end = min(len(fr), eth + 40 + struct.unpack_from(">H", fr, eth + 4)[0])
+    nh, l4 = fr[eth + 6], eth + 40
+    for _ in range(8):
+        if nh not in (0, 43, 60) or end < l4 + 8:
+            break
+        nh, l4 = fr[l4], l4 + (fr[l4 + 1] + 1) * 8
+    if nh == 17 and end >= l4 + 8:
+        dport, ulen = struct.unpack_from(">HH", fr, l4 + 2)
+        return "udp", fr[l4 + 8: min(end, l4 + max(ulen, 8))], dport
+    if nh == 6 and end >= l4 + 20:
+        doff = (fr[l4 + 12] >> 4) * 4
+        return "tcp", fr[l4 + doff: end], struct.unpack_from(">H", fr, l4 + 2)[0]
+    return None
+
+
 def _l4(linktype: int, fr: bytes):
-    """('udp'|'tcp', payload, dst_port) of an IPv4 frame, or None."""
+    """('udp'|'tcp', payload, dst_port) of an IPv4 (or IPv6) frame, or None."""
     if linktype == 1:        # Ethernet
         if len(fr) < 14:
             return None
         eth, et = 14, struct.unpack_from(">H", fr, 12)[0]
-        while et in (0x8100, 0x88A8) and len(fr) >= eth + 4:
+        while et in (0x8100, 0x88A8, 0x9100) and len(fr) >= eth + 4:
             et = struct.unpack_from(">H", fr, eth + 2)[0]
             eth += 4
+        if et == 0x86DD:
+            return _l4_v6(fr, eth)
         if et != 0x0800:
             return None
     elif linktype == 113:    # Linux SLL
-        if len(fr) < 16 or struct.unpack_from(">H", fr, 14)[0] != 0x0800:
+        if len(fr) < 16:
+            return None
+        et = struct.unpack_from(">H", fr, 14)[0]
+        if et == 0x86DD:
+            return _l4_v6(fr, 16)
+        if et != 0x0800:
             return None
         eth = 16
     elif linktype == 276:    # Linux SLL2
-        if len(fr) < 20 or struct.unpack_from(">H", fr, 0)[0] != 0x0800:
+        if len(fr) < 20:
+            return None
+        et = struct.unpack_from(">H", fr, 0)[0]
+        if et == 0x86DD:
+            return _l4_v6(fr, 20)
+        if et != 0x0800:
             return None
         eth = 20
-    elif linktype in (101, 228):  # raw IPv4
+    elif linktype in (101, 228, 229):  # raw IPv4 / IPv6
+        if linktype == 229 or (fr and fr[0] >> 4 == 6):
+            return _l4_v6(fr, 0)
         eth = 0
     elif linktype == 0:      # BSD loopback
+        if len(fr) > 4 and fr[4] >> 4 == 6:
+            return _l4_v6(fr, 4)
         eth = 4
     else:
         return None

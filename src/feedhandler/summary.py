@@ -367,8 +367,8 @@ def tcp_session_lines(t: dict, gaps: int, duplicates: int, sequencing: str = "se
     lines = [f"  tcp: {_n(t['connections'])} connections, holes {_n(t['tcp_holes'])}, retransmitted segments "
              f"{_n(t['tcp'].get('retrans_segments', 0))}, out of order {_n(t['tcp'].get('ooo_segments', 0))}"]
     skipped = t["tcp"].get("not_tcp") or {}
-    if skipped:     # frames that carry no TCP/IPv4 segment (other traffic, or a link type not read)
-        lines.append(f"  frames without a TCP/IPv4 segment: {_n(sum(skipped.values()))} "
+    if skipped:     # frames that carry no TCP segment (other traffic, or a link type not read)
+        lines.append(f"  frames without a TCP segment: {_n(sum(skipped.values()))} "
                      + "  ".join(f"{k} {_n(v)}" for k, v in skipped.items()))
     if t.get("sessions"):
         lines.append("  sessions: " + ", ".join(f"{k} (last seq {v.get('last_seq')}, logins {v.get('logins')}, "

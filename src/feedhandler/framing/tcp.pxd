@@ -4,8 +4,11 @@ from feedhandler.includes.pcap cimport fh_pkt, fh_filesrc_stats
 
 
 cdef struct _seg:            # one TCP segment located in a captured frame (filled by _walk, nogil)
-    uint32_t src_ip
+    uint32_t src_ip          # IPv4 (v6 == 0)
     uint32_t dst_ip
+    uint8_t v6               # 1: IPv6, the addresses in src6 / dst6 (network order)
+    uint8_t src6[16]
+    uint8_t dst6[16]
     uint16_t sport
     uint16_t dport
     uint32_t seq
@@ -19,6 +22,7 @@ cdef struct _seg:            # one TCP segment located in a captured frame (fill
 cdef class TcpStream:
     # identity
     cdef readonly tuple key              # (src_ip, src_port, dst_ip, dst_port), ips as host-order ints
+                                         # (IPv6: the 128-bit address + 2**128, see tcp.addr_text)
     cdef readonly int conn               # connection index in the capture (order of first appearance)
     cdef public object is_client         # True: sent the SYN; False: sent SYN-ACK; None: unknown
     # delivered bytes

@@ -67,11 +67,64 @@ TCP_RST = 0x04
 TCP_PSH = 0x08
 TCP_ACK = 0x10
 
+cdef int _walk6(const uint8_t *f, uint32_t caplen, uint32_t p, _seg *s) noexcept nogil:
+    """The IPv6 packet at f + p (after the link header): its TCP segment into *s."""
+    cdef uint32_t ip_end, thl, hl
+    cdef uint8_t nh
+    cdef int k, next_hdrs = 0
+    if caplen < p + 40:
+        return T_TRUNCATED_IPV4
+    if (f[p] >> 4) != 6:
+        return T_BAD_IPV4_HEADER
+    ip_end = p + 40 + fh_load_be16(f + p + 4)
+    if ip_end == p + 40 and caplen > p + 40:
+        return T_BAD_IPV4_HEADER             # a jumbogram (payload length 0): not on a feed
+    if caplen < ip_end:
+        return T_TRUNCATED_IPV4
+    s.v6 = 1
+    for k in range(16):
+        s.src6[k] = f[p + 8 + k]
+        s.dst6[k] = f[p + 24 + k]
+    nh = f[p + 6]
+    p += 40
+    while nh == 0 or nh == 43 or nh == 60:  # hop-by-hop, routing, destination options
+        next_hdrs += 1
+        if next_hdrs > 8 or ip_end < p + 8:
+            return T_BAD_IPV4_HEADER
+        hl = (<uint32_t> f[p + 1] + 1) * 8
+        if ip_end < p + hl:
+            return T_TRUNCATED_IPV4
+        nh = f[p]
+        p += hl
+    if nh == 44:
+        return T_FRAGMENT
+    if nh != 6:
+        return T_NOT_TCP
+    if ip_end < p + 20:
+        return T_TRUNCATED_TCP
+    thl = (f[p + 12] >> 4) * 4
+    if thl < 20:
+        return T_BAD_TCP_HEADER
+    if ip_end < p + thl:
+        return T_TRUNCATED_TCP
+    s.src_ip = 0
+    s.dst_ip = 0
+    s.sport = fh_load_be16(f + p)
+    s.dport = fh_load_be16(f + p + 2)
+    s.seq = fh_load_be32(f + p + 4)
+    s.ack = fh_load_be32(f + p + 8)
+    s.flags = f[p + 13]
+    s.off = p + thl
+    s.len = ip_end - (p + thl)
+    return T_OK
+
+
 cdef int _walk(const uint8_t *f, uint32_t caplen, uint16_t linktype, _seg *s) noexcept nogil:
-    """Fill *s from one frame; returns T_OK or the reason there is no TCP segment."""
+    """Fill *s from one frame; returns T_OK or the reason there is no TCP segment (IPv4 or IPv6)."""
     cdef uint32_t p = 0, ihl, tot, ip_end, thl
     cdef uint16_t et
     cdef int nvlan = 0
+    s.v6 = 0
     if linktype == 1:        # Ethernet II
         if caplen < 14:
             return T_TRUNCATED_LINK
@@ -85,28 +138,41 @@ cdef int _walk(const uint8_t *f, uint32_t caplen, uint16_t linktype, _seg *s) no
                 return T_TRUNCATED_LINK
             et = fh_load_be16(f + p + 2)
             p += 4
+        if et == 0x86DD:
+            return _walk6(f, caplen, p, s)
         if et != 0x0800:
             return T_NOT_IPV4
     elif linktype == 113:    # Linux cooked v1
         if caplen < 16:
             return T_TRUNCATED_LINK
-        if fh_load_be16(f + 14) != 0x0800:
+        et = fh_load_be16(f + 14)
+        if et == 0x86DD:
+            return _walk6(f, caplen, 16, s)
+        if et != 0x0800:
             return T_NOT_IPV4
         p = 16
     elif linktype == 276:    # Linux cooked v2 (tcpdump -i any with libpcap >= 1.10)
         if caplen < 20:
             return T_TRUNCATED_LINK
-        if fh_load_be16(f) != 0x0800:
+        et = fh_load_be16(f)
+        if et == 0x86DD:
+            return _walk6(f, caplen, 20, s)
+        if et != 0x0800:
             return T_NOT_IPV4
         p = 20
     elif linktype == 0:      # BSD loopback (the address family in host byte order)
         if caplen < 4:
             return T_TRUNCATED_LINK
-        if not ((f[0] == 2 and f[1] == 0 and f[2] == 0 and f[3] == 0) or
-                (f[0] == 0 and f[1] == 0 and f[2] == 0 and f[3] == 2)):     # AF_INET, either byte order
+        if (f[0] == 2 and f[1] == 0 and f[2] == 0 and f[3] == 0) or \
+                (f[0] == 0 and f[1] == 0 and f[2] == 0 and f[3] == 2):     # AF_INET, either byte order
+            p = 4
+        elif caplen >= 5 and (f[4] >> 4) == 6:     # AF_INET6: 10 (Linux), 24, 28 or 30 (the BSDs)
+            return _walk6(f, caplen, 4, s)
+        else:
             return T_NOT_IPV4
-        p = 4
-    elif linktype == 101 or linktype == 228:
+    elif linktype == 101 or linktype == 228 or linktype == 229:
+        if linktype == 229 or (linktype == 101 and caplen >= 1 and (f[0] >> 4) == 6):
+            return _walk6(f, caplen, 0, s)   # raw IPv6 (229), or raw IP carrying IPv6
         p = 0
     else:
         return T_UNSUPPORTED_LINKTYPE
@@ -145,8 +211,30 @@ cdef int _walk(const uint8_t *f, uint32_t caplen, uint16_t linktype, _seg *s) no
     return T_OK
 
 
-def _ip(uint32_t a):
+_V6 = 1 << 128     # added to an IPv6 address in a stream key (an IPv4 address is below 2**32)
+
+
+def addr_text(a) -> str:
+    """A stream key's address as text: dotted IPv4, or IPv6 (RFC 5952)."""
+    if a >= _V6:
+        import ipaddress
+        return str(ipaddress.IPv6Address(a - _V6))
     return f"{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}"
+
+
+_ip = addr_text
+
+
+cdef object _src(const _seg *s):
+    if s.v6:
+        return _V6 + int.from_bytes(bytes(<uint8_t[:16]> &s.src6[0]), "big")
+    return s.src_ip
+
+
+cdef object _dst(const _seg *s):
+    if s.v6:
+        return _V6 + int.from_bytes(bytes(<uint8_t[:16]> &s.dst6[0]), "big")
+    return s.dst_ip
 
 
 MAX_CLOSED = 4096              # retired streams kept as tombstones (Reassembler.retire)
@@ -531,13 +619,15 @@ cdef class Reassembler:
     cdef void _segment(self, _seg *s, bytes payload, uint64_t ts):
         self._segment_inner(s, payload, ts)
         if self.marks is not None:
-            self._mark(self.flows.get((s.src_ip, s.sport, s.dst_ip, s.dport)))
-            self._mark(self.flows.get((s.dst_ip, s.dport, s.src_ip, s.sport)))
+            src, dst = _src(s), _dst(s)
+            self._mark(self.flows.get((src, s.sport, dst, s.dport)))
+            self._mark(self.flows.get((dst, s.dport, src, s.sport)))
 
     cdef void _segment_inner(self, _seg *s, bytes payload, uint64_t ts):
         cdef TcpStream st, peer
-        key = (s.src_ip, s.sport, s.dst_ip, s.dport)
-        rkey = (s.dst_ip, s.dport, s.src_ip, s.sport)
+        src, dst = _src(s), _dst(s)
+        key = (src, s.sport, dst, s.dport)
+        rkey = (dst, s.dport, src, s.sport)
         st = self.flows.get(key)
         if (s.flags & TCP_SYN) and st is not None and (st.fin or st.rst) and st.syn:
             st = None                                   # 4-tuple reused: a new connection
