@@ -29,7 +29,7 @@ import time
 from decimal import Decimal
 
 from engine.errors import EXIT_USAGE, CommandError, NoExchange, run_command
-from feedhandler.cliopts import add_symbols, deprecated_alias, symbols_list
+from feedhandler.cliopts import add_symbols, deprecated_alias, port_number, symbols_list
 
 PX = 1_000_000_000
 
@@ -131,8 +131,8 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
                                       "tcp://127.0.0.1:5555, if one is running)")
     p.add_argument("--md-endpoint", help="market-data address (default with --endpoint: none; without it "
                                          "tcp://127.0.0.1:5556)")
-    p.add_argument("--port", type=int, default=5555, help="local gateway port to look for (default 5555)")
-    p.add_argument("--md-port", type=int, default=5556, help="local market-data port to look for (default 5556)")
+    p.add_argument("--port", type=port_number, default=5555, help="local gateway port to look for (default 5555)")
+    p.add_argument("--md-port", type=port_number, default=5556, help="local market-data port to look for (default 5556)")
     p.add_argument("--start-exchange", action="store_true",
                    help="start an exchange in-process (temporary data dir, removed at the end) instead of "
                         "looking for a running one")

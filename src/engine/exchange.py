@@ -110,6 +110,7 @@ from pathlib import Path
 
 from engine.history.service import DEFAULTS as HISTORY_DEFAULTS
 from engine.journal import JournalError, JournalLocked
+from feedhandler.cliopts import port_number
 from engine.errors import (EXIT_INTERRUPTED, EXIT_OK, ConfigError, DataDirError, StartupError, nearest,
                            one_line, run_command)
 
@@ -797,11 +798,11 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
                                            "built-in defaults)")
     p.add_argument("--symbols", help="comma-separated symbols, overrides the config (default AAPL,MSFT,SPY)")
     p.add_argument("--host", default=None, help="bind address of the --port/--md-port listeners (default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="gateway ROUTER port (default 5555; 0 = any free port)")
-    p.add_argument("--md-port", type=int, help="market-data PUB port (default 5556; 0 = any free port)")
-    p.add_argument("--fix-port", type=int, help="FIX acceptor port (needs [fix] sessions in the config; 0 = any)")
-    p.add_argument("--ouch-port", type=int, help="OUCH/SoupBinTCP port (needs [ouch] users in the config; 0 = any)")
-    p.add_argument("--http-port", type=int, help="HTTP/WebSocket gateway port (0 = any free port; default: off)")
+    p.add_argument("--port", type=port_number, help="gateway ROUTER port (default 5555; 0 = any free port)")
+    p.add_argument("--md-port", type=port_number, help="market-data PUB port (default 5556; 0 = any free port)")
+    p.add_argument("--fix-port", type=port_number, help="FIX acceptor port (needs [fix] sessions in the config; 0 = any)")
+    p.add_argument("--ouch-port", type=port_number, help="OUCH/SoupBinTCP port (needs [ouch] users in the config; 0 = any)")
+    p.add_argument("--http-port", type=port_number, help="HTTP/WebSocket gateway port (0 = any free port; default: off)")
     p.add_argument("--insecure-dev-auth", action="store_true", default=None,
                    help="HTTP gateway: accept the X-User-ID header as authentication (development only)")
     p.add_argument("--jwt-secret", help="HTTP gateway: key signing login JWTs (default: random per process)")

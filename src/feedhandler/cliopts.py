@@ -21,8 +21,8 @@ import argparse
 import re
 import sys
 
-__all__ = ["plain", "symbols_list", "add_symbols", "add_udp_port", "add_date", "add_debug", "DATE_HELP",
-           "deprecated_alias"]
+__all__ = ["plain", "symbols_list", "port_number", "add_symbols", "add_udp_port", "add_date", "add_debug",
+           "DATE_HELP", "deprecated_alias"]
 
 DATE_HELP = ("trading day YYYY-MM-DD (default: from the capture: its time stamps, else a NASDAQ file name "
              "MMDDYYYY.NASDAQ_ITCH50; live from an interface: today in New York)")
@@ -45,6 +45,18 @@ def symbols_list(text: str) -> list[str]:
     return out
 
 
+def port_number(text: str) -> int:
+    """A TCP/UDP port 0..65535 (argparse type of every port option: a larger number would otherwise be
+    taken modulo 65536 by some socket layers, e.g. ZeroMQ's bind, and listen somewhere unexpected)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"{n} is not a port number (0..65535)")
+    return n
+
+
 def add_symbols(p: argparse.ArgumentParser, what: str, default: list[str] | None = None) -> None:
     """``--symbols A,B``: ``what`` says what the list does here; ``default`` (a list) is shown."""
     shown = f"default {','.join(default)}" if default else "default: every symbol"
@@ -53,7 +65,7 @@ def add_symbols(p: argparse.ArgumentParser, what: str, default: list[str] | None
 
 
 def add_udp_port(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--udp-port", type=int, default=None, metavar="PORT",
+    p.add_argument("--udp-port", type=port_number, default=None, metavar="PORT",
                    help="keep only UDP datagrams to this destination port (default: every port)")
 
 

@@ -158,8 +158,14 @@ def iface_ipv4(iface: str) -> str:
 
 def _parse_group(g: str) -> tuple[str, int | None]:
     host, _, port = g.rpartition(":") if ":" in g else (g, "", "")
-    addr = ipaddress.IPv4Address(host)
-    return str(addr), (int(port) if port else None)
+    try:
+        addr = ipaddress.IPv4Address(host)
+        n = int(port) if port else None
+    except ValueError:
+        raise ValueError(f"group {g!r} is not ADDR or ADDR:PORT (an IPv4 address, a port 1..65535)") from None
+    if n is not None and not 1 <= n <= 65535:
+        raise ValueError(f"group {g!r}: {n} is not a UDP port (1..65535)")
+    return str(addr), n
 
 
 def join_groups(iface: str, groups: Sequence[str]) -> list[socket.socket]:
@@ -883,6 +889,11 @@ def run_main(argv: Sequence[str] | None = None) -> int:
             raise ValueError
     except ValueError:
         parser.error(f"--pace must be max, recorded or a positive speed factor, not {args.pace!r}")
+    for g in list(args.group or ()) + list(args.snapshot_group or ()):
+        try:
+            _parse_group(g)
+        except ValueError as e:
+            parser.error(str(e))
     source_kw = {}
     if args.xdp_mode:
         source_kw["xdp_mode"] = args.xdp_mode
