@@ -40,3 +40,16 @@ def test_port_number_type():
     for bad in ("65536", "-1", "1e3", ""):
         with pytest.raises(argparse.ArgumentTypeError):
             port_number(bad)
+
+
+@pytest.mark.parametrize("ep,ok", [("tcp://127.0.0.1:99999", False), ("tcp://h:abc", False), ("tcp://127.0.0.1:*", True),
+                                   ("tcp://*:5555", True), ("ipc:///tmp/fh-x", True), ("tcp://[::1]:65535", True)])
+def test_config_endpoints_take_a_port_in_range(ep, ok):
+    from engine.errors import ConfigError
+    from engine.exchange import load_config
+    for sect in ("gateway", "marketdata"):
+        if ok:
+            load_config(None, {f"{sect}.endpoint": ep})
+        else:
+            with pytest.raises(ConfigError, match=f"{sect}.endpoint .* the port must be 0..65535"):
+                load_config(None, {f"{sect}.endpoint": ep})

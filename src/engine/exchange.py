@@ -239,6 +239,12 @@ def validate_config(cfg: dict, source: str = "config") -> dict:
     for name in ("workers", "hwm", "max_pending", "recv_window_ms"):
         if name in cfg["gateway"] and cfg["gateway"][name] < 1:
             raise ConfigError(f"{source}: gateway.{name} must be >= 1, not {cfg['gateway'][name]}")
+    for sect in ("gateway", "marketdata"):
+        # a tcp:// endpoint's port: ZeroMQ would bind a port above 65535 modulo 65536
+        ep = cfg[sect]["endpoint"]
+        port = ep.rpartition(":")[2] if ep.startswith("tcp://") else "*"
+        if port != "*" and not (port.isdigit() and int(port) <= 65535):
+            raise ConfigError(f"{source}: {sect}.endpoint {ep!r}: the port must be 0..65535 or *")
     if not isinstance(cfg["keys"], list) or not cfg["keys"]:
         raise ConfigError(f"{source}: keys must be a non-empty array of [[keys]] tables")
     for i, k in enumerate(cfg["keys"]):
