@@ -242,3 +242,24 @@ def test_partial_cancel_decrement_counts_a_late_routed_fill(tmp_path):
     assert [(n, f.get("executed_shares"), f.get("decrement_shares")) for n, f in out] == [
         ("accepted", None, None), ("executed", 30, None), ("canceled", None, 30)]
     eng.close()
+
+
+@pytest.mark.parametrize("side", [b"B", b"?"])
+def test_a_token_of_non_ascii_bytes_is_answered_and_echoed_byte_for_byte(venue, side):
+    """An Enter Order whose token holds bytes above 0x7E: its answer (Accepted, or Rejected for a bad side)
+    failed to encode ('\\ufffd' is not ASCII), the connection's handler died unanswered. The token is now
+    echoed byte for byte and the session goes on."""
+    a = login(venue.acc.port)
+    tok = b"T\xff\x80ok-tokens\x01z"
+    assert len(tok) == 14
+    raw = bytearray(enter("PLACEHOLDER123", side=side, price=1_000_000))
+    at = raw.index(b"PLACEHOLDER123")
+    raw[at:at + 14] = tok
+    a.send(bytes(raw))
+    got = msgs(a, 1)
+    assert got and got[0][0] == ("accepted" if side == b"B" else "rejected"), got
+    assert got[0][1]["order_token"] == tok
+    a.send(enter("NEXT0000000001", side=b"B", price=1_000_000))
+    got = msgs(a, 1)
+    assert got and got[0][0] == "accepted" and got[0][1]["order_token"] == b"NEXT0000000001", got
+    a.close()

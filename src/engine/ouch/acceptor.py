@@ -409,7 +409,7 @@ class OuchAcceptor:
             return
         tokens = self._tokens.setdefault(user, {})
         if name == "enter_order":
-            tok = f["order_token"].decode("ascii", "replace")
+            tok = f["order_token"].decode("latin-1")
             if tok in tokens:
                 # OUCH 4.2: order tokens are day-unique per account; an Enter Order with a used token is ignored
                 self.stats["duplicate_tokens"] += 1
@@ -422,7 +422,7 @@ class OuchAcceptor:
                 return
             tif = f["time_in_force"]
             req = {"type": "new", "rid": f"ouch-{user}-{tok}", "client_order_id": tok,
-                   "symbol": f["stock"].decode("ascii", "replace"), "side": side, "qty": f["shares"],
+                   "symbol": f["stock"].decode("latin-1"), "side": side, "qty": f["shares"],
                    "price": f["price"] * ouch42.PRICE_TO_RAW, "order_type": "limit",
                    "tif": "ioc" if tif == ouch42.TIF_IOC else "day",
                    "post_only": f["display"] == b"P"}
@@ -441,7 +441,7 @@ class OuchAcceptor:
                     self._entered.pop((user, tok), None)
             return self._submit(account, user, req, entered)
         tok_field = "existing_order_token" if name == "replace_order" else "order_token"
-        tok = f[tok_field].decode("ascii", "replace")
+        tok = f[tok_field].decode("latin-1")
         oid = tokens.get(tok)
         st = self._by_oid.get(oid) if oid else None
         if st is None or st["token"] != tok or st["leaves"] <= 0:
@@ -460,7 +460,7 @@ class OuchAcceptor:
                        "rid": f"ouch-{user}-x-{tok}-{time.monotonic_ns()}"}
                 st["pending"] = ("partial_cancel", None)
         elif name == "replace_order":
-            new_tok = f["replacement_order_token"].decode("ascii", "replace")
+            new_tok = f["replacement_order_token"].decode("latin-1")
             if new_tok in tokens:
                 self.stats["duplicate_tokens"] += 1
                 _log.info("OUCH %s: replace with used token %r ignored", user, new_tok)
@@ -636,17 +636,17 @@ class OuchAcceptor:
                 self.stats["bad_stored_messages"] += 1
                 continue
             if name == "accepted":
-                tok = f["order_token"].decode("ascii", "replace")
+                tok = f["order_token"].decode("latin-1")
                 oid = f["order_reference_number"]
                 tokens[tok] = oid
                 self._reported.add(("accepted", oid))
                 self._by_oid[oid] = {"user": user, "token": tok, "side": f["side"],
-                                     "stock": f["stock"].decode("ascii", "replace"), "price": f["price"],
+                                     "stock": f["stock"].decode("latin-1"), "price": f["price"],
                                      "tif": f["time_in_force"], "firm": f["firm"], "display": f["display"],
                                      "capacity": f["capacity"], "leaves": f["shares"]}
             elif name == "replaced":
                 oid = f["order_reference_number"]
-                tok = f["replacement_order_token"].decode("ascii", "replace")
+                tok = f["replacement_order_token"].decode("latin-1")
                 tokens[tok] = oid
                 st = self._by_oid.get(oid)
                 if st is not None:
@@ -654,9 +654,9 @@ class OuchAcceptor:
                               display=f["display"])
                 self._reported.add(("replaced", oid, f["shares"]))
             elif name == "rejected":
-                tokens.setdefault(f["order_token"].decode("ascii", "replace"), 0)
+                tokens.setdefault(f["order_token"].decode("latin-1"), 0)
             elif name in ("canceled", "executed", "order_modified"):
-                oid = tokens.get(f["order_token"].decode("ascii", "replace"))
+                oid = tokens.get(f["order_token"].decode("latin-1"))
                 st = self._by_oid.get(oid) if oid else None
                 if st is None:
                     continue

@@ -92,14 +92,18 @@ BY_NAME: dict[str, _Layout] = {l.name: l for l in LAYOUTS.values()}
 
 
 def encode(name: str, **fields) -> bytes:
-    """Encode one message; str values are ASCII encoded and padded, missing fields take defaults."""
+    """Encode one message; str values are Latin-1 encoded (one byte a character: a token decoded from the
+    wire with ``.decode("latin-1")`` is echoed byte for byte) and padded, missing fields take defaults."""
     lay = BY_NAME[name]
     vals = []
     for f, kind, n in lay.fields:
         v = fields.get(f, lay.defaults[f])
         if kind in ("s", "c"):
             if isinstance(v, str):
-                v = v.encode("ascii")
+                try:
+                    v = v.encode("latin-1")
+                except UnicodeEncodeError:
+                    raise OuchError(f"{name}.{f}: {v!r} is not one byte a character") from None
             if len(v) > n:
                 raise OuchError(f"{name}.{f}: {v!r} longer than {n}")
             v = v.ljust(n, b" ")
