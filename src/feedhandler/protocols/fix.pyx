@@ -12,6 +12,12 @@ the buffer end; nothing here allocates per message except the returned Python tu
 Status codes (module constants): ``OK``, ``INCOMPLETE`` (need more bytes), ``GARBLED`` (no valid
 BodyLength after 8=: discard up to ``end`` and rescan), ``BAD_BODY_LENGTH``, ``BAD_CHECKSUM`` (a whole
 framed message [start, end) that must be ignored).
+
+``split(..., resync=True)`` is the capture decoders' framing (``fix_stream``), which must lose no valid
+message to a broken one: a message whose BodyLength is wrong ends where the next message begins (the
+next ``<SOH>8=`` after its start) when that comes before the trailer the declared length leads to, so a
+cut or lying message costs only itself; and bytes other than NUL, space, CR or LF before a ``8=`` are a
+GARBLED row instead of being skipped without a count. The acceptor keeps QuickFIX's behaviour.
 """
 from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.string cimport memchr
@@ -63,8 +69,28 @@ cdef inline Py_ssize_t _find_trailer(const uint8_t *p, Py_ssize_t n, Py_ssize_t 
     return -1
 
 
-cdef int _frame(const uint8_t *p, Py_ssize_t n, Py_ssize_t start, Py_ssize_t *mstart, Py_ssize_t *mend) noexcept nogil:
-    cdef Py_ssize_t i, s, body_start, tr, j, ck_end
+cdef inline Py_ssize_t _next_begin(const uint8_t *p, Py_ssize_t n, Py_ssize_t i, Py_ssize_t limit) noexcept nogil:
+    """Index of the '8' of the first <SOH>8= at or after i whose '8' is before limit, or -1."""
+    cdef Py_ssize_t k = _find2(p, n, i, SOH, 56)
+    while k >= 0 and k + 1 < limit:
+        if k + 2 < n and p[k + 2] == 61:
+            return k + 1
+        k = _find2(p, n, k + 1, SOH, 56)
+    return -1
+
+
+cdef inline bint _filler(const uint8_t *p, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    """Only NUL, space, CR or LF in p[a:b] (padding some engines write between messages)."""
+    cdef Py_ssize_t i
+    for i in range(a, b):
+        if p[i] != 0 and p[i] != 32 and p[i] != 13 and p[i] != 10:
+            return False
+    return True
+
+
+cdef int _frame(const uint8_t *p, Py_ssize_t n, Py_ssize_t start, Py_ssize_t *mstart, Py_ssize_t *mend,
+                bint resync=False) noexcept nogil:
+    cdef Py_ssize_t i, s, body_start, tr, j, ck_end, nx
     cdef int64_t length = 0, ck = 0
     cdef unsigned int sum8 = 0
     s = _find2(p, n, start, 56, 61)  # "8="
@@ -72,6 +98,10 @@ cdef int _frame(const uint8_t *p, Py_ssize_t n, Py_ssize_t start, Py_ssize_t *ms
         mstart[0] = n - 1 if n - 1 > start else start   # keep a trailing '8' that may start "8="
         mend[0] = mstart[0]
         return _INCOMPLETE
+    if resync and s > start and not _filler(p, start, s):
+        mstart[0] = start                # bytes that are no message: one GARBLED row for them
+        mend[0] = s
+        return _GARBLED
     mstart[0] = s
     # end of the BeginString field
     i = s + 2
@@ -100,12 +130,27 @@ cdef int _frame(const uint8_t *p, Py_ssize_t n, Py_ssize_t start, Py_ssize_t *ms
         return _GARBLED
     body_start = i + 1
     if body_start + length > n:
+        if resync:
+            nx = _next_begin(p, n, body_start, n)
+            if nx >= 0:                  # a message begins before the declared end: this one lies
+                mend[0] = nx
+                return _BAD_BODY_LENGTH
         mend[0] = s
         return _INCOMPLETE
     tr = _find_trailer(p, n, body_start + length - 1 if length > 0 else body_start - 1)
     if tr < 0:
+        if resync:
+            nx = _next_begin(p, n, body_start, n)
+            if nx >= 0:
+                mend[0] = nx
+                return _BAD_BODY_LENGTH
         mend[0] = s
         return _INCOMPLETE
+    if resync and tr + 1 - body_start != length:
+        nx = _next_begin(p, n, body_start, tr)
+        if nx >= 0:                      # the declared length ran into the next message
+            mend[0] = nx
+            return _BAD_BODY_LENGTH
     j = tr + 4
     ck_end = j
     while j < n and p[j] != SOH:
@@ -146,11 +191,12 @@ def frame(const uint8_t[::1] buf, Py_ssize_t start=0):
     return st, ms, me
 
 
-def split(const uint8_t[::1] buf, int64_t[:, ::1] out):
+def split(const uint8_t[::1] buf, int64_t[:, ::1] out, bint resync=False):
     """Frame every complete message in ``buf`` in one call.
 
     ``out`` has shape (m, 3); row k receives (status, msg_start, msg_end) of message k (GARBLED rows
     mark discarded bytes). Returns (n_rows, consumed): bytes before ``consumed`` are done with.
+    ``resync``: the capture decoders' framing (module docstring).
     """
     cdef Py_ssize_t n = buf.shape[0], pos = 0, ms = 0, me = 0, k = 0, cap = out.shape[0]
     cdef int st
@@ -160,7 +206,7 @@ def split(const uint8_t[::1] buf, int64_t[:, ::1] out):
         return 0, 0
     with nogil:
         while k < cap and pos < n:
-            st = _frame(&buf[0], n, pos, &ms, &me)
+            st = _frame(&buf[0], n, pos, &ms, &me, resync)
             if st == _INCOMPLETE:
                 pos = ms
                 break

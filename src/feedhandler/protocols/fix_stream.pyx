@@ -682,7 +682,7 @@ cdef class FixStreamDecoder:
             mv = memoryview(data)[start:end]
             pos = 0
             while True:
-                k, consumed = _fix.split(mv[pos:], rows_buf)
+                k, consumed = _fix.split(mv[pos:], rows_buf, True)
                 rows = rows_buf[:k]
                 sts = rows[:, 0]
                 ok = rows[sts == 0]
@@ -1602,7 +1602,7 @@ class FixLiveDecoder:
         mv = memoryview(st.data)[start:limit]
         try:
             while True:
-                k, consumed = _fix.split(mv[pos:], rows_buf)
+                k, consumed = _fix.split(mv[pos:], rows_buf, True)
                 rows = rows_buf[:k]
                 sts = rows[:, 0]
                 ok = rows[sts == 0]
