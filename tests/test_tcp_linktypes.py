@@ -89,6 +89,12 @@ def test_tcp_over_ipv6(tmp_path, protocol, linktype, ext):
     assert got["messages"] == ref["messages"] > 0 and got["records"] == ref["records"]
     assert np.load(tmp_path / "got.npy").tobytes() == np.load(tmp_path / "ref.npy").tobytes()
     assert not got["tcp"].get("not_tcp")
+    from feedhandler.pipeline import Feed
+    f = Feed(str(cap), protocol)
+    f.read_all()
+    want = {"fix": "[2001:db8::a02:2]:51000>[2001:db8::a02:1]:9878",
+            "ouch50": "[2001:db8::a03:2]:52000>[2001:db8::a03:1]:15000"}[protocol]
+    assert f.stats()["sessions"] == [want], f.stats()["sessions"]
     # the live path's incremental decoder reads the same frames
     out = subprocess.run([sys.executable, "-m", "feedhandler", "run", "--file", str(cap), "--pace", "max", "--json"],
                          capture_output=True, text=True, timeout=120)

@@ -222,7 +222,9 @@ def addr_text(a) -> str:
     return f"{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}"
 
 
-_ip = addr_text
+def endpoint_text(a, port) -> str:
+    """ADDR:PORT of a stream key's address ([ADDR]:PORT for IPv6)."""
+    return f"[{addr_text(a)}]:{port}" if a >= _V6 else f"{addr_text(a)}:{port}"
 
 
 cdef object _src(const _seg *s):
@@ -350,7 +352,7 @@ cdef class TcpStream:
         return (self.rst or (self.fin and self.next_seq >= self.fin_seq)) and not self.pending
 
     def __repr__(self):
-        return (f"TcpStream({_ip(self.key[0])}:{self.key[1]} -> {_ip(self.key[2])}:{self.key[3]} #{self.conn}, "
+        return (f"TcpStream({endpoint_text(self.key[0], self.key[1])} -> {endpoint_text(self.key[2], self.key[3])} #{self.conn}, "
                 f"{len(self.data)} bytes, {len(self.holes)} holes)")
 
     # -- internals ------------------------------------------------------------------------------
@@ -1051,7 +1053,7 @@ cdef class TcpSessionFramer(Framer):
         for c, s in pair_streams(self.reassembler.streams):
             st = c if c is not None else s
             a, b = (st.src, st.dst) if c is not None else (st.dst, st.src)
-            out.append(f"{_ip(a[0])}:{a[1]}>{_ip(b[0])}:{b[1]}")
+            out.append(f"{endpoint_text(a[0], a[1])}>{endpoint_text(b[0], b[1])}")
         return out
 
 
