@@ -653,11 +653,26 @@ class HttpGateway:
         return self._json(self.auth.login(b.get("api_key"), b.get("secret")))
 
     # ---- operations ------------------------------------------------------------------------------------
+    def _history(self) -> dict | None:
+        """The exchange's history writer: {stored_seq, journal_seq, lag, alive, restarts} (None when off or
+        when this gateway runs without an exchange)."""
+        ex = getattr(self, "exchange", None)
+        hs = getattr(ex, "history_stats", None)
+        try:
+            return hs() if hs is not None else None
+        except Exception as e:  # noqa: BLE001 - a status read must not fail the health answer
+            return {"error": f"{type(e).__name__}: {e}"[:200]}
+
     async def h_health(self, request: web.Request) -> web.Response:
         st = self.pipeline.stats
-        return self._json({"status": "UP", "uptime_s": round(time.time() - self.started_at, 3),
-                           "requests": st.requests, "ws_connections": len(self.hub.conns),
-                           "symbols": len(self.symbols)})
+        out = {"status": "UP", "uptime_s": round(time.time() - self.started_at, 3),
+               "requests": st.requests, "ws_connections": len(self.hub.conns), "symbols": len(self.symbols)}
+        h = self._history()
+        if h is not None:
+            out["history"] = h
+            if not h.get("alive", False):
+                out["status"] = "DEGRADED"      # orders are served; the history/Redis writer is down (restarting)
+        return self._json(out)
 
     async def h_docs(self, request: web.Request) -> web.Response:
         return web.Response(text=json.dumps(document()), content_type="application/json")
@@ -700,6 +715,14 @@ class HttpGateway:
                                               {"": getattr(pl, "_pending", 0)}),
             "exchange_open_orders": ("open orders known to the HTTP views", {"": len(self.views.open)}),
         }
+        h = self._history()
+        if h is not None and "lag" in h:
+            gauges["exchange_history_lag"] = ("journaled inputs the history writer has not stored yet",
+                                              {"": h["lag"]})
+            gauges["exchange_history_writer_up"] = ("1 while the history writer process runs",
+                                                    {"": int(bool(h["alive"]))})
+            counters["exchange_history_writer_restarts_total"] = ("history writer restarts after it exited",
+                                                                  {"": h["restarts"]})
         hists = [("exchange_http_request_seconds", "HTTP handler time (receive to response)", label(endpoint=n), h)
                  for n, h in self.hist.items()]
         lat = getattr(pl, "latency", None)
