@@ -309,17 +309,34 @@ class JournalWriter:
         data = b"".join(self._pending)
         self._pending.clear()
         with self._lock:
-            view = memoryview(data)
-            while view:
-                n = os.write(self.fd, view)
-                view = view[n:]
-            self._dirty = True
-            if self.policy in ("every", "batch") or (
-                self.policy == "interval" and time.monotonic() - self._last_sync >= self.interval
-            ):
-                os.fsync(self.fd)
-                self._dirty = False
-                self._last_sync = time.monotonic()
+            start = os.lseek(self.fd, 0, os.SEEK_CUR)
+            try:
+                view = memoryview(data)
+                while view:
+                    n = os.write(self.fd, view)
+                    view = view[n:]
+                self._dirty = True
+                if self.policy in ("every", "batch") or (
+                    self.policy == "interval" and time.monotonic() - self._last_sync >= self.interval
+                ):
+                    os.fsync(self.fd)
+                    self._dirty = False
+                    self._last_sync = time.monotonic()
+            except BaseException:
+                # A write that failed part-way (ENOSPC, EIO) may have left whole frames of this batch in the
+                # file, which the engine will NOT apply (the caller answers them as failed): recovery would
+                # apply them. Cut the file back to where this commit began so that it equals what was applied.
+                self._rollback(start)
+                raise
+
+    def _rollback(self, start: int) -> None:
+        try:
+            os.ftruncate(self.fd, start)
+            os.lseek(self.fd, start, os.SEEK_SET)
+            os.fsync(self.fd)
+        except OSError as e:     # the journal may now hold frames that were never applied: say so loudly
+            log.error("%s: a failed commit could not be cut back to byte %d (%r): its tail may hold inputs "
+                      "that were answered as failed", self.path, start, e)
 
     def _sync_loop(self) -> None:
         while not self._stop.wait(self.interval):
