@@ -639,3 +639,24 @@ def test_ci_services_start_answer_and_leave_nothing_running():
         except OSError:
             continue
         assert out["DIR"] not in cmd and f"-p {port}" not in cmd and sock not in cmd, cmd
+
+
+def test_history_command_on_a_journal_damaged_in_the_middle(tmp_path, capsys):
+    """`feedhandler history` (store what the journal holds, exit) on a journal with a damaged frame and
+    valid frames after it: a data-dir error (exit 2) saying where, not exit 0 with the rest silently
+    unstored. A torn tail only (a crashed exchange not restarted yet) stores everything before it, exit 0."""
+    from engine.history.service import main
+
+    d = tmp_path / "d"
+    make_data_dir(d, 20)
+    path = d / "journal" / "journal.bin"
+    good = path.read_bytes()
+    path.write_bytes(good + b"\x40\x00\x00\x00garbage")          # a torn tail
+    assert main(["--data-dir", str(d), "--db", str(tmp_path / "a.sqlite")]) == 0
+    assert "stored seq 120 of 120" in capsys.readouterr().out
+    bad = bytearray(good)
+    bad[len(good) // 2] ^= 0x40
+    path.write_bytes(bytes(bad))
+    assert main(["--data-dir", str(d), "--db", str(tmp_path / "b.sqlite")]) == 2
+    err = capsys.readouterr().err
+    assert "corrupt journal frame at byte" in err and "history stored what comes before it" in err

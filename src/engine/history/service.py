@@ -253,12 +253,28 @@ def _main(argv: list[str]) -> int:
             t0 = time.monotonic()
             w.run(stop, follow=a.follow)
             print(w.status_line() + f" in {time.monotonic() - t0:.2f} s", flush=True)
+            _check_damage(w)
         finally:
             w.close()
     finally:
         for s, hd in old.items():
             signal.signal(s, hd)
     return EXIT_INTERRUPTED if why.get("signal") == signal.SIGINT else EXIT_OK
+
+
+def _check_damage(w) -> None:
+    """A journal whose reading stopped at a damaged frame: a torn tail (a crashed exchange, not restarted
+    yet, truncates it) is fine; valid frames after the damage are not, and what follows it was not stored."""
+    from engine.errors import DataDirError
+    from engine.journal import JournalCorrupt, read_journal
+    src = w.source
+    for k, seen in enumerate(getattr(src, "corrupt_seen", [])):
+        if not seen:
+            continue
+        try:
+            read_journal(src.followers[k].path)
+        except JournalCorrupt as e:
+            raise DataDirError(f"{e} (history stored what comes before it)") from None
 
 
 def main(argv: list[str] | None = None) -> int:
