@@ -273,6 +273,22 @@ def test_risk_reject_and_bad_request_over_the_wire(exchange):
         c.close()
 
 
+@pytest.mark.parametrize("rid", [[1], {"a": 1}, 2**64, "x" * 97, 1.5])
+def test_client_refuses_a_rid_the_gateway_cannot_echo(exchange, rid):
+    """The gateway rejects such a rid without echoing it, so the client could never match the reply and
+    timed out (found by a hostile-input run): it now says so before sending."""
+    gw, _, _ = exchange
+    c = Client(gw.endpoint, "alice", b"alice-secret", timeout=2, retries=0)
+    try:
+        t = time.monotonic()
+        with pytest.raises(ValueError, match="rid"):
+            c.request({"type": "new", "symbol": "AAPL", "side": "B", "price": PX, "qty": 1, "rid": rid})
+        assert time.monotonic() - t < 1.0
+        assert c.submit("AAPL", "B", PX, 1)["status"] == "ack"       # the client goes on
+    finally:
+        c.close()
+
+
 def test_idempotent_retry_enters_order_once(exchange):
     gw, _, eng = exchange
     c = Client(gw.endpoint, "alice", b"alice-secret", timeout=2)

@@ -30,6 +30,7 @@ import zmq
 
 from engine.auth import keyed_hmac, sign_with   # = sign() from a pre-keyed HMAC (key schedule once per client)
 from engine.gateway import dumpb, loads
+from engine.gateway.validation import check_rid
 from engine import marketdata
 from engine.zmqio import SNDMORE as _SNDMORE, send as _send
 
@@ -141,6 +142,7 @@ class Client:
         """Send ``req`` (a ``rid`` is added if missing) and return its reply, retrying on timeout/busy."""
         req.setdefault("rid", self.next_id())
         rid = req["rid"]
+        check_rid(rid)      # the gateway rejects a bad rid without echoing it: no reply could be matched to it
         body = dumpb(req)
         timeout = self.timeout if timeout is None else timeout
         retries = self.retries if retries is None else retries

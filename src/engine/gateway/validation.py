@@ -68,7 +68,7 @@ def check_rid(rid) -> None:
         if len(rid) > MAX_RID_BYTES or (not rid.isascii() and len(rid.encode()) > MAX_RID_BYTES):
             raise BadRequest(f"rid longer than {MAX_RID_BYTES} bytes")
     elif type(rid) is not int or not INT64_MIN <= rid <= INT64_MAX:
-        raise BadRequest("rid must be a string or an integer")
+        raise BadRequest("rid must be a string or an int64 integer")
 
 
 def validate(account: str, req: dict, nonce: bytes | str | None = None, rid_checked: bool = False,
