@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import signal
 import sys
-import threading
 
 
 def main() -> int:
@@ -25,7 +24,8 @@ def main() -> int:
     pipe = OrderPipeline(eng, RiskManager(RiskLimits(**cfg["risk"])), dedup_size=cfg.get("dedup_size", 100_000))
     keys = KeyStore({k: (s, a) for k, s, a in cfg["keys"]})
     gw = Gateway(pipe, Authenticator(keys), cfg["endpoint"], workers=2).start()
-    stop = threading.Event()
+    from engine.signals import SignalSafeEvent
+    stop = SignalSafeEvent()        # set from the handler: threading.Event.set() there can deadlock wait()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     print(json.dumps({"endpoint": gw.endpoint, "rebuilt": pipe.rebuilt}), flush=True)
     stop.wait()

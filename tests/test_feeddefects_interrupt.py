@@ -180,3 +180,38 @@ def test_run_file_interrupted(tmp_path, big, sig, code):
     dec.write(out.read_bytes())
     assert len(dec.decode()) > 1
     assert leftovers(tmp_path, {"run.dbn"}) == []
+
+
+SIGNAL_INSIDE_WAIT = r"""
+import json, os, signal, sys, threading
+from feedhandler.live import LiveOptions, run
+
+class SignalInsideWait(threading.Event):
+    # the run's stop event; its first wait() takes the SIGINT while holding the event's lock, as
+    # Event.wait does for a moment on every call (CI caught a real SIGINT in that moment)
+    fired = False
+    def wait(self, timeout=None):
+        if not SignalInsideWait.fired:
+            SignalInsideWait.fired = True
+            with self._cond:
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(100):      # bytecode boundaries: the Python handler runs here, lock held
+                    pass
+        return super().wait(timeout)
+
+s = run(LiveOptions(iface=None, file=sys.argv[1], date="2024-03-15", speed=1.0, status_interval=0,
+                    stop_event=SignalInsideWait()))
+print(json.dumps({"signal": s["signal"], "messages": s["messages"]}))
+"""
+
+
+def test_run_signal_while_the_main_thread_holds_the_stop_lock():
+    """A SIGINT handled while the monitor loop is inside ``stop.wait()`` (holding the event's lock) stops
+    the run: the handler takes no lock (it called ``Event.set()`` and deadlocked: CI's hung
+    ``run --file`` after SIGINT)."""
+    pcap = Path(__file__).resolve().parents[1] / "pcaps" / "itch50_sample.pcap"
+    p = subprocess.run([sys.executable, "-c", SIGNAL_INSIDE_WAIT, str(pcap)], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    s = json.loads(p.stdout)
+    assert s["signal"] == "SIGINT" and s["messages"] < 20000

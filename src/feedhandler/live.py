@@ -368,8 +368,11 @@ def run(opts: LiveOptions) -> dict:
         old = {}
         if opts.install_signals and threading.current_thread() is threading.main_thread():
             def on_signal(signum, frame):
+                # only a list append: no lock. The handler runs on the main thread between two bytecodes,
+                # possibly inside stop.wait() holding the event's lock; stop.set() here deadlocked a
+                # `run --file` in CI (main thread blocked in Event.set called from within Event.wait).
+                # The loop below wakes every 20 ms and sees the signal.
                 signalled.append(signum)
-                stop.set()
             for s in (signal.SIGINT, signal.SIGTERM):
                 old[s] = signal.signal(s, on_signal)
         t0 = time.monotonic()
@@ -394,8 +397,10 @@ def run(opts: LiveOptions) -> dict:
         last_status = t0
         last_pkts, last_change, first_change = 0, t0, None
         try:
-            while not stop.is_set():
+            while not stop.is_set() and not signalled:
                 stop.wait(0.02)
+                if signalled:
+                    break
                 now = time.monotonic()
                 st = feed.stats()
                 if st["packets"] != last_pkts:
