@@ -215,3 +215,30 @@ def test_run_signal_while_the_main_thread_holds_the_stop_lock():
     assert p.returncode == 0, p.stderr
     s = json.loads(p.stdout)
     assert s["signal"] == "SIGINT" and s["messages"] < 20000
+
+
+def _limit_file_size(limit: int):
+    def pre() -> None:      # this child only: writes past `limit` bytes fail with EFBIG (Python ignores SIGXFSZ)
+        import resource
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return pre
+
+
+@pytest.mark.parametrize("cmd", ["replay", "run"])
+@pytest.mark.parametrize("name", ["out.dbn", "out.dbn.zst", "out.parquet", "out.npy"])
+def test_output_that_cannot_be_written_mid_run(tmp_path, cmd, name):
+    """An output the disk (here: a file-size limit) refuses part-way: ``replay`` and ``run --file`` both exit
+    2 ("an output that cannot be written") with one line naming the file, and leave nothing behind (``run``
+    exited 1, and closed the output it had failed to write)."""
+    if name.endswith(".parquet"):
+        pytest.importorskip("pyarrow")
+    pcap = Path(__file__).resolve().parents[1] / "pcaps" / "itch50_sample.pcap"
+    out = tmp_path / name
+    args = ["replay", str(pcap), "--no-progress"] if cmd == "replay" else \
+        ["run", "--file", str(pcap), "--pace", "max", "--status-interval", "0"]
+    p = subprocess.run([sys.executable, "-m", "feedhandler.cli", *args, "--out", str(out)], capture_output=True,
+                       text=True, timeout=120, preexec_fn=_limit_file_size(20_000))
+    assert p.returncode == 2, p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if "error" in ln]
+    assert len(lines) == 1 and f"cannot write {out}" in lines[0] and "too large" in lines[0].lower(), p.stderr
+    assert list(tmp_path.iterdir()) == []

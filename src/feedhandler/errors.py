@@ -1,7 +1,7 @@
 """Typed exceptions of the feedhandler package (the data path counts damage; these are for the edges)."""
 from __future__ import annotations
 
-__all__ = ["FeedhandlerError", "CaptureError", "CaptureFormatError", "FeedError"]
+__all__ = ["FeedhandlerError", "CaptureError", "CaptureFormatError", "FeedError", "OutputError"]
 
 
 class FeedhandlerError(Exception):
@@ -19,3 +19,17 @@ class CaptureFormatError(CaptureError, ValueError):
 
 class FeedError(FeedhandlerError, RuntimeError):
     """The feed pipeline failed (for example its producer thread stopped on an internal error)."""
+
+
+class OutputError(FeedhandlerError, OSError):
+    """An output file (``--out``) cannot be written: disk full, file-size limit, I/O error. The message
+    names the file; ``errno`` is the system's. Exit code 2 ("an output that cannot be written")."""
+
+    def __init__(self, path: str, cause: OSError):
+        super().__init__(f"cannot write {path}: {cause.strerror or cause}")
+        self.errno = cause.errno
+        self.strerror = cause.strerror
+        self.filename = path
+
+    def __str__(self) -> str:      # the sentence, not OSError's "[Errno N] strerror: 'path'"
+        return str(self.args[0])

@@ -36,7 +36,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from feedhandler.cliopts import add_date, add_debug, add_udp_port, deprecated_alias
-from feedhandler.errors import CaptureError, FeedhandlerError
+from feedhandler.errors import CaptureError, FeedhandlerError, OutputError
 
 __all__ = ["LiveOptions", "run", "run_main", "latency_percentiles", "join_groups", "iface_ipv4", "EXIT_NO_IFACE"]
 
@@ -441,11 +441,14 @@ def run(opts: LiveOptions) -> dict:
         if opts.watch is not None and opts.apply_books and not consumer_error:
             opts.watch.finish(books, consumed[0], symmap.by_id)
         if writer is not None:
-            if protocol in TCP_PROTOCOLS:
-                # the session decoder's symbol ids (FIX reference data, or first appearance), as replay's
-                res = feed.framer.result or feed.framer.progress() or {}
-                symmap.by_id.update({int(i): s for s, i in res.get("symbols", {}).items()})
-            writer.close()
+            if consumer_error or (fanout is not None and fanout.error is not None):
+                writer.abort()      # the run failed (a full disk, a book error): no output under its name
+            else:
+                if protocol in TCP_PROTOCOLS:
+                    # the session decoder's symbol ids (FIX reference data, or first appearance), as replay's
+                    res = feed.framer.result or feed.framer.progress() or {}
+                    symmap.by_id.update({int(i): s for s, i in res.get("symbols", {}).items()})
+                writer.close()
         if consumer_error:
             raise consumer_error[0]
         if fanout is not None and fanout.error is not None:
@@ -961,6 +964,9 @@ def run_main(argv: Sequence[str] | None = None) -> int:
         print(f"feedhandler run: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except CaptureError as e:   # the --file cannot be read or is in no format we read
+        print(f"feedhandler run: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except OutputError as e:    # --out cannot be written (disk full, file-size limit): as replay's exit 2
         print(f"feedhandler run: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except (FeedhandlerError, OSError, ValueError) as e:

@@ -14,12 +14,30 @@ copied: memory stays bounded); that needs the ``zstandard`` package, checked whe
 """
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
 from typing import BinaryIO
 
-__all__ = ["SpoolWriter", "check_output_dir", "temp_path", "publish", "discard", "zstd_compressor"]
+from feedhandler.errors import OutputError
+
+__all__ = ["SpoolWriter", "check_output_dir", "temp_path", "publish", "discard", "zstd_compressor",
+           "names_the_output"]
+
+
+def names_the_output(method):
+    """A writer's ``write`` / ``close``: an OSError (ENOSPC, EFBIG, EIO) becomes an :class:`OutputError`
+    that names the output file (``self.path``), so every command says which file and exits 2."""
+    @functools.wraps(method)
+    def checked(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except OutputError:
+            raise
+        except OSError as e:
+            raise OutputError(self.path, e) from e
+    return checked
 
 ZSTD_LEVEL = 3   # zstd's default: fast, and within a few per cent of level 9 on tick records
 
@@ -82,6 +100,7 @@ class SpoolWriter:
     def header(self) -> bytes:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    @names_the_output
     def close(self) -> None:
         if self.closed:
             return

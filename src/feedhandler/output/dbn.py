@@ -58,7 +58,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from feedhandler import records
-from feedhandler.output._spool import SpoolWriter
+from feedhandler.output._spool import SpoolWriter, names_the_output
 
 __all__ = ["DbnWriter", "PUBLISHER_ID", "encode_metadata", "mbp1_path", "SCHEMA_MBO", "SCHEMA_MBP1", "STYPE_INSTRUMENT_ID",
            "STYPE_RAW_SYMBOL"]
@@ -255,6 +255,7 @@ class DbnWriter(SpoolWriter):
         w.start = lo if w.start is None else min(w.start, lo)
         w.end = hi if w.end is None else max(w.end, hi)
 
+    @names_the_output
     def write(self, ticks: np.ndarray) -> int:
         b = to_mbo_bytes(ticks)
         n = b.shape[0]

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.lib.format as npformat
 
 from feedhandler import records
-from feedhandler.output._spool import SpoolWriter
+from feedhandler.output._spool import SpoolWriter, names_the_output
 
 __all__ = ["NpyWriter", "NPY_DTYPE"]
 
@@ -35,6 +35,7 @@ class NpyWriter(SpoolWriter):
     def __init__(self, path: str | os.PathLike, **_ignored):
         super().__init__(path)
 
+    @names_the_output
     def write(self, ticks: np.ndarray) -> int:
         if ticks.dtype.itemsize != records.TICK_DTYPE.itemsize:
             raise ValueError("expected 64-byte tick records")

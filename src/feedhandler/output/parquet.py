@@ -31,7 +31,7 @@ import numpy as np
 
 from feedhandler import records
 from feedhandler.errors import FeedhandlerError
-from feedhandler.output._spool import check_output_dir, discard, publish, temp_path
+from feedhandler.output._spool import check_output_dir, discard, names_the_output, publish, temp_path
 
 __all__ = ["ParquetWriter", "MissingDependency", "sibling_path"]
 
@@ -74,6 +74,7 @@ class ParquetWriter:
         self.files: dict[str, str] = {}
         self.closed = False
 
+    @names_the_output
     def write(self, ticks: np.ndarray) -> int:
         rt = ticks["rtype"]
         n = 0
@@ -115,6 +116,7 @@ class ParquetWriter:
             self.files[kind] = p
         w.write_table(table)
 
+    @names_the_output
     def close(self) -> None:
         if self.closed:
             return
