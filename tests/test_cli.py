@@ -143,6 +143,36 @@ def test_directory_is_an_error(capsys, tmp_path):
     assert rc == 2 and "Traceback" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("cmd", [["replay"], ["run", "--pace", "max", "--status-interval", "0", "--file"], ["shell"]])
+@pytest.mark.parametrize("what", ["fifo", "stdin", "dash", "directory"])
+def test_capture_that_is_not_a_file(capsys, tmp_path, cmd, what, monkeypatch):
+    """A pipe (``cat x.pcap | feedhandler replay /dev/stdin``, a FIFO, ``<(zcat ...)``), ``-`` or a directory:
+    replay, run --file and shell each say in one line what it is and that captures are read from files,
+    exit 2 (a pipe failed inside format detection with "File or stream is not seekable"; ``-`` was "no
+    such file")."""
+    if what == "fifo":
+        path, expect = tmp_path / "cap.pcap", "is a pipe"
+        os.mkfifo(path)
+    elif what == "stdin":
+        r, w = os.pipe()
+        os.write(w, b"\xd4\xc3\xb2\xa1" + b"\0" * 20)
+        path, expect = f"/proc/self/fd/{r}", "is a pipe"
+    elif what == "dash":
+        monkeypatch.chdir(tmp_path)
+        path, expect = "-", "not from standard input"
+    else:
+        path, expect = tmp_path, "is a directory"
+    rc = main([*cmd, str(path)])
+    err = capsys.readouterr().err
+    if what == "stdin":
+        os.close(r)
+        os.close(w)
+    assert rc == 2, err
+    assert len(err.strip().splitlines()) == 1 and expect in err and "Traceback" not in err, err
+    if what != "directory":
+        assert "read from files" in err
+
+
 @pytest.mark.parametrize("kind", ["pcap", "gz"])
 def test_truncated_file_still_summarizes(capsys, day, files, tmp_path, kind):
     data = files[kind].read_bytes()

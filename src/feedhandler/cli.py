@@ -100,8 +100,11 @@ class _ProgressLine:
 def _cmd_replay(args) -> int:
     from feedhandler.replay import ReplayOptions, replay
 
-    if not os.path.exists(args.file):
-        raise _Fail(f"{args.file}: no such file")
+    from feedhandler.detect import capture_file_problem
+
+    why = capture_file_problem(args.file)
+    if why is not None:
+        raise _Fail(why)
     if args.date:
         from feedhandler.trading_day import check_date
 

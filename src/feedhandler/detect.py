@@ -29,7 +29,37 @@ from collections import Counter
 
 from feedhandler.errors import CaptureFormatError
 
-__all__ = ["PROTOCOLS", "DetectError", "detect", "container", "sniff_packets", "classify_udp", "classify_tcp"]
+__all__ = ["PROTOCOLS", "DetectError", "detect", "container", "sniff_packets", "classify_udp", "classify_tcp",
+           "capture_file_problem"]
+
+
+def capture_file_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be read as a capture file (a sentence that starts with the path), or None.
+
+    Captures are read from files: the format is told from the first bytes and the readers open the file
+    again, so a pipe, a terminal or a socket (``cat x | feedhandler replay /dev/stdin``) cannot be read,
+    and ``-`` is not standard input."""
+    path = os.fspath(path)
+    if path == "-" and not os.path.exists(path):
+        return ("-: captures are read from files, not from standard input: write the capture to a file "
+                "first (tcpdump -w FILE), or capture live with feedhandler run --iface")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return f"{path}: no such file"
+    except OSError as e:
+        return f"{path}: cannot read: {e.strerror or e}"
+    import stat
+
+    if stat.S_ISDIR(st.st_mode):
+        return f"{path}: is a directory, not a capture file"
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        what = "a pipe" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else \
+            "a terminal or device" if stat.S_ISCHR(st.st_mode) else "not a regular file"
+        return (f"{path}: is {what}: captures are read from files (the format is told from the first bytes, "
+                "then the file is read again): write it to a file first, or capture live with "
+                "feedhandler run --iface")
+    return None
 
 PROTOCOLS = ("itch50", "mdp3", "fix", "ouch42", "ouch50")
 MAX_BYTES = 4 << 20     # decompressed bytes read at most

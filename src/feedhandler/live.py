@@ -923,9 +923,13 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     if args.iface and not os.path.exists(f"/sys/class/net/{args.iface}"):
         print(f"feedhandler run: error: no interface {args.iface!r} in this network namespace", file=sys.stderr)
         return EXIT_NO_IFACE
-    if args.file and not os.path.exists(args.file):
-        print(f"feedhandler run: error: no capture file {args.file!r}", file=sys.stderr)
-        return EXIT_NO_IFACE
+    if args.file:
+        from feedhandler.detect import capture_file_problem
+
+        why = capture_file_problem(args.file)
+        if why is not None:
+            print(f"feedhandler run: error: {why}", file=sys.stderr)
+            return EXIT_NO_IFACE
     if opts.latency and (args.serve or getattr(args, "publish_what", None) == "bbo"):
         # both read the books from the book thread; with --latency the receive thread writes them
         parser.error("--latency applies the books on the receive thread: --serve and --publish-what bbo read "

@@ -423,8 +423,11 @@ def open_session(a, out: Callable[[str], None] = print):
     if a.exchange:
         return ExchangeSource(a.exchange, a.api_key, a.api_secret, a.md_endpoint, a.timeout, out)
     if a.capture:
-        if not os.path.exists(a.capture):
-            raise UsageError(f"{a.capture}: no such file")
+        from feedhandler.detect import capture_file_problem
+
+        why = capture_file_problem(a.capture)
+        if why is not None:
+            raise UsageError(why)
         if a.date:
             from feedhandler.trading_day import check_date
 
