@@ -309,6 +309,18 @@ def test_synth_bad_arguments(capsys, tmp_path):
     capsys.readouterr()
 
 
+def test_synth_symbol_count_and_messages_beyond_what_they_can_be(capsys, tmp_path):
+    """More symbols than ITCH's 16-bit stock locate, and a non-integer count: one line that says so (they were
+    "error: 'H' format requires 0 <= number <= 65535" and "invalid _positive value")."""
+    assert main(["synth", str(tmp_path / "x"), "--symbol-count", "70000", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "at most 65,535" in err and "format requires" not in err and len(err.strip().splitlines()) == 1, err
+    assert main(["synth", str(tmp_path / "x"), "--messages", "1e3", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "'1e3' is not a positive integer" in err and "_positive" not in err, err
+    assert not (tmp_path / "x").exists()
+
+
 def test_installed_script_subprocess(files):
     exe = shutil.which("feedhandler", path=os.path.dirname(sys.executable)) or shutil.which("feedhandler")
     if exe is None:

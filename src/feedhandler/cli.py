@@ -322,7 +322,10 @@ def _concentration(v: str) -> float:
 
 
 def _positive(v: str) -> int:
-    n = int(v)
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{v!r} is not a positive integer") from None
     if n <= 0:
         raise argparse.ArgumentTypeError(f"{v} is not a positive integer")
     return n

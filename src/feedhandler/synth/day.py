@@ -435,6 +435,8 @@ def generate_day(messages: int = 100_000, symbols: int = 50, seed: int = 1, *,
     """
     if symbols < 1:
         raise ValueError("need at least one symbol")
+    if symbols > 65535:
+        raise ValueError(f"{symbols} symbols: ITCH 5.0 has at most 65,535 (its stock locate code is 16 bits)")
     if isinstance(date, str):
         date = _dt.date.fromisoformat(date)
     if not (concentration >= 0.0 and concentration < 100.0):
