@@ -365,3 +365,26 @@ def test_output_failure_mid_stream_cleans_up(files, tmp_path, monkeypatch, mode)
         replay_mod.replay(files["pcap"], replay_mod.ReplayOptions(out=str(out), mode=mode, batch=256))
     assert len(calls) == 3
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["--count", "0"], "not a positive integer"), (["--count", "-1"], "not a positive integer"),
+    (["--duration", "-1"], "seconds >= 0"), (["--duration", "nan"], "seconds >= 0"),
+    (["--idle-stop", "-2"], "seconds >= 0"), (["--status-interval", "-1"], "seconds >= 0"),
+    (["--rx-cpu", "4096"], "this machine has CPUs"), (["--book-cpu", "-3"], "this machine has CPUs"),
+    (["--top", "-5"], "is negative"), (["--queues", "0"], "not a positive integer"),
+    (["--pace", "0"], "positive speed factor"), (["--pace", "inf"], "positive speed factor"),
+])
+def test_run_options_out_of_range(capsys, args, expect):
+    """``run``'s counts, durations and CPUs are checked as they are parsed: exit 2 with one line (a negative
+    --count or --duration stopped at once and exited 0, NaN ran forever, --rx-cpu 99 and --book-cpu -3 were
+    runtime failures, --top -5 dropped rows, --pace 0 was max although the message says positive)."""
+    pcap = str(REPO / "pcaps" / "itch50_sample.pcap")
+    assert main(["run", "--file", pcap, *args]) == 2
+    err = capsys.readouterr().err
+    assert expect in err.strip().splitlines()[-1] and "Traceback" not in err, err     # (argparse: usage, then it)
+
+
+def test_replay_top_negative(capsys, files):
+    assert main(["replay", str(files["pcap"]), "--top", "-1"]) == 2
+    assert "is negative" in capsys.readouterr().err

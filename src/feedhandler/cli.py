@@ -42,7 +42,8 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 from feedhandler import __version__  # noqa: E402
-from feedhandler.cliopts import DATE_HELP, add_date, add_debug, add_symbols, add_udp_port, deprecated_alias
+from feedhandler.cliopts import (DATE_HELP, add_date, add_debug, add_symbols, add_udp_port, count_int, deprecated_alias,
+                                 positive_int)
 from feedhandler.errors import FeedError, FeedhandlerError
 from feedhandler.exitcodes import (EXIT_DATA_QUALITY, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK,  # noqa: F401
                                    EXIT_TERMINATED, EXIT_USAGE, RuntimeFailure, UsageError, boundary,
@@ -321,16 +322,6 @@ def _concentration(v: str) -> float:
     return x
 
 
-def _positive(v: str) -> int:
-    try:
-        n = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{v!r} is not a positive integer") from None
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"{v} is not a positive integer")
-    return n
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="feedhandler", description="Exchange feed handler: captures to ticks to books, and a small exchange.",
@@ -358,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "typed columns), .npy (default: no output)")
     r.add_argument("--out-format", choices=("dbn", "parquet", "npy"), help="output format (default: from --out)")
     r.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
-    r.add_argument("--top", type=int, default=10, help="rows of the BBO table (busiest symbols, default 10)")
+    r.add_argument("--top", type=count_int, default=10,
+                   help="rows of the BBO table (busiest symbols; 0: none; default 10)")
     r.add_argument("--mode", choices=("single", "pipelined"), default="single",
                    help="single: one thread (default); pipelined: native producer thread + ring + book consumer")
     add_date(r, DATE_HELP.replace("; live from an interface: today in New York", "; none for BinaryFILE"))
@@ -393,15 +385,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("out", help="output file")
     s.add_argument("--protocol", choices=("itch50", "mdp3", "fix", "ouch42", "ouch50"), default="itch50",
                    help="protocol (default itch50)")
-    s.add_argument("--messages", type=_positive, default=None,
+    s.add_argument("--messages", type=positive_int, default=None,
                    help="total messages (default 1,000,000 for itch50, 1,000 otherwise)")
     s.add_argument("--ab", action="store_true", help="mdp3: send every incremental packet on the B feed too")
     s.add_argument("--fix-version", choices=("42", "44"), default="44", help="fix: FIX 4.2 or 4.4 (default 44)")
     s.add_argument("--reference-data", action="store_true",
                    help="fix: a SecurityList and a SecurityDefinition after the logon")
-    s.add_argument("--symbol-count", type=_positive, default=100, metavar="N",
+    s.add_argument("--symbol-count", type=positive_int, default=100, metavar="N",
                    help="itch50: number of symbols (default 100)")
-    deprecated_alias(s, "--symbols", "--symbol-count", "symbol_count", type=_positive)
+    deprecated_alias(s, "--symbols", "--symbol-count", "symbol_count", type=positive_int)
     s.add_argument("--concentration", type=_concentration, default=None, metavar="S",
                    help="itch50: how the order flow concentrates on the busiest symbols: symbol k (0 = busiest) "
                         "gets a share proportional to 1/(k+1)**S; 0 = all equally busy, higher = a few symbols "

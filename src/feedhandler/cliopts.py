@@ -22,7 +22,8 @@ import re
 import sys
 
 __all__ = ["plain", "symbols_list", "port_number", "add_symbols", "add_udp_port", "add_date", "add_debug",
-           "DATE_HELP", "deprecated_alias"]
+           "DATE_HELP", "deprecated_alias",
+           "positive_int", "count_int", "seconds", "cpu_index"]
 
 DATE_HELP = ("trading day YYYY-MM-DD (default: from the capture: its time stamps, else a NASDAQ file name "
              "MMDDYYYY.NASDAQ_ITCH50; live from an interface: today in New York)")
@@ -54,6 +55,54 @@ def port_number(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
     if not 0 <= n <= 65535:
         raise argparse.ArgumentTypeError(f"{n} is not a port number (0..65535)")
+    return n
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (argparse type: counts and sizes)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} is not a positive integer")
+    return n
+
+
+def count_int(text: str) -> int:
+    """An integer >= 0 (argparse type: table rows, where 0 means none)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{n} is negative")
+    return n
+
+
+def seconds(text: str) -> float:
+    """A finite number of seconds >= 0 (argparse type of durations and intervals: a negative, NaN or infinite
+    one would stop at once, never or not at all without a word)."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= x < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds >= 0")
+    return x
+
+
+def cpu_index(text: str) -> int:
+    """A CPU of this machine, 0..N-1 (argparse type of the pinning options)."""
+    import os
+
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a CPU number") from None
+    count = os.cpu_count() or 1
+    if not 0 <= n < count:
+        raise argparse.ArgumentTypeError(f"CPU {n}: this machine has CPUs 0..{count - 1}")
     return n
 
 

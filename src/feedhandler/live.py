@@ -35,7 +35,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from feedhandler.cliopts import add_date, add_debug, add_udp_port, deprecated_alias
+from feedhandler.cliopts import (add_date, add_debug, add_udp_port, count_int, cpu_index, deprecated_alias, positive_int,
+                                 seconds)
 from feedhandler.errors import CaptureError, FeedhandlerError, OutputError
 
 __all__ = ["LiveOptions", "run", "run_main", "latency_percentiles", "join_groups", "iface_ipv4", "EXIT_NO_IFACE"]
@@ -832,19 +833,19 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--no-sequencing", action="store_true",
                    help="no MoldUDP64 sequencing: decode every message in arrival order (for streams whose "
                         "sequence numbers are all 0; gaps and duplicates cannot be seen then)")
-    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    p.add_argument("--count", type=int, default=None, help="stop after this many messages")
+    p.add_argument("--duration", type=seconds, default=None, help="stop after this many seconds")
+    p.add_argument("--count", type=positive_int, default=None, help="stop after this many messages")
     p.add_argument("--until-eos", action="store_true", help="stop at the MoldUDP64 end of session")
-    p.add_argument("--idle-stop", type=float, default=None, help="stop after this many idle seconds")
-    p.add_argument("--status-interval", type=float, default=1.0, help="seconds between status lines (0: off; default 1)")
+    p.add_argument("--idle-stop", type=seconds, default=None, help="stop after this many idle seconds")
+    p.add_argument("--status-interval", type=seconds, default=1.0, help="seconds between status lines (0: off; default 1)")
     p.add_argument("--retransmit", default=None, metavar="HOST:PORT", help="MoldUDP64 retransmission server")
     p.add_argument("--out", default=None, help="write records (.dbn, .dbn.zst, .parquet, .npy)")
     p.add_argument("--xdp-mode", choices=("auto", "native", "skb"), default=None, help="AF_XDP attach mode")
-    p.add_argument("--busy-poll-us", type=int, default=None, help="AF_XDP preferred busy polling budget (us)")
+    p.add_argument("--busy-poll-us", type=positive_int, default=None, help="AF_XDP preferred busy polling budget (us)")
     p.add_argument("--xdp-rx-timestamp", choices=("auto", "on", "off"), default=None,
                    help="AF_XDP: hardware receive stamps from the XDP RX metadata (default auto: where the "
                         "driver accepts the device-bound program)")
-    p.add_argument("--queues", type=int, default=None, help="AF_XDP / DPDK rx queues")
+    p.add_argument("--queues", type=positive_int, default=None, help="AF_XDP / DPDK rx queues")
     p.add_argument("--eal", default=None, help="DPDK EAL arguments, space separated (default: --no-huge vdev)")
     p.add_argument("--no-books", action="store_true", help="do not build books (capture + parse benchmark)")
     p.add_argument("--latency", nargs="?", type=float, const=0.0, default=None, metavar="SPIN_US",
@@ -855,13 +856,13 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
                         "core on a quiet feed; on shared or virtual cores, where a spinning thread is time-sliced, "
                         "it measured faster: bench/README.md). Default: off (batched: a book thread that sleeps "
                         "when idle)")
-    p.add_argument("--rx-cpu", type=int, default=None, help="pin the receive thread to this CPU")
-    p.add_argument("--book-cpu", type=int, default=None, help="pin the book thread to this CPU")
+    p.add_argument("--rx-cpu", type=cpu_index, default=None, help="pin the receive thread to this CPU")
+    p.add_argument("--book-cpu", type=cpu_index, default=None, help="pin the book thread to this CPU")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--serve", metavar="[HOST:]PORT", default=None,
                    help="serve a live market-data page at http://[HOST:]PORT/ (BBO, depth and the feed's counters; "
                         "default host 127.0.0.1; default: off)")
-    p.add_argument("--top", type=int, default=10,
+    p.add_argument("--top", type=count_int, default=10,
                    help="rows of the BBO table (the books with the most live orders; 0: none; default 10)")
     from feedhandler.publish import add_arguments as _publish_options
 
@@ -893,7 +894,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
         parser.error("give --iface IFACE to capture live, or --file CAPTURE to replay a capture file")
     try:
         speed = {"max": 0.0, "recorded": 1.0}[args.pace] if args.pace in ("max", "recorded") else float(args.pace)
-        if not speed >= 0:
+        if not 0 < speed < 1e9 and args.pace != "max":     # as replay's --pace
             raise ValueError
     except ValueError:
         parser.error(f"--pace must be max, recorded or a positive speed factor, not {args.pace!r}")
