@@ -388,3 +388,23 @@ def test_run_options_out_of_range(capsys, args, expect):
 def test_replay_top_negative(capsys, files):
     assert main(["replay", str(files["pcap"]), "--top", "-1"]) == 2
     assert "is negative" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,expect", [
+    (["exchange", "--duration", "nan"], "seconds >= 0"), (["exchange", "--heartbeat-ms", "-5"], "positive integer"),
+    (["bot", "--duration", "-1"], "seconds >= 0"), (["bot", "--timeout", "nan"], "seconds >= 0"),
+    (["bot", "--timeout", "0"], "seconds > 0"),
+    (["strategy", "x", "--md", "a", "--signals", "b", "--hwm", "-1"], "is negative"),
+    (["strategy", "x", "--md", "a", "--signals", "b", "--ttl-ms", "0"], "positive integer"),
+    (["executor", "--signals", "x", "--timeout", "-1"], "seconds >= 0"),
+    (["executor", "--signals", "x", "--max-backoff", "nan"], "seconds >= 0"),
+    (["history", "--batch-inputs", "0"], "positive integer"),
+    (["replay", str(REPO / "pcaps" / "itch50_sample.pcap"), "--publish-hwm", "-1"], "is negative"),
+    (["shell", "--timeout", "0"], "seconds > 0"),
+])
+def test_service_options_out_of_range(capsys, argv, expect):
+    """The services' durations, timeouts and counts too: exit 2 at parse time (exchange --duration nan ran
+    forever, --heartbeat-ms -5 was taken, bot --timeout nan was a ValueError line with exit 1)."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert expect in err.strip().splitlines()[-1] and "Traceback" not in err, err

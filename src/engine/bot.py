@@ -29,7 +29,8 @@ import time
 from decimal import Decimal
 
 from engine.errors import EXIT_USAGE, CommandError, NoExchange, run_command
-from feedhandler.cliopts import add_symbols, deprecated_alias, port_number, symbols_list
+from feedhandler.cliopts import (add_symbols, deprecated_alias, port_number, positive_seconds, seconds,
+                                 symbols_list)
 
 PX = 1_000_000_000
 
@@ -138,12 +139,12 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
                         "looking for a running one")
     add_symbols(p, "the symbols to trade, a market maker and a taker on each", default=["AAPL"])
     deprecated_alias(p, "--symbol", "--symbols", "symbols", type=symbols_list)
-    p.add_argument("--duration", type=float, default=20.0, help="seconds of trading (default 20)")
+    p.add_argument("--duration", type=seconds, default=20.0, help="seconds of trading (default 20)")
     p.add_argument("--mm-key", default="demo-mm", help="API key of the market maker (default demo-mm)")
     p.add_argument("--mm-secret", default="demo-mm-secret", help="its secret (default demo-mm-secret)")
     p.add_argument("--taker-key", default="demo-taker", help="API key of the taker (default demo-taker)")
     p.add_argument("--taker-secret", default="demo-taker-secret", help="its secret (default demo-taker-secret)")
-    p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for a reply (default 2)")
+    p.add_argument("--timeout", type=positive_seconds, default=2.0, help="seconds to wait for a reply (default 2)")
     p.add_argument("--quiet", action="store_true", help="do not print every fill")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--seed", type=int, default=1, help="random seed of the bots' decisions (default 1)")

@@ -110,7 +110,7 @@ from pathlib import Path
 
 from engine.history.service import DEFAULTS as HISTORY_DEFAULTS
 from engine.journal import JournalError, JournalLocked
-from feedhandler.cliopts import port_number
+from feedhandler.cliopts import port_number, positive_int, seconds
 from engine.errors import (EXIT_INTERRUPTED, EXIT_OK, ConfigError, DataDirError, StartupError, nearest,
                            one_line, run_command)
 
@@ -812,14 +812,14 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--insecure-dev-auth", action="store_true", default=None,
                    help="HTTP gateway: accept the X-User-ID header as authentication (development only)")
     p.add_argument("--jwt-secret", help="HTTP gateway: key signing login JWTs (default: random per process)")
-    p.add_argument("--workers", type=int, help="gateway worker threads (default 2)")
+    p.add_argument("--workers", type=positive_int, help="gateway worker threads (default 2)")
     p.add_argument("--data-dir", help="journal, trade log, latency CSV (default ./exchange-data)")
     p.add_argument("--fsync", choices=list(_FSYNC), help="journal fsync policy (default batch)")
-    p.add_argument("--duration", type=float, help="stop after this many seconds (default: until SIGINT/SIGTERM)")
+    p.add_argument("--duration", type=seconds, help="stop after this many seconds (default: until SIGINT/SIGTERM)")
     p.add_argument("--standby-of", metavar="DATA_DIR",
                    help="run as hot standby of the primary whose data dir (or journal dir) this is: follow its "
                         "journal, take over when its journal lock is released (primary gone) or on SIGUSR1")
-    p.add_argument("--heartbeat-ms", type=int, default=None,
+    p.add_argument("--heartbeat-ms", type=positive_int, default=None,
                    help="standby: a primary on this host whose heartbeat has not changed for this many ms is "
                         "hung: kill it and take over (default: off; only on the primary's exit or SIGUSR1)")
     p.add_argument("--db", metavar="URL",

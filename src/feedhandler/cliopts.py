@@ -23,7 +23,7 @@ import sys
 
 __all__ = ["plain", "symbols_list", "port_number", "add_symbols", "add_udp_port", "add_date", "add_debug",
            "DATE_HELP", "deprecated_alias",
-           "positive_int", "count_int", "seconds", "cpu_index"]
+           "positive_int", "count_int", "seconds", "positive_seconds", "cpu_index"]
 
 DATE_HELP = ("trading day YYYY-MM-DD (default: from the capture: its time stamps, else a NASDAQ file name "
              "MMDDYYYY.NASDAQ_ITCH50; live from an interface: today in New York)")
@@ -89,6 +89,14 @@ def seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if not 0 <= x < float("inf"):
         raise argparse.ArgumentTypeError(f"{text} is not a number of seconds >= 0")
+    return x
+
+
+def positive_seconds(text: str) -> float:
+    """A finite number of seconds > 0 (argparse type of timeouts: 0 would give up before asking)."""
+    x = seconds(text)
+    if x <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds > 0")
     return x
 
 

@@ -30,6 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from feedhandler import records
+from feedhandler.cliopts import count_int
 
 __all__ = ["TickPublisher", "WHAT", "bbo_records", "CHANNEL_TOPIC", "add_arguments", "from_args"]
 
@@ -304,10 +305,10 @@ def add_arguments(p) -> None:
     p.add_argument("--publish-what", choices=WHAT, default="ticks",
                    help="with --publish: every tick record (ticks, default) or one BBO record per change of "
                         "a best bid/offer (bbo)")
-    p.add_argument("--publish-wait-subs", type=int, default=0, metavar="N",
+    p.add_argument("--publish-wait-subs", type=count_int, default=0, metavar="N",
                    help="with --publish: before the feed starts, wait (up to 30 s) until N subscriptions arrived "
                         "(a subscriber sends one per symbol it asks for; default 0: do not wait)")
-    p.add_argument("--publish-hwm", type=int, default=DEFAULT_HWM,
+    p.add_argument("--publish-hwm", type=count_int, default=DEFAULT_HWM,
                    help=f"with --publish: messages queued per subscriber before PUB drops for it (default "
                         f"{DEFAULT_HWM:,})")
 

@@ -25,6 +25,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from feedhandler.cliopts import seconds
+
 __all__ = ["MessageStore", "RetransmitServer", "RetransmitRequester", "encode_request", "decode_request",
            "serve_main"]
 
@@ -274,7 +276,7 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("capture")
     s.add_argument("--bind", default="0.0.0.0:17001", metavar="ADDR:PORT")
     s.add_argument("--udp-port", type=int, default=None, help="only the feed on this UDP port")
-    s.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    s.add_argument("--duration", type=seconds, default=None, help="stop after this many seconds")
     a = p.parse_args(argv)
     host, _, port = a.bind.rpartition(":")
     store = MessageStore.from_capture(a.capture, a.udp_port)

@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from feedhandler.cliopts import add_debug, add_symbols, plain
+from feedhandler.cliopts import add_debug, add_symbols, plain, positive_seconds
 from feedhandler.exitcodes import EXIT_OK, RuntimeFailure, UsageError
 
 __all__ = ["Session", "CaptureSource", "RingSource", "ExchangeSource", "format_ladder", "format_record",
@@ -404,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--exchange: its market-data address, for step() (default: none)")
     p.add_argument("--api-key", default="demo-mm", help="--exchange: API key (default demo-mm)")
     p.add_argument("--api-secret", default="demo-mm-secret", help="--exchange: its secret (default demo-mm-secret)")
-    p.add_argument("--timeout", type=float, default=2.0, help="--exchange: seconds to wait for a reply (default 2)")
+    p.add_argument("--timeout", type=positive_seconds, default=2.0, help="--exchange: seconds to wait for a reply (default 2)")
     add_symbols(p, "only() the first of them at the start (step() and ladder() follow it)")
     p.add_argument("--no-load", action="store_true",
                    help="capture: start at its first record with empty books (step() through it) instead "

@@ -18,6 +18,8 @@ import sys
 import threading
 import time
 
+from feedhandler.cliopts import positive_int
+
 from engine.errors import EXIT_INTERRUPTED, EXIT_OK, CommandError, StartupError, one_line, run_command
 
 #: the ``[history]`` section of the exchange configuration, with its defaults
@@ -217,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redis", default="", help="redis://host:port/db or unix:///path: keep the live book there")
     p.add_argument("--follow", action="store_true",
                    help="keep following the journal until SIGINT/SIGTERM (default: store what it holds, exit)")
-    p.add_argument("--batch-inputs", type=int, default=DEFAULTS["batch_inputs"],
+    p.add_argument("--batch-inputs", type=positive_int, default=DEFAULTS["batch_inputs"],
                    help="journaled inputs per transaction (default %(default)s)")
     p.add_argument("--config", default="",
                    help="the exchange's TOML configuration: its [accounts] table (balances on) makes the writer "

@@ -44,7 +44,7 @@ import zmq
 
 from engine.signals import set_from_signal
 from engine.strategy.ledger import Ledger
-from feedhandler.cliopts import add_debug
+from feedhandler.cliopts import add_debug, count_int, positive_seconds, seconds
 from engine.strategy.signals import BadMessage, Signal, client_order_id, decode_signal, encode_ack, peek_id
 
 __all__ = ["ExecutorOptions", "Executor", "main", "outcome_of"]
@@ -284,11 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state", default="executor.sqlite", help="the ledger of handled signals (default executor.sqlite)")
     p.add_argument("--durable", choices=("process", "power"), default="process",
                    help="ledger commits survive a killed process (default) or also a power loss (fsync each)")
-    p.add_argument("--hwm", type=int, default=1000, help="signal PULL receive high-water mark (default 1000)")
-    p.add_argument("--timeout", type=float, default=0.5, help="seconds to wait for one exchange reply (default 0.5)")
-    p.add_argument("--backoff", type=float, default=0.05, help="first retry pause in seconds, doubling (default 0.05)")
-    p.add_argument("--max-backoff", type=float, default=2.0, help="longest retry pause in seconds (default 2)")
-    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: SIGINT/SIGTERM)")
+    p.add_argument("--hwm", type=count_int, default=1000, help="signal PULL receive high-water mark (default 1000)")
+    p.add_argument("--timeout", type=positive_seconds, default=0.5, help="seconds to wait for one exchange reply (default 0.5)")
+    p.add_argument("--backoff", type=seconds, default=0.05, help="first retry pause in seconds, doubling (default 0.05)")
+    p.add_argument("--max-backoff", type=seconds, default=2.0, help="longest retry pause in seconds (default 2)")
+    p.add_argument("--duration", type=seconds, default=None, help="stop after this many seconds (default: SIGINT/SIGTERM)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_debug(p)
     return p

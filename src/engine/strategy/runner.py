@@ -50,7 +50,7 @@ from engine.strategy.outbox_file import OutboxFile, OutboxInUse
 from engine.signals import set_from_signal
 from engine.strategy.signals import BadMessage, Signal, decode_ack, decode_signal
 from feedhandler import records
-from feedhandler.cliopts import add_debug
+from feedhandler.cliopts import add_debug, count_int, positive_int, positive_seconds, seconds
 
 __all__ = ["REGISTRY", "load_strategy", "StrategyOptions", "StrategyRunner", "main"]
 
@@ -355,14 +355,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="a strategy parameter (repeat); breakout's: " + ", ".join(
                        f"{k}={v}" for k, v in __import__('engine.strategy.breakout', fromlist=['Breakout']).Breakout.PARAMS.items()))
-    p.add_argument("--hwm", type=int, default=1000, help="signal PUSH send high-water mark in messages (default 1000)")
-    p.add_argument("--max-pending", type=int, default=1000,
+    p.add_argument("--hwm", type=count_int, default=1000, help="signal PUSH send high-water mark in messages (default 1000)")
+    p.add_argument("--max-pending", type=positive_int, default=1000,
                    help="unacknowledged signals held before new ones are refused (default 1000)")
-    p.add_argument("--resend-after", type=float, default=1.0,
+    p.add_argument("--resend-after", type=positive_seconds, default=1.0,
                    help="seconds before an unacknowledged signal is sent again, doubling (default 1.0)")
-    p.add_argument("--ttl-ms", type=int, default=5000, help="signals older than this are not traded (default 5000)")
-    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: SIGINT/SIGTERM)")
-    p.add_argument("--drain", type=float, default=3.0,
+    p.add_argument("--ttl-ms", type=positive_int, default=5000, help="signals older than this are not traded (default 5000)")
+    p.add_argument("--duration", type=seconds, default=None, help="stop after this many seconds (default: SIGINT/SIGTERM)")
+    p.add_argument("--drain", type=seconds, default=3.0,
                    help="seconds to wait for outstanding acknowledgements when stopping (default 3)")
     p.add_argument("--id", default=None, help="instance id (default: NAME.<random>, or the one stored in --outbox): the "
                                                "acknowledgement topic")
