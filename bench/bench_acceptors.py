@@ -41,6 +41,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from feedhandler.cliopts import positive_int
+
 ROOT = Path(__file__).resolve().parents[1]
 OUCH_USER, OUCH_PASSWORD = "alice", "pw-a"
 FIX_SENDER = "BENCH"
@@ -340,7 +342,7 @@ def run(args) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=1000, help="orders per phase and round (default 1000)")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=positive_int, default=3)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     try:

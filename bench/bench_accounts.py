@@ -16,6 +16,8 @@ import os
 import statistics
 import sys
 
+from feedhandler.cliopts import positive_int
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 def _measure(accounts: bool, n: int) -> float:
@@ -63,7 +65,7 @@ def _measure(accounts: bool, n: int) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=4000, help="requests per measurement")
-    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (off, on)")
+    ap.add_argument("--rounds", type=positive_int, default=5, help="interleaved rounds (off, on)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     ctx = mp.get_context("spawn")

@@ -43,6 +43,7 @@ import time
 import zmq
 
 from engine.gateway import dumpb, loads   # the protocol's JSON codec (orjson when installed)
+from feedhandler.cliopts import positive_int
 
 PX = 1_000_000_000
 
@@ -420,7 +421,7 @@ def main(argv=None):
     ap.add_argument("--seconds", type=float, default=5.0, help="duration of the throughput phases (over all rounds)")
     ap.add_argument("--window", type=int, default=32, help="requests in flight in the throughput phase")
     ap.add_argument("--workers", type=int, default=2, help="gateway worker threads")
-    ap.add_argument("--rounds", type=int, default=10, help="interleaved rounds (every contender once per round)")
+    ap.add_argument("--rounds", type=positive_int, default=10, help="interleaved rounds (every contender once per round)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--server-cpus", default="", help="pin every server process (all its threads) to these "
                     "CPUs, e.g. 1; the same for every contender (default: no pinning)")

@@ -33,6 +33,8 @@ import time
 import uuid
 from pathlib import Path
 
+from feedhandler.cliopts import positive_int
+
 
 def make_journal(d: Path, rounds: int, symbols=("AAPL", "MSFT", "SPY")) -> int:
     from engine.manager import ShardEngine
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--postgres", default=os.environ.get("FH_TEST_POSTGRES_URL", ""),
                     help="a PostgreSQL URL whose user may CREATE DATABASE (default $FH_TEST_POSTGRES_URL)")
-    ap.add_argument("--rounds", type=int, default=20_000)
+    ap.add_argument("--rounds", type=positive_int, default=20_000)
     ap.add_argument("--batch-inputs", type=int, default=10000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", action="store_true")

@@ -59,6 +59,8 @@ import subprocess
 import sys
 import time
 
+from feedhandler.cliopts import positive_int
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "out")
 SHAPES = {
@@ -263,7 +265,7 @@ def main(argv=None) -> int:
                          "--depth-profile (instead of --shapes unless both are given)")
     ap.add_argument("--concentration", type=float, default=0.9, help="custom shape: Zipf exponent (default 0.9)")
     ap.add_argument("--depth-profile", default="normal", help="custom shape: shallow, normal, deep (default normal)")
-    ap.add_argument("--rounds", "--repeat", type=int, default=5,
+    ap.add_argument("--rounds", "--repeat", type=positive_int, default=5,
                     help="interleaved rounds (every contender once per round; default 5)")
     ap.add_argument("--only", default="", help="comma-separated contender names")
     ap.add_argument("--pcap", action="store_true", help="also the MoldUDP64 pcap contenders")

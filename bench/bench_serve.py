@@ -15,13 +15,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from feedhandler.cliopts import positive_int
+
 OUT = Path(__file__).resolve().parent / "out"
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--messages", type=int, default=2_000_000, help="messages of the synthetic day (default 2 M)")
-    p.add_argument("--rounds", type=int, default=9, help="interleaved rounds (default 9)")
+    p.add_argument("--rounds", type=positive_int, default=9, help="interleaved rounds (default 9)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     a = p.parse_args(argv)
     from feedhandler.live import LiveOptions, run

@@ -50,6 +50,8 @@ import msgpack
 import numpy as np
 import zmq
 
+from feedhandler.cliopts import positive_int
+
 ROOT = Path(__file__).resolve().parents[1]
 PX = 1_000_000_000
 ENV = dict(os.environ)   # the installed package (editable or not), never src/ on the path
@@ -395,7 +397,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--role", nargs="*", help=argparse.SUPPRESS)
     ap.add_argument("--latency-n", type=int, default=1500, help="ticks per latency round (default 1500)")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    ap.add_argument("--rounds", type=positive_int, default=3, help="interleaved rounds (default 3)")
     ap.add_argument("--fanout", default="1,2,4,8", help="subscriber counts (default 1,2,4,8)")
     ap.add_argument("--rate", type=int, default=5000, help="fan-out: records a second (default 5000)")
     ap.add_argument("--seconds", type=float, default=4.0, help="fan-out: seconds per point (default 4)")

@@ -408,3 +408,48 @@ def test_service_options_out_of_range(capsys, argv, expect):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert expect in err.strip().splitlines()[-1] and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("argv,expect", [
+    (["bot", "--endpoint", "foo"], "is not a ZeroMQ endpoint"),
+    (["bot", "--endpoint", "tcp://127.0.0.1:99999"], "port 0..65535"),
+    (["shell", "--exchange", "bar"], "is not a ZeroMQ endpoint"),
+    (["replay", str(REPO / "pcaps" / "itch50_sample.pcap"), "--publish", "tcp://127.0.0.1:99999"], "port 0..65535"),
+    (["executor", "--signals", "tcp://127.0.0.1:70000"], "port 0..65535"),
+    (["strategy", "breakout", "--md", "tcp://x:70000", "--signals", "tcp://127.0.0.1:5599"], "port 0..65535"),
+    (["shard-server", "--bind", "tcp://*:70000"], "port 0..65535"),
+    (["shard-server", "--bind", "nonsense"], "is not a ZeroMQ endpoint"),
+    (["ptp-slave", "--iface", "lo", "--duration", "-1"], "seconds > 0"),
+    (["ptp-slave", "--iface", "lo", "--domain", "300"], "0..255"),
+])
+def test_endpoints_and_rounds_checked_at_parse_time(capsys, argv, expect):
+    """ZeroMQ endpoints: a port above 65535 was bound modulo 65536 (--publish, shard-server --bind listened on
+    another port) or connected to one; a bare word was a ZMQError line with exit 1. bench --rounds 0 was an
+    IndexError; ptp-slave --duration -1 measured nothing and exited 0."""
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert expect in err.strip().splitlines()[-1] and "Traceback" not in err, err
+
+
+def test_bench_rounds_zero():
+    p = subprocess.run([sys.executable, "-m", "feedhandler.cli", "bench", "itch", "--rounds", "0"], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "--rounds/--repeat: 0 is not a positive integer" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr and "IndexError" not in p.stderr
+
+
+def test_ptp_slave_without_a_master_says_so(capsys):
+    """No master answered: exit 1 with a sentence (it printed "master None: 0 samples" and exited 0)."""
+    from feedhandler.time.slave import slave_main
+
+    assert slave_main(["--iface", "lo", "--duration", "0.3"]) == 1
+    err = capsys.readouterr().err
+    assert "no Sync from a PTP master on lo in domain 0" in err
+
+
+def test_history_without_its_data_dir(capsys, tmp_path):
+    assert main(["history", "--data-dir", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert "no such directory" in err and "OperationalError" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "nope").exists()

@@ -30,7 +30,7 @@ from decimal import Decimal
 
 from engine.errors import EXIT_USAGE, CommandError, NoExchange, run_command
 from feedhandler.cliopts import (add_symbols, deprecated_alias, port_number, positive_seconds, seconds,
-                                 symbols_list)
+                                 symbols_list, zmq_endpoint)
 
 PX = 1_000_000_000
 
@@ -128,9 +128,9 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
         prog="feedhandler bot", description="Demo bots (a market maker and a taker) trading against the exchange.",
         epilog="Exit codes: 0 ok; 1 no exchange answers or a failure during the run; 2 bad arguments or refused "
                "credentials; 130 interrupted. --debug prints the traceback of an error.")
-    p.add_argument("--endpoint", help="gateway address (default: the exchange on the default local port, "
+    p.add_argument("--endpoint", type=zmq_endpoint, help="gateway address (default: the exchange on the default local port, "
                                       "tcp://127.0.0.1:5555, if one is running)")
-    p.add_argument("--md-endpoint", help="market-data address (default with --endpoint: none; without it "
+    p.add_argument("--md-endpoint", type=zmq_endpoint, help="market-data address (default with --endpoint: none; without it "
                                          "tcp://127.0.0.1:5556)")
     p.add_argument("--port", type=port_number, default=5555, help="local gateway port to look for (default 5555)")
     p.add_argument("--md-port", type=port_number, default=5556, help="local market-data port to look for (default 5556)")

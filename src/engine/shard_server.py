@@ -39,6 +39,7 @@ import signal
 import sys
 
 import zmq
+from feedhandler.cliopts import zmq_endpoint
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -155,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="feedhandler shard-server", description=__doc__.split("\n")[0],
         epilog="Exit codes: 0 ok or stopped by SIGTERM; 1 runtime failure (address in use); 2 bad arguments; "
                "130 interrupted (SIGINT). --debug prints the traceback of an error.")
-    ap.add_argument("--bind", default="tcp://127.0.0.1:7001",
+    ap.add_argument("--bind", type=zmq_endpoint, default="tcp://127.0.0.1:7001",
                     help="ROUTER bind address (default tcp://127.0.0.1:7001; port 0: any free port)")
     ap.add_argument("--journal-root", help="directory for this host's shard journals (default: the path the "
                                            "router gives)")

@@ -23,7 +23,7 @@ import sys
 
 __all__ = ["plain", "symbols_list", "port_number", "add_symbols", "add_udp_port", "add_date", "add_debug",
            "DATE_HELP", "deprecated_alias",
-           "positive_int", "count_int", "seconds", "positive_seconds", "cpu_index"]
+           "positive_int", "count_int", "seconds", "positive_seconds", "cpu_index", "zmq_endpoint"]
 
 DATE_HELP = ("trading day YYYY-MM-DD (default: from the capture: its time stamps, else a NASDAQ file name "
              "MMDDYYYY.NASDAQ_ITCH50; live from an interface: today in New York)")
@@ -94,10 +94,29 @@ def seconds(text: str) -> float:
 
 def positive_seconds(text: str) -> float:
     """A finite number of seconds > 0 (argparse type of timeouts: 0 would give up before asking)."""
-    x = seconds(text)
-    if x <= 0:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < x < float("inf"):
         raise argparse.ArgumentTypeError(f"{text} is not a number of seconds > 0")
     return x
+
+
+def zmq_endpoint(text: str) -> str:
+    """A ZeroMQ endpoint (argparse type): ``tcp://HOST:PORT`` with PORT 0..65535 (``*``: any free port, to
+    bind), ``ipc://PATH`` or ``inproc://NAME``. ZeroMQ itself takes a port above 65535 modulo 65536 (a bind
+    lands on another port, a connect waits on it) and answers a bare ``HOST:PORT`` with "Invalid argument"."""
+    scheme, sep, rest = text.partition("://")
+    if not sep or scheme not in ("tcp", "ipc", "inproc") or not rest:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a ZeroMQ endpoint: tcp://HOST:PORT, ipc://PATH or "
+                                         "inproc://NAME")
+    if scheme == "tcp":
+        host, colon, port = rest.rpartition(":")
+        if not colon or not host or not (port == "*" or (port.isdigit() and int(port) <= 65535)):
+            raise argparse.ArgumentTypeError(f"{text!r}: tcp:// needs HOST:PORT with a port 0..65535 (or * to "
+                                             "bind any free port)")
+    return text
 
 
 def cpu_index(text: str) -> int:

@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from feedhandler import records
-from feedhandler.cliopts import count_int
+from feedhandler.cliopts import count_int, positive_int, zmq_endpoint
 
 __all__ = ["TickPublisher", "WHAT", "bbo_records", "CHANNEL_TOPIC", "add_arguments", "from_args"]
 
@@ -299,7 +299,7 @@ class TickPublisher:
 
 def add_arguments(p) -> None:
     """The ``--publish*`` options of ``feedhandler run`` and ``feedhandler replay``."""
-    p.add_argument("--publish", metavar="ENDPOINT", default=None,
+    p.add_argument("--publish", type=zmq_endpoint, metavar="ENDPOINT", default=None,
                    help="publish the normalized market data on a ZeroMQ PUB socket bound here, e.g. "
                         "tcp://127.0.0.1:5570 (topic = symbol; default: off)")
     p.add_argument("--publish-what", choices=WHAT, default="ticks",
@@ -308,7 +308,7 @@ def add_arguments(p) -> None:
     p.add_argument("--publish-wait-subs", type=count_int, default=0, metavar="N",
                    help="with --publish: before the feed starts, wait (up to 30 s) until N subscriptions arrived "
                         "(a subscriber sends one per symbol it asks for; default 0: do not wait)")
-    p.add_argument("--publish-hwm", type=count_int, default=DEFAULT_HWM,
+    p.add_argument("--publish-hwm", type=positive_int, default=DEFAULT_HWM,
                    help=f"with --publish: messages queued per subscriber before PUB drops for it (default "
                         f"{DEFAULT_HWM:,})")
 

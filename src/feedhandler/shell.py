@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from feedhandler.cliopts import add_debug, add_symbols, plain, positive_seconds
+from feedhandler.cliopts import add_debug, add_symbols, plain, positive_seconds, zmq_endpoint
 from feedhandler.exitcodes import EXIT_OK, RuntimeFailure, UsageError
 
 __all__ = ["Session", "CaptureSource", "RingSource", "ExchangeSource", "format_ladder", "format_record",
@@ -397,10 +397,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attach-ring", metavar="NAME", default=None,
                    help="attach to the shared-memory ring of a running `feedhandler run --ring NAME` "
                         "(default: none)")
-    p.add_argument("--exchange", metavar="ENDPOINT", default=None,
+    p.add_argument("--exchange", type=zmq_endpoint, metavar="ENDPOINT", default=None,
                    help="attach to the exchange's gateway through engine.client, e.g. tcp://127.0.0.1:5555 "
                         "(default: none)")
-    p.add_argument("--md-endpoint", metavar="ENDPOINT", default=None,
+    p.add_argument("--md-endpoint", type=zmq_endpoint, metavar="ENDPOINT", default=None,
                    help="--exchange: its market-data address, for step() (default: none)")
     p.add_argument("--api-key", default="demo-mm", help="--exchange: API key (default demo-mm)")
     p.add_argument("--api-secret", default="demo-mm-secret", help="--exchange: its secret (default demo-mm-secret)")

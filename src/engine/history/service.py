@@ -230,6 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: list[str]) -> int:
     a = build_parser().parse_args(argv)
+    import os
+
+    from engine.errors import DataDirError
+    if not os.path.isdir(a.data_dir):
+        # (sqlite answered "unable to open database file", exit 1)
+        raise DataDirError(f"{a.data_dir}: no such directory: give the --data-dir of an exchange "
+                           "(default ./exchange-data)")
     h = {"enabled": not a.no_db, "db": a.db, "redis": a.redis, "batch_inputs": a.batch_inputs}
     if a.config:
         from engine.exchange import load_config, make_accounts

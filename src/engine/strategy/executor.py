@@ -44,7 +44,7 @@ import zmq
 
 from engine.signals import set_from_signal
 from engine.strategy.ledger import Ledger
-from feedhandler.cliopts import add_debug, count_int, positive_seconds, seconds
+from feedhandler.cliopts import add_debug, count_int, positive_seconds, seconds, zmq_endpoint
 from engine.strategy.signals import BadMessage, Signal, client_order_id, decode_signal, encode_ack, peek_id
 
 __all__ = ["ExecutorOptions", "Executor", "main", "outcome_of"]
@@ -272,10 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="feedhandler executor",
                                 description="Receive strategy signals (ZeroMQ PULL, msgpack) and send them as orders "
                                             "to the exchange, each exactly once (ledger + idempotent client order ids).")
-    p.add_argument("--signals", required=True, metavar="ENDPOINT", help="PULL endpoint to bind for signals")
-    p.add_argument("--acks", default=None, metavar="ENDPOINT",
+    p.add_argument("--signals", type=zmq_endpoint, required=True, metavar="ENDPOINT", help="PULL endpoint to bind for signals")
+    p.add_argument("--acks", type=zmq_endpoint, default=None, metavar="ENDPOINT",
                    help="PUB endpoint to bind for acknowledgements to the strategies (default: none)")
-    p.add_argument("--endpoint", default="tcp://127.0.0.1:5555",
+    p.add_argument("--endpoint", type=zmq_endpoint, default="tcp://127.0.0.1:5555",
                    help="the exchange gateway (default tcp://127.0.0.1:5555)")
     p.add_argument("--api-key", default=os.environ.get("FEEDHANDLER_API_KEY"),
                    help="API key (default $FEEDHANDLER_API_KEY)")

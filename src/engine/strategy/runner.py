@@ -50,7 +50,7 @@ from engine.strategy.outbox_file import OutboxFile, OutboxInUse
 from engine.signals import set_from_signal
 from engine.strategy.signals import BadMessage, Signal, decode_ack, decode_signal
 from feedhandler import records
-from feedhandler.cliopts import add_debug, count_int, positive_int, positive_seconds, seconds
+from feedhandler.cliopts import add_debug, count_int, positive_int, positive_seconds, seconds, zmq_endpoint
 
 __all__ = ["REGISTRY", "load_strategy", "StrategyOptions", "StrategyRunner", "main"]
 
@@ -344,11 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Run a trading strategy process: market data in (ZeroMQ SUB), signals "
                                             "out (PUSH, msgpack) to `feedhandler executor`. Holds no credentials.")
     p.add_argument("name", help=f"a registered strategy ({', '.join(sorted(REGISTRY))}) or module:Class")
-    p.add_argument("--md", action="append", required=True, metavar="ENDPOINT",
+    p.add_argument("--md", type=zmq_endpoint, action="append", required=True, metavar="ENDPOINT",
                    help="market-data PUB to subscribe to (repeat for several; feedhandler run|replay --publish or "
                         "the exchange's --md-port)")
-    p.add_argument("--signals", required=True, metavar="ENDPOINT", help="the executor's signal PULL endpoint")
-    p.add_argument("--acks", metavar="ENDPOINT", default=None,
+    p.add_argument("--signals", type=zmq_endpoint, required=True, metavar="ENDPOINT", help="the executor's signal PULL endpoint")
+    p.add_argument("--acks", type=zmq_endpoint, metavar="ENDPOINT", default=None,
                    help="the executor's acknowledgement PUB endpoint (default: none; then signals are resent "
                         "until --drain ends)")
     p.add_argument("--symbols", default=None, help="comma-separated tickers to trade (default: every symbol)")

@@ -31,6 +31,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
+from feedhandler.cliopts import positive_seconds
 from feedhandler.time import ptp
 
 __all__ = ["PtpSlave", "Sample", "slave_main"]
@@ -270,6 +271,17 @@ class PtpSlave:
         }
 
 
+def _domain(text: str) -> int:
+    """A PTP domainNumber (one octet on the wire)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a PTP domain number") from None
+    if not 0 <= n <= 255:
+        raise argparse.ArgumentTypeError(f"{n} is not a PTP domain number (0..255)")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="feedhandler ptp-slave",
@@ -277,9 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "interface, as an ordinary-clock slave that never steers the clock (software time stamps, "
                     "UDP/IPv4 end-to-end delay mechanism).")
     p.add_argument("--iface", required=True, help="interface the master is reached on")
-    p.add_argument("--domain", type=int, default=0, help="PTP domain number (default 0)")
-    p.add_argument("--duration", type=float, default=10.0, help="seconds to measure (default 10)")
-    p.add_argument("--delay-req-interval", type=float, default=None, metavar="S",
+    p.add_argument("--domain", type=_domain, default=0, help="PTP domain number 0..255 (default 0)")
+    p.add_argument("--duration", type=positive_seconds, default=10.0, help="seconds to measure (default 10)")
+    p.add_argument("--delay-req-interval", type=positive_seconds, default=None, metavar="S",
                    help="wanted seconds between Delay_Req messages; never below the master's "
                         "logMinDelayReqInterval (default: the master's)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -292,7 +304,7 @@ def slave_main(argv: Sequence[str] | None = None) -> int:
     """``feedhandler ptp-slave --iface IF [--duration S] [--json]``: measure and print.
 
     Exit codes as every feedhandler command: 0 ok, 2 usage or an unknown interface, 1 a runtime failure
-    (a socket error), 130 interrupted.
+    (a socket error, or no sample measured: no master answered), 130 interrupted.
     """
     from feedhandler.exitcodes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE
 
@@ -325,6 +337,11 @@ def slave_main(argv: Sequence[str] | None = None) -> int:
         print(f"master {out['master']}: {out['samples']} samples, offset median {out['offset_ns_median']} ns "
               f"(stdev {out['offset_ns_stdev']}), mean path delay median {out['path_delay_ns_median']} ns, "
               f"Delay_Req every {out['delay_req_interval_s']:g} s")
+    if out["samples"] == 0:     # nothing measured: the command could not do its job (exit 1), and says why
+        heard = "no Sync from a PTP master" if out["master"] is None else "no complete Sync/Delay_Resp exchange"
+        print(f"feedhandler ptp-slave: error: {heard} on {a.iface} in domain {a.domain} within {a.duration:g} s "
+              f"(is a master such as ptp4l running on that network, UDP/IPv4, ports 319/320?)", file=sys.stderr)
+        return EXIT_FAILURE
     return 0
 
 
