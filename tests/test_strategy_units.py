@@ -277,7 +277,7 @@ def test_strategy_cli_exit_codes(capsys):
     assert "unknown strategy" in capsys.readouterr().err
     assert main(["breakout", "--md", "tcp://127.0.0.1:1", "--signals", "tcp://127.0.0.1:2", "--param", "window=x"]) == 2
     assert main(["breakout", "--md", "nonsense", "--signals", "tcp://127.0.0.1:2", "--duration", "0.1"]) == 2
-    assert "bad endpoint" in capsys.readouterr().err
+    assert "is not a ZeroMQ endpoint" in capsys.readouterr().err
     assert main(["breakout", "--md", "tcp://127.0.0.1:1", "--signals", "tcp://127.0.0.1:2", "--duration", "0.2",
                  "--drain", "0", "--json"]) == 0
 

@@ -232,5 +232,6 @@ def coerce_params(cls: type, pairs: list[str]) -> dict:
             else:
                 out[k] = v
         except ValueError:
-            raise ValueError(f"--param {k}={v!r}: expected a {type(d).__name__}") from None
+            kind = {bool: "boolean (true/false)", int: "whole number", float: "number"}.get(type(d), type(d).__name__)
+            raise ValueError(f"--param {k}={v!r}: expected a {kind}") from None
     return out
