@@ -392,14 +392,15 @@ def test_replay_top_negative(capsys, files):
 
 @pytest.mark.parametrize("argv,expect", [
     (["exchange", "--duration", "nan"], "seconds >= 0"), (["exchange", "--heartbeat-ms", "-5"], "positive integer"),
-    (["bot", "--duration", "-1"], "seconds >= 0"), (["bot", "--timeout", "nan"], "seconds >= 0"),
+    (["bot", "--duration", "-1"], "seconds >= 0"), (["bot", "--timeout", "nan"], "seconds > 0"),
     (["bot", "--timeout", "0"], "seconds > 0"),
-    (["strategy", "x", "--md", "a", "--signals", "b", "--hwm", "-1"], "is negative"),
-    (["strategy", "x", "--md", "a", "--signals", "b", "--ttl-ms", "0"], "positive integer"),
-    (["executor", "--signals", "x", "--timeout", "-1"], "seconds >= 0"),
-    (["executor", "--signals", "x", "--max-backoff", "nan"], "seconds >= 0"),
+    (["strategy", "x", "--md", "tcp://127.0.0.1:1", "--signals", "tcp://127.0.0.1:2", "--hwm", "-1"], "is negative"),
+    (["strategy", "x", "--md", "tcp://127.0.0.1:1", "--signals", "tcp://127.0.0.1:2", "--ttl-ms", "0"],
+     "positive integer"),
+    (["executor", "--signals", "tcp://127.0.0.1:1", "--timeout", "-1"], "seconds > 0"),
+    (["executor", "--signals", "tcp://127.0.0.1:1", "--max-backoff", "nan"], "seconds >= 0"),
     (["history", "--batch-inputs", "0"], "positive integer"),
-    (["replay", str(REPO / "pcaps" / "itch50_sample.pcap"), "--publish-hwm", "-1"], "is negative"),
+    (["replay", str(REPO / "pcaps" / "itch50_sample.pcap"), "--publish-hwm", "-1"], "positive integer"),
     (["shell", "--timeout", "0"], "seconds > 0"),
 ])
 def test_service_options_out_of_range(capsys, argv, expect):
