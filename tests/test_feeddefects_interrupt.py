@@ -242,3 +242,38 @@ def test_output_that_cannot_be_written_mid_run(tmp_path, cmd, name):
     lines = [ln for ln in p.stderr.splitlines() if "error" in ln]
     assert len(lines) == 1 and f"cannot write {out}" in lines[0] and "too large" in lines[0].lower(), p.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+SIGNAL_WHILE_CLOSING = r"""
+import json, os, signal, sys
+from feedhandler.output import dbn
+
+close = dbn.DbnWriter.close
+
+def close_under_a_signal(self):
+    os.kill(os.getpid(), signal.SIGTERM)        # a supervisor's (second) SIGTERM while the output is closed
+    return close(self)
+
+dbn.DbnWriter.close = close_under_a_signal
+from feedhandler.live import LiveOptions, run
+
+s = run(LiveOptions(iface=None, file=sys.argv[1], date="2024-03-15", status_interval=0, out=sys.argv[2]))
+print(json.dumps({"signal": s["signal"], "messages": s["messages"]}))
+"""
+
+
+def test_run_signal_while_its_output_is_closed(tmp_path):
+    """A SIGTERM (or a second Ctrl-C) while ``run`` writes its output out is counted, not obeyed, as in
+    replay: the output is complete under its name and nothing else is left (the default handler was back
+    by then: the process died and left ``.run.dbn.part-PID``)."""
+    dbn = pytest.importorskip("databento_dbn")
+    pcap = Path(__file__).resolve().parents[1] / "pcaps" / "itch50_sample.pcap"
+    out = tmp_path / "run.dbn"
+    p = subprocess.run([sys.executable, "-c", SIGNAL_WHILE_CLOSING, str(pcap), str(out)], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == {"signal": "SIGTERM", "messages": 20000}
+    dec = dbn.DBNDecoder()
+    dec.write(out.read_bytes())
+    assert len(dec.decode()) > 1000
+    assert leftovers(tmp_path, {"run.dbn"}) == []

@@ -260,6 +260,7 @@ def run(opts: LiveOptions) -> dict:
     socks = []
     feed = None
     retx = None
+    old: dict = {}      # the signal handlers run() replaced: restored once its outputs are closed
     try:
         socks = [] if replaying else join_groups(opts.iface, opts.groups)
         snap_ports = sorted({p for _, p in snap_groups})
@@ -366,7 +367,6 @@ def run(opts: LiveOptions) -> dict:
             retx = RetransmitRequester(opts.retransmit, bind_port=udp_port, bind_addr=iface_ipv4(opts.iface))
         stop = opts.stop_event or threading.Event()
         signalled = []
-        old = {}
         if opts.install_signals and threading.current_thread() is threading.main_thread():
             def on_signal(signum, frame):
                 # only a list append: no lock. The handler runs on the main thread between two bytecodes,
@@ -436,8 +436,6 @@ def run(opts: LiveOptions) -> dict:
                 recovery.close()
             if retx is not None:
                 retx.stop()
-            for s, h in old.items():
-                signal.signal(s, h)
         elapsed = time.monotonic() - t0
         if opts.watch is not None and opts.apply_books and not consumer_error:
             opts.watch.finish(books, consumed[0], symmap.by_id)
@@ -486,6 +484,10 @@ def run(opts: LiveOptions) -> dict:
         summary["rx_msgs_per_s"] = round(summary["messages"] / active, 1) if active > 0 else None
         return summary
     finally:
+        # (only now: a second SIGINT / SIGTERM while the output is being closed is counted, not obeyed, as
+        # in replay: it would lose the output, or leave its temporary file behind)
+        for sig, h in old.items():
+            signal.signal(sig, h)
         for s in socks:
             s.close()
         if feed is not None:
