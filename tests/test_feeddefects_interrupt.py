@@ -277,3 +277,38 @@ def test_run_signal_while_its_output_is_closed(tmp_path):
     dec.write(out.read_bytes())
     assert len(dec.decode()) > 1000
     assert leftovers(tmp_path, {"run.dbn"}) == []
+
+
+REPLAY_SIGNAL_WHILE_CLOSING = r"""
+import os, signal, sys
+from feedhandler.output import dbn
+
+close = dbn.DbnWriter.close
+
+def close_under_a_signal(self):
+    os.kill(os.getpid(), signal.SIGINT)         # Ctrl-C while a finished replay writes its output out
+    return close(self)
+
+dbn.DbnWriter.close = close_under_a_signal
+from feedhandler.cli import main
+
+sys.exit(main(["replay", sys.argv[1], "--out", sys.argv[2], "--json", "--no-progress"]))
+"""
+
+
+def test_replay_signal_while_its_output_is_closed(tmp_path):
+    """Ctrl-C while a finished replay writes its output out (a zstd-compressed day takes a while): the output
+    is completed under its name, the summary printed, exit 130 (the KeyboardInterrupt was raised inside
+    close(): the output was removed and no summary printed)."""
+    dbn = pytest.importorskip("databento_dbn")
+    pcap = Path(__file__).resolve().parents[1] / "pcaps" / "itch50_sample.pcap"
+    out = tmp_path / "replay.dbn"
+    p = subprocess.run([sys.executable, "-c", REPLAY_SIGNAL_WHILE_CLOSING, str(pcap), str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 130, p.stderr
+    s = json.loads(p.stdout)
+    assert s["interrupted"] == "SIGINT" and s["messages"] == 20000
+    dec = dbn.DBNDecoder()
+    dec.write(out.read_bytes())
+    assert len(dec.decode()) > 1000
+    assert leftovers(tmp_path, {"replay.dbn"}) == []

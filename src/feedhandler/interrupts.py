@@ -44,6 +44,22 @@ class BatchBoundary:
             exc, self.pending = self.pending, None
             raise exc
 
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Like :meth:`batch`, but the signal that arrives inside is kept for :meth:`take` instead of
+        raised: writing the outputs out after the replay, which a signal must not cut (the replay is
+        complete; the signal is reported)."""
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+
+    def take(self) -> BaseException | None:
+        """The signal's exception kept by :meth:`hold` (once), or None."""
+        exc, self.pending = self.pending, None
+        return exc
+
 
 #: the boundary of the replay's batches (one main thread: the one signal handlers run on)
 BOUNDARY = BatchBoundary()

@@ -247,7 +247,8 @@ def _replay_itch(path: str, opts: ReplayOptions) -> dict:
     if watch is not None:
         from feedhandler.serve.feeds import ReplayCounters
         watch.counters = ReplayCounters(feed, pacer)
-    interrupted = _run_writer(writer, lambda: _pump(feed, opts, handle, books, None, t0, pacer, watch))
+    interrupted = _and_late_signal(_run_writer(writer, lambda: _pump(feed, opts, handle, books, None, t0, pacer,
+                                                                       watch)))
     elapsed = time.perf_counter() - t0
     if watch is not None:
         watch.finish(books, handle.records, handle.symmap.by_id)
@@ -460,6 +461,8 @@ def _symbols_info(handle: _Batches) -> dict | None:
 
 
 def _run_writer(writer, fn):
+    """fn() (the replay), then the output written out under its name, or removed when fn failed. A signal
+    while the output is written out waits for it to be complete (:func:`_and_late_signal` reports it)."""
     ok = False
     try:
         r = fn()
@@ -468,9 +471,16 @@ def _run_writer(writer, fn):
     finally:
         if writer is not None:
             if ok:
-                writer.close()
+                with BOUNDARY.hold():
+                    writer.close()
             else:
                 writer.abort()
+
+
+def _and_late_signal(interrupted: str | None) -> str | None:
+    """The replay's interruption, or the signal that arrived while its outputs were written out."""
+    late = BOUNDARY.take()
+    return interrupted if interrupted or late is None else _signal_name(late)
 
 
 # ---- CME MDP 3.0 ---------------------------------------------------------------------------------
@@ -504,6 +514,7 @@ def _replay_mdp3(path: str, opts: ReplayOptions) -> dict:
         return {**st, "frames": st["framing"]["frames"], "tcp_frames": st["framing"]["tcp_frames"]}, src.channels()
 
     st, channels = _run_writer(writer, run)
+    interrupted[0] = _and_late_signal(interrupted[0])
     elapsed = time.perf_counter() - t0
     c = dec.counters()
     counts = _summary_mod.mdp3_counts(c, REJECT_COUNTERS)
@@ -704,7 +715,7 @@ def _replay_tcp(path: str, opts: ReplayOptions, protocol: str) -> dict:
     writer = open_writer(opts.out, opts.out_format, symbols=symmap, dataset=dataset) if opts.out else None
     handle = _TcpBatches(feed, opts, symmap, writer, book_rtypes=("mbo", "trade", "mbp_update", "order_event"))
 
-    interrupted = _run_writer(writer, lambda: _pump(feed, opts, handle, books, mbp, t0))
+    interrupted = _and_late_signal(_run_writer(writer, lambda: _pump(feed, opts, handle, books, mbp, t0)))
     st = feed.framer.result
     if st is None:
         # interrupted while the capture was still being reassembled or decoded: no records, no summary
