@@ -163,41 +163,43 @@ def _cmd_replay(args) -> int:
     except ValueError as e:
         raise _Fail(str(e)) from None
     restore = _stop_on_signals()
-    try:
-        s = replay(args.file, opts)
-    except FeedhandlerError:
-        raise
-    except ValueError as e:   # bad options for this protocol (e.g. --mode pipelined with mdp3)
-        raise _Fail(str(e)) from None
+    try:  # the handlers stay until the summary is out: a second signal is not obeyed before
+        try:
+            s = replay(args.file, opts)
+        except FeedhandlerError:
+            raise
+        except ValueError as e:   # bad options for this protocol (e.g. --mode pipelined with mdp3)
+            raise _Fail(str(e)) from None
+        finally:
+            if page is not None:
+                page.stop()
+            if bar is not None:
+                bar.done()
+            if opts.publisher is not None:
+                opts.publisher.close()
+        if opts.publisher is not None:
+            s["publish"] = opts.publisher.stats()
+            print(f"feedhandler: {opts.publisher.summary_line()}", file=sys.stderr)
+        for w in s.get("warnings") or ():
+            if w not in told:
+                print(f"feedhandler: warning: {w}", file=sys.stderr)
+        if not s.get("messages"):
+            print(f"feedhandler: warning: no {s.get('protocol', '?')} messages in {args.file}"
+                  + (" (is --protocol right?)" if args.protocol != "auto" else ""), file=sys.stderr)
+        if args.json:
+            json.dump(s, sys.stdout, indent=2, sort_keys=False)
+            sys.stdout.write("\n")
+        else:
+            print(format_summary(s))
+        if s.get("interrupted"):
+            print(f"feedhandler: interrupted by {s['interrupted']}: the summary above is partial", file=sys.stderr)
+            return EXIT_TERMINATED if s["interrupted"] == "SIGTERM" else EXIT_INTERRUPTED
+        if args.strict and _damaged(s):
+            print("feedhandler: --strict: the stream had gaps, duplicates or damaged input", file=sys.stderr)
+            return EXIT_DATA_QUALITY
+        return EXIT_OK
     finally:
         restore()
-        if page is not None:
-            page.stop()
-        if bar is not None:
-            bar.done()
-        if opts.publisher is not None:
-            opts.publisher.close()
-    if opts.publisher is not None:
-        s["publish"] = opts.publisher.stats()
-        print(f"feedhandler: {opts.publisher.summary_line()}", file=sys.stderr)
-    for w in s.get("warnings") or ():
-        if w not in told:
-            print(f"feedhandler: warning: {w}", file=sys.stderr)
-    if not s.get("messages"):
-        print(f"feedhandler: warning: no {s.get('protocol', '?')} messages in {args.file}"
-              + (" (is --protocol right?)" if args.protocol != "auto" else ""), file=sys.stderr)
-    if args.json:
-        json.dump(s, sys.stdout, indent=2, sort_keys=False)
-        sys.stdout.write("\n")
-    else:
-        print(format_summary(s))
-    if s.get("interrupted"):
-        print(f"feedhandler: interrupted by {s['interrupted']}: the summary above is partial", file=sys.stderr)
-        return EXIT_TERMINATED if s["interrupted"] == "SIGTERM" else EXIT_INTERRUPTED
-    if args.strict and _damaged(s):
-        print("feedhandler: --strict: the stream had gaps, duplicates or damaged input", file=sys.stderr)
-        return EXIT_DATA_QUALITY
-    return EXIT_OK
 
 
 def _stop_on_signals():

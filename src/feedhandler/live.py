@@ -35,8 +35,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from feedhandler.cliopts import (add_date, add_debug, add_udp_port, count_int, cpu_index, deprecated_alias, positive_int,
-                                 seconds)
+from feedhandler.cliopts import (add_date, add_debug, add_udp_port, count_int, cpu_index, deprecated_alias,
+                                 positive_int, seconds)
 from feedhandler.errors import CaptureError, FeedhandlerError, OutputError
 
 __all__ = ["LiveOptions", "run", "run_main", "latency_percentiles", "join_groups", "iface_ipv4", "EXIT_NO_IFACE"]
