@@ -312,3 +312,22 @@ def test_replay_signal_while_its_output_is_closed(tmp_path):
     dec.write(out.read_bytes())
     assert len(dec.decode()) > 1000
     assert leftovers(tmp_path, {"replay.dbn"}) == []
+
+
+@pytest.mark.parametrize("cmd", ["replay", "run"])
+@pytest.mark.parametrize("out,expect", [("/proc/fh-test-out.dbn", "cannot write /proc/fh-test-out.dbn: "),
+                                        ("/dev/null", "cannot tell the output format")])
+def test_output_that_cannot_be_opened(capsys, cmd, out, expect):
+    """An output that cannot be opened (/proc refuses new files) names the output, not the spool's temporary
+    ("No such file or directory: '/proc/tmpj9cbfa_k'"); an output without a format's extension is a usage
+    error from run too (it was exit 1 there, after the run had started)."""
+    from feedhandler.cli import main
+
+    pcap = str(Path(__file__).resolve().parents[1] / "pcaps" / "itch50_sample.pcap")
+    args = ["replay", pcap, "--no-progress"] if cmd == "replay" else ["run", "--file", pcap, "--status-interval", "0"]
+    assert main([*args, "--out", out]) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert expect in last and "tmp" not in last and ".part" not in last, err
+    if cmd == "run":
+        assert "--out-format" not in last, err       # (run has no such option)

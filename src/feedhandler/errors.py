@@ -26,7 +26,8 @@ class OutputError(FeedhandlerError, OSError):
     names the file; ``errno`` is the system's. Exit code 2 ("an output that cannot be written")."""
 
     def __init__(self, path: str, cause: OSError):
-        super().__init__(f"cannot write {path}: {cause.strerror or cause}")
+        why = str(cause.strerror or cause)
+        super().__init__(why if why.startswith("cannot write") else f"cannot write {path}: {why}")
         self.errno = cause.errno
         self.strerror = cause.strerror
         self.filename = path

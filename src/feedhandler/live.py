@@ -894,6 +894,13 @@ def run_main(argv: Sequence[str] | None = None) -> int:
             parser.error(str(e))
     if not args.iface and not args.file:
         parser.error("give --iface IFACE to capture live, or --file CAPTURE to replay a capture file")
+    if args.out:
+        from feedhandler.output import format_for
+
+        try:
+            format_for(args.out)        # as replay: an output whose format is unknown is a usage error
+        except ValueError as e:
+            parser.error(str(e).replace("; use --out-format", ""))      # (run has no --out-format)
     try:
         speed = {"max": 0.0, "recorded": 1.0}[args.pace] if args.pace in ("max", "recorded") else float(args.pace)
         if not 0 < speed < 1e9 and args.pace != "max":     # as replay's --pace

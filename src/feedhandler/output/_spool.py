@@ -36,7 +36,7 @@ def names_the_output(method):
         except OutputError:
             raise
         except OSError as e:
-            raise OutputError(self.path, e) from e
+            raise OutputError(getattr(self, "path", "the output"), e) from e
     return checked
 
 ZSTD_LEVEL = 3   # zstd's default: fast, and within a few per cent of level 9 on tick records
@@ -84,6 +84,7 @@ def discard(tmp: str) -> None:
 class SpoolWriter:
     """Append bodies now, write ``header() + body`` at close (atomically)."""
 
+    @names_the_output
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
         check_output_dir(self.path)

@@ -61,6 +61,7 @@ def sibling_path(path: str, kind: str) -> str:
 class ParquetWriter:
     """Streaming Parquet writer, one file per record kind (``write(batch)``, then ``close()``)."""
 
+    @names_the_output
     def __init__(self, path: str | os.PathLike, *, symbols=None, row_group: int = 262_144, **_ignored):
         self.pa, self.pq = _pyarrow()
         self.path = os.fspath(path)
