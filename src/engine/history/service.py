@@ -235,8 +235,8 @@ def _main(argv: list[str]) -> int:
     from engine.errors import DataDirError
     if not os.path.isdir(a.data_dir):
         # (sqlite answered "unable to open database file", exit 1)
-        raise DataDirError(f"{a.data_dir}: no such directory: give the --data-dir of an exchange "
-                           "(default ./exchange-data)")
+        what = "not a directory" if os.path.exists(a.data_dir) else "no such directory"
+        raise DataDirError(f"{a.data_dir}: {what}: give the --data-dir of an exchange (default ./exchange-data)")
     h = {"enabled": not a.no_db, "db": a.db, "redis": a.redis, "batch_inputs": a.batch_inputs}
     if a.config:
         from engine.exchange import load_config, make_accounts
