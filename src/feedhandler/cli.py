@@ -43,7 +43,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
 
 from feedhandler import __version__  # noqa: E402
 from feedhandler.cliopts import (DATE_HELP, add_date, add_debug, add_symbols, add_udp_port, count_int, deprecated_alias,
-                                 positive_int)
+                                 parse_number, positive_int)
 from feedhandler.errors import FeedError, FeedhandlerError
 from feedhandler.exitcodes import (EXIT_DATA_QUALITY, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK,  # noqa: F401
                                    EXIT_TERMINATED, EXIT_USAGE, RuntimeFailure, UsageError, boundary,
@@ -315,13 +315,7 @@ def _synth_other(args) -> int:
 
 
 def _concentration(v: str) -> float:
-    try:
-        x = float(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{v!r} is not a number") from None
-    if not 0.0 <= x < 100.0:
-        raise argparse.ArgumentTypeError(f"{v} is not in [0, 100)")
-    return x
+    return parse_number(v, float, "a number", lambda x: 0.0 <= x < 100.0, "{value} is not in [0, 100)")
 
 
 def build_parser() -> argparse.ArgumentParser:

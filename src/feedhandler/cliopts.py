@@ -23,7 +23,7 @@ import sys
 
 __all__ = ["plain", "symbols_list", "port_number", "add_symbols", "add_udp_port", "add_date", "add_debug",
            "DATE_HELP", "deprecated_alias",
-           "positive_int", "count_int", "seconds", "positive_seconds", "cpu_index", "zmq_endpoint"]
+           "parse_number", "positive_int", "count_int", "seconds", "positive_seconds", "cpu_index", "zmq_endpoint"]
 
 DATE_HELP = ("trading day YYYY-MM-DD (default: from the capture: its time stamps, else a NASDAQ file name "
              "MMDDYYYY.NASDAQ_ITCH50; live from an interface: today in New York)")
@@ -46,61 +46,47 @@ def symbols_list(text: str) -> list[str]:
     return out
 
 
+def parse_number(text: str, kind: type, what: str, ok, out_of_range: str):
+    """``kind(text)`` (int or float) if ``ok(value)``, else argparse's type error: "'TEXT' is not WHAT" when
+    it is no number, ``out_of_range`` (formatted with ``value``) when it is out of range. The one body of
+    this module's numeric argparse types (and of the commands' own, e.g. ``ptp-slave --domain``)."""
+    try:
+        x = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if not ok(x):
+        raise argparse.ArgumentTypeError(out_of_range.format(value=text if kind is float else x))
+    return x
+
+
 def port_number(text: str) -> int:
     """A TCP/UDP port 0..65535 (argparse type of every port option: a larger number would otherwise be
     taken modulo 65536 by some socket layers, e.g. ZeroMQ's bind, and listen somewhere unexpected)."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= n <= 65535:
-        raise argparse.ArgumentTypeError(f"{n} is not a port number (0..65535)")
-    return n
+    return parse_number(text, int, "a port number", lambda n: 0 <= n <= 65535,
+                        "{value} is not a port number (0..65535)")
 
 
 def positive_int(text: str) -> int:
     """An integer >= 1 (argparse type: counts and sizes)."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{n} is not a positive integer")
-    return n
+    return parse_number(text, int, "a positive integer", lambda n: n >= 1, "{value} is not a positive integer")
 
 
 def count_int(text: str) -> int:
     """An integer >= 0 (argparse type: table rows, where 0 means none)."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"{n} is negative")
-    return n
+    return parse_number(text, int, "a whole number", lambda n: n >= 0, "{value} is negative")
 
 
 def seconds(text: str) -> float:
     """A finite number of seconds >= 0 (argparse type of durations and intervals: a negative, NaN or infinite
     one would stop at once, never or not at all without a word)."""
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 <= x < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds >= 0")
-    return x
+    return parse_number(text, float, "a number of seconds", lambda x: 0 <= x < float("inf"),
+                        "{value} is not a number of seconds >= 0")
 
 
 def positive_seconds(text: str) -> float:
     """A finite number of seconds > 0 (argparse type of timeouts: 0 would give up before asking)."""
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < x < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds > 0")
-    return x
+    return parse_number(text, float, "a number of seconds", lambda x: 0 < x < float("inf"),
+                        "{value} is not a number of seconds > 0")
 
 
 def zmq_endpoint(text: str) -> str:
@@ -123,14 +109,9 @@ def cpu_index(text: str) -> int:
     """A CPU of this machine, 0..N-1 (argparse type of the pinning options)."""
     import os
 
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a CPU number") from None
     count = os.cpu_count() or 1
-    if not 0 <= n < count:
-        raise argparse.ArgumentTypeError(f"CPU {n}: this machine has CPUs 0..{count - 1}")
-    return n
+    return parse_number(text, int, "a CPU number", lambda n: 0 <= n < count,
+                        f"CPU {{value}}: this machine has CPUs 0..{count - 1}")
 
 
 def add_symbols(p: argparse.ArgumentParser, what: str, default: list[str] | None = None) -> None:

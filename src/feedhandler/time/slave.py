@@ -31,7 +31,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
-from feedhandler.cliopts import positive_seconds
+from feedhandler.cliopts import parse_number, positive_seconds
 from feedhandler.time import ptp
 
 __all__ = ["PtpSlave", "Sample", "slave_main"]
@@ -273,13 +273,8 @@ class PtpSlave:
 
 def _domain(text: str) -> int:
     """A PTP domainNumber (one octet on the wire)."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a PTP domain number") from None
-    if not 0 <= n <= 255:
-        raise argparse.ArgumentTypeError(f"{n} is not a PTP domain number (0..255)")
-    return n
+    return parse_number(text, int, "a PTP domain number", lambda n: 0 <= n <= 255,
+                        "{value} is not a PTP domain number (0..255)")
 
 
 def build_parser() -> argparse.ArgumentParser:
