@@ -572,6 +572,9 @@ def test_psycopg_and_redis_are_core_dependencies():
 
 
 def test_a_dead_writer_is_started_again_and_resumes(tmp_path):
+    """An exchange embedded through the Python API (nobody calls history.check()): the service's own
+    supervisor starts a writer that died again, and the new writer stores what was journaled meanwhile (only
+    `feedhandler exchange`'s loop restarted it before)."""
     from engine.exchange import Exchange, load_config
 
     cfg = load_config(None, {"symbols": SYMS, "data_dir": str(tmp_path / "data"),
@@ -591,12 +594,15 @@ def test_a_dead_writer_is_started_again_and_resumes(tmp_path):
         trade_round(ex.gateway.endpoint, "a", 2)
         assert wait_for(lambda: ex.history_stats()["stored_seq"] == [4])
         old = ex.history.proc
+        ex.history.restart_delay_s = 3600.0                 # held down while the next orders are journaled
         os.kill(old.pid, signal.SIGKILL)
         old.join(10)
         assert not ex.history_stats()["alive"]
         trade_round(ex.gateway.endpoint, "b", 2)            # journaled while no writer runs
-        ex.history.check()                                  # what the exchange's main loop does
-        assert ex.history.proc is not old and ex.history.proc.is_alive()
+        time.sleep(0.5)
+        assert ex.history.proc is old and ex.history_stats()["restarts"] == 0
+        ex.history.restart_delay_s = 0.0
+        assert wait_for(lambda: ex.history.proc is not old and ex.history.proc.is_alive())
         assert "history writer exited (code -9); starting it again" in "".join(out)
         assert wait_for(lambda: ex.history_stats()["stored_seq"] == [8] and ex.history_stats()["lag"] == 0)
         assert ex.history_stats()["restarts"] == 1

@@ -32,6 +32,7 @@ def test_history_writer_in_health_and_metrics(tmp_path):
         assert "exchange_history_lag 0" in m and "exchange_history_writer_up 1" in m
         assert "exchange_history_writer_restarts_total 0" in m
 
+        ex.history.restart_delay_s = 3600.0       # the supervisor leaves it down while we look
         ex.history.proc.kill()                    # e.g. its Redis went away and it exited
         ex.history.proc.join(10)
         h = c.get("/health").json()["data"]
@@ -41,7 +42,7 @@ def test_history_writer_in_health_and_metrics(tmp_path):
                                              "price": "160"})
         assert r.status_code == 202, r.text      # orders do not wait for history
 
-        ex.history.check()                        # what `feedhandler exchange`'s loop does every 0.2 s
-        assert _wait(lambda: (ex.history.check() or True) and c.get("/health").json()["data"]["status"] == "UP")
+        ex.history.restart_delay_s = 0.0          # the service's supervisor thread starts it again
+        assert _wait(lambda: c.get("/health").json()["data"]["status"] == "UP")
         assert _wait(lambda: c.get("/health").json()["data"]["history"]["lag"] == 0)
         assert "exchange_history_writer_restarts_total 1" in c.get("/metrics").text

@@ -894,9 +894,7 @@ def serve(ex: Exchange, duration: float | None, stop: threading.Event, out=sys.s
         if not _engine_alive(ex):
             raise RuntimeError("a gateway/engine thread died; stopping (the journal holds every acknowledged "
                                "input: a restart recovers)")
-        if ex.history is not None:
-            ex.history.check()
-        heartbeat()
+        heartbeat()             # (the history writer is supervised by its own thread: HistoryService)
         if time.monotonic() - last >= 10:
             last = time.monotonic()
             s = ex.pipeline.stats.as_dict()

@@ -91,7 +91,12 @@ def child_main(data_dir: str, h: dict, conn, stored, journal, stop, parent_pid: 
 
 
 class HistoryService:
-    """The exchange's handle on its history writer process."""
+    """The exchange's handle on its history writer process. Once started it supervises the writer from a
+    thread of its own (``history-supervisor``): a writer that died (its database or Redis went away) is
+    logged and started again, whether the exchange runs as ``feedhandler exchange`` or embedded through
+    the Python API. ``restart_delay_s``: how long a dead writer stays down before it is started again."""
+
+    SUPERVISE_S = 0.2           # how often the supervisor looks at the writer
 
     def __init__(self, data_dir: str, h: dict, n_shards: int, out=sys.stdout):
         self.data_dir = str(data_dir)
@@ -106,6 +111,11 @@ class HistoryService:
         self._next_restart = 0.0
         self._stop = None
         self._pending = None          # the pipe of a restarted writer until it says ready (or fails)
+        self.restart_delay_s = 0.0
+        self._dead_since = None
+        self._lock = threading.Lock()           # check() from the supervisor thread and from callers
+        self._supervisor: threading.Thread | None = None
+        self._supervisor_stop = threading.Event()
 
     def _spawn(self):
         import os
@@ -137,7 +147,16 @@ class HistoryService:
             self.proc.join(5)
             raise StartupError(f"history writer: {info}")
         self.stored[:self.n] = info["stored"]
+        self._supervisor = threading.Thread(target=self._supervise, name="history-supervisor", daemon=True)
+        self._supervisor.start()
         return self
+
+    def _supervise(self) -> None:
+        while not self._supervisor_stop.wait(self.SUPERVISE_S):
+            try:
+                self.check()
+            except Exception as e:  # noqa: BLE001 - a supervisor that died would supervise nothing: say it, go on
+                print(f"history writer supervisor: {type(e).__name__}: {one_line(e)}", file=self.out, flush=True)
 
     def _kill(self) -> None:
         if self.proc is not None and self.proc.is_alive():
@@ -145,11 +164,22 @@ class HistoryService:
             self.proc.join(5)
 
     def check(self) -> None:
-        """From the exchange's main loop, never blocking it (its heartbeat goes on): a writer that died is
-        logged and started again, at most every 5 s; a restarted writer's startup error is logged."""
+        """What the supervisor thread does every ``SUPERVISE_S`` (callable from any thread, never blocking): a
+        writer that died is logged and started again once it has been down ``restart_delay_s``, at most every
+        5 s; a restarted writer's startup error is logged."""
+        with self._lock:
+            self._check()
+
+    def _check(self) -> None:
         if self._pending is not None:
             self._read_pending()
-        if self.proc is None or self.proc.is_alive() or time.monotonic() < self._next_restart:
+        if self.proc is None or self.proc.is_alive():
+            self._dead_since = None
+            return
+        now = time.monotonic()
+        if self._dead_since is None:
+            self._dead_since = now
+        if now < self._next_restart or now - self._dead_since < self.restart_delay_s:
             return
         print(f"history writer exited (code {self.proc.exitcode}); starting it again", file=self.out, flush=True)
         self._next_restart = time.monotonic() + 5.0
@@ -188,6 +218,14 @@ class HistoryService:
 
     def stop(self, timeout: float = 60.0) -> None:
         """Ask the writer to store what the journals hold and exit; killed after ``timeout`` seconds."""
+        self._supervisor_stop.set()
+        if self._supervisor is not None:
+            self._supervisor.join(10)
+            self._supervisor = None
+        with self._lock:
+            self._stop_writer(timeout)
+
+    def _stop_writer(self, timeout: float) -> None:
         if self._pending is not None:
             self._pending.close()
             self._pending = None
